@@ -1,0 +1,16 @@
+"""The project's own error types. The CLI turns each into a clean message and exit status 2."""
+from __future__ import annotations
+
+
+class NetspecError(Exception):
+    """Base of every error that netspec reports to a user (never a traceback)."""
+
+    exit_code = 2
+
+
+class DataError(NetspecError):
+    """A data directory, cache or image set that can't be used."""
+
+
+class RunError(NetspecError):
+    """A run directory or checkpoint that can't be used."""
