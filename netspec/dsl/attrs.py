@@ -1,0 +1,150 @@
+"""Reading a statement's items against a schema: which words are keys, what each key takes.
+
+The schema is a mapping key -> AttrDef-like object with `kind`, `default`, `required`,
+`minimum`, `maximum`, `choices`. Kinds: flag, int, float, word, ints, words, gauss.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import Collector, Pos
+from .spec import Attr, Item
+
+@dataclass(frozen=True)
+class AttrDef:
+    """One attribute a layer statement accepts.
+
+    kind: 'flag' (no value), 'int', 'float', 'word', 'ints' (one int or a list), 'words',
+    'gauss' (gauss(STD)).
+    """
+
+    kind: str
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+KIND_NAMES = {
+    "int": "an integer", "float": "a number", "word": "a name", "ints": "an integer or a list "
+    "of integers", "words": "a name or a list of names", "gauss": "gauss(STD)",
+}
+
+
+def suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _convert(item: Item, kind: str) -> tuple[bool, Any]:
+    """Return (ok, value) for one item read as `kind`."""
+    if kind == "int":
+        return (item.kind == "number" and isinstance(item.value, int)), item.value
+    if kind == "float":
+        return item.kind == "number", (float(item.value) if item.kind == "number" else None)
+    if kind == "word":
+        return item.kind == "word", item.value
+    if kind == "ints":
+        if item.kind == "number" and isinstance(item.value, int):
+            return True, (item.value,)
+        if item.kind == "list" and all(i.kind == "number" and isinstance(i.value, int)
+                                       for i in item.value):
+            return True, tuple(i.value for i in item.value)
+        return False, None
+    if kind == "words":
+        if item.kind == "word":
+            return True, (item.value,)
+        if item.kind == "list" and all(i.kind == "word" for i in item.value):
+            return True, tuple(i.value for i in item.value)
+        return False, None
+    if kind == "gauss":
+        if item.kind == "call" and item.value[0] == "gauss" and len(item.value[1]) == 1 \
+                and item.value[1][0].kind == "number":
+            return True, float(item.value[1][0].value)
+        return False, None
+    raise ValueError(f"unknown attribute kind {kind!r}")
+
+
+def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, errs: Collector,
+               end: Pos) -> dict[str, Attr]:
+    """Group items into attributes by `schema`, reporting every problem to `errs`.
+
+    `owner` names the statement in messages ("conv1", "sgd"); `end` is where a missing value
+    would have been (the end of the line).
+    """
+    out: dict[str, Attr] = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        if item.kind != "word":
+            errs.error(item.pos, f"{owner}: expected a keyword, found '{item.text}'")
+            continue
+        key = item.value
+        spec = schema.get(key)
+        if spec is None:
+            errs.error(item.pos, f"{owner}: unknown keyword '{key}'{suggest(key, schema)}; "
+                                 f"expected one of: {', '.join(sorted(schema))}")
+            continue
+        if key in out:
+            errs.error(item.pos, f"{owner}: '{key}' is given twice")
+        if spec.kind == "flag":
+            out[key] = Attr(key, True, item.pos, item.pos)
+            continue
+        if i >= len(items) or (items[i].kind == "word" and items[i].value in schema
+                               and spec.kind not in ("word", "words")):
+            where = items[i].pos if i < len(items) else end
+            errs.error(where, f"{owner}: '{key}' needs {KIND_NAMES[spec.kind]}")
+            continue
+        value_item = items[i]
+        i += 1
+        ok, value = _convert(value_item, spec.kind)
+        if not ok:
+            errs.error(value_item.pos, f"{owner}: '{key}' needs {KIND_NAMES[spec.kind]}, "
+                                       f"found '{value_item.text}'")
+            continue
+        if spec.choices and value not in spec.choices:
+            errs.error(value_item.pos, f"{owner}: '{key}' must be one of "
+                                       f"{', '.join(spec.choices)}, not '{value}'"
+                                       f"{suggest(str(value), spec.choices)}")
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        bad = False
+        for v in values:
+            if isinstance(v, (int, float)):
+                if spec.minimum is not None and v < spec.minimum:
+                    errs.error(value_item.pos, f"{owner}: '{key}' must be at least "
+                                               f"{_fmt(spec.minimum)}, not {_fmt(v)}")
+                    bad = True
+                    break
+                if spec.maximum is not None and v > spec.maximum:
+                    errs.error(value_item.pos, f"{owner}: '{key}' must be at most "
+                                               f"{_fmt(spec.maximum)}, not {_fmt(v)}")
+                    bad = True
+                    break
+        if not bad:
+            out[key] = Attr(key, value, item.pos, value_item.pos)
+    return out
+
+
+def resolve(attrs: dict[str, Attr], schema: Mapping[str, Any], owner: str, errs: Collector,
+            pos: Pos) -> dict[str, Any]:
+    """Plain values with defaults filled in; reports missing required keys at `pos`."""
+    values: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if key in attrs:
+            values[key] = attrs[key].value
+        elif spec.required:
+            errs.error(pos, f"{owner}: missing '{key}' ({spec.doc or KIND_NAMES[spec.kind]})")
+            values[key] = None
+        else:
+            values[key] = False if spec.kind == "flag" and spec.default is None else spec.default
+    return values
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,327 @@
+"""Spec text -> Spec. LALR parse into statements, then read each statement by its keyword.
+
+Header statements (network, input, classes, gpus, init) and the recipe (after `train`) are the
+language's own and are checked here. Layer statements are kept as items; their keys depend on
+the layer type and are read in the IR.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import lark
+
+from .attrs import AttrDef, read_attrs, resolve, suggest
+from .errors import Collector, Pos, SpecError
+from .spec import Item, LayerSpec, Recipe, Spec
+
+HEADER = ("network", "input", "classes", "gpus", "init", "train")
+INIT_SCHEMA = {"weight": AttrDef("gauss", doc="gauss(STD)"),
+               "bias": AttrDef("float")}
+RECIPE_SCHEMAS: dict[str, dict[str, AttrDef]] = {
+    "batch": {},
+    "epochs": {},
+    "sgd": {"lr": AttrDef("float", minimum=0.0), "momentum": AttrDef("float", minimum=0.0,
+                                                                      maximum=1.0),
+            "weight_decay": AttrDef("float", minimum=0.0)},
+    "schedule": {"plateau": AttrDef("flag"), "at": AttrDef("ints", minimum=1),
+                 "none": AttrDef("flag"), "factor": AttrDef("float", minimum=0.0, maximum=1.0),
+                 "patience": AttrDef("int", minimum=1), "max_drops": AttrDef("int", minimum=0)},
+    "augment": {"crop": AttrDef("int", minimum=1), "from": AttrDef("int", minimum=1),
+                "flip": AttrDef("flag"), "pca": AttrDef("float", minimum=0.0)},
+    "test": {"views": AttrDef("int", choices=(1, 10))},
+}
+
+
+@dataclass(frozen=True)
+class Statement:
+    keyword: str
+    pos: Pos
+    items: tuple[Item, ...]
+    end: Pos
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    grammar = resources.files(__package__).joinpath("netspec.lark").read_text()
+    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _number(text: str):
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
+class _ToItems(lark.Transformer):
+    def _pos(self, tok) -> Pos:
+        return Pos(tok.line, tok.column)
+
+    def word(self, c):
+        return Item("word", str(c[0]), self._pos(c[0]), str(c[0]))
+
+    def number(self, c):
+        return Item("number", _number(str(c[0])), self._pos(c[0]), str(c[0]))
+
+    def dims(self, c):
+        text = str(c[0])
+        return Item("dims", tuple(int(p) for p in text.replace("×", "x").split("x")),
+                    self._pos(c[0]), text)
+
+    def call(self, c):
+        name = c[0]
+        args = tuple(c[1:])
+        text = f"{name}({', '.join(a.text for a in args)})"
+        return Item("call", (str(name), args), self._pos(name), text)
+
+    def list(self, c):
+        return Item("list", tuple(c), c[0].pos, ",".join(i.text for i in c))
+
+    def statement(self, c):
+        kw = c[0]
+        items = tuple(c[1:])
+        line = kw.line
+        return Statement(str(kw), self._pos(kw), items, Pos(line, 0))
+
+    def start(self, c):
+        return [s for s in c if isinstance(s, Statement)]
+
+
+def _syntax_error(e: lark.exceptions.LarkError, path: str, text: str) -> SpecError:
+    if isinstance(e, lark.UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        msg = f"unexpected character {ch!r}"
+        return SpecError.at(Pos(e.line, e.column), msg, path, text)
+    if isinstance(e, lark.UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            line = text.count("\n") + 1
+            return SpecError.at(Pos(line, 1), "unexpected end of file", path, text)
+        what = {"LPAR": "'('", "RPAR": "')'", "COMMA": "','", "_NL": "end of line"}.get(
+            tok.type, repr(str(tok)))
+        hint = ""
+        if tok.type in ("NUMBER", "DIMS", "LPAR", "RPAR", "COMMA"):
+            hint = "; a statement starts with a keyword" if tok.type in ("NUMBER", "DIMS") \
+                else "; check the brackets and commas"
+        return SpecError.at(Pos(tok.line, tok.column), f"unexpected {what}{hint}", path, text)
+    if isinstance(e, lark.UnexpectedEOF):
+        line = text.count("\n") + 1
+        return SpecError.at(Pos(line, 1), "unexpected end of file", path, text)
+    return SpecError.at(Pos(1, 1), f"cannot parse: {e}", path, text)
+
+
+def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise SpecError.at(Pos(line, 1), "this is not a text file (it contains NUL bytes)",
+                           path, "")
+    try:
+        tree = _parser().parse(text if text.endswith("\n") else text + "\n")
+    except lark.exceptions.LarkError as e:
+        raise _syntax_error(e, path, text) from None
+    stmts = _ToItems().transform(tree)
+    # the end of each line, for "missing value" errors
+    lines = text.splitlines()
+    return [Statement(s.keyword, s.pos, s.items,
+                      Pos(s.pos.line, len(lines[s.pos.line - 1]) + 1 if s.pos.line <= len(lines)
+                          else 1)) for s in stmts]
+
+
+def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
+    """Read a spec file's text; a missing, unreadable or binary file is a SpecError."""
+    p = Path(path)
+    name = str(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError.at(Pos(1, 1), "no such file", name) from None
+    except IsADirectoryError:
+        raise SpecError.at(Pos(1, 1), "is a directory, not a spec file", name) from None
+    except OSError as e:
+        raise SpecError.at(Pos(1, 1), f"cannot read: {e.strerror or e}", name) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SpecError.at(Pos(line, 1), "this is not a UTF-8 text file", name) from None
+    return name, text.lstrip("\ufeff")
+
+
+def load_spec(source: str | os.PathLike) -> Spec:
+    """A Spec from a path, or from spec text (anything containing a newline)."""
+    if isinstance(source, str) and "\n" in source:
+        return parse_spec(source, "<spec>")
+    path, text = read_spec_file(source)
+    return parse_spec(text, path)
+
+
+def parse_spec(text: str, path: str = "<spec>") -> Spec:
+    stmts = parse_statements(text, path)
+    errs = Collector(path, text)
+    if not stmts:
+        errs.error(Pos(1, 1), "empty spec: expected 'network NAME', 'input CxHxW', "
+                              "'classes N' and layers")
+        errs.raise_if_any()
+    header: dict[str, object] = {}
+    pos: dict[str, Pos] = {}
+    layers: list[LayerSpec] = []
+    recipe_stmts: list[Statement] = []
+    in_train = False
+    for s in stmts:
+        if in_train:
+            recipe_stmts.append(s)
+            continue
+        if s.keyword in HEADER:
+            if s.keyword in pos:
+                errs.error(s.pos, f"'{s.keyword}' is given twice (first at {pos[s.keyword]})")
+                continue
+            pos[s.keyword] = s.pos
+            if s.keyword == "train":
+                in_train = True
+                if s.items:
+                    errs.error(s.items[0].pos, "'train' takes no values; put the recipe on "
+                                               "the lines after it")
+                continue
+            _read_header(s, header, pos, errs)
+        else:
+            _read_layer(s, layers, errs)
+    for key, what in (("network", "network NAME"), ("input", "input CxHxW"),
+                      ("classes", "classes N")):
+        if key not in header and not any(d.message.startswith(f"'{key}'")
+                                         for d in errs.diagnostics):
+            errs.error(Pos(1, 1), f"missing '{what}' statement")
+    recipe = _read_recipe(recipe_stmts, errs)
+    errs.raise_if_any()
+    return Spec(path=path, source=text, network=header["network"],
+                input_shape=header["input"], classes=header["classes"],
+                gpus=header.get("gpus", 1), init_std=header.get("init_std", 0.01),
+                init_bias=header.get("init_bias", 0.0), layers=tuple(layers), recipe=recipe,
+                pos=pos)
+
+
+def _one_value(s: Statement, kind: str, errs: Collector, what: str):
+    if len(s.items) != 1 or s.items[0].kind != kind or \
+            (kind == "number" and not isinstance(s.items[0].value, int)):
+        where = s.items[1].pos if len(s.items) > 1 else (s.items[0].pos if s.items else s.end)
+        errs.error(where, f"'{s.keyword}' takes {what}, e.g. {EXAMPLES[s.keyword]}")
+        return None
+    return s.items[0]
+
+
+EXAMPLES = {"network": "'network alexnet'", "input": "'input 3x224x224'",
+            "classes": "'classes 1000'", "gpus": "'gpus 2'", "batch": "'batch 128'",
+            "epochs": "'epochs 90'"}
+
+
+def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    k = s.keyword
+    if k == "network":
+        it = _one_value(s, "word", errs, "one name")
+        if it:
+            header["network"] = it.value
+    elif k == "input":
+        it = _one_value(s, "dims", errs, "channels x height x width")
+        if it:
+            if len(it.value) != 3:
+                errs.error(it.pos, f"'input' takes channels x height x width, got {it.text}")
+            elif min(it.value) < 1:
+                errs.error(it.pos, f"'input' sizes must be positive, got {it.text}")
+            else:
+                header["input"] = it.value
+                pos["input_value"] = it.pos
+    elif k in ("classes", "gpus"):
+        it = _one_value(s, "number", errs, "one integer")
+        if it:
+            lo, hi = (2, None) if k == "classes" else (1, 64)
+            if it.value < lo or (hi and it.value > hi):
+                errs.error(it.pos, f"'{k}' must be {'at least ' + str(lo) if not hi else f'between {lo} and {hi}'}, "
+                                   f"not {it.value}")
+            else:
+                header[k] = it.value
+                pos[k + "_value"] = it.pos
+    elif k == "init":
+        a = read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end)
+        if not s.items:
+            errs.error(s.end, "'init' takes 'weight gauss(STD)' and/or 'bias VALUE'")
+        if "weight" in a:
+            if a["weight"].value < 0:
+                errs.error(a["weight"].value_pos, "init: the weight std must not be negative")
+            header["init_std"] = a["weight"].value
+        if "bias" in a:
+            header["init_bias"] = a["bias"].value
+
+
+def _read_layer(s: Statement, layers: list, errs: Collector) -> None:
+    if not s.items or s.items[0].kind != "word":
+        where = s.items[0].pos if s.items else s.end
+        errs.error(where, f"'{s.keyword}' must be followed by a layer name, e.g. "
+                          f"'{s.keyword} {s.keyword}1 ...'" + suggest(s.keyword, HEADER))
+        return
+    name = s.items[0]
+    layers.append(LayerSpec(s.keyword, name.value, s.items[1:], s.pos, name.pos))
+
+
+def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
+    values: dict[str, object] = {}
+    rpos: dict[str, Pos] = {}
+    seen: dict[str, Pos] = {}
+    for s in stmts:
+        if s.keyword not in RECIPE_SCHEMAS:
+            errs.error(s.pos, f"unknown recipe statement '{s.keyword}'"
+                              f"{suggest(s.keyword, RECIPE_SCHEMAS)}; expected one of: "
+                              f"{', '.join(RECIPE_SCHEMAS)} (layers go before 'train')")
+            continue
+        if s.keyword in seen:
+            errs.error(s.pos, f"'{s.keyword}' is given twice (first at {seen[s.keyword]})")
+            continue
+        seen[s.keyword] = s.pos
+        if s.keyword in ("batch", "epochs"):
+            it = _one_value(s, "number", errs, "one integer")
+            if it is not None:
+                if it.value < 1:
+                    errs.error(it.pos, f"'{s.keyword}' must be at least 1, not {it.value}")
+                else:
+                    values["batch_size" if s.keyword == "batch" else "epochs"] = it.value
+                    rpos["batch_size" if s.keyword == "batch" else "epochs"] = it.pos
+            continue
+        schema = RECIPE_SCHEMAS[s.keyword]
+        a = read_attrs(s.items, schema, s.keyword, errs, s.end)
+        if not s.items:
+            errs.error(s.end, f"'{s.keyword}' needs values: {', '.join(schema)}")
+        for key, attr in a.items():
+            rpos[key] = attr.value_pos
+        if s.keyword == "sgd":
+            for key in ("lr", "momentum", "weight_decay"):
+                if key in a:
+                    values[key] = a[key].value
+        elif s.keyword == "schedule":
+            kinds = [k for k in ("plateau", "at", "none") if k in a]
+            if len(kinds) != 1:
+                errs.error(s.pos, "schedule: give exactly one of 'plateau', 'at EPOCHS' or 'none'")
+            else:
+                values["schedule"] = {"plateau": "plateau", "at": "steps", "none": "none"}[kinds[0]]
+            if "at" in a:
+                values["drop_epochs"] = tuple(a["at"].value)
+                if list(a["at"].value) != sorted(set(a["at"].value)):
+                    errs.error(a["at"].value_pos, "schedule: 'at' epochs must increase")
+            for key in ("factor", "patience", "max_drops"):
+                if key in a:
+                    values[key] = a[key].value
+        elif s.keyword == "augment":
+            if "crop" in a:
+                values["crop"] = a["crop"].value
+            if "from" in a:
+                values["base"] = a["from"].value
+            values["flip"] = "flip" in a
+            if "pca" in a:
+                values["pca_sigma"] = a["pca"].value
+            if "crop" in a and "from" in a and a["from"].value < a["crop"].value:
+                errs.error(a["from"].value_pos, f"augment: the crop {a['crop'].value} must fit "
+                                                f"in the base size {a['from'].value}")
+        elif s.keyword == "test":
+            if "views" in a:
+                values["test_views"] = a["views"].value
+    return Recipe(**values, pos=rpos)

@@ -1,0 +1,351 @@
+"""Spec -> Graph: resolve each layer's attributes, connect inputs, infer shapes, place parts
+on logical GPUs and find the transfers. Every error names the layer, the parameter and the
+source position, and one pass reports all it finds."""
+from __future__ import annotations
+
+import os
+
+from ..dsl.attrs import AttrDef, read_attrs, resolve, suggest
+from ..dsl.errors import Collector, Pos
+from ..dsl.parser import HEADER, load_spec
+from ..dsl.spec import Spec
+from ..ops import OPS
+from .graph import INPUT, Graph, Layer, Part, Source, Transfer
+
+FROM = {"from": AttrDef("words", doc="input layer name(s)")}
+WEIGHTED = {
+    "relu": AttrDef("flag", doc="apply max(0, x) to the output (fused)"),
+    "connect": AttrDef("word", default="all", choices=("same-gpu", "all"),
+                       doc="which input parts each GPU's part reads"),
+    "split": AttrDef("ints", minimum=1, doc="output channels per GPU, e.g. 48,48"),
+    "gpu": AttrDef("int", minimum=0, doc="pin the layer to one GPU"),
+    "weight": AttrDef("gauss", doc="gauss(STD) initialisation of the weights"),
+    "bias": AttrDef("float", doc="constant initial bias"),
+    "lr_mult": AttrDef("float", default=1.0, minimum=0.0, doc="learning-rate multiplier"),
+    "decay_mult": AttrDef("float", default=1.0, minimum=0.0, doc="weight-decay multiplier"),
+}
+PINNABLE = {"gpu": WEIGHTED["gpu"]}
+
+
+def layer_schema(op) -> dict[str, AttrDef]:
+    """Everything a layer statement of this type accepts: its op's keys plus placement."""
+    schema = dict(op.attrs)
+    schema.update(FROM)
+    if op.weighted:
+        schema.update(WEIGHTED)
+    elif not op.follows_input_parts:
+        schema.update(PINNABLE)
+    return schema
+
+
+def build_graph(source: Spec | str | os.PathLike) -> Graph:
+    spec = source if isinstance(source, Spec) else load_spec(source)
+    errs = Collector(spec.path, spec.source)
+    g = _Builder(spec, errs).build()
+    errs.raise_if_any()
+    return g
+
+
+class _Builder:
+    def __init__(self, spec: Spec, errs: Collector):
+        self.spec, self.errs = spec, errs
+
+    def err(self, pos: Pos, msg: str) -> None:
+        self.errs.error(pos, msg)
+
+    # -- 1. read each layer statement against its type's schema -----------------------------
+    def read_layers(self) -> list[Layer]:
+        layers: list[Layer] = []
+        seen: dict[str, Pos] = {}
+        prev = INPUT
+        for ls in self.spec.layers:
+            op = OPS.get(ls.type)
+            if op is None:
+                self.err(ls.pos, f"unknown layer type '{ls.type}'"
+                                 f"{suggest(ls.type, list(OPS) + list(HEADER))}; layer types: "
+                                 f"{', '.join(sorted(OPS))}")
+                continue
+            if ls.name == INPUT:
+                self.err(ls.name_pos, f"'{INPUT}' is the network input's name; choose another")
+                continue
+            if ls.name in seen:
+                self.err(ls.name_pos, f"layer '{ls.name}' is defined twice (first at "
+                                      f"{seen[ls.name]})")
+                continue
+            seen[ls.name] = ls.pos
+            line_end = Pos(ls.pos.line, len(self.spec.source.splitlines()[ls.pos.line - 1]) + 1)
+            schema = layer_schema(op)
+            attrs = read_attrs(ls.items, schema, ls.name, self.errs, line_end)
+            values = resolve(attrs, schema, ls.name, self.errs, ls.name_pos)
+            pos = {k: a.value_pos for k, a in attrs.items()}
+            pos.update({f"{k}.key": a.pos for k, a in attrs.items()})
+            inputs = list(values.pop("from") or (prev,))
+            layer = Layer(name=ls.name, type=ls.type,
+                          attrs={k: values[k] for k in op.attrs}, inputs=inputs, pos=ls.pos,
+                          attr_pos=pos)
+            layer.attr_pos["name"] = ls.name_pos
+            if op.weighted:
+                layer.relu = bool(values["relu"])
+                layer.connect = values["connect"]
+                layer.init_std = self.spec.init_std if values["weight"] is None \
+                    else values["weight"]
+                if layer.init_std < 0:
+                    self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
+                layer.init_bias = self.spec.init_bias if values["bias"] is None \
+                    else values["bias"]
+                layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
+            layer._placement = {k: values.get(k) for k in ("split", "gpu")}
+            layers.append(layer)
+            prev = ls.name
+        return layers
+
+    # -- 2. order: inputs must exist, no cycles -----------------------------------------------
+    def order(self, layers: list[Layer]) -> list[Layer]:
+        by_name = {l.name: l for l in layers}
+        known = set(by_name) | {INPUT}
+        for l in layers:
+            bad = [i for i in l.inputs if i not in known]
+            for name in bad:
+                self.err(l.attr_pos.get("from", l.pos),
+                         f"{l.name}: unknown input layer '{name}'{suggest(name, known)}")
+            if bad:
+                l.inputs = [i for i in l.inputs if i in known]
+            if l.name in l.inputs:
+                self.err(l.attr_pos.get("from", l.pos), f"{l.name}: a layer cannot read itself")
+                l.inputs = [i for i in l.inputs if i != l.name]
+        # Kahn's algorithm, stable in file order.
+        done: list[Layer] = []
+        placed = {INPUT}
+        pending = list(layers)
+        while pending:
+            ready = [l for l in pending if all(i in placed for i in l.inputs)]
+            if not ready:
+                cyc = self._cycle(pending)
+                first = by_name[cyc[0]]
+                self.err(first.attr_pos.get("from", first.pos),
+                         f"{first.name}: the inputs form a cycle: {' -> '.join(cyc)}")
+                return done
+            for l in ready:
+                done.append(l)
+                placed.add(l.name)
+            pending = [l for l in pending if l.name not in placed]
+        return done
+
+    @staticmethod
+    def _cycle(pending: list[Layer]) -> list[str]:
+        by_name = {l.name: l for l in pending}
+        node = pending[0].name
+        path: list[str] = []
+        while node not in path:
+            path.append(node)
+            node = next(i for i in by_name[node].inputs if i in by_name)
+        return path[path.index(node):] + [node]
+
+    # -- 3. shapes, placement, transfers ------------------------------------------------------
+    def build(self) -> Graph | None:
+        spec = self.spec
+        data = Layer(name=INPUT, type="input", attrs={}, inputs=[], pos=spec.pos["input"],
+                     attr_pos={}, in_shape=spec.input_shape, out_shape=spec.input_shape,
+                     replicated=True)
+        data.parts = [Part(g, g, 0, spec.input_shape[0]) for g in range(spec.gpus)]
+        layers = self.order(self.read_layers())
+        if self.errs.diagnostics:
+            return None
+        built = {INPUT: data}
+        for l in layers:
+            if not self.shape_and_place(l, built):
+                return None   # later layers depend on this one's shape
+            built[l.name] = l
+        graph = Graph(spec.network, spec.input_shape, spec.classes, spec.gpus,
+                      [data] + layers, spec.recipe, spec)
+        self.check_graph(graph)
+        graph.transfers = find_transfers(graph)
+        return graph
+
+    def shape_and_place(self, l: Layer, built: dict[str, Layer]) -> bool:
+        op = l.op
+        srcs = [built[i] for i in l.inputs]
+        from_pos = l.attr_pos.get("from", l.pos)
+        if len(srcs) > 1 and not op.weighted:
+            self.err(from_pos, f"{l.name}: a {l.type} layer reads one input; only conv and fc "
+                               f"layers concatenate several")
+            return False
+        shapes = [s.out_shape for s in srcs]
+        if len({sh[1:] for sh in shapes}) > 1:
+            listing = ", ".join(f"{s.name} {_fmt_shape(s.out_shape)}" for s in srcs)
+            self.err(from_pos, f"{l.name}: inputs to concatenate must agree in all but "
+                               f"channels: {listing}")
+            return False
+        l.in_shape = (sum(sh[0] for sh in shapes), *shapes[0][1:])
+        if op.spatial_input and len(l.in_shape) != 3:
+            self.err(l.pos, f"{l.name}: a {l.type} layer needs maps (C x H x W), but "
+                            f"{srcs[0].name} gives {_fmt_shape(l.in_shape)}")
+            return False
+
+        def report(attr: str, msg: str) -> None:
+            self.err(l.attr_pos.get(attr, l.attr_pos["name"]), f"{l.name}: {msg}")
+
+        if not op.check(l.attrs, l.in_shape, report):
+            return False
+        l.out_shape = op.output_shape(l.attrs, l.in_shape)
+
+        # sources: the concatenated input parts, in channel order
+        all_src: list[Source] = []
+        offset = 0
+        for s in srcs:
+            for p in s.parts if not s.replicated else s.parts[:1]:
+                all_src.append(Source(s.name, p.index, p.gpu, p.channels, offset))
+                offset += p.channels
+        replicated_input = any(s.replicated for s in srcs)
+
+        if op.weighted:
+            return self.place_weighted(l, srcs, all_src, replicated_input)
+        if not op.follows_input_parts:            # softmax: gather on one GPU
+            gpu = l._placement.get("gpu") or 0
+            if gpu >= self.spec.gpus:
+                self.err(l.attr_pos["gpu"], f"{l.name}: gpu {gpu} does not exist; the network "
+                                            f"has {self.spec.gpus} (0..{self.spec.gpus - 1})")
+                return False
+            l.parts = [Part(0, gpu, 0, l.out_shape[0], list(all_src))]
+            return True
+        # unweighted: follow the input's parts, each on its own GPU
+        src = srcs[0]
+        l.parts = [Part(p.index, p.gpu, p.start, p.stop,
+                        [Source(src.name, p.index, p.gpu, p.channels, 0)])
+                   for p in src.parts] if not src.replicated else \
+            [Part(p.index, p.gpu, 0, l.out_shape[0],
+                  [Source(src.name, p.index, p.gpu, p.channels, 0)]) for p in src.parts]
+        return True
+
+    def place_weighted(self, l: Layer, srcs, all_src: list[Source], replicated: bool) -> bool:
+        gpus = self.spec.gpus
+        out = l.out_shape[0]
+        pl = l._placement
+        ap = l.attr_pos
+        if pl["gpu"] is not None and pl["split"] is not None:
+            self.err(ap["gpu.key"], f"{l.name}: give either 'gpu' or 'split', not both")
+            return False
+        if pl["gpu"] is not None:
+            if pl["gpu"] >= gpus:
+                self.err(ap["gpu"], f"{l.name}: gpu {pl['gpu']} does not exist; the network "
+                                    f"has {gpus} (0..{gpus - 1})")
+                return False
+            bounds = [(pl["gpu"], out)]
+        elif pl["split"] is not None:
+            split = pl["split"]
+            if len(split) != gpus:
+                self.err(ap["split"], f"{l.name}: split gives {len(split)} part"
+                                      f"{'s' if len(split) != 1 else ''} but the network has "
+                                      f"{gpus} GPU{'s' if gpus != 1 else ''}")
+                return False
+            if sum(split) != out:
+                what = "filters" if l.type == "conv" else "outputs"
+                self.err(ap["split"], f"{l.name}: split {','.join(map(str, split))} adds up to "
+                                      f"{sum(split)}, but the layer has {out} {what}")
+                return False
+            bounds = list(enumerate(split))
+        else:
+            if out % gpus:
+                what = "filters" if l.type == "conv" else "outputs"
+                lo = out // gpus
+                self.err(ap.get(what, ap["name"]),
+                         f"{l.name}: {what} {out} cannot be split evenly over {gpus} GPUs "
+                         f"(give split {','.join([str(lo + 1)] * (out % gpus) + [str(lo)] * (gpus - out % gpus))})")
+                return False
+            bounds = [(g, out // gpus) for g in range(gpus)]
+        start = 0
+        parts = []
+        for i, (g, n) in enumerate(bounds):
+            parts.append(Part(i, g, start, start + n))
+            start += n
+        for p in parts:
+            if replicated:
+                # the input is on every GPU: each part reads its local copy, whole
+                p.sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset)
+                             for s in all_src]
+            elif l.connect == "same-gpu":
+                own = [s for s in all_src if s.gpu == p.gpu]
+                if not own:
+                    self.err(ap["connect"], f"{l.name}: connect same-gpu, but no part of "
+                                            f"{', '.join(l.inputs)} is on GPU {p.gpu}; use "
+                                            f"'connect all' or place the input there")
+                    return False
+                offset = 0
+                p.sources = []
+                for s in own:
+                    p.sources.append(Source(s.layer, s.part, s.gpu, s.channels, offset))
+                    offset += s.channels
+            else:
+                p.sources = list(all_src)
+        if l.connect == "same-gpu" and not replicated:
+            used = {s.gpu for p in parts for s in p.sources}
+            unread = [s for s in all_src if s.gpu not in used]
+            if unread:
+                s = unread[0]
+                self.err(ap["connect"], f"{l.name}: connect same-gpu leaves {s.layer}'s part on "
+                                        f"GPU {s.gpu} unread, since {l.name} has no part there; "
+                                        f"the parts don't line up")
+                return False
+        l.parts = parts
+        return True
+
+    def check_graph(self, g: Graph) -> None:
+        spec = self.spec
+        body = g.compute_layers
+        if not body:
+            self.err(spec.pos["network"], "the network has no layers")
+            return
+        softmaxes = [l for l in body if l.type == "softmax"]
+        last = body[-1]
+        if not softmaxes:
+            self.err(last.pos, f"the network must end in a softmax layer (the last layer is "
+                               f"{last.type} '{last.name}'); add 'softmax prob'")
+        for s in softmaxes[:-1] if softmaxes and softmaxes[-1] is last else softmaxes:
+            if s is not last:
+                self.err(s.pos, f"{s.name}: softmax must be the last layer")
+        used = {i for l in body for i in l.inputs}
+        for l in body:
+            if l.name not in used and l is not last:
+                self.err(l.attr_pos["name"], f"layer '{l.name}' is never used: no layer reads "
+                                             f"it (add 'from {l.name}' to a layer, or remove it)")
+        if softmaxes and softmaxes[-1] is last:
+            n = last.out_shape[0]
+            if n != spec.classes:
+                src = g.layer(last.inputs[0])
+                where = src.attr_pos.get("outputs", spec.pos.get("classes_value"))
+                self.err(where, f"classes is {spec.classes}, but the last layer before the "
+                                f"softmax, {src.name}, has {n} outputs")
+        r = spec.recipe
+        crop = r.crop or spec.input_shape[1]
+        if len(spec.input_shape) == 3 and (crop, crop) != spec.input_shape[1:]:
+            self.err(r.pos.get("crop", spec.pos["input_value"]),
+                     f"augment: crop {crop} must equal the input's size "
+                     f"{spec.input_shape[1]}x{spec.input_shape[2]}")
+
+
+def find_transfers(g: Graph) -> list[Transfer]:
+    """One edge per (source part, destination GPU): a part needed by several consumers on the
+    same GPU crosses once."""
+    need: dict[tuple[str, int, int], list[str]] = {}
+    for l in g.compute_layers:
+        for p in l.parts:
+            for s in p.sources:
+                src = g.layer(s.layer)
+                if src.replicated or s.gpu == p.gpu:
+                    continue
+                need.setdefault((s.layer, s.part, p.gpu), [])
+                if l.name not in need[(s.layer, s.part, p.gpu)]:
+                    need[(s.layer, s.part, p.gpu)].append(l.name)
+    out = []
+    for (name, part, dst), consumers in need.items():
+        src = g.layer(name)
+        sp = src.parts[part]
+        elements = sp.channels
+        for d in src.out_shape[1:]:
+            elements *= d
+        out.append(Transfer(name, part, sp.gpu, dst, elements, tuple(consumers)))
+    return out
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(map(str, shape)) if len(shape) != 1 else f"{shape[0]} neurons"

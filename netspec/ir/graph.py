@@ -1,0 +1,192 @@
+"""The IR: layers split into parts per logical GPU, with explicit transfer edges.
+
+A layer's output channels (maps, or neurons for fc) are divided into parts, one per logical GPU
+that holds a share. A part reads a list of source parts (`Source`): its own GPU's parts for
+`same-gpu`, every part for `all`. Where a source part sits on another GPU, a `Transfer` edge
+carries it (forward: activations; backward: their gradients go back the same way).
+
+The network input `data` is replicated on every GPU, so reading it never crosses GPUs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dsl.errors import Pos
+from ..dsl.spec import Recipe, Spec
+from ..ops import OPS
+from ..ops.base import Op
+
+INPUT = "data"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input part read by a part: producer layer and part, and where its channels land in
+    the part's (concatenated) input."""
+
+    layer: str
+    part: int
+    gpu: int
+    channels: int
+    offset: int   # first channel of this source inside the part's input
+
+
+@dataclass
+class Part:
+    index: int
+    gpu: int
+    start: int                  # first output channel/neuron of the layer held here
+    stop: int
+    sources: list[Source] = field(default_factory=list)
+
+    @property
+    def channels(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def in_channels(self) -> int:
+        return sum(s.channels for s in self.sources)
+
+
+@dataclass
+class Layer:
+    name: str
+    type: str
+    attrs: dict[str, Any]              # the op's attributes, defaults filled in
+    inputs: list[str]
+    pos: Pos
+    attr_pos: dict[str, Pos]
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    parts: list[Part] = field(default_factory=list)
+    connect: str | None = None         # 'same-gpu' | 'all' for weighted layers
+    relu: bool = False                 # fused activation (conv, fc)
+    init_std: float = 0.01
+    init_bias: float = 0.0
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    replicated: bool = False           # the input: a full copy on every GPU
+
+    @property
+    def op(self) -> Op:
+        return OPS[self.type]
+
+    @property
+    def weighted(self) -> bool:
+        return self.type in OPS and self.op.weighted
+
+    def part_in_shape(self, part: Part) -> tuple[int, ...]:
+        return (part.in_channels, *self.in_shape[1:])
+
+    def part_out_shape(self, part: Part) -> tuple[int, ...]:
+        return (part.channels, *self.out_shape[1:])
+
+    @property
+    def neurons(self) -> int:
+        """Output elements per image (for conv, before any pooling layer)."""
+        return math.prod(self.out_shape)
+
+    @property
+    def macs(self) -> int:
+        if self.replicated:
+            return 0
+        return sum(self.op.part_macs(self.attrs, self.part_in_shape(p), self.part_out_shape(p),
+                                     p.in_channels, p.channels) for p in self.parts)
+
+    def weight_shape(self, part: Part) -> tuple[int, ...] | None:
+        return self.op.weight_shape(self.attrs, self.part_in_shape(part), part.in_channels,
+                                    part.channels)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and PyTorch layouts, a split layer's channels GPU 0's first.
+
+        When every part reads the same number of input channels (always, unless a `same-gpu`
+        layer reads uneven input parts), the parts' weights stack into one `<layer>.weight`
+        exactly like a grouped PyTorch convolution. Otherwise each part has its own
+        `<layer>.part<i>.weight` and `.bias`.
+        """
+        if not self.weighted:
+            return {}
+        shapes = [self.weight_shape(p) for p in self.parts]
+        if len({s[1:] for s in shapes}) == 1:
+            return {f"{self.name}.weight": (sum(s[0] for s in shapes), *shapes[0][1:]),
+                    f"{self.name}.bias": (sum(p.channels for p in self.parts),)}
+        out = {}
+        for p, s in zip(self.parts, shapes):
+            out[f"{self.name}.part{p.index}.weight"] = s
+            out[f"{self.name}.part{p.index}.bias"] = (p.channels,)
+        return out
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def gpu_split(self, gpus: int) -> list[int]:
+        split = [0] * gpus
+        for p in self.parts:
+            split[p.gpu] += p.channels
+        return split
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Source part `layer.part` on `src_gpu` is needed on `dst_gpu` (by `consumers`)."""
+
+    layer: str
+    part: int
+    src_gpu: int
+    dst_gpu: int
+    elements: int                      # per image
+    consumers: tuple[str, ...]
+
+
+@dataclass
+class Graph:
+    name: str
+    input_shape: tuple[int, ...]
+    classes: int
+    gpus: int
+    layers: list[Layer]                # network order; layers[0] is the input `data`
+    recipe: Recipe
+    spec: Spec
+    transfers: list[Transfer] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._by_name = {l.name: l for l in self.layers}
+
+    def layer(self, name: str) -> Layer:
+        return self._by_name[name]
+
+    @property
+    def compute_layers(self) -> list[Layer]:
+        return [l for l in self.layers if not l.replicated]
+
+    @property
+    def weighted_layers(self) -> list[Layer]:
+        return [l for l in self.layers if l.weighted]
+
+    @property
+    def total_params(self) -> int:
+        return sum(l.params for l in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(l.macs for l in self.layers)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        out: dict[str, tuple[int, ...]] = {}
+        for l in self.layers:
+            out.update(l.param_shapes())
+        return out
+
+    def consumers(self, name: str) -> list[Layer]:
+        return [l for l in self.layers if name in l.inputs]
+
+    def sent_elements_per_image(self, gpu: int) -> int:
+        """Elements this GPU sends in one step per image: the activations it sends forward plus
+        the gradients it sends back for parts it received."""
+        fwd = sum(t.elements for t in self.transfers if t.src_gpu == gpu)
+        bwd = sum(t.elements for t in self.transfers if t.dst_gpu == gpu)
+        return fwd + bwd
