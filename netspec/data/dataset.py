@@ -1,0 +1,276 @@
+"""Dataset: one API over a folder of images, a prepared cache, or the demo set.
+
+A folder is listed at once (classes, files); its images are decoded once, the first time
+anything needs them (the mean image, the PCA, which files can't be read), in `workers`
+processes. That scan's result is cached under the user cache folder (cachedir.py), keyed by
+the folder, the base size and every file's name, size and modification time, so a second
+open is instant and a changed file means a new scan.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from netspec.data.cache import is_prepared_cache, read_cache
+from netspec.data.cachedir import user_cache_dir
+from netspec.data.folder import FolderListing, list_image_folder
+from netspec.data.loader import Loader
+from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
+from netspec.data.sources import FolderSplit
+from netspec.data.stats import PCA, ImageStats
+from netspec.errors import DataError
+
+log = logging.getLogger("netspec.data")
+
+DEFAULT_BASE = 256  # the paper's 256×256
+DEMO = "demo"
+
+_SCAN_CHUNK = 256  # images per scan task
+_STATS_VERSION = 1
+
+
+def resolve_data_dir(source) -> Path:
+    """The folder that `--data` names: a path, or "demo" (generated on first use)."""
+    if isinstance(source, str) and source == DEMO:
+        from netspec.data.demo import ensure_demo
+
+        return ensure_demo()
+    return Path(source).expanduser()
+
+
+def open_dataset(source, base: int | None = None, *, workers: int = 0,
+                 progress: bool = False) -> "Dataset":
+    """Open a folder in the ImageFolder layout, a prepared cache, or "demo".
+
+    base: the side of the rescaled, centre-cropped images. Default: 256 for a folder, the
+    cache's own for a prepared cache (another value is an error), demo.DEMO_BASE for the demo.
+    workers, progress: processes and progress bar for the first scan of a folder.
+    """
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 1):
+        raise DataError(f"base must be a positive integer, not {base!r}")
+    if isinstance(source, str) and source == DEMO and base is None:
+        from netspec.data.demo import DEMO_BASE
+
+        base = DEMO_BASE
+    root = resolve_data_dir(source)
+    if is_prepared_cache(root):
+        return Dataset.from_cache(root, base)
+    return Dataset.from_folder(root, DEFAULT_BASE if base is None else base,
+                               workers=workers, progress=progress)
+
+
+class Dataset:
+    """Labelled images of fixed size base×base, in splits "train" and (usually) "val".
+
+    classes: class names, index = label. mean: float32 (base, base, 3) mean training image,
+    0..255. pca: the training pixels' colour PCA (stats.PCA, pixel scale 0..1). skipped:
+    (path, reason) of each file that couldn't be read and was left out.
+    """
+
+    def __init__(self, root: Path, base: int, classes, kind: str):
+        self.root = Path(root)
+        self.base = base
+        self.classes: tuple[str, ...] = tuple(classes)
+        self.kind = kind  # "folder" or "cache"
+        self._splits: dict | None = None
+        self._mean: np.ndarray | None = None
+        self._pca: PCA | None = None
+        self._skipped: list[tuple[str, str]] = []
+        self._listing: FolderListing | None = None
+        self._scan_workers, self._scan_progress = 0, False
+
+    @classmethod
+    def from_folder(cls, root, base: int = DEFAULT_BASE, *, workers: int = 0,
+                    progress: bool = False) -> "Dataset":
+        listing = list_image_folder(root)
+        dataset = cls(listing.root, base, listing.classes, "folder")
+        dataset._listing = listing
+        dataset._scan_workers, dataset._scan_progress = workers, progress
+        return dataset
+
+    @classmethod
+    def from_cache(cls, root, base: int | None = None, *, warn_skipped: bool = True) -> "Dataset":
+        contents = read_cache(root)
+        if base is not None and base != contents.base:
+            raise DataError(f"prepared cache '{root}' holds {contents.base}×{contents.base} images, "
+                            f"not base {base}; prepare it again with --base {base}")
+        dataset = cls(contents.root, contents.base, contents.classes, "cache")
+        dataset._splits = contents.splits
+        dataset._mean, dataset._pca = contents.mean, contents.pca
+        dataset._skipped = contents.skipped
+        if warn_skipped and contents.skipped:
+            log.warning(describe_skipped(contents.source or str(root), contents.skipped))
+        return dataset
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.root)!r}, base={self.base}, classes={len(self.classes)}, kind={self.kind})"
+
+    # -- what the data is -------------------------------------------------------------------
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        if self._listing is not None:
+            return tuple(self._listing.splits)
+        return tuple(self._loaded())
+
+    @property
+    def mean(self) -> np.ndarray:
+        self._loaded()
+        return self._mean
+
+    @property
+    def pca(self) -> PCA:
+        self._loaded()
+        return self._pca
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        self._loaded()
+        return list(self._skipped)
+
+    def size(self, split: str) -> int:
+        return len(self._split(split))
+
+    def labels(self, split: str) -> np.ndarray:
+        """int64 label of each image of the split, in index order."""
+        return self._split(split).labels.copy()
+
+    def image(self, split: str, index: int) -> np.ndarray:
+        """Image `index` of the split as uint8 (base, base, 3) RGB: rescaled and centre-cropped,
+        before mean subtraction and augmentation. For showing predictions and neighbours."""
+        return self._split(split).image(index)
+
+    def path(self, split: str, index: int) -> Path | None:
+        """The file image `index` was decoded from (None if a cache didn't record it)."""
+        return self._split(split).path(index)
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def loader(self, split: str = "train", batch_size: int = 128, crop: int = 224,
+               train: bool | None = None, flip: bool = True, pca_sigma: float = 0.1,
+               seed: int = 0, workers: int = 0, epoch: int = 0, start_batch: int = 0, *,
+               shuffle: bool | None = None, drop_last: bool | None = None, prefetch: int = 2,
+               copy: bool = False, to_device=None) -> Loader:
+        """One epoch of (x, y) batches; see loader.py for the pipeline and its guarantees.
+
+        train (default: split == "train"): random crop×crop crops, flips if `flip`, PCA colour
+        shifts with αᵢ ~ N(0, pca_sigma), shuffled, last partial batch dropped. Otherwise the
+        centre crop only, in index order, last partial batch kept.
+        workers: transform processes (0: in this process). to_device(x, y): called one batch
+        ahead; the loop then receives what it returned.
+        """
+        train = (split == "train") if train is None else train
+        return Loader(self._split(split), self.mean, self.pca if train else None,
+                      mode="train" if train else "center", batch_size=batch_size, crop=crop,
+                      flip=flip, pca_sigma=pca_sigma, seed=seed, epoch=epoch,
+                      start_batch=start_batch, shuffle=shuffle, drop_last=drop_last,
+                      workers=workers, prefetch=prefetch, copy=copy, to_device=to_device)
+
+    def ten_crop_batches(self, split: str = "val", batch_size: int = 16, crop: int = 224,
+                         workers: int = 0, start_batch: int = 0, *, prefetch: int = 2,
+                         copy: bool = False, to_device=None) -> Loader:
+        """Evaluation batches of 10 views per image: x (N, 10, 3, crop, crop), y (N,).
+
+        Views in augment.TEN_CROP_ORDER. In index order; the last partial batch is kept.
+        Average the softmax over axis 1 to score each image as §4.1 does.
+        """
+        return Loader(self._split(split), self.mean, None, mode="ten", batch_size=batch_size,
+                      crop=crop, seed=0, start_batch=start_batch, shuffle=False,
+                      drop_last=False, workers=workers, prefetch=prefetch, copy=copy,
+                      to_device=to_device)
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _split(self, name: str):
+        splits = self._loaded()
+        if name not in splits:
+            have = ", ".join(splits) or "none"
+            raise DataError(f"'{self.root}' has no {name!r} split (it has: {have})")
+        return splits[name]
+
+    def _loaded(self) -> dict:
+        if self._splits is None:
+            self._scan_folder()
+        return self._splits
+
+    def _scan_folder(self) -> None:
+        listing = self._listing
+        stats_file = user_cache_dir() / "stats" / f"{_fingerprint(listing, self.base)}.npz"
+        found = _read_folder_stats(stats_file)
+        if found is None:
+            found = _compute_folder_stats(listing, self.base, self._scan_workers,
+                                          self._scan_progress)
+            _write_folder_stats(stats_file, *found)
+        self._mean, self._pca, self._skipped = found
+        if self._skipped:
+            log.warning(describe_skipped(str(self.root), self._skipped))
+        bad = {path for path, _ in self._skipped}
+        self._splits = {}
+        for name, split in listing.splits.items():
+            keep = [i for i, p in enumerate(split.paths) if p not in bad]
+            self._splits[name] = FolderSplit(listing.root, [split.paths[i] for i in keep],
+                                             [split.labels[i] for i in keep], self.base)
+
+
+def describe_skipped(source: str, skipped) -> str:
+    """One line: how many files were skipped, and the first few with their reasons."""
+    first = "; ".join(f"{path} ({reason})" for path, reason in list(skipped)[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"skipped {len(skipped)} unreadable image file(s) in '{source}': {first}{more}"
+
+
+def _fingerprint(listing: FolderListing, base: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_STATS_VERSION, str(listing.root.resolve()), base,
+                              list(listing.classes)]).encode())
+    for name, split in listing.splits.items():
+        for rel in split.paths:
+            st = os.stat(listing.root / rel)
+            digest.update(f"\n{name}/{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _compute_folder_stats(listing: FolderListing, base: int, workers: int, progress: bool):
+    root = str(listing.root)
+    jobs = [
+        ShardJob(root=root, split=name, index=i // _SCAN_CHUNK,
+                 paths=split.paths[i:i + _SCAN_CHUNK], labels=split.labels[i:i + _SCAN_CHUNK],
+                 base=base)
+        for name, split in listing.splits.items()
+        for i in range(0, len(split.paths), _SCAN_CHUNK)
+    ]
+    stats, skipped = ImageStats(base), []
+    results = run_shard_jobs(jobs, workers=workers, progress=progress, desc=f"scan {listing.root.name}")
+    for result in sorted(results, key=lambda r: (r.split, r.index)):
+        skipped.extend(result.skipped)
+        if result.split == "train":
+            stats.merge(result.stats)
+    if stats.count == 0:
+        raise DataError(f"none of the training images in '{listing.root}' could be read")
+    return stats.mean(), stats.pca(), skipped
+
+
+def _read_folder_stats(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+            pca = PCA(eigenvalues=np.array(arrays["eigenvalues"]),
+                      eigenvectors=np.array(arrays["eigenvectors"]))
+            return np.array(arrays["mean"]), pca, [tuple(s) for s in meta["skipped"]]
+    except (OSError, ValueError, KeyError):
+        return None  # absent or damaged: scan again
+
+
+def _write_folder_stats(path: Path, mean, pca: PCA, skipped) -> None:
+    arrays = {"mean": mean, "eigenvalues": pca.eigenvalues, "eigenvectors": pca.eigenvectors,
+              "meta": np.array(json.dumps({"skipped": [list(s) for s in skipped]}))}
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    except OSError as exc:
+        log.warning("can't cache the dataset statistics in '%s' (%s); they will be computed "
+                    "again next time", path.parent, exc)

@@ -1,0 +1,363 @@
+"""The batch pipeline of the paper's talk: four stages at once, on different batches.
+
+    train on batch n          the caller's loop body
+    copy batch n+1            the caller's `to_device` hook, called one batch ahead
+    transform batch n+2 ...   worker processes (decode, crop, flip, PCA shift, mean)
+    load batch n+3 ...        the kernel, asked to read the files ahead (posix_fadvise /
+                              madvise WILLNEED) when the batch before it is handed out
+
+Workers write batches into a ring of pre-allocated slots in shared memory (an anonymous
+shared mapping made before the workers are forked), so no array is ever pickled; only
+"(batch, slot)" and "done" messages cross the pipes. Memory is bounded: the ring has
+workers + prefetch + 1 slots (+1 with a `to_device` hook), each one batch in size.
+
+Determinism. Epoch e's order is a permutation drawn from (seed, e); batch b's crops, flips and
+colour shifts are drawn from (seed, e, b) alone. The batches are therefore the same, in the
+same order, whatever the number of workers, and a run resumed at `start_batch=b` continues
+exactly where the interrupted one would have.
+
+Batches. (x, y): x float32 (N, 3, crop, crop), mean-subtracted, with the PCA shift in
+training; for 10-crop evaluation x is (N, 10, 3, crop, crop). y int64 (N,). Training drops
+the last partial batch (as most trainers do: every step sees batch_size images); evaluation
+keeps it (every image is scored once).
+
+x and y are views into the ring: they stay valid until the next batch is requested. Copy
+them (or pass copy=True) to keep a batch longer than one step.
+
+A Loader runs one epoch, once. Its workers start on the first batch and end at the end of
+the epoch, on close(), when the consumer leaves the loop (break, exception, Ctrl-C), or when
+the loader is garbage-collected; use it as a context manager to be explicit.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import traceback
+from multiprocessing.connection import wait
+
+import numpy as np
+
+from netspec.data.augment import center_plan, draw_train_plan, write_planned_views, write_ten_crops
+from netspec.data.processes import fork_context, ignore_sigint
+from netspec.data.stats import PCA
+from netspec.errors import DataError
+
+MODES = ("train", "center", "ten")
+
+# Domain tags keep the shuffle's and the batches' random streams apart.
+_SHUFFLE_STREAM = 1
+_AUGMENT_STREAM = 2
+
+_PARENT_CHECK_S = 0.5  # how often an idle worker checks that its parent is still alive
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The training order of epoch `epoch`: a permutation of range(count)."""
+    return np.random.default_rng([seed, epoch, _SHUFFLE_STREAM]).permutation(count)
+
+
+def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The random stream of one training batch (crops, flips, colour shifts)."""
+    return np.random.default_rng([seed, epoch, _AUGMENT_STREAM, batch])
+
+
+class Loader:
+    """One epoch of batches from one split. Made by Dataset.loader / Dataset.ten_crop_batches."""
+
+    def __init__(
+        self, source, mean: np.ndarray, pca: PCA | None, *, mode: str, batch_size: int,
+        crop: int, flip: bool = True, pca_sigma: float = 0.1, seed: int = 0, epoch: int = 0,
+        start_batch: int = 0, shuffle: bool | None = None, drop_last: bool | None = None,
+        workers: int = 0, prefetch: int = 2, copy: bool = False, to_device=None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        base = mean.shape[0]
+        _check_int("batch_size", batch_size, low=1)
+        _check_int("crop", crop, low=1)
+        if crop > base:
+            raise DataError(f"crop {crop} is larger than the images, which are {base}×{base} "
+                            f"(base); use a crop of at most {base} or a larger base")
+        _check_int("seed", seed, low=0)
+        _check_int("epoch", epoch, low=0)
+        _check_int("workers", workers, low=0)
+        _check_int("prefetch", prefetch, low=1)
+        if pca_sigma < 0:
+            raise DataError(f"pca_sigma must be >= 0, not {pca_sigma}")
+        train = mode == "train"
+        self.mode, self.batch_size, self.crop, self.base = mode, batch_size, crop, base
+        self.flip, self.pca_sigma, self.seed, self.epoch = flip, pca_sigma, seed, epoch
+        self.workers, self.prefetch, self.copy, self.to_device = workers, prefetch, copy, to_device
+        self._source, self._pca = source, pca
+        self._labels = np.asarray(source.labels, dtype=np.int64)
+        # The planar mean, for crops with contiguous rows (see augment.write_view).
+        self._mean = np.ascontiguousarray(np.asarray(mean, dtype=np.float32).transpose(2, 0, 1))
+        count = len(self._labels)
+        self.drop_last = train if drop_last is None else drop_last
+        self.num_batches = count // batch_size if self.drop_last else -(-count // batch_size)
+        _check_int("start_batch", start_batch, low=0)
+        if start_batch > self.num_batches:
+            raise DataError(f"start_batch {start_batch} is past the end of the epoch "
+                            f"({self.num_batches} batches)")
+        shuffle = train if shuffle is None else shuffle
+        self._order = epoch_order(seed, epoch, count) if shuffle else np.arange(count)
+        self.start_batch = start_batch
+        self._next = start_batch
+        self._started = False
+        self._closed = False
+        self._owner = os.getpid()  # a forked worker's copy of the loader must not close it
+        self._procs: list = []
+        self._conns: list = []
+
+    # -- public ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches in the whole epoch (also those before start_batch)."""
+        return self.num_batches
+
+    def state(self) -> dict:
+        """Where a resumed run starts: pass these as seed, epoch and start_batch.
+
+        Once the loop has received batch b, "batch" is b + 1.
+        """
+        return {"seed": self.seed, "epoch": self.epoch, "batch": self._next}
+
+    def batch_indices(self, batch: int) -> np.ndarray:
+        """The split's image indices that make up batch `batch`."""
+        return self._order[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def __iter__(self):
+        if self._started:
+            raise RuntimeError("a Loader runs one epoch once; ask the Dataset for a new one")
+        self._started = True
+        return self._run()
+
+    def close(self) -> None:
+        """End the workers (at once) and let go of the ring. Safe to call more than once."""
+        if self._closed or os.getpid() != self._owner:
+            return
+        self._closed = True
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the modules close() needs may be gone
+            pass
+
+    # -- filling one batch (runs in workers, or inline) ---------------------------------------
+
+    def _view_shape(self) -> tuple[int, ...]:
+        square = (3, self.crop, self.crop)
+        return (10, *square) if self.mode == "ten" else square
+
+    def _fill(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
+        """Write batch `batch` into x, y; return its size."""
+        indices = self.batch_indices(batch)
+        n = len(indices)
+        y[:n] = self._labels[indices]
+        images = (self._source.planar(int(i)) for i in indices)
+        if self.mode == "ten":
+            write_ten_crops(x[:n], images, self._mean)
+            return n
+        if self.mode == "train":
+            plan = draw_train_plan(batch_rng(self.seed, self.epoch, batch), n, self.base,
+                                   self.crop, flip=self.flip, pca=self._pca,
+                                   pca_sigma=self.pca_sigma)
+        else:
+            plan = center_plan(n, self.base, self.crop)
+        write_planned_views(x[:n], images, self._mean, plan)
+        return n
+
+    def _readahead(self, batch: int) -> None:
+        if batch < self.num_batches:
+            self._source.readahead(self.batch_indices(batch))
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def _run(self):
+        try:
+            if self._next >= self.num_batches:
+                return
+            ring = _WorkerRing(self) if self.workers > 0 else _InlineRing(self)
+            ahead = {}  # batch -> what to_device returned for it
+            for batch in range(self.start_batch, self.num_batches):
+                if self._closed:
+                    return
+                item = self._take(ring, batch, ahead)
+                self._next = batch + 1
+                yield item
+                ring.release(batch)
+        finally:
+            self.close()
+
+    def _take(self, ring, batch: int, ahead: dict):
+        x, y = ring.ready(batch)
+        if self.copy:
+            x, y = x.copy(), y.copy()
+        if self.to_device is None:
+            return x, y
+        # Copy stage: start moving batch n+1 while the caller trains on batch n.
+        if batch not in ahead:
+            ahead[batch] = self.to_device(x, y)
+        if batch + 1 < self.num_batches:
+            nx, ny = ring.ready(batch + 1)
+            ahead[batch + 1] = self.to_device(nx.copy(), ny.copy()) if self.copy else \
+                self.to_device(nx, ny)
+        return ahead.pop(batch)
+
+    def _batch_size_of(self, batch: int) -> int:
+        return len(self.batch_indices(batch))
+
+
+class _InlineRing:
+    """workers=0: each batch is made in this process when it is asked for."""
+
+    def __init__(self, loader: Loader):
+        self.loader = loader
+        slots = 2 if loader.to_device is not None else 1
+        self.x = np.empty((slots, loader.batch_size, *loader._view_shape()), dtype=np.float32)
+        self.y = np.empty((slots, loader.batch_size), dtype=np.int64)
+        self.free = list(range(slots))
+        self.slot_of: dict[int, int] = {}
+
+    def ready(self, batch: int):
+        if batch not in self.slot_of:
+            slot = self.free.pop(0)
+            self.loader._readahead(batch + 1)
+            self.loader._fill(batch, self.x[slot], self.y[slot])
+            self.slot_of[batch] = slot
+        slot, n = self.slot_of[batch], self.loader._batch_size_of(batch)
+        return self.x[slot, :n], self.y[slot, :n]
+
+    def release(self, batch: int) -> None:
+        self.free.append(self.slot_of.pop(batch))
+
+
+class _WorkerRing:
+    """workers>0: forked workers fill slots of a shared ring; batches are dispatched round-robin
+    as slots come free, so the workers stay busy while the caller trains."""
+
+    def __init__(self, loader: Loader):
+        self.loader = loader
+        slots = loader.workers + loader.prefetch + 1 + (loader.to_device is not None)
+        view = loader._view_shape()
+        self.x = _shared_array((slots, loader.batch_size, *view), np.float32)
+        self.y = _shared_array((slots, loader.batch_size), np.int64)
+        self.free = list(range(slots))
+        self.slot_of: dict[int, int] = {}
+        self.done: set[int] = set()
+        self.next_dispatch = loader._next
+        self.readahead_done = loader._next - 1
+        ctx = fork_context()
+        parent = os.getpid()
+        for i in range(loader.workers):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(theirs, loader, self.x, self.y, parent),
+                               name=f"netspec-loader-{i}", daemon=True)
+            proc.start()
+            theirs.close()
+            loader._procs.append(proc)
+            loader._conns.append(ours)
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        loader = self.loader
+        while self.free and self.next_dispatch < loader.num_batches:
+            batch, slot = self.next_dispatch, self.free.pop(0)
+            # Load stage: ask for this batch's files and the next one's before they're needed.
+            while self.readahead_done < batch + 1:
+                self.readahead_done += 1
+                loader._readahead(self.readahead_done)
+            loader._conns[batch % loader.workers].send((batch, slot))
+            self.slot_of[batch] = slot
+            self.next_dispatch += 1
+
+    def ready(self, batch: int):
+        loader = self.loader
+        while batch not in self.done:
+            conns, procs = loader._conns, loader._procs
+            ready = wait(conns + [p.sentinel for p in procs])
+            for conn in conns:
+                if conn in ready:
+                    self._receive(conn)
+            if batch in self.done:
+                break
+            for i, proc in enumerate(procs):
+                if proc.sentinel in ready and not conns[i].poll():
+                    proc.join(timeout=1)
+                    raise DataError(f"data loader worker {i} died unexpectedly (exit code "
+                                    f"{proc.exitcode}; out of memory?); try fewer workers or a "
+                                    f"smaller batch")
+        slot, n = self.slot_of[batch], loader._batch_size_of(batch)
+        return self.x[slot, :n], self.y[slot, :n]
+
+    def _receive(self, conn) -> None:
+        batch, _slot, error = conn.recv()
+        if error is not None:
+            kind, message = error
+            if kind == "data":
+                raise DataError(message)
+            raise RuntimeError(f"data loader worker failed on batch {batch}:\n{message}")
+        self.done.add(batch)
+
+    def release(self, batch: int) -> None:
+        self.done.discard(batch)
+        self.free.append(self.slot_of.pop(batch))
+        self.dispatch()
+
+
+def _worker_main(conn, loader: Loader, x: np.ndarray, y: np.ndarray, parent: int) -> None:
+    ignore_sigint()
+    while True:
+        if not conn.poll(_PARENT_CHECK_S):
+            if os.getppid() != parent:
+                return  # the parent is gone; nobody will read what we make
+            continue
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        batch, slot = task
+        try:
+            loader._fill(batch, x[slot], y[slot])
+            conn.send((batch, slot, None))
+        except DataError as exc:
+            conn.send((batch, slot, ("data", str(exc))))
+        except Exception:
+            conn.send((batch, slot, ("bug", traceback.format_exc())))
+
+
+def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A zero-filled array in an anonymous shared mapping: forked children write into the same
+    pages the parent reads. Freed when the last process that maps it lets go."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = mmap.mmap(-1, max(nbytes, 1))  # MAP_SHARED | MAP_ANONYMOUS
+    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+def _check_int(name: str, value, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise DataError(f"{name} must be an integer >= {low}, not {value!r}")
