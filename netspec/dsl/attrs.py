@@ -29,6 +29,8 @@ class AttrDef:
     doc: str = ""
 
 
+MISSPELT = object()  # the value of a keyword that was misspelt (already reported)
+
 KIND_NAMES = {
     "int": "an integer", "float": "a number", "word": "a name", "ints": "an integer or a list "
     "of integers", "words": "a name or a list of names", "gauss": "gauss(STD)",
@@ -89,6 +91,15 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
         if spec is None:
             errs.error(item.pos, f"{owner}: unknown keyword '{key}'{suggest(key, schema)}; "
                                  f"expected one of: {', '.join(sorted(schema))}")
+            close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+            if close and close[0] not in out:
+                # read it as the keyword it most likely is, so one typo is one error
+                guess = schema[close[0]]
+                if guess.kind != "flag" and i < len(items) and items[i].kind != "word":
+                    i += 1
+                out[close[0]] = Attr(close[0], MISSPELT, item.pos, item.pos)
+            elif i < len(items) and items[i].kind != "word":
+                i += 1   # skip its value
             continue
         if key in out:
             errs.error(item.pos, f"{owner}: '{key}' is given twice")
@@ -99,6 +110,7 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
                                and spec.kind not in ("word", "words")):
             where = items[i].pos if i < len(items) else end
             errs.error(where, f"{owner}: '{key}' needs {KIND_NAMES[spec.kind]}")
+            out[key] = Attr(key, MISSPELT, item.pos, where)
             continue
         value_item = items[i]
         i += 1
@@ -106,11 +118,13 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
         if not ok:
             errs.error(value_item.pos, f"{owner}: '{key}' needs {KIND_NAMES[spec.kind]}, "
                                        f"found '{value_item.text}'")
+            out[key] = Attr(key, MISSPELT, item.pos, value_item.pos)
             continue
         if spec.choices and value not in spec.choices:
             errs.error(value_item.pos, f"{owner}: '{key}' must be one of "
-                                       f"{', '.join(spec.choices)}, not '{value}'"
-                                       f"{suggest(str(value), spec.choices)}")
+                                       f"{', '.join(map(str, spec.choices))}, not '{value}'"
+                                       f"{suggest(str(value), map(str, spec.choices))}")
+            out[key] = Attr(key, MISSPELT, item.pos, value_item.pos)
             continue
         values = value if isinstance(value, tuple) else (value,)
         bad = False
@@ -126,9 +140,13 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
                                                f"{_fmt(spec.maximum)}, not {_fmt(v)}")
                     bad = True
                     break
-        if not bad:
-            out[key] = Attr(key, value, item.pos, value_item.pos)
+        out[key] = Attr(key, MISSPELT if bad else value, item.pos, value_item.pos)
     return out
+
+
+def valid(attrs: dict[str, Attr]) -> dict[str, Attr]:
+    """The attributes whose values were read without error."""
+    return {k: a for k, a in attrs.items() if a.value is not MISSPELT}
 
 
 def resolve(attrs: dict[str, Attr], schema: Mapping[str, Any], owner: str, errs: Collector,
@@ -137,7 +155,7 @@ def resolve(attrs: dict[str, Attr], schema: Mapping[str, Any], owner: str, errs:
     values: dict[str, Any] = {}
     for key, spec in schema.items():
         if key in attrs:
-            values[key] = attrs[key].value
+            values[key] = None if attrs[key].value is MISSPELT else attrs[key].value
         elif spec.required:
             errs.error(pos, f"{owner}: missing '{key}' ({spec.doc or KIND_NAMES[spec.kind]})")
             values[key] = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lark
 
-from .attrs import AttrDef, read_attrs, resolve, suggest
+from .attrs import AttrDef, read_attrs, suggest, valid
 from .errors import Collector, Pos, SpecError
 from .spec import Item, LayerSpec, Recipe, Spec
 
@@ -170,6 +170,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     layers: list[LayerSpec] = []
     recipe_stmts: list[Statement] = []
     in_train = False
+    misspelt: set[str] = set()
     for s in stmts:
         if in_train:
             recipe_stmts.append(s)
@@ -187,11 +188,10 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
                 continue
             _read_header(s, header, pos, errs)
         else:
-            _read_layer(s, layers, errs)
+            _read_layer(s, layers, errs, misspelt)
     for key, what in (("network", "network NAME"), ("input", "input CxHxW"),
                       ("classes", "classes N")):
-        if key not in header and not any(d.message.startswith(f"'{key}'")
-                                         for d in errs.diagnostics):
+        if key not in header and key not in misspelt and key not in pos:
             errs.error(Pos(1, 1), f"missing '{what}' statement")
     recipe = _read_recipe(recipe_stmts, errs)
     errs.raise_if_any()
@@ -243,7 +243,7 @@ def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None
                 header[k] = it.value
                 pos[k + "_value"] = it.pos
     elif k == "init":
-        a = read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end)
+        a = valid(read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end))
         if not s.items:
             errs.error(s.end, "'init' takes 'weight gauss(STD)' and/or 'bias VALUE'")
         if "weight" in a:
@@ -254,11 +254,16 @@ def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None
             header["init_bias"] = a["bias"].value
 
 
-def _read_layer(s: Statement, layers: list, errs: Collector) -> None:
+def _read_layer(s: Statement, layers: list, errs: Collector, misspelt: set) -> None:
     if not s.items or s.items[0].kind != "word":
+        hint = suggest(s.keyword, HEADER)
+        if hint:   # 'clases 10': a header keyword, misspelt
+            misspelt.add(hint.split("'")[1])
+            errs.error(s.pos, f"unknown statement '{s.keyword}'{hint}")
+            return
         where = s.items[0].pos if s.items else s.end
         errs.error(where, f"'{s.keyword}' must be followed by a layer name, e.g. "
-                          f"'{s.keyword} {s.keyword}1 ...'" + suggest(s.keyword, HEADER))
+                          f"'{s.keyword} {s.keyword}1 ...'")
         return
     name = s.items[0]
     layers.append(LayerSpec(s.keyword, name.value, s.items[1:], s.pos, name.pos))
@@ -288,7 +293,7 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
                     rpos["batch_size" if s.keyword == "batch" else "epochs"] = it.pos
             continue
         schema = RECIPE_SCHEMAS[s.keyword]
-        a = read_attrs(s.items, schema, s.keyword, errs, s.end)
+        a = valid(read_attrs(s.items, schema, s.keyword, errs, s.end))
         if not s.items:
             errs.error(s.end, f"'{s.keyword}' needs values: {', '.join(schema)}")
         for key, attr in a.items():

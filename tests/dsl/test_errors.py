@@ -1,0 +1,173 @@
+"""Malformed specs: each error kind gives its message at the right line and column."""
+import pytest
+
+from netspec.dsl.errors import SpecError
+from netspec.ir.build import build_graph
+
+GOOD = """\
+network tiny
+input 3x32x32
+classes 10
+gpus 2
+init weight gauss(0.01) bias 0
+conv c1 filters 8 size 3 relu
+maxpool p1 size 2 stride 2
+conv c2 filters 8 size 3 pad 1 relu connect same-gpu bias 1
+fc f1 outputs 10 connect all
+softmax prob
+train
+  batch 4
+  sgd lr 0.01 momentum 0.9 weight_decay 0.0005
+"""
+
+
+def replace(line_no: int, text: str, src: str = GOOD) -> str:
+    lines = src.splitlines()
+    lines[line_no - 1] = text
+    return "\n".join(lines) + "\n"
+
+
+def insert(after: int, text: str, src: str = GOOD) -> str:
+    lines = src.splitlines()
+    lines.insert(after, text)
+    return "\n".join(lines) + "\n"
+
+
+def column(text: str, line: int, needle: str) -> int:
+    """1-based column of `needle` in the line: where the caret must point."""
+    src = text.splitlines()[line - 1]
+    assert needle in src, (needle, src)
+    return src.index(needle) + 1
+
+
+def first_error(text: str) -> tuple[int, int, str]:
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    d = e.value.first
+    return d.pos.line, d.pos.col, d.message
+
+
+CASES = [
+    # (id, spec text, line, the word the caret must be under, words the message must contain)
+    ("syntax-char", replace(6, "conv c1 filters 8 size 3 relu $"), 6, "$", ["unexpected character"]),
+    ("syntax-paren", replace(5, "init weight gauss(0.01 bias 0"), 5, "bias", ["unexpected"]),
+    ("unknown-type", replace(7, "maxpol p1 size 2 stride 2"), 7, "maxpol",
+     ["unknown layer type 'maxpol'", "did you mean 'maxpool'"]),
+    ("misspelt-key", replace(6, "conv c1 filtres 8 size 3 relu"), 6, "filtres",
+     ["unknown keyword 'filtres'", "did you mean 'filters'"]),
+    ("misspelt-header", replace(3, "clases 10"), 3, "clases", ["did you mean 'classes'"]),
+    ("missing-required", replace(6, "conv c1 size 3 relu"), 6, "c1", ["c1", "missing 'filters'"]),
+    ("wrong-value-type", replace(6, "conv c1 filters eight size 3 relu"), 6, "eight",
+     ["'filters' needs an integer", "eight"]),
+    ("float-for-int", replace(6, "conv c1 filters 8.5 size 3 relu"), 6, "8.5",
+     ["'filters' needs an integer"]),
+    ("negative-pad", replace(8, "conv c2 filters 8 size 3 pad -1 relu connect same-gpu"), 8, "-1",
+     ["'pad' must be at least 0"]),
+    ("kernel-too-big", replace(6, "conv c1 filters 8 size 40 relu"), 6, "40",
+     ["kernel size 40 is larger than the padded input 32x32"]),
+    ("pool-too-big", replace(7, "maxpool p1 size 31 stride 2"), 7, "31",
+     ["window 31 is larger than the input 30x30"]),
+    ("uneven-filters", replace(6, "conv c1 filters 9 size 3 relu"), 6, "9",
+     ["filters 9 cannot be split evenly over 2 GPUs", "split 5,4"]),
+    ("split-sum", replace(6, "conv c1 filters 8 size 3 relu split 5,4"), 6, "5,4",
+     ["split 5,4 adds up to 9, but the layer has 8 filters"]),
+    ("split-count", replace(6, "conv c1 filters 8 size 3 relu split 16"), 6, "16",
+     ["split gives 1 part but the network has 2 GPUs"]),
+    ("gpu-out-of-range", replace(9, "fc f1 outputs 10 gpu 2"), 9, "2",
+     ["gpu 2 does not exist"]),
+    ("same-gpu-misaligned",
+     replace(8, "conv c2 filters 8 size 3 pad 1 relu connect same-gpu gpu 0"), 8, "same-gpu",
+     ["same-gpu leaves p1's part on GPU 1 unread", "don't line up"]),
+    ("bad-connect", replace(8, "conv c2 filters 8 size 3 pad 1 relu connect same"), 8, "same",
+     ["'connect' must be one of same-gpu, all", "did you mean 'same-gpu'"]),
+    ("unknown-input", replace(9, "fc f1 outputs 10 from c22"), 9, "c22",
+     ["unknown input layer 'c22'", "did you mean 'c2'"]),
+    ("cycle", replace(8, "conv c2 filters 8 size 3 pad 1 relu from f1",
+                      replace(9, "fc f1 outputs 10 from c2")), 8, "f1",
+     ["cycle", "c2 -> f1 -> c2"]),
+    ("unused", insert(8, "conv side filters 8 size 3 from p1",
+                       replace(9, "fc f1 outputs 10 from c2")), 9, "side",
+     ["layer 'side' is never used"]),
+    ("classes-mismatch", replace(9, "fc f1 outputs 12"), 9, "12",
+     ["classes is 10", "f1, has 12 outputs"]),
+    ("no-softmax", "\n".join(GOOD.splitlines()[:9]) + "\n", 9, "fc",
+     ["must end in a softmax layer"]),
+    ("duplicate-layer", replace(8, "conv c1 filters 8 size 3 pad 1 relu"), 8, "c1",
+     ["layer 'c1' is defined twice"]),
+    ("duplicate-key", replace(6, "conv c1 filters 8 size 3 size 3 relu"), 6, "size 3 relu",
+     ["'size' is given twice"]),
+    ("missing-network", "\n".join(GOOD.splitlines()[1:]) + "\n", 1, "input",
+     ["missing 'network NAME'"]),
+    ("bad-input-dims", replace(2, "input 3x32"), 2, "3x32", ["channels x height x width"]),
+    ("unknown-recipe-key", replace(13, "  sgd lr 0.01 momentum 0.9 weight_decy 0.0005"), 13,
+     "weight_decy", ["unknown keyword 'weight_decy'", "did you mean 'weight_decay'"]),
+    ("recipe-keyword", insert(13, "  epohcs 10"), 14, "epohcs",
+     ["unknown recipe statement 'epohcs'", "did you mean 'epochs'"]),
+    ("layer-after-train", insert(13, "conv c9 filters 8 size 3"), 14, "conv",
+     ["unknown recipe statement 'conv'", "layers go before 'train'"]),
+    ("spatial-after-fc", insert(9, "maxpool p9 size 2 stride 2"), 10, "maxpool",
+     ["a maxpool layer needs maps", "f1 gives 10 neurons"]),
+    ("lrn-even", insert(6, "lrn n1 size 4"), 7, "4", ["size 4 must be odd"]),
+    ("dropout-p", insert(9, "dropout d1 p 1.5"), 10, "1.5", ["'p' must be at most"]),
+    ("missing-value", replace(6, "conv c1 filters 8 size"), 6, None, ["'size' needs an integer"]),
+    ("crop-mismatch", insert(13, "  augment crop 28 from 32 flip"), 14, "28",
+     ["crop 28 must equal the input's size 32x32"]),
+    ("header-twice", insert(3, "classes 10"), 4, "classes", ["'classes' is given twice"]),
+]
+
+
+@pytest.mark.parametrize("text,line,needle,words", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_error_position_and_message(text, line, needle, words):
+    got_line, got_col, msg = first_error(text)
+    for w in words:
+        assert w in msg, msg
+    # None: the end of the line, where the missing value should have been
+    col = len(text.splitlines()[line - 1]) + 1 if needle is None else column(text, line, needle)
+    assert (got_line, got_col) == (line, col), msg
+
+
+def test_good_spec_builds():
+    g = build_graph(GOOD)
+    assert [l.name for l in g.compute_layers] == ["c1", "p1", "c2", "f1", "prob"]
+
+
+def test_all_errors_reported_at_once():
+    text = replace(6, "conv c1 filtres 8 size 3 relu", replace(7, "maxpol p1 size 2 stride 2"))
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    lines = sorted(d.pos.line for d in e.value.diagnostics)
+    assert lines == [6, 7]
+
+
+def test_rendering_has_source_line_and_caret():
+    with pytest.raises(SpecError) as e:
+        build_graph(replace(6, "conv c1 filters 8 size 40 relu"))
+    out = str(e.value).splitlines()
+    assert out[0].startswith("<spec>:6:24: error: c1: kernel size 40")
+    assert out[1].endswith("conv c1 filters 8 size 40 relu")
+    caret = out[2]
+    assert caret.index("^") - caret.index("|") - 2 == 23   # under column 24, the '40'
+    assert out[1][caret.index("^"):].startswith("40")
+
+
+@pytest.mark.parametrize("data,words", [
+    (b"", "empty spec"),
+    (b"   \n# only a comment\n", "empty spec"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "not a UTF-8 text file"),
+    (b"network a\x00b\n", "not a text file"),
+])
+def test_empty_and_binary_files(tmp_path, data, words):
+    p = tmp_path / "x.net"
+    p.write_bytes(data)
+    with pytest.raises(SpecError) as e:
+        build_graph(p)
+    assert words in str(e.value)
+    assert str(e.value).startswith(f"{p}:1:1: error:")
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        build_graph(tmp_path / "nope.net")
+    with pytest.raises(SpecError, match="is a directory"):
+        build_graph(tmp_path)

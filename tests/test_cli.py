@@ -1,0 +1,64 @@
+"""The CLI through click's runner and as a subprocess."""
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from netspec import __version__
+from netspec.cli import main
+
+
+def test_version():
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_compile_table(root):
+    r = CliRunner().invoke(main, ["compile", str(root / "specs/alexnet.net")])
+    assert r.exit_code == 0, r.output
+    assert "60,965,224" in r.output
+    line = next(l for l in r.output.splitlines() if l.startswith("conv2"))
+    assert "256x27x27" in line and "128/128" in line and "same-gpu" in line and "307,456" in line
+
+
+def test_compile_json(root):
+    r = CliRunner().invoke(main, ["compile", "--json", str(root / "specs/alexnet.net")])
+    assert r.exit_code == 0
+    info = json.loads(r.stdout)
+    assert info["network"] == "alexnet" and info["input_shape"] == [3, 224, 224]
+    assert info["classes"] == 1000 and info["gpus"] == 2 and info["total_params"] == 60_965_224
+    layers = {l["name"]: l for l in info["layers"]}
+    assert [l["name"] for l in info["layers"]][:3] == ["conv1", "norm1", "pool1"]
+    assert layers["conv1"]["neurons"] == 290_400 and layers["conv1"]["gpu_split"] == [48, 48]
+    assert layers["conv3"]["connect"] == "all" and layers["norm1"]["connect"] is None
+    assert layers["fc6"]["params"] == 37_752_832 and layers["fc6"]["inputs"] == ["pool5"]
+    assert layers["prob"]["type"] == "softmax"
+    for l in info["layers"]:
+        assert set(l) >= {"name", "type", "inputs", "output_shape", "params", "neurons",
+                          "macs", "gpu_split", "connect"}
+
+
+def test_spec_error_exit_2(tmp_path):
+    p = tmp_path / "bad.net"
+    p.write_text("network x\ninput 3x8x8\nclasses 2\nconv c1 filters 4 size 9\nsoftmax p\n")
+    r = CliRunner().invoke(main, ["compile", str(p)])
+    assert r.exit_code == 2
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"{p}:4:24: error: c1: kernel size 9 is larger than the padded input " \
+                       f"8x8 (input 8x8, pad 0)"
+    assert lines[1].endswith("conv c1 filters 4 size 9")
+    assert "Traceback" not in r.output
+
+
+def test_missing_file_subprocess(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "compile", str(tmp_path / "x.net")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"{tmp_path / 'x.net'}:1:1: error: no such file")
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_flag_is_usage_error(root):
+    r = CliRunner().invoke(main, ["compile", "--frobnicate", str(root / "specs/alexnet.net")])
+    assert r.exit_code == 2 and "No such option" in r.output
