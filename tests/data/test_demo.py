@@ -1,0 +1,70 @@
+"""The demo dataset: deterministic, ImageFolder layout, made atomically in the user cache."""
+import os
+
+import numpy as np
+from PIL import Image
+
+from netspec.data import open_dataset
+from netspec.data.demo import DEMO_CLASSES, demo_dir, ensure_demo, generate_demo
+
+
+def files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
+
+
+def test_same_seed_same_files(tmp_path):
+    generate_demo(tmp_path / "a", seed=3, train_per_class=3, val_per_class=1)
+    generate_demo(tmp_path / "b", seed=3, train_per_class=3, val_per_class=1)
+    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+    assert len(a) == 40 and a == b
+    generate_demo(tmp_path / "c", seed=4, train_per_class=3, val_per_class=1)
+    assert files(tmp_path / "c") != a
+
+
+def test_layout_and_image_sizes(tmp_path):
+    generate_demo(tmp_path, seed=0, train_per_class=4, val_per_class=2)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == sorted(DEMO_CLASSES)
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == sorted(DEMO_CLASSES)
+    sizes = set()
+    for path in tmp_path.rglob("*.jpg"):
+        with Image.open(path) as img:
+            assert img.format == "JPEG" and img.mode == "RGB"
+            assert 48 <= min(img.size) and max(img.size) <= 160
+            sizes.add(img.size)
+    assert len(sizes) > 40  # varied sizes and aspect ratios
+
+
+def test_classes_differ_where_they_should(tmp_path):
+    # Horizontal stripes vary down a column, vertical stripes along a row.
+    generate_demo(tmp_path, seed=0, train_per_class=6, val_per_class=0)
+    ds = open_dataset(tmp_path, base=32)
+    labels = ds.labels("train")
+    h, v = DEMO_CLASSES.index("horizontal_stripes"), DEMO_CLASSES.index("vertical_stripes")
+    for i in range(len(labels)):
+        if labels[i] in (h, v):
+            grey = ds.image("train", i).astype(float).mean(axis=2)
+            down, across = np.abs(np.diff(grey, axis=0)).mean(), np.abs(np.diff(grey, axis=1)).mean()
+            assert (down > 2 * across) if labels[i] == h else (across > 2 * down)
+
+
+def test_ensure_demo_builds_once_in_the_cache_dir(user_cache):
+    path = ensure_demo(seed=1, train_per_class=2, val_per_class=1)
+    assert path == demo_dir(1, 2, 1) and path.parent == user_cache
+    assert (path / "demo.json").is_file()
+    stamp = os.stat(path / "train" / "circle" / "circle_0000.jpg").st_mtime_ns
+    assert ensure_demo(seed=1, train_per_class=2, val_per_class=1) == path
+    assert os.stat(path / "train" / "circle" / "circle_0000.jpg").st_mtime_ns == stamp
+    assert [p.name for p in user_cache.iterdir()] == [path.name]  # no temporary folder left
+
+
+def test_default_demo_name_and_open_dataset_demo(user_cache, monkeypatch):
+    import netspec.data.demo as demo
+
+    assert demo_dir() == user_cache / "demo-v1"
+    monkeypatch.setattr(demo, "TRAIN_PER_CLASS", 2)
+    monkeypatch.setattr(demo, "VAL_PER_CLASS", 1)
+    monkeypatch.setattr(demo.ensure_demo, "__defaults__", (0, 2, 1))
+    monkeypatch.setattr(demo.demo_dir, "__defaults__", (0, 2, 1))
+    ds = open_dataset("demo")
+    assert ds.base == demo.DEMO_BASE and ds.size("train") == 20 and ds.size("val") == 10
+    assert ds.root == user_cache / "demo-v1"
