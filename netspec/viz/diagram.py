@@ -1,0 +1,384 @@
+"""The architecture diagram in the spirit of the paper's Figure 2, laid out from the IR.
+
+One horizontal lane per logical GPU. Each layer is a column, in network order, with one 3-D box
+per part in the lane of the GPU that holds it: height from the maps' spatial size, width from
+the part's channels, so the picture shrinks as the net narrows spatially and widens in depth.
+Each column has a header (layer name, kernel size and stride); each box is labelled with its
+part's shape, H×W×C as in the paper.
+
+Arrows are the parts' sources: one per (source part, reading part). An arrow between parts on
+the same GPU stays in its lane; one between GPUs crosses lanes, red and dashed where a
+`connect all` layer reads another GPU's part, purple and dotted where a layer gathers all parts
+onto one GPU (the softmax). Arrows run under the boxes and only through the gaps between
+columns, so they never cross a label; a layer that reads a non-adjacent one is reached along a
+track below its source lane.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ir.graph import Graph, Layer
+from .errors import VizError
+from .fonts import line_metrics, text_width
+from .layout import Layout, Polygon, Polyline, Rect, Text, arrow_head
+from .render import save_layout
+
+MIN_WIDTH = 1200
+MARGIN = 24
+
+TITLE, SUBTITLE, NAME, DETAIL, SHAPE, LANE, LEGEND = 20, 13, 13, 12, 12, 14, 12
+
+TYPE_COLOURS = {
+    "input": "#b5b5b5", "conv": "#6a9fd4", "lrn": "#93cbbf", "maxpool": "#f0ad55",
+    "avgpool": "#e8c16d", "relu": "#d8cf95", "fc": "#78bd76", "dropout": "#c4e0ae",
+    "softmax": "#b28ad4",
+}
+TYPE_NAMES = {
+    "input": "input", "conv": "convolution", "lrn": "response norm.", "maxpool": "max pool",
+    "avgpool": "avg pool", "relu": "ReLU", "fc": "dense (fc)", "dropout": "dropout",
+    "softmax": "softmax",
+}
+OTHER_COLOUR = "#cccccc"
+LANE_FILLS = ("#f3f6fb", "#fbf7ef")
+LANE_STROKE = "#d5dce6"
+
+
+@dataclass(frozen=True)
+class ArrowStyle:
+    colour: str
+    width: float
+    dash: tuple[float, ...] | None
+    label: str
+
+
+ARROWS = {
+    "same-gpu": ArrowStyle("#4d4d4d", 1.4, None, "stays on its GPU"),
+    "all": ArrowStyle("#d62728", 1.7, (7.0, 4.0), "connect all: crosses to another GPU"),
+    "gather": ArrowStyle("#7b3fa0", 1.7, (2.0, 3.0), "gathered onto one GPU"),
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Part `src_part` of layer `src` is read by part `dst_part` of layer `dst`."""
+
+    src: str
+    src_part: int
+    src_gpu: int
+    dst: str
+    dst_part: int
+    dst_gpu: int
+    kind: str           # same-gpu | all | gather
+
+
+def graph_edges(graph: Graph) -> list[Edge]:
+    """Every (source part -> reading part) pair of the graph, with its arrow style."""
+    edges = []
+    for layer in graph.layers:
+        for p in layer.parts:
+            for s in p.sources:
+                if s.gpu == p.gpu:
+                    kind = "same-gpu"
+                elif layer.connect == "all":
+                    kind = "all"
+                else:
+                    kind = "gather"
+                edges.append(Edge(s.layer, s.part, s.gpu, layer.name, p.index, p.gpu, kind))
+    return edges
+
+
+def shape_label(shape: tuple[int, ...]) -> str:
+    """55×55×48 for maps (the paper's H×W×C), 2048 for neurons."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}×{w}×{c}"
+    return "×".join(map(str, shape))
+
+
+def detail_label(layer: Layer) -> str:
+    """What the layer does, briefly: kernel size and stride for conv and pooling."""
+    a = layer.attrs
+    if layer.replicated:
+        return "input"
+    if layer.type == "conv":
+        return f"{a['size']}×{a['size']} s{a['stride']}"
+    if layer.type in ("maxpool", "avgpool"):
+        return f"{layer.type[:3]} {a['size']}×{a['size']} s{a['stride']}"
+    if layer.type == "lrn":
+        return f"LRN n={a['size']}"
+    if layer.type == "dropout":
+        return f"dropout {a['p']:g}"
+    if layer.type == "fc":
+        return "dense"
+    if layer.type == "relu":
+        return "ReLU"
+    return layer.type
+
+
+def _shade(colour: str, factor: float) -> str:
+    """Lighter (factor > 1) or darker (< 1) version of a #rrggbb colour."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    if factor >= 1:
+        rgb = [round(c + (255 - c) * (factor - 1)) for c in rgb]
+    else:
+        rgb = [round(c * factor) for c in rgb]
+    return "#" + "".join(f"{min(255, max(0, c)):02x}" for c in rgb)
+
+
+@dataclass(frozen=True)
+class BoxSize:
+    w: float      # front face width (channels)
+    h: float      # front face height (spatial size)
+    d: float      # depth offset of the top and side faces
+
+    @property
+    def above(self) -> float:      # extent above the lane's axis (the front face's centre)
+        return self.h / 2 + self.d
+
+    @property
+    def below(self) -> float:
+        return self.h / 2
+
+
+def _box_sizes(graph: Graph) -> dict[tuple[str, int], BoxSize]:
+    maps = [(l, p) for l in graph.layers for p in l.parts if len(l.out_shape) == 3]
+    vecs = [(l, p) for l in graph.layers for p in l.parts if len(l.out_shape) != 3]
+    hmax = max((l.out_shape[1] for l, _ in maps), default=1)
+    cmax = max((p.channels for _, p in maps), default=1)
+    nmax = max((p.channels for _, p in vecs), default=1)
+    sizes = {}
+    for l, p in maps:
+        h = 14 + 70 * math.sqrt(l.out_shape[1] / hmax)
+        w = 7 + 28 * math.log2(1 + p.channels) / math.log2(1 + max(cmax, 2))
+        sizes[(l.name, p.index)] = BoxSize(w, h, 0.32 * h)
+    for l, p in vecs:
+        h = 22 + 58 * math.sqrt(p.channels / nmax)
+        sizes[(l.name, p.index)] = BoxSize(9, h, 5)
+    return sizes
+
+
+def _box(x: float, axis: float, size: BoxSize, colour: str) -> tuple[Polygon, Polygon, Rect]:
+    """Top face, side face and front face of a box whose front face is centred on `axis`."""
+    w, h, d = size.w, size.h, size.d
+    top_y = axis - h / 2
+    edge = _shade(colour, 0.62)
+    top = Polygon(((x, top_y), (x + d, top_y - d), (x + w + d, top_y - d), (x + w, top_y)),
+                  _shade(colour, 1.35), edge, 0.8)
+    side = Polygon(((x + w, top_y), (x + w + d, top_y - d), (x + w + d, top_y + h - d),
+                    (x + w, top_y + h)), _shade(colour, 0.82), edge, 0.8)
+    front = Rect(x, top_y, w, h, colour, edge, 0.8)
+    return top, side, front
+
+
+def _spread(n: int, half: float) -> list[float]:
+    """n offsets spaced evenly within ±half, centred on 0; at most 9 px apart."""
+    if n == 1:
+        return [0.0]
+    step = min(9.0, 2 * half / (n - 1))
+    return [(i - (n - 1) / 2) * step for i in range(n)]
+
+
+def diagram_layout(graph: Graph) -> Layout:
+    """Lay out the architecture of `graph`: lanes, boxes, labels, arrows, legend, title."""
+    layers = graph.layers
+    col = {l.name: i for i, l in enumerate(layers)}
+    gpus = graph.gpus
+    sizes = _box_sizes(graph)
+    edges = graph_edges(graph)
+    for l in layers:
+        lanes = [p.gpu for p in l.parts]
+        if len(set(lanes)) != len(lanes):
+            raise VizError(f"{l.name}: two parts on one GPU; the diagram has one box per "
+                             f"layer and GPU")
+
+    name_asc, name_desc = line_metrics(NAME, True)
+    det_asc, det_desc = line_metrics(DETAIL)
+    shp_asc, shp_desc = line_metrics(SHAPE)
+
+    # -- columns: as wide as their widest box or label ---------------------------------------
+    headers = [(l.name, detail_label(l)) for l in layers]
+    col_w = []
+    for l, (name, det) in zip(layers, headers):
+        widths = [text_width(name, NAME, True), text_width(det, DETAIL)]
+        for p in l.parts:
+            s = sizes[(l.name, p.index)]
+            widths += [s.w + s.d, text_width(shape_label(l.part_out_shape(p)), SHAPE)]
+        col_w.append(max(widths) + 6)
+
+    # -- gaps: room for arrows; wider where arrows cross lanes or detour ---------------------
+    skips = [e for e in edges if col[e.dst] > col[e.src] + 1]
+    leaving = [0] * len(layers)      # skip detours turning down in the gap after a column
+    entering = [0] * len(layers)     # ... and up into the gap before one
+    for e in skips:
+        leaving[col[e.src]] += 1
+        entering[col[e.dst]] += 1
+    gaps = []
+    for i in range(len(layers) - 1):
+        crossing = any(e.src_gpu != e.dst_gpu for e in edges
+                       if col[e.src] == i and col[e.dst] == i + 1)
+        gap = 30 + (16 + 8 * gpus if crossing else 0)
+        gaps.append(gap + 6 * (leaving[i] + entering[i + 1]))
+
+    lane_label_w = max(text_width(f"GPU {g}", LANE, True) for g in range(gpus))
+    left = MARGIN + lane_label_w + 18
+    natural = left + sum(col_w) + sum(gaps) + MARGIN
+    if natural < MIN_WIDTH and gaps:          # spread a narrow net out, then centre it
+        extra = min((MIN_WIDTH - natural) / len(gaps), 60)
+        gaps = [g + extra for g in gaps]
+        natural = left + sum(col_w) + sum(gaps) + MARGIN
+    width = max(MIN_WIDTH, math.ceil(natural))
+    shift = (width - natural) / 2
+    xs = []
+    x = left + shift
+    for i, w in enumerate(col_w):
+        xs.append(x)
+        x += w + (gaps[i] if i < len(gaps) else 0)
+
+    # -- rows: title, column headers, lanes, legend ------------------------------------------
+    title_base = MARGIN + line_metrics(TITLE, True)[0]
+    sub_base = title_base + line_metrics(TITLE, True)[1] + 6 + line_metrics(SUBTITLE)[0]
+    name_base = sub_base + line_metrics(SUBTITLE)[1] + 22 + name_asc
+    det_base = name_base + name_desc + 3 + det_asc
+    lanes_top = det_base + det_desc + 10
+
+    above = max(s.above for s in sizes.values())
+    below = max(s.below for s in sizes.values())
+    tracks = max([sum(1 for e in skips if e.src_gpu == g) for g in range(gpus)] + [0])
+    pad = 12
+    axis_off = pad + above
+    shape_off = axis_off + below + 6 + shp_asc
+    track_off = shape_off + shp_desc + 8
+    lane_h = track_off + 7 * tracks + pad - (8 if not tracks else 0)
+    lane_top = [lanes_top + g * lane_h for g in range(gpus)]
+    axis = [t + axis_off for t in lane_top]
+
+    layout = Layout(width, 0, title=f"{graph.name}: architecture on {gpus} GPU"
+                                    f"{'s' if gpus != 1 else ''}")
+    n_weighted = len(graph.weighted_layers)
+    layout.add("title", Text(MARGIN, title_base, graph.name, TITLE, "#111111", bold=True))
+    sub = (f"{gpus} logical GPU{'s' if gpus != 1 else ''} · input "
+           f"{shape_label(graph.input_shape)} · {graph.classes} classes · {n_weighted} "
+           f"weighted layers · {graph.total_params:,} parameters")
+    if gpus > 1:
+        sub += f" · {len(graph.transfers)} cross-GPU transfers per step"
+    layout.add("subtitle", Text(MARGIN, sub_base, sub, SUBTITLE, "#444444"))
+
+    for g in range(gpus):
+        layout.add("lane", Rect(MARGIN, lane_top[g], width - 2 * MARGIN, lane_h,
+                                LANE_FILLS[g % 2], LANE_STROKE),
+                   Text(MARGIN + 10, axis[g] + 5, f"GPU {g}", LANE, "#333333", bold=True),
+                   id=f"lane-gpu{g}", gpu=g)
+
+    # -- arrows first, so the boxes sit on top of their starts -------------------------------
+    box_x = {}
+    for l, x in zip(layers, xs):
+        for p in l.parts:
+            s = sizes[(l.name, p.index)]
+            box_x[(l.name, p.index)] = x + (col_w[col[l.name]] - s.w - s.d) / 2
+    outs: dict[tuple[str, int], list[Edge]] = {}
+    ins: dict[tuple[str, int], list[Edge]] = {}
+    for e in edges:
+        outs.setdefault((e.src, e.src_part), []).append(e)
+        ins.setdefault((e.dst, e.dst_part), []).append(e)
+    y_out, y_in = {}, {}
+    for key, es in outs.items():
+        es.sort(key=lambda e: (e.dst_gpu, col[e.dst]))
+        for e, off in zip(es, _spread(len(es), sizes[key].h * 0.35)):
+            y_out[e] = axis[e.src_gpu] + off
+    for key, es in ins.items():
+        es.sort(key=lambda e: (e.src_gpu, col[e.src]))
+        for e, off in zip(es, _spread(len(es), sizes[key].h * 0.35)):
+            y_in[e] = axis[e.dst_gpu] + off
+
+    used_down = [0] * len(layers)
+    used_up = [0] * len(layers)
+    used_track = [0] * gpus
+    for e in edges:
+        i, j = col[e.src], col[e.dst]
+        src_size = sizes[(e.src, e.src_part)]
+        start = (box_x[(e.src, e.src_part)] + src_size.w, y_out[e])
+        tip = (box_x[(e.dst, e.dst_part)] - 1, y_in[e])
+        right = xs[i] + col_w[i]            # the gap after the source column begins here
+        left_d = xs[j]                      # the gap before the reading column ends here
+        if j == i + 1:
+            pts = [start, (right + 4, start[1]), (left_d - 8, tip[1]), tip]
+        else:
+            down_x = right + 8 + 6 * used_down[i]
+            up_x = left_d - 10 - 6 * used_up[j]
+            track_y = lane_top[e.src_gpu] + track_off + 7 * used_track[e.src_gpu]
+            used_down[i] += 1
+            used_up[j] += 1
+            used_track[e.src_gpu] += 1
+            pts = [start, (down_x, start[1]), (down_x, track_y), (up_x, track_y),
+                   (up_x, tip[1]), tip]
+        pts = [p for k, p in enumerate(pts) if k == 0 or p != pts[k - 1]]
+        style = ARROWS[e.kind]
+        head = arrow_head(tip, pts[-2])
+        shaft = pts[:-1] + [((head[1][0] + head[2][0]) / 2, (head[1][1] + head[2][1]) / 2)]
+        layout.add(f"arrow arrow-{e.kind}",
+                   Polyline(tuple(shaft), style.colour, style.width, style.dash),
+                   Polygon(head, style.colour),
+                   src=f"{e.src}:{e.src_part}", dst=f"{e.dst}:{e.dst_part}",
+                   src_gpu=e.src_gpu, dst_gpu=e.dst_gpu, kind=e.kind)
+
+    # -- boxes, their shape labels, and the column headers -----------------------------------
+    for l, x, (name, det) in zip(layers, xs, headers):
+        cx = x + col_w[col[l.name]] / 2
+        colour = TYPE_COLOURS.get(l.type, OTHER_COLOUR)
+        layout.add("header", Text(cx, name_base, name, NAME, "#111111", "middle", True),
+                   Text(cx, det_base, det, DETAIL, "#555555", "middle"), layer=l.name)
+        for p in l.parts:
+            key = (l.name, p.index)
+            shape = l.part_out_shape(p)
+            layout.add(f"block block-{l.type}", *_box(box_x[key], axis[p.gpu], sizes[key], colour),
+                       id=f"{l.name}-part{p.index}", layer=l.name, part=p.index, gpu=p.gpu,
+                       type=l.type, shape="x".join(map(str, shape)),
+                       channels=f"{p.start}-{p.stop}")
+            layout.add("part-label", Text(cx, lane_top[p.gpu] + shape_off, shape_label(shape),
+                                          SHAPE, "#222222", "middle"),
+                       layer=l.name, part=p.index)
+
+    # -- legend: arrow styles, then box colours, flowing onto new rows -----------------------
+    y = lane_top[-1] + lane_h + 26
+    leg_asc, leg_desc = line_metrics(LEGEND)
+    items = []
+    kinds = [k for k in ARROWS if any(e.kind == k for e in edges)]
+    for k in kinds:
+        st = ARROWS[k]
+        items.append(("arrow", k, st.label))
+    types = list(dict.fromkeys(l.type for l in layers))
+    for t in types:
+        items.append(("box", t, TYPE_NAMES.get(t, t)))
+    if gpus > 1:
+        items.append(("note", "", "the input is copied to every GPU"))
+    x = MARGIN
+    row_h = leg_asc + leg_desc + 10
+    for kind, key, label in items:
+        swatch = 34 if kind == "arrow" else (14 if kind == "box" else 0)
+        w = swatch + (8 if swatch else 0) + text_width(label, LEGEND) + 22
+        if x + w > width - MARGIN and x > MARGIN:
+            x, y = MARGIN, y + row_h
+        mid = y - leg_asc / 2 + 1
+        shapes = []
+        if kind == "arrow":
+            st = ARROWS[key]
+            tip = (x + swatch, mid)
+            head = arrow_head(tip, (x, mid))
+            shapes += [Polyline(((x, mid), (x + swatch - 6, mid)), st.colour, st.width,
+                                st.dash), Polygon(head, st.colour)]
+        elif kind == "box":
+            c = TYPE_COLOURS.get(key, OTHER_COLOUR)
+            shapes.append(Rect(x, mid - 7, 14, 14, c, _shade(c, 0.62), 0.8))
+        shapes.append(Text(x + swatch + (8 if swatch else 0), y, label, LEGEND, "#333333"))
+        layout.add(f"legend legend-{kind}", *shapes, key=key)
+        x += w
+    layout.height = math.ceil(y + leg_desc + MARGIN)
+    return layout
+
+
+def render_diagram(graph: Graph, path: str | os.PathLike, width: int | None = None) -> Path:
+    """Draw `graph`'s architecture to `path`, SVG or PNG by its suffix; `width` in pixels."""
+    return save_layout(diagram_layout(graph), path, width)
