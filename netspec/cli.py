@@ -66,5 +66,101 @@ def compile_cmd(spec, as_json, out, batch_size):
             click.echo(f"\nwrote {out}/kernels.cu, {out}/kernels.cl, {out}/plan.json")
 
 
+def _devices(value):
+    if value is None:
+        return None
+    try:
+        devs = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give device numbers separated by commas, e.g. 0,1") from None
+    if any(d < 0 for d in devs):
+        raise click.BadParameter("device numbers are 0 or more")
+    return devs
+
+
+BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
+
+
+@main.command("train")
+@click.option("--spec", type=click.Path(dir_okay=False), help="The network and its recipe.")
+@click.option("--data", help="Image folder DIR (DIR/train, DIR/val), a prepared cache, or "
+                             "'demo' (generated on first use).")
+@click.option("--backend", type=BACKENDS, default="auto", show_default=True)
+@click.option("--devices", callback=lambda c, p, v: _devices(v),
+              help="Physical devices for the logical GPUs, e.g. 0,1.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Override the spec's batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Override the spec's learning rate.")
+@click.option("--max-steps", type=click.IntRange(min=0),
+              help="Stop after N optimizer steps in total (resumed steps count).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Data transform processes (0: in the training process).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory (default runs/<network>-<timestamp>).")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="Continue the run in this directory exactly; spec, data and recipe come "
+                   "from the run.")
+@click.option("--print-freq", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, seed, workers,
+              out, resume, print_freq, no_progress):
+    """Train a network as its spec's recipe says (§4-5 of the paper for AlexNet)."""
+    from .train.loop import TrainOptions, train
+
+    if resume and (spec or data or epochs or batch_size or lr or out):
+        raise click.UsageError("--resume takes the spec, data and recipe from the run; give "
+                               "only --max-steps (and --backend, --devices, -j) with it")
+    if not resume and not (spec and data):
+        raise click.UsageError("give --spec SPEC and --data DIR|CACHE|demo, or --resume RUN")
+    opts = TrainOptions(spec=spec, data=data, backend=backend, devices=devices, epochs=epochs,
+                        batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
+                        workers=workers, out=out, resume=resume, print_freq=print_freq,
+                        progress=not no_progress)
+    result = train(opts, echo=click.echo)
+    if result.get("stopped"):
+        sys.exit(130)
+
+
+@main.command("eval")
+@click.option("--spec", type=click.Path(dir_okay=False),
+              help="The network (default: the run's own spec).")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="A run directory or a .safetensors file.")
+@click.option("--data", help="Image folder, prepared cache or 'demo' (default: the run's).")
+@click.option("--ten-crop", is_flag=True, help="Average the softmax over 10 crops (§4.1).")
+@click.option("--backend", type=BACKENDS, default="auto", show_default=True)
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Images per batch.")
+@click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+def eval_cmd(spec, checkpoint, data, ten_crop, backend, batch_size, workers, as_json):
+    """Top-1 and top-5 error of a trained network on the validation images."""
+    from .train.evaluate_cli import run_eval
+
+    result = run_eval(spec=spec, checkpoint=checkpoint, data=data, ten_crop=ten_crop,
+                      backend=backend, batch_size=batch_size, workers=workers)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{result['network']}: {result['images']} val images, "
+                   f"{'10-crop' if ten_crop else 'centre crop'}: top-1 error "
+                   f"{100 * result['top1_error']:.2f}%, top-5 error "
+                   f"{100 * result['top5_error']:.2f}%")
+
+
+def _add_optional_commands() -> None:
+    from .data.commands import prepare
+    main.add_command(prepare)
+    try:
+        from .viz.command import viz
+    except ImportError:  # the viz package is optional in partial builds
+        return
+    main.add_command(viz)
+
+
+_add_optional_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

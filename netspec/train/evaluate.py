@@ -1,0 +1,45 @@
+"""Validation: top-1 and top-5 error on centre crops, or on 10 crops (§4.1): the softmax
+averaged over the 4 corner patches, the centre patch and their horizontal reflections."""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import accuracy
+
+
+def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False,
+             split: str = "val", workers: int = 0, limit: int | None = None,
+             progress=None) -> dict[str, float]:
+    """Top-1/top-5 error (fractions) and mean loss over `split`."""
+    n = 0
+    top1 = top5 = loss = 0.0
+    if ten_crop:
+        batches = dataset.ten_crop_batches(split, batch_size=max(1, batch_size // 10) or 1,
+                                           crop=crop, workers=workers)
+    else:
+        batches = dataset.loader(split, batch_size=batch_size, crop=crop, train=False,
+                                 workers=workers)
+    with batches:
+        for x, y in batches:
+            if ten_crop:
+                b, v = x.shape[:2]
+                p = net.predict_proba(np.ascontiguousarray(
+                    x.reshape(b * v, *x.shape[2:]))).reshape(b, v, -1)
+                probs = p.mean(axis=1)
+            else:
+                probs = net.predict_proba(x)
+            a1, a5 = accuracy(probs, y, (1, 5))
+            k = len(y)
+            top1 += a1 * k
+            top5 += a5 * k
+            loss += float(-np.log(np.maximum(probs[np.arange(k), y], 1e-30)).sum())
+            n += k
+            if progress is not None:
+                progress(k)
+            if limit is not None and n >= limit:
+                break
+    if n == 0:
+        return {"top1_error": float("nan"), "top5_error": float("nan"), "loss": float("nan"),
+                "images": 0}
+    return {"top1_error": 1.0 - top1 / n, "top5_error": 1.0 - top5 / n, "loss": loss / n,
+            "images": n}

@@ -1,0 +1,49 @@
+"""`netspec eval`: load a checkpoint into the spec's network and score the validation set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import RunError
+from .checkpoint import STATE, load_weights
+from .evaluate import evaluate
+
+
+def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
+             batch_size=None, workers=0) -> dict:
+    import netspec
+    from ..data import open_dataset
+    from ..ir.build import build_graph
+
+    ckpt = Path(checkpoint)
+    state = {}
+    if ckpt.is_dir() and (ckpt / STATE).exists():
+        try:
+            state = json.loads((ckpt / STATE).read_text())
+        except (OSError, ValueError) as e:
+            raise RunError(f"{ckpt}: the run state can't be read: {e}") from None
+    elif not ckpt.exists():
+        raise RunError(f"{ckpt}: no such run directory or checkpoint")
+    if spec is None and "spec_text" not in state:
+        raise RunError(f"{ckpt}: give --spec (the checkpoint has no run state naming one)")
+    graph = build_graph(spec if spec is not None else state["spec_text"])
+    data = data or state.get("data")
+    if data is None:
+        raise RunError("give --data (the checkpoint has no run state naming its data)")
+    r = graph.recipe
+    crop = r.crop or graph.input_shape[1]
+    base = r.base or crop
+    ds = open_dataset(data, None if data == "demo" and not r.base else base, workers=workers)
+    if state.get("classes") and list(state["classes"]) != list(ds.classes):
+        raise RunError(f"the classes of {data} differ from those the run was trained on")
+    params = load_weights(ckpt)
+    net = netspec.build(graph, backend)
+    try:
+        net.load_parameters(params)
+    except ValueError as e:
+        raise RunError(f"{ckpt}: the checkpoint does not match {graph.name}'s spec: {e}") \
+            from None
+    res = evaluate(net, ds, crop=crop, batch_size=batch_size or r.batch_size,
+                   ten_crop=ten_crop, workers=workers)
+    return {"network": graph.name, "checkpoint": str(ckpt), "data": str(data),
+            "views": 10 if ten_crop else 1, **res}

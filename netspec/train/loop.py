@@ -1,0 +1,382 @@
+"""The paper's training loop: SGD with momentum and weight decay (§5), the learning-rate
+schedule, per-epoch validation, metrics, and checkpoints that resume exactly.
+
+Exact resume: everything random is derived from (seed, epoch, batch) or (seed, step) — the
+loader's shuffle and augmentation by the data package, the dropout masks here — so a run
+stopped after step s and resumed computes the same step s+1 as an unbroken run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NetspecError, RunError
+from .checkpoint import STATE, load_checkpoint, save_checkpoint
+from .evaluate import evaluate
+from .metrics import AverageMeter, accuracy
+from .schedule import Schedule
+from .sgd import layer_multipliers, sgd_update
+
+log = logging.getLogger("netspec.train")
+DROPOUT_STREAM = 0x6D61736B   # 'mask': the dropout RNG stream, apart from the data's
+
+
+@dataclass
+class TrainOptions:
+    """Flags of `netspec train`. None means: the spec's recipe (or the resumed run's)."""
+
+    spec: str | None = None
+    data: str | None = None
+    backend: str = "auto"
+    devices: tuple[int, ...] | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    max_steps: int | None = None
+    seed: int = 0
+    workers: int = 0
+    out: str | None = None
+    resume: str | None = None
+    print_freq: int = 10
+    progress: bool = True
+    overrides: dict = field(default_factory=dict)
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:   # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:       # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _dataset(data: str, base: int | None, workers: int):
+    from ..data import open_dataset
+    return open_dataset(data, base, workers=workers, progress=False)
+
+
+def _run_name(network: str) -> str:
+    return f"runs/{network}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, echo=print):
+        import netspec
+        from ..ir.build import build_graph
+
+        self.echo = echo
+        self.opts = opts
+        resumed = None
+        if opts.resume:
+            params, momentum, state = load_checkpoint(Path(opts.resume))
+            resumed = (params, momentum, state)
+            self.run_dir = Path(opts.resume)
+            spec_src = state["spec_text"]
+            self.overrides = dict(state.get("overrides", {}))
+            self.data_src = state["data"]
+            backend = state.get("backend_requested", "auto") if opts.backend == "auto" \
+                else opts.backend
+            self.seed = state["seed"]
+            self.workers = state.get("workers", 0) if opts.workers == 0 else opts.workers
+        else:
+            if not opts.spec or not opts.data:
+                raise RunError("train needs --spec and --data (or --resume RUN)")
+            spec_src = opts.spec
+            self.overrides = {k: v for k, v in (("epochs", opts.epochs),
+                                                ("batch_size", opts.batch_size),
+                                                ("lr", opts.lr)) if v is not None}
+            self.data_src = opts.data
+            backend = opts.backend
+            self.seed = opts.seed
+            self.workers = opts.workers
+        graph = build_graph(spec_src)
+        self.spec_text = graph.spec.source
+        self.graph = graph
+        self.recipe = replace(graph.recipe, **{k: v for k, v in self.overrides.items()
+                                                if k in ("epochs", "batch_size", "lr")})
+        r = self.recipe
+        self.crop = r.crop or graph.input_shape[1]
+        self.base = r.base or self.crop
+        self.ds = _dataset(self.data_src, self.base if self.data_src != "demo" or r.base
+                           else None, self.workers)
+        if self.ds.base < self.crop:
+            raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
+                           f"than the spec's crop {self.crop}")
+        from ..data import check_class_count
+        check_class_count(self.ds.classes, graph.classes)
+        self.backend_requested = backend
+        kwargs = {"seed": self.seed}
+        if opts.devices is not None:
+            kwargs["devices"] = list(opts.devices)
+        self.net = netspec.build(graph, backend, **kwargs)
+        self.lr_mults, self.decay_mults = layer_multipliers(graph)
+        self.params = self.net.parameters()
+        self.momentum = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.schedule = Schedule.from_recipe(r)
+        self.step = 0
+        self.epoch = 0
+        self.batch = 0
+        self.meters_state = None
+        self.best = None
+        if resumed:
+            params, momentum, state = resumed
+            if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
+                raise RunError(f"{self.run_dir}: the data's classes differ from the run's")
+            try:
+                self.net.load_parameters(params)
+            except ValueError as e:
+                raise RunError(f"{self.run_dir}: the checkpoint does not match the spec: {e}") \
+                    from None
+            self.params = self.net.parameters()
+            self.momentum = {k: np.array(momentum[k], dtype=self.params[k].dtype)
+                             for k in self.params}
+            self.schedule = Schedule.from_state(state["schedule"])
+            self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
+            self.meters_state = state.get("meters")
+        else:
+            out = opts.out or _run_name(graph.name)
+            self.run_dir = Path(out)
+            if (self.run_dir / STATE).exists():
+                raise RunError(f"{self.run_dir} already holds a run; use --resume {out} or "
+                               f"another --out")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        # a total over the whole run, resumed steps included
+        self.max_steps = opts.max_steps
+
+    # -- state ----------------------------------------------------------------------------
+    def state(self, meters=None) -> dict:
+        ds = self.ds
+        return {
+            "format": 1,
+            "network": self.graph.name,
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "lr": self.schedule.lr,
+            "schedule": self.schedule.state(),
+            "seed": self.seed,
+            "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
+                    "dropout": f"numpy default_rng([seed, {DROPOUT_STREAM}, step])"},
+            "loader": {"epoch": self.epoch, "batch": self.batch},
+            "meters": meters,
+            "classes": list(ds.classes),
+            "spec_text": self.spec_text,
+            "data": str(self.data_src),
+            "data_mean": np.asarray(ds.mean, np.float32).round(4).tolist(),
+            "data_pca": {"eigenvalues": np.asarray(ds.pca.eigenvalues).tolist(),
+                         "eigenvectors": np.asarray(ds.pca.eigenvectors).tolist()},
+            "recipe": {k: v for k, v in self.recipe.__dict__.items() if k != "pos"},
+            "overrides": self.overrides,
+            "backend": self.net.backend,
+            "backend_requested": self.backend_requested,
+            "workers": self.workers,
+            "max_steps": self.max_steps,
+        }
+
+    def save(self, meters=None) -> None:
+        self.params = self.net.parameters() if self.params is None else self.params
+        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters))
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> dict:
+        r = self.recipe
+        echo = self.echo
+        echo(f"netspec train: {self.graph.name} on {self.net.backend} backend"
+             f"{self._devices_note()}, data {self.data_src} ({len(self.ds.classes)} classes, "
+             f"{self.ds.size('train')} train / {self.ds.size('val') if 'val' in self.ds.splits else 0} val), "
+             f"run {self.run_dir}")
+        if self.overrides:
+            echo(f"overrides of the spec's recipe: "
+                 f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
+        last = None
+        with _Stop() as stop:
+            while self.epoch < r.epochs:
+                if self.max_steps is not None and self.step >= self.max_steps:
+                    break
+                done = self._epoch(stop)
+                if stop.signal is not None:
+                    echo(f"stopped by signal {stop.signal} at step {self.step}; checkpoint "
+                         f"written to {self.run_dir}")
+                    return {"stopped": True, "step": self.step}
+                if not done:
+                    break
+                last = self._end_of_epoch()
+        echo(self._summary(last))
+        return {"stopped": False, "step": self.step, "last": last}
+
+    def _devices_note(self) -> str:
+        note = getattr(self.net, "device_note", "")
+        return f" ({note})" if note else ""
+
+    def _epoch(self, stop) -> bool:
+        """Train from (epoch, batch) to the end of the epoch; False if stopped early."""
+        r = self.recipe
+        meters = {"loss": AverageMeter("Loss"), "top1": AverageMeter("Acc@1"),
+                  "top5": AverageMeter("Acc@5")}
+        if self.meters_state and self.batch > 0:
+            for k, (s, c) in self.meters_state.items():
+                meters[k].sum, meters[k].count = s, c
+        self.meters_state = None
+        loader = self.ds.loader("train", batch_size=r.batch_size, crop=self.crop,
+                                flip=r.flip, pca_sigma=r.pca_sigma, seed=self.seed,
+                                workers=self.workers, epoch=self.epoch,
+                                start_batch=self.batch)
+        total = len(loader)
+        if total == 0:
+            raise RunError(f"the training set has {self.ds.size('train')} images, fewer than "
+                           f"one batch of {r.batch_size}; use a smaller --batch-size")
+        bar = _progress(total, self.batch, f"epoch {self.epoch + 1}/{r.epochs}",
+                        self.opts.progress, self.opts.print_freq, self.echo)
+        t0 = time.perf_counter()
+        images = 0
+        completed = True
+        with loader:
+            for x, y in loader:
+                loss = self._train_step(x, y, meters)
+                images += len(y)
+                self.batch += 1
+                rate = images / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1, loss=meters["loss"].avg, top1_err=1 - meters["top1"].avg,
+                           rate=rate)
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise RunError(f"the loss became {loss} at step {self.step} (epoch "
+                                   f"{self.epoch + 1}); stopping. The last good checkpoint in "
+                                   f"{self.run_dir} is kept. Try a lower --lr.")
+                if stop.signal is not None or (self.max_steps is not None
+                                               and self.step >= self.max_steps):
+                    completed = self.batch >= total
+                    break
+        bar.close()
+        self.images_per_sec = images / max(time.perf_counter() - t0, 1e-9)
+        self.train_meters = meters
+        if not completed or stop.signal is not None:
+            self.save({k: (m.sum, m.count) for k, m in meters.items()})
+            return False
+        return True
+
+    def _train_step(self, x, y, meters) -> float:
+        r = self.recipe
+        self.net.rng = np.random.default_rng([self.seed, DROPOUT_STREAM, self.step])
+        loss, grads = self.net.loss_and_grads(x, y, train=True)
+        logits = getattr(self.net, "last_logits", None)
+        if logits is not None:
+            a1, a5 = accuracy(np.asarray(logits), y, (1, 5))
+            meters["top1"].update(a1, len(y))
+            meters["top5"].update(a5, len(y))
+        meters["loss"].update(loss, len(y))
+        if not math.isfinite(loss):
+            return loss
+        update = getattr(self.net, "sgd_update", None)
+        if update is not None:
+            update(grads, self.momentum, lr=self.schedule.lr, momentum=r.momentum,
+                   weight_decay=r.weight_decay, lr_mults=self.lr_mults,
+                   decay_mults=self.decay_mults)
+            self.params = None
+        else:
+            params = self.params if self.params is not None else self.net.parameters()
+            sgd_update(params, grads, self.momentum, self.schedule.lr, r.momentum,
+                       r.weight_decay, self.lr_mults, self.decay_mults)
+            self.net.load_parameters(params)
+            self.params = params
+        self.step += 1
+        return loss
+
+    def _end_of_epoch(self) -> dict:
+        r = self.recipe
+        m = self.train_meters
+        val = {"top1_error": float("nan"), "top5_error": float("nan"), "loss": float("nan")}
+        if "val" in self.ds.splits and self.ds.size("val"):
+            val = evaluate(self.net, self.ds, crop=self.crop, batch_size=r.batch_size,
+                           workers=self.workers)
+        lr_used = self.schedule.lr
+        self.epoch += 1
+        self.batch = 0
+        dropped = self.schedule.observe(self.epoch, val["top1_error"])
+        row = {"epoch": self.epoch, "step": self.step, "lr": lr_used,
+               "train_loss": m["loss"].avg,
+               "train_top1_error": 1 - m["top1"].avg if m["top1"].count else None,
+               "train_top5_error": 1 - m["top5"].avg if m["top5"].count else None,
+               "val_loss": val["loss"], "val_top1_error": val["top1_error"],
+               "val_top5_error": val["top5_error"],
+               "images_per_sec": self.images_per_sec, "time": time.time()}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "
+                  f"train loss {row['train_loss']:.4f} top1 {_pct(row['train_top1_error'])} "
+                  f"top5 {_pct(row['train_top5_error'])}  val top1 "
+                  f"{_pct(row['val_top1_error'])} top5 {_pct(row['val_top5_error'])}  "
+                  f"{row['images_per_sec']:.0f} img/s"
+                  + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
+        self.save()
+        return row
+
+    def _summary(self, last) -> str:
+        if last is None:
+            return f"stopped at step {self.step}; checkpoint in {self.run_dir}"
+        return (f"done: {self.step} steps, {self.epoch} epochs; val top-1 error "
+                f"{_pct(last['val_top1_error'])}, top-5 {_pct(last['val_top5_error'])}; "
+                f"run in {self.run_dir}")
+
+
+def _pct(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+class _progress:
+    """A tqdm bar with ETA and images/s on a terminal; elsewhere (a log file, CI) a
+    ProgressMeter-style line every `print_freq` batches; nothing when progress is off."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool,
+                 print_freq: int = 10, echo=print):
+        self.bar = None
+        self.total, self.done, self.desc = total, initial, desc
+        self.print_freq, self.echo = print_freq if enabled else 0, echo
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch",
+                            leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, n: int, **stats) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{stats['rate']:.0f}",
+                                 refresh=False)
+            self.bar.update(n)
+        elif self.print_freq and (self.done % self.print_freq == 0 or self.done == self.total):
+            self.echo(f"{self.desc} [{self.done:>{len(str(self.total))}}/{self.total}]  "
+                      f"loss {stats['loss']:.4f}  {stats['rate']:.0f} img/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def train(opts: TrainOptions, echo=print) -> dict:
+    return Trainer(opts, echo).run()
