@@ -74,3 +74,31 @@ def all_specs() -> list[tuple[str, str]]:
 @pytest.fixture(params=all_specs(), ids=lambda s: s[0])
 def graph(request):
     return build_graph(request.param[1])
+
+
+def write_run(path: pathlib.Path, spec_text: str, classes=None, data=None, seed=0,
+              metrics=None) -> pathlib.Path:
+    """A run directory in the documented format, with random parameters for `spec_text`."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    graph = build_graph(spec_text)
+    rng = np.random.default_rng(seed)
+    params = {name: rng.normal(0, 0.05, shape).astype(np.float32)
+              for name, shape in graph.param_shapes().items()}
+    tensors = dict(params)
+    tensors.update({f"momentum.{n}": np.zeros_like(a) for n, a in params.items()})
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "checkpoint.safetensors"))
+    classes = classes or [f"class{i}" for i in range(graph.classes)]
+    (path / "state.json").write_text(json.dumps({"spec_text": spec_text, "classes": classes,
+                                                 "data": data}))
+    if metrics is None:
+        metrics = [{"epoch": e, "step": 10 * e, "lr": 0.01 if e < 3 else 0.001,
+                    "train_loss": 2.0 / e, "train_top1_error": 0.9 / e,
+                    "train_top5_error": 0.5 / e, "val_top1_error": 0.95 / e,
+                    "val_top5_error": 0.6 / e, "images_per_sec": 100.0} for e in range(1, 5)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return path
