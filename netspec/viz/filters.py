@@ -115,7 +115,7 @@ def filters_layout(weights, parts: Sequence[tuple[int, int, int]] | None = None,
         y += t_desc + 6 + s_asc
     layout.add("subtitle", Text(MARGIN, y, what, SUBTITLE, "#444444"))
     y += s_desc + 14
-    x0 = (width - grid_w) / 2
+    x0 = MARGIN    # under the section titles
     for (g, a, b, shown, rows), head, norm in zip(sections, heads, sections_w):
         y += h_asc
         layout.add("section-title", Text(MARGIN, y, head, SECTION, "#222222", bold=True),
