@@ -17,9 +17,9 @@ from netspec.data.prepare import prepare_dataset
               type=click.Path(file_okay=False), help="Folder to write the cache to.")
 @click.option("-j", "--workers", default=None, type=click.IntRange(min=0), metavar="N",
               help="Decoding processes (0: none; default: one per CPU core).")
-@click.option("--base", default=256, show_default=True, type=click.IntRange(min=1),
-              metavar="N", help="Side of the rescaled, centre-cropped images (§2).")
-def prepare(data_dir: str, out_dir: str, workers: int | None, base: int) -> None:
+@click.option("--base", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Side of the rescaled, centre-cropped images (§2). Default: 256; 72 for demo.")
+def prepare(data_dir: str, out_dir: str, workers: int | None, base: int | None) -> None:
     """Decode every image once into a memory-mappable cache; --data CACHE then reads it.
 
     Rerun the same command to resume after an interruption.

@@ -154,15 +154,17 @@ class Dataset:
     def loader(self, split: str = "train", batch_size: int = 128, crop: int = 224,
                train: bool | None = None, flip: bool = True, pca_sigma: float = 0.1,
                seed: int = 0, workers: int = 0, epoch: int = 0, start_batch: int = 0, *,
-               shuffle: bool | None = None, drop_last: bool | None = None, prefetch: int = 2,
+               shuffle: bool | None = None, drop_last: bool | None = None, prefetch: int = 1,
                copy: bool = False, to_device=None) -> Loader:
         """One epoch of (x, y) batches; see loader.py for the pipeline and its guarantees.
 
         train (default: split == "train"): random crop×crop crops, flips if `flip`, PCA colour
         shifts with αᵢ ~ N(0, pca_sigma), shuffled, last partial batch dropped. Otherwise the
         centre crop only, in index order, last partial batch kept.
-        workers: transform processes (0: in this process). to_device(x, y): called one batch
-        ahead; the loop then receives what it returned.
+        workers: transform processes (0: in this process). prefetch: finished batches that may
+        wait beyond the one the loop holds (with workers). copy: hand out copies instead of
+        views into shared memory. to_device(x, y): called one batch ahead (the copy stage);
+        the loop then receives what it returned.
         """
         train = (split == "train") if train is None else train
         return Loader(self._split(split), self.mean, self.pca if train else None,
@@ -172,7 +174,7 @@ class Dataset:
                       workers=workers, prefetch=prefetch, copy=copy, to_device=to_device)
 
     def ten_crop_batches(self, split: str = "val", batch_size: int = 16, crop: int = 224,
-                         workers: int = 0, start_batch: int = 0, *, prefetch: int = 2,
+                         workers: int = 0, start_batch: int = 0, *, prefetch: int = 1,
                          copy: bool = False, to_device=None) -> Loader:
         """Evaluation batches of 10 views per image: x (N, 10, 3, crop, crop), y (N,).
 

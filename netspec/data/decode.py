@@ -123,6 +123,6 @@ def _describe(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not an image Pillow can identify"
-    if "truncated" in text:
+    if "truncated" in text.lower():
         return "truncated image file"
     return text

@@ -6,10 +6,10 @@
     load batch n+3 ...        the kernel, asked to read the files ahead (posix_fadvise /
                               madvise WILLNEED) when the batch before it is handed out
 
-Workers write batches into a ring of pre-allocated slots in shared memory (an anonymous
-shared mapping made before the workers are forked), so no array is ever pickled; only
-"(batch, slot)" and "done" messages cross the pipes. Memory is bounded: the ring has
-workers + prefetch + 1 slots (+1 with a `to_device` hook), each one batch in size.
+Workers write batches into pre-allocated slots of shared memory (anonymous shared mappings
+made before the workers are forked), so no array is ever pickled; only "(batch, slot)" and
+"done" messages cross the pipes. Memory is bounded: each worker has
+1 + ceil((prefetch + 1 [+1 with a `to_device` hook]) / workers) slots of one batch each.
 
 Determinism. Epoch e's order is a permutation drawn from (seed, e); batch b's crops, flips and
 colour shifts are drawn from (seed, e, b) alone. The batches are therefore the same, in the
@@ -68,7 +68,7 @@ class Loader:
         self, source, mean: np.ndarray, pca: PCA | None, *, mode: str, batch_size: int,
         crop: int, flip: bool = True, pca_sigma: float = 0.1, seed: int = 0, epoch: int = 0,
         start_batch: int = 0, shuffle: bool | None = None, drop_last: bool | None = None,
-        workers: int = 0, prefetch: int = 2, copy: bool = False, to_device=None,
+        workers: int = 0, prefetch: int = 1, copy: bool = False, to_device=None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -95,6 +95,9 @@ class Loader:
         count = len(self._labels)
         self.drop_last = train if drop_last is None else drop_last
         self.num_batches = count // batch_size if self.drop_last else -(-count // batch_size)
+        if count and not self.num_batches:
+            raise DataError(f"the split has {count} images, fewer than one batch of {batch_size}; "
+                            f"use a batch size of at most {count}")
         _check_int("start_batch", start_batch, low=0)
         if start_batch > self.num_batches:
             raise DataError(f"start_batch {start_batch} is past the end of the epoch "
@@ -255,25 +258,31 @@ class _InlineRing:
 
 
 class _WorkerRing:
-    """workers>0: forked workers fill slots of a shared ring; batches are dispatched round-robin
-    as slots come free, so the workers stay busy while the caller trains."""
+    """workers>0: batch b is made by worker b % workers, into one of that worker's own slots
+    of shared memory. Batches are handed out in order as slots come free, so the workers stay
+    busy while the caller trains; a slot is written by one process only, which keeps the page
+    faults of fresh shared memory to one per page."""
 
     def __init__(self, loader: Loader):
         self.loader = loader
-        slots = loader.workers + loader.prefetch + 1 + (loader.to_device is not None)
+        workers = loader.workers
+        held = loader.prefetch + 1 + (loader.to_device is not None)  # ready or in the caller's hands
+        per_worker = 1 + -(-held // workers)
         view = loader._view_shape()
-        self.x = _shared_array((slots, loader.batch_size, *view), np.float32)
-        self.y = _shared_array((slots, loader.batch_size), np.int64)
-        self.free = list(range(slots))
-        self.slot_of: dict[int, int] = {}
+        self.x = [_SharedArray((per_worker, loader.batch_size, *view), np.float32)
+                  for _ in range(workers)]
+        self.y = [_SharedArray((per_worker, loader.batch_size), np.int64) for _ in range(workers)]
+        self.free = [list(range(per_worker)) for _ in range(workers)]
+        self.slot_of: dict[int, tuple[int, int]] = {}
         self.done: set[int] = set()
         self.next_dispatch = loader._next
         self.readahead_done = loader._next - 1
         ctx = fork_context()
         parent = os.getpid()
-        for i in range(loader.workers):
+        for i in range(workers):
             ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(theirs, loader, self.x, self.y, parent),
+            proc = ctx.Process(target=_worker_main,
+                               args=(theirs, loader, self.x[i], self.y[i], parent),
                                name=f"netspec-loader-{i}", daemon=True)
             proc.start()
             theirs.close()
@@ -283,14 +292,18 @@ class _WorkerRing:
 
     def dispatch(self) -> None:
         loader = self.loader
-        while self.free and self.next_dispatch < loader.num_batches:
-            batch, slot = self.next_dispatch, self.free.pop(0)
+        while self.next_dispatch < loader.num_batches:
+            batch = self.next_dispatch
+            worker = batch % loader.workers
+            if not self.free[worker]:
+                return  # that worker's slots are all full: the pipeline is as far ahead as it goes
+            slot = self.free[worker].pop(0)
             # Load stage: ask for this batch's files and the next one's before they're needed.
             while self.readahead_done < batch + 1:
                 self.readahead_done += 1
                 loader._readahead(self.readahead_done)
-            loader._conns[batch % loader.workers].send((batch, slot))
-            self.slot_of[batch] = slot
+            loader._conns[worker].send((batch, slot))
+            self.slot_of[batch] = (worker, slot)
             self.next_dispatch += 1
 
     def ready(self, batch: int):
@@ -309,8 +322,8 @@ class _WorkerRing:
                     raise DataError(f"data loader worker {i} died unexpectedly (exit code "
                                     f"{proc.exitcode}; out of memory?); try fewer workers or a "
                                     f"smaller batch")
-        slot, n = self.slot_of[batch], loader._batch_size_of(batch)
-        return self.x[slot, :n], self.y[slot, :n]
+        (worker, slot), n = self.slot_of[batch], loader._batch_size_of(batch)
+        return self.x[worker].array[slot, :n], self.y[worker].array[slot, :n]
 
     def _receive(self, conn) -> None:
         batch, _slot, error = conn.recv()
@@ -323,11 +336,12 @@ class _WorkerRing:
 
     def release(self, batch: int) -> None:
         self.done.discard(batch)
-        self.free.append(self.slot_of.pop(batch))
+        worker, slot = self.slot_of.pop(batch)
+        self.free[worker].append(slot)
         self.dispatch()
 
 
-def _worker_main(conn, loader: Loader, x: np.ndarray, y: np.ndarray, parent: int) -> None:
+def _worker_main(conn, loader: Loader, x: "_SharedArray", y: "_SharedArray", parent: int) -> None:
     ignore_sigint()
     while True:
         if not conn.poll(_PARENT_CHECK_S):
@@ -342,7 +356,7 @@ def _worker_main(conn, loader: Loader, x: np.ndarray, y: np.ndarray, parent: int
             return
         batch, slot = task
         try:
-            loader._fill(batch, x[slot], y[slot])
+            loader._fill(batch, x.array[slot], y.array[slot])
             conn.send((batch, slot, None))
         except DataError as exc:
             conn.send((batch, slot, ("data", str(exc))))
@@ -350,12 +364,14 @@ def _worker_main(conn, loader: Loader, x: np.ndarray, y: np.ndarray, parent: int
             conn.send((batch, slot, ("bug", traceback.format_exc())))
 
 
-def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A zero-filled array in an anonymous shared mapping: forked children write into the same
-    pages the parent reads. Freed when the last process that maps it lets go."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = mmap.mmap(-1, max(nbytes, 1))  # MAP_SHARED | MAP_ANONYMOUS
-    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+class _SharedArray:
+    """An array in an anonymous shared mapping (MAP_SHARED | MAP_ANONYMOUS): forked children
+    write into the same pages the parent reads. Freed when the last process lets go of it."""
+
+    def __init__(self, shape: tuple[int, ...], dtype):
+        count = int(np.prod(shape))
+        self.buffer = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+        self.array = np.frombuffer(self.buffer, dtype=dtype, count=count).reshape(shape)
 
 
 def _check_int(name: str, value, *, low: int) -> None:

@@ -27,15 +27,19 @@ _SHARD_BYTES = 256 << 20  # the largest shard, so that a shard's work is a few s
 _SHARDS_PER_WORKER = 4  # at least this many shards per worker, for parallelism and resumption
 
 
-def prepare_dataset(data_dir, out_dir, base: int = 256, workers: int | None = None,
+def prepare_dataset(data_dir, out_dir, base: int | None = 256, workers: int | None = None,
                     progress: bool = True):
     """Decode DIR/train and DIR/val (or "demo") at `base` into the cache folder `out_dir`.
 
+    base: None means the default of open_dataset (256; demo.DEMO_BASE for "demo").
     workers: processes that decode (0: in this process; None: one per CPU core).
     Returns the prepared Dataset.
     """
-    from netspec.data.dataset import Dataset, resolve_data_dir
+    from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, resolve_data_dir
+    from netspec.data.demo import DEMO_BASE
 
+    if base is None:
+        base = DEMO_BASE if isinstance(data_dir, str) and data_dir == DEMO else DEFAULT_BASE
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise DataError(f"base must be a positive integer, not {base!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers

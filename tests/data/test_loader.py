@@ -169,6 +169,13 @@ def test_resume_mid_epoch_gives_the_continuation(small_demo):
     assert_same_batches(resumed, whole[3:])
 
 
+def test_fewer_images_than_one_training_batch(small_demo):
+    ds = open_dataset(small_demo, base=24)
+    with pytest.raises(DataError, match="120 images, fewer than one batch of 200"):
+        ds.loader("train", batch_size=200, crop=20)
+    assert [len(y) for _, y in collect(ds.loader("val", batch_size=200, crop=20))] == [30]
+
+
 def test_start_batch_past_the_end(small_demo):
     ds = open_dataset(small_demo, base=24)
     assert collect(ds.loader("train", batch_size=16, crop=20, start_batch=7)) == []

@@ -1,5 +1,10 @@
 """prepare_dataset: a cache that reads back exactly like the folder, resumable, atomic."""
 import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -138,3 +143,53 @@ def test_prepare_command_passes_data_errors_up(tmp_path):
                                           str(tmp_path / "c")])
     assert isinstance(result.exception, DataError)
     assert "does not exist" in str(result.exception)
+
+
+def test_ctrl_c_during_prepare_leaves_no_workers_and_a_rerun_finishes(tmp_path):
+    rng = np.random.default_rng(3)
+    write_folder(tmp_path / "data", {"train": {"a": random_images(rng, 60, 8),
+                                               "b": random_images(rng, 60, 8)}})
+    # Decoding is slowed down so that the interrupt lands in the middle of the work.
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        import netspec.data.shards as shards
+        from netspec.data import prepare_dataset
+        real = shards.decode_image
+        def slow(*args):
+            time.sleep(0.01)
+            return real(*args)
+        shards.decode_image = slow
+        print("start", flush=True)
+        try:
+            prepare_dataset({str(tmp_path / "data")!r}, {str(tmp_path / "cache")!r}, base=8,
+                            workers=2, progress=False)
+        except KeyboardInterrupt:
+            me = str(os.getpid())
+            live = []
+            for p in os.listdir("/proc"):
+                try:
+                    stat = open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if p.isdigit() and stat[1] == me and stat[0] != "Z":
+                    live.append(p)
+            print("interrupted, children:", len(live), flush=True)
+            sys.exit(3)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    deadline = time.time() + 20
+    while time.time() < deadline and not list((tmp_path / "cache").glob("train/*.npz")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "interrupted, children: 0" in out, out
+    assert not is_prepared_cache(tmp_path / "cache")
+    done = sorted(p.name for p in (tmp_path / "cache" / "train").glob("*.npz"))
+    assert done  # some shards were finished before the interrupt
+    stamps = {n: (tmp_path / "cache" / "train" / n).stat().st_mtime_ns for n in done}
+    cache = prepare_dataset(tmp_path / "data", tmp_path / "cache", base=8, workers=2,
+                            progress=False)
+    assert cache.size("train") == 120
+    assert all((tmp_path / "cache" / "train" / n).stat().st_mtime_ns == t
+               for n, t in stamps.items())
