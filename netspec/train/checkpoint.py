@@ -4,6 +4,11 @@ Both are written atomically — a temp file in the same directory, fsync, rename
 the directory — so a crash or a kill during a write leaves the previous checkpoint whole.
 The weights use exactly the names and layouts of `Net.parameters()`; the momentum is stored
 under a `momentum.` prefix.
+
+The safetensors file also carries the state in its metadata (key "netspec.state"), so the
+weights and the state they belong to are replaced by one rename: a kill between writing the
+two files can't pair weights of one step with the state of another. `state.json` is the same
+state for people and tools to read.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from ..errors import RunError
@@ -20,6 +26,7 @@ from ..errors import RunError
 WEIGHTS = "checkpoint.safetensors"
 STATE = "state.json"
 MOMENTUM = "momentum."
+STATE_KEY = "netspec.state"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -52,7 +59,8 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
     kill between the two renames is detected rather than silently mixing steps."""
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     tensors.update({MOMENTUM + k: np.ascontiguousarray(v) for k, v in momentum.items()})
-    meta = {"step": str(state["step"]), "epoch": str(state["epoch"])}
+    text = json.dumps(state)
+    meta = {"step": str(state["step"]), "epoch": str(state["epoch"]), STATE_KEY: text}
     atomic_write(Path(run_dir) / WEIGHTS, save(tensors, metadata=meta))
     atomic_write(Path(run_dir) / STATE, json.dumps(state, indent=1).encode())
 
@@ -62,12 +70,16 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    wpath, spath = run_dir / WEIGHTS, run_dir / STATE
-    if not wpath.exists() or not spath.exists():
-        raise RunError(f"{run_dir}: no checkpoint here (expected {WEIGHTS} and {STATE})")
+    wpath = run_dir / WEIGHTS
+    if not wpath.exists():
+        raise RunError(f"{run_dir}: no checkpoint here (expected {WEIGHTS})")
     try:
-        state = json.loads(spath.read_text())
+        with safe_open(str(wpath), framework="numpy") as f:
+            meta = f.metadata() or {}
+        state = json.loads(meta[STATE_KEY])
         tensors = load_file(str(wpath))
+    except KeyError:
+        raise RunError(f"{run_dir}: {WEIGHTS} holds no netspec run state") from None
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise RunError(f"{run_dir}: the checkpoint can't be read: {e}") from None
     params = {k: v for k, v in tensors.items() if not k.startswith(MOMENTUM)}

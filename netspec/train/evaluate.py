@@ -21,6 +21,7 @@ def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False
                                  workers=workers)
     with batches:
         for x, y in batches:
+            x = x.astype(getattr(net, "dtype", x.dtype), copy=False)
             if ten_crop:
                 b, v = x.shape[:2]
                 p = net.predict_proba(np.ascontiguousarray(

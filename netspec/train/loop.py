@@ -49,6 +49,7 @@ class TrainOptions:
     resume: str | None = None
     print_freq: int = 10
     progress: bool = True
+    dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
     overrides: dict = field(default_factory=dict)
 
 
@@ -132,7 +133,7 @@ class Trainer:
         from ..data import check_class_count
         check_class_count(self.ds.classes, graph.classes)
         self.backend_requested = backend
-        kwargs = {"seed": self.seed}
+        kwargs = {"seed": self.seed, "dtype": np.dtype(opts.dtype)}
         if opts.devices is not None:
             kwargs["devices"] = list(opts.devices)
         self.net = netspec.build(graph, backend, **kwargs)
@@ -283,6 +284,8 @@ class Trainer:
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
         self.net.rng = np.random.default_rng([self.seed, DROPOUT_STREAM, self.step])
+        if x.dtype != self.net.dtype:
+            x = x.astype(self.net.dtype)
         loss, grads = self.net.loss_and_grads(x, y, train=True)
         logits = getattr(self.net, "last_logits", None)
         if logits is not None:

@@ -1,0 +1,49 @@
+"""Checkpoints: atomic writes survive a kill in the middle of writing."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from netspec.errors import RunError
+from netspec.train.checkpoint import load_checkpoint, save_checkpoint
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from netspec.train.checkpoint import save_checkpoint
+    run = sys.argv[1]
+    step = 1
+    while True:   # 64 MB per checkpoint, every value = the step it belongs to
+        w = np.full((4, 4_000_000), step, np.float32)
+        save_checkpoint(run, {"w": w}, {"w": w + 0.5}, {"step": step, "epoch": 0})
+        print(step, flush=True)
+        step += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1])
+def test_kill_during_write_leaves_a_whole_checkpoint(tmp_path, delay):
+    save_checkpoint(tmp_path, {"w": np.zeros((4, 4_000_000), np.float32)},
+                    {"w": np.full((4, 4_000_000), 0.5, np.float32)}, {"step": 0, "epoch": 0})
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    params, momentum, state = load_checkpoint(tmp_path)
+    step = state["step"]
+    # weights, momentum and state all belong to the same step
+    assert np.all(params["w"] == step) and np.all(momentum["w"] == step + 0.5)
+    leftovers = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert all(f.startswith(".") for f in leftovers)   # only hidden temp files may remain
+
+
+def test_unreadable_checkpoint_is_a_clean_error(tmp_path):
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RunError, match="can't be read"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(RunError, match="no such run directory"):
+        load_checkpoint(tmp_path / "nope")
