@@ -12,15 +12,19 @@ GRID = "#e4e4e4"
 FRAME = "#888888"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
-    """About `count` round values (steps of 1, 2, 2.5 or 5 × 10^k) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 6, integer: bool = False) -> list[float]:
+    """About `count` round values (steps of 1, 2, 2.5 or 5 × 10^k) covering [lo, hi];
+    whole-number steps of 1, 2 or 5 × 10^k when `integer` (epochs)."""
     if hi < lo:
         lo, hi = hi, lo
     if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
+        lo, hi = (lo - 1, hi + 1) if integer else (lo - 0.5, hi + 0.5)
     raw = (hi - lo) / max(1, count - 1)
+    if integer:
+        raw = max(raw, 1.0)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw - 1e-12)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * mag for m in steps if m * mag >= raw - 1e-12)
     first = math.floor(lo / step + 1e-9) * step
     last = math.ceil(hi / step - 1e-9) * step
     n = round((last - first) / step)
@@ -29,10 +33,11 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
 
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Powers of ten covering [lo, hi] (lo > 0); with 2 and 5 between them when the range is
-    under two decades, so that a short range still has several labelled ticks."""
+    under two decades, so that a short range still has several labelled ticks. A single
+    value gets a decade either side."""
     a, b = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
     if b == a:
-        b += 1
+        a, b = a - 1, b + 1
     if b - a >= 2:
         return [10.0 ** e for e in range(a, b + 1)]
     ticks = []

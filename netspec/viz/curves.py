@@ -1,5 +1,5 @@
-"""Learning curves from a run's evaluations: top-1/top-5 error (training dashed, validation
-solid), the training loss, and the learning rate on a log scale, each against epochs.
+"""Learning curves from a run's evaluations: top-1/top-5 error and the loss (training dashed,
+validation solid), and the learning rate on a log scale, each against epochs.
 
 Errors in metrics.jsonl are fractions (0.42 is 42%) and are drawn as percentages; a series
 whose values already exceed 1 is taken to be in percent. Each row's learning rate is the one
@@ -20,6 +20,7 @@ from .render import save_layout
 WIDTH = 1200
 MARGIN = 24
 LEGEND_W = 250
+INSET = 8          # data stops short of the frame, so a line on an end tick stays visible
 
 ERROR_SERIES = (   # key, label, colour, dash
     ("train_top1_error", "train top-1", "#1f77b4", (6.0, 4.0)),
@@ -27,7 +28,10 @@ ERROR_SERIES = (   # key, label, colour, dash
     ("train_top5_error", "train top-5", "#e8710a", (6.0, 4.0)),
     ("val_top5_error", "val top-5", "#e8710a", None),
 )
-LOSS = ("train_loss", "train loss", "#2ca02c", None)
+LOSS_SERIES = (
+    ("train_loss", "train loss", "#2ca02c", (6.0, 4.0)),
+    ("val_loss", "val loss", "#2ca02c", None),
+)
 LR = ("lr", "learning rate", "#8e44ad", None)
 
 
@@ -57,20 +61,22 @@ def curves_layout(metrics: Sequence[Mapping], title: str = "") -> Layout:
         percent = {k: pts for k, pts in errors.items()}
     else:
         percent = {k: [(x, 100 * v) for x, v in pts] for k, pts in errors.items()}
-    loss = _points(metrics, LOSS[0])
+    loss = [(k, lab, c, d, _points(metrics, k)) for k, lab, c, d in LOSS_SERIES]
+    loss = [entry for entry in loss if entry[4]]
     lr = [(x, v) for x, v in _points(metrics, LR[0]) if v > 0]
-    every = [p for pts in (*percent.values(), loss, lr) for p in pts]
+    every = [p for pts in (*percent.values(), *(e[4] for e in loss), lr) for p in pts]
     if not every:
         raise VizError("no evaluations with an epoch and errors, loss or lr to plot yet")
 
     xs = [x for x, _ in every]
-    xticks = nice_ticks(min(0.0, min(xs)), max(xs), 8)
+    xticks = nice_ticks(min(0.0, min(xs)), max(xs), 8,
+                        integer=all(float(x).is_integer() for x in xs))
     panels = []   # (name, label, series [(key, label, colour, dash, points)], yaxis kind)
     err_series = [(k, lab, c, d, percent[k]) for k, lab, c, d in ERROR_SERIES if percent[k]]
     if err_series:
         panels.append(("error", "error (%)", err_series, "linear", 330))
     if loss:
-        panels.append(("loss", "training loss", [(*LOSS[:4], loss)], "linear", 150))
+        panels.append(("loss", "loss", loss, "linear", 150))
     if lr:
         panels.append(("lr", "learning rate (log scale)", [(*LR[:4], lr)], "log", 150))
 
@@ -89,7 +95,7 @@ def curves_layout(metrics: Sequence[Mapping], title: str = "") -> Layout:
             yticks_all.append(ticks)
     x0 = MARGIN + max(ytick_label_width(t) for t in yticks_all) + 10
     x1 = WIDTH - MARGIN - LEGEND_W
-    xaxis = Axis(xticks[0], xticks[-1], x0, x1)
+    xaxis = Axis(xticks[0], xticks[-1], x0 + INSET, x1 - INSET)
 
     layout = Layout(WIDTH, 0, title=title or "learning curves")
     y = MARGIN + t_asc
@@ -97,7 +103,8 @@ def curves_layout(metrics: Sequence[Mapping], title: str = "") -> Layout:
     y += t_desc + 36
     for i, ((name, label, series, kind, height), yticks) in enumerate(zip(panels, yticks_all)):
         box = (x0, y, x1, y + height)
-        yaxis = Axis(yticks[0], yticks[-1], box[3], box[1], log=(kind == "log"))
+        yaxis = Axis(yticks[0], yticks[-1], box[3] - INSET, box[1] + INSET,
+                     log=(kind == "log"))
         last = i == len(panels) - 1
         draw_panel(layout, box, xaxis, yaxis, xticks, yticks, label, name,
                    xlabel="epoch" if last else "",

@@ -25,7 +25,8 @@ def test_nice_ticks_cover_the_range():
 
 def test_log_ticks():
     assert log_ticks(1e-5, 1e-2) == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2])
-    assert log_ticks(0.01, 0.01) == pytest.approx([0.01, 0.02, 0.05, 0.1])
+    assert log_ticks(0.01, 0.01) == pytest.approx([0.001, 0.01, 0.1])
+    assert log_ticks(0.005, 0.01) == pytest.approx([0.001, 0.002, 0.005, 0.01])
     assert log_ticks(0.002, 0.01) == pytest.approx([0.001, 0.002, 0.005, 0.01])
 
 
@@ -35,3 +36,9 @@ def test_axis_maps_linear_and_log():
     lr = Axis(1e-4, 1e-1, 300, 0, log=True)
     assert lr(1e-4) == pytest.approx(300) and lr(1e-3) == pytest.approx(200)
     assert lr(1e-2) == pytest.approx(100)
+
+
+def test_integer_ticks_for_epochs():
+    assert nice_ticks(0, 3, 8, integer=True) == [0, 1, 2, 3]
+    assert nice_ticks(0, 90, 8, integer=True) == [0, 20, 40, 60, 80, 100]
+    assert nice_ticks(1, 1, 8, integer=True) == [0, 1, 2]

@@ -16,6 +16,7 @@ def _metrics():
         rows.append({"epoch": e, "step": 100 * e, "lr": lr, "train_loss": 3.0 / e,
                      "train_top1_error": 0.8 - 0.1 * e, "train_top5_error": 0.5 - 0.05 * e,
                      "val_top1_error": 1.0 - 0.2 * e, "val_top5_error": 0.6 - 0.1 * e,
+                     "val_loss": 3.5 / e,
                      "images_per_sec": 500.0})
     return rows
 
@@ -44,6 +45,8 @@ def test_learning_rate_is_on_a_log_scale():
     assert ys[2] - ys[0] == pytest.approx(ys[4] - ys[2])   # one decade, the same height
     panels = {e.data["name"] for e in layout.find("panel")}
     assert panels == {"error", "loss", "lr"}
+    loss = {e.data["name"] for e in layout.find("series") if e.data["panel"] == "loss"}
+    assert loss == {"train_loss", "val_loss"}
 
 
 def test_missing_values_are_skipped():
