@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
 from ..errors import RunError
@@ -80,7 +80,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
         tensors = load_file(str(wpath))
     except KeyError:
         raise RunError(f"{run_dir}: {WEIGHTS} holds no netspec run state") from None
-    except (OSError, ValueError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise RunError(f"{run_dir}: the checkpoint can't be read: {e}") from None
     params = {k: v for k, v in tensors.items() if not k.startswith(MOMENTUM)}
     momentum = {k[len(MOMENTUM):]: v for k, v in tensors.items() if k.startswith(MOMENTUM)}
@@ -96,6 +96,6 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise RunError(f"{path}: no such checkpoint")
     try:
         tensors = load_file(str(path))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise RunError(f"{path}: the checkpoint can't be read: {e}") from None
     return {k: v for k, v in tensors.items() if not k.startswith(MOMENTUM)}
