@@ -5,8 +5,34 @@ subclass (Caffe's habit: the DSL keyword, the shape rule, the reference math and
 templates of a layer are all found in one place). `netspec.ops.OPS` discovers them.
 
 Shapes are per image: (C, H, W) for maps, (N,) for neuron vectors.
+
+Reference math (NumPy), one part at a time
+------------------------------------------
+Every op computes one GPU part of a layer on host arrays with a leading batch axis:
+
+    y, cache = op.forward(a, x, params, relu=..., train=..., noise=...)
+    dx, grads = op.backward(a, dy, cache, input_grad=...)
+
+- `a` is the layer's attribute dict (`Layer.attrs`, defaults filled in).
+- `x` is the part's input: its sources concatenated along channels (axis 1), shape
+  (N, *Layer.part_in_shape(part)). `y` has shape (N, *Layer.part_out_shape(part)), in x's dtype.
+- `params` is `()` for unweighted ops and `(w, b)` for weighted ones, in the PyTorch layout of
+  `weight_shape` (one part's slice of `<layer>.weight` / `.bias`); `grads` matches it.
+- `relu` fuses max(0, ·) into a weighted op's output; `train` selects training behaviour
+  (dropout); `noise` is this part's slice of the layer's random draw for the step
+  (`draw_noise`), None when the op draws nothing or at test time.
+- `cache` is whatever backward needs; it may hold references to `x` and `y`, so a caller must
+  not modify either in place while the cache lives.
+- `backward` returns dL/dx (None when `input_grad` is False: the input is the network's data)
+  and the parameter gradients (`()` for unweighted ops). It never modifies `dy`.
+
+The dtype is the input's: float32 normally, float64 for gradient checks; no op upcasts.
 """
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
 
 from ..dsl.attrs import AttrDef
 
@@ -43,3 +69,22 @@ class Op:
     def part_macs(self, a: dict, in_shape, out_shape, in_ch: int, out_ch: int) -> int:
         """Multiply-adds per image of one part that reads in_ch and writes out_ch channels."""
         return 0
+
+    # -- reference math (NumPy), one part --------------------------------------------------
+    def forward(self, a: dict, x: np.ndarray, params: tuple = (), *, relu: bool = False,
+                train: bool = False, noise: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """One part's output and the cache its backward needs (see the module docstring)."""
+        raise NotImplementedError(f"{self.type}: no reference forward")
+
+    def backward(self, a: dict, dy: np.ndarray, cache: Any, *,
+                 input_grad: bool = True) -> tuple[np.ndarray | None, tuple]:
+        """dL/dx (None unless input_grad) and the parameter gradients, given dL/dy."""
+        raise NotImplementedError(f"{self.type}: no reference backward")
+
+    def draw_noise(self, a: dict, shape: tuple[int, ...],
+                   rng: np.random.Generator) -> np.ndarray | None:
+        """The random numbers the whole layer needs for one training step, shape (N, C, ...);
+        sliced along axis 1 per part. The executor calls it once per layer per training step,
+        in network order, so backends reproduce it by replaying the same calls. None: no draw.
+        """
+        return None
