@@ -347,8 +347,7 @@ def diagram_layout(graph: Graph) -> Layout:
     items = []
     kinds = [k for k in ARROWS if any(e.kind == k for e in edges)]
     for k in kinds:
-        st = ARROWS[k]
-        items.append(("arrow", k, st.label))
+        items.append(("arrow", k, ARROWS[k].label))
     types = list(dict.fromkeys(l.type for l in layers))
     for t in types:
         items.append(("box", t, TYPE_NAMES.get(t, t)))
