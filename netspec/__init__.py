@@ -1,2 +1,14 @@
 """netspec: a declarative compiler for convolutional networks."""
 __version__ = "0.1.0"
+
+
+def build(spec, backend="auto", *, seed=0, dtype=None):
+    """Compile a spec (path, text, Spec or Graph) into a runnable network with initialised
+    parameters; see netspec.runtime.build."""
+    import numpy as np
+
+    from .runtime import build as _build
+    return _build(spec, backend, seed=seed, dtype=np.float32 if dtype is None else dtype)
+
+
+__all__ = ["__version__", "build"]

@@ -1,0 +1,59 @@
+"""Executing a compiled network: the backend-independent `Net` (net.py) and one subclass per
+backend. `build` compiles a spec and returns a ready network.
+
+A backend registers here as name -> "module:Class"; modules are imported only when asked for,
+so a missing driver never breaks `import netspec`. `backend="auto"` takes the first entry of
+AUTO_ORDER whose class says it is available().
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+from .net import Net
+
+BACKENDS: dict[str, str] = {
+    "numpy": "netspec.runtime.numpy_backend:NumpyNet",
+}
+AUTO_ORDER: tuple[str, ...] = ("numpy",)
+
+
+def backend_class(name: str) -> type[Net]:
+    """The Net subclass for a backend name ('auto' picks the first available)."""
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            cls = backend_class(candidate)
+            if cls.available():
+                return cls
+        raise ValueError(f"no backend is available (tried {', '.join(AUTO_ORDER)})")
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(str(name), list(BACKENDS), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown backend '{name}'{hint}; backends: "
+                         f"{', '.join(['auto', *BACKENDS])}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build(spec: Any, backend: str = "auto", *, seed: int = 0,
+          dtype: Any = np.float32) -> Net:
+    """Compile a network and initialise its parameters.
+
+    spec: a path to a .net file, spec text (anything containing a newline), a parsed Spec or a
+    built Graph. seed: parameters and dropout masks (see netspec/runtime/net.py for the draw
+    order). dtype: float32 (default) or float64 (gradient checks).
+    """
+    from ..ir.build import build_graph
+    from ..ir.graph import Graph
+
+    cls = backend_class(backend)
+    graph = spec if isinstance(spec, Graph) else build_graph(
+        os.fspath(spec) if isinstance(spec, os.PathLike) else spec)
+    return cls(graph, seed=seed, dtype=dtype)
+
+
+__all__ = ["BACKENDS", "AUTO_ORDER", "Net", "backend_class", "build"]

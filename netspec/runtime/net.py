@@ -1,0 +1,399 @@
+"""The network executor's backend-independent half: parameters, initialisation, input checks,
+and the walk over layer parts in network order (forward) and back (backward).
+
+A backend subclasses `Net` and supplies the device-specific part: moving arrays to and from the
+device, concatenating and slicing along channels, and running one layer part forward or
+backward (see "What a backend implements" on `Net`). Everything a user sees (names, layouts,
+initial values, dropout masks, errors) is decided here, so every backend agrees on them.
+
+Parameters
+----------
+Names and PyTorch layouts come from the IR (`Graph.param_shapes`): `<layer>.weight`,
+`<layer>.bias`, a split layer's channels GPU 0's part first (per-part names only where parts
+read uneven input channel counts). The host copy in `self._params` is the reference; part
+`p` of a layer owns rows `p.start:p.stop` of a stacked weight and bias (all rows of a per-part
+one).
+
+Initialisation, deterministic in the seed
+-----------------------------------------
+`np.random.SeedSequence(seed).spawn(2)` gives two independent streams: the first initialises
+the parameters, the second (`self.rng`) draws dropout masks. With `g = default_rng(first)`, for
+each weighted layer in network order and each of its parameters in `param_shapes()` order
+(weight, bias; or part0.weight, part0.bias, part1.weight, ...):
+    weight = (g.standard_normal(shape, dtype=float32) * float32(layer.init_std)), in float32,
+             then cast to the net's dtype (so float32 and float64 nets start identical);
+    bias   = layer.init_bias everywhere (draws nothing).
+
+Dropout draws
+-------------
+Each forward with `train=True` (also inside `loss_and_grads`) calls, for every layer in network
+order whose op draws (`Op.draw_noise`, today only dropout), once for the whole layer:
+    keep = self.rng.random((N, *layer.out_shape), dtype=float32) >= float32(p)
+and gives part `q` the slice `keep[:, q.start:q.stop]`. A test-time forward draws nothing.
+Replace `net.rng` with a fresh `np.random.Generator` to reseed the masks.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..ir.graph import INPUT, Graph, Layer, Part
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """Where one layer part's parameters live: the names, and the rows of them it owns."""
+
+    weight: str
+    bias: str
+    rows: slice
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+class Net:
+    """A compiled network with parameters.
+
+    API (every array is a host `np.ndarray`):
+        net.parameters()                    name -> copy of the parameter, network order
+        net.load_parameters(params)         same names and shapes, else ValueError naming them
+        net.forward(x, train=False)         logits (N, classes), before the softmax
+        net.predict_proba(x)                softmax probabilities (N, classes), test mode
+        net.loss_and_grads(x, labels, train=False)
+                                            (mean loss, gradients keyed like parameters());
+                                            weight decay is the update rule's, not here
+        net.features(x, layer, train=False) one layer's whole output (its parts concatenated)
+
+    What a backend implements (B is the backend's array type):
+        to_device(a: np.ndarray) -> B           to_host(a: B) -> np.ndarray
+        concat_channels(arrays: list[B]) -> B   slice_channels(a: B, start, stop) -> B
+        add(a: B, b: B) -> B                    (may reuse a's memory)
+        part_params(layer, part) -> tuple[B, ...]   (w, b) in the op's layout, or ()
+        forward_part(layer, part, x, params, *, train, noise) -> (y, cache)
+        backward_part(layer, part, dy, cache, *, input_grad) -> (dx | None, grads)
+        softmax_loss(z, labels: np.ndarray) -> (float, dz)
+        softmax_proba(z) -> B
+    `forward_part`/`backward_part` have the meaning of `Op.forward`/`Op.backward`
+    (netspec/ops/base.py), which is the reference each backend is checked against. A backend
+    that keeps parameters on the device overrides `_parameters_changed` to upload them.
+    """
+
+    backend = ""
+
+    def __init__(self, graph: Graph, *, seed: int = 0, dtype: Any = np.float32):
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+        self.graph = graph
+        self.seed = int(seed)
+        init_seq, noise_seq = np.random.SeedSequence(self.seed).spawn(2)
+        self.rng = np.random.default_rng(noise_seq)
+        self._shapes = graph.param_shapes()
+        self._slots = self._param_slots()
+        self.head = graph.compute_layers[-1]           # the softmax; its input is the logits
+        self.body = graph.compute_layers[:-1]
+        self._params = self._initial_parameters(np.random.default_rng(init_seq))
+        self._parameters_changed()
+
+    # -- parameters -----------------------------------------------------------------------
+    def _param_slots(self) -> dict[tuple[str, int], ParamSlot]:
+        slots = {}
+        for layer in self.graph.weighted_layers:
+            names = layer.param_shapes()
+            stacked = f"{layer.name}.weight" in names
+            for p in layer.parts:
+                if stacked:
+                    slots[layer.name, p.index] = ParamSlot(f"{layer.name}.weight",
+                                                           f"{layer.name}.bias",
+                                                           slice(p.start, p.stop))
+                else:
+                    slots[layer.name, p.index] = ParamSlot(f"{layer.name}.part{p.index}.weight",
+                                                           f"{layer.name}.part{p.index}.bias",
+                                                           slice(0, p.channels))
+        return slots
+
+    def _initial_parameters(self, g: np.random.Generator) -> dict[str, np.ndarray]:
+        out = {}
+        for layer in self.graph.weighted_layers:
+            for name, shape in layer.param_shapes().items():
+                if name.endswith(".weight"):
+                    w = g.standard_normal(shape, dtype=np.float32)
+                    w *= np.float32(layer.init_std)
+                    out[name] = w.astype(self.dtype, copy=False)
+                else:
+                    out[name] = np.full(shape, layer.init_bias, self.dtype)
+        return out
+
+    def _parameters_changed(self) -> None:
+        """Called after the host parameters change (init, load_parameters)."""
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, in network order (weight before bias)."""
+        return {name: self._params[name].copy() for name in self._shapes}
+
+    def load_parameters(self, params: Mapping[str, Any]) -> None:
+        """Replace every parameter. Names and shapes must match `parameters()` exactly; values
+        are cast to the net's dtype. Nothing changes unless all of them are right."""
+        if not isinstance(params, Mapping):
+            raise ValueError(f"load_parameters needs a mapping name -> array, not "
+                             f"{type(params).__name__}")
+        problems = []
+        missing = [n for n in self._shapes if n not in params]
+        unexpected = [n for n in params if n not in self._shapes]
+        if missing:
+            problems.append("missing " + ", ".join(missing))
+        for n in unexpected:
+            close = difflib.get_close_matches(str(n), list(self._shapes), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"unexpected '{n}'{hint}")
+        new = {}
+        for n, shape in self._shapes.items():
+            if n not in params:
+                continue
+            a = np.asarray(params[n])
+            if a.shape != shape:
+                problems.append(f"{n} has shape {_shape(a.shape)}, expected {_shape(shape)}")
+            elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+                problems.append(f"{n} has dtype {a.dtype}, expected a float array")
+            else:
+                new[n] = np.array(a, dtype=self.dtype, copy=True, order="C")
+        if problems:
+            raise ValueError(f"load_parameters for network '{self.graph.name}': "
+                             + "; ".join(problems))
+        self._params = new
+        self._parameters_changed()
+
+    # -- input checks ---------------------------------------------------------------------
+    def _expected(self) -> str:
+        return f"{self.dtype} array of shape (N, {', '.join(map(str, self.graph.input_shape))})"
+
+    def _check_input(self, x: Any) -> np.ndarray:
+        want = self._expected()
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"x must be a {want}, not {type(x).__name__}")
+        if x.ndim != len(self.graph.input_shape) + 1 or x.shape[1:] != self.graph.input_shape \
+                or x.shape[0] < 1:
+            raise ValueError(f"x must be a {want}, got shape {_shape(x.shape)}")
+        if x.dtype != self.dtype:
+            raise ValueError(f"x must be a {want}, got dtype {x.dtype} "
+                             f"(convert with x.astype(np.{self.dtype}))")
+        return x
+
+    def _check_labels(self, labels: Any, n: int) -> np.ndarray:
+        y = np.asarray(labels)
+        classes = self.graph.classes
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels must be an integer array of shape ({n},) with values in "
+                             f"0..{classes - 1}, got {y.dtype} shape {_shape(y.shape)}")
+        bad = (y < 0) | (y >= classes)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"labels must lie in 0..{classes - 1} ({classes} classes), but "
+                             f"labels[{i}] is {int(y[i])}")
+        return y.astype(np.intp, copy=False)
+
+    def _layer(self, name: str) -> Layer:
+        try:
+            return self.graph.layer(name)
+        except KeyError:
+            names = [l.name for l in self.graph.layers]
+            close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"network '{self.graph.name}' has no layer '{name}'{hint}; "
+                             f"layers: {', '.join(names)}") from None
+
+    # -- the walk -------------------------------------------------------------------------
+    def _forward_pass(self, x: np.ndarray, *, train: bool, keep_caches: bool,
+                      stop_after: str | None = None):
+        """Run the body (every layer but the softmax) part by part, in network order.
+
+        Returns (acts, caches): acts[layer] is the list of its parts' outputs (the input's
+        list holds one copy per GPU); caches[layer][part] the parts' backward caches (kept only
+        with keep_caches). Without caches, an activation is dropped once its last reader has
+        run, unless it is the layer asked for.
+        """
+        g = self.graph
+        xd = self.to_device(x)
+        acts: dict[str, list] = {INPUT: [xd] * len(g.layers[0].parts)}
+        caches: dict[str, list] = {}
+        last_reader = {}
+        for i, layer in enumerate(g.compute_layers):
+            for name in layer.inputs:
+                last_reader[name] = i
+        n = x.shape[0]
+        for i, layer in enumerate(self.body):
+            noise = layer.op.draw_noise(layer.attrs, (n, *layer.out_shape), self.rng) \
+                if train else None
+            memo: dict[tuple, Any] = {}
+            outs, layer_caches = [], []
+            for p in layer.parts:
+                xin = self._part_input(p, acts, memo)
+                part_noise = None if noise is None else \
+                    self.to_device(np.ascontiguousarray(noise[:, p.start:p.stop]))
+                y, cache = self.forward_part(layer, p, xin, self.part_params(layer, p),
+                                             train=train, noise=part_noise)
+                outs.append(y)
+                layer_caches.append(cache if keep_caches else None)
+            acts[layer.name] = outs
+            if keep_caches:
+                caches[layer.name] = layer_caches
+            else:
+                for name in layer.inputs:
+                    if last_reader.get(name) == i and name != stop_after:
+                        del acts[name]
+            if layer.name == stop_after:
+                break
+        return acts, caches
+
+    def _part_input(self, part: Part, acts: dict, memo: dict):
+        """The part's sources concatenated along channels; parts of one layer that read the
+        same sources share one concatenation."""
+        key = tuple((s.layer, s.part) for s in part.sources)
+        if key not in memo:
+            arrays = [acts[s.layer][s.part] for s in part.sources]
+            memo[key] = arrays[0] if len(arrays) == 1 else self.concat_channels(arrays)
+        return memo[key]
+
+    def _gather(self, layer: Layer, acts: dict):
+        """A layer's whole output (its parts concatenated along channels), on the device."""
+        arrays = acts[layer.name]
+        if layer.replicated or len(arrays) == 1:
+            return arrays[0]
+        return self.concat_channels(arrays)
+
+    def _logits(self, acts: dict):
+        return self._part_input(self.head.parts[0], acts, {})
+
+    def _backward_pass(self, dz, acts: dict, caches: dict) -> dict[str, np.ndarray]:
+        """Back from dL/dlogits through the body, in reverse network order. A source part's
+        gradient is the sum over every part that read it; parameter gradients land in the rows
+        their part owns."""
+        g = self.graph
+        grads = {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()}
+        dacts: dict[tuple[str, int], Any] = {}
+        self._scatter(self.head.parts[0], dz, dacts)
+        for layer in reversed(self.body):
+            for p, cache in zip(layer.parts, caches.pop(layer.name)):
+                dy = dacts.pop((layer.name, p.index), None)
+                if dy is None:          # nothing read this part's output
+                    dy = self.to_device(np.zeros((acts[layer.name][p.index].shape),
+                                                 self.dtype))
+                input_grad = any(not g.layer(s.layer).replicated for s in p.sources)
+                dx, pgrads = self.backward_part(layer, p, dy, cache, input_grad=input_grad)
+                if dx is not None:
+                    self._scatter(p, dx, dacts)
+                if pgrads:
+                    slot = self._slots[layer.name, p.index]
+                    dw, db = pgrads
+                    grads[slot.weight][slot.rows] = self.to_host(dw)
+                    grads[slot.bias][slot.rows] = self.to_host(db)
+            del acts[layer.name]
+        return grads
+
+    def _scatter(self, part: Part, dx, dacts: dict) -> None:
+        g = self.graph
+        whole = len(part.sources) == 1
+        for s in part.sources:
+            if g.layer(s.layer).replicated:
+                continue
+            piece = dx if whole else self.slice_channels(dx, s.offset, s.offset + s.channels)
+            key = (s.layer, s.part)
+            dacts[key] = piece if key not in dacts else self.add(dacts[key], piece)
+
+    # -- the API --------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits (N, classes): the softmax layer's input. train=True applies dropout (and
+        draws its masks from self.rng)."""
+        x = self._check_input(x)
+        acts, _ = self._forward_pass(x, train=train, keep_caches=False)
+        return self.to_host(self._logits(acts))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes), at test time."""
+        x = self._check_input(x)
+        acts, _ = self._forward_pass(x, train=False, keep_caches=False)
+        return self.to_host(self.softmax_proba(self._logits(acts)))
+
+    def features(self, x: np.ndarray, layer: str, train: bool = False) -> np.ndarray:
+        """The output of one layer (e.g. 'fc7' or 'drop7' for nearest-neighbour figures), its
+        parts concatenated along channels: (N, *layer.out_shape)."""
+        target = self._layer(layer)
+        x = self._check_input(x)
+        if target.replicated:
+            return x.copy()
+        if target is self.head:
+            if train:
+                raise ValueError("features of the softmax layer are test-time probabilities; "
+                                 "use train=False")
+            return self.predict_proba(x)
+        acts, _ = self._forward_pass(x, train=train, keep_caches=False, stop_after=target.name)
+        return self.to_host(self._gather(target, acts))
+
+    def loss_and_grads(self, x: np.ndarray, labels: Any,
+                       train: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+        """The mean multinomial logistic loss over the batch and its gradient for every
+        parameter, keyed and shaped like parameters()."""
+        x = self._check_input(x)
+        y = self._check_labels(labels, x.shape[0])
+        acts, caches = self._forward_pass(x, train=train, keep_caches=True)
+        loss, dz = self.softmax_loss(self._logits(acts), y)
+        return loss, self._backward_pass(dz, acts, caches)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} '{self.graph.name}' backend={self.backend} "
+                f"dtype={self.dtype} params={sum(int(np.prod(s)) for s in self._shapes.values())}>")
+
+    # -- what a backend implements --------------------------------------------------------
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this backend can run here (drivers, devices); used by backend='auto'."""
+        return True
+
+    def to_device(self, a: np.ndarray):
+        raise NotImplementedError
+
+    def to_host(self, a) -> np.ndarray:
+        raise NotImplementedError
+
+    def concat_channels(self, arrays: list):
+        raise NotImplementedError
+
+    def slice_channels(self, a, start: int, stop: int):
+        raise NotImplementedError
+
+    def add(self, a, b):
+        raise NotImplementedError
+
+    def part_params(self, layer: Layer, part: Part) -> tuple:
+        raise NotImplementedError
+
+    def forward_part(self, layer: Layer, part: Part, x, params: tuple, *, train: bool,
+                     noise) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def backward_part(self, layer: Layer, part: Part, dy, cache, *,
+                      input_grad: bool) -> tuple[Any, tuple]:
+        raise NotImplementedError
+
+    def softmax_loss(self, z, labels: np.ndarray) -> tuple[float, Any]:
+        raise NotImplementedError
+
+    def softmax_proba(self, z):
+        raise NotImplementedError
+
