@@ -15,7 +15,7 @@ from netspec.errors import NetspecError, RunError
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.loop import TrainOptions, Trainer
 
-from conftest import tiny_spec
+from trainkit import tiny_spec
 
 
 def quiet(*a, **k):
@@ -203,3 +203,21 @@ def test_eval_cli_json(folder, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["images"] == 20 and 0 <= res["top5_error"] <= res["top1_error"] <= 1
+
+
+def test_run_figures_from_a_short_run(folder, tmp_path):
+    """netspec viz draws the filters, curves, predictions and neighbours of a real run."""
+    from PIL import Image
+    spec_path = tmp_path / "tiny.net"
+    spec_path.write_text(tiny_spec())
+    train(spec_path, folder, tmp_path / "run", max_steps=10)   # two epochs of 5 steps
+    run = str(tmp_path / "run")
+    for flags, name in ((["--filters", "conv1"], "f.png"), (["--curves"], "c.png"),
+                        (["--predictions", "--count", "4"], "p.png"),
+                        (["--neighbours", "--count", "2", "-k", "3"], "n.png")):
+        out = tmp_path / name
+        r = CliRunner().invoke(main, ["viz", "--run", run, *flags, "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        img = Image.open(out).convert("RGB")
+        a = np.asarray(img)
+        assert a.shape[0] > 100 and a.shape[1] > 100 and a.std() > 5   # not blank
