@@ -12,10 +12,13 @@ def files(root):
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
 
 
-def test_same_seed_same_files(tmp_path):
-    generate_demo(tmp_path / "a", seed=3, train_per_class=3, val_per_class=1)
-    generate_demo(tmp_path / "b", seed=3, train_per_class=3, val_per_class=1)
-    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+def test_same_seed_same_files(tmp_path, monkeypatch):
+    built = []
+    for cache in ("a", "b"):
+        monkeypatch.setenv("NETSPEC_CACHE_DIR", str(tmp_path / cache))
+        built.append(ensure_demo(seed=3, train_per_class=3, val_per_class=1))
+    assert built[0].parent == tmp_path / "a" and built[1].parent == tmp_path / "b"
+    a, b = files(built[0]), files(built[1])
     assert len(a) == 40 and a == b
     generate_demo(tmp_path / "c", seed=4, train_per_class=3, val_per_class=1)
     assert files(tmp_path / "c") != a
