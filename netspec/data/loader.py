@@ -302,7 +302,10 @@ class _WorkerRing:
             while self.readahead_done < batch + 1:
                 self.readahead_done += 1
                 loader._readahead(self.readahead_done)
-            loader._conns[worker].send((batch, slot))
+            try:
+                loader._conns[worker].send((batch, slot))
+            except OSError:  # a broken pipe: the worker is gone
+                self._worker_died(worker)
             self.slot_of[batch] = (worker, slot)
             self.next_dispatch += 1
 
@@ -311,28 +314,34 @@ class _WorkerRing:
         while batch not in self.done:
             conns, procs = loader._conns, loader._procs
             ready = wait(conns + [p.sentinel for p in procs])
-            for conn in conns:
+            for i, conn in enumerate(conns):
                 if conn in ready:
-                    self._receive(conn)
+                    self._receive(i)
             if batch in self.done:
                 break
             for i, proc in enumerate(procs):
                 if proc.sentinel in ready and not conns[i].poll():
-                    proc.join(timeout=1)
-                    raise DataError(f"data loader worker {i} died unexpectedly (exit code "
-                                    f"{proc.exitcode}; out of memory?); try fewer workers or a "
-                                    f"smaller batch")
+                    self._worker_died(i)
         (worker, slot), n = self.slot_of[batch], loader._batch_size_of(batch)
         return self.x[worker].array[slot, :n], self.y[worker].array[slot, :n]
 
-    def _receive(self, conn) -> None:
-        batch, _slot, error = conn.recv()
+    def _receive(self, worker: int) -> None:
+        try:
+            batch, _slot, error = self.loader._conns[worker].recv()
+        except (EOFError, OSError):
+            self._worker_died(worker)
         if error is not None:
             kind, message = error
             if kind == "data":
                 raise DataError(message)
             raise RuntimeError(f"data loader worker failed on batch {batch}:\n{message}")
         self.done.add(batch)
+
+    def _worker_died(self, worker: int):
+        proc = self.loader._procs[worker]
+        proc.join(timeout=1)
+        raise DataError(f"data loader worker {worker} died unexpectedly (exit code "
+                        f"{proc.exitcode}; out of memory?); try fewer workers or a smaller batch")
 
     def release(self, batch: int) -> None:
         self.done.discard(batch)

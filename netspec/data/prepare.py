@@ -23,7 +23,7 @@ from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")
 
-_SHARD_BYTES = 256 << 20  # the largest shard, so that a shard's work is a few seconds at most
+_SHARD_BYTES = 1 << 30  # the largest shard: ImageNet at base 256 is about 240 shards
 _SHARDS_PER_WORKER = 4  # at least this many shards per worker, for parallelism and resumption
 
 

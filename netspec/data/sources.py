@@ -57,6 +57,20 @@ class FolderSplit:
                 os.close(fd)
 
 
+def _allow_open_files(count: int) -> None:
+    """Each memory-mapped shard keeps a file descriptor open: raise the soft limit if needed."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 class CacheSplit:
     """Images read from memory-mapped uint8 (n, 3, base, base) .npy shards."""
 
@@ -74,6 +88,7 @@ class CacheSplit:
             raise DataError(f"prepared cache '{root}' is inconsistent: {len(self.labels)} labels "
                             f"for {int(self._ends[-1]) if len(counts) else 0} images; prepare it again")
         self._arrays: list[np.ndarray | None] = [None] * len(self._files)
+        _allow_open_files(len(self._files))
         self._source_root = source_root
         self._files_list = files_list
         self._paths: list[str] | None = None
