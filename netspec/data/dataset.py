@@ -34,22 +34,23 @@ _SCAN_CHUNK = 256  # images per scan task
 _STATS_VERSION = 1
 
 
-def resolve_data_dir(source) -> Path:
+def resolve_data_dir(source, progress: bool = True) -> Path:
     """The folder that `--data` names: a path, or "demo" (generated on first use)."""
     if isinstance(source, str) and source == DEMO:
         from netspec.data.demo import ensure_demo
 
-        return ensure_demo()
+        return ensure_demo(progress=progress)
     return Path(source).expanduser()
 
 
 def open_dataset(source, base: int | None = None, *, workers: int = 0,
-                 progress: bool = False) -> "Dataset":
+                 progress: bool = True) -> "Dataset":
     """Open a folder in the ImageFolder layout, a prepared cache, or "demo".
 
     base: the side of the rescaled, centre-cropped images. Default: 256 for a folder, the
     cache's own for a prepared cache (another value is an error), demo.DEMO_BASE for the demo.
-    workers, progress: processes and progress bar for the first scan of a folder.
+    workers, progress: processes and progress bar (on stderr) for the first scan of a folder,
+    which decodes every image once; later opens reuse its result.
     """
     if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 1):
         raise DataError(f"base must be a positive integer, not {base!r}")
@@ -57,7 +58,7 @@ def open_dataset(source, base: int | None = None, *, workers: int = 0,
         from netspec.data.demo import DEMO_BASE
 
         base = DEMO_BASE
-    root = resolve_data_dir(source)
+    root = resolve_data_dir(source, progress)
     if is_prepared_cache(root):
         return Dataset.from_cache(root, base)
     return Dataset.from_folder(root, DEFAULT_BASE if base is None else base,
@@ -86,7 +87,7 @@ class Dataset:
 
     @classmethod
     def from_folder(cls, root, base: int = DEFAULT_BASE, *, workers: int = 0,
-                    progress: bool = False) -> "Dataset":
+                    progress: bool = True) -> "Dataset":
         listing = list_image_folder(root)
         dataset = cls(listing.root, base, listing.classes, "folder")
         dataset._listing = listing

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from netspec.data.cachedir import user_cache_dir
+from netspec.data.shards import ProgressBar
 from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")
@@ -48,17 +49,22 @@ _SUPERSAMPLE = 2  # shapes are drawn at twice the size and scaled down, for smoo
 _SPLIT_IDS = {"train": 0, "val": 1}
 
 
-def demo_dir(seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
-             val_per_class: int = VAL_PER_CLASS) -> Path:
+def demo_dir(seed: int = 0, train_per_class: int | None = None,
+             val_per_class: int | None = None) -> Path:
+    """Where the demo set of these parameters lives (default sizes: TRAIN/VAL_PER_CLASS)."""
+    train_per_class = TRAIN_PER_CLASS if train_per_class is None else train_per_class
+    val_per_class = VAL_PER_CLASS if val_per_class is None else val_per_class
     name = f"demo-v{DEMO_VERSION}"
     if (seed, train_per_class, val_per_class) != (0, TRAIN_PER_CLASS, VAL_PER_CLASS):
         name += f"-seed{seed}-{train_per_class}x{val_per_class}"
     return user_cache_dir() / name
 
 
-def ensure_demo(seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
-                val_per_class: int = VAL_PER_CLASS) -> Path:
+def ensure_demo(seed: int = 0, train_per_class: int | None = None,
+                val_per_class: int | None = None, progress: bool = True) -> Path:
     """The demo dataset's folder, generated first if it isn't there yet."""
+    train_per_class = TRAIN_PER_CLASS if train_per_class is None else train_per_class
+    val_per_class = VAL_PER_CLASS if val_per_class is None else val_per_class
     final = demo_dir(seed, train_per_class, val_per_class)
     if (final / "demo.json").is_file():
         return final
@@ -70,7 +76,7 @@ def ensure_demo(seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
                         f"set NETSPEC_CACHE_DIR to a writable folder") from None
     log.info("generating the demo dataset in '%s'", final)
     try:
-        generate_demo(tmp, seed, train_per_class, val_per_class)
+        generate_demo(tmp, seed, train_per_class, val_per_class, progress=progress)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -84,17 +90,20 @@ def ensure_demo(seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
 
 
 def generate_demo(root: Path, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
-                  val_per_class: int = VAL_PER_CLASS) -> None:
+                  val_per_class: int = VAL_PER_CLASS, progress: bool = False) -> None:
     """Write the demo dataset's JPEGs under root/train and root/val, then root/demo.json."""
     root = Path(root)
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for label, name in enumerate(DEMO_CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                rng = np.random.default_rng([seed, label, _SPLIT_IDS[split], i])
-                image, quality = draw_demo_image(name, rng)
-                image.save(folder / f"{name}_{i:04d}.jpg", quality=quality)
+    total = len(DEMO_CLASSES) * (train_per_class + val_per_class)
+    with ProgressBar(total=total, desc="demo dataset", unit="img", disable=not progress) as bar:
+        for split, count in (("train", train_per_class), ("val", val_per_class)):
+            for label, name in enumerate(DEMO_CLASSES):
+                folder = root / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    rng = np.random.default_rng([seed, label, _SPLIT_IDS[split], i])
+                    image, quality = draw_demo_image(name, rng)
+                    image.save(folder / f"{name}_{i:04d}.jpg", quality=quality)
+                bar.update(count)
     info = {"version": DEMO_VERSION, "seed": seed, "classes": list(DEMO_CLASSES),
             "train_per_class": train_per_class, "val_per_class": val_per_class,
             "base": DEMO_BASE, "crop": DEMO_CROP}

@@ -45,7 +45,7 @@ def prepare_dataset(data_dir, out_dir, base: int | None = 256, workers: int | No
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 0:
         raise DataError(f"workers must be >= 0, not {workers}")
-    source = resolve_data_dir(data_dir)
+    source = resolve_data_dir(data_dir, progress)
     out = Path(out_dir).expanduser()
     _check_out_dir(source, out)
     listing = list_image_folder(source)

@@ -138,6 +138,13 @@ def run_shard_jobs(
                 yield result
 
 
+class ProgressBar(tqdm):
+    """tqdm without its monitor thread: loader workers are forked later, and forking a process
+    that runs threads is unsafe."""
+
+    monitor_interval = 0
+
+
 def _progress_bar(total: int, done: int, desc: str, enabled: bool):
-    return tqdm(total=total, initial=done, desc=desc, unit="img", disable=not enabled,
-                dynamic_ncols=True, leave=True)
+    return ProgressBar(total=total, initial=done, desc=desc, unit="img", disable=not enabled,
+                       dynamic_ncols=True, leave=True)
