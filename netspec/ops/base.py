@@ -22,7 +22,8 @@ Every op computes one GPU part of a layer on host arrays with a leading batch ax
   (dropout); `noise` is this part's slice of the layer's random draw for the step
   (`draw_noise`), None when the op draws nothing or at test time.
 - `cache` is whatever backward needs; it may hold references to `x` and `y`, so a caller must
-  not modify either in place while the cache lives.
+  not modify either in place while the cache lives. Backward may reuse the cache's buffers
+  (conv writes dcols over its columns), so call it at most once per forward.
 - `backward` returns dL/dx (None when `input_grad` is False: the input is the network's data)
   and the parameter gradients (`()` for unweighted ops). It never modifies `dy`.
 

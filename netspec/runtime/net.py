@@ -31,6 +31,13 @@ order whose op draws (`Op.draw_noise`, today only dropout), once for the whole l
     keep = self.rng.random((N, *layer.out_shape), dtype=float32) >= float32(p)
 and gives part `q` the slice `keep[:, q.start:q.stop]`. A test-time forward draws nothing.
 Replace `net.rng` with a fresh `np.random.Generator` to reseed the masks.
+
+Memory
+------
+`loss_and_grads` keeps every part's activations and backward caches (conv keeps its im2col
+columns) until the backward pass frees them layer by layer: about 1.6 GB peak for AlexNet at
+batch 32 in float32. `forward`, `predict_proba` and `features` keep no caches and drop each
+activation once its last reader has run.
 """
 from __future__ import annotations
 
