@@ -43,7 +43,9 @@ def list_image_folder(root: str | os.PathLike) -> FolderListing:
         raise DataError(f"data directory '{root}' does not exist")
     if not root.is_dir():
         raise DataError(f"data path '{root}' is not a directory")
-    if not any(not entry.name.startswith(".") for entry in os.scandir(root)):
+    with os.scandir(root) as entries:
+        empty = not any(not entry.name.startswith(".") for entry in entries)
+    if empty:
         raise DataError(f"data directory '{root}' is empty; expected {root}/train/<class>/*.jpg")
     if not (root / "train").is_dir():
         raise DataError(
@@ -97,7 +99,9 @@ def _class_files(root: Path, split: str) -> dict[str, list[str]]:
     """Map each non-empty class folder of `split` to its image files (sorted relative paths)."""
     split_dir = root / split
     found: dict[str, list[str]] = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+    with os.scandir(split_dir) as entries:
+        entries = sorted(entries, key=lambda e: e.name)
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():

@@ -30,6 +30,8 @@ class FolderSplit:
         return len(self.paths)
 
     def path(self, index: int) -> Path:
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f"image index {index} out of range 0..{len(self.paths) - 1}")
         return self.root / self.paths[index]
 
     def image(self, index: int) -> np.ndarray:
