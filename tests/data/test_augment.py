@@ -1,6 +1,8 @@
 """Crop, flip and 10-crop geometry, on images whose pixels say where they are."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netspec.data.augment import (TEN_CROP_ORDER, BatchPlan, center_offset, crop_view,
                                   draw_train_plan, ten_crop, ten_crop_offsets, write_planned_views,
@@ -106,3 +108,22 @@ def test_flip_off_keeps_the_same_crops():
     a = draw_train_plan(np.random.default_rng(9), 50, 32, 24, flip=True, pca=None, pca_sigma=0)
     b = draw_train_plan(np.random.default_rng(9), 50, 32, 24, flip=False, pca=None, pca_sigma=0)
     assert np.array_equal(a.offsets, b.offsets) and not b.flips.any() and a.flips.any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=st.integers(1, 40), data=st.data())
+def test_any_view_is_the_numpy_window(base, data):
+    crop = data.draw(st.integers(1, base))
+    top = data.draw(st.integers(0, base - crop))
+    left = data.draw(st.integers(0, base - crop))
+    flip = data.draw(st.booleans())
+    rng = np.random.default_rng(base * 1000 + crop)
+    image = rng.integers(0, 256, size=(base, base, 3), dtype=np.uint8)
+    mean = rng.random((base, base, 3), dtype=np.float32) * 255
+    out = np.empty((3, crop, crop), np.float32)
+    write_view(out, planar(image), planar(mean), top, left, flip)
+    window = image.astype(np.float64)[top:top + crop, left:left + crop] - \
+        mean[top:top + crop, left:left + crop]
+    if flip:
+        window = np.flip(window, axis=1)
+    np.testing.assert_allclose(out, window.transpose(2, 0, 1), atol=1e-4)
