@@ -14,3 +14,13 @@ class DataError(NetspecError):
 
 class RunError(NetspecError):
     """A run directory or checkpoint that can't be used."""
+
+
+class KernelBuildError(NetspecError):
+    """A generated kernel the device compiler rejected: the message holds the compiler's log
+    and the generated source line it points at."""
+
+
+class DeviceLimitError(NetspecError):
+    """A network that needs more than a device has (work-group size, shared/local memory);
+    the message names the layer and the limit."""

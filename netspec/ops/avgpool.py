@@ -35,3 +35,74 @@ class AvgPool(Pool):
 
 
 OP = AvgPool()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
+# Same layout and window arithmetic as maxpool's kernels; the backward gathers.
+
+AVGPOOL_FWD = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${NOUT})
+        return;
+    const int plane = e / (${OH} * ${OW}), oy = (e / ${OW}) % ${OH}, ox = e % ${OW};
+    const int base = plane * ${H} * ${W} + oy * ${S} * ${W} + ox * ${S};
+    float s = 0.0f;
+    for (int u = 0; u < ${Z}; ++u)
+        for (int q = 0; q < ${Z}; ++q)
+            s += x[base + u * ${W} + q];
+    y[e] = s * ${INV_AREA};
+}
+"""
+
+
+def _bwd_template():
+    from .maxpool import POOL_WINDOWS
+    return r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${NIN})
+        return;
+@WINDOWS@
+    float g = 0.0f;
+    for (int oy = oy0; oy <= oy1; ++oy)
+        for (int ox = ox0; ox <= ox1; ++ox)
+            g += dy[(plane * ${OH} + oy) * ${OW} + ox];
+    dx[e] = g * ${INV_AREA};
+}
+""".replace("@WINDOWS@", POOL_WINDOWS)
+
+
+def forward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    from .maxpool import pool_consts
+    k = pool_consts(c)
+    k["INV_AREA"] = 1.0 / k["Z"] ** 2
+    gs, ls = elementwise_launch(k["NOUT"])
+    return [Call(Kernel(
+        f"{c.prefix}_fwd", AVGPOOL_FWD, params("in x", "out y"), k, gs, ls,
+        flops=k["NOUT"] * k["Z"] ** 2, layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} average pool: y = mean of the "
+            f"{k['Z']}x{k['Z']} window, stride {k['S']}\n"
+            f"launch: one work-item per output ({k['NOUT']})"),
+        ("x", "y"))]
+
+
+def backward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    from .maxpool import pool_consts
+    if not c.input_grad:
+        return []
+    k = pool_consts(c)
+    k["INV_AREA"] = 1.0 / k["Z"] ** 2
+    gs, ls = elementwise_launch(k["NIN"])
+    return [Call(Kernel(
+        f"{c.prefix}_bwd", _bwd_template(), params("in dy", "out dx"), k, gs, ls,
+        layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} average pool gradient: dx[p] = sum of dy over "
+            f"the windows covering p, / {k['Z']}^2\n"
+            f"launch: one work-item per input ({k['NIN']})"),
+        ("dy", "dx"))]

@@ -126,3 +126,141 @@ class Conv(Op):
 
 
 OP = Conv()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); rendered in CUDA C and OpenCL C from one text,
+# the `$tokens` being the dialect's (codegen/dialects.py) or this part's static shapes.
+# Device layout: activations (C, N, H, W), weights (O, C, kh, kw) as in PyTorch.
+# All three passes are implicit GEMMs over the shared tiled skeleton (codegen/gemm.py); the
+# im2col columns are gathered while staging tiles, never stored.
+# Fused: bias + ReLU in the forward epilogue; ReLU's backward (dy · [y > 0]) and the bias
+# gradient in one reduction kernel that rewrites dy in place, read by the two GEMMs after it.
+
+
+# B(k, n) of the forward and of the weight gradient: xpad[c, img, oy·S + u, ox·S + q]
+CONV_LOAD_COLUMN = r"""
+const int c = KIDX / (${KH} * ${KW}), u = (KIDX / ${KW}) % ${KH}, q = KIDX % ${KW};
+const int img = NIDX / (${OH} * ${OW}), oy = (NIDX / ${OW}) % ${OH}, ox = NIDX % ${OW};
+const int iy = oy * ${S} - ${P} + u, ix = ox * ${S} - ${P} + q;
+if (iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W})
+    v = x[((c * ${NB} + img) * ${H} + iy) * ${W} + ix];
+"""
+
+# B(k, n) of the data gradient: k = (o, u, q), n = (img, iy, ix); the output pixel that read
+# input pixel (iy, ix) through kernel tap (u, q), if there is one.
+CONV_LOAD_DY_TAP = r"""
+const int o = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
+const int img = n / (${H} * ${W}), iy = (n / ${W}) % ${H}, ix = n % ${W};
+const int ty = iy + ${P} - u, tx = ix + ${P} - q;
+if (ty >= 0 && tx >= 0 && ty % ${S} == 0 && tx % ${S} == 0 && ty / ${S} < ${OH} && tx / ${S} < ${OW})
+    v = dy[((o * ${NB} + img) * ${OH} + ty / ${S}) * ${OW} + tx / ${S}];
+"""
+
+# dy <- dy · [y > 0] (when ReLU is fused) and db[o] = Σ_{img, pixel} dy[o, img, pixel]
+BIAS_GRAD_TEMPLATE = r"""
+$kernel $name($params)
+{
+    $shared float part[${THREADS}];
+    const int o = $grp0, t = $lid0;
+    float s = 0.0f;
+    for (int i = t; i < ${P}; i += ${THREADS}) {
+        const int e = o * ${P} + i;
+        float g = dy[e];
+        if (${RELU} && !(y[e] > 0.0f))
+            g = 0.0f;
+        if (${RELU})
+            dy[e] = g;
+        s += g;
+    }
+    part[t] = s;
+    $barrier
+    for (int h = ${THREADS} / 2; h > 0; h >>= 1) {
+        if (t < h)
+            part[t] += part[t + h];
+        $barrier
+    }
+    if (t == 0)
+        db[o] = part[0];
+}
+"""
+
+
+def bias_grad_kernel(name: str, outputs: int, per_output: int, relu: bool, layer: str,
+                     threads: int = 256):
+    from ..codegen.kernel import Kernel, params
+    return Kernel(
+        name=name, template=BIAS_GRAD_TEMPLATE,
+        params=params("out dy", "in y", "out db"),
+        consts=dict(P=per_output, RELU=relu, THREADS=threads),
+        global_size=(outputs * threads,), local_size=(threads,), layer=layer,
+        shared_bytes=4 * threads, flops=2 * outputs * per_output,
+        doc=(f"{'ReLU backward and ' if relu else ''}bias gradient: "
+             f"{'dy <- dy * [y > 0] in place; ' if relu else ''}db[o] = sum of dy[o, :] over "
+             f"{per_output} images x pixels\nlaunch: one group of {threads} per output "
+             f"channel ({outputs}), a tree reduction in shared memory"))
+
+
+def _geometry(c) -> dict:
+    a = c.attrs
+    cin, h, w = c.in_shape
+    _, oh, ow = c.out_shape
+    return dict(CIN=cin, H=h, W=w, KH=a["size"], KW=a["size"], S=a["stride"], P=a["pad"],
+                OH=oh, OW=ow, NB=c.batch)
+
+
+def forward_kernels(c):
+    from ..codegen.gemm import gemm_kernel
+    from ..codegen.kernel import Call, params
+    g = _geometry(c)
+    o = c.out_shape[0]
+    kk = g["CIN"] * g["KH"] * g["KW"]
+    npix = c.batch * g["OH"] * g["OW"]
+    relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
+    k = gemm_kernel(
+        f"{c.prefix}_fwd", M=o, N=npix, K=kk,
+        load_a="v = w[m * ${K} + k];",
+        load_b=CONV_LOAD_COLUMN.replace("KIDX", "k").replace("NIDX", "n"),
+        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;",
+        params=params("in x", "in w", "in b", "out y"), consts=g, tiles=c.tiles.get("fwd"),
+        layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} forward: y[o, (img, oy, ox)] = b[o] + "
+            f"sum_(c, u, v) w[o, c, u, v] * xpad[c, img, oy*{g['S']} + u, ox*{g['S']} + v]"
+            f"{', then ReLU' if c.layer.relu else ''}")
+    return [Call(k, ("x", "w", "b", "y"))]
+
+
+def backward_kernels(c):
+    from ..codegen.gemm import gemm_kernel
+    from ..codegen.kernel import Call, params
+    g = _geometry(c)
+    o = c.out_shape[0]
+    kk = g["CIN"] * g["KH"] * g["KW"]
+    npix = c.batch * g["OH"] * g["OW"]
+    calls = [Call(bias_grad_kernel(f"{c.prefix}_bwd_bias", o, npix, c.layer.relu,
+                                   c.layer.name), ("dy", "y", "db"))]
+    dw = gemm_kernel(
+        f"{c.prefix}_bwd_weight", M=o, N=kk, K=npix,
+        load_a="v = dy[m * ${K} + k];",
+        load_b=CONV_LOAD_COLUMN.replace("KIDX", "n").replace("NIDX", "k"),
+        epilogue="dw[m * ${N} + n] = v;",
+        params=params("in dy", "in x", "out dw"), consts=g, tiles=c.tiles.get("bwd_weight"),
+        layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
+            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
+    calls.append(Call(dw, ("dy", "x", "dw")))
+    if c.input_grad:
+        dx = gemm_kernel(
+            f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * g["H"] * g["W"],
+            K=o * g["KH"] * g["KW"],
+            load_a="v = w[((k / (${KH} * ${KW})) * ${CIN} + m) * (${KH} * ${KW}) "
+                   "+ k % (${KH} * ${KW})];",
+            load_b=CONV_LOAD_DY_TAP,
+            epilogue="dx[m * ${N} + n] = v;",
+            params=params("in dy", "in w", "out dx"), consts=g, tiles=c.tiles.get("bwd_data"),
+            layer=c.layer.name,
+            doc=f"{c.layer.name} part {c.part.index} data gradient: dx[c, img, iy, ix] = "
+                f"sum_(o, u, v) w[o, c, u, v] * dy[o, img, (iy + P - u)/S, (ix + P - v)/S] "
+                f"over taps that land on an output pixel (divisible by S, in range)")
+        calls.append(Call(dx, ("dy", "w", "dx")))
+    return calls

@@ -37,3 +37,73 @@ class Dropout(Op):
 
 
 OP = Dropout()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
+# The mask is not drawn on the device: the host draws the layer's noise with the reference's
+# `draw_noise` (same generator, same order), turns it into the reference's keep mask, and
+# uploads this part's slice as 0/1 floats (`mask`, laid out like the activations). So both
+# backends drop exactly the units the NumPy reference drops.
+
+DROPOUT_APPLY = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N})
+        out[i] = src[i] * mask[i] * ${SCALE};
+}
+"""
+
+COPY = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N})
+        y[i] = x[i];
+}
+"""
+
+
+def scratch_buffers(c) -> dict:
+    return {"mask": c.out_elements}
+
+
+def forward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    n = c.out_elements
+    gs, ls = elementwise_launch(n)
+    scale = 1.0 / (1.0 - c.attrs["p"])
+    return [
+        Call(Kernel(f"{c.prefix}_fwd", DROPOUT_APPLY, params("in src", "in mask", "out out"),
+                    dict(N=n, SCALE=scale), gs, ls, flops=2 * n, layer=c.layer.name,
+                    doc=f"{c.layer.name} dropout (train): y = x * mask / (1 - {c.attrs['p']})\n"
+                        f"launch: one work-item per element ({n})"),
+             ("x", "mask", "y"), when="train"),
+        Call(Kernel(f"{c.prefix}_fwd_test", COPY, params("in x", "out y"), dict(N=n), gs, ls,
+                    layer=c.layer.name,
+                    doc=f"{c.layer.name} dropout (test): y = x\n"
+                        f"launch: one work-item per element ({n})"),
+             ("x", "y"), when="test"),
+    ]
+
+
+def backward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    if not c.input_grad:
+        return []
+    n = c.out_elements
+    gs, ls = elementwise_launch(n)
+    scale = 1.0 / (1.0 - c.attrs["p"])
+    return [
+        Call(Kernel(f"{c.prefix}_bwd", DROPOUT_APPLY, params("in src", "in mask", "out out"),
+                    dict(N=n, SCALE=scale), gs, ls, flops=2 * n, layer=c.layer.name,
+                    doc=f"{c.layer.name} dropout gradient (train): dx = dy * mask / "
+                        f"(1 - {c.attrs['p']})\nlaunch: one work-item per element ({n})"),
+             ("dy", "mask", "dx"), when="train"),
+        Call(Kernel(f"{c.prefix}_bwd_test", COPY, params("in x", "out y"), dict(N=n), gs, ls,
+                    layer=c.layer.name,
+                    doc=f"{c.layer.name} dropout gradient (test): dx = dy\n"
+                        f"launch: one work-item per element ({n})"),
+             ("dy", "dx"), when="test"),
+    ]

@@ -45,3 +45,69 @@ class FC(Op):
 
 
 OP = FC()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); rendered in CUDA C and OpenCL C from one text.
+# Device layout: the input part is (C, N, HW) (HW = 1 after another fc), its flattened row
+# k = c·HW + p in PyTorch's (C, H, W) order; the output is (O, N). Three tiled GEMMs
+# (codegen/gemm.py). Fused: bias + ReLU in the forward epilogue; ReLU backward + bias gradient
+# in the reduction kernel shared with conv.
+
+# x as a (K, N) matrix, K = C·HW: element (k, img)
+FC_X = "x[((KIDX / ${HW}) * ${NB} + NIDX) * ${HW} + KIDX % ${HW}]"
+
+
+def _sizes(c):
+    import math
+    cin = c.in_shape[0]
+    hw = math.prod(c.in_shape[1:])
+    return c.out_shape[0], cin * hw, dict(HW=hw, NB=c.batch)
+
+
+def forward_kernels(c):
+    from ..codegen.gemm import gemm_kernel
+    from ..codegen.kernel import Call, params
+    o, kin, g = _sizes(c)
+    relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
+    k = gemm_kernel(
+        f"{c.prefix}_fwd", M=o, N=c.batch, K=kin,
+        load_a="v = w[m * ${K} + k];",
+        load_b="v = " + FC_X.replace("KIDX", "k").replace("NIDX", "n") + ";",
+        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;",
+        params=params("in x", "in w", "in b", "out y"), consts=g, tiles=c.tiles.get("fwd"),
+        layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} forward: y[o, img] = b[o] + "
+            f"sum_k w[o, k] * x[k, img]{', then ReLU' if c.layer.relu else ''}")
+    return [Call(k, ("x", "w", "b", "y"))]
+
+
+def backward_kernels(c):
+    from ..codegen.gemm import gemm_kernel
+    from ..codegen.kernel import Call, params
+    from .conv import bias_grad_kernel
+    o, kin, g = _sizes(c)
+    calls = [Call(bias_grad_kernel(f"{c.prefix}_bwd_bias", o, c.batch, c.layer.relu,
+                                   c.layer.name), ("dy", "y", "db"))]
+    dw = gemm_kernel(
+        f"{c.prefix}_bwd_weight", M=o, N=kin, K=c.batch,
+        load_a="v = dy[m * ${K} + k];",
+        load_b="v = " + FC_X.replace("KIDX", "n").replace("NIDX", "k") + ";",
+        epilogue="dw[m * ${N} + n] = v;",
+        params=params("in dy", "in x", "out dw"), consts=g, tiles=c.tiles.get("bwd_weight"),
+        layer=c.layer.name,
+        doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, k] = "
+            f"sum_img dy[o, img] * x[k, img]")
+    calls.append(Call(dw, ("dy", "x", "dw")))
+    if c.input_grad:
+        dx = gemm_kernel(
+            f"{c.prefix}_bwd_data", M=kin, N=c.batch, K=o,
+            load_a="v = w[k * ${M} + m];",
+            load_b="v = dy[k * ${N} + n];",
+            epilogue="dx[((m / ${HW}) * ${NB} + n) * ${HW} + m % ${HW}] = v;",
+            params=params("in dy", "in w", "out dx"), consts=g,
+            tiles=c.tiles.get("bwd_data"), layer=c.layer.name,
+            doc=f"{c.layer.name} part {c.part.index} data gradient: dx[k, img] = "
+                f"sum_o w[o, k] * dy[o, img]")
+        calls.append(Call(dx, ("dy", "w", "dx")))
+    return calls

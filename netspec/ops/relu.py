@@ -25,3 +25,47 @@ class ReLU(Op):
 
 
 OP = ReLU()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
+# (Conv and fc fuse ReLU into their own kernels; these serve a standalone relu layer.)
+
+RELU_FWD = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N})
+        y[i] = $fmax(x[i], 0.0f);
+}
+"""
+
+RELU_BWD = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N})
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+"""
+
+
+def forward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    n = c.out_elements
+    gs, ls = elementwise_launch(n)
+    return [Call(Kernel(f"{c.prefix}_fwd", RELU_FWD, params("in x", "out y"), dict(N=n), gs, ls,
+                        doc=f"y = max(x, 0); launch: one work-item per element ({n})",
+                        flops=n, layer=c.layer.name), ("x", "y"))]
+
+
+def backward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    if not c.input_grad:
+        return []
+    n = c.out_elements
+    gs, ls = elementwise_launch(n)
+    return [Call(Kernel(f"{c.prefix}_bwd", RELU_BWD, params("in dy", "in y", "out dx"),
+                        dict(N=n), gs, ls, flops=n, layer=c.layer.name,
+                        doc=f"dx = dy * [y > 0]; launch: one work-item per element ({n})"),
+                 ("dy", "y", "dx"))]

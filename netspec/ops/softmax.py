@@ -54,3 +54,102 @@ class Softmax(Op):
 
 
 OP = Softmax()
+
+
+# -- kernel templates ----------------------------------------------------------------------------
+# Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
+# The gathered input z is (C, N, HW) on the device (HW = 1 after an fc): logit k = c·HW + p
+# of image i at z[(c·N + i)·HW + p], and the probabilities are laid out the same way.
+# The forward also keeps lse[i] = max_c z + log Σ_c exp(z − max), so the loss is
+# lse − z[label] without taking the log of a probability that may have underflowed.
+
+SOFTMAX_FWD = r"""
+$kernel $name($params)
+{
+    $shared float red[${THREADS}];
+    const int img = $grp0, t = $lid0;
+    float m = -$inf;
+    for (int c = t; c < ${C}; c += ${THREADS})
+        m = $fmax(m, z[((c / ${HW}) * ${NB} + img) * ${HW} + c % ${HW}]);
+    red[t] = m;
+    $barrier
+    for (int h = ${THREADS} / 2; h > 0; h >>= 1) {
+        if (t < h)
+            red[t] = $fmax(red[t], red[t + h]);
+        $barrier
+    }
+    m = red[0];
+    $barrier
+    float s = 0.0f;
+    for (int c = t; c < ${C}; c += ${THREADS})
+        s += $exp(z[((c / ${HW}) * ${NB} + img) * ${HW} + c % ${HW}] - m);
+    red[t] = s;
+    $barrier
+    for (int h = ${THREADS} / 2; h > 0; h >>= 1) {
+        if (t < h)
+            red[t] += red[t + h];
+        $barrier
+    }
+    s = red[0];
+    for (int c = t; c < ${C}; c += ${THREADS})
+        p[((c / ${HW}) * ${NB} + img) * ${HW} + c % ${HW}] = $exp(z[((c / ${HW}) * ${NB} + img) * ${HW} + c % ${HW}] - m) / s;
+    if (t == 0)
+        lse[img] = m + $log(s);
+}
+"""
+
+# loss[i] = lse[i] − z[label_i, i];  dz = (p − onehot(label)) / N  (the loss is the batch mean)
+SOFTMAX_BWD = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${C} * ${NB})
+        return;
+    const int c = (e / (${NB} * ${HW})) * ${HW} + e % ${HW}, img = (e / ${HW}) % ${NB};
+    const int label = labels[img];
+    dz[e] = (p[e] - (c == label ? 1.0f : 0.0f)) * ${INV_NB};
+    if (c == 0)
+        loss[img] = lse[img] - z[((label / ${HW}) * ${NB} + img) * ${HW} + label % ${HW}];
+}
+"""
+
+
+def _consts(c) -> dict:
+    import math
+    classes = math.prod(c.in_shape)
+    threads = 32
+    while threads < classes and threads < 256:
+        threads *= 2
+    return dict(C=classes, NB=c.batch, HW=math.prod(c.in_shape[1:]), THREADS=threads, INV_NB=1.0 / c.batch)
+
+
+def scratch_buffers(c) -> dict:
+    return {"lse": c.batch}
+
+
+def forward_kernels(c):
+    from ..codegen.kernel import Call, Kernel, params
+    k = _consts(c)
+    t = k["THREADS"]
+    return [Call(Kernel(
+        f"{c.prefix}_fwd", SOFTMAX_FWD, params("in z", "out p", "out lse"), k,
+        (c.batch * t,), (t,), flops=4 * k["C"] * c.batch, shared_bytes=4 * t,
+        layer=c.layer.name,
+        doc=f"{c.layer.name} softmax: p[c, i] = exp(z[c, i] - max) / sum_c exp(z[c, i] - max)\n"
+            f"launch: one group of {t} per image ({c.batch}), tree reductions for max and sum"),
+        ("x", "y", "lse"))]
+
+
+def backward_kernels(c):
+    """The loss and dL/dz together: this op's backward starts the backward pass."""
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    k = _consts(c)
+    n = k["C"] * c.batch
+    gs, ls = elementwise_launch(n)
+    return [Call(Kernel(
+        f"{c.prefix}_bwd", SOFTMAX_BWD,
+        params("in z", "in p", "in lse", "in_int labels", "out dz", "out loss"), k, gs, ls,
+        flops=2 * n, layer=c.layer.name,
+        doc=f"{c.layer.name} loss and gradient: loss[i] = lse[i] - z[label_i, i]; "
+            f"dz = (p - onehot(label)) / {c.batch}\nlaunch: one work-item per element ({n})"),
+        ("x", "y", "lse", "labels", "dx", "loss"))]

@@ -1,0 +1,139 @@
+"""Graph -> kernels.cu, kernels.cl and plan.json: `compile_network(graph, batch_size)`.
+
+Both sources are rendered from the same kernels (one template each, two dialects) in plan
+order; both runtimes execute the same plan.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DeviceLimitError, KernelBuildError
+from ..ir.graph import Graph
+from .dialects import CUDA, OPENCL, Dialect
+from .plan import LaunchPlan, build_plan
+
+# What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
+# spec that can never run says so at compile time, naming the layer.
+CUDA_MAX_THREADS = 1024
+CUDA_MAX_SHARED = 48 * 1024
+
+
+@dataclass
+class Source:
+    """A rendered module and where each kernel starts in it (1-based lines), so a compiler
+    message about line L can be traced to a kernel and its layer."""
+
+    dialect: Dialect
+    text: str
+    lines: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, line: int) -> str | None:
+        for name, (a, b) in self.lines.items():
+            if a <= line <= b:
+                return name
+        return None
+
+    def excerpt(self, line: int, context: int = 2) -> str:
+        rows = self.text.splitlines()
+        lo, hi = max(1, line - context), min(len(rows), line + context)
+        return "\n".join(f"{'>' if i == line else ' '}{i:5d} | {rows[i - 1]}"
+                         for i in range(lo, hi + 1))
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    batch_size: int
+    plan: LaunchPlan
+    cuda: Source
+    opencl: Source
+
+    @property
+    def cuda_source(self) -> str:
+        return self.cuda.text
+
+    @property
+    def opencl_source(self) -> str:
+        return self.opencl.text
+
+    @property
+    def plan_json(self) -> dict:
+        return self.plan.to_json()
+
+    @property
+    def memory_per_gpu(self) -> list[int]:
+        """Bytes each logical GPU needs at this batch size: parameters, their gradients and
+        momenta, plus the activation arena's peak."""
+        return self.plan.memory_per_gpu
+
+    def source(self, dialect: str) -> Source:
+        return {"cuda": self.cuda, "opencl": self.opencl}[dialect]
+
+    def write(self, directory: str | os.PathLike) -> dict[str, Path]:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        out = {"cuda": d / "kernels.cu", "opencl": d / "kernels.cl", "plan": d / "plan.json"}
+        out["cuda"].write_text(self.cuda.text)
+        out["opencl"].write_text(self.opencl.text)
+        out["plan"].write_text(json.dumps(self.plan.to_json(), indent=1) + "\n")
+        return out
+
+
+def render_source(plan: LaunchPlan, dialect: Dialect) -> Source:
+    parts = [dialect.prelude, f"// network {plan.network}, batch {plan.batch}, "
+                              f"{plan.gpus} logical GPU(s); {len(plan.kernels)} kernels\n"]
+    lines: dict[str, tuple[int, int]] = {}
+    line = sum(p.count("\n") for p in parts) + 1
+    for k in plan.kernels.values():
+        text = "\n" + k.render(dialect)
+        lines[k.name] = (line + 1, line + text.count("\n") - 1)
+        line += text.count("\n")
+        parts.append(text)
+    return Source(dialect, "".join(parts), lines)
+
+
+def check_limits(plan: LaunchPlan, max_threads: int, max_shared: int, device: str) -> None:
+    for k in plan.kernels.values():
+        if k.threads > max_threads:
+            raise DeviceLimitError(
+                f"layer '{k.layer}': kernel {k.name} needs work-groups of {k.threads} "
+                f"work-items, but {device} allows at most {max_threads}; use smaller tiles "
+                f"for this layer")
+        if k.shared_bytes > max_shared:
+            raise DeviceLimitError(
+                f"layer '{k.layer}': kernel {k.name} needs {k.shared_bytes} bytes of "
+                f"shared/local memory per work-group, but {device} has {max_shared}; use "
+                f"smaller tiles for this layer")
+
+
+def compile_network(graph: Graph, batch_size: int | None = None,
+                    tiles: dict | None = None) -> Compiled:
+    """Plan and render every kernel of `graph` at `batch_size` (the spec's batch by default).
+    `tiles` optionally maps a layer name to {"fwd"|"bwd_weight"|"bwd_data": GemmTiles}."""
+    batch = batch_size or graph.recipe.batch_size
+    plan = build_plan(graph, batch, tiles)
+    check_limits(plan, CUDA_MAX_THREADS, CUDA_MAX_SHARED, "a CUDA device")
+    return Compiled(graph, batch, plan, render_source(plan, CUDA), render_source(plan, OPENCL))
+
+
+def build_error(source: Source, log: str, what: str) -> KernelBuildError:
+    """The compiler's log, with the generated line(s) it points at and their kernel/layer."""
+    import re
+    shown = []
+    for m in re.finditer(r"(?::|\()(\d+)(?::\d+)?\)?:\s*(?:fatal )?error", log):
+        n = int(m.group(1))
+        if n in shown:
+            continue
+        shown.append(n)
+        if len(shown) > 3:
+            break
+    msg = [f"{what} failed to build the generated {source.dialect.name} kernels"]
+    for n in shown:
+        k = source.locate(n)
+        where = f" (kernel {k})" if k else ""
+        msg.append(f"\nat generated line {n}{where}:\n{source.excerpt(n)}")
+    msg.append("\ncompiler log:\n" + log.strip())
+    return KernelBuildError("\n".join(msg))

@@ -1,0 +1,113 @@
+"""The two C dialects a kernel template is rendered in. The differences are data.
+
+A template is C text with `$tokens` (string.Template syntax); a `Dialect` supplies every token
+that differs between CUDA C and OpenCL C, as tinygrad's cstyle renderers do. Templates never
+spell `__syncthreads`, `get_local_id`, `expf` and the like themselves: a new target is a new
+`Dialect` object, not new kernels.
+
+Tokens a template may use:
+
+    $kernel      the kernel qualifier, before the name
+    $buf         the qualifier of a buffer parameter ('' / '__global ')
+    $restrict    the no-alias qualifier of a pointer parameter
+    $shared      the qualifier of a work-group (block) shared array
+    $barrier     a work-group barrier over shared memory, as a statement
+    $lid0 $lid1  index of the work-item inside its group (threadIdx / get_local_id)
+    $grp0 $grp1  index of the group (blockIdx / get_group_id)
+    $gid0        global index along dimension 0
+    $exp $log $pow $fmax $sqrt   float math function names
+    $inf         positive infinity as a float expression
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from string import Template
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str                   # 'cuda' | 'opencl'
+    suffix: str                 # file extension of a rendered module
+    kernel: str
+    buf: str
+    restrict: str
+    shared: str
+    barrier: str
+    local_id: tuple[str, str, str]
+    group_id: tuple[str, str, str]
+    global_id: tuple[str, str, str]
+    math: dict[str, str] = field(default_factory=dict)
+    inf: str = "INFINITY"
+    prelude: str = ""           # once at the top of a module
+
+    def tokens(self) -> dict[str, str]:
+        t = {"kernel": self.kernel, "buf": self.buf, "restrict": self.restrict,
+             "shared": self.shared, "barrier": self.barrier, "inf": self.inf}
+        for d in range(3):
+            t[f"lid{d}"] = self.local_id[d]
+            t[f"grp{d}"] = self.group_id[d]
+            t[f"gid{d}"] = self.global_id[d]
+        t.update(self.math)
+        return t
+
+    def render(self, template: str, **consts) -> str:
+        """Substitute the dialect's tokens and the kernel's compile-time constants. A token that
+        is neither is an error (KeyError), so a template can't silently keep a `$name`."""
+        values = self.tokens()
+        clash = set(values) & set(consts)
+        if clash:
+            raise ValueError(f"constants shadow dialect tokens: {sorted(clash)}")
+        values.update({k: _literal(v) for k, v in consts.items()})
+        return Template(template).substitute(values)
+
+
+def _literal(v) -> str:
+    """A compile-time constant as C source: ints as they are, floats as float literals with
+    enough digits to round-trip float32 exactly (so `1e-4` is the float the reference uses)."""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        r = repr(float(v))
+        if "inf" in r or "nan" in r:
+            raise ValueError(f"non-finite constant {v}")
+        if "e" not in r and "." not in r:
+            r += ".0"
+        return r + "f"
+    return str(v)
+
+
+CUDA = Dialect(
+    name="cuda", suffix=".cu",
+    kernel='extern "C" __global__ void',
+    buf="",
+    restrict="__restrict__",
+    shared="__shared__ __align__(16)",
+    barrier="__syncthreads();",
+    local_id=("threadIdx.x", "threadIdx.y", "threadIdx.z"),
+    group_id=("blockIdx.x", "blockIdx.y", "blockIdx.z"),
+    global_id=("(blockIdx.x * blockDim.x + threadIdx.x)",
+               "(blockIdx.y * blockDim.y + threadIdx.y)",
+               "(blockIdx.z * blockDim.z + threadIdx.z)"),
+    math={"exp": "expf", "log": "logf", "pow": "powf", "fmax": "fmaxf", "sqrt": "sqrtf"},
+    inf="__int_as_float(0x7f800000)",
+    prelude="// CUDA C, rendered by netspec.codegen; load with cupy.RawModule\n",
+)
+
+OPENCL = Dialect(
+    name="opencl", suffix=".cl",
+    kernel="__kernel void",
+    buf="__global ",
+    restrict="restrict",
+    shared="__local",
+    barrier="barrier(CLK_LOCAL_MEM_FENCE);",
+    local_id=("(int)get_local_id(0)", "(int)get_local_id(1)", "(int)get_local_id(2)"),
+    group_id=("(int)get_group_id(0)", "(int)get_group_id(1)", "(int)get_group_id(2)"),
+    global_id=("(int)get_global_id(0)", "(int)get_global_id(1)", "(int)get_global_id(2)"),
+    math={"exp": "exp", "log": "log", "pow": "pow", "fmax": "fmax", "sqrt": "sqrt"},
+    inf="INFINITY",
+    prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
+)
+
+DIALECTS = {d.name: d for d in (CUDA, OPENCL)}

@@ -1,0 +1,144 @@
+"""The tiled GEMM skeleton that conv and fc kernels are made of.
+
+C[m, n] = Σ_k A(m, k) · B(k, n) for m < M, n < N, k < K, where A and B are *load snippets*
+(C statements that set `v` from `m, k` or `k, n`): an implicit GEMM reads im2col columns or
+transposed weights straight from the activation buffers, and never materialises them.
+The `epilogue` snippet sees `m, n, v` (the sum) and writes the result (bias, ReLU, store).
+
+Launch: a 2-D grid of groups, one per TM x TN tile of C (group index 0 along N, 1 along M);
+TX x TY = (TN/WN) x (TM/WM) work-items per group, each accumulating a WM x WN micro-tile in
+registers. K is walked in TK-wide slabs staged in shared memory: each work-item loads its share
+of the A (TM x TK) and B (TK x TN) slabs, a barrier, TK rank-1 updates, a barrier.
+Tile sizes are parameters (`GemmTiles`), so a later tuning pass can change them per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kernel import Kernel, Param
+
+
+@dataclass(frozen=True)
+class GemmTiles:
+    TM: int = 64
+    TN: int = 64
+    TK: int = 16
+    WM: int = 4
+    WN: int = 4
+
+    def __post_init__(self):
+        if self.TM % self.WM or self.TN % self.WN:
+            raise ValueError(f"tile {self.TM}x{self.TN} is not a multiple of the "
+                             f"per-thread tile {self.WM}x{self.WN}")
+
+    @property
+    def TX(self) -> int:
+        return self.TN // self.WN
+
+    @property
+    def TY(self) -> int:
+        return self.TM // self.WM
+
+    @property
+    def threads(self) -> int:
+        return self.TX * self.TY
+
+    @property
+    def shared_bytes(self) -> int:
+        return 4 * self.TK * ((self.TM + 1) + self.TN)
+
+
+def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None) -> GemmTiles:
+    """Default tiles, shrunk along an axis that is much smaller than the tile (fc at batch 2
+    would otherwise compute 64 columns to keep 2)."""
+    t = tiles or GemmTiles()
+    TM, TN, WM, WN = t.TM, t.TN, t.WM, t.WN
+    while TM > 16 and M <= TM // 2:
+        TM //= 2
+    while TN > 16 and N <= TN // 2:
+        TN //= 2
+    WM, WN = min(WM, TM // 4) or 1, min(WN, TN // 4) or 1
+    return GemmTiles(TM, TN, t.TK, WM, WN)
+
+
+GEMM_TEMPLATE = r"""
+$kernel $name($params)
+{
+    $shared float As[${TK}][${TM} + 1];   /* +1: consecutive loaders hit different banks */
+    $shared float Bs[${TK}][${TN}];
+    const int tx = $lid0, ty = $lid1;
+    const int tid = ty * ${TX} + tx;
+    const int m0 = $grp1 * ${TM}, n0 = $grp0 * ${TN};
+    float acc[${WM}][${WN}];
+    for (int i = 0; i < ${WM}; ++i)
+        for (int j = 0; j < ${WN}; ++j)
+            acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < ${K}; k0 += ${TK}) {
+        for (int t = tid; t < ${TM} * ${TK}; t += ${THREADS}) {
+            const int m = m0 + t / ${TK}, k = k0 + t % ${TK};
+            float v = 0.0f;
+            if (m < ${M} && k < ${K}) {
+                @LOAD_A@
+            }
+            As[t % ${TK}][t / ${TK}] = v;
+        }
+        for (int t = tid; t < ${TK} * ${TN}; t += ${THREADS}) {
+            const int k = k0 + t / ${TN}, n = n0 + t % ${TN};
+            float v = 0.0f;
+            if (k < ${K} && n < ${N}) {
+                @LOAD_B@
+            }
+            Bs[t / ${TN}][t % ${TN}] = v;
+        }
+        $barrier
+        for (int kk = 0; kk < ${TK}; ++kk) {
+            float ra[${WM}], rb[${WN}];
+            for (int i = 0; i < ${WM}; ++i)
+                ra[i] = As[kk][ty + i * ${TY}];
+            for (int j = 0; j < ${WN}; ++j)
+                rb[j] = Bs[kk][tx + j * ${TX}];
+            for (int i = 0; i < ${WM}; ++i)
+                for (int j = 0; j < ${WN}; ++j)
+                    acc[i][j] += ra[i] * rb[j];
+        }
+        $barrier
+    }
+    for (int i = 0; i < ${WM}; ++i) {
+        const int m = m0 + ty + i * ${TY};
+        if (m >= ${M})
+            continue;
+        for (int j = 0; j < ${WN}; ++j) {
+            const int n = n0 + tx + j * ${TX};
+            if (n >= ${N})
+                continue;
+            float v = acc[i][j];
+            @EPILOGUE@
+        }
+    }
+}
+"""
+
+
+def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
+                epilogue: str, params: tuple[Param, ...], consts: dict | None = None,
+                tiles: GemmTiles | None = None, doc: str = "", layer: str = "") -> Kernel:
+    """A tiled GEMM kernel with the given load and epilogue snippets (see the module doc).
+    `consts` are the snippets' own compile-time constants."""
+    t = fit_tiles(M, N, tiles)
+    template = (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
+                .replace("@LOAD_B@", _indent(load_b, 16)).replace("@EPILOGUE@", _indent(epilogue, 12)))
+    c = dict(consts or {})
+    c.update(M=M, N=N, K=K, TM=t.TM, TN=t.TN, TK=t.TK, WM=t.WM, WN=t.WN, TX=t.TX, TY=t.TY,
+             THREADS=t.threads)
+    groups = (-(-N // t.TN), -(-M // t.TM))
+    launch = f"launch: {groups[0]} x {groups[1]} groups of {t.TX} x {t.TY} work-items, " \
+             f"tile {t.TM}x{t.TN}x{t.TK}, {t.WM}x{t.WN} outputs per work-item"
+    return Kernel(name=name, template=template, params=params, consts=c,
+                  global_size=(groups[0] * t.TX, groups[1] * t.TY), local_size=(t.TX, t.TY),
+                  doc=f"{doc.strip()}\nGEMM M={M} N={N} K={K}; {launch}", flops=2 * M * N * K,
+                  shared_bytes=t.shared_bytes, layer=layer)
+
+
+def _indent(snippet: str, spaces: int) -> str:
+    lines = [l.strip() for l in snippet.strip().splitlines()]
+    return ("\n" + " " * spaces).join(lines)

@@ -1,0 +1,134 @@
+"""A kernel before rendering: name, template, parameters, compile-time constants and launch.
+
+Kernels are specialised on static shapes: every size and stride is a constant substituted into
+the template (`${H}` becomes `27`), so the compiler folds the index arithmetic. The launch is
+OpenCL-style: `global_size` counts work-items (a multiple of `local_size`); CUDA's grid is
+global / local.
+
+Device layout, used by every template: a part's activations are (C, N, H, W), channel-major.
+A part's input is its sources concatenated along channels, so with channels outermost each
+source is one contiguous block: gathering is plain copies, and a GEMM's N axis (images x
+pixels) is contiguous. Weights keep PyTorch's layout, one part's slice (O, C, kh, kw).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .dialects import Dialect
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..ir.graph import Layer, Part
+
+# parameter kinds -> C declaration (the dialect adds the buffer qualifier and restrict)
+_PARAM_C = {
+    "in": "const float*",     # read-only float buffer
+    "out": "float*",          # written (or read and written) float buffer
+    "in_int": "const int*",   # read-only int32 buffer (labels)
+    "float": "float",         # scalar, by value
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str
+    name: str
+
+    def declare(self, d: Dialect) -> str:
+        c = _PARAM_C[self.kind]
+        if c.endswith("*"):
+            return f"{d.buf}{c} {d.restrict} {self.name}"
+        return f"{c} {self.name}"
+
+
+@dataclass
+class Kernel:
+    """One specialised kernel. `template` is C with `$name`, `$params`, dialect tokens and the
+    `consts`; `doc` states the math and the launch layout (rendered as a comment above it)."""
+
+    name: str
+    template: str
+    params: tuple[Param, ...]
+    consts: dict
+    global_size: tuple[int, ...]
+    local_size: tuple[int, ...]
+    doc: str = ""
+    flops: int = 0
+    shared_bytes: int = 0
+    layer: str = ""                    # for error messages
+
+    def render(self, d: Dialect) -> str:
+        params = ",\n    ".join(p.declare(d) for p in self.params)
+        body = d.render(self.template, name=self.name, params=params, **self.consts)
+        comment = "".join(f"// {line}".rstrip() + "\n" for line in self.doc.strip().splitlines())
+        return f"{comment}{body.strip()}\n"
+
+    @property
+    def threads(self) -> int:
+        return math.prod(self.local_size)
+
+
+def params(*spec: str) -> tuple[Param, ...]:
+    """params("in x", "out y", "float lr") -> Param tuple."""
+    out = []
+    for s in spec:
+        kind, name = s.split()
+        out.append(Param(kind, name))
+    return tuple(out)
+
+
+def elementwise_launch(n: int, local: int = 256) -> tuple[tuple[int], tuple[int]]:
+    """One work-item per element, `local` to a group; the kernel guards `i < n`."""
+    return (_round_up(n, local),), (local,)
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-n // m) * m)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A kernel and the buffers (by role: 'x', 'y', 'w', 'dy', ... or scratch roles the op
+    declares) it is launched with, in parameter order. `when`: 'always', 'train' or 'test'
+    (forward only; dropout differs)."""
+
+    kernel: Kernel
+    args: tuple[str, ...]
+    when: str = "always"
+
+
+@dataclass
+class PartContext:
+    """What an op's kernel builders see of one part: shapes per image (part_in_shape, channels
+    first), the batch size, and where the kernels' names come from."""
+
+    layer: "Layer"
+    part: "Part"
+    batch: int
+    input_grad: bool                    # False when the input is the network's data
+    tiles: dict = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.layer.name}_g{self.part.index}"
+
+    @property
+    def attrs(self) -> dict:
+        return self.layer.attrs
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.layer.part_in_shape(self.part)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.layer.part_out_shape(self.part)
+
+    @property
+    def in_elements(self) -> int:
+        return self.batch * math.prod(self.in_shape)
+
+    @property
+    def out_elements(self) -> int:
+        return self.batch * math.prod(self.out_shape)

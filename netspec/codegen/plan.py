@@ -1,0 +1,540 @@
+"""The launch plan: an ordered list of steps that both runtimes execute, and its memory plan.
+
+Steps, in dependency order (each logical GPU is one stream; steps on a stream run in order):
+
+- `launch`   a kernel on a part's GPU, with its buffers (and scalars) in parameter order;
+- `copy`     a contiguous block from one buffer to another: gathering a part's sources into
+             its input, or a transfer between logical GPUs (`src_gpu != dst_gpu`); it runs on
+             the sender's stream;
+- `upload` / `download`   host <-> device: the input, labels, dropout masks / probabilities,
+             per-image losses.
+
+`deps` lists, per step, the steps on *other* streams it must wait for (the runtimes turn them
+into events). They come from the memory each step reads and writes, after placement, so they
+also cover a buffer reusing memory another stream has just finished with.
+
+Memory: every buffer lives on one logical GPU. Parameters, their gradients and momenta are
+persistent. Everything else lives in one arena per GPU, placed first-fit by size with
+lifetimes from the training sequence (forward, backward, update): a buffer is live from the
+first step that touches it to the last, so activations the backward reads stay until their
+backward, and the rest share memory. Offsets are aligned to `ALIGN` bytes (OpenCL sub-buffers).
+
+Device layout: activations (C, N, H, W) per part (see codegen/kernel.py).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import asdict, dataclass, field
+
+from ..ir.graph import Graph, Layer, Part
+from .kernel import Call, Kernel, PartContext, elementwise_launch, params
+from .sgd import sgd_kernel
+
+ALIGN = 4096
+PHASES = ("forward", "backward", "update")
+
+ACCUMULATE = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N})
+        dst[i] += src[${OFF} + i];
+}
+"""
+
+
+@dataclass
+class Buffer:
+    name: str
+    gpu: int
+    elements: int
+    kind: str                 # param velocity grad | input labels activation gather gradient ...
+    dtype: str = "float32"
+    persistent: bool = False
+    offset: int = 0           # bytes, in the GPU's parameter region or arena
+    first: int = -1           # first and last step touching it (arena buffers)
+    last: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.elements
+
+    @property
+    def region(self) -> str:
+        return "params" if self.persistent else "arena"
+
+
+@dataclass
+class Step:
+    id: int
+    kind: str                  # launch | copy | upload | download
+    gpu: int                   # the stream it runs on
+    phase: str                 # forward | backward | update
+    layer: str
+    when: str = "always"       # always | train | test
+    kernel: str | None = None
+    args: tuple = ()
+    src: str | None = None     # copy: element offsets and count
+    dst: str | None = None
+    src_offset: int = 0
+    dst_offset: int = 0
+    elements: int = 0
+    src_gpu: int | None = None
+    dst_gpu: int | None = None
+    buffer: str | None = None  # upload / download
+    what: str | None = None    # input | labels | mask | probs | loss
+    deps: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
+                if v not in (None, (), []) and not (k in ("src_offset", "dst_offset", "elements")
+                                                     and self.kind != "copy")}
+
+
+@dataclass
+class ParamBinding:
+    """Where the reference's parameter `name` lives: `rows` [start, stop) of its first axis on
+    each part's buffers."""
+
+    name: str
+    layer: str
+    what: str                  # weight | bias
+    shape: tuple[int, ...]
+    parts: list[dict]          # {"gpu", "rows": [a, b], "buffer", "grad", "velocity"}
+    lr_mult: float
+    decay_mult: float
+
+
+@dataclass
+class LaunchPlan:
+    network: str
+    batch: int
+    gpus: int
+    kernels: dict[str, Kernel]
+    buffers: dict[str, Buffer]
+    steps: list[Step]
+    parameters: list[ParamBinding]
+    io: dict
+    alignment: int = ALIGN
+
+    def memory(self, gpu: int) -> dict:
+        params = _align(max((b.offset + b.nbytes for b in self.buffers.values()
+                             if b.gpu == gpu and b.persistent), default=0))
+        arena = max((b.offset + b.nbytes for b in self.buffers.values()
+                     if b.gpu == gpu and not b.persistent), default=0)
+        arena = _align(arena)
+        return {"params": params, "arena": arena, "total": params + arena}
+
+    @property
+    def memory_per_gpu(self) -> list[int]:
+        return [self.memory(g)["total"] for g in range(self.gpus)]
+
+    def steps_for(self, phase: str, train: bool) -> list[Step]:
+        skip = "test" if train else "train"
+        return [s for s in self.steps if s.phase == phase and s.when != skip]
+
+    def to_json(self) -> dict:
+        return {
+            "format": "netspec-plan/1",
+            "network": self.network, "batch": self.batch, "gpus": self.gpus,
+            "alignment": self.alignment,
+            "layout": "activations (C, N, H, W) per part; weights (O, C, kh, kw)",
+            "memory": [dict(gpu=g, **self.memory(g)) for g in range(self.gpus)],
+            "kernels": {k.name: {"layer": k.layer, "global": list(k.global_size),
+                                 "local": list(k.local_size),
+                                 "params": [[p.kind, p.name] for p in k.params],
+                                 "shared_bytes": k.shared_bytes, "flops": k.flops}
+                        for k in self.kernels.values()},
+            "buffers": {b.name: {"gpu": b.gpu, "elements": b.elements, "dtype": b.dtype,
+                                 "kind": b.kind, "region": b.region, "offset": b.offset,
+                                 **({"live": [b.first, b.last]} if not b.persistent else {})}
+                        for b in self.buffers.values()},
+            "parameters": [{"name": p.name, "layer": p.layer, "what": p.what,
+                            "shape": list(p.shape), "parts": p.parts, "lr_mult": p.lr_mult,
+                            "decay_mult": p.decay_mult} for p in self.parameters],
+            "io": self.io,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def kernel_module(layer: Layer):
+    """The ops module holding this layer type's kernel templates (Caffe's one-unit habit)."""
+    module = importlib.import_module(type(layer.op).__module__)
+    if not hasattr(module, "forward_kernels"):
+        raise NotImplementedError(f"layer type '{layer.type}' has no kernel templates "
+                                  f"({module.__name__} defines no forward_kernels)")
+    return module
+
+
+def build_plan(graph: Graph, batch: int, tiles: dict | None = None) -> LaunchPlan:
+    return _Builder(graph, batch, tiles or {}).build()
+
+
+class _Builder:
+    def __init__(self, g: Graph, batch: int, tiles: dict):
+        self.g, self.B, self.tiles = g, batch, tiles
+        self.buffers: dict[str, Buffer] = {}
+        self.steps: list[Step] = []
+        self.kernels: dict[str, Kernel] = {}
+        self.io: dict = {"input": [], "labels": None, "logits": None, "probs": None, "loss": None,
+                        "masks": []}
+        self.phase = "forward"
+        self.mults: dict[str, tuple[float, float]] = {}
+        self.signatures: dict[tuple, str] = {}
+
+    # -- buffers and steps ---------------------------------------------------------------------
+    def buf(self, name: str, gpu: int, elements: int, kind: str, **kw) -> str:
+        b = self.buffers.get(name)
+        if b is None:
+            self.buffers[name] = Buffer(name, gpu, elements, kind, **kw)
+        else:
+            assert (b.gpu, b.elements) == (gpu, elements), (name, b, gpu, elements)
+        return name
+
+    def step(self, **kw) -> Step:
+        s = Step(id=len(self.steps), phase=self.phase, **kw)
+        self.steps.append(s)
+        return s
+
+    def launch(self, call: Call, roles: dict, gpu: int, layer: str, when: str | None = None):
+        k = call.kernel
+        # parts with the same shapes share one kernel (half the compile time for an even
+        # split); `rename_shared` then drops the part from its name
+        sig = (k.layer, k.template, tuple(sorted(k.consts.items())), k.params, k.global_size,
+               k.local_size)
+        if sig in self.signatures:
+            k = self.kernels[self.signatures[sig]]
+        else:
+            if k.name in self.kernels:
+                raise ValueError(f"kernel name {k.name} used twice")
+            self.kernels[k.name] = k
+            self.signatures[sig] = k.name
+        args = tuple(roles.get(r, r) for r in call.args)
+        for p, a in zip(k.params, args):
+            if p.kind != "float" and a not in self.buffers:
+                raise KeyError(f"{k.name}: no buffer for parameter {p.name} ({a})")
+        self.step(kind="launch", gpu=gpu, layer=layer, when=when or call.when, kernel=k.name,
+                  args=args)
+
+    def copy(self, src: str, src_offset: int, dst: str, dst_offset: int, elements: int,
+             layer: str, when: str = "always"):
+        sg, dg = self.buffers[src].gpu, self.buffers[dst].gpu
+        self.step(kind="copy", gpu=sg, layer=layer, when=when, src=src, dst=dst,
+                  src_offset=src_offset, dst_offset=dst_offset, elements=elements, src_gpu=sg,
+                  dst_gpu=dg)
+
+    # -- names -----------------------------------------------------------------------------
+    def y_of(self, layer: str, part: int, gpu: int) -> str:
+        src = self.g.layer(layer)
+        if src.replicated:
+            return f"{layer}.gpu{gpu}"
+        return f"{layer}.g{part}.y"
+
+    def elements(self, shape) -> int:
+        return self.B * math.prod(shape)
+
+    # -- the network -----------------------------------------------------------------------
+    def build(self) -> LaunchPlan:
+        g, B = self.g, self.B
+        data = g.layers[0]
+        for p in data.parts:
+            name = self.buf(self.y_of(data.name, p.index, p.gpu), p.gpu,
+                            self.elements(data.out_shape), "input")
+            self.io["input"].append(name)
+        # who reads each part: (layer, part) -> [(consumer layer, consumer part, Source)]
+        self.readers: dict[tuple[str, int], list] = {}
+        for l in g.compute_layers:
+            for p in l.parts:
+                for s in p.sources:
+                    if not g.layer(s.layer).replicated:
+                        self.readers.setdefault((s.layer, s.part), []).append((l, p, s))
+        self.roles: dict[tuple[str, int], dict] = {}
+        for l in g.compute_layers:
+            for p in l.parts:
+                self.roles[(l.name, p.index)] = self.part_roles(l, p)
+
+        self.phase = "forward"
+        for p in data.parts:
+            self.step(kind="upload", gpu=p.gpu, layer=data.name,
+                      buffer=self.y_of(data.name, p.index, p.gpu), what="input")
+        for l in g.compute_layers:
+            for p in l.parts:
+                self.forward_part(l, p)
+        soft = g.compute_layers[-1]
+        self.io["probs"] = self.roles[(soft.name, 0)]["y"]
+        self.io["logits"] = self.roles[(soft.name, 0)]["x"]
+        for what in ("logits", "probs"):
+            self.step(kind="download", gpu=soft.parts[0].gpu, layer=soft.name,
+                      buffer=self.io[what], what=what)
+
+        self.phase = "backward"
+        self.started: set[tuple[str, int]] = set()
+        for l in reversed(g.compute_layers):
+            for p in l.parts:
+                self.backward_part(l, p)
+
+        self.phase = "update"
+        self.place_persistent()
+        bindings = []
+        for l in g.weighted_layers:
+            bindings.extend(self.bindings(l))
+        for gpu in range(g.gpus):
+            segs = [(b.offset // 4, b.offset // 4 + b.elements, *self.mults[b.name], b.name)
+                    for b in self.buffers.values() if b.gpu == gpu and b.kind == "param"]
+            if not segs:
+                continue
+            n = self.block_bytes[gpu] // 4
+            blocks = {}
+            for kind, base in (("param", 0), ("grad", 1), ("velocity", 2)):
+                blocks[kind] = self.buf(f"{kind}s.gpu{gpu}", gpu, n, "block", persistent=True,
+                                        offset=base * self.block_bytes[gpu])
+            k = sgd_kernel(f"sgd_gpu{gpu}", n, segs)
+            self.launch(Call(k, (blocks["param"], blocks["velocity"], blocks["grad"], "lr",
+                                 "momentum", "weight_decay")), {}, gpu, "")
+
+        self.rename_shared()
+        self.lifetimes()
+        self.place()
+        self.dependencies()
+        return LaunchPlan(g.name, B, g.gpus, self.kernels, self.buffers, self.steps, bindings,
+                          self.io)
+
+    def part_roles(self, l: Layer, p: Part) -> dict:
+        """Buffer names for a part's roles. The input is the source's own output when the part
+        reads exactly one source on its own GPU; otherwise a gather buffer. The input gradient
+        likewise writes straight into the source's output gradient when this part is that
+        source part's only reader."""
+        g, B = self.g, self.B
+        key = f"{l.name}.g{p.index}"
+        r = {"y": self.buf(f"{key}.y", p.gpu, self.elements(l.part_out_shape(p)), "activation"),
+             "dy": self.buf(f"{key}.dy", p.gpu, self.elements(l.part_out_shape(p)), "gradient")}
+        in_el = self.elements(l.part_in_shape(p))
+        single = len(p.sources) == 1 and p.sources[0].gpu == p.gpu
+        if single:
+            s = p.sources[0]
+            r["x"] = self.y_of(s.layer, s.part, p.gpu)
+        else:
+            r["x"] = self.buf(f"{key}.x", p.gpu, in_el, "gather")
+        r["input_grad"] = any(not g.layer(s.layer).replicated for s in p.sources)
+        if r["input_grad"]:
+            s = p.sources[0]
+            if single and len(self.readers[(s.layer, s.part)]) == 1:
+                r["dx"] = f"{s.layer}.g{s.part}.dy"
+                r["dx_direct"] = True
+            else:
+                r["dx"] = self.buf(f"{key}.dx", p.gpu, in_el, "gradient")
+        if l.weighted:
+            for k in "wb":
+                self.mults[f"{key}.{k}"] = (l.lr_mult, l.decay_mult)
+            wshape = l.weight_shape(p)
+            for k, n in (("w", math.prod(wshape)), ("b", p.channels)):
+                for prefix, kind in (("", "param"), ("d", "grad"), ("v", "velocity")):
+                    r[prefix + k] = self.buf(f"{key}.{prefix}{k}", p.gpu, n, kind,
+                                             persistent=True)
+        mod = kernel_module(l)
+        ctx = self.context(l, p, r["input_grad"])
+        for role, n in (mod.scratch_buffers(ctx) if hasattr(mod, "scratch_buffers")
+                        else {}).items():
+            r[role] = self.buf(f"{key}.{role}", p.gpu, n, "scratch")
+        if l.type == "softmax":
+            r["labels"] = self.buf("labels", p.gpu, B, "labels", dtype="int32")
+            r["loss"] = self.buf("loss", p.gpu, B, "loss")
+            self.io["labels"], self.io["loss"] = "labels", "loss"
+        return r
+
+    def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
+        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}))
+
+    def block(self, l: Layer, s) -> int:
+        """Elements of one source's channels in a part's input."""
+        return s.channels * self.B * math.prod(l.in_shape[1:])
+
+    def forward_part(self, l: Layer, p: Part):
+        r = self.roles[(l.name, p.index)]
+        if r["x"].endswith(".x"):
+            for s in p.sources:
+                n = self.block(l, s)
+                self.copy(self.y_of(s.layer, s.part, s.gpu), 0, r["x"],
+                          n // s.channels * s.offset, n, l.name)
+        mod = kernel_module(l)
+        for call in mod.forward_kernels(self.context(l, p, r["input_grad"])):
+            if "mask" in call.args:
+                self.step(kind="upload", gpu=p.gpu, layer=l.name, when="train",
+                          buffer=r["mask"], what="mask")
+                self.io["masks"].append({"layer": l.name, "part": p.index, "buffer": r["mask"],
+                                         "channels": [p.start, p.stop]})
+            self.launch(call, r, p.gpu, l.name)
+
+    def backward_part(self, l: Layer, p: Part):
+        r = self.roles[(l.name, p.index)]
+        mod = kernel_module(l)
+        if l.type == "softmax":
+            self.step(kind="upload", gpu=p.gpu, layer=l.name, buffer="labels", what="labels")
+        for call in mod.backward_kernels(self.context(l, p, r["input_grad"])):
+            self.launch(call, r, p.gpu, l.name)
+        if l.type == "softmax":
+            self.step(kind="download", gpu=p.gpu, layer=l.name, buffer="loss", what="loss")
+        if not r["input_grad"] or r.get("dx_direct"):
+            return
+        # hand each source its slice of dx: the first reader copies, later ones accumulate
+        for s in p.sources:
+            src = self.g.layer(s.layer)
+            if src.replicated:
+                continue
+            n = self.block(l, s)
+            off = n // s.channels * s.offset
+            dy = f"{s.layer}.g{s.part}.dy"
+            if (s.layer, s.part) not in self.started:
+                self.started.add((s.layer, s.part))
+                self.copy(r["dx"], off, dy, 0, n, l.name)
+                continue
+            src_buf, src_off = r["dx"], off
+            if s.gpu != p.gpu:
+                stage = self.buf(f"{dy}.from_{l.name}_g{p.index}", s.gpu, n, "staging")
+                self.copy(r["dx"], off, stage, 0, n, l.name)
+                src_buf, src_off = stage, 0
+            gs, ls = elementwise_launch(n)
+            k = Kernel(f"{s.layer}_g{s.part}_bwd_acc_{l.name}_g{p.index}", ACCUMULATE,
+                       params("out dst", "in src"), dict(N=n, OFF=src_off), gs, ls, flops=n,
+                       layer=l.name,
+                       doc=f"{s.layer} part {s.part}: add {l.name} part {p.index}'s share of "
+                           f"the gradient\nlaunch: one work-item per element ({n})")
+            self.launch(Call(k, (dy, src_buf)), {}, s.gpu, l.name)
+
+    def bindings(self, l: Layer) -> list[ParamBinding]:
+        shapes = l.param_shapes()
+        out = []
+        stacked = f"{l.name}.weight" in shapes
+        row = 0
+        for p in l.parts:
+            key = f"{l.name}.g{p.index}"
+            for what, k in (("weight", "w"), ("bias", "b")):
+                name = f"{l.name}.{what}" if stacked else f"{l.name}.part{p.index}.{what}"
+                entry = {"gpu": p.gpu, "rows": [row, row + p.channels] if stacked else
+                         [0, p.channels], "buffer": f"{key}.{k}", "grad": f"{key}.d{k}",
+                         "velocity": f"{key}.v{k}"}
+                b = next((x for x in out if x.name == name), None)
+                if b is None:
+                    b = ParamBinding(name, l.name, what, tuple(shapes[name]), [], l.lr_mult,
+                                     l.decay_mult)
+                    out.append(b)
+                b.parts.append(entry)
+            if stacked:
+                row += p.channels
+        return out
+
+    def rename_shared(self):
+        """`conv2_g0_fwd` run by both parts becomes `conv2_fwd`."""
+        import re
+        users: dict[str, set] = {}
+        for s in self.steps:
+            if s.kind == "launch":
+                users.setdefault(s.kernel, set()).add(s.gpu)
+        renamed = {}
+        for name, k in self.kernels.items():
+            new = name
+            if len(users.get(name, ())) > 1 and k.layer:
+                new = re.sub(rf"^{re.escape(k.layer)}_g\d+_", f"{k.layer}_", name)
+                if new in renamed.values() or (new != name and new in self.kernels):
+                    new = name
+            k.name = new
+            renamed[name] = new
+        self.kernels = {renamed[n]: k for n, k in self.kernels.items()}
+        for s in self.steps:
+            if s.kind == "launch":
+                s.kernel = renamed[s.kernel]
+
+    # -- memory --------------------------------------------------------------------------------
+    def touched(self, s: Step) -> list[tuple[str, int, int, bool]]:
+        """(buffer, first element, end element, writes) for each buffer a step touches."""
+        if s.kind == "copy":
+            return [(s.src, s.src_offset, s.src_offset + s.elements, False),
+                    (s.dst, s.dst_offset, s.dst_offset + s.elements, True)]
+        if s.kind in ("upload", "download"):
+            return [(s.buffer, 0, self.buffers[s.buffer].elements, s.kind == "upload")]
+        k = self.kernels[s.kernel]
+        out = []
+        for p, a in zip(k.params, s.args):
+            if p.kind != "float":
+                out.append((a, 0, self.buffers[a].elements, p.kind == "out"))
+        return out
+
+    def lifetimes(self):
+        for s in self.steps:
+            for name, *_ in self.touched(s):
+                b = self.buffers[name]
+                if b.first < 0:
+                    b.first = s.id
+                b.last = max(b.last, s.id)
+        unused = [b.name for b in self.buffers.values() if b.first < 0 and not b.persistent]
+        for name in unused:          # e.g. the dy of a part whose gradient goes straight on
+            del self.buffers[name]
+
+    def place_persistent(self):
+        """Per GPU three blocks with one layout: parameters at 0, their gradients at P, their
+        momenta at 2P (one SGD launch walks all three)."""
+        self.block_bytes = {}
+        for gpu in range(self.g.gpus):
+            off = 0
+            rel = {}
+            for b in self.buffers.values():
+                if b.gpu == gpu and b.kind == "param":
+                    rel[b.name] = off
+                    off += _align(b.nbytes)
+            self.block_bytes[gpu] = off
+            for b in self.buffers.values():
+                if b.gpu != gpu or b.kind not in ("param", "grad", "velocity"):
+                    continue
+                stem, _, last = b.name.rpartition(".")
+                base = {"param": 0, "grad": 1, "velocity": 2}[b.kind]
+                b.offset = base * off + rel[f"{stem}.{last[-1]}"]
+
+    def place(self):
+        for gpu in range(self.g.gpus):
+            arena = sorted((b for b in self.buffers.values() if b.gpu == gpu and not b.persistent),
+                           key=lambda b: (-b.nbytes, b.first))
+            placed: list[Buffer] = []
+            for b in arena:
+                live = sorted((q for q in placed if q.first <= b.last and b.first <= q.last),
+                              key=lambda q: q.offset)
+                off = 0
+                for q in live:
+                    if off + b.nbytes <= q.offset:
+                        break
+                    off = max(off, _align(q.offset + q.nbytes))
+                b.offset = off
+                placed.append(b)
+
+    def dependencies(self):
+        """Cross-stream waits from actual memory overlap (after placement): a step waits for
+        the latest earlier step of each other stream that writes what it touches or touches
+        what it writes."""
+        spans = []
+        for s in self.steps:
+            sp = []
+            for name, a, e, w in self.touched(s):
+                b = self.buffers[name]
+                sp.append((b.gpu, b.region, b.offset + 4 * a, b.offset + 4 * e, w))
+            spans.append(sp)
+        for s in self.steps:
+            latest: dict[int, int] = {}
+            for t in reversed(self.steps[:s.id]):
+                if t.gpu == s.gpu or t.gpu in latest:
+                    continue
+                if _conflict(spans[s.id], spans[t.id]):
+                    latest[t.gpu] = t.id
+            s.deps = sorted(latest.values())
+
+
+def _conflict(a, b) -> bool:
+    for g1, r1, s1, e1, w1 in a:
+        for g2, r2, s2, e2, w2 in b:
+            if g1 == g2 and r1 == r2 and s1 < e2 and s2 < e1 and (w1 or w2):
+                return True
+    return False

@@ -1,0 +1,189 @@
+"""backend="opencl": the launch plan on any OpenCL device through PyOpenCL (PoCL on the CPU
+by default), one in-order command queue per logical GPU, events for the plan's cross-queue
+waits. A thin adapter: the plan walk is codegen/executor.py's.
+
+Device choice: NETSPEC_OPENCL_DEVICE="platform substring:device substring" (either part may be
+empty), else the first GPU, else PoCL's CPU device, else the first device at all.
+
+Compiled programs are cached on disk under `cache_dir()` (NETSPEC_CACHE_DIR, else
+~/.cache/netspec/kernels), keyed by a hash of the source, the device, its driver and the
+platform, so the second build of a spec is a load. For a GPU driver that is the program binary
+(`<hash>.clbin`). PoCL on the CPU is different: asking it for a binary makes it compile every
+kernel for every work-group size up front (~90 s for AlexNet on 2 cores), so there netspec
+points PoCL's own kernel cache (POCL_CACHE_DIR, read when PoCL starts) at `cache_dir()/pocl`
+instead, which keeps what PoCL actually compiled, keyed the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.compile import Compiled, build_error
+from ..codegen.executor import PlanNet
+from ..errors import DeviceLimitError
+
+
+def cache_dir() -> Path:
+    """$NETSPEC_CACHE_DIR, else $XDG_CACHE_HOME/netspec, else ~/.cache/netspec; kernels go in
+    its kernels/ folder."""
+    base = os.environ.get("NETSPEC_CACHE_DIR")
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                            "netspec")
+    return Path(base) / "kernels"
+
+
+def _cl():
+    # PoCL reads POCL_CACHE_DIR once, when the OpenCL platforms are first listed
+    os.environ.setdefault("POCL_CACHE_DIR", str(cache_dir() / "pocl"))
+    import pyopencl as cl   # optional extra: imported only when this backend is used
+    return cl
+
+
+def find_device(gpu_only: bool = False):
+    """The OpenCL device to use (see the module doc), or None."""
+    try:
+        cl = _cl()
+        platforms = cl.get_platforms()
+    except Exception:
+        return None
+    devices = [(p, d) for p in platforms for d in p.get_devices()]
+    want = os.environ.get("NETSPEC_OPENCL_DEVICE")
+    if want:
+        pw, _, dw = want.partition(":")
+        for p, d in devices:
+            if pw.lower() in p.name.lower() and dw.lower() in d.name.lower():
+                return d
+        return None
+    gpus = [d for p, d in devices if d.type & cl.device_type.GPU]
+    if gpus or gpu_only:
+        return gpus[0] if gpus else None
+    pocl = [d for p, d in devices if "portable" in p.name.lower() or "pocl" in p.name.lower()]
+    return (pocl or [d for _, d in devices] or [None])[0]
+
+
+class OpenCLNet(PlanNet):
+    backend = "opencl"
+    dialect = "opencl"
+
+    @classmethod
+    def available(cls) -> bool:
+        return find_device() is not None
+
+    @classmethod
+    def gpu_available(cls) -> bool:
+        return find_device(gpu_only=True) is not None
+
+    # -- the device primitives -------------------------------------------------------------
+    def _dev_open(self) -> None:
+        cl = _cl()
+        dev = self._options.get("device") or find_device()
+        if dev is None:
+            raise RuntimeError("backend 'opencl': no OpenCL device found (install pocl for "
+                               "the CPU: pip install 'pyopencl[pocl]')")
+        self.cl, self.device = cl, dev
+        self.ctx = cl.Context([dev])
+        self.queues = {}
+        self.align = max(dev.mem_base_addr_align // 8, 1)
+
+    def _queue(self, stream: int):
+        q = self.queues.get(stream)
+        if q is None:
+            q = self.queues[stream] = self.cl.CommandQueue(self.ctx)
+        return q
+
+    @property
+    def device_name(self) -> str:
+        d = self.device
+        return f"{d.platform.name.strip()} / {d.name.strip()}"
+
+    def _is_pocl_cpu(self) -> bool:
+        d = self.device
+        return "portable" in d.platform.name.lower() and bool(d.type & self.cl.device_type.CPU)
+
+    def _dev_limits(self):
+        d = self.device
+        return d.max_work_group_size, d.local_mem_size, f"OpenCL device '{self.device_name}'"
+
+    def _dev_build(self, compiled: Compiled) -> dict:
+        cl, dev = self.cl, self.device
+        plan = compiled.plan
+        if plan.alignment % self.align:
+            raise DeviceLimitError(f"device '{self.device_name}' needs sub-buffers aligned to "
+                                   f"{self.align} bytes; the plan aligns to {plan.alignment}")
+        src = compiled.opencl_source
+        ident = "\0".join([src, dev.name, dev.driver_version, dev.platform.name,
+                           dev.platform.version, cl.VERSION_TEXT])
+        key = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        path = cache_dir() / f"{key}.clbin"
+        store = not self._is_pocl_cpu()
+        program = None
+        if store and path.exists():
+            try:
+                program = cl.Program(self.ctx, [dev], [path.read_bytes()]).build()
+            except Exception:
+                program = None        # stale or foreign binary: rebuild from source
+        if program is None:
+            program = cl.Program(self.ctx, src)
+            try:
+                program.build(options=["-cl-std=CL1.2"])
+            except cl.RuntimeError as e:
+                try:
+                    log = program.get_build_info(dev, cl.program_build_info.LOG)
+                except Exception:
+                    log = str(e)
+                raise build_error(compiled.opencl, log or str(e),
+                                  f"OpenCL ({self.device_name})") from None
+            try:
+                if not store:
+                    raise OSError("PoCL caches for itself")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_bytes(program.get_info(cl.program_info.BINARIES)[0])
+                os.replace(tmp, path)
+            except OSError:
+                pass                  # an unwritable cache only costs time
+        kernels = {}
+        for name, k in plan.kernels.items():
+            knl = cl.Kernel(program, name)
+            wg = knl.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, dev)
+            if k.threads > wg:
+                raise DeviceLimitError(
+                    f"layer '{k.layer}': kernel {name} needs work-groups of {k.threads} "
+                    f"work-items, but on '{self.device_name}' it can have at most {wg}; use "
+                    f"smaller tiles for this layer")
+            kernels[name] = knl
+        return kernels
+
+    def _dev_alloc(self, gpu: int, nbytes: int):
+        return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, nbytes)
+
+    def _dev_view(self, region, offset: int, nbytes: int, dtype):
+        return region.get_sub_region(offset, max(nbytes, 4))
+
+    def _dev_launch(self, stream, handle, kernel, args, wait):
+        handle.set_args(*args)
+        return self.cl.enqueue_nd_range_kernel(self._queue(stream), handle, kernel.global_size,
+                                               kernel.local_size, wait_for=wait or None)
+
+    def _dev_copy(self, stream, src, src_offset, dst, dst_offset, nbytes, wait):
+        return self.cl.enqueue_copy(self._queue(stream), dst, src, byte_count=nbytes,
+                                    src_offset=src_offset, dst_offset=dst_offset,
+                                    wait_for=wait or None)
+
+    def _dev_upload(self, stream, view, host, wait):
+        return self.cl.enqueue_copy(self._queue(stream), view, host, is_blocking=False,
+                                    wait_for=wait or None)
+
+    def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32)):
+        out = np.empty(elements, dtype)
+        self.cl.enqueue_copy(self._queue(stream), out, view, is_blocking=False,
+                             wait_for=wait or None)
+        return out
+
+    def _dev_finish(self) -> None:
+        for q in self.queues.values():
+            q.finish()
