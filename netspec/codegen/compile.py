@@ -123,12 +123,15 @@ def build_error(source: Source, log: str, what: str) -> KernelBuildError:
     """The compiler's log, with the generated line(s) it points at and their kernel/layer."""
     import re
     shown = []
-    for m in re.finditer(r"(?::|\()(\d+)(?::\d+)?\)?:\s*(?:fatal )?error", log):
-        n = int(m.group(1))
-        if n in shown:
+    for row in log.splitlines():
+        if "error" not in row.lower():
             continue
-        shown.append(n)
-        if len(shown) > 3:
+        m = re.search(r"\((\d+)\)\s*:|:(\d+):\d+:", row)   # NVRTC "(12):", clang ":12:3:"
+        if m:
+            n = int(m.group(1) or m.group(2))
+            if n not in shown:
+                shown.append(n)
+        if len(shown) >= 3:
             break
     msg = [f"{what} failed to build the generated {source.dialect.name} kernels"]
     for n in shown:

@@ -158,9 +158,11 @@ class PlanNet(Net):
 
     # -- running a plan --------------------------------------------------------------------
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
-                 run: _Run) -> None:
+                 run: _Run, observe=None) -> None:
         plan = inst.compiled.plan
         for s in steps:
+            if observe is not None:
+                observe("before", s)
             wait = []
             for d in s.deps:
                 stream = plan.steps[d].gpu
@@ -188,6 +190,8 @@ class PlanNet(Net):
                 raise ValueError(f"unknown step kind {s.kind}")
             run.events[s.id] = ev
             run.done.setdefault(s.gpu, []).append(s.id)
+            if observe is not None:
+                observe("after", s)
 
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
         """The input (channel-major, on every GPU) and, at train time, the dropout masks:
@@ -276,6 +280,43 @@ class PlanNet(Net):
         self._grads_on_device = inst
         loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
         return loss, self._pull(inst, "grad")
+
+    def trace_loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False):
+        """loss_and_grads, one step at a time, keeping a host copy of every non-parameter buffer
+        each launch reads (before it) and writes (after it): {(step id, 'before'|'after',
+        buffer): flat array}. For checking each kernel in place against its reference op
+        (llm.c's habit); slow, since it synchronises after every step."""
+        x = self._check_input(x)
+        y = self._check_labels(labels, x.shape[0])
+        inst = self._instance(x.shape[0])
+        self._push_params(inst)
+        plan = inst.compiled.plan
+        feeds = self._forward_feeds(inst, x, train)
+        feeds[plan.io["labels"]] = np.ascontiguousarray(y, dtype=np.int32)
+        record: dict = {}
+
+        def observe(when, s):
+            if s.kind != "launch":
+                return
+            self._dev_finish()
+            k = plan.kernels[s.kernel]
+            for p, a in zip(k.params, s.args):
+                if p.kind == "float" or plan.buffers[a].kind in ("param", "velocity", "block"):
+                    continue
+                if (when == "before") == (p.kind != "out") or p.kind == "out":
+                    b = plan.buffers[a]
+                    out = self._dev_download(s.gpu, inst.views[a], b.elements, [],
+                                             dtype=np.dtype(b.dtype))
+                    self._dev_finish()
+                    record[(s.id, when, a)] = out
+
+        run = _Run()
+        steps = plan.steps_for("forward", train) + plan.steps_for("backward", train)
+        self._execute(inst, steps, feeds, {}, run, observe)
+        self._dev_finish()
+        self._grads_on_device = inst
+        loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
+        return loss, self._pull(inst, "grad"), record
 
     def update(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0005) -> None:
         """The paper's SGD step (§5) on the device, with the gradients of the last

@@ -48,17 +48,21 @@ class GemmTiles:
         return 4 * self.TK * ((self.TM + 1) + self.TN)
 
 
-def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None) -> GemmTiles:
-    """Default tiles, shrunk along an axis that is much smaller than the tile (fc at batch 2
-    would otherwise compute 64 columns to keep 2)."""
+def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None, K: int | None = None) -> GemmTiles:
+    """The given (or default) tiles, shrunk along an axis much smaller than the tile (fc at
+    batch 2 would otherwise compute 64 columns to keep 2, and stage 16-deep slabs of a
+    2-deep sum)."""
     t = tiles or GemmTiles()
     TM, TN, WM, WN = t.TM, t.TN, t.WM, t.WN
-    while TM > 16 and M <= TM // 2:
+    while TM > 4 and M <= TM // 2:
         TM //= 2
-    while TN > 16 and N <= TN // 2:
+    while TN > 4 and N <= TN // 2:
         TN //= 2
-    WM, WN = min(WM, TM // 4) or 1, min(WN, TN // 4) or 1
-    return GemmTiles(TM, TN, t.TK, WM, WN)
+    TK = t.TK
+    while K is not None and TK > 2 and K <= TK // 2:   # fc's weight gradient at batch 2
+        TK //= 2
+    WM, WN = max(1, min(WM, TM // 4)), max(1, min(WN, TN // 4))
+    return GemmTiles(TM, TN, TK, WM, WN)
 
 
 GEMM_TEMPLATE = r"""
@@ -124,7 +128,7 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
                 tiles: GemmTiles | None = None, doc: str = "", layer: str = "") -> Kernel:
     """A tiled GEMM kernel with the given load and epilogue snippets (see the module doc).
     `consts` are the snippets' own compile-time constants."""
-    t = fit_tiles(M, N, tiles)
+    t = fit_tiles(M, N, tiles, K)
     template = (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
                 .replace("@LOAD_B@", _indent(load_b, 16)).replace("@EPILOGUE@", _indent(epilogue, 12)))
     c = dict(consts or {})

@@ -117,6 +117,7 @@ class LaunchPlan:
     steps: list[Step]
     parameters: list[ParamBinding]
     io: dict
+    parts: list[dict] = field(default_factory=list)   # each layer part's buffers by role
     alignment: int = ALIGN
 
     def memory(self, gpu: int) -> dict:
@@ -155,6 +156,7 @@ class LaunchPlan:
                             "shape": list(p.shape), "parts": p.parts, "lr_mult": p.lr_mult,
                             "decay_mult": p.decay_mult} for p in self.parameters],
             "io": self.io,
+            "parts": self.parts,
             "steps": [s.to_json() for s in self.steps],
         }
 
@@ -302,8 +304,12 @@ class _Builder:
         self.lifetimes()
         self.place()
         self.dependencies()
+        parts = [{"layer": l, "part": i, "gpu": self.g.layer(l).parts[i].gpu,
+                  "roles": {k: v for k, v in r.items()
+                            if isinstance(v, str) and v in self.buffers}}
+                 for (l, i), r in self.roles.items()]
         return LaunchPlan(g.name, B, g.gpus, self.kernels, self.buffers, self.steps, bindings,
-                          self.io)
+                          self.io, parts)
 
     def part_roles(self, l: Layer, p: Part) -> dict:
         """Buffer names for a part's roles. The input is the source's own output when the part

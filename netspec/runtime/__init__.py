@@ -18,18 +18,18 @@ from .net import Net
 
 BACKENDS: dict[str, str] = {
     "numpy": "netspec.runtime.numpy_backend:NumpyNet",
+    "opencl": "netspec.runtime.opencl_backend:OpenCLNet",
+    "cuda": "netspec.runtime.cuda_backend:CudaNet",
 }
-AUTO_ORDER: tuple[str, ...] = ("numpy",)
+# auto: cuda if a CUDA device answers, else opencl if an OpenCL *GPU* is present, else numpy.
+# A class's auto_choice() says why it qualifies (None: it doesn't); see pick_auto.
+AUTO_ORDER: tuple[str, ...] = ("cuda", "opencl", "numpy")
 
 
 def backend_class(name: str) -> type[Net]:
     """The Net subclass for a backend name ('auto' picks the first available)."""
     if name == "auto":
-        for candidate in AUTO_ORDER:
-            cls = backend_class(candidate)
-            if cls.available():
-                return cls
-        raise ValueError(f"no backend is available (tried {', '.join(AUTO_ORDER)})")
+        return pick_auto()
     if name not in BACKENDS:
         close = difflib.get_close_matches(str(name), list(BACKENDS), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -37,6 +37,28 @@ def backend_class(name: str) -> type[Net]:
                          f"{', '.join(['auto', *BACKENDS])}")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def pick_auto(say=None) -> type[Net]:
+    """The first backend of AUTO_ORDER that qualifies; says which and why in one line (on
+    stderr, or to `say`)."""
+    import sys
+    passed = []
+    for candidate in AUTO_ORDER:
+        try:
+            cls = backend_class(candidate)
+        except ImportError as e:
+            passed.append(f"{candidate}: {e}")
+            continue
+        chooser = getattr(cls, "auto_choice", None)
+        why = chooser() if chooser else ("available" if cls.available() else None)
+        if why:
+            line = f"netspec: backend '{candidate}': {why}" + \
+                   (f" ({'; '.join(passed)})" if passed else "")
+            (say or (lambda m: print(m, file=sys.stderr)))(line)
+            return cls
+        passed.append(getattr(cls, "auto_refusal", f"{candidate} unavailable"))
+    raise ValueError(f"no backend is available (tried {', '.join(AUTO_ORDER)})")
 
 
 def build(spec: Any, backend: str = "auto", *, seed: int = 0,
@@ -56,4 +78,4 @@ def build(spec: Any, backend: str = "auto", *, seed: int = 0,
     return cls(graph, seed=seed, dtype=dtype)
 
 
-__all__ = ["BACKENDS", "AUTO_ORDER", "Net", "backend_class", "build"]
+__all__ = ["BACKENDS", "AUTO_ORDER", "Net", "backend_class", "build", "pick_auto"]

@@ -39,9 +39,16 @@ class CudaNet(PlanNet):
     backend = "cuda"
     dialect = "cuda"
 
+    auto_refusal = "no CUDA device answered"
+
     @classmethod
     def available(cls) -> bool:
         return cuda_device_count() > 0
+
+    @classmethod
+    def auto_choice(cls) -> str | None:
+        n = cuda_device_count()
+        return f"{n} CUDA device(s) answered" if n else None
 
     def _dev_open(self) -> None:
         if cuda_device_count() == 0:

@@ -73,9 +73,14 @@ class OpenCLNet(PlanNet):
     def available(cls) -> bool:
         return find_device() is not None
 
+    auto_refusal = "no OpenCL GPU"
+
     @classmethod
-    def gpu_available(cls) -> bool:
-        return find_device(gpu_only=True) is not None
+    def auto_choice(cls) -> str | None:
+        """backend='auto' takes OpenCL only for a GPU (PoCL on the CPU is slower than NumPy's
+        BLAS for these kernels)."""
+        d = find_device(gpu_only=True)
+        return f"OpenCL GPU '{d.name.strip()}'" if d is not None else None
 
     # -- the device primitives -------------------------------------------------------------
     def _dev_open(self) -> None:

@@ -1,0 +1,70 @@
+"""Small spec texts for backend tests: hypothesis draws edge-case networks (stride > 1, pad
+0-3, odd sizes, pooling windows that don't divide the input, LRN n in {3, 5, 7} at channel
+edges, z > s and z = s, 1-4 GPU parts, uneven `split`s, batch 1)."""
+from __future__ import annotations
+
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from netspec.ops.conv import conv_out
+
+
+def _split(draw, total: int, gpus: int) -> str:
+    """Uneven channel counts per GPU, each >= 1, adding up to total."""
+    cuts = sorted(draw(st.lists(st.integers(1, total - 1), min_size=gpus - 1,
+                                max_size=gpus - 1, unique=True)))
+    bounds = [0, *cuts, total]
+    return ",".join(str(b - a) for a, b in zip(bounds, bounds[1:]))
+
+
+@st.composite
+def edge_case_specs(draw) -> tuple[str, int]:
+    """(spec text, batch size)."""
+    gpus = draw(st.integers(1, 4))
+    c = draw(st.integers(1, 3))
+    h = w = draw(st.integers(5, 13))      # square: the recipe's crop must equal the input
+    classes = draw(st.integers(2, 6))
+    batch = draw(st.integers(1, 3))
+    lines = ["network edge", f"input {c}x{h}x{w}", f"classes {classes}", f"gpus {gpus}",
+             "init weight gauss(0.2) bias 0.05"]
+
+    def place(total: int) -> str:
+        return f" split {_split(draw, total, gpus)}" if gpus > 1 else ""
+
+    # conv1: stride > 1 and padding 0..3, uneven split
+    f1 = draw(st.integers(max(gpus, 2), 9))
+    k = draw(st.integers(1, 5))
+    s = draw(st.integers(1, 3))
+    p = draw(st.integers(0, 3))
+    assume(k <= h + 2 * p and k <= w + 2 * p)
+    h, w = conv_out(h, k, s, p), conv_out(w, k, s, p)
+    lines.append(f"conv c1 filters {f1} size {k} stride {s} pad {p} relu{place(f1)}")
+    # LRN over each part's channels, the window reaching past its edges
+    n = draw(st.sampled_from([3, 5, 7]))
+    lines.append(f"lrn n1 size {n} alpha 0.05 beta 0.75 k 2")
+    # pooling, overlapping (z > s) or not (z = s), windows that may not divide the input
+    kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+    z = draw(st.integers(1, 3))
+    zs = draw(st.integers(1, z))
+    assume(z <= h and z <= w)
+    lines.append(f"{kind} p1 size {z} stride {zs}")
+    h, w = conv_out(h, z, zs, 0), conv_out(w, z, zs, 0)
+    # a grouped conv reading each GPU's own (uneven) part
+    if draw(st.booleans()):
+        f2 = draw(st.integers(max(gpus, 2), 8))
+        k2 = draw(st.integers(1, 3))
+        p2 = draw(st.integers(0, 2))
+        assume(k2 <= h + 2 * p2 and k2 <= w + 2 * p2)
+        relu = " relu" if draw(st.booleans()) else ""
+        lines.append(f"conv c2 filters {f2} size {k2} pad {p2}{relu} connect same-gpu"
+                     f"{place(f2)}")
+    if draw(st.booleans()):
+        lines.append("relu r1")
+    o = draw(st.integers(max(gpus, 2), 12))
+    lines.append(f"fc f1 outputs {o} relu connect all{place(o)}")
+    lines.append(f"dropout d1 p {draw(st.sampled_from([0.3, 0.5]))}")
+    lines.append(f"fc f2 outputs {classes} connect all{place(classes) if classes >= gpus else ' gpu 0'}")
+    lines.append("softmax prob")
+    lines.append("train")
+    lines.append(f"  batch {batch}")
+    return "\n".join(lines) + "\n", batch

@@ -1,0 +1,66 @@
+"""backend="opencl" (PyOpenCL, PoCL on the CPU here) against the NumPy reference: see
+plan_oracle.py for what is compared and the float32 tolerance."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from netspec.ir.build import build_graph
+
+pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install netspec[opencl])")
+from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
+
+from net_specs import edge_case_specs  # noqa: E402
+from plan_oracle import check_end_to_end, check_kernels_in_place  # noqa: E402
+
+if find_device() is None:
+    pytest.skip("no OpenCL device (install pocl: pip install 'pyopencl[pocl]')",
+                allow_module_level=True)
+
+
+@pytest.mark.parametrize("spec", ["specs/alexnet.net", "examples/tiny-alexnet.net"])
+def test_network_matches_reference(root, spec):
+    g = build_graph(root / spec)
+    net = OpenCLNet(g, seed=3)
+    compared = check_kernels_in_place(net, g, 2, seed=3, train=True)
+    assert compared >= 4 * len([p for l in g.compute_layers for p in l.parts]) // 2
+    check_end_to_end(net, g, 2, seed=3, train=True)
+
+
+@settings(max_examples=5, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(edge_case_specs())
+def test_edge_cases_match_reference(case):
+    text, batch = case
+    g = build_graph(text)
+    net = OpenCLNet(g, seed=1)
+    for train in (True, False):
+        check_kernels_in_place(net, g, batch, seed=1, train=train)
+    check_end_to_end(net, g, batch, seed=1, train=True)
+
+
+def test_float64_is_refused(root):
+    with pytest.raises(ValueError, match="float32 only"):
+        OpenCLNet(build_graph(root / "examples/tiny-alexnet.net"), dtype="float64")
+
+
+def test_auto_says_what_it_picked_and_why(root):
+    from netspec.runtime import pick_auto
+    from netspec.runtime.cuda_backend import cuda_device_count
+    lines = []
+    cls = pick_auto(lines.append)
+    assert len(lines) == 1 and lines[0].startswith(f"netspec: backend '{cls.backend}'")
+    if cuda_device_count():
+        assert cls.backend == "cuda"
+    elif OpenCLNet.auto_choice():
+        assert cls.backend == "opencl" and "GPU" in lines[0]
+    else:
+        assert cls.backend == "numpy"
+        assert "no CUDA device" in lines[0] and "no OpenCL GPU" in lines[0]
+
+
+def test_cache_dir_honours_the_environment(tmp_path, monkeypatch):
+    """Compiled programs go under $NETSPEC_CACHE_DIR/kernels when it is set."""
+    from netspec.runtime import opencl_backend
+    monkeypatch.setenv("NETSPEC_CACHE_DIR", str(tmp_path))
+    assert opencl_backend.cache_dir() == tmp_path / "kernels"
