@@ -46,18 +46,15 @@ def compile_cmd(spec, as_json, out, batch_size):
         from .ir.report import device_rows
         info["batch_size"] = batch_size
         info["devices"] = device_rows(graph, batch_size)
-    try:
-        from .codegen import compile_network  # the kernel compiler, when present
-    except ImportError:
-        compile_network = None
-    if compile_network is not None:
-        compiled = compile_network(graph, info["batch_size"])
-        for d, mem in zip(info["devices"], compiled.memory_per_gpu):
-            d.update(mem)
-        if out:
-            compiled.write(out)
-    elif out:
-        raise NetspecError("the kernel compiler is not available in this build")
+    from .codegen.compile import compile_network
+
+    compiled = compile_network(graph, info["batch_size"])
+    for d in info["devices"]:
+        mem = compiled.plan.memory(d["gpu"])
+        d["activation_bytes"] = int(mem["arena"])
+        d["memory_bytes"] = int(compiled.memory_per_gpu[d["gpu"]])
+    if out:
+        compiled.write(out)
     if as_json:
         click.echo(json.dumps(info))
     else:

@@ -156,6 +156,24 @@ class PlanNet(Net):
     def reset_momentum(self) -> None:
         self._zero_velocities(self._any_instance())
 
+    def load_velocities(self, velocities: dict[str, np.ndarray]) -> None:
+        """Set the momentum buffers v (keyed like parameters()), e.g. when resuming a run.
+        They live with the parameters, shared by every batch size's instance."""
+        inst = self._any_instance()
+        missing = [b.name for b in inst.compiled.plan.parameters if b.name not in velocities]
+        if missing:
+            raise ValueError(f"load_velocities: missing {', '.join(missing)}")
+        for b in inst.compiled.plan.parameters:
+            host = np.asarray(velocities[b.name], np.float32)
+            if host.shape != tuple(b.shape):
+                raise ValueError(f"load_velocities: {b.name} has shape {host.shape}, "
+                                 f"expected {tuple(b.shape)}")
+            for p in b.parts:
+                a, z = p["rows"]
+                self._dev_upload(p["gpu"], inst.views[p["velocity"]],
+                                 np.ascontiguousarray(host[a:z]), [])
+        self._dev_finish()
+
     # -- running a plan --------------------------------------------------------------------
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
                  run: _Run, observe=None) -> None:

@@ -359,7 +359,10 @@ class Net:
         x = self._check_input(x)
         y = self._check_labels(labels, x.shape[0])
         acts, caches = self._forward_pass(x, train=train, keep_caches=True)
-        loss, dz = self.softmax_loss(self._logits(acts), y)
+        logits = self._logits(acts)
+        loss, dz = self.softmax_loss(logits, y)
+        # the batch's logits, for training metrics (top-1/top-5) without a second forward
+        self.last_logits = self.to_host(logits)
         return loss, self._backward_pass(dz, acts, caches)
 
     def __repr__(self) -> str:

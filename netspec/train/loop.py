@@ -138,6 +138,9 @@ class Trainer:
             kwargs["devices"] = list(opts.devices)
         self.net = netspec.build(graph, backend, **kwargs)
         self.lr_mults, self.decay_mults = layer_multipliers(graph)
+        # kernel backends run the update on the device (one SGD launch per GPU, with the
+        # layers' multipliers); the NumPy backend updates host arrays here
+        self.device_update = callable(getattr(self.net, "update", None))
         self.params = self.net.parameters()
         self.momentum = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.schedule = Schedule.from_recipe(r)
@@ -158,6 +161,8 @@ class Trainer:
             self.params = self.net.parameters()
             self.momentum = {k: np.array(momentum[k], dtype=self.params[k].dtype)
                              for k in self.params}
+            if self.device_update:
+                self.net.load_velocities(self.momentum)
             self.schedule = Schedule.from_state(state["schedule"])
             self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
             self.meters_state = state.get("meters")
@@ -200,7 +205,8 @@ class Trainer:
         }
 
     def save(self, meters=None) -> None:
-        self.params = self.net.parameters() if self.params is None else self.params
+        if self.device_update:
+            self.params, self.momentum = self.net.parameters(), self.net.velocities()
         save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters))
 
     # -- the loop -------------------------------------------------------------------------
@@ -295,12 +301,8 @@ class Trainer:
         meters["loss"].update(loss, len(y))
         if not math.isfinite(loss):
             return loss
-        update = getattr(self.net, "sgd_update", None)
-        if update is not None:
-            update(grads, self.momentum, lr=self.schedule.lr, momentum=r.momentum,
-                   weight_decay=r.weight_decay, lr_mults=self.lr_mults,
-                   decay_mults=self.decay_mults)
-            self.params = None
+        if self.device_update:
+            self.net.update(self.schedule.lr, r.momentum, r.weight_decay)
         else:
             params = self.params if self.params is not None else self.net.parameters()
             sgd_update(params, grads, self.momentum, self.schedule.lr, r.momentum,
