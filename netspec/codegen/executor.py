@@ -52,6 +52,9 @@ class PlanNet(Net):
     """A `Net` whose forward and backward run a compiled plan on a device."""
 
     dialect = ""                       # 'cuda' | 'opencl'
+    # Timing hook for `netspec bench` (netspec/bench): when set, called as
+    # step_hook(when, step, event) with when 'before' (event None) and 'after' every step.
+    step_hook = None
 
     def __init__(self, graph, *, seed: int = 0, dtype: Any = np.float32, **options):
         if np.dtype(dtype) != np.float32:
@@ -181,6 +184,8 @@ class PlanNet(Net):
         for s in steps:
             if observe is not None:
                 observe("before", s)
+            if self.step_hook is not None:
+                self.step_hook("before", s, None)
             wait = []
             for d in s.deps:
                 stream = plan.steps[d].gpu
@@ -208,6 +213,8 @@ class PlanNet(Net):
                 raise ValueError(f"unknown step kind {s.kind}")
             run.events[s.id] = ev
             run.done.setdefault(s.gpu, []).append(s.id)
+            if self.step_hook is not None:
+                self.step_hook("after", s, ev)
             if observe is not None:
                 observe("after", s)
 
