@@ -22,8 +22,8 @@ def quiet(*a, **k):
     pass
 
 
-def train(spec_path, folder, out, **kw):
-    opts = TrainOptions(spec=str(spec_path), data=str(folder), backend="numpy",
+def train(spec_path, folder, out, backend="numpy", **kw):
+    opts = TrainOptions(spec=str(spec_path), data=str(folder), backend=backend,
                         out=str(out), progress=False, **kw)
     return Trainer(opts, echo=quiet).run()
 
@@ -95,11 +95,12 @@ def test_fidelity_trajectory_20_steps_against_pytorch(folder, tmp_path):
     assert moved == len(P)   # every parameter was trained
 
 
-def test_resume_is_bit_exact(folder, tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "opencl"])
+def test_resume_is_bit_exact(folder, tmp_path, backend):
     spec_path = tmp_path / "tiny.net"
     spec_path.write_text(tiny_spec())
-    train(spec_path, folder, tmp_path / "straight", max_steps=6)
-    train(spec_path, folder, tmp_path / "split", max_steps=3)
+    train(spec_path, folder, tmp_path / "straight", max_steps=6, backend=backend)
+    train(spec_path, folder, tmp_path / "split", max_steps=3, backend=backend)
     p3, _, s3 = load_checkpoint(tmp_path / "split")
     assert s3["step"] == 3 and s3["batch"] == 3
     Trainer(TrainOptions(resume=str(tmp_path / "split"), max_steps=6, progress=False),
@@ -221,3 +222,32 @@ def test_run_figures_from_a_short_run(folder, tmp_path):
         img = Image.open(out).convert("RGB")
         a = np.asarray(img)
         assert a.shape[0] > 100 and a.shape[1] > 100 and a.std() > 5   # not blank
+
+
+def test_sigint_checkpoints_and_exits_cleanly(folder, tmp_path):
+    """Ctrl-C during training: the step in flight finishes, a checkpoint is written, the run
+    exits with status 130 and no traceback, and --resume continues from there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    spec_path = tmp_path / "tiny.net"
+    spec_path.write_text(tiny_spec(epochs="1000"))
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "netspec.cli", "train", "--spec", str(spec_path),
+                          "--data", str(folder), "--backend", "numpy", "--out", str(run),
+                          "--print-freq", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "[" not in (p.stdout.readline() or ""):
+        pass                                   # wait for the first batch's progress line
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "stopped by signal" in out
+    _, _, state = load_checkpoint(run)
+    assert state["step"] >= 1
+    Trainer(TrainOptions(resume=str(run), max_steps=state["step"] + 1, progress=False),
+            echo=quiet).run()
+    assert load_checkpoint(run)[2]["step"] == state["step"] + 1
