@@ -1,0 +1,34 @@
+"""`netspec bench --spec SPEC [--backend B] [--batch-size N] [--iterations N] [--json]`: time a
+training step per layer and direction, like `caffe time` (see timing.py for how each backend
+is timed). Registered in netspec/cli.py as `main.add_command(bench)`."""
+from __future__ import annotations
+
+import json
+
+import click
+
+BACKENDS = click.Choice(["auto", "numpy", "opencl", "cuda"])
+
+
+@click.command("bench")
+@click.option("--spec", required=True, type=click.Path(dir_okay=False), help="The network.")
+@click.option("--backend", type=BACKENDS, default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the spec's batch.")
+@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed training steps (medians are reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed steps first (kernel builds, allocations).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kernels", "show_kernels", is_flag=True,
+              help="Also list every kernel's time and GFLOP/s (opencl, cuda).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json):
+    """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
+    from .timing import bench as run_bench, format_table
+
+    res = run_bench(spec, backend, batch_size=batch_size, iterations=iterations,
+                    warmup=warmup, seed=seed)
+    if as_json:
+        click.echo(json.dumps(res.to_json()))
+    else:
+        click.echo(format_table(res, kernels=show_kernels))

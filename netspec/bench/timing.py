@@ -1,0 +1,415 @@
+"""Timing a training step layer by layer, like `caffe time`: `bench(graph, backend, ...)`.
+
+One training step is loss_and_grads (forward and backward, train mode) followed by the SGD
+update. After `warmup` untimed steps (kernel builds, allocations, BLAS threads), each of
+`iterations` steps is timed whole and per (layer, direction), and the medians are reported.
+
+How each backend is timed (the device's own clock wherever there is one):
+- numpy: time.perf_counter around every layer part's forward and backward, the softmax loss
+  and the host SGD update;
+- opencl: the profiling events (CL_PROFILING_COMMAND_START/END) of every kernel and copy, on
+  queues created with profiling enabled;
+- cuda: a pair of timing `cupy.cuda.Event`s recorded on the step's stream around every kernel
+  and copy (their elapsed time, not the host clock); the whole step likewise from events
+  recorded on every stream before and after it.
+The whole step on numpy and opencl is the host clock around it (the queues are finished at its
+end), which includes what the per-layer rows do not: host <-> device transfers, launch gaps.
+
+FLOPs per row, from the IR's multiply-accumulates (Layer.macs, per image):
+    forward  = 2 · MACs · N
+    backward = 2 · MACs · N · (2 if the layer has weights and its input needs a gradient,
+                               1 otherwise; 0 for an unweighted layer reading the data)
+so conv and fc rows count the weight gradient and, except for a layer reading the network's
+input, the data gradient; LRN's MACs are its window sums. Rows with no MACs (pooling, ReLU,
+dropout, softmax) have flops 0 and no GFLOP/s.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import INPUT, Graph
+
+DIRECTIONS = ("forward", "backward", "update")
+UPDATE_ROW = "sgd"          # the layer name of the SGD update's row
+
+
+@dataclass
+class Row:
+    layer: str
+    type: str
+    direction: str                      # forward | backward | update
+    ms: float                           # median over the timed iterations
+    flops: int
+    share: float = 0.0                  # of the sum of all rows' ms
+    gflops: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KernelRow:
+    """One kernel of the plan (device backends): median ms and GFLOP/s from the kernel's own
+    flop count (codegen Kernel.flops) times its launches per step (one kernel may serve
+    several parts of a layer)."""
+
+    name: str
+    layer: str
+    phase: str
+    ms: float
+    flops: int
+    gflops: float | None
+
+
+@dataclass
+class BenchResult:
+    network: str
+    backend: str
+    device: str
+    batch_size: int
+    iterations: int
+    warmup: int
+    timer: str
+    step_ms: float                      # median whole step: forward, backward, update
+    forward_ms: float                   # median of the forward rows' sum
+    backward_ms: float
+    update_ms: float
+    rows: list[Row]
+    kernels: list[KernelRow] = field(default_factory=list)
+    step_ms_all: list[float] = field(default_factory=list)
+    load_average: list[float] = field(default_factory=list)
+    threads: int | None = None
+
+    @property
+    def images_per_sec(self) -> float:
+        return 1e3 * self.batch_size / self.step_ms
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["images_per_sec"] = self.images_per_sec
+        d["format"] = "netspec-bench/1"
+        return d
+
+
+def row_flops(graph: Graph, layer_name: str, direction: str, batch: int) -> int:
+    """FLOPs of one (layer, direction) row, by the rule in the module doc."""
+    if layer_name == UPDATE_ROW or direction == "update":
+        return 0
+    layer = graph.layer(layer_name)
+    macs = layer.macs
+    if not macs:
+        return 0
+    if direction == "forward":
+        return 2 * macs * batch
+    input_grad = any(name != INPUT for name in layer.inputs)
+    factor = (2 if input_grad else 1) if layer.weighted else (1 if input_grad else 0)
+    return 2 * macs * batch * factor
+
+
+# -- the per-backend clocks ------------------------------------------------------------------
+class _HostClock:
+    """numpy: perf_counter around each layer part's forward/backward, the loss and update."""
+
+    name = "host perf_counter per layer part"
+
+    def __init__(self, net):
+        self.net = net
+        self.times: dict[tuple[str, str], float] = defaultdict(float)
+        fwd, bwd, loss = net.forward_part, net.backward_part, net.softmax_loss
+
+        def forward_part(layer, part, *a, **k):
+            t = time.perf_counter()
+            out = fwd(layer, part, *a, **k)
+            self.times[layer.name, "forward"] += time.perf_counter() - t
+            return out
+
+        def backward_part(layer, part, *a, **k):
+            t = time.perf_counter()
+            out = bwd(layer, part, *a, **k)
+            self.times[layer.name, "backward"] += time.perf_counter() - t
+            return out
+
+        def softmax_loss(z, labels):
+            t = time.perf_counter()
+            out = loss(z, labels)
+            self.times[net.head.name, "forward"] += time.perf_counter() - t
+            return out
+
+        # instance attributes shadow the methods for this net only
+        net.forward_part, net.backward_part, net.softmax_loss = \
+            forward_part, backward_part, softmax_loss
+
+    def start(self):
+        self.times.clear()
+
+    def stop(self) -> dict[tuple[str, str], float]:
+        return {k: v * 1e3 for k, v in self.times.items()}
+
+    def kernels(self):
+        return {}
+
+    def close(self):
+        for name in ("forward_part", "backward_part", "softmax_loss"):
+            self.net.__dict__.pop(name, None)
+
+
+class _OpenCLClock:
+    """opencl: profiling events of every launch and copy."""
+
+    name = "OpenCL profiling events per kernel and copy"
+
+    def __init__(self, net):
+        cl = net.cl
+        self.net = net
+        gpus = net.graph.gpus if hasattr(net.graph, "gpus") else 1
+        # Queues are created on first use; put a profiling-enabled one in their place. One
+        # queue serves every logical GPU while timing: kernels of two queues would share the
+        # CPU's cores and each event would then time both (the plan's order stays valid, as
+        # an in-order queue runs every step after its dependencies).
+        net._dev_finish()
+        queue = cl.CommandQueue(net.ctx,
+                                properties=cl.command_queue_properties.PROFILING_ENABLE)
+        for g in range(max(gpus, 1)):
+            net.queues[g] = queue
+        self.events: list = []
+        net.step_hook = self._hook
+
+    def _hook(self, when, step, ev):
+        if when == "after" and ev is not None and step.kind in ("launch", "copy"):
+            self.events.append((step, ev))
+
+    def start(self):
+        self.events = []
+
+    def stop(self):
+        self.net._dev_finish()
+        times = defaultdict(float)
+        self._kernel_ms = defaultdict(float)
+        self._launches = defaultdict(int)
+        for step, ev in self.events:
+            ms = (ev.profile.end - ev.profile.start) * 1e-6
+            times[_row_key(step)] += ms
+            if step.kind == "launch":
+                self._kernel_ms[step.kernel] += ms
+                self._launches[step.kernel] += 1
+        return dict(times)
+
+    def kernels(self):
+        """kernel name -> (ms, launches): one kernel may serve several parts."""
+        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
+
+    def close(self):
+        self.net.step_hook = None
+
+
+class _CudaClock:
+    """cuda: timing events recorded on the step's stream around each launch and copy."""
+
+    name = "CUDA events per kernel and copy"
+
+    def __init__(self, net):
+        self.net = net
+        self.cp = net.cp
+        self.pairs: list = []
+        self._open: dict = {}
+        net.step_hook = self._hook
+
+    def _event(self, stream: int):
+        ev = self.cp.cuda.Event()            # timing enabled
+        ev.record(self.net._stream(stream))
+        return ev
+
+    def _hook(self, when, step, ev):
+        if step.kind not in ("launch", "copy"):
+            return
+        if when == "before":
+            self._open[step.id] = self._event(step.gpu)
+        else:
+            self.pairs.append((step, self._open.pop(step.id), self._event(step.gpu)))
+
+    def start(self):
+        self.pairs = []
+        self._streams = sorted(set(range(max(self.net.graph.gpus, 1))))
+        self._t0 = [self._event(s) for s in self._streams]
+
+    def step_ms(self) -> float:
+        ends = [self._event(s) for s in self._streams]
+        for e in ends:
+            e.synchronize()
+        t = self.cp.cuda.get_elapsed_time
+        return max(t(a, b) for a in self._t0 for b in ends)
+
+    def stop(self):
+        times = defaultdict(float)
+        self._kernel_ms = defaultdict(float)
+        self._launches = defaultdict(int)
+        for step, a, b in self.pairs:
+            b.synchronize()
+            ms = self.cp.cuda.get_elapsed_time(a, b)
+            times[_row_key(step)] += ms
+            if step.kind == "launch":
+                self._kernel_ms[step.kernel] += ms
+                self._launches[step.kernel] += 1
+        return dict(times)
+
+    def kernels(self):
+        """kernel name -> (ms, launches): one kernel may serve several parts."""
+        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
+
+    def close(self):
+        self.net.step_hook = None
+
+
+def _row_key(step) -> tuple[str, str]:
+    if step.phase == "update":
+        return UPDATE_ROW, "update"
+    return step.layer, step.phase
+
+
+def _clock(net):
+    if net.backend == "opencl":
+        return _OpenCLClock(net)
+    if net.backend == "cuda":
+        return _CudaClock(net)
+    return _HostClock(net)
+
+
+def device_name(net) -> str:
+    name = getattr(net, "device_name", None)
+    if name:
+        return str(name)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, NumPy)"
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
+          iterations: int = 5, warmup: int = 1, seed: int = 0, net=None) -> BenchResult:
+    """Time `iterations` training steps of `spec` (path, text or Graph) on `backend` after
+    `warmup` untimed ones; see the module doc. `net` reuses an already built network."""
+    from ..runtime import build
+    from ..train.sgd import layer_multipliers, sgd_update
+
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    if net is None:
+        net = build(spec, backend, seed=seed)
+    g = net.graph
+    n = batch_size or g.recipe.batch_size
+    r = g.recipe
+    lr = r.lr if getattr(r, "lr", None) else 0.01
+    momentum = getattr(r, "momentum", 0.9)
+    decay = getattr(r, "weight_decay", 0.0005)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, *g.input_shape), dtype=np.float32).astype(net.dtype)
+    labels = rng.integers(0, g.classes, n)
+    device_update = hasattr(net, "update")
+    if not device_update:
+        lr_mults, decay_mults = layer_multipliers(g)
+        params = net.parameters()
+        velocity = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def update(grads):
+        if device_update:
+            net.update(lr, momentum, decay)
+        else:
+            sgd_update(params, grads, velocity, lr, momentum, decay, lr_mults, decay_mults)
+            net.load_parameters(params)
+
+    for _ in range(warmup):
+        _, grads = net.loss_and_grads(x, labels, train=True)
+        update(grads)
+
+    clock = _clock(net)
+    per_iter: list[dict] = []
+    kernel_iters: list[dict] = []
+    steps: list[float] = []
+    try:
+        for _ in range(iterations):
+            clock.start()
+            t0 = time.perf_counter()
+            _, grads = net.loss_and_grads(x, labels, train=True)
+            t1 = time.perf_counter()
+            update(grads)
+            t2 = time.perf_counter()
+            if isinstance(clock, _CudaClock):
+                steps.append(clock.step_ms())
+            else:
+                steps.append((t2 - t0) * 1e3)
+            times = clock.stop()
+            if isinstance(clock, _HostClock):
+                times[UPDATE_ROW, "update"] = (t2 - t1) * 1e3
+            per_iter.append(times)
+            kernel_iters.append(clock.kernels())
+    finally:
+        clock.close()
+
+    types = {l.name: l.type for l in g.layers}
+    types[UPDATE_ROW] = "sgd"
+    order = {l.name: i for i, l in enumerate(g.layers)}
+    keys = sorted({k for t in per_iter for k in t},
+                  key=lambda k: (DIRECTIONS.index(k[1]), order.get(k[0], len(order))
+                                 * (-1 if k[1] == "backward" else 1)))
+    rows = []
+    for layer, direction in keys:
+        ms = statistics.median(t.get((layer, direction), 0.0) for t in per_iter)
+        flops = row_flops(g, layer, direction, n)
+        rows.append(Row(layer, types.get(layer, "?"), direction, ms, flops,
+                        gflops=flops / (ms * 1e6) if flops and ms > 0 else None))
+    total = sum(r.ms for r in rows) or 1.0
+    for row in rows:
+        row.share = row.ms / total
+
+    kernel_rows = []
+    if kernel_iters and kernel_iters[0]:
+        plan = net.compiled(n).plan
+        phase_of: dict[str, str] = {}
+        for s in plan.steps:
+            if s.kind == "launch":
+                phase_of.setdefault(s.kernel, s.phase)
+        for name, k in plan.kernels.items():
+            if name not in kernel_iters[0]:
+                continue
+            ms = statistics.median(t.get(name, (0.0, 0))[0] for t in kernel_iters)
+            flops = k.flops * kernel_iters[0][name][1]
+            kernel_rows.append(KernelRow(name, k.layer, phase_of.get(name, "?"), ms, flops,
+                                         flops / (ms * 1e6) if flops and ms > 0 else None))
+
+    def phase(d):
+        return sum(r.ms for r in rows if r.direction == d)
+
+    return BenchResult(
+        network=g.name, backend=net.backend, device=device_name(net), batch_size=n,
+        iterations=iterations, warmup=warmup, timer=clock.name,
+        step_ms=statistics.median(steps), forward_ms=phase("forward"),
+        backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
+        kernels=kernel_rows, step_ms_all=steps, load_average=list(os.getloadavg()),
+        threads=os.cpu_count())
+
+
+def format_table(res: BenchResult, kernels: bool = False) -> str:
+    out = [f"{res.network} on {res.backend} ({res.device}), batch {res.batch_size}, median of "
+           f"{res.iterations} steps after {res.warmup} warm-up; timer: {res.timer}; load "
+           f"average {', '.join(f'{v:.1f}' for v in res.load_average)}",
+           f"{'layer':<10} {'type':<8} {'direction':<9} {'ms':>9} {'GFLOP/s':>8} {'share':>6}"]
+    for r in res.rows:
+        gf = f"{r.gflops:8.1f}" if r.gflops is not None else f"{'':>8}"
+        out.append(f"{r.layer:<10} {r.type:<8} {r.direction:<9} {r.ms:9.2f} {gf} "
+                   f"{100 * r.share:5.1f}%")
+    out.append(f"forward {res.forward_ms:.1f} ms, backward {res.backward_ms:.1f} ms, update "
+               f"{res.update_ms:.1f} ms (sum of rows)")
+    out.append(f"training step: {res.step_ms:.1f} ms, {res.images_per_sec:.1f} images/s")
+    if kernels and res.kernels:
+        out.append("")
+        out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")
+        for k in res.kernels:
+            gf = f"{k.gflops:8.2f}" if k.gflops is not None else f"{'':>8}"
+            out.append(f"{k.name:<28} {k.phase:<9} {k.ms:9.3f} {gf}")
+    return "\n".join(out)
