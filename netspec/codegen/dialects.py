@@ -15,7 +15,7 @@ Tokens a template may use:
     $lid0 $lid1  index of the work-item inside its group (threadIdx / get_local_id)
     $grp0 $grp1  index of the group (blockIdx / get_group_id)
     $gid0        global index along dimension 0
-    $exp $log $pow $fmax $sqrt   float math function names
+    $exp $log $pow $fmax $sqrt $rsqrt   float math function names
     $inf         positive infinity as a float expression
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ CUDA = Dialect(
     global_id=("(blockIdx.x * blockDim.x + threadIdx.x)",
                "(blockIdx.y * blockDim.y + threadIdx.y)",
                "(blockIdx.z * blockDim.z + threadIdx.z)"),
-    math={"exp": "expf", "log": "logf", "pow": "powf", "fmax": "fmaxf", "sqrt": "sqrtf"},
+    math={"exp": "expf", "log": "logf", "pow": "powf", "fmax": "fmaxf", "sqrt": "sqrtf",
+          "rsqrt": "rsqrtf"},
     inf="__int_as_float(0x7f800000)",
     prelude="// CUDA C, rendered by netspec.codegen; load with cupy.RawModule\n",
 )
@@ -105,7 +106,8 @@ OPENCL = Dialect(
     local_id=("(int)get_local_id(0)", "(int)get_local_id(1)", "(int)get_local_id(2)"),
     group_id=("(int)get_group_id(0)", "(int)get_group_id(1)", "(int)get_group_id(2)"),
     global_id=("(int)get_global_id(0)", "(int)get_global_id(1)", "(int)get_global_id(2)"),
-    math={"exp": "exp", "log": "log", "pow": "pow", "fmax": "fmax", "sqrt": "sqrt"},
+    math={"exp": "exp", "log": "log", "pow": "pow", "fmax": "fmax", "sqrt": "sqrt",
+          "rsqrt": "rsqrt"},
     inf="INFINITY",
     prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
 )
