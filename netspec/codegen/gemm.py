@@ -10,6 +10,8 @@ TX x TY = (TN/WN) x (TM/WM) work-items per group, each accumulating a WM x WN mi
 registers. K is walked in TK-wide slabs staged in shared memory: each work-item loads its share
 of the A (TM x TK) and B (TK x TN) slabs, a barrier, TK rank-1 updates, a barrier.
 Tile sizes are parameters (`GemmTiles`), so a later tuning pass can change them per layer.
+`batches` > 1 launches that many independent GEMMs of the same sizes along grid dimension 2;
+the snippets see their index as `z` (the conv data gradient's stride phases).
 """
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ $kernel $name($params)
     const int tx = $lid0, ty = $lid1;
     const int tid = ty * ${TX} + tx;
     const int m0 = $grp1 * ${TM}, n0 = $grp0 * ${TN};
+    const int z = @Z@;
     float acc[${WM}][${WN}];
     for (int i = 0; i < ${WM}; ++i)
         for (int j = 0; j < ${WN}; ++j)
@@ -125,21 +128,30 @@ $kernel $name($params)
 
 def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
                 epilogue: str, params: tuple[Param, ...], consts: dict | None = None,
-                tiles: GemmTiles | None = None, doc: str = "", layer: str = "") -> Kernel:
+                tiles: GemmTiles | None = None, doc: str = "", layer: str = "",
+                batches: int = 1) -> Kernel:
     """A tiled GEMM kernel with the given load and epilogue snippets (see the module doc).
     `consts` are the snippets' own compile-time constants."""
     t = fit_tiles(M, N, tiles, K)
     template = (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
-                .replace("@LOAD_B@", _indent(load_b, 16)).replace("@EPILOGUE@", _indent(epilogue, 12)))
+                .replace("@LOAD_B@", _indent(load_b, 16))
+                .replace("@EPILOGUE@", _indent(epilogue, 12))
+                .replace("@Z@", "$grp2" if batches > 1 else "0"))
     c = dict(consts or {})
     c.update(M=M, N=N, K=K, TM=t.TM, TN=t.TN, TK=t.TK, WM=t.WM, WN=t.WN, TX=t.TX, TY=t.TY,
              THREADS=t.threads)
     groups = (-(-N // t.TN), -(-M // t.TM))
-    launch = f"launch: {groups[0]} x {groups[1]} groups of {t.TX} x {t.TY} work-items, " \
+    launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
+             f"groups of {t.TX} x {t.TY} work-items, " \
              f"tile {t.TM}x{t.TN}x{t.TK}, {t.WM}x{t.WN} outputs per work-item"
+    gsize, lsize = (groups[0] * t.TX, groups[1] * t.TY), (t.TX, t.TY)
+    if batches > 1:
+        gsize, lsize = (*gsize, batches), (*lsize, 1)
+    what = f"{batches} GEMMs" if batches > 1 else "GEMM"
     return Kernel(name=name, template=template, params=params, consts=c,
-                  global_size=(groups[0] * t.TX, groups[1] * t.TY), local_size=(t.TX, t.TY),
-                  doc=f"{doc.strip()}\nGEMM M={M} N={N} K={K}; {launch}", flops=2 * M * N * K,
+                  global_size=gsize, local_size=lsize,
+                  doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
+                  flops=2 * M * N * K * batches,
                   shared_bytes=t.shared_bytes, layer=layer)
 
 

@@ -157,6 +157,33 @@ if (ty >= 0 && tx >= 0 && ty % ${S} == 0 && tx % ${S} == 0 && ty / ${S} < ${OH} 
     v = dy[((o * ${NB} + img) * ${OH} + ty / ${S}) * ${OW} + tx / ${S}];
 """
 
+# The data gradient with stride S > 1, split by stride phase: input pixel (iy, ix) is reached
+# only by taps u ≡ (iy + P) mod S, so the pixels of phase z = (ry, rx) = ((iy + P) % S,
+# (ix + P) % S) form their own GEMM over the taps u = ry + S·u', q = rx + S·q' alone
+# (⌈KH/S⌉·⌈KW/S⌉ of them, not KH·KW: 1/16 of the work for an 11x11 stride-4 kernel wasted
+# no longer). Pixel (t, s) of a phase is iy = S·t + ry − P, ix = S·s + rx − P, and tap (u', q')
+# reads output pixel (t − u', s − q').
+CONV_PHASE = r"""
+const int ry = z / ${S}, rx = z % ${S};
+"""
+CONV_LOAD_W_PHASE = CONV_PHASE + r"""
+const int o = k / (${KU} * ${KV}), u = ry + ${S} * ((k / ${KV}) % ${KU}), q = rx + ${S} * (k % ${KV});
+if (u < ${KH} && q < ${KW})
+    v = w[((o * ${CIN} + m) * ${KH} + u) * ${KW} + q];
+"""
+CONV_LOAD_DY_PHASE = CONV_PHASE + r"""
+const int o = k / (${KU} * ${KV}), du = (k / ${KV}) % ${KU}, dq = k % ${KV};
+const int img = n / (${HQ} * ${WQ}), oy = (n / ${WQ}) % ${HQ} - du, ox = n % ${WQ} - dq;
+if (ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} && oy >= 0 && oy < ${OH} && ox >= 0 && ox < ${OW})
+    v = dy[((o * ${NB} + img) * ${OH} + oy) * ${OW} + ox];
+"""
+CONV_STORE_DX_PHASE = CONV_PHASE + r"""
+const int img = n / (${HQ} * ${WQ});
+const int iy = ${S} * ((n / ${WQ}) % ${HQ}) + ry - ${P}, ix = ${S} * (n % ${WQ}) + rx - ${P};
+if (iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W})
+    dx[((m * ${NB} + img) * ${H} + iy) * ${W} + ix] = v;
+"""
+
 # dy <- dy · [y > 0] (when ReLU is fused) and db[o] = Σ_{img, pixel} dy[o, img, pixel]
 BIAS_GRAD_TEMPLATE = r"""
 $kernel $name($params)
@@ -249,7 +276,22 @@ def backward_kernels(c):
         doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
             f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
     calls.append(Call(dw, ("dy", "x", "dw")))
-    if c.input_grad:
+    if c.input_grad and g["S"] > 1:
+        s = g["S"]
+        ph = dict(g, KU=-(-g["KH"] // s), KV=-(-g["KW"] // s),
+                  HQ=(g["H"] - 1 + g["P"]) // s + 1, WQ=(g["W"] - 1 + g["P"]) // s + 1)
+        dx = gemm_kernel(
+            f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * ph["HQ"] * ph["WQ"],
+            K=o * ph["KU"] * ph["KV"], batches=s * s,
+            load_a=CONV_LOAD_W_PHASE, load_b=CONV_LOAD_DY_PHASE, epilogue=CONV_STORE_DX_PHASE,
+            params=params("in dy", "in w", "out dx"), consts=ph, tiles=c.tiles.get("bwd_data"),
+            layer=c.layer.name,
+            doc=f"{c.layer.name} part {c.part.index} data gradient, one GEMM per stride phase "
+                f"(ry, rx) = ((iy + P) % S, (ix + P) % S): dx[c, img, iy, ix] = "
+                f"sum_(o, u', v') w[o, c, ry + S u', rx + S v'] * dy[o, img, (iy + P) / S - u', "
+                f"(ix + P) / S - v'] over taps inside the kernel and the output")
+        calls.append(Call(dx, ("dy", "w", "dx")))
+    elif c.input_grad:
         dx = gemm_kernel(
             f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * g["H"] * g["W"],
             K=o * g["KH"] * g["KW"],
