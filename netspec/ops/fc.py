@@ -31,7 +31,9 @@ class FC(Op):
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
         w, b = params
         x2 = x.reshape(x.shape[0], -1)                        # (N, C·H·W), C-order
-        y = x2 @ w.T
+        # the same product as x2 @ w.T, but with the large operand untransposed: OpenBLAS's
+        # sgemm is several times faster on this form for a small batch (N << O, K)
+        y = np.ascontiguousarray((w @ x2.T).T)
         y += b
         if relu:
             np.maximum(y, y.dtype.type(0), out=y)
@@ -40,8 +42,9 @@ class FC(Op):
     def backward(self, a, dy, cache, *, input_grad=True):
         x_shape, x2, w, y = cache
         g = relu_mask_grad(dy, y) if y is not None else dy
-        grads = (g.T @ x2, g.sum(axis=0))
-        return ((g @ w).reshape(x_shape) if input_grad else None), grads
+        # (x2ᵀ g)ᵀ = gᵀ x2 and (wᵀ gᵀ)ᵀ = g w, in the faster orientation as in forward
+        grads = ((x2.T @ g).T, g.sum(axis=0))
+        return ((w.T @ g.T).T.reshape(x_shape) if input_grad else None), grads
 
 
 OP = FC()
