@@ -147,8 +147,10 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, batch_size, workers, as_
 
 
 def _add_optional_commands() -> None:
+    from .bench.command import bench
     from .data.commands import prepare
     main.add_command(prepare)
+    main.add_command(bench)
     try:
         from .viz.command import viz
     except ImportError:  # the viz package is optional in partial builds
