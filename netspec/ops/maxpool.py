@@ -63,14 +63,23 @@ class Pool(Op):
         return y, (x.shape, arg)
 
     def backward(self, a, dy, cache, *, input_grad=True):
+        # Each output's gradient goes to the input pixel of its stored argmax: one flat index
+        # per output and one unbuffered scatter-add (np.add.at, in dy's dtype), instead of z²
+        # full-size masked adds. Overlapping windows that share an argmax add up.
         if not input_grad:
             return None, ()
         x_shape, arg = cache
-        z = a["size"]
+        z, s = a["size"], a["stride"]
+        n, c, h, w = x_shape
+        ho, wo = arg.shape[2], arg.shape[3]
+        u, v = np.divmod(arg.astype(np.intp), z)
+        u += (s * np.arange(ho, dtype=np.intp))[:, None]            # input row of the argmax
+        v += s * np.arange(wo, dtype=np.intp)                       # input column
+        u *= w
+        u += v
+        u += (h * w * np.arange(n * c, dtype=np.intp)).reshape(n, c, 1, 1)
         dx = np.zeros(x_shape, dy.dtype)
-        zero = dy.dtype.type(0)
-        for u, v, rows, cols in pool_windows(x_shape, z, a["stride"]):
-            dx[:, :, rows, cols] += np.where(arg == u * z + v, dy, zero)
+        np.add.at(dx.reshape(-1), u.reshape(-1), dy.reshape(-1))
         return dx, ()
 
 
@@ -80,9 +89,11 @@ OP = Pool()
 # -- kernel templates ----------------------------------------------------------------------------
 # Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
 # Device layout (C, N, H, W): a pooling window never leaves its (channel, image) plane.
-# The backward gathers (one work-item per input pixel, over the windows that cover it) instead
-# of scattering, so it needs no atomics and no argmax buffer: it recomputes each covering
-# window's argmax, first in row-major order on ties, exactly as the forward chose it.
+# The forward stores each window's argmax (its offset u·Z + q inside the window, first in
+# row-major order on ties, as a float: exact below 2^24) in the `argmax` scratch buffer. The
+# backward gathers (one work-item per input pixel, over the windows that cover it, comparing
+# their stored argmax with its own offset in them), so it needs no atomics and reads one float
+# per covering window instead of recomputing the window's Z² maximum.
 
 POOL_WINDOWS = r"""
     const int plane = e / (${H} * ${W}), iy = (e / ${W}) % ${H}, ix = e % ${W};
@@ -102,13 +113,17 @@ $kernel $name($params)
     const int plane = e / (${OH} * ${OW}), oy = (e / ${OW}) % ${OH}, ox = e % ${OW};
     const int base = plane * ${H} * ${W} + oy * ${S} * ${W} + ox * ${S};
     float m = x[base];
+    int best = 0;
     for (int u = 0; u < ${Z}; ++u)
         for (int q = 0; q < ${Z}; ++q) {
             const float a = x[base + u * ${W} + q];
-            if (a > m)
+            if (a > m) {
                 m = a;
+                best = u * ${Z} + q;
+            }
         }
     y[e] = m;
+    argmax[e] = (float)best;
 }
 """
 
@@ -122,19 +137,9 @@ $kernel $name($params)
     float g = 0.0f;
     for (int oy = oy0; oy <= oy1; ++oy)
         for (int ox = ox0; ox <= ox1; ++ox) {
-            const int base = plane * ${H} * ${W} + oy * ${S} * ${W} + ox * ${S};
-            int best = base;
-            float m = x[base];
-            for (int u = 0; u < ${Z}; ++u)
-                for (int q = 0; q < ${Z}; ++q) {
-                    const int f = base + u * ${W} + q;
-                    if (x[f] > m) {
-                        m = x[f];
-                        best = f;
-                    }
-                }
-            if (best == e)
-                g += dy[(plane * ${OH} + oy) * ${OW} + ox];
+            const int o = (plane * ${OH} + oy) * ${OW} + ox;
+            if ((int)argmax[o] == (iy - oy * ${S}) * ${Z} + ix - ox * ${S})
+                g += dy[o];
         }
     dx[e] = g;
 }
@@ -148,16 +153,21 @@ def pool_consts(c) -> dict:
                 NIN=c.in_elements, NOUT=c.out_elements)
 
 
+def scratch_buffers(c) -> dict:
+    return {"argmax": c.out_elements}
+
+
 def forward_kernels(c):
     from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     k = pool_consts(c)
     gs, ls = elementwise_launch(k["NOUT"])
     return [Call(Kernel(
-        f"{c.prefix}_fwd", MAXPOOL_FWD, params("in x", "out y"), k, gs, ls,
+        f"{c.prefix}_fwd", MAXPOOL_FWD, params("in x", "out y", "out argmax"), k, gs, ls,
         flops=k["NOUT"] * k["Z"] ** 2, layer=c.layer.name,
         doc=f"{c.layer.name} part {c.part.index} max pool: y = max over the {k['Z']}x{k['Z']} "
-            f"window, stride {k['S']}\nlaunch: one work-item per output ({k['NOUT']})"),
-        ("x", "y"))]
+            f"window, stride {k['S']}; argmax = its first offset u*Z + v in row-major order\n"
+            f"launch: one work-item per output ({k['NOUT']})"),
+        ("x", "y", "argmax"))]
 
 
 def backward_kernels(c):
@@ -167,8 +177,9 @@ def backward_kernels(c):
     k = pool_consts(c)
     gs, ls = elementwise_launch(k["NIN"])
     return [Call(Kernel(
-        f"{c.prefix}_bwd", MAXPOOL_BWD, params("in dy", "in x", "out dx"), k, gs, ls,
+        f"{c.prefix}_bwd", MAXPOOL_BWD, params("in dy", "in argmax", "out dx"), k, gs, ls,
         layer=c.layer.name,
         doc=f"{c.layer.name} part {c.part.index} max pool gradient: dx[p] = sum of dy over the "
-            f"windows whose first argmax is p\nlaunch: one work-item per input ({k['NIN']})"),
-        ("dy", "x", "dx"))]
+            f"windows whose stored argmax is p\nlaunch: one work-item per input ({k['NIN']}), "
+            f"gathering over the windows that cover it"),
+        ("dy", "argmax", "dx"))]
