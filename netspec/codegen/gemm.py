@@ -12,6 +12,12 @@ of the A (TM x TK) and B (TK x TN) slabs, a barrier, TK rank-1 updates, a barrie
 Tile sizes are parameters (`GemmTiles`), so a later tuning pass can change them per layer.
 `batches` > 1 launches that many independent GEMMs of the same sizes along grid dimension 2;
 the snippets see their index as `z` (the conv data gradient's stride phases).
+
+Split-K (`splits` > 1, instead of batches): when M x N has few tiles but K is long (the conv
+weight gradient: K = images x pixels), grid dimension 2 cuts K into `splits` slices of KS
+(a multiple of TK); group z sums k in [z·KS, min(K, (z+1)·KS)) and its epilogue stores that
+partial sum at slice z of a scratch buffer, (splits, M, N); `split_k_reduce_kernel` then adds
+the slices in order. No atomics, and the result does not depend on the schedule.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class GemmTiles:
     TK: int = 16
     WM: int = 4
     WN: int = 4
+    splits: int = 0            # split-K slices (GEMMs that allow it); 0: chosen by default_splits
 
     def __post_init__(self):
         if self.TM % self.WM or self.TN % self.WN:
@@ -64,7 +71,25 @@ def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None, K: int | None = No
     while K is not None and TK > 2 and K <= TK // 2:   # fc's weight gradient at batch 2
         TK //= 2
     WM, WN = max(1, min(WM, TM // 4)), max(1, min(WN, TN // 4))
-    return GemmTiles(TM, TN, TK, WM, WN)
+    return GemmTiles(TM, TN, TK, WM, WN, t.splits)
+
+
+def default_splits(M: int, N: int, K: int, tiles: GemmTiles | None = None) -> int:
+    """Split-K slices for a GEMM that allows them: enough to give ~64 work-groups in all (a GPU
+    has tens of multiprocessors to fill), at most 16, each slice at least 512 deep (so the
+    partial sums' extra traffic, splits x M x N floats, stays small against the K loop)."""
+    t = fit_tiles(M, N, tiles, K)
+    if t.splits:
+        return max(1, min(t.splits, -(-K // t.TK)))
+    groups = -(-M // t.TM) * -(-N // t.TN)
+    return max(1, min(16, -(-64 // groups), K // 512))
+
+
+def split_slice(K: int, splits: int, TK: int) -> tuple[int, int]:
+    """(KS, slices): the K extent of one slice, a multiple of TK, and how many slices that
+    makes (at most `splits`, none of them empty)."""
+    ks = -(-(-(-K // splits)) // TK) * TK
+    return ks, -(-K // ks)
 
 
 GEMM_TEMPLATE = r"""
@@ -80,11 +105,12 @@ $kernel $name($params)
     for (int i = 0; i < ${WM}; ++i)
         for (int j = 0; j < ${WN}; ++j)
             acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < ${K}; k0 += ${TK}) {
+    const int kb = @KBEGIN@, ke = @KEND@;
+    for (int k0 = kb; k0 < ke; k0 += ${TK}) {
         for (int t = tid; t < ${TM} * ${TK}; t += ${THREADS}) {
             const int m = m0 + t / ${TK}, k = k0 + t % ${TK};
             float v = 0.0f;
-            if (m < ${M} && k < ${K}) {
+            if (m < ${M} && k < ke) {
                 @LOAD_A@
             }
             As[t % ${TK}][t / ${TK}] = v;
@@ -92,7 +118,7 @@ $kernel $name($params)
         for (int t = tid; t < ${TK} * ${TN}; t += ${THREADS}) {
             const int k = k0 + t / ${TN}, n = n0 + t % ${TN};
             float v = 0.0f;
-            if (k < ${K} && n < ${N}) {
+            if (k < ke && n < ${N}) {
                 @LOAD_B@
             }
             Bs[t / ${TN}][t % ${TN}] = v;
@@ -129,17 +155,31 @@ $kernel $name($params)
 def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
                 epilogue: str, params: tuple[Param, ...], consts: dict | None = None,
                 tiles: GemmTiles | None = None, doc: str = "", layer: str = "",
-                batches: int = 1) -> Kernel:
+                batches: int = 1, splits: int = 1) -> Kernel:
     """A tiled GEMM kernel with the given load and epilogue snippets (see the module doc).
-    `consts` are the snippets' own compile-time constants."""
+    `consts` are the snippets' own compile-time constants. `splits` > 1 (with batches 1)
+    splits K: the epilogue must store slice z's partial sum (see `split_k_reduce_kernel`);
+    pass the number `split_slice` returns."""
     t = fit_tiles(M, N, tiles, K)
+    if splits > 1 and batches > 1:
+        raise ValueError("a GEMM is either batched or split along K, not both")
+    ks = K
+    if splits > 1:
+        ks, slices = split_slice(K, splits, t.TK)
+        if slices != splits:
+            raise ValueError(f"K={K} in slices of {ks} makes {slices} slices, not {splits}; "
+                             f"pass split_slice's count")
     template = (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
                 .replace("@LOAD_B@", _indent(load_b, 16))
                 .replace("@EPILOGUE@", _indent(epilogue, 12))
-                .replace("@Z@", "$grp2" if batches > 1 else "0"))
+                .replace("@Z@", "$grp2" if batches > 1 or splits > 1 else "0")
+                .replace("@KBEGIN@", "z * ${KS}" if splits > 1 else "0")
+                .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
+                         if splits > 1 else "${K}"))
     c = dict(consts or {})
     c.update(M=M, N=N, K=K, TM=t.TM, TN=t.TN, TK=t.TK, WM=t.WM, WN=t.WN, TX=t.TX, TY=t.TY,
-             THREADS=t.threads)
+             THREADS=t.threads, KS=ks)
+    batches = max(batches, splits)
     groups = (-(-N // t.TN), -(-M // t.TM))
     launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
              f"groups of {t.TX} x {t.TY} work-items, " \
@@ -147,12 +187,39 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
     gsize, lsize = (groups[0] * t.TX, groups[1] * t.TY), (t.TX, t.TY)
     if batches > 1:
         gsize, lsize = (*gsize, batches), (*lsize, 1)
-    what = f"{batches} GEMMs" if batches > 1 else "GEMM"
+    what = (f"GEMM split along K into {splits} slices of {ks}" if splits > 1 else
+            f"{batches} GEMMs" if batches > 1 else "GEMM")
     return Kernel(name=name, template=template, params=params, consts=c,
                   global_size=gsize, local_size=lsize,
                   doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
-                  flops=2 * M * N * K * batches,
+                  flops=2 * M * N * K * (1 if splits > 1 else batches),
                   shared_bytes=t.shared_bytes, layer=layer)
+
+
+SPLIT_K_REDUCE = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i >= ${MN})
+        return;
+    float s = part[i];
+    for (int z = 1; z < ${SPLITS}; ++z)
+        s += part[z * ${MN} + i];
+    out[i] = s;
+}
+"""
+
+
+def split_k_reduce_kernel(name: str, elements: int, splits: int, layer: str = "",
+                          what: str = "") -> Kernel:
+    """out[i] = sum over z < splits of part[z, i], slices added in order."""
+    from .kernel import elementwise_launch, params
+    gs, ls = elementwise_launch(elements)
+    return Kernel(name=name, template=SPLIT_K_REDUCE, params=params("in part", "out out"),
+                  consts=dict(MN=elements, SPLITS=splits), global_size=gs, local_size=ls,
+                  flops=elements * (splits - 1), layer=layer,
+                  doc=f"{what}split-K reduction: out[i] = sum_z part[z, i] over {splits} "
+                      f"slices of {elements}\nlaunch: one work-item per output element")
 
 
 def _indent(snippet: str, spaces: int) -> str:

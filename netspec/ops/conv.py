@@ -184,14 +184,20 @@ if (iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W})
     dx[((m * ${NB} + img) * ${H} + iy) * ${W} + ix] = v;
 """
 
-# dy <- dy · [y > 0] (when ReLU is fused) and db[o] = Σ_{img, pixel} dy[o, img, pixel]
+# dy <- dy · [y > 0] (when ReLU is fused) and db[o] = Σ_{img, pixel} dy[o, img, pixel], in two
+# stages when a channel's P elements are many: stage 1 has SL groups per channel (O·SL in
+# all: enough to fill a device even for 96 channels), each of T work-items summing every T-th
+# element of its slice of PS, then a tree in shared memory; stage 2 adds each channel's SL
+# partial sums in order. One long group per channel left most of a GPU idle and, on PoCL,
+# ran 256 work-items' barrier loops per channel.
 BIAS_GRAD_TEMPLATE = r"""
 $kernel $name($params)
 {
     $shared float part[${THREADS}];
-    const int o = $grp0, t = $lid0;
+    const int o = $grp0 / ${SL}, sl = $grp0 % ${SL}, t = $lid0;
+    const int end = (sl + 1) * ${PS} < ${P} ? (sl + 1) * ${PS} : ${P};
     float s = 0.0f;
-    for (int i = t; i < ${P}; i += ${THREADS}) {
+    for (int i = sl * ${PS} + t; i < end; i += ${THREADS}) {
         const int e = o * ${P} + i;
         float g = dy[e];
         if (${RELU} && !(y[e] > 0.0f))
@@ -208,24 +214,85 @@ $kernel $name($params)
         $barrier
     }
     if (t == 0)
-        db[o] = part[0];
+        db[$grp0] = part[0];
+}
+"""
+
+BIAS_GRAD_FINISH = r"""
+$kernel $name($params)
+{
+    const int o = $gid0;
+    if (o >= ${O})
+        return;
+    float s = 0.0f;
+    for (int sl = 0; sl < ${SL}; ++sl)
+        s += part[o * ${SL} + sl];
+    db[o] = s;
 }
 """
 
 
-def bias_grad_kernel(name: str, outputs: int, per_output: int, relu: bool, layer: str,
-                     threads: int = 256):
-    from ..codegen.kernel import Kernel, params
-    return Kernel(
-        name=name, template=BIAS_GRAD_TEMPLATE,
+def bias_grad_slices(per_output: int, slice_elements: int = 4096) -> int:
+    """Stage-1 groups per output channel: one per `slice_elements` of its P (one when P is
+    small, as for fc, and then stage 1 writes db itself)."""
+    return max(1, -(-per_output // slice_elements))
+
+
+def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, layer: str,
+                    threads: int = 64):
+    """The Calls of the bias gradient: stage 1 into `db` (one slice) or into the `db_split`
+    scratch (outputs x slices), then stage 2. `scratch_buffers` sizes db_split the same way."""
+    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    sl = bias_grad_slices(per_output)
+    ps = -(-per_output // sl)
+    out = "db" if sl == 1 else "db_split"
+    stage1 = Kernel(
+        name=f"{prefix}_bwd_bias", template=BIAS_GRAD_TEMPLATE,
         params=params("out dy", "in y", "out db"),
-        consts=dict(P=per_output, RELU=relu, THREADS=threads),
-        global_size=(outputs * threads,), local_size=(threads,), layer=layer,
+        consts=dict(P=per_output, PS=ps, SL=sl, RELU=relu, THREADS=threads),
+        global_size=(outputs * sl * threads,), local_size=(threads,), layer=layer,
         shared_bytes=4 * threads, flops=2 * outputs * per_output,
         doc=(f"{'ReLU backward and ' if relu else ''}bias gradient: "
              f"{'dy <- dy * [y > 0] in place; ' if relu else ''}db[o] = sum of dy[o, :] over "
-             f"{per_output} images x pixels\nlaunch: one group of {threads} per output "
-             f"channel ({outputs}), a tree reduction in shared memory"))
+             f"{per_output} images x pixels"
+             f"{f', stage 1 of 2: partial sums over {sl} slices of {ps}' if sl > 1 else ''}"
+             f"\nlaunch: {sl} group(s) of {threads} per output channel ({outputs}), a tree "
+             f"reduction in shared memory"))
+    calls = [Call(stage1, ("dy", "y", out))]
+    if sl > 1:
+        gs, ls = elementwise_launch(outputs, 64)
+        calls.append(Call(Kernel(
+            name=f"{prefix}_bwd_bias_sum", template=BIAS_GRAD_FINISH,
+            params=params("in part", "out db"), consts=dict(O=outputs, SL=sl),
+            global_size=gs, local_size=ls, layer=layer, flops=outputs * sl,
+            doc=f"bias gradient stage 2: db[o] = sum of the {sl} slice sums of channel o\n"
+                f"launch: one work-item per output channel ({outputs})"),
+            ("db_split", "db")))
+    return calls
+
+
+def _weight_grad_splits(c) -> tuple[int, int, int, int]:
+    """(M, N, K, slices) of the weight-gradient GEMM, slices from the tiles or default_splits."""
+    from ..codegen.gemm import default_splits, fit_tiles, split_slice
+    g = _geometry(c)
+    m, n, k = c.out_shape[0], g["CIN"] * g["KH"] * g["KW"], c.batch * g["OH"] * g["OW"]
+    tiles = c.tiles.get("bwd_weight")
+    splits = default_splits(m, n, k, tiles)
+    if splits > 1:
+        splits = split_slice(k, splits, fit_tiles(m, n, tiles, k).TK)[1]
+    return m, n, k, splits
+
+
+def scratch_buffers(c) -> dict:
+    out = {}
+    m, n, _, splits = _weight_grad_splits(c)
+    if splits > 1:
+        out["dw_split"] = splits * m * n
+    o, npix = c.out_shape[0], c.batch * c.out_shape[1] * c.out_shape[2]
+    sl = bias_grad_slices(npix)
+    if sl > 1:
+        out["db_split"] = o * sl
+    return out
 
 
 def _geometry(c) -> dict:
@@ -258,24 +325,32 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.gemm import gemm_kernel
+    from ..codegen.gemm import gemm_kernel, split_k_reduce_kernel
     from ..codegen.kernel import Call, params
     g = _geometry(c)
     o = c.out_shape[0]
     kk = g["CIN"] * g["KH"] * g["KW"]
     npix = c.batch * g["OH"] * g["OW"]
-    calls = [Call(bias_grad_kernel(f"{c.prefix}_bwd_bias", o, npix, c.layer.relu,
-                                   c.layer.name), ("dy", "y", "db"))]
+    calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name)
+    m, n, k, splits = _weight_grad_splits(c)
     dw = gemm_kernel(
-        f"{c.prefix}_bwd_weight", M=o, N=kk, K=npix,
+        f"{c.prefix}_bwd_weight", M=m, N=n, K=k, splits=splits,
         load_a="v = dy[m * ${K} + k];",
         load_b=CONV_LOAD_COLUMN.replace("KIDX", "n").replace("NIDX", "k"),
-        epilogue="dw[m * ${N} + n] = v;",
+        epilogue=("dw[(z * ${M} + m) * ${N} + n] = v;" if splits > 1 else
+                  "dw[m * ${N} + n] = v;"),
         params=params("in dy", "in x", "out dw"), consts=g, tiles=c.tiles.get("bwd_weight"),
         layer=c.layer.name,
         doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
-            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
-    calls.append(Call(dw, ("dy", "x", "dw")))
+            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]"
+            f"{'; slice z of K into dw_split[z]' if splits > 1 else ''}")
+    if splits > 1:
+        calls.append(Call(dw, ("dy", "x", "dw_split")))
+        calls.append(Call(split_k_reduce_kernel(
+            f"{c.prefix}_bwd_weight_sum", m * n, splits, c.layer.name,
+            f"{c.layer.name} part {c.part.index} weight gradient "), ("dw_split", "dw")))
+    else:
+        calls.append(Call(dw, ("dy", "x", "dw")))
     if c.input_grad and g["S"] > 1:
         s = g["S"]
         ph = dict(g, KU=-(-g["KH"] // s), KV=-(-g["KW"] // s),

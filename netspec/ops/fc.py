@@ -68,6 +68,12 @@ def _sizes(c):
     return c.out_shape[0], cin * hw, dict(HW=hw, NB=c.batch)
 
 
+def scratch_buffers(c) -> dict:
+    from .conv import bias_grad_slices
+    sl = bias_grad_slices(c.batch)
+    return {"db_split": c.out_shape[0] * sl} if sl > 1 else {}
+
+
 def forward_kernels(c):
     from ..codegen.gemm import gemm_kernel
     from ..codegen.kernel import Call, params
@@ -88,10 +94,9 @@ def forward_kernels(c):
 def backward_kernels(c):
     from ..codegen.gemm import gemm_kernel
     from ..codegen.kernel import Call, params
-    from .conv import bias_grad_kernel
+    from .conv import bias_grad_calls
     o, kin, g = _sizes(c)
-    calls = [Call(bias_grad_kernel(f"{c.prefix}_bwd_bias", o, c.batch, c.layer.relu,
-                                   c.layer.name), ("dy", "y", "db"))]
+    calls = bias_grad_calls(c.prefix, o, c.batch, c.layer.relu, c.layer.name)
     dw = gemm_kernel(
         f"{c.prefix}_bwd_weight", M=o, N=kin, K=c.batch,
         load_a="v = dy[m * ${K} + k];",
