@@ -218,6 +218,28 @@ $kernel $name($params)
 }
 """
 
+# The same with few elements per channel (fc: P = the batch): one work-item per channel, a
+# serial sum, 64 channels to a group; no shared memory, no barriers.
+BIAS_GRAD_SHORT = r"""
+$kernel $name($params)
+{
+    const int o = $gid0;
+    if (o >= ${O})
+        return;
+    float s = 0.0f;
+    for (int i = 0; i < ${P}; ++i) {
+        const int e = o * ${P} + i;
+        float g = dy[e];
+        if (${RELU} && !(y[e] > 0.0f))
+            g = 0.0f;
+        if (${RELU})
+            dy[e] = g;
+        s += g;
+    }
+    db[o] = s;
+}
+"""
+
 BIAS_GRAD_FINISH = r"""
 $kernel $name($params)
 {
@@ -243,6 +265,17 @@ def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, laye
     """The Calls of the bias gradient: stage 1 into `db` (one slice) or into the `db_split`
     scratch (outputs x slices), then stage 2. `scratch_buffers` sizes db_split the same way."""
     from ..codegen.kernel import Call, Kernel, elementwise_launch, params
+    if per_output <= 64:
+        gs, ls = elementwise_launch(outputs, 64)
+        return [Call(Kernel(
+            name=f"{prefix}_bwd_bias", template=BIAS_GRAD_SHORT,
+            params=params("out dy", "in y", "out db"),
+            consts=dict(O=outputs, P=per_output, RELU=relu), global_size=gs, local_size=ls,
+            layer=layer, flops=2 * outputs * per_output,
+            doc=(f"{'ReLU backward and ' if relu else ''}bias gradient: "
+                 f"{'dy <- dy * [y > 0] in place; ' if relu else ''}db[o] = sum of dy[o, :] "
+                 f"over {per_output} images x pixels\nlaunch: one work-item per output "
+                 f"channel ({outputs}), a serial sum")), ("dy", "y", "db"))]
     sl = bias_grad_slices(per_output)
     ps = -(-per_output // sl)
     out = "db" if sl == 1 else "db_split"
