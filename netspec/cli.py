@@ -35,7 +35,12 @@ def main():
               help="Write kernels.cu, kernels.cl and plan.json here.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Batch size for the memory figures (default: the spec's).")
-def compile_cmd(spec, as_json, out, batch_size):
+@click.option("--tune", is_flag=True,
+              help="Time the GEMMs' tile candidates on the OpenCL device and cache the "
+                   "winners (later compiles reuse them; NETSPEC_AUTOTUNE=0 ignores them).")
+@click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Seconds of tuning at most; what is left is tuned by the next --tune.")
+def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget):
     """Check SPEC, report its layers, and emit kernels with -o."""
     from .ir.build import build_graph
     from .ir.report import format_table, summary
@@ -48,7 +53,11 @@ def compile_cmd(spec, as_json, out, batch_size):
         info["devices"] = device_rows(graph, batch_size)
     from .codegen.compile import compile_network
 
-    compiled = compile_network(graph, info["batch_size"])
+    compiled = compile_network(graph, info["batch_size"], tune=True if tune else None,
+                               tune_budget_s=tune_budget)
+    if tune:
+        from .codegen import autotune
+        click.echo(autotune.describe_stats(autotune.LAST), err=True)
     for d in info["devices"]:
         mem = compiled.plan.memory(d["gpu"])
         d["activation_bytes"] = int(mem["arena"])

@@ -22,9 +22,25 @@ BACKENDS = click.Choice(["auto", "numpy", "opencl", "cuda"])
 @click.option("--kernels", "show_kernels", is_flag=True,
               help="Also list every kernel's time and GFLOP/s (opencl, cuda).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json):
+@click.option("--tune", is_flag=True,
+              help="First autotune the GEMM tiles on the OpenCL device (cached; see "
+                   "netspec compile --tune), then time with them.")
+@click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Seconds of tuning at most.")
+def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
+          tune_budget):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
     from .timing import bench as run_bench, format_table
+
+    if tune:
+        # the winners land in the autotune cache, which the backend's own compile reads
+        from ..codegen import autotune
+        from ..codegen.compile import compile_network
+        from ..ir.build import build_graph
+        graph = build_graph(spec)
+        compile_network(graph, batch_size or graph.recipe.batch_size, tune=True,
+                        tune_budget_s=tune_budget)
+        click.echo(autotune.describe_stats(autotune.LAST), err=True)
 
     res = run_bench(spec, backend, batch_size=batch_size, iterations=iterations,
                     warmup=warmup, seed=seed)

@@ -1,0 +1,270 @@
+"""Tile sizes chosen by timing: a small bounded search per GEMM, cached on disk per device.
+
+What is tuned: every GEMM-shaped kernel (conv and fc: `fwd`, `bwd_weight`, `bwd_data`), one
+part per layer (the layer's other parts have the same shapes, up to an uneven split). For each,
+a fixed short list of `GemmTiles` candidates (CANDIDATES; for the weight gradient then the best
+of those with split-K slice counts SPLITS) is rendered in OpenCL C, built, run on random data
+and timed by profiling events on the device itself: one untimed launch, then the median of
+REPEATS. The kernel's direction may be several launches (split-K's GEMM and its reduction);
+their times add up.
+
+The winner is stored as one small JSON file under `user_cache_dir()/autotune/`, named by a
+hash of the direction, the GEMM's kernel text and shape constants (not its name: two layers of
+the same shape share it), TUNE_VERSION and the device's identity (platform, device, driver),
+so a later compile on that device reuses it without timing anything.
+
+When: `compile_network(..., tune=True)` (`netspec compile --tune`, `netspec bench --tune`)
+times what is not cached yet, within `budget_s` (what is left over is tuned by the next
+`--tune`). Every other compile (`netspec train`, tests) only reads the cache, and only when
+that folder exists, so it costs nothing until someone has tuned. NETSPEC_AUTOTUNE=0 turns both
+off; NETSPEC_AUTOTUNE=1 makes every compile tune what is missing, within
+NETSPEC_AUTOTUNE_BUDGET seconds (default 60). The device is the OpenCL backend's default
+(`find_device`, NETSPEC_OPENCL_DEVICE); the tiles it picks are used for the CUDA rendering of
+the same plan too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.cachedir import user_cache_dir
+from .gemm import GemmTiles
+from .kernel import PartContext
+
+TUNE_VERSION = 1
+DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
+TUNED_TYPES = ("conv", "fc")
+# (TM, TN, TK, WM, WN): the default first; square and skewed tiles, 64 to 256 work-items,
+# register blocks of 4x4 and 8x4. All within CUDA's 1024 threads and 48 KiB of shared memory.
+CANDIDATES = (
+    GemmTiles(64, 64, 16, 4, 4),
+    GemmTiles(32, 32, 16, 4, 4),
+    GemmTiles(128, 64, 8, 8, 4),
+    GemmTiles(64, 128, 8, 4, 8),
+    GemmTiles(32, 64, 32, 4, 4),
+    GemmTiles(64, 32, 32, 4, 4),
+)
+SPLITS = (1, 4, 16)
+REPEATS = 3
+_KEY_DROPPED = {"TM", "TN", "TK", "WM", "WN", "TX", "TY", "THREADS", "KS"}
+
+
+def autotune_dir() -> Path:
+    return user_cache_dir() / "autotune"
+
+
+def mode() -> str:
+    """'off', 'lookup' or 'tune', from NETSPEC_AUTOTUNE (unset: lookup)."""
+    v = os.environ.get("NETSPEC_AUTOTUNE", "").strip().lower()
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    if v in ("1", "on", "true", "yes"):
+        return "tune"
+    return "lookup"
+
+
+def device_identity(dev) -> str:
+    p = dev.platform
+    return " | ".join(s.strip() for s in (p.name, p.version, dev.name, dev.driver_version,
+                                          f"{dev.max_compute_units} units"))
+
+
+@dataclass
+class TuneStats:
+    """What one resolve did: records read from disk, GEMMs timed, seconds spent timing."""
+
+    device: str = ""
+    reused: int = 0
+    tuned: int = 0
+    skipped: int = 0                    # left untuned: the budget ran out
+    seconds: float = 0.0
+    chosen: dict = field(default_factory=dict)   # (layer, direction) -> record
+
+
+LAST = TuneStats()                      # the most recent resolve's, for tests and the CLI
+
+
+def describe_stats(st: TuneStats) -> str:
+    if not st.device:
+        return "autotune: no OpenCL device, default tiles"
+    lines = [f"autotune on {st.device}: {st.tuned} GEMM(s) timed in {st.seconds:.1f} s, "
+             f"{st.reused} from the cache{f', {st.skipped} left for the next --tune (budget)' if st.skipped else ''}"]
+    for (layer, direction), rec in st.chosen.items():
+        t = rec["tiles"]
+        split = f" split {t['splits']}" if t.get("splits") else ""
+        lines.append(f"  {layer:10s} {direction:10s} {t['TM']}x{t['TN']}x{t['TK']} "
+                     f"{t['WM']}x{t['WN']}{split}  {rec['ms']:.2f} ms")
+    return "\n".join(lines)
+
+
+def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
+                  budget_s: float | None = None) -> dict:
+    """The tiles to compile with: `tiles` as given, else cached (and, when tuning, newly
+    timed) winners on the default OpenCL device; {} when there is none or autotune is off."""
+    global LAST
+    LAST = TuneStats()
+    if tiles:
+        return tiles
+    m = mode()
+    if tune is False or (tune is None and m == "off"):
+        return {}
+    timing = tune is True or m == "tune"
+    if not timing and not autotune_dir().is_dir():
+        return {}
+    try:
+        from ..runtime.opencl_backend import find_device
+        dev = find_device()
+    except Exception:        # no pyopencl: nothing to tune on, nothing cached for it
+        dev = None
+    if dev is None:
+        return {}
+    if budget_s is None:
+        budget_s = float(os.environ.get("NETSPEC_AUTOTUNE_BUDGET", "60"))
+    return Tuner(dev, timing=timing, budget_s=budget_s).tiles_for(graph, batch)
+
+
+class Tuner:
+    def __init__(self, dev, timing: bool, budget_s: float = 60.0):
+        self.dev, self.timing, self.budget_s = dev, timing, budget_s
+        self.identity = device_identity(dev)
+        self.stats = LAST
+        self.stats.device = self.identity
+        self._ctx = self._queue = None
+
+    # -- the search ------------------------------------------------------------------------
+    def tiles_for(self, graph, batch: int) -> dict:
+        start = time.perf_counter()
+        out: dict[str, dict] = {}
+        for layer in graph.compute_layers:
+            if layer.type not in TUNED_TYPES:
+                continue
+            part = layer.parts[0]
+            input_grad = any(not graph.layer(s.layer).replicated for s in part.sources)
+            for direction in DIRECTIONS:
+                if direction == "bwd_data" and not input_grad:
+                    continue
+                ctx = PartContext(layer, part, batch, input_grad, {})
+                key = self.key(ctx, direction)
+                rec = self.load(key)
+                if rec is not None:
+                    self.stats.reused += 1
+                elif not self.timing:
+                    continue
+                elif time.perf_counter() - start > self.budget_s:
+                    self.stats.skipped += 1
+                    continue
+                else:
+                    rec = self.search(ctx, direction, key)
+                    self.stats.tuned += 1
+                out.setdefault(layer.name, {})[direction] = GemmTiles(**rec["tiles"])
+                self.stats.chosen[(layer.name, direction)] = rec
+        self.stats.seconds = time.perf_counter() - start
+        return out
+
+    def search(self, ctx: PartContext, direction: str, key: str) -> dict:
+        results = []
+        for cand in CANDIDATES:
+            results.append((self.time_direction(ctx, direction, cand), cand))
+        best_ms, best = min(results, key=lambda r: r[0])
+        if direction == "bwd_weight" and ctx.layer.type == "conv":
+            for s in SPLITS:
+                cand = replace(best, splits=s)
+                results.append((self.time_direction(ctx, direction, cand), cand))
+            best_ms, best = min(results, key=lambda r: r[0])
+        rec = {"version": TUNE_VERSION, "device": self.identity, "direction": direction,
+               "layer": ctx.layer.name, "batch": ctx.batch, "tiles": asdict(best), "ms": best_ms,
+               "candidates": [{"tiles": asdict(c), "ms": ms} for ms, c in results]}
+        self.store(key, rec)
+        return rec
+
+    # -- the cache -------------------------------------------------------------------------
+    def key(self, ctx: PartContext, direction: str) -> str:
+        gemm = self.calls(ctx, direction, GemmTiles())[0].kernel
+        consts = {k: v for k, v in sorted(gemm.consts.items()) if k not in _KEY_DROPPED}
+        text = json.dumps([TUNE_VERSION, direction, gemm.template, consts, self.identity],
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def load(self, key: str) -> dict | None:
+        try:
+            rec = json.loads((autotune_dir() / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return rec if rec.get("version") == TUNE_VERSION else None
+
+    def store(self, key: str, rec: dict) -> None:
+        d = autotune_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(rec, indent=1) + "\n")
+        os.replace(tmp, d / f"{key}.json")      # atomic: a concurrent reader sees old or new
+
+    # -- timing on the device --------------------------------------------------------------
+    @staticmethod
+    def calls(ctx: PartContext, direction: str, tiles: GemmTiles) -> list:
+        from .plan import kernel_module
+        mod = kernel_module(ctx.layer)
+        c = replace(ctx, tiles={direction: tiles})
+        every = (mod.forward_kernels(c) if direction == "fwd" else mod.backward_kernels(c))
+        name = f"{c.prefix}_{direction}"
+        return [call for call in every
+                if call.kernel.name == name or call.kernel.name.startswith(name + "_")]
+
+    def time_direction(self, ctx: PartContext, direction: str, tiles: GemmTiles) -> float:
+        """Median ms of the direction's launches with these tiles (inf if they can't run)."""
+        from .dialects import OPENCL
+        import pyopencl as cl
+        if self._ctx is None:
+            self._ctx = cl.Context([self.dev])
+            self._queue = cl.CommandQueue(
+                self._ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        c = replace(ctx, tiles={direction: tiles})
+        calls = self.calls(ctx, direction, tiles)
+        if any(k.kernel.threads > self.dev.max_work_group_size
+               or k.kernel.shared_bytes > self.dev.local_mem_size for k in calls):
+            return math.inf
+        src = OPENCL.prelude + "".join("\n" + k.kernel.render(OPENCL) for k in calls)
+        try:
+            prog = cl.Program(self._ctx, src).build()
+        except cl.Error:
+            return math.inf
+        sizes = self.role_sizes(c)
+        rng = np.random.default_rng(0)
+        bufs = {}
+        for call in calls:
+            for role in call.args:
+                if role not in bufs:
+                    host = rng.standard_normal(sizes[role]).astype(np.float32)
+                    bufs[role] = cl.Buffer(self._ctx, cl.mem_flags.READ_WRITE
+                                           | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+        kernels = [(getattr(prog, call.kernel.name), call) for call in calls]
+        times = []
+        for rep in range(REPEATS + 1):
+            events = [k(self._queue, call.kernel.global_size, call.kernel.local_size,
+                        *[bufs[r] for r in call.args]) for k, call in kernels]
+            events[-1].wait()
+            if rep:
+                times.append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
+        return statistics.median(times)
+
+    @staticmethod
+    def role_sizes(c: PartContext) -> dict:
+        from .plan import kernel_module
+        layer, part = c.layer, c.part
+        wshape = layer.weight_shape(part)
+        n_in, n_out = c.in_elements, c.out_elements
+        sizes = {"x": n_in, "dx": n_in, "y": n_out, "dy": n_out,
+                 "w": math.prod(wshape), "dw": math.prod(wshape),
+                 "b": part.channels, "db": part.channels}
+        mod = kernel_module(layer)
+        if hasattr(mod, "scratch_buffers"):
+            sizes.update(mod.scratch_buffers(c))
+        return sizes
