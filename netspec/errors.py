@@ -24,3 +24,8 @@ class KernelBuildError(NetspecError):
 class DeviceLimitError(NetspecError):
     """A network that needs more than a device has (work-group size, shared/local memory);
     the message names the layer and the limit."""
+
+
+class DeviceError(NetspecError, ValueError):
+    """A device that doesn't exist or can't be used (`devices=[...]`, `--devices`); the
+    message names it and lists the devices there are."""

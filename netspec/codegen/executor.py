@@ -56,7 +56,8 @@ class PlanNet(Net):
     # step_hook(when, step, event) with when 'before' (event None) and 'after' every step.
     step_hook = None
 
-    def __init__(self, graph, *, seed: int = 0, dtype: Any = np.float32, **options):
+    def __init__(self, graph, *, seed: int = 0, dtype: Any = np.float32, devices: Any = None,
+                 **options):
         if np.dtype(dtype) != np.float32:
             raise ValueError(f"the {self.backend} backend computes in float32 only, not "
                              f"{np.dtype(dtype)}; use backend='numpy' for float64")
@@ -66,8 +67,15 @@ class PlanNet(Net):
         self._device_params_current = False      # device holds the host parameters
         self._host_params_current = True         # host holds the device parameters
         self._grads_on_device = False
+        # Net.__init__ maps the logical GPUs onto physical_devices(), then calls
+        # _open_devices (-> _dev_open) before initialising the parameters
+        super().__init__(graph, seed=seed, dtype=dtype, devices=devices)
+
+    def physical_devices(self) -> list[str]:
+        return self._dev_list()
+
+    def _open_devices(self) -> None:
         self._dev_open()
-        super().__init__(graph, seed=seed, dtype=dtype)
 
     # -- compilation per batch size --------------------------------------------------------
     def compiled(self, batch: int) -> Compiled:
@@ -359,6 +367,13 @@ class PlanNet(Net):
         self._host_params_current = False
 
     # -- what a runtime supplies -----------------------------------------------------------
+    # Logical GPU g (a plan step's `gpu`, the `stream` and `gpu` arguments below) runs on
+    # physical device `self.device_map[g]`: its own stream or queue there, its memory there.
+    # A copy between views on different devices is a peer copy.
+    def _dev_list(self) -> list[str]:
+        """Names of the devices `devices=` numbers (raise if there is none)."""
+        raise NotImplementedError
+
     def _dev_open(self) -> None:
         raise NotImplementedError
 

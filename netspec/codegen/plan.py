@@ -13,6 +13,14 @@ Steps, in dependency order (each logical GPU is one stream; steps on a stream ru
 into events). They come from the memory each step reads and writes, after placement, so they
 also cover a buffer reusing memory another stream has just finished with.
 
+Transfers: each of the IR's transfers (a source part's channel range needed on another GPU) is
+one copy, issued on the sender's stream right after the producing part's forward, so that it
+runs while the sender computes on. It lands straight in the input buffer of its reader when
+one part there reads exactly that range, else in a `received` buffer the readers gather from.
+Backward, the readers' gradients for it are summed on the receiving GPU and cross back once.
+So the bytes the copies move are the report's `sent_bytes_per_step`. A layer's channel range
+in a buffer is contiguous (channels outermost), so every piece is one copy.
+
 Memory: every buffer lives on one logical GPU. Parameters, their gradients and momenta are
 persistent. Everything else lives in one arena per GPU, placed first-fit by size with
 lifetimes from the training sequence (forward, backward, update): a buffer is live from the
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from ..ir.graph import Graph, Layer, Part
@@ -39,7 +48,7 @@ $kernel $name($params)
 {
     const int i = $gid0;
     if (i < ${N})
-        dst[i] += src[${OFF} + i];
+        dst[${DOFF} + i] += src[${OFF} + i];
 }
 """
 
@@ -49,7 +58,8 @@ class Buffer:
     name: str
     gpu: int
     elements: int
-    kind: str                 # param velocity grad | input labels activation gather gradient ...
+    kind: str                 # param velocity grad | input labels activation gather received
+                              # gradient staging scratch ...
     dtype: str = "float32"
     persistent: bool = False
     offset: int = 0           # bytes, in the GPU's parameter region or arena
@@ -73,6 +83,7 @@ class Step:
     phase: str                 # forward | backward | update
     layer: str
     when: str = "always"       # always | train | test
+    part: int | None = None    # launch: the layer part it computes (None: shared steps)
     kernel: str | None = None
     args: tuple = ()
     src: str | None = None     # copy: element offsets and count
@@ -204,7 +215,8 @@ class _Builder:
         self.steps.append(s)
         return s
 
-    def launch(self, call: Call, roles: dict, gpu: int, layer: str, when: str | None = None):
+    def launch(self, call: Call, roles: dict, gpu: int, layer: str, when: str | None = None,
+               part: int | None = None):
         k = call.kernel
         # parts with the same shapes share one kernel (half the compile time for an even
         # split); `rename_shared` then drops the part from its name
@@ -222,7 +234,7 @@ class _Builder:
             if p.kind != "float" and a not in self.buffers:
                 raise KeyError(f"{k.name}: no buffer for parameter {p.name} ({a})")
         self.step(kind="launch", gpu=gpu, layer=layer, when=when or call.when, kernel=k.name,
-                  args=args)
+                  args=args, part=part)
 
     def copy(self, src: str, src_offset: int, dst: str, dst_offset: int, elements: int,
              layer: str, when: str = "always"):
@@ -241,6 +253,10 @@ class _Builder:
     def elements(self, shape) -> int:
         return self.B * math.prod(shape)
 
+    def per_channel(self, layer: str) -> int:
+        """Elements of one channel of a layer's output in a buffer: (N, H, W)."""
+        return self.B * math.prod(self.g.layer(layer).out_shape[1:])
+
     # -- the network -----------------------------------------------------------------------
     def build(self) -> LaunchPlan:
         g, B = self.g, self.B
@@ -256,6 +272,7 @@ class _Builder:
                 for s in p.sources:
                     if not g.layer(s.layer).replicated:
                         self.readers.setdefault((s.layer, s.part), []).append((l, p, s))
+        self.plan_transfers()
         self.roles: dict[tuple[str, int], dict] = {}
         for l in g.compute_layers:
             for p in l.parts:
@@ -276,10 +293,11 @@ class _Builder:
                       buffer=self.io[what], what=what)
 
         self.phase = "backward"
-        self.started: set[tuple[str, int]] = set()
+        self.cover: dict[str, list[tuple[int, int]]] = {}   # gradient channels written so far
         for l in reversed(g.compute_layers):
             for p in l.parts:
                 self.backward_part(l, p)
+        self.check_gradients_complete()
 
         self.phase = "update"
         self.place_persistent()
@@ -311,20 +329,55 @@ class _Builder:
         return LaunchPlan(g.name, B, g.gpus, self.kernels, self.buffers, self.steps, bindings,
                           self.io, parts)
 
+    def plan_transfers(self):
+        """Where each IR transfer lands on its receiving GPU (see the module doc)."""
+        self.transfers: dict[tuple[str, int, int], dict] = {}
+        self.outgoing: dict[tuple[str, int], list[dict]] = {}
+        for t in self.g.transfers:
+            readers = [(l, p, s) for l, p, s in self.readers[(t.layer, t.part)]
+                       if p.gpu == t.dst_gpu]
+            per_ch = self.per_channel(t.layer)
+            entry = {"t": t, "per_ch": per_ch, "pending": len(readers), "direct": None}
+            l, p, s = readers[0]
+            if len(readers) == 1 and (s.start, s.channels) == (t.start, t.channels):
+                entry["direct"] = (l.name, p.index)
+                entry["buffer"] = f"{l.name}.g{p.index}.x"       # the reader's input
+                entry["offset"] = s.offset * per_ch
+            else:
+                entry["buffer"] = self.buf(f"{t.layer}.g{t.part}.to{t.dst_gpu}", t.dst_gpu,
+                                           t.channels * per_ch, "received")
+                entry["offset"] = 0
+            self.transfers[(t.layer, t.part, t.dst_gpu)] = entry
+            self.outgoing.setdefault((t.layer, t.part), []).append(entry)
+
+    def whole(self, s) -> bool:
+        """The source is its producer part, all of it."""
+        src = self.g.layer(s.layer)
+        return s.start == 0 and s.channels == (src.out_shape[0] if src.replicated
+                                               else src.parts[s.part].channels)
+
     def part_roles(self, l: Layer, p: Part) -> dict:
         """Buffer names for a part's roles. The input is the source's own output when the part
-        reads exactly one source on its own GPU; otherwise a gather buffer. The input gradient
-        likewise writes straight into the source's output gradient when this part is that
-        source part's only reader."""
+        reads exactly one whole source part on its own GPU (or the received copy of exactly one
+        remote range); otherwise a gather buffer. The input gradient likewise writes straight
+        into the source's output gradient when this part is that source part's only reader."""
         g, B = self.g, self.B
         key = f"{l.name}.g{p.index}"
         r = {"y": self.buf(f"{key}.y", p.gpu, self.elements(l.part_out_shape(p)), "activation"),
              "dy": self.buf(f"{key}.dy", p.gpu, self.elements(l.part_out_shape(p)), "gradient")}
         in_el = self.elements(l.part_in_shape(p))
-        single = len(p.sources) == 1 and p.sources[0].gpu == p.gpu
+        s = p.sources[0]
+        single = len(p.sources) == 1 and s.gpu == p.gpu and self.whole(s)
+        received = None
+        if len(p.sources) == 1 and s.gpu != p.gpu:
+            t = self.transfers[(s.layer, s.part, p.gpu)]
+            if t["direct"] is None and (s.start, s.channels) == (t["t"].start, t["t"].channels):
+                received = t["buffer"]
+        r["gather"] = not single and received is None
         if single:
-            s = p.sources[0]
             r["x"] = self.y_of(s.layer, s.part, p.gpu)
+        elif received:
+            r["x"] = received
         else:
             r["x"] = self.buf(f"{key}.x", p.gpu, in_el, "gather")
         r["input_grad"] = any(not g.layer(s.layer).replicated for s in p.sources)
@@ -363,11 +416,19 @@ class _Builder:
 
     def forward_part(self, l: Layer, p: Part):
         r = self.roles[(l.name, p.index)]
-        if r["x"].endswith(".x"):
+        if r["gather"]:
             for s in p.sources:
                 n = self.block(l, s)
-                self.copy(self.y_of(s.layer, s.part, s.gpu), 0, r["x"],
-                          n // s.channels * s.offset, n, l.name)
+                per_ch = n // s.channels
+                if s.gpu == p.gpu:
+                    self.copy(self.y_of(s.layer, s.part, s.gpu), s.start * per_ch, r["x"],
+                              s.offset * per_ch, n, l.name)
+                    continue
+                t = self.transfers[(s.layer, s.part, p.gpu)]
+                if t["direct"] == (l.name, p.index):
+                    continue                 # the transfer landed here already
+                self.copy(t["buffer"], (s.start - t["t"].start) * per_ch, r["x"],
+                          s.offset * per_ch, n, l.name)
         mod = kernel_module(l)
         for call in mod.forward_kernels(self.context(l, p, r["input_grad"])):
             if "mask" in call.args:
@@ -375,7 +436,11 @@ class _Builder:
                           buffer=r["mask"], what="mask")
                 self.io["masks"].append({"layer": l.name, "part": p.index, "buffer": r["mask"],
                                          "channels": [p.start, p.stop]})
-            self.launch(call, r, p.gpu, l.name)
+            self.launch(call, r, p.gpu, l.name, part=p.index)
+        # send what other GPUs read of this part now, while this GPU computes on
+        for t in self.outgoing.get((l.name, p.index), []):
+            n = t["t"].channels * t["per_ch"]
+            self.copy(r["y"], t["t"].start * t["per_ch"], t["buffer"], t["offset"], n, l.name)
 
     def backward_part(self, l: Layer, p: Part):
         r = self.roles[(l.name, p.index)]
@@ -383,35 +448,75 @@ class _Builder:
         if l.type == "softmax":
             self.step(kind="upload", gpu=p.gpu, layer=l.name, buffer="labels", what="labels")
         for call in mod.backward_kernels(self.context(l, p, r["input_grad"])):
-            self.launch(call, r, p.gpu, l.name)
+            self.launch(call, r, p.gpu, l.name, part=p.index)
         if l.type == "softmax":
             self.step(kind="download", gpu=p.gpu, layer=l.name, buffer="loss", what="loss")
-        if not r["input_grad"] or r.get("dx_direct"):
+        if not r["input_grad"]:
             return
-        # hand each source its slice of dx: the first reader copies, later ones accumulate
+        if r.get("dx_direct"):
+            s = p.sources[0]
+            self.cover[f"{s.layer}.g{s.part}.dy"] = [(0, s.channels)]
+            return
+        # hand each source its slice of dx: copied where its gradient has nothing yet, added
+        # where it has; a remote source's slice goes back through its transfer
         for s in p.sources:
-            src = self.g.layer(s.layer)
-            if src.replicated:
+            if self.g.layer(s.layer).replicated:
                 continue
-            n = self.block(l, s)
-            off = n // s.channels * s.offset
+            per_ch = self.block(l, s) // s.channels
+            off = s.offset * per_ch
             dy = f"{s.layer}.g{s.part}.dy"
-            if (s.layer, s.part) not in self.started:
-                self.started.add((s.layer, s.part))
-                self.copy(r["dx"], off, dy, 0, n, l.name)
+            if s.gpu == p.gpu:
+                self.deliver(r["dx"], off, dy, s.start, s.channels, per_ch, l.name)
                 continue
-            src_buf, src_off = r["dx"], off
-            if s.gpu != p.gpu:
-                stage = self.buf(f"{dy}.from_{l.name}_g{p.index}", s.gpu, n, "staging")
-                self.copy(r["dx"], off, stage, 0, n, l.name)
-                src_buf, src_off = stage, 0
+            t = self.transfers[(s.layer, s.part, p.gpu)]
+            if t["direct"] == (l.name, p.index):          # its only reader here: send back
+                self.deliver(r["dx"], off, dy, s.start, s.channels, per_ch, l.name)
+                continue
+            # several readers here: sum their slices on this GPU, then send the sum once
+            tt = t["t"]
+            back = self.buf(f"{t['buffer']}.dy", p.gpu, tt.channels * per_ch, "gradient")
+            self.deliver(r["dx"], off, back, s.start - tt.start, s.channels, per_ch, l.name)
+            t["pending"] -= 1
+            if t["pending"] == 0:
+                for a, b in self.cover[back]:
+                    self.deliver(back, a * per_ch, dy, tt.start + a, b - a, per_ch, l.name)
+
+    def deliver(self, src: str, src_offset: int, dst: str, channel: int, channels: int,
+                per_ch: int, layer: str):
+        """Add channels `channel` .. `channel + channels` of a gradient, held in `src` from
+        element `src_offset`, into the gradient buffer `dst`: a copy over the channels `dst`
+        has no value for yet, an accumulating kernel (on dst's GPU, after a copy to it) over
+        those it has."""
+        covered = self.cover.setdefault(dst, [])
+        dg = self.buffers[dst].gpu
+        for a, b, done in _split(covered, channel, channel + channels):
+            n = (b - a) * per_ch
+            so = src_offset + (a - channel) * per_ch
+            if not done:
+                self.copy(src, so, dst, a * per_ch, n, layer)
+                continue
+            if self.buffers[src].gpu != dg:
+                stage = self.buf(f"{dst}.staged{len(self.steps)}", dg, n, "staging")
+                self.copy(src, so, stage, 0, n, layer)
+                src, so = stage, 0
             gs, ls = elementwise_launch(n)
-            k = Kernel(f"{s.layer}_g{s.part}_bwd_acc_{l.name}_g{p.index}", ACCUMULATE,
-                       params("out dst", "in src"), dict(N=n, OFF=src_off), gs, ls, flops=n,
-                       layer=l.name,
-                       doc=f"{s.layer} part {s.part}: add {l.name} part {p.index}'s share of "
-                           f"the gradient\nlaunch: one work-item per element ({n})")
-            self.launch(Call(k, (dy, src_buf)), {}, s.gpu, l.name)
+            stem = re.sub(r"\W", "_", dst)
+            k = Kernel(f"{stem}_acc_{len(self.steps)}", ACCUMULATE, params("out dst", "in src"),
+                       dict(N=n, OFF=so, DOFF=a * per_ch), gs, ls, flops=n, layer=layer,
+                       doc=f"{dst}: add {layer}'s share of the gradient, channels {a}..{b}\n"
+                           f"launch: one work-item per element ({n})")
+            self.launch(Call(k, (dst, src)), {}, dg, layer)
+        self.cover[dst] = _merge(covered + [(channel, channel + channels)])
+
+    def check_gradients_complete(self):
+        """Every channel of every part's output gradient that a backward reads was written."""
+        for l in self.g.compute_layers[:-1]:
+            for p in l.parts:
+                dy = f"{l.name}.g{p.index}.dy"
+                if self.cover.get(dy, []) != [(0, p.channels)]:
+                    raise AssertionError(f"plan: {l.name} part {p.index}'s output gradient "
+                                         f"covers only channels {self.cover.get(dy, [])} of "
+                                         f"{p.channels}")
 
     def bindings(self, l: Layer) -> list[ParamBinding]:
         shapes = l.param_shapes()
@@ -437,7 +542,6 @@ class _Builder:
 
     def rename_shared(self):
         """`conv2_g0_fwd` run by both parts becomes `conv2_fwd`."""
-        import re
         users: dict[str, set] = {}
         for s in self.steps:
             if s.kind == "launch":
@@ -536,6 +640,23 @@ class _Builder:
                 if _conflict(spans[s.id], spans[t.id]):
                     latest[t.gpu] = t.id
             s.deps = sorted(latest.values())
+
+
+def _split(covered: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int, bool]]:
+    """[a, b) cut into pieces wholly inside or wholly outside the `covered` intervals:
+    (start, end, inside)."""
+    cuts = sorted({a, b} | {x for iv in covered for x in iv if a < x < b})
+    return [(x, y, any(c <= x and y <= d for c, d in covered)) for x, y in zip(cuts, cuts[1:])]
+
+
+def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _conflict(a, b) -> bool:

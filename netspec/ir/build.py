@@ -25,6 +25,13 @@ WEIGHTED = {
     "decay_mult": AttrDef("float", default=1.0, minimum=0.0, doc="weight-decay multiplier"),
 }
 PINNABLE = {"gpu": WEIGHTED["gpu"]}
+# `groups G` splits a layer's channels into G groups, as Caffe's `group` and PyTorch's `groups`:
+# a conv's group k reads only input channels k·C/G .. (k+1)·C/G, an lrn normalises within each
+# group. Like `split` it is partitioning, so it lives here: each group becomes its own part (on
+# the GPU holding those channels), and every backend and kernel that runs parts runs groups.
+GROUPS = {"groups": AttrDef("int", default=1, minimum=1,
+                            doc="channel groups; each reads/normalises only its own channels")}
+GROUPED_TYPES = ("conv", "lrn")
 
 
 def layer_schema(op) -> dict[str, AttrDef]:
@@ -35,6 +42,8 @@ def layer_schema(op) -> dict[str, AttrDef]:
         schema.update(WEIGHTED)
     elif not op.follows_input_parts:
         schema.update(PINNABLE)
+    if op.type in GROUPED_TYPES:
+        schema.update(GROUPS)
     return schema
 
 
@@ -95,6 +104,7 @@ class _Builder:
                     else values["bias"]
                 layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
             layer._placement = {k: values.get(k) for k in ("split", "gpu")}
+            layer.groups = values.get("groups") or 1
             layers.append(layer)
             prev = ls.name
         return layers
@@ -208,13 +218,38 @@ class _Builder:
                 return False
             l.parts = [Part(0, gpu, 0, l.out_shape[0], list(all_src))]
             return True
-        # unweighted: follow the input's parts, each on its own GPU
+        # unweighted: follow the input's parts, each on its own GPU, cut at group boundaries
         src = srcs[0]
-        l.parts = [Part(p.index, p.gpu, p.start, p.stop,
-                        [Source(src.name, p.index, p.gpu, p.channels, 0)])
-                   for p in src.parts] if not src.replicated else \
-            [Part(p.index, p.gpu, 0, l.out_shape[0],
-                  [Source(src.name, p.index, p.gpu, p.channels, 0)]) for p in src.parts]
+        if not self.check_groups(l, {"channels": l.in_shape[0]}):
+            return False
+        l.parts = []
+        for p in src.parts:
+            lo, hi = (0, l.out_shape[0]) if src.replicated else (p.start, p.stop)
+            for a, b in _cut(lo, hi, l.out_shape[0] // l.groups):
+                l.parts.append(Part(len(l.parts), p.gpu, a, b,
+                                    [Source(src.name, p.index, p.gpu, b - a, 0, a - lo)]))
+        return True
+
+    def check_groups(self, l: Layer, counts: dict[str, int]) -> bool:
+        """`groups` must divide each of the layer's channel counts (and not be combined with
+        `connect same-gpu`, which already groups by GPU)."""
+        if l.groups == 1:
+            return True
+        pos = l.attr_pos.get("groups", l.attr_pos["name"])
+        if l.connect == "same-gpu":
+            self.err(l.attr_pos.get("groups.key", pos),
+                     f"{l.name}: give either 'connect same-gpu' (one group per GPU) or "
+                     f"'groups', not both")
+            return False
+        for what, n in counts.items():
+            if n % l.groups:
+                divisors = [d for d in range(2, n + 1) if n % d == 0 and
+                            all(m % d == 0 for m in counts.values())]
+                hint = f"; groups that divide {' and '.join(map(str, counts.values()))}: " \
+                       f"{', '.join(map(str, divisors[:8]))}" if divisors else ""
+                self.err(pos, f"{l.name}: groups {l.groups} does not divide its {n} {what}"
+                              f"{hint}")
+                return False
         return True
 
     def place_weighted(self, l: Layer, srcs, all_src: list[Source], replicated: bool) -> bool:
@@ -253,13 +288,25 @@ class _Builder:
                          f"(give split {','.join([str(lo + 1)] * (out % gpus) + [str(lo)] * (gpus - out % gpus))})")
                 return False
             bounds = [(g, out // gpus) for g in range(gpus)]
+        what = "filters" if l.type == "conv" else "outputs"
+        if not self.check_groups(l, {"input channels": l.in_shape[0], what: out}):
+            return False
         start = 0
         parts = []
-        for i, (g, n) in enumerate(bounds):
-            parts.append(Part(i, g, start, start + n))
+        for g, n in bounds:
+            for a, b in _cut(start, start + n, out // l.groups):
+                parts.append(Part(len(parts), g, a, b))
             start += n
         for p in parts:
-            if replicated:
+            if l.groups > 1:
+                # group k reads input channels k·C/G .. (k+1)·C/G, wherever they are
+                cin = l.in_shape[0] // l.groups
+                k = p.start // (out // l.groups)
+                p.sources = _channel_range(all_src, k * cin, (k + 1) * cin)
+                if replicated:
+                    p.sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset, s.start)
+                                 for s in p.sources]
+            elif replicated:
                 # the input is on every GPU: each part reads its local copy, whole
                 p.sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset)
                              for s in all_src]
@@ -325,25 +372,51 @@ class _Builder:
 
 def find_transfers(g: Graph) -> list[Transfer]:
     """One edge per (source part, destination GPU): a part needed by several consumers on the
-    same GPU crosses once."""
+    same GPU crosses once, carrying the channel range that covers everything they read."""
     need: dict[tuple[str, int, int], list[str]] = {}
+    span: dict[tuple[str, int, int], tuple[int, int]] = {}
     for l in g.compute_layers:
         for p in l.parts:
             for s in p.sources:
                 src = g.layer(s.layer)
                 if src.replicated or s.gpu == p.gpu:
                     continue
-                need.setdefault((s.layer, s.part, p.gpu), [])
-                if l.name not in need[(s.layer, s.part, p.gpu)]:
-                    need[(s.layer, s.part, p.gpu)].append(l.name)
+                key = (s.layer, s.part, p.gpu)
+                need.setdefault(key, [])
+                if l.name not in need[key]:
+                    need[key].append(l.name)
+                a, b = span.get(key, (s.start, s.start + s.channels))
+                span[key] = (min(a, s.start), max(b, s.start + s.channels))
     out = []
     for (name, part, dst), consumers in need.items():
         src = g.layer(name)
         sp = src.parts[part]
-        elements = sp.channels
+        a, b = span[(name, part, dst)]
+        elements = b - a
         for d in src.out_shape[1:]:
             elements *= d
-        out.append(Transfer(name, part, sp.gpu, dst, elements, tuple(consumers)))
+        out.append(Transfer(name, part, sp.gpu, dst, elements, tuple(consumers), a, b - a))
+    return out
+
+
+def _cut(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) cut at the multiples of `size` (group boundaries)."""
+    out = []
+    a = start
+    while a < stop:
+        b = min(stop, (a // size + 1) * size)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _channel_range(sources: list[Source], lo: int, hi: int) -> list[Source]:
+    """The sources, trimmed to the channels lo .. hi of the concatenated input, re-offset."""
+    out = []
+    for s in sources:
+        a, b = max(lo, s.offset), min(hi, s.offset + s.channels)
+        if a < b:
+            out.append(Source(s.layer, s.part, s.gpu, b - a, a - lo, s.start + a - s.offset))
     return out
 
 

@@ -1,8 +1,10 @@
 """The IR: layers split into parts per logical GPU, with explicit transfer edges.
 
-A layer's output channels (maps, or neurons for fc) are divided into parts, one per logical GPU
-that holds a share. A part reads a list of source parts (`Source`): its own GPU's parts for
-`same-gpu`, every part for `all`. Where a source part sits on another GPU, a `Transfer` edge
+A layer's output channels (maps, or neurons for fc) are divided into parts: one per logical GPU
+that holds a share, and, for a layer with `groups G`, one per group on that GPU too (so several
+parts may share a GPU). A part reads a list of source parts (`Source`): its own GPU's parts for
+`same-gpu`, every part for `all`, its group's channels for `groups`; a source may be a channel
+sub-range of the producer's part. Where a source part sits on another GPU, a `Transfer` edge
 carries it (forward: activations; backward: their gradients go back the same way).
 
 The network input `data` is replicated on every GPU, so reading it never crosses GPUs.
@@ -23,14 +25,16 @@ INPUT = "data"
 
 @dataclass(frozen=True)
 class Source:
-    """One input part read by a part: producer layer and part, and where its channels land in
-    the part's (concatenated) input."""
+    """One input part read by a part: producer layer and part, the channels read from it
+    (`start` .. `start + channels` of the producer part; all of it unless the reader is one
+    group of a grouped layer), and where they land in the part's (concatenated) input."""
 
     layer: str
     part: int
     gpu: int
     channels: int
     offset: int   # first channel of this source inside the part's input
+    start: int = 0  # first channel read, within the producer part
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Layer:
     init_bias: float = 0.0
     lr_mult: float = 1.0
     decay_mult: float = 1.0
+    groups: int = 1                    # conv, lrn: channel groups (Caffe's `group`)
     replicated: bool = False           # the input: a full copy on every GPU
 
     @property
@@ -132,7 +137,9 @@ class Layer:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Source part `layer.part` on `src_gpu` is needed on `dst_gpu` (by `consumers`)."""
+    """Channels `start` .. `start + channels` of source part `layer.part` on `src_gpu` are
+    needed on `dst_gpu` (by `consumers`): they cross once, however many parts there read
+    them, and their gradient crosses back once."""
 
     layer: str
     part: int
@@ -140,6 +147,8 @@ class Transfer:
     dst_gpu: int
     elements: int                      # per image
     consumers: tuple[str, ...]
+    start: int = 0
+    channels: int = 0
 
 
 @dataclass

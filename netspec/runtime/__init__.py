@@ -62,12 +62,15 @@ def pick_auto(say=None) -> type[Net]:
 
 
 def build(spec: Any, backend: str = "auto", *, seed: int = 0,
-          dtype: Any = np.float32) -> Net:
+          dtype: Any = np.float32, devices: Any = None) -> Net:
     """Compile a network and initialise its parameters.
 
     spec: a path to a .net file, spec text (anything containing a newline), a parsed Spec or a
     built Graph. seed: parameters and dropout masks (see netspec/runtime/net.py for the draw
-    order). dtype: float32 (default) or float64 (gradient checks).
+    order). dtype: float32 (default) or float64 (gradient checks). devices: the physical
+    devices for the logical GPUs, e.g. [0, 1] (default: one per logical GPU as far as there are
+    any; logical GPUs beyond that share them, each on its own stream or queue; see
+    `net.device_note`).
     """
     from ..ir.build import build_graph
     from ..ir.graph import Graph
@@ -75,7 +78,7 @@ def build(spec: Any, backend: str = "auto", *, seed: int = 0,
     cls = backend_class(backend)
     graph = spec if isinstance(spec, Graph) else build_graph(
         os.fspath(spec) if isinstance(spec, os.PathLike) else spec)
-    return cls(graph, seed=seed, dtype=dtype)
+    return cls(graph, seed=seed, dtype=dtype, devices=devices)
 
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "Net", "backend_class", "build", "pick_auto"]

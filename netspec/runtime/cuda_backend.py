@@ -1,10 +1,13 @@
-"""backend="cuda": the launch plan on a CUDA device through CuPy (an optional extra:
+"""backend="cuda": the launch plan on CUDA devices through CuPy (an optional extra:
 `pip install netspec[cuda12]` or `[cuda13]`; imported only when this backend is used).
 
-kernels.cu is loaded as one `cupy.RawModule`; one `cupy.cuda.Stream` per logical GPU, events
-for the plan's cross-stream waits; buffers are CuPy arrays viewing one allocation per region.
-All logical GPUs run on the current CUDA device (the plan's copies between them are
-device-to-device copies). A thin adapter: the plan walk is codegen/executor.py's.
+kernels.cu is loaded as one `cupy.RawModule` per device used; one `cupy.cuda.Stream` per
+logical GPU, on the device `device_map` gives it; events for the plan's cross-stream waits
+(an event recorded on one device's stream can be waited for on another's). Buffers are CuPy
+arrays viewing one allocation per region, on their logical GPU's device. A copy between
+logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct over NVLink/PCIe
+where peer access can be enabled, else staged by the driver); on a shared device it is a
+device-local copy. A thin adapter: the plan walk is codegen/executor.py's.
 
 Compiled modules are cached by CuPy itself, keyed by source, options and compiler; netspec
 points that cache (CUPY_CACHE_DIR, when unset) at `cache_dir()/cupy`.
@@ -50,44 +53,77 @@ class CudaNet(PlanNet):
         n = cuda_device_count()
         return f"{n} CUDA device(s) answered" if n else None
 
-    def _dev_open(self) -> None:
-        if cuda_device_count() == 0:
+    sharing = "one stream each"
+
+    def _dev_list(self) -> list[str]:
+        n = cuda_device_count()
+        if n == 0:
             raise RuntimeError("backend 'cuda': no CUDA device answers (or CuPy is not "
                                "installed: pip install 'netspec[cuda12]')")
-        self.cp = _cupy()
-        self.dev = self.cp.cuda.Device()
-        self.streams = {}
-        props = self.cp.cuda.runtime.getDeviceProperties(self.dev.id)
-        name = props["name"]
-        self.device_name = name.decode() if isinstance(name, bytes) else str(name)
-        self._max_threads = int(props["maxThreadsPerBlock"])
-        self._max_shared = int(props["sharedMemPerBlock"])
+        cp = _cupy()
+        names = []
+        for i in range(n):
+            name = cp.cuda.runtime.getDeviceProperties(i)["name"]
+            names.append(f"cuda:{i} {name.decode() if isinstance(name, bytes) else name}")
+        return names
+
+    def _dev_open(self) -> None:
+        cp = self.cp = _cupy()
+        used = sorted(set(self.device_map))
+        self.dev = cp.cuda.Device(self.device_map[0])
+        self.streams_by_gpu = {}
+        props = [cp.cuda.runtime.getDeviceProperties(d) for d in used]
+        self.device_name = ", ".join(self.device_names[d] for d in used)
+        self._max_threads = min(int(p["maxThreadsPerBlock"]) for p in props)
+        self._max_shared = min(int(p["sharedMemPerBlock"]) for p in props)
+        # direct peer copies where the hardware allows (else the driver stages them)
+        self.peer = {}
+        for a in used:
+            for b in used:
+                if a != b and cp.cuda.runtime.deviceCanAccessPeer(a, b):
+                    with cp.cuda.Device(a):
+                        try:
+                            cp.cuda.runtime.deviceEnablePeerAccess(b)
+                        except cp.cuda.runtime.CUDARuntimeError:
+                            pass            # already enabled (by another net)
+                    self.peer[a, b] = True
+
+    def _device(self, stream: int):
+        return self.cp.cuda.Device(self.device_map[stream])
 
     def _stream(self, s: int):
-        st = self.streams.get(s)
+        st = self.streams_by_gpu.get(s)
         if st is None:
-            st = self.streams[s] = self.cp.cuda.Stream(non_blocking=True)
+            with self._device(s):
+                st = self.streams_by_gpu[s] = self.cp.cuda.Stream(non_blocking=True)
         return st
 
     def _dev_limits(self):
         return self._max_threads, self._max_shared, f"CUDA device '{self.device_name}'"
 
     def _dev_build(self, compiled: Compiled) -> dict:
+        """name -> {device: function}: a CUDA module is loaded per device."""
         cp = self.cp
-        major, minor = self.dev.compute_capability[:1], self.dev.compute_capability[1:]
-        try:
-            module = cp.RawModule(code=compiled.cuda_source, options=("-std=c++11",))
-            kernels = {name: module.get_function(name) for name in compiled.plan.kernels}
-        except cp.cuda.compiler.CompileException as e:
-            raise build_error(compiled.cuda, str(e), f"NVRTC (sm_{major}{minor})") from None
+        kernels: dict = {name: {} for name in compiled.plan.kernels}
+        for d in sorted(set(self.device_map)):
+            with cp.cuda.Device(d) as dev:
+                cc = dev.compute_capability
+                try:
+                    module = cp.RawModule(code=compiled.cuda_source, options=("-std=c++11",))
+                    for name in compiled.plan.kernels:
+                        kernels[name][d] = module.get_function(name)
+                except cp.cuda.compiler.CompileException as e:
+                    raise build_error(compiled.cuda, str(e), f"NVRTC (sm_{cc})") from None
         return kernels
 
     def _dev_alloc(self, gpu: int, nbytes: int):
-        return self.cp.cuda.alloc(nbytes)
+        with self._device(gpu):
+            return self.cp.cuda.alloc(nbytes)
 
     def _dev_view(self, region, offset: int, nbytes: int, dtype):
         n = max(nbytes // dtype.itemsize, 1)
-        return self.cp.ndarray((n,), dtype=dtype, memptr=region + offset)
+        with self.cp.cuda.Device(region.device_id):
+            return self.cp.ndarray((n,), dtype=dtype, memptr=region + offset)
 
     def _wait(self, stream, wait):
         for ev in wait:
@@ -101,33 +137,44 @@ class CudaNet(PlanNet):
 
     def _dev_launch(self, stream, handle, kernel, args, wait):
         st = self._stream(stream)
-        self._wait(st, wait)
-        grid = tuple(g // l for g, l in zip(kernel.global_size, kernel.local_size))
-        handle(grid, tuple(kernel.local_size), tuple(args), stream=st)
-        return self._record(st)
+        d = self.device_map[stream]
+        with self.cp.cuda.Device(d):
+            self._wait(st, wait)
+            grid = tuple(g // l for g, l in zip(kernel.global_size, kernel.local_size))
+            handle[d](grid, tuple(kernel.local_size), tuple(args), stream=st)
+            return self._record(st)
 
     def _dev_copy(self, stream, src, src_offset, dst, dst_offset, nbytes, wait):
         st = self._stream(stream)
-        self._wait(st, wait)
-        self.cp.cuda.runtime.memcpyAsync(dst.data.ptr + dst_offset, src.data.ptr + src_offset,
-                                         nbytes, self.cp.cuda.runtime.memcpyDeviceToDevice,
-                                         st.ptr)
-        return self._record(st)
+        rt = self.cp.cuda.runtime
+        with self._device(stream):
+            self._wait(st, wait)
+            s_dev, d_dev = src.data.device_id, dst.data.device_id
+            if s_dev == d_dev:
+                rt.memcpyAsync(dst.data.ptr + dst_offset, src.data.ptr + src_offset, nbytes,
+                               rt.memcpyDeviceToDevice, st.ptr)
+            else:
+                rt.memcpyPeerAsync(dst.data.ptr + dst_offset, d_dev, src.data.ptr + src_offset,
+                                   s_dev, nbytes, st.ptr)
+            return self._record(st)
 
     def _dev_upload(self, stream, view, host, wait):
         st = self._stream(stream)
-        self._wait(st, wait)
-        flat = np.ascontiguousarray(host).reshape(-1).view(view.dtype)
-        view[:flat.size].set(flat, stream=st)
-        return self._record(st)
+        with self._device(stream):
+            self._wait(st, wait)
+            flat = np.ascontiguousarray(host).reshape(-1).view(view.dtype)
+            view[:flat.size].set(flat, stream=st)
+            return self._record(st)
 
     def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32)):
         st = self._stream(stream)
-        self._wait(st, wait)
-        out = np.empty(elements, dtype)
-        view[:elements].get(stream=st, out=out)
-        return out
+        with self._device(stream):
+            self._wait(st, wait)
+            out = np.empty(elements, dtype)
+            view[:elements].get(stream=st, out=out)
+            return out
 
     def _dev_finish(self) -> None:
-        for st in self.streams.values():
-            st.synchronize()
+        for d, st in self.streams_by_gpu.items():
+            with self._device(d):
+                st.synchronize()

@@ -32,6 +32,15 @@ order whose op draws (`Op.draw_noise`, today only dropout), once for the whole l
 and gives part `q` the slice `keep[:, q.start:q.stop]`. A test-time forward draws nothing.
 Replace `net.rng` with a fresh `np.random.Generator` to reseed the masks.
 
+Logical GPUs and devices
+------------------------
+`devices=[d0, d1, ...]` maps the spec's logical GPUs onto the backend's physical devices
+(`physical_devices()`, numbered from 0): one index per logical GPU, or fewer, in which case
+consecutive logical GPUs share a device (4 logical GPUs on [0, 1]: 0, 0, 1, 1). The default is
+every device up to one per logical GPU; on one GPU or a CPU all logical GPUs share device 0, each
+on its own stream or queue, and `device_note` says so. A device that doesn't exist is a
+`DeviceError` naming it.
+
 Memory
 ------
 `loss_and_grads` keeps every part's activations and backward caches (conv keeps its im2col
@@ -47,6 +56,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..errors import DeviceError
 from ..ir.graph import INPUT, Graph, Layer, Part
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -63,6 +73,35 @@ class ParamSlot:
 
 def _shape(s) -> str:
     return "(" + ", ".join(map(str, s)) + ")"
+
+
+def assign_devices(devices: Any, gpus: int, available: list[str], backend: str) -> list[int]:
+    """The physical device of each logical GPU (see the module doc), checked against the
+    `available` device names."""
+    listing = ", ".join(f"{i}: {n}" for i, n in enumerate(available)) or "none"
+    if devices is None:
+        n = max(min(len(available), gpus), 1)
+        return [g * n // gpus for g in range(gpus)]
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        devices = [devices]
+    try:
+        devs = list(devices)
+    except TypeError:
+        raise DeviceError(f"devices must be a list of device numbers, not "
+                          f"{type(devices).__name__}") from None
+    if not devs:
+        raise DeviceError(f"devices is empty; backend '{backend}' has {listing}")
+    for d in devs:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+            raise DeviceError(f"devices must be device numbers, not {d!r}")
+        if not 0 <= d < len(available):
+            raise DeviceError(f"device {d} does not exist: backend '{backend}' has "
+                              f"{len(available)} device{'s' if len(available) != 1 else ''} "
+                              f"({listing})")
+    if len(devs) > gpus:
+        raise DeviceError(f"{len(devs)} devices given for {gpus} logical GPU"
+                          f"{'s' if gpus != 1 else ''}; give at most {gpus}")
+    return [int(devs[g * len(devs) // gpus]) for g in range(gpus)]
 
 
 class Net:
@@ -87,14 +126,17 @@ class Net:
         backward_part(layer, part, dy, cache, *, input_grad) -> (dx | None, grads)
         softmax_loss(z, labels: np.ndarray) -> (float, dz)
         softmax_proba(z) -> B
+        physical_devices() -> list[str]         the devices `devices=` numbers (default: the host)
     `forward_part`/`backward_part` have the meaning of `Op.forward`/`Op.backward`
     (netspec/ops/base.py), which is the reference each backend is checked against. A backend
     that keeps parameters on the device overrides `_parameters_changed` to upload them.
     """
 
     backend = ""
+    sharing = "run one after another"    # how logical GPUs sharing a device are run
 
-    def __init__(self, graph: Graph, *, seed: int = 0, dtype: Any = np.float32):
+    def __init__(self, graph: Graph, *, seed: int = 0, dtype: Any = np.float32,
+                 devices: Any = None):
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -104,6 +146,10 @@ class Net:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
         self.graph = graph
+        self.device_names = self.physical_devices()
+        # device_map[g]: the physical device logical GPU g runs on
+        self.device_map = assign_devices(devices, graph.gpus, self.device_names, self.backend)
+        self._open_devices()
         self.seed = int(seed)
         init_seq, noise_seq = np.random.SeedSequence(self.seed).spawn(2)
         self.rng = np.random.default_rng(noise_seq)
@@ -113,6 +159,21 @@ class Net:
         self.body = graph.compute_layers[:-1]
         self._params = self._initial_parameters(np.random.default_rng(init_seq))
         self._parameters_changed()
+
+    # -- devices --------------------------------------------------------------------------
+    @property
+    def device_note(self) -> str:
+        """Where the logical GPUs run, in one line: '2 logical GPUs on 1 device: NAME, one
+        queue each'."""
+        gpus, used = self.graph.gpus, sorted(set(self.device_map))
+        names = self.device_names
+        if gpus == 1:
+            return f"1 logical GPU on device {used[0]}: {names[used[0]]}"
+        if len(used) == 1:
+            return (f"{gpus} logical GPUs on 1 device: {names[used[0]]}, {self.sharing}")
+        where = ", ".join(f"GPU {g} on {d}" for g, d in enumerate(self.device_map))
+        devs = ", ".join(f"{d}: {names[d]}" for d in used)
+        return f"{gpus} logical GPUs on {len(used)} devices ({devs}): {where}, {self.sharing}"
 
     # -- parameters -----------------------------------------------------------------------
     def _param_slots(self) -> dict[tuple[str, int], ParamSlot]:
@@ -269,11 +330,16 @@ class Net:
         return acts, caches
 
     def _part_input(self, part: Part, acts: dict, memo: dict):
-        """The part's sources concatenated along channels; parts of one layer that read the
-        same sources share one concatenation."""
-        key = tuple((s.layer, s.part) for s in part.sources)
+        """The part's sources (each a channel range of a producer part) concatenated along
+        channels; parts of one layer that read the same sources share one concatenation."""
+        key = tuple((s.layer, s.part, s.start, s.channels) for s in part.sources)
         if key not in memo:
-            arrays = [acts[s.layer][s.part] for s in part.sources]
+            arrays = []
+            for s in part.sources:
+                a = acts[s.layer][s.part]
+                if (s.start, s.channels) != (0, a.shape[1]):
+                    a = self.slice_channels(a, s.start, s.start + s.channels)
+                arrays.append(a)
             memo[key] = arrays[0] if len(arrays) == 1 else self.concat_channels(arrays)
         return memo[key]
 
@@ -297,10 +363,8 @@ class Net:
         self._scatter(self.head.parts[0], dz, dacts)
         for layer in reversed(self.body):
             for p, cache in zip(layer.parts, caches.pop(layer.name)):
-                dy = dacts.pop((layer.name, p.index), None)
-                if dy is None:          # nothing read this part's output
-                    dy = self.to_device(np.zeros((acts[layer.name][p.index].shape),
-                                                 self.dtype))
+                dy = self._assemble(dacts.pop((layer.name, p.index), []),
+                                    acts[layer.name][p.index].shape)
                 input_grad = any(not g.layer(s.layer).replicated for s in p.sources)
                 dx, pgrads = self.backward_part(layer, p, dy, cache, input_grad=input_grad)
                 if dx is not None:
@@ -314,14 +378,35 @@ class Net:
         return grads
 
     def _scatter(self, part: Part, dx, dacts: dict) -> None:
+        """Hand each source its slice of dx, as (first channel, end channel, gradient) pieces
+        of the source part's gradient."""
         g = self.graph
         whole = len(part.sources) == 1
         for s in part.sources:
             if g.layer(s.layer).replicated:
                 continue
             piece = dx if whole else self.slice_channels(dx, s.offset, s.offset + s.channels)
-            key = (s.layer, s.part)
-            dacts[key] = piece if key not in dacts else self.add(dacts[key], piece)
+            dacts.setdefault((s.layer, s.part), []).append((s.start, s.start + s.channels,
+                                                            piece))
+
+    def _assemble(self, pieces: list, shape: tuple):
+        """A part's output gradient from its readers' pieces: over each channel range, the sum
+        of the pieces covering it (in the order they came), zero where none does."""
+        channels = shape[1]
+        if not pieces:                      # nothing read this part's output
+            return self.to_device(np.zeros(shape, self.dtype))
+        cuts = sorted({0, channels} | {a for a, _, _ in pieces} | {b for _, b, _ in pieces})
+        out = []
+        for a, b in zip(cuts, cuts[1:]):
+            acc = None
+            for lo, hi, arr in pieces:
+                if lo <= a and b <= hi:
+                    sl = arr if (lo, hi) == (a, b) else self.slice_channels(arr, a - lo, b - lo)
+                    acc = sl if acc is None else self.add(acc, sl)
+            if acc is None:
+                acc = self.to_device(np.zeros((shape[0], b - a, *shape[2:]), self.dtype))
+            out.append(acc)
+        return out[0] if len(out) == 1 else self.concat_channels(out)
 
     # -- the API --------------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -374,6 +459,13 @@ class Net:
     def available(cls) -> bool:
         """Whether this backend can run here (drivers, devices); used by backend='auto'."""
         return True
+
+    def physical_devices(self) -> list[str]:
+        """The names of the devices `devices=` numbers, device 0 first (never empty)."""
+        return ["host CPU (NumPy)"]
+
+    def _open_devices(self) -> None:
+        """Called once `device_map` is known, before the parameters are initialised."""
 
     def to_device(self, a: np.ndarray):
         raise NotImplementedError

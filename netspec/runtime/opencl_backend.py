@@ -3,7 +3,12 @@ by default), one in-order command queue per logical GPU, events for the plan's c
 waits. A thin adapter: the plan walk is codegen/executor.py's.
 
 Device choice: NETSPEC_OPENCL_DEVICE="platform substring:device substring" (either part may be
-empty), else the first GPU, else PoCL's CPU device, else the first device at all.
+empty), else the first GPU, else PoCL's CPU device, else the first device at all. That is
+device 0 of `devices=[...]`; devices 1, 2, ... are the other devices of its platform and type
+(and name, when NETSPEC_OPENCL_DEVICE gives one), in the platform's order. The devices used
+share one context, so a transfer between logical GPUs is a copy between buffers of that context,
+enqueued on the sender's queue (the driver moves the data between devices); on one device it
+is a device-local copy. PoCL shows two CPU devices with POCL_DEVICES="pthread pthread".
 
 Compiled programs are cached on disk under `cache_dir()` (NETSPEC_CACHE_DIR, else
 ~/.cache/netspec/kernels), keyed by a hash of the source, the device, its driver and the
@@ -41,6 +46,25 @@ def _cl():
     os.environ.setdefault("POCL_CACHE_DIR", str(cache_dir() / "pocl"))
     import pyopencl as cl   # optional extra: imported only when this backend is used
     return cl
+
+
+def opencl_devices() -> list:
+    """The devices `devices=` numbers: find_device()'s first, then the others of its platform
+    and type (see the module doc)."""
+    first = find_device()
+    if first is None:
+        return []
+    cl = _cl()
+    dw = os.environ.get("NETSPEC_OPENCL_DEVICE", "").partition(":")[2].lower()
+    same = [d for d in first.platform.get_devices()
+            if d.type == first.type and dw in d.name.lower()]
+    return [first] + [d for d in same if d != first]
+
+
+def describe_device(d) -> str:
+    platform = d.platform.name.strip()
+    short = "PoCL" if "portable" in platform.lower() else platform
+    return f"{d.name.strip()} ({short})"
 
 
 def find_device(gpu_only: bool = False):
@@ -82,49 +106,62 @@ class OpenCLNet(PlanNet):
         d = find_device(gpu_only=True)
         return f"OpenCL GPU '{d.name.strip()}'" if d is not None else None
 
+    sharing = "one queue each"
+
     # -- the device primitives -------------------------------------------------------------
-    def _dev_open(self) -> None:
-        cl = _cl()
-        dev = self._options.get("device") or find_device()
-        if dev is None:
+    def _dev_list(self) -> list[str]:
+        chosen = self._options.get("device")
+        self._cl_devices = [chosen] if chosen is not None else opencl_devices()
+        if not self._cl_devices:
             raise RuntimeError("backend 'opencl': no OpenCL device found (install pocl for "
                                "the CPU: pip install 'pyopencl[pocl]')")
-        self.cl, self.device = cl, dev
-        self.ctx = cl.Context([dev])
+        return [describe_device(d) for d in self._cl_devices]
+
+    def _dev_open(self) -> None:
+        cl = _cl()
+        used = sorted(set(self.device_map))
+        self.cl = cl
+        self.devices_used = [self._cl_devices[d] for d in used]
+        self.device = self._cl_devices[self.device_map[0]]
+        self.ctx = cl.Context(self.devices_used)
         self.queues = {}
-        self.align = max(dev.mem_base_addr_align // 8, 1)
+        self.align = max(max(d.mem_base_addr_align for d in self.devices_used) // 8, 1)
 
     def _queue(self, stream: int):
         q = self.queues.get(stream)
         if q is None:
-            q = self.queues[stream] = self.cl.CommandQueue(self.ctx)
+            dev = self._cl_devices[self.device_map[stream]]
+            q = self.queues[stream] = self.cl.CommandQueue(self.ctx, device=dev)
         return q
 
     @property
     def device_name(self) -> str:
-        d = self.device
-        return f"{d.platform.name.strip()} / {d.name.strip()}"
+        return ", ".join(f"{d.platform.name.strip()} / {d.name.strip()}"
+                         for d in self.devices_used)
 
     def _is_pocl_cpu(self) -> bool:
-        d = self.device
-        return "portable" in d.platform.name.lower() and bool(d.type & self.cl.device_type.CPU)
+        return all("portable" in d.platform.name.lower() and bool(d.type & self.cl.device_type.CPU)
+                   for d in self.devices_used)
 
     def _dev_limits(self):
-        d = self.device
-        return d.max_work_group_size, d.local_mem_size, f"OpenCL device '{self.device_name}'"
+        return (min(d.max_work_group_size for d in self.devices_used),
+                min(d.local_mem_size for d in self.devices_used),
+                f"OpenCL device '{self.device_name}'")
 
     def _dev_build(self, compiled: Compiled) -> dict:
         cl, dev = self.cl, self.device
+        devs = self.devices_used
         plan = compiled.plan
         if plan.alignment % self.align:
             raise DeviceLimitError(f"device '{self.device_name}' needs sub-buffers aligned to "
                                    f"{self.align} bytes; the plan aligns to {plan.alignment}")
         src = compiled.opencl_source
-        ident = "\0".join([src, dev.name, dev.driver_version, dev.platform.name,
-                           dev.platform.version, cl.VERSION_TEXT])
+        ident = "\0".join([src, *(d.name for d in devs), dev.driver_version,
+                           dev.platform.name, dev.platform.version, cl.VERSION_TEXT])
         key = hashlib.sha256(ident.encode()).hexdigest()[:32]
         path = cache_dir() / f"{key}.clbin"
-        store = not self._is_pocl_cpu()
+        # a binary per program: only for one device (PoCL caches for itself, see above)
+        store = not self._is_pocl_cpu() and len(devs) == 1
         program = None
         if store and path.exists():
             try:
@@ -154,7 +191,8 @@ class OpenCLNet(PlanNet):
         kernels = {}
         for name, k in plan.kernels.items():
             knl = cl.Kernel(program, name)
-            wg = knl.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, dev)
+            wg = min(knl.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, d)
+                     for d in devs)
             if k.threads > wg:
                 raise DeviceLimitError(
                     f"layer '{k.layer}': kernel {name} needs work-groups of {k.threads} "

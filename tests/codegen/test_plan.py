@@ -7,22 +7,46 @@ import math
 
 import pytest
 
+import pathlib
+import sys
+
 from netspec.codegen.compile import compile_network
 from netspec.ir.build import build_graph
+from netspec.ir.report import device_rows
 
-SPECS = ["specs/alexnet.net", "specs/alexnet-1gpu.net", "examples/tiny-alexnet.net"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+from net_specs import BRANCHES, SUBRANGE, one_gpu_grouped, tiny_four_gpus  # noqa: E402
+
+SPECS = {
+    "alexnet": (ROOT / "specs/alexnet.net").read_text(),
+    "alexnet-1gpu": (ROOT / "specs/alexnet-1gpu.net").read_text(),
+    "tiny": (ROOT / "examples/tiny-alexnet.net").read_text(),
+    "alexnet-grouped-1gpu": one_gpu_grouped((ROOT / "specs/alexnet.net").read_text()),
+    "tiny-4gpus": tiny_four_gpus((ROOT / "examples/tiny-alexnet.net").read_text()),
+    "branches": BRANCHES,
+    "subrange": SUBRANGE,
+}
 
 
-@pytest.fixture(params=SPECS, scope="module")
+@pytest.fixture(params=list(SPECS), scope="module")
 def compiled(request):
-    import pathlib
-    root = pathlib.Path(__file__).resolve().parents[2]
-    return compile_network(build_graph(root / request.param), 8)
+    return compile_network(build_graph(SPECS[request.param]), 8)
 
 
 def _touched(plan, s):
+    return [(n, w) for n, _, _, w in _ranges(plan, s)]
+
+
+def _ranges(plan, s):
+    """(buffer, first element, end element, writes) per buffer a step touches."""
     if s.kind == "copy":
-        return [(s.src, False), (s.dst, True)]
+        return [(s.src, s.src_offset, s.src_offset + s.elements, False),
+                (s.dst, s.dst_offset, s.dst_offset + s.elements, True)]
+    return [(n, 0, plan.buffers[n].elements, w) for n, w in _touched_whole(plan, s)]
+
+
+def _touched_whole(plan, s):
     if s.kind in ("upload", "download"):
         return [(s.buffer, s.kind == "upload")]
     k = plan.kernels[s.kernel]
@@ -64,19 +88,110 @@ def test_activations_needed_by_backward_stay_live(compiled):
                 assert b.first <= s.id <= b.last
 
 
-def test_cross_gpu_copies_cover_the_ir_transfers(compiled):
+def _cross(plan, phase):
+    return [s for s in plan.steps if s.kind == "copy" and s.phase == phase
+            and s.src_gpu != s.dst_gpu]
+
+
+def test_cross_gpu_copies_are_the_ir_transfers_once(compiled):
+    """Forward: one copy per IR transfer, of exactly its channels (deduplicated however many
+    parts there read it); backward: its gradient goes back, the same amount."""
     plan, g = compiled.plan, compiled.graph
-    fwd = {(s.src.split(".")[0], int(s.src.split(".")[1][1:]), s.dst_gpu)
-           for s in plan.steps if s.kind == "copy" and s.phase == "forward"
-           and s.src_gpu != s.dst_gpu}
-    want = {(t.layer, t.part, t.dst_gpu) for t in g.transfers}
+    fwd = sorted((s.src.split(".")[0], int(s.src.split(".")[1][1:]), s.dst_gpu, s.elements)
+                 for s in _cross(plan, "forward"))
+    want = sorted((t.layer, t.part, t.dst_gpu, t.elements * 8) for t in g.transfers)
     assert fwd == want
+    back: dict = {}
+    for s in _cross(plan, "backward"):
+        key = (s.dst.split(".")[0], int(s.dst.split(".")[1][1:]), s.src_gpu)
+        back[key] = back.get(key, 0) + s.elements
+    assert back == {(t.layer, t.part, t.dst_gpu): t.elements * 8 for t in g.transfers}
+    for s in _cross(plan, "forward") + _cross(plan, "backward"):
+        # the first step on the receiving GPU that touches the data waits for the copy (or a
+        # later step of the sender's in-order stream)
+        a, e = s.dst_offset, s.dst_offset + s.elements
+        later = [t for t in plan.steps[s.id + 1:] if t.gpu == s.dst_gpu
+                 and any(n == s.dst and lo < e and a < hi for n, lo, hi, _ in _ranges(plan, t))]
+        assert later and any(d >= s.id and plan.steps[d].gpu == s.gpu for d in later[0].deps)
+
+
+def test_data_crosses_gpus_only_at_connect_all_and_the_softmax(compiled):
+    g = compiled.graph
+    for t in g.transfers:
+        for name in t.consumers:
+            consumer = g.layer(name)
+            assert consumer.connect == "all" or consumer.type == "softmax", (t, name)
+
+
+def test_each_gpu_computes_in_its_own_memory(compiled):
+    """Parameters, gradients, momenta and activations of a logical GPU live in its own regions;
+    kernels touch only those; only copies cross (on the sender's stream)."""
+    plan, g = compiled.plan, compiled.graph
     for s in plan.steps:
-        if s.kind == "copy" and s.src_gpu != s.dst_gpu:
-            # the receiving GPU's consumer waits for it
-            later = [t for t in plan.steps[s.id + 1:] if t.gpu == s.dst_gpu
-                     and t.kind == "launch" and any(n == s.dst for n, _ in _touched(plan, t))]
-            assert later and s.id in later[0].deps
+        gpus = {plan.buffers[n].gpu for n, _ in _touched(plan, s)}
+        if s.kind == "copy":
+            assert plan.buffers[s.src].gpu == s.gpu == s.src_gpu
+            assert plan.buffers[s.dst].gpu == s.dst_gpu
+        else:
+            assert gpus == {s.gpu}, (s.id, s.kernel, gpus)
+    for b in plan.parameters:
+        layer = g.layer(b.layer)
+        for entry in b.parts:
+            gpu = entry["gpu"]
+            assert {plan.buffers[entry[k]].gpu for k in ("buffer", "grad", "velocity")} == {gpu}
+            assert gpu in {p.gpu for p in layer.parts}
+    for gpu in range(g.gpus):
+        assert plan.memory(gpu)["params"] >= 3 * 4 * sum(
+            math.prod(l.weight_shape(p)) + p.channels
+            for l in g.weighted_layers for p in l.parts if p.gpu == gpu)
+
+
+def test_plan_traffic_is_the_reported_traffic(compiled):
+    """The bytes the plan's cross-GPU copies move per step, by sender, are the report's
+    sent_bytes_per_step."""
+    plan, g = compiled.plan, compiled.graph
+    sent = [0] * g.gpus
+    for s in _cross(plan, "forward") + _cross(plan, "backward"):
+        sent[s.src_gpu] += 4 * s.elements
+    assert sent == [d["sent_bytes_per_step"] for d in device_rows(g, 8)]
+
+
+def test_one_transfer_for_two_readers():
+    g = build_graph(BRANCHES)
+    c1 = [t for t in g.transfers if t.layer == "c1" and t.dst_gpu == 1]
+    assert len(c1) == 1 and c1[0].consumers == ("a", "b", "d")
+    plan = compile_network(g, 8).plan
+    fwd = [s for s in _cross(plan, "forward") if s.src == "c1.g0.y"]
+    bwd = [s for s in _cross(plan, "backward") if s.dst == "c1.g0.dy"]
+    assert len(fwd) == 1 and fwd[0].dst == "c1.g0.to1" and fwd[0].elements == 4 * 10 * 10 * 8
+    # the readers' gradients are summed on GPU 1 first, then cross once (to a staging buffer
+    # on GPU 0, since GPU 0's own readers have written c1's gradient already, then added)
+    bwd = [s for s in _cross(plan, "backward") if s.src == "c1.g0.to1.dy"]
+    assert len(bwd) == 1 and bwd[0].elements == fwd[0].elements
+    assert bwd[0].dst.startswith("c1.g0.dy.staged")
+    assert any(s.kind == "launch" and s.args == ("c1.g0.dy", bwd[0].dst) for s in plan.steps)
+    assert len(_cross(plan, "forward")) == len(g.transfers)
+
+
+def test_a_channel_range_crosses_alone():
+    g = build_graph(SUBRANGE)
+    t = next(t for t in g.transfers if t.layer == "c1")
+    assert (t.part, t.dst_gpu, t.start, t.channels, t.elements) == (0, 1, 2, 2, 2 * 10 * 10)
+    plan = compile_network(g, 8).plan
+    (fwd,) = [s for s in _cross(plan, "forward") if s.src == "c1.g0.y"]
+    per_ch = 8 * 10 * 10
+    assert (fwd.src_offset, fwd.elements, fwd.dst) == (2 * per_ch, 2 * per_ch, "d.g1.x")
+    (bwd,) = [s for s in _cross(plan, "backward") if s.dst == "c1.g0.dy"]
+    assert (bwd.dst_offset, bwd.elements) == (2 * per_ch, 2 * per_ch)
+
+
+def test_grouped_one_gpu_plan_copies_nothing_across():
+    plan = compile_network(build_graph(SPECS["alexnet-grouped-1gpu"]), 8).plan
+    assert plan.gpus == 1 and not _cross(plan, "forward") and not _cross(plan, "backward")
+    # norm1's groups read halves of conv1's one part: a copy each from channel 0 and 48
+    starts = sorted(s.src_offset for s in plan.steps if s.kind == "copy"
+                    and s.phase == "forward" and s.src == "conv1.g0.y")
+    assert starts == [0, 48 * 8 * 55 * 55]
 
 
 def test_memory_per_gpu(compiled):
@@ -91,10 +206,16 @@ def test_memory_per_gpu(compiled):
         biggest = max(4 * 8 * math.prod(l.part_out_shape(p)) for l in g.compute_layers
                       for p in l.parts if p.gpu == gpu)
         assert mem >= 3 * per_gpu_params[gpu] + biggest
-        # reuse: less than keeping every buffer at once
-        everything = sum(b.nbytes for b in plan.buffers.values()
+        # reuse: less than keeping every buffer at once (each aligned as the arena aligns)
+        align = lambda n: -(-n // plan.alignment) * plan.alignment
+        everything = sum(align(b.nbytes) for b in plan.buffers.values()
                          if b.gpu == gpu and b.kind not in ("block",))
         assert mem < everything
+        # and the arena is no smaller than what is live at once at any step
+        arena = [b for b in plan.buffers.values() if b.gpu == gpu and not b.persistent]
+        peak = max(sum(b.nbytes for b in arena if b.first <= s.id <= b.last)
+                   for s in plan.steps)
+        assert peak <= plan.memory(gpu)["arena"]
 
 
 def test_write_and_json(compiled, tmp_path):

@@ -139,3 +139,50 @@ softmax prob
         assert set(c2.param_shapes()) == {"c2.part0.weight", "c2.part0.bias",
                                           "c2.part1.weight", "c2.part1.bias"}
     assert g.layer("f").gpu_split(gpus) == [4] + [0] * (gpus - 1)
+
+
+def test_alexnet_device_report_through_the_cli(root):
+    """`netspec compile --json`'s per-GPU rows against hand computation from the layer shapes
+    (the spec's batch, 128, float32)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from netspec.cli import main
+
+    def devices(*args):
+        r = CliRunner().invoke(main, ["compile", "--json", *args, str(root / "specs/alexnet.net")])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)["devices"]
+
+    rows = devices()
+    assert [d["gpu"] for d in rows] == [0, 1]
+    for d in rows:
+        for key in ("param_bytes", "activation_bytes", "sent_bytes_per_step"):
+            assert type(d[key]) is int and d[key] > 0, (key, d)
+    batch, f32 = 128, 4
+    # each GPU holds half of every layer's kernels: conv1 48 of 11x11x3, conv2 128 of 5x5x48,
+    # conv3 192 of 3x3x256 (it reads both GPUs), conv4 192 and conv5 128 of 3x3x192, fc6 2048
+    # of 9216 inputs, fc7 2048 of 4096, fc8 500 of 4096, each with its biases
+    half = (conv_params(48, 3, 11) + conv_params(128, 48, 5) + conv_params(192, 256, 3)
+            + conv_params(192, 192, 3) + conv_params(128, 192, 3)
+            + 2048 * 9216 + 2048 + 2048 * 4096 + 2048 + 500 * 4096 + 500)
+    assert 2 * half == 60_965_224
+    assert [d["param_bytes"] for d in rows] == [half * f32] * 2
+    # forward, GPU 0 sends its half of pool2 (128 maps of 13x13) for conv3, of pool5 (128 of
+    # 6x6) for fc6, of drop6 and drop7 (2048 each) for fc7 and fc8; backward, it sends back
+    # the gradients of what it received: the same from GPU 1, plus fc8's part 1 (500) that
+    # GPU 1 sent for the softmax on GPU 0
+    fwd0 = 128 * 13 * 13 + 128 * 6 * 6 + 2048 + 2048
+    fwd1 = fwd0 + 500
+    sent = [fwd0 + fwd1, fwd1 + fwd0]       # (own forward) + (gradients of what came in)
+    assert [d["sent_bytes_per_step"] for d in rows] == [n * batch * f32 for n in sent]
+    assert sent[0] * batch * f32 == 31_320_064              # about 30 MiB per GPU and step
+    # activations after reuse: at least the input and conv1's half, live together in
+    # conv1's forward; and they scale with the batch while parameters don't
+    assert rows[0]["activation_bytes"] >= (3 * 224 * 224 + 48 * 55 * 55) * batch * f32
+    small = devices("--batch-size", "64")
+    assert [d["param_bytes"] for d in small] == [d["param_bytes"] for d in rows]
+    assert [2 * d["sent_bytes_per_step"] for d in small] == \
+        [d["sent_bytes_per_step"] for d in rows]
+    assert 0.4 < small[0]["activation_bytes"] / rows[0]["activation_bytes"] < 0.6

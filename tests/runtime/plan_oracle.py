@@ -149,7 +149,7 @@ def check_kernels_in_place(dev, graph: Graph, n: int, seed: int = 0,
         close(y, y_r, f"{what} forward")
         dy_name = roles.get("dy")
         bsteps = [s for s in steps if s.phase == "backward" and s.layer == layer.name
-                  and s.gpu == part.gpu and s.kernel and not "_acc_" in s.kernel]
+                  and s.part == part.index]
         dy = _host(rec[(bsteps[0].id, "before", dy_name)], n, oshape) \
             if (bsteps[0].id, "before", dy_name) in rec else None
         if dy is None:           # the first backward kernel doesn't read dy (can't happen)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from netspec.ir.build import build_graph
 from netspec.runtime.cuda_backend import CudaNet, cuda_device_count
 
-from net_specs import edge_case_specs
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place
 
 
@@ -46,6 +46,17 @@ def test_alexnet_full_batch_runs(root):
     loss, grads = net.loss_and_grads(x, np.arange(128) % 1000, train=True)
     assert abs(loss - np.log(1000)) < 0.1
     assert all(np.isfinite(v).all() for v in grads.values())
+
+
+@pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
+def test_grouped_and_shared_transfers_match_reference(root, which):
+    text = {"branches": BRANCHES, "subrange": SUBRANGE,
+            "tiny-grouped-1gpu": one_gpu_grouped((root / "examples/tiny-alexnet.net")
+                                                 .read_text())}[which]
+    g = build_graph(text)
+    net = CudaNet(g, seed=4)
+    check_kernels_in_place(net, g, 2, seed=4, train=True)
+    check_end_to_end(net, g, 2, seed=4, train=True)
 
 
 @settings(max_examples=10, deadline=None, derandomize=True,

@@ -10,7 +10,7 @@ from netspec.ir.build import build_graph
 pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install netspec[opencl])")
 from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
 
-from net_specs import edge_case_specs  # noqa: E402
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped  # noqa: E402
 from plan_oracle import check_end_to_end, check_kernels_in_place  # noqa: E402
 
 if find_device() is None:
@@ -25,6 +25,19 @@ def test_network_matches_reference(root, spec):
     compared = check_kernels_in_place(net, g, 2, seed=3, train=True)
     assert compared >= 4 * len([p for l in g.compute_layers for p in l.parts]) // 2
     check_end_to_end(net, g, 2, seed=3, train=True)
+
+
+@pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
+def test_grouped_and_shared_transfers_match_reference(root, which):
+    """Several parts on one GPU (groups), channel sub-ranges read across GPUs, one transfer
+    read by three layers: kernel by kernel and end to end against the NumPy reference."""
+    text = {"branches": BRANCHES, "subrange": SUBRANGE,
+            "tiny-grouped-1gpu": one_gpu_grouped((root / "examples/tiny-alexnet.net")
+                                                 .read_text())}[which]
+    g = build_graph(text)
+    net = OpenCLNet(g, seed=4)
+    check_kernels_in_place(net, g, 2, seed=4, train=True)
+    check_end_to_end(net, g, 2, seed=4, train=True)
 
 
 @settings(max_examples=5, deadline=None, derandomize=True,

@@ -1,0 +1,456 @@
+"""Model parallelism (issue 5): logical GPUs mapped onto devices, data crossing GPUs only at
+`connect all` layers and the softmax gather, on numpy, OpenCL (PoCL here) and CUDA (`-m gpu`).
+
+Oracles, each independent of the code under test in a different way:
+- the same network on ONE logical GPU with the matching grouping (`groups 2` on conv2/4/5 and
+  on the lrn layers): no transfers at all, each group a part on the one GPU;
+- PyTorch, written here from the paper's Figure 2 with `groups=G` convolutions and LRN applied
+  to each group separately;
+- the NumPy reference backend (netspec/ops math) and the training loop's own `sgd_update`.
+
+Tolerances (float32): max|a − b| <= TOL·max|b| per array, TOL = 1e-5 for logits and 1e-4 for
+gradients (the one-GPU net runs e.g. conv3 as one GEMM of 384 rows instead of two of 192, so
+sums round differently); PyTorch: 1e-4 / 1e-3 as in test_numpy_vs_torch.py.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import netspec
+from netspec.errors import DeviceError, NetspecError
+from netspec.ir.build import build_graph
+from netspec.train.sgd import layer_multipliers, sgd_update
+
+from net_specs import one_gpu_grouped, tiny_four_gpus
+
+ROOT = Path(__file__).resolve().parents[2]
+ALEXNET = (ROOT / "specs/alexnet.net").read_text()
+TINY = (ROOT / "examples/tiny-alexnet.net").read_text()
+
+
+def _why_no_cuda() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return f"no CUDA device answers ({type(e).__name__}: {e})"
+    return None if n > 0 else "no CUDA device answers (0 devices)"
+
+
+def _why_no_opencl() -> str | None:
+    try:
+        from netspec.runtime.opencl_backend import find_device
+    except ImportError:
+        return "pyopencl is not installed (pip install netspec[opencl])"
+    return None if find_device() is not None else "no OpenCL device (pip install 'pyopencl[pocl]')"
+
+
+BACKENDS = [
+    "numpy",
+    pytest.param("opencl", marks=pytest.mark.skipif(_why_no_opencl() is not None,
+                                                    reason=str(_why_no_opencl()))),
+    pytest.param("cuda", marks=[pytest.mark.gpu,
+                                pytest.mark.skipif(_why_no_cuda() is not None,
+                                                   reason=str(_why_no_cuda()))]),
+]
+DEVICE_BACKENDS = BACKENDS[1:]
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def he_parameters(shapes, seed):
+    """Activations of order one in every layer (see test_numpy_vs_torch.py): float32 rounding
+    can't flip a max pool's choice, so nets that sum in different orders route alike."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith(".weight"):
+            out[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:])))
+        else:
+            out[name] = 0.1 * rng.standard_normal(shape)
+        out[name] = out[name].astype(np.float32)
+    return out
+
+
+def torch_logits(P, x, groups, conv1_stride, keep6=None, keep7=None):
+    """AlexNet's Figure 2 with G groups: conv2/4/5 grouped, LRN (α not divided by n: torch's
+    divides, so it gets α·n) within each group, conv3 and the fc layers reading everything."""
+    def lrn(h):
+        return torch.cat([F.local_response_norm(c, 5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+                          for c in h.chunk(groups, dim=1)], dim=1)
+
+    h = F.relu(F.conv2d(x, P["conv1.weight"], P["conv1.bias"], stride=conv1_stride, padding=2))
+    h = F.max_pool2d(lrn(h), 3, 2)
+    h = F.relu(F.conv2d(h, P["conv2.weight"], P["conv2.bias"], padding=2, groups=groups))
+    h = F.max_pool2d(lrn(h), 3, 2)
+    h = F.relu(F.conv2d(h, P["conv3.weight"], P["conv3.bias"], padding=1))
+    h = F.relu(F.conv2d(h, P["conv4.weight"], P["conv4.bias"], padding=1, groups=groups))
+    h = F.relu(F.conv2d(h, P["conv5.weight"], P["conv5.bias"], padding=1, groups=groups))
+    h = F.max_pool2d(h, 3, 2).flatten(1)
+    h = F.relu(F.linear(h, P["fc6.weight"], P["fc6.bias"]))
+    if keep6 is not None:
+        h = h * keep6 / 0.5
+    h = F.relu(F.linear(h, P["fc7.weight"], P["fc7.bias"]))
+    if keep7 is not None:
+        h = h * keep7 / 0.5
+    return F.linear(h, P["fc8.weight"], P["fc8.bias"])
+
+
+def batch(graph, n, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, *graph.input_shape), dtype=np.float32),
+            rng.integers(0, graph.classes, n))
+
+
+def assert_same_net(multi, single, x, labels, tol_logits=1e-5, tol_grads=1e-4):
+    """Equal logits, loss and gradients (train mode: same dropout masks from the same rng)."""
+    assert rel(multi.forward(x), single.forward(x)) <= tol_logits
+    multi.rng, single.rng = np.random.default_rng(11), np.random.default_rng(11)
+    loss_m, grads_m = multi.loss_and_grads(x, labels, train=True)
+    loss_s, grads_s = single.loss_and_grads(x, labels, train=True)
+    assert abs(loss_m - loss_s) <= 1e-5 * abs(loss_s)
+    assert list(grads_m) == list(grads_s)
+    errors = {k: rel(grads_m[k], grads_s[k]) for k in grads_s}
+    assert max(errors.values()) <= tol_grads, errors
+
+
+# -- equivalence: two logical GPUs == one GPU with groups -------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec,n", [(ALEXNET, 2), (TINY, 2)], ids=["alexnet", "tiny"])
+def test_two_gpus_equal_one_gpu_with_groups(backend, spec, n):
+    two = netspec.build(spec, backend, seed=0)
+    one = netspec.build(one_gpu_grouped(spec, 2), backend, seed=0)
+    assert two.graph.gpus == 2 and len(two.graph.transfers) > 0
+    assert one.graph.gpus == 1 and one.graph.transfers == []
+    # the same parameters, names and PyTorch layouts: conv2.weight (256, 48, 5, 5) for both
+    assert one.param_shapes == two.param_shapes
+    params = he_parameters(two.param_shapes, seed=1)
+    two.load_parameters(params)
+    one.load_parameters(params)
+    x, labels = batch(two.graph, n, seed=2)
+    assert_same_net(two, one, x, labels)
+
+
+def test_grouped_one_gpu_matches_pytorch():
+    """The one-GPU grouped net is itself the paper's network (an oracle for the above)."""
+    net = netspec.build(one_gpu_grouped(TINY, 2), "numpy", seed=0)
+    params = he_parameters(net.param_shapes, seed=3)
+    net.load_parameters(params)
+    x, labels = batch(net.graph, 4, seed=4)
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    logits = torch_logits(P, torch.from_numpy(x), groups=2, conv1_stride=2)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
+    loss_n, grads_n = net.loss_and_grads(x, labels)
+    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
+    assert max(rel(grads_n[k], grads[k].numpy()) for k in P) <= 1e-3
+
+
+# -- four logical GPUs, an uneven split -------------------------------------------------------
+@pytest.fixture(scope="module")
+def four_gpu_reference():
+    """tiny-alexnet on 4 logical GPUs (fc8 split 3,3,2,2), NumPy, with its PyTorch check."""
+    text = tiny_four_gpus(TINY)
+    net = netspec.build(text, "numpy", seed=0)
+    params = he_parameters(net.param_shapes, seed=5)
+    net.load_parameters(params)
+    x, labels = batch(net.graph, 2, seed=6)
+    return text, params, x, labels, net
+
+
+def test_four_gpus_numpy_matches_pytorch(four_gpu_reference):
+    text, params, x, labels, net = four_gpu_reference
+    g = net.graph
+    assert g.gpus == 4 and g.layer("fc8").gpu_split(4) == [3, 3, 2, 2]
+    # conv3, fc6-fc8 each read the other three GPUs' parts; the softmax gathers fc8's three
+    assert len(g.transfers) == 4 * 3 * 4 + 3
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    logits = torch_logits(P, torch.from_numpy(x), groups=4, conv1_stride=2)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
+    loss_n, grads_n = net.loss_and_grads(x, labels)
+    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
+    errors = {k: rel(grads_n[k], grads[k].numpy()) for k in P}
+    assert max(errors.values()) <= 1e-3, errors
+    # and the one-GPU net with groups 4 is the same network
+    one = netspec.build(one_gpu_grouped(text, 4), "numpy", seed=0)
+    one.load_parameters(params)
+    assert_same_net(net, one, x, labels)
+
+
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+def test_four_gpus_on_a_device_match_the_reference(backend, four_gpu_reference):
+    text, params, x, labels, ref = four_gpu_reference
+    net = netspec.build(text, backend, seed=0)
+    k = min(len(net.device_names), 4)           # one device here: all four share it
+    assert net.device_map == [g * k // 4 for g in range(4)]
+    net.load_parameters(params)
+    assert_same_net(net, ref, x, labels, tol_logits=1e-4, tol_grads=1e-3)
+
+
+# -- training: 20 SGD steps on two logical GPUs ----------------------------------------------
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+def test_twenty_sgd_steps_match_the_reference(backend):
+    """tiny-alexnet, batch 2 (the kernels of the tests above), dropout on: 20 steps of the device's update() against
+    netspec.train.sgd.sgd_update on the NumPy net. Tolerance: every step's loss within 1e-5
+    (relative); each parameter's total change after 20 steps, w20 − w0, within 1e-4 of the
+    reference's change in L2 norm (measured: <= 1e-5 on PoCL)."""
+    ref = netspec.build(TINY, "numpy", seed=1)
+    dev = netspec.build(TINY, backend, seed=1)
+    assert dev.graph.gpus == 2
+    lr_mults, decay_mults = layer_multipliers(ref.graph)
+    w0 = ref.parameters()
+    params = {k: v.copy() for k, v in w0.items()}
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    dev.load_parameters(params)
+    dev.rng, ref.rng = np.random.default_rng(5), np.random.default_rng(5)
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        x, labels = rng.standard_normal((2, 3, 64, 64), dtype=np.float32), rng.integers(0, 10, 2)
+        loss_d, _ = dev.loss_and_grads(x, labels, train=True)
+        dev.update(lr=0.01, momentum=0.9, weight_decay=0.0005)
+        loss_r, grads = ref.loss_and_grads(x, labels, train=True)
+        sgd_update(params, grads, velocity, 0.01, 0.9, 0.0005, lr_mults, decay_mults)
+        ref.load_parameters(params)
+        assert abs(loss_d - loss_r) <= 1e-5 * abs(loss_r), (step, loss_d, loss_r)
+    w20 = dev.parameters()
+    for k in params:
+        change_ref, change_dev = params[k] - w0[k], w20[k] - w0[k]
+        err = np.linalg.norm(change_dev - change_ref)
+        assert err <= 1e-4 * np.linalg.norm(change_ref) + 1e-12, (k, err)
+    v = dev.velocities()
+    assert max(rel(v[k], velocity[k]) for k in v if np.abs(velocity[k]).max() > 0) <= 1e-4
+
+
+# -- devices ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logical_gpus_share_one_device_and_say_so(backend):
+    net = netspec.build(TINY, backend, seed=0, devices=[0])
+    assert net.device_map == [0, 0]
+    sharing = {"numpy": "run one after another", "opencl": "one queue each",
+               "cuda": "one stream each"}[backend]
+    assert net.device_note == f"2 logical GPUs on 1 device: {net.device_names[0]}, {sharing}"
+    if len(net.device_names) == 1:            # the default on a one-device machine
+        assert netspec.build(TINY, backend, seed=0).device_map == [0, 0]
+    one = netspec.build(one_gpu_grouped(TINY), backend, seed=0)
+    assert one.device_note == f"1 logical GPU on device 0: {one.device_names[0]}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_device_that_does_not_exist_is_a_clean_error(backend):
+    with pytest.raises(DeviceError) as e:
+        netspec.build(TINY, backend, seed=0, devices=[0, 7])
+    assert isinstance(e.value, NetspecError)
+    assert str(e.value).startswith(f"device 7 does not exist: backend '{backend}' has ")
+    assert "0: " in str(e.value)               # the devices there are
+    with pytest.raises(DeviceError, match="3 devices given for 2 logical GPUs"):
+        netspec.build(TINY, backend, seed=0, devices=[0, 0, 0])
+    with pytest.raises(DeviceError, match="devices is empty"):
+        netspec.build(TINY, backend, seed=0, devices=[])
+
+
+@pytest.mark.skipif(_why_no_opencl() is not None, reason=str(_why_no_opencl()))
+def test_two_opencl_devices(tmp_path):
+    """Two real devices: PoCL shows two CPU devices with POCL_DEVICES="pthread pthread" (read
+    when the platform is first listed, so in a fresh process). Logical GPUs 0, 1 go to device
+    0 and 2, 3 to device 1; the transfers between them are copies across devices in one
+    context. The result must match the NumPy reference."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np, netspec
+        from net_specs import tiny_four_gpus
+        from netspec.runtime.opencl_backend import opencl_devices
+        text = tiny_four_gpus(open({str(ROOT / "examples/tiny-alexnet.net")!r}).read())
+        if len(opencl_devices()) < 2:
+            print("SKIP: POCL_DEVICES gave one device here"); sys.exit(0)
+        net = netspec.build(text, "opencl", seed=0, devices=[0, 1])
+        ref = netspec.build(text, "numpy", seed=0)
+        net.load_parameters(ref.parameters())
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 3, 64, 64), dtype=np.float32)
+        labels = rng.integers(0, 10, 2)
+        print("NOTE", net.device_note)
+        print("MAP", net.device_map)
+        a, b = net.forward(x), ref.forward(x)
+        print("LOGITS", float(np.abs(a - b).max() / np.abs(b).max()))
+        la, ga = net.loss_and_grads(x, labels)
+        lb, gb = ref.loss_and_grads(x, labels)
+        print("LOSS", abs(la - lb) / abs(lb))
+        print("GRADS", max(float(np.abs(ga[k] - gb[k]).max() / np.abs(gb[k]).max()) for k in gb))
+    """)
+    env = dict(os.environ, POCL_DEVICES="pthread pthread")
+    r = subprocess.run([sys.executable, "-c", script],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    if r.stdout.startswith("SKIP"):
+        pytest.skip(r.stdout.strip())
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert out["MAP"] == "[0, 0, 1, 1]"
+    assert out["NOTE"].startswith("4 logical GPUs on 2 devices (0: ") and \
+        out["NOTE"].endswith("GPU 0 on 0, GPU 1 on 0, GPU 2 on 1, GPU 3 on 1, one queue each")
+    assert float(out["LOGITS"]) <= 1e-4 and float(out["LOSS"]) <= 1e-5
+    assert float(out["GRADS"]) <= 1e-3
+
+
+# -- ordering by events ---------------------------------------------------------------------
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+def test_no_synchronisation_inside_a_step(backend):
+    """loss_and_grads enqueues the whole forward and backward, transfers included, before it
+    waits for anything: the streams are ordered by events only. The one wait comes when the
+    results go to the host (then the gradient downloads)."""
+    from netspec.runtime import backend_class
+    cls = backend_class(backend)
+
+    class Watched(cls):
+        finishes = None          # the steps enqueued so far at each wait, once watching
+
+        def _dev_finish(self):
+            if self.finishes is not None:
+                self.finishes.append(self.enqueued)
+            super()._dev_finish()
+
+    net = Watched(build_graph(TINY), seed=0)
+    x, labels = batch(net.graph, 2, seed=0)
+    net.loss_and_grads(x, labels)                    # compile and upload first
+    net.enqueued, net.finishes = 0, []
+
+    def hook(when, step, event):
+        if when == "after":
+            net.enqueued += 1
+    net.step_hook = hook
+    net.loss_and_grads(x, labels, train=True)
+    plan = net.compiled(2).plan
+    steps = plan.steps_for("forward", True) + plan.steps_for("backward", True)
+    transfers = [s for s in steps if s.kind == "copy" and s.src_gpu != s.dst_gpu]
+    assert len(transfers) == 2 * len(net.graph.transfers)
+    assert net.finishes and net.finishes[0] == len(steps), net.finishes
+
+
+# -- CUDA: peer copies and overlap -----------------------------------------------------------
+def _cuda_devices() -> int:
+    if _why_no_cuda() is not None:
+        return 0
+    import cupy
+    return cupy.cuda.runtime.getDeviceCount()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() < 2, reason=f"needs 2 CUDA devices for peer copies "
+                                                  f"(found {_cuda_devices()}: "
+                                                  f"{_why_no_cuda() or 'only one'})")
+def test_two_cuda_devices_match_the_reference():
+    """Logical GPU g on CUDA device g: transfers are cudaMemcpyPeerAsync between devices."""
+    ref = netspec.build(TINY, "numpy", seed=0)
+    net = netspec.build(TINY, "cuda", seed=0, devices=[0, 1])
+    assert net.device_map == [0, 1] and "on 2 devices" in net.device_note
+    params = he_parameters(ref.param_shapes, seed=1)
+    ref.load_parameters(params)
+    net.load_parameters(params)
+    x, labels = batch(ref.graph, 4, seed=2)
+    assert_same_net(net, ref, x, labels, tol_logits=1e-4, tol_grads=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_why_no_cuda() is not None, reason=str(_why_no_cuda()))
+def test_cuda_transfers_overlap_compute():
+    """Timing events around every kernel and copy of one training step of AlexNet (batch 64,
+    two logical GPUs, each on its own stream of the one device here): for each transfer, how
+    much of its time another stream was computing. Printed (run with -s); asserted only that
+    every transfer was timed and the intervals are consistent."""
+    from netspec.runtime.cuda_backend import CudaNet
+    g = build_graph(ALEXNET)
+    net = CudaNet(g, seed=0)
+    n = 64
+    x, labels = batch(g, n, seed=0)
+    net.loss_and_grads(x, labels, train=True)         # compile, allocate, upload
+    cp = net.cp
+    spans, opened = [], {}
+
+    def event(gpu):
+        with net._device(gpu):
+            e = cp.cuda.Event()
+            e.record(net._stream(gpu))
+        return e
+
+    def hook(when, step, ev):
+        if step.kind in ("launch", "copy"):
+            if when == "before":
+                opened[step.id] = event(step.gpu)
+            else:
+                spans.append((step, opened.pop(step.id), event(step.gpu)))
+
+    net._dev_finish()
+    t0 = event(0)
+    net.step_hook = hook
+    try:
+        net.loss_and_grads(x, labels, train=True)
+    finally:
+        net.step_hook = None
+    ms = lambda e: cp.cuda.get_elapsed_time(t0, e)
+    timed = [(s, ms(a), ms(b)) for s, a, b in spans]
+    compute = {gpu: [(a, b) for s, a, b in timed if s.kind == "launch" and s.gpu == gpu]
+               for gpu in range(g.gpus)}
+    copies = [(s, a, b) for s, a, b in timed if s.kind == "copy" and s.src_gpu != s.dst_gpu]
+    plan = net.compiled(n).plan
+    assert len(copies) == sum(1 for s in plan.steps_for("forward", True)
+                              + plan.steps_for("backward", True)
+                              if s.kind == "copy" and s.src_gpu != s.dst_gpu)
+    total = overlapped = 0.0
+    print(f"\nAlexNet batch {n}, {net.device_note}")
+    for s, a, b in copies:
+        assert 0 <= a <= b
+        others = [iv for gpu, ivs in compute.items() if gpu != s.gpu for iv in ivs]
+        over = _covered(a, b, others)
+        assert over <= (b - a) + 1e-6
+        total, overlapped = total + (b - a), overlapped + over
+        print(f"  {s.phase:8s} {s.layer:6s} GPU {s.src_gpu}->{s.dst_gpu} "
+              f"{4 * s.elements / 2**20:6.2f} MiB  {b - a:7.3f} ms, {over:7.3f} ms of it "
+              f"while GPU {1 - s.gpu}'s stream computed")
+    step_ms = max(b for _, _, b in timed)
+    both = _covered_pairs(compute[0], compute[1])
+    print(f"  transfers {total:.3f} ms, {overlapped:.3f} ms ({100 * overlapped / total:.0f}%) "
+          f"overlapped by the other stream's kernels; step {step_ms:.1f} ms; the two streams' "
+          f"kernels ran concurrently for {both:.1f} ms")
+
+
+def _covered(a: float, b: float, intervals) -> float:
+    """Length of [a, b] covered by the union of `intervals`."""
+    pieces = sorted((max(a, x), min(b, y)) for x, y in intervals if x < b and a < y)
+    out, end = 0.0, a
+    for x, y in pieces:
+        if y > end:
+            out += y - max(x, end)
+            end = y
+    return out
+
+
+def _covered_pairs(first, second) -> float:
+    return sum(_covered(a, b, second) for a, b in _merged(first))
+
+
+def _merged(intervals):
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
