@@ -137,15 +137,18 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
 @click.option("--data", help="Image folder, prepared cache or 'demo' (default: the run's).")
 @click.option("--ten-crop", is_flag=True, help="Average the softmax over 10 crops (§4.1).")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
+@click.option("--devices", callback=lambda c, p, v: _devices(v),
+              help="Physical devices for the logical GPUs, e.g. 0,1.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Images per batch.")
 @click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def eval_cmd(spec, checkpoint, data, ten_crop, backend, batch_size, workers, as_json):
+def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, workers, as_json):
     """Top-1 and top-5 error of a trained network on the validation images."""
     from .train.evaluate_cli import run_eval
 
     result = run_eval(spec=spec, checkpoint=checkpoint, data=data, ten_crop=ten_crop,
-                      backend=backend, batch_size=batch_size, workers=workers)
+                      backend=backend, devices=devices, batch_size=batch_size,
+                      workers=workers)
     if as_json:
         click.echo(json.dumps(result))
     else:

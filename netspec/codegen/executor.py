@@ -312,6 +312,9 @@ class PlanNet(Net):
         inst, run = self._run_forward(x, train, with_backward=True, labels=y)
         self._grads_on_device = inst
         loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
+        # the batch's logits, for training metrics, as the reference Net keeps them
+        self.last_logits = self._device_layout_to_host(run.out["logits"], x.shape[0],
+                                                       self.head.in_shape)
         return loss, self._pull(inst, "grad")
 
     def trace_loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False):
