@@ -7,6 +7,7 @@ import sys
 import click
 
 from . import __version__
+from .dsl.errors import SpecError
 from .errors import NetspecError
 
 
@@ -16,9 +17,11 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except SpecError as e:          # already FILE:LINE:COL: error: ..., line and caret
+            click.echo(str(e), err=True)
+            ctx.exit(e.exit_code)
         except NetspecError as e:
-            click.echo(str(e) if str(e).startswith(("<", "/", ".")) or ": error:" in str(e)
-                       else f"netspec: error: {e}", err=True)
+            click.echo(f"netspec: error: {e}", err=True)
             ctx.exit(e.exit_code)
 
 

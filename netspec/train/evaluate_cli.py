@@ -33,7 +33,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     r = graph.recipe
     crop = r.crop or graph.input_shape[1]
     base = r.base or crop
-    ds = open_dataset(data, None if data == "demo" and not r.base else base, workers=workers)
+    ds = open_dataset(data, base, workers=workers)
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
     params = load_weights(ckpt)

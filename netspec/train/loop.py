@@ -125,8 +125,7 @@ class Trainer:
         r = self.recipe
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
-        self.ds = _dataset(self.data_src, self.base if self.data_src != "demo" or r.base
-                           else None, self.workers)
+        self.ds = _dataset(self.data_src, self.base, self.workers)
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
