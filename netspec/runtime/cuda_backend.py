@@ -38,6 +38,20 @@ def cuda_device_count() -> int:
         return 0
 
 
+def cuda_unavailable_reason() -> str | None:
+    """Why the cuda backend can't run here, in words (None when it can): what GPU tests
+    print when they skip."""
+    try:
+        cp = _cupy()
+    except ImportError:
+        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
+    try:
+        n = int(cp.cuda.runtime.getDeviceCount())
+    except Exception as e:       # no driver, no device
+        return f"no CUDA device answers ({type(e).__name__}: {e})"
+    return None if n > 0 else "no CUDA device answers (0 devices)"
+
+
 class CudaNet(PlanNet):
     backend = "cuda"
     dialect = "cuda"

@@ -7,24 +7,16 @@ import json
 import pytest
 
 from netspec.ir.build import build_graph
+from netspec.runtime.cuda_backend import cuda_unavailable_reason
 
 from test_timing import TINY, check_schema
 
 
-def _why_no_gpu() -> str | None:
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:       # no driver, no device
-        return f"no CUDA device answers ({type(e).__name__}: {e})"
-    return None if n > 0 else "no CUDA device answers (0 devices)"
 
 
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(_why_no_gpu() is not None, reason=str(_why_no_gpu()))]
+              pytest.mark.skipif(cuda_unavailable_reason() is not None,
+                                 reason=str(cuda_unavailable_reason()))]
 
 
 def test_bench_cuda_events(root):

@@ -6,26 +6,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from netspec.ir.build import build_graph
-from netspec.runtime.cuda_backend import CudaNet, cuda_device_count
+from netspec.runtime.cuda_backend import CudaNet, cuda_device_count, cuda_unavailable_reason
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place
 
 
-def _why_no_gpu() -> str | None:
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:       # no driver, no device
-        return f"no CUDA device answers ({type(e).__name__}: {e})"
-    return None if n > 0 else "no CUDA device answers (0 devices)"
 
 
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(_why_no_gpu() is not None, reason=str(_why_no_gpu()))]
+              pytest.mark.skipif(cuda_unavailable_reason() is not None,
+                                 reason=str(cuda_unavailable_reason()))]
 
 
 @pytest.mark.parametrize("spec", ["specs/alexnet.net", "examples/tiny-alexnet.net"])

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import netspec
 from netspec.errors import DeviceError, NetspecError
 from netspec.ir.build import build_graph
+from netspec.runtime.cuda_backend import cuda_unavailable_reason
 from netspec.train.sgd import layer_multipliers, sgd_update
 
 from net_specs import one_gpu_grouped, tiny_four_gpus
@@ -37,16 +38,6 @@ ALEXNET = (ROOT / "specs/alexnet.net").read_text()
 TINY = (ROOT / "examples/tiny-alexnet.net").read_text()
 
 
-def _why_no_cuda() -> str | None:
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
-        return f"no CUDA device answers ({type(e).__name__}: {e})"
-    return None if n > 0 else "no CUDA device answers (0 devices)"
 
 
 def _why_no_opencl() -> str | None:
@@ -62,8 +53,8 @@ BACKENDS = [
     pytest.param("opencl", marks=pytest.mark.skipif(_why_no_opencl() is not None,
                                                     reason=str(_why_no_opencl()))),
     pytest.param("cuda", marks=[pytest.mark.gpu,
-                                pytest.mark.skipif(_why_no_cuda() is not None,
-                                                   reason=str(_why_no_cuda()))]),
+                                pytest.mark.skipif(cuda_unavailable_reason() is not None,
+                                                   reason=str(cuda_unavailable_reason()))]),
 ]
 DEVICE_BACKENDS = BACKENDS[1:]
 
@@ -346,7 +337,7 @@ def test_no_synchronisation_inside_a_step(backend):
 
 # -- CUDA: peer copies and overlap -----------------------------------------------------------
 def _cuda_devices() -> int:
-    if _why_no_cuda() is not None:
+    if cuda_unavailable_reason() is not None:
         return 0
     import cupy
     return cupy.cuda.runtime.getDeviceCount()
@@ -355,7 +346,7 @@ def _cuda_devices() -> int:
 @pytest.mark.gpu
 @pytest.mark.skipif(_cuda_devices() < 2, reason=f"needs 2 CUDA devices for peer copies "
                                                   f"(found {_cuda_devices()}: "
-                                                  f"{_why_no_cuda() or 'only one'})")
+                                                  f"{cuda_unavailable_reason() or 'only one'})")
 def test_two_cuda_devices_match_the_reference():
     """Logical GPU g on CUDA device g: transfers are cudaMemcpyPeerAsync between devices."""
     ref = netspec.build(TINY, "numpy", seed=0)
@@ -369,7 +360,7 @@ def test_two_cuda_devices_match_the_reference():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(_why_no_cuda() is not None, reason=str(_why_no_cuda()))
+@pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=str(cuda_unavailable_reason()))
 def test_cuda_transfers_overlap_compute():
     """Timing events around every kernel and copy of one training step of AlexNet (batch 64,
     two logical GPUs, each on its own stream of the one device here): for each transfer, how
