@@ -3,6 +3,8 @@
 One horizontal lane per logical GPU. Each layer is a column, in network order, with one 3-D box
 per part in the lane of the GPU that holds it: height from the maps' spatial size, width from
 the part's channels, so the picture shrinks as the net narrows spatially and widens in depth.
+A layer with several parts on one GPU (`groups`) has them stacked in that GPU's lane, one box
+per group.
 Each column has a header (layer name, kernel size and stride); each box is labelled with its
 part's shape, H×W×C as in the paper.
 
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ir.graph import Graph, Layer
-from .errors import VizError
 from .fonts import line_metrics, text_width
 from .layout import Layout, Polygon, Polyline, Rect, Text, arrow_head
 from .render import save_layout
@@ -103,6 +104,14 @@ def detail_label(layer: Layer) -> str:
     a = layer.attrs
     if layer.replicated:
         return "input"
+    if layer.groups > 1:
+        return f"{_op_label(layer)} · {layer.groups} groups"
+    return _op_label(layer)
+
+
+def _op_label(layer: Layer) -> str:
+    """detail_label without the groups."""
+    a = layer.attrs
     if layer.type == "conv":
         return f"{a['size']}×{a['size']} s{a['stride']}"
     if layer.type in ("maxpool", "avgpool"):
@@ -188,11 +197,10 @@ def diagram_layout(graph: Graph) -> Layout:
     gpus = graph.gpus
     sizes = _box_sizes(graph)
     edges = graph_edges(graph)
+    stacks: dict[tuple[str, int], list[int]] = {}   # (layer, gpu) -> its parts there, in order
     for l in layers:
-        lanes = [p.gpu for p in l.parts]
-        if len(set(lanes)) != len(lanes):
-            raise VizError(f"{l.name}: two parts on one GPU; the diagram has one box per "
-                             f"layer and GPU")
+        for p in l.parts:
+            stacks.setdefault((l.name, p.gpu), []).append(p.index)
 
     name_asc, name_desc = line_metrics(NAME, True)
     det_asc, det_desc = line_metrics(DETAIL)
@@ -244,16 +252,34 @@ def diagram_layout(graph: Graph) -> Layout:
     det_base = name_base + name_desc + 3 + det_asc
     lanes_top = det_base + det_desc + 10
 
+    # A layer with several parts on one GPU (`groups`) stacks them in that GPU's lane, each
+    # box with its shape label under it; a lane is as tall as its tallest stack.
     above = max(s.above for s in sizes.values())
     below = max(s.below for s in sizes.values())
+    label_drop = below + 6 + shp_asc          # a box's axis to its shape label's baseline
     tracks = max([sum(1 for e in skips if e.src_gpu == g) for g in range(gpus)] + [0])
     pad = 12
-    axis_off = pad + above
-    shape_off = axis_off + below + 6 + shp_asc
-    track_off = shape_off + shp_desc + 8
-    lane_h = track_off + 7 * tracks + pad - (8 if not tracks else 0)
-    lane_top = [lanes_top + g * lane_h for g in range(gpus)]
-    axis = [t + axis_off for t in lane_top]
+    up, down = [above] * gpus, [0.0] * gpus   # lane extent above / below its middle axis
+    pitch = {}
+    for (name, g), idx in stacks.items():
+        top = max(sizes[(name, i)].above for i in idx)
+        pitch[(name, g)] = top + label_drop + shp_desc + 10
+        half = (len(idx) - 1) / 2 * pitch[(name, g)]
+        up[g] = max(up[g], half + top)
+        down[g] = max(down[g], half)
+    lane_top, lane_hs, axis, track_top = [], [], [], []
+    y = lanes_top
+    for g in range(gpus):
+        track_off = pad + up[g] + down[g] + label_drop + shp_desc + 8
+        lane_top.append(y)
+        axis.append(y + pad + up[g])
+        track_top.append(y + track_off)
+        lane_hs.append(track_off + 7 * tracks + pad - (8 if not tracks else 0))
+        y += lane_hs[-1]
+    part_axis = {}
+    for (name, g), idx in stacks.items():
+        for k, i in enumerate(idx):
+            part_axis[(name, i)] = axis[g] + (k - (len(idx) - 1) / 2) * pitch[(name, g)]
 
     layout = Layout(width, 0, title=f"{graph.name}: architecture on {gpus} GPU"
                                     f"{'s' if gpus != 1 else ''}")
@@ -267,7 +293,7 @@ def diagram_layout(graph: Graph) -> Layout:
     layout.add("subtitle", Text(MARGIN, sub_base, sub, SUBTITLE, "#444444"))
 
     for g in range(gpus):
-        layout.add("lane", Rect(MARGIN, lane_top[g], width - 2 * MARGIN, lane_h,
+        layout.add("lane", Rect(MARGIN, lane_top[g], width - 2 * MARGIN, lane_hs[g],
                                 LANE_FILLS[g % 2], LANE_STROKE),
                    Text(MARGIN + 10, axis[g] + 5, f"GPU {g}", LANE, "#333333", bold=True),
                    id=f"lane-gpu{g}", gpu=g)
@@ -287,11 +313,11 @@ def diagram_layout(graph: Graph) -> Layout:
     for key, es in outs.items():
         es.sort(key=lambda e: (e.dst_gpu, col[e.dst]))
         for e, off in zip(es, _spread(len(es), sizes[key].h * 0.35)):
-            y_out[e] = axis[e.src_gpu] + off
+            y_out[e] = part_axis[key] + off
     for key, es in ins.items():
         es.sort(key=lambda e: (e.src_gpu, col[e.src]))
         for e, off in zip(es, _spread(len(es), sizes[key].h * 0.35)):
-            y_in[e] = axis[e.dst_gpu] + off
+            y_in[e] = part_axis[key] + off
 
     used_down = [0] * len(layers)
     used_up = [0] * len(layers)
@@ -308,7 +334,7 @@ def diagram_layout(graph: Graph) -> Layout:
         else:
             down_x = right + 8 + 6 * used_down[i]
             up_x = left_d - 10 - 6 * used_up[j]
-            track_y = lane_top[e.src_gpu] + track_off + 7 * used_track[e.src_gpu]
+            track_y = track_top[e.src_gpu] + 7 * used_track[e.src_gpu]
             used_down[i] += 1
             used_up[j] += 1
             used_track[e.src_gpu] += 1
@@ -333,16 +359,18 @@ def diagram_layout(graph: Graph) -> Layout:
         for p in l.parts:
             key = (l.name, p.index)
             shape = l.part_out_shape(p)
-            layout.add(f"block block-{l.type}", *_box(box_x[key], axis[p.gpu], sizes[key], colour),
+            layout.add(f"block block-{l.type}", *_box(box_x[key], part_axis[key], sizes[key],
+                                                      colour),
                        id=f"{l.name}-part{p.index}", layer=l.name, part=p.index, gpu=p.gpu,
                        type=l.type, shape="x".join(map(str, shape)),
-                       channels=f"{p.start}-{p.stop}")
-            layout.add("part-label", Text(cx, lane_top[p.gpu] + shape_off, shape_label(shape),
+                       channels=f"{p.start}-{p.stop}",
+                       stacked=len(stacks[(l.name, p.gpu)]))
+            layout.add("part-label", Text(cx, part_axis[key] + label_drop, shape_label(shape),
                                           SHAPE, "#222222", "middle"),
                        layer=l.name, part=p.index)
 
     # -- legend: arrow styles, then box colours, flowing onto new rows -----------------------
-    y = lane_top[-1] + lane_h + 26
+    y = lane_top[-1] + lane_hs[-1] + 26
     leg_asc, leg_desc = line_metrics(LEGEND)
     items = []
     kinds = [k for k in ARROWS if any(e.kind == k for e in edges)]
