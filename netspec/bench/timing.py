@@ -161,7 +161,30 @@ class _HostClock:
             self.net.__dict__.pop(name, None)
 
 
-class _OpenCLClock:
+class _DeviceClock:
+    """What the device clocks share: summing (step, ms) per table row and per kernel, and
+    unhooking from the executor."""
+
+    def _tally(self, timed) -> dict:
+        times = defaultdict(float)
+        self._kernel_ms = defaultdict(float)
+        self._launches = defaultdict(int)
+        for step, ms in timed:
+            times[_row_key(step)] += ms
+            if step.kind == "launch":
+                self._kernel_ms[step.kernel] += ms
+                self._launches[step.kernel] += 1
+        return dict(times)
+
+    def kernels(self):
+        """kernel name -> (ms, launches): one kernel may serve several parts."""
+        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
+
+    def close(self):
+        self.net.step_hook = None
+
+
+class _OpenCLClock(_DeviceClock):
     """opencl: profiling events of every launch and copy."""
 
     name = "OpenCL profiling events per kernel and copy"
@@ -191,26 +214,11 @@ class _OpenCLClock:
 
     def stop(self):
         self.net._dev_finish()
-        times = defaultdict(float)
-        self._kernel_ms = defaultdict(float)
-        self._launches = defaultdict(int)
-        for step, ev in self.events:
-            ms = (ev.profile.end - ev.profile.start) * 1e-6
-            times[_row_key(step)] += ms
-            if step.kind == "launch":
-                self._kernel_ms[step.kernel] += ms
-                self._launches[step.kernel] += 1
-        return dict(times)
-
-    def kernels(self):
-        """kernel name -> (ms, launches): one kernel may serve several parts."""
-        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
-
-    def close(self):
-        self.net.step_hook = None
+        return self._tally((step, (ev.profile.end - ev.profile.start) * 1e-6)
+                           for step, ev in self.events)
 
 
-class _CudaClock:
+class _CudaClock(_DeviceClock):
     """cuda: timing events recorded on the step's stream around each launch and copy."""
 
     name = "CUDA events per kernel and copy"
@@ -248,24 +256,11 @@ class _CudaClock:
         return max(t(a, b) for a in self._t0 for b in ends)
 
     def stop(self):
-        times = defaultdict(float)
-        self._kernel_ms = defaultdict(float)
-        self._launches = defaultdict(int)
-        for step, a, b in self.pairs:
-            b.synchronize()
-            ms = self.cp.cuda.get_elapsed_time(a, b)
-            times[_row_key(step)] += ms
-            if step.kind == "launch":
-                self._kernel_ms[step.kernel] += ms
-                self._launches[step.kernel] += 1
-        return dict(times)
-
-    def kernels(self):
-        """kernel name -> (ms, launches): one kernel may serve several parts."""
-        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
-
-    def close(self):
-        self.net.step_hook = None
+        def timed():
+            for step, a, b in self.pairs:
+                b.synchronize()
+                yield step, self.cp.cuda.get_elapsed_time(a, b)
+        return self._tally(timed())
 
 
 def _row_key(step) -> tuple[str, str]:

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from netspec.ir.build import build_graph
-from netspec.viz import diagram_layout, overlapping_texts, render_diagram
-from netspec.viz.layout import Polyline, boxes_overlap, segment_hits_box
+from netspec.viz import diagram_layout, render_diagram
+from netspec.viz.layout import boxes_overlap
+
+from .legibility import assert_legible
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -133,24 +135,7 @@ def test_alexnet_groups_on_one_gpu():
 
 def test_no_label_overlaps_and_no_line_through_a_label(graph):
     layout = diagram_layout(graph)
-    assert overlapping_texts(layout, margin=1.0) == []
-    texts = [(t.text, t.box) for t in layout.texts() if t.text]
-    blocks = [(f"{b.data['layer']}:{b.data['part']}", b.box) for b in layout.find("block")]
-    for text, (x0, y0, x1, y1) in texts:
-        assert 0 <= x0 and x1 <= layout.width and 0 <= y0 and y1 <= layout.height, text
-        for name, box in blocks:
-            assert not boxes_overlap((x0, y0, x1, y1), box), (text, name)
-    for arrow in layout.find("arrow"):
-        ends = {arrow.data["src"], arrow.data["dst"]}
-        others = [(n, b) for n, b in blocks if n not in ends]
-        for shape in arrow.shapes:
-            if not isinstance(shape, Polyline):
-                continue
-            for p, q in shape.segments():
-                for text, box in texts:
-                    assert not segment_hits_box(p, q, box), (arrow.data, text)
-                for name, box in others:
-                    assert not segment_hits_box(p, q, box), (arrow.data, name)
+    assert_legible(layout)
 
 
 def test_png_not_blank(graph, tmp_path):
