@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.cachedir import user_cache_dir
-from .gemm import GemmTiles
-from .kernel import PartContext
+from ..kernel import PartContext
+from ..kernel.dialects import OPENCL
+from ..kernel.gemm import GemmTiles
 
 TUNE_VERSION = 1
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
@@ -220,7 +221,6 @@ class Tuner:
 
     def time_direction(self, ctx: PartContext, direction: str, tiles: GemmTiles) -> float:
         """Median ms of the direction's launches with these tiles (inf if they can't run)."""
-        from .dialects import OPENCL
         import pyopencl as cl
         if self._ctx is None:
             self._ctx = cl.Context([self.dev])

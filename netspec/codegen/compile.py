@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
-from .dialects import CUDA, OPENCL, Dialect
+from ..kernel.dialects import CUDA, OPENCL, Dialect
 from .plan import LaunchPlan, build_plan
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a

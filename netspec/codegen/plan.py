@@ -27,7 +27,7 @@ lifetimes from the training sequence (forward, backward, update): a buffer is li
 first step that touches it to the last, so activations the backward reads stay until their
 backward, and the rest share memory. Offsets are aligned to `ALIGN` bytes (OpenCL sub-buffers).
 
-Device layout: activations (C, N, H, W) per part (see codegen/kernel.py).
+Device layout: activations (C, N, H, W) per part (see netspec/kernel).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..ir.graph import Graph, Layer, Part
-from .kernel import Call, Kernel, PartContext, elementwise_launch, params
+from ..kernel import Call, Kernel, PartContext, elementwise_launch, params
 from .sgd import sgd_kernel
 
 ALIGN = 4096

@@ -10,7 +10,8 @@ arguments, since the schedule changes lr.
 """
 from __future__ import annotations
 
-from .kernel import Kernel, elementwise_launch, params
+from ..kernel import Kernel, elementwise_launch, params
+from ..kernel.dialects import _literal
 
 SGD_TEMPLATE = r"""
 $kernel $name($params)
@@ -34,7 +35,6 @@ $kernel $name($params)
 def sgd_kernel(name: str, n: int, segments: list[tuple[int, int, float, float, str]],
                layer: str = "") -> Kernel:
     """segments: (start, stop, lr_mult, decay_mult, tensor name) in elements of the block."""
-    from .dialects import _literal
     branches = []
     for k, (a, b, lm, dm, what) in enumerate(segments):
         head = "if" if k == 0 else "else if"

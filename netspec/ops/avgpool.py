@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .maxpool import Pool, pool_windows
+from ..kernel import Call, Kernel, elementwise_launch, params
+from .maxpool import POOL_WINDOWS, Pool, pool_consts, pool_windows
 
 
 class AvgPool(Pool):
@@ -59,7 +60,6 @@ $kernel $name($params)
 
 
 def _bwd_template():
-    from .maxpool import POOL_WINDOWS
     return r"""
 $kernel $name($params)
 {
@@ -77,8 +77,6 @@ $kernel $name($params)
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
-    from .maxpool import pool_consts
     k = pool_consts(c)
     k["INV_AREA"] = 1.0 / k["Z"] ** 2
     gs, ls = elementwise_launch(k["NOUT"])
@@ -92,8 +90,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
-    from .maxpool import pool_consts
     if not c.input_grad:
         return []
     k = pool_consts(c)

@@ -14,6 +14,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..kernel import Call, Kernel, elementwise_launch, params
+from ..kernel.gemm import (
+    default_splits,
+    fit_tiles,
+    gemm_kernel,
+    split_k_reduce_kernel,
+    split_slice,
+)
 from .base import AttrDef, Op
 
 
@@ -130,9 +138,9 @@ OP = Conv()
 
 # -- kernel templates ----------------------------------------------------------------------------
 # Owned by the kernel compiler (netspec.codegen); rendered in CUDA C and OpenCL C from one text,
-# the `$tokens` being the dialect's (codegen/dialects.py) or this part's static shapes.
+# the `$tokens` being the dialect's (kernel/dialects.py) or this part's static shapes.
 # Device layout: activations (C, N, H, W), weights (O, C, kh, kw) as in PyTorch.
-# All three passes are implicit GEMMs over the shared tiled skeleton (codegen/gemm.py); the
+# All three passes are implicit GEMMs over the shared tiled skeleton (kernel/gemm.py); the
 # im2col columns are gathered while staging tiles, never stored.
 # Fused: bias + ReLU in the forward epilogue; ReLU's backward (dy · [y > 0]) and the bias
 # gradient in one reduction kernel that rewrites dy in place, read by the two GEMMs after it.
@@ -264,7 +272,6 @@ def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, laye
                     threads: int = 64):
     """The Calls of the bias gradient: stage 1 into `db` (one slice) or into the `db_split`
     scratch (outputs x slices), then stage 2. `scratch_buffers` sizes db_split the same way."""
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     if per_output <= 64:
         gs, ls = elementwise_launch(outputs, 64)
         return [Call(Kernel(
@@ -306,7 +313,6 @@ def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, laye
 
 def _weight_grad_splits(c) -> tuple[int, int, int, int]:
     """(M, N, K, slices) of the weight-gradient GEMM, slices from the tiles or default_splits."""
-    from ..codegen.gemm import default_splits, fit_tiles, split_slice
     g = _geometry(c)
     m, n, k = c.out_shape[0], g["CIN"] * g["KH"] * g["KW"], c.batch * g["OH"] * g["OW"]
     tiles = c.tiles.get("bwd_weight")
@@ -337,8 +343,6 @@ def _geometry(c) -> dict:
 
 
 def forward_kernels(c):
-    from ..codegen.gemm import gemm_kernel
-    from ..codegen.kernel import Call, params
     g = _geometry(c)
     o = c.out_shape[0]
     kk = g["CIN"] * g["KH"] * g["KW"]
@@ -358,8 +362,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.gemm import gemm_kernel, split_k_reduce_kernel
-    from ..codegen.kernel import Call, params
     g = _geometry(c)
     o = c.out_shape[0]
     kk = g["CIN"] * g["KH"] * g["KW"]

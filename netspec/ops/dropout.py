@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernel import Call, Kernel, elementwise_launch, params
 from .base import AttrDef, Op
 
 
@@ -70,7 +71,6 @@ def scratch_buffers(c) -> dict:
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     n = c.out_elements
     gs, ls = elementwise_launch(n)
     scale = 1.0 / (1.0 - c.attrs["p"])
@@ -89,7 +89,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     if not c.input_grad:
         return []
     n = c.out_elements

@@ -9,7 +9,10 @@ import math
 
 import numpy as np
 
+from ..kernel import Call, params
+from ..kernel.gemm import gemm_kernel
 from .base import AttrDef, Op
+from .conv import bias_grad_calls, bias_grad_slices
 from .relu import relu_mask_grad
 
 
@@ -54,7 +57,7 @@ OP = FC()
 # Owned by the kernel compiler (netspec.codegen); rendered in CUDA C and OpenCL C from one text.
 # Device layout: the input part is (C, N, HW) (HW = 1 after another fc), its flattened row
 # k = c·HW + p in PyTorch's (C, H, W) order; the output is (O, N). Three tiled GEMMs
-# (codegen/gemm.py). Fused: bias + ReLU in the forward epilogue; ReLU backward + bias gradient
+# (kernel/gemm.py). Fused: bias + ReLU in the forward epilogue; ReLU backward + bias gradient
 # in the reduction kernel shared with conv.
 
 # x as a (K, N) matrix, K = C·HW: element (k, img)
@@ -62,21 +65,17 @@ FC_X = "x[((KIDX / ${HW}) * ${NB} + NIDX) * ${HW} + KIDX % ${HW}]"
 
 
 def _sizes(c):
-    import math
     cin = c.in_shape[0]
     hw = math.prod(c.in_shape[1:])
     return c.out_shape[0], cin * hw, dict(HW=hw, NB=c.batch)
 
 
 def scratch_buffers(c) -> dict:
-    from .conv import bias_grad_slices
     sl = bias_grad_slices(c.batch)
     return {"db_split": c.out_shape[0] * sl} if sl > 1 else {}
 
 
 def forward_kernels(c):
-    from ..codegen.gemm import gemm_kernel
-    from ..codegen.kernel import Call, params
     o, kin, g = _sizes(c)
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
     k = gemm_kernel(
@@ -92,9 +91,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.gemm import gemm_kernel
-    from ..codegen.kernel import Call, params
-    from .conv import bias_grad_calls
     o, kin, g = _sizes(c)
     calls = bias_grad_calls(c.prefix, o, c.batch, c.layer.relu, c.layer.name)
     dw = gemm_kernel(

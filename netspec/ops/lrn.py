@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ..kernel import Call, Kernel, elementwise_launch, params
 from .base import AttrDef, Op
 
 
@@ -173,7 +174,6 @@ def negative_power_c(beta: float) -> str:
 
 
 def _consts(c) -> dict:
-    import math
     a = c.attrs
     return dict(C=c.out_shape[0], PIX=c.batch * math.prod(c.out_shape[1:]), HALF=a["size"] // 2,
                 K=float(a["k"]), ALPHA=float(a["alpha"]), BETA=float(a["beta"]),
@@ -189,7 +189,6 @@ def _template(text: str, c) -> str:
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     k = _consts(c)
     gs, ls = elementwise_launch(k["PIX"])
     return [Call(Kernel(
@@ -203,7 +202,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     if not c.input_grad:
         return []
     k = _consts(c)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernel import Call, Kernel, elementwise_launch, params
 from .base import AttrDef, Op
 from .conv import conv_out
 
@@ -158,7 +159,6 @@ def scratch_buffers(c) -> dict:
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     k = pool_consts(c)
     gs, ls = elementwise_launch(k["NOUT"])
     return [Call(Kernel(
@@ -171,7 +171,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     if not c.input_grad:
         return []
     k = pool_consts(c)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernel import Call, Kernel, elementwise_launch, params
 from .base import Op
 
 
@@ -51,7 +52,6 @@ $kernel $name($params)
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     n = c.out_elements
     gs, ls = elementwise_launch(n)
     return [Call(Kernel(f"{c.prefix}_fwd", RELU_FWD, params("in x", "out y"), dict(N=n), gs, ls,
@@ -60,7 +60,6 @@ def forward_kernels(c):
 
 
 def backward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     if not c.input_grad:
         return []
     n = c.out_elements

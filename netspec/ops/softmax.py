@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..kernel import Call, Kernel, elementwise_launch, params
 from .base import Op
 
 
@@ -115,7 +116,6 @@ $kernel $name($params)
 
 
 def _consts(c) -> dict:
-    import math
     classes = math.prod(c.in_shape)
     threads = 32
     while threads < classes and threads < 256:
@@ -128,7 +128,6 @@ def scratch_buffers(c) -> dict:
 
 
 def forward_kernels(c):
-    from ..codegen.kernel import Call, Kernel, params
     k = _consts(c)
     t = k["THREADS"]
     return [Call(Kernel(
@@ -142,7 +141,6 @@ def forward_kernels(c):
 
 def backward_kernels(c):
     """The loss and dL/dz together: this op's backward starts the backward pass."""
-    from ..codegen.kernel import Call, Kernel, elementwise_launch, params
     k = _consts(c)
     n = k["C"] * c.batch
     gs, ls = elementwise_launch(n)

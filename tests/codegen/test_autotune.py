@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 from netspec.codegen import autotune  # noqa: E402
 from netspec.codegen.compile import compile_network  # noqa: E402
-from netspec.codegen.gemm import GemmTiles  # noqa: E402
+from netspec.kernel.gemm import GemmTiles  # noqa: E402
 from netspec.ir.build import build_graph  # noqa: E402
 from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from netspec.codegen.compile import compile_network
-from netspec.codegen.dialects import CUDA, OPENCL
+from netspec.kernel.dialects import CUDA, OPENCL
 from netspec.ir.build import build_graph
 
 # words only one dialect knows; a template that writes any of them is not dialect-neutral

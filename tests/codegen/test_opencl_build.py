@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netspec.codegen.compile import build_error, compile_network, render_source
-from netspec.codegen.gemm import GemmTiles
+from netspec.kernel.gemm import GemmTiles
 from netspec.errors import DeviceLimitError, KernelBuildError
 from netspec.ir.build import build_graph
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kernel import Kernel, Param
+from . import Kernel, Param, elementwise_launch, params
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,6 @@ $kernel $name($params)
 def split_k_reduce_kernel(name: str, elements: int, splits: int, layer: str = "",
                           what: str = "") -> Kernel:
     """out[i] = sum over z < splits of part[z, i], slices added in order."""
-    from .kernel import elementwise_launch, params
     gs, ls = elementwise_launch(elements)
     return Kernel(name=name, template=SPLIT_K_REDUCE, params=params("in part", "out out"),
                   consts=dict(MN=elements, SPLITS=splits), global_size=gs, local_size=ls,

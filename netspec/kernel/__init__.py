@@ -1,4 +1,11 @@
-"""A kernel before rendering: name, template, parameters, compile-time constants and launch.
+"""Kernel descriptions: what op modules build and codegen renders, below both of them.
+
+`netspec.kernel` is a leaf: it imports nothing from netspec, so every op module may import it at
+module level (ops <- kernel, no cycle). It holds a kernel before rendering (`Kernel`: name,
+template, parameters, compile-time constants and launch), its parameter list (`Param`,
+`params`), a launch of it with buffers (`Call`), the launch helper (`elementwise_launch`) and
+what a builder sees of one part (`PartContext`); the tiled GEMM skeleton is in
+`netspec.kernel.gemm`, the CUDA C / OpenCL C token tables in `netspec.kernel.dialects`.
 
 Kernels are specialised on static shapes: every size and stride is a constant substituted into
 the template (`${H}` becomes `27`), so the compiler folds the index arithmetic. The launch is
@@ -14,12 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .dialects import Dialect
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..ir.graph import Layer, Part
 
 # parameter kinds -> C declaration (the dialect adds the buffer qualifier and restrict)
 _PARAM_C = {
@@ -103,8 +107,8 @@ class PartContext:
     """What an op's kernel builders see of one part: shapes per image (part_in_shape, channels
     first), the batch size, and where the kernels' names come from."""
 
-    layer: "Layer"
-    part: "Part"
+    layer: Any                          # netspec.ir.graph.Layer (not imported: ir is above)
+    part: Any                           # netspec.ir.graph.Part
     batch: int
     input_grad: bool                    # False when the input is the network's data
     tiles: dict = field(default_factory=dict)
