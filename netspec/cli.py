@@ -54,12 +54,11 @@ def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget):
         from .ir.report import device_rows
         info["batch_size"] = batch_size
         info["devices"] = device_rows(graph, batch_size)
-    from .codegen.compile import compile_network
+    from .runtime import autotune
 
-    compiled = compile_network(graph, info["batch_size"], tune=True if tune else None,
-                               tune_budget_s=tune_budget)
+    compiled = autotune.compile_tuned(graph, info["batch_size"], tune=True if tune else None,
+                                      tune_budget_s=tune_budget)
     if tune:
-        from .codegen import autotune
         click.echo(autotune.describe_stats(autotune.LAST), err=True)
     for d in info["devices"]:
         mem = compiled.plan.memory(d["gpu"])

@@ -11,6 +11,6 @@ def root() -> pathlib.Path:
     return ROOT
 
 
-# Autotuning (netspec/codegen/autotune.py) is off in tests unless a test turns it on: no test
+# Autotuning (netspec/runtime/autotune.py) is off in tests unless a test turns it on: no test
 # should time kernels, or pick up tiles someone tuned in the user's cache.
 os.environ.setdefault("NETSPEC_AUTOTUNE", "0")

@@ -34,12 +34,11 @@ def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_
 
     if tune:
         # the winners land in the autotune cache, which the backend's own compile reads
-        from ..codegen import autotune
-        from ..codegen.compile import compile_network
         from ..ir.build import build_graph
+        from ..runtime import autotune
         graph = build_graph(spec)
-        compile_network(graph, batch_size or graph.recipe.batch_size, tune=True,
-                        tune_budget_s=tune_budget)
+        autotune.compile_tuned(graph, batch_size or graph.recipe.batch_size, tune=True,
+                               tune_budget_s=tune_budget)
         click.echo(autotune.describe_stats(autotune.LAST), err=True)
 
     res = run_bench(spec, backend, batch_size=batch_size, iterations=iterations,

@@ -110,17 +110,13 @@ def check_limits(plan: LaunchPlan, max_threads: int, max_shared: int, device: st
 
 
 def compile_network(graph: Graph, batch_size: int | None = None,
-                    tiles: dict | None = None, *, tune: bool | None = None,
-                    tune_budget_s: float | None = None) -> Compiled:
+                    tiles: dict | None = None) -> Compiled:
     """Plan and render every kernel of `graph` at `batch_size` (the spec's batch by default).
-    `tiles` optionally maps a layer name to {"fwd"|"bwd_weight"|"bwd_data": GemmTiles};
-    without it the GEMMs take autotuned tiles (codegen/autotune.py): `tune=True` times the
-    candidates not cached yet on the OpenCL device (within `tune_budget_s`), None reads the
-    cache only (NETSPEC_AUTOTUNE decides), False uses the default tiles."""
-    from .autotune import resolve_tiles
+    `tiles` optionally maps a layer name to {"fwd"|"bwd_weight"|"bwd_data": GemmTiles}; the
+    GEMMs it doesn't name take the default tiles. Nothing runs here: autotuned tiles come from
+    netspec.runtime.autotune (`compile_tuned`), which times kernels and then calls this."""
     batch = batch_size or graph.recipe.batch_size
-    tiles = resolve_tiles(graph, batch, tiles, tune, tune_budget_s)
-    plan = build_plan(graph, batch, tiles)
+    plan = build_plan(graph, batch, tiles or {})
     check_limits(plan, CUDA_MAX_THREADS, CUDA_MAX_SHARED, "a CUDA device")
     return Compiled(graph, batch, plan, render_source(plan, CUDA), render_source(plan, OPENCL))
 

@@ -2,9 +2,9 @@
 
 A folder is listed at once (classes, files); its images are decoded once, the first time
 anything needs them (the mean image, the PCA, which files can't be read), in `workers`
-processes. That scan's result is cached under the user cache folder (cachedir.py), keyed by
-the folder, the base size and every file's name, size and modification time, so a second
-open is instant and a changed file means a new scan.
+processes. That scan's result is cached under the user cache folder (netspec/cachedir.py),
+keyed by the folder, the base size and every file's name, size and modification time, so a
+second open is instant and a changed file means a new scan.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec.data.cache import is_prepared_cache, read_cache
-from netspec.data.cachedir import user_cache_dir
+from netspec.cachedir import user_cache_dir
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs

@@ -12,8 +12,8 @@ drawn from its own random stream (seed, class, split, index), so the set is the 
 machine with the same Pillow/libjpeg, however it is generated. A small AlexNet-shaped net
 learns it on 64×64 crops in a few minutes on a CPU (base DEMO_BASE, crop DEMO_CROP).
 
-It is written to <user cache>/demo-v1 (cachedir.py) in a temporary folder that is renamed into
-place when complete, so an interrupted generation leaves nothing half-made behind.
+It is written to <user cache>/demo-v1 (netspec/cachedir.py) in a temporary folder that is
+renamed into place when complete, so an interrupted generation leaves nothing half-made behind.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from netspec.data.cachedir import user_cache_dir
+from netspec.cachedir import user_cache_dir
 from netspec.data.shards import ProgressBar
 from netspec.errors import DataError
 

@@ -7,10 +7,11 @@ logical GPU, on the device `device_map` gives it; events for the plan's cross-st
 arrays viewing one allocation per region, on their logical GPU's device. A copy between
 logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct over NVLink/PCIe
 where peer access can be enabled, else staged by the driver); on a shared device it is a
-device-local copy. A thin adapter: the plan walk is codegen/executor.py's.
+device-local copy. A thin adapter: the plan walk is runtime/executor.py's.
 
 Compiled modules are cached by CuPy itself, keyed by source, options and compiler; netspec
-points that cache (CUPY_CACHE_DIR, when unset) at `cache_dir()/cupy`.
+points that cache (CUPY_CACHE_DIR, when unset) at the kernels/cupy folder of its own cache
+(netspec/cachedir.py).
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import os
 
 import numpy as np
 
+from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
-from ..codegen.executor import PlanNet
-from .opencl_backend import cache_dir
+from .executor import PlanNet
 
 
 def _cupy():
-    os.environ.setdefault("CUPY_CACHE_DIR", str(cache_dir() / "cupy"))
+    os.environ.setdefault("CUPY_CACHE_DIR", str(cache_dir("kernels") / "cupy"))
     import cupy
     return cupy
 

@@ -1,17 +1,12 @@
 """backend="opencl": the launch plan on any OpenCL device through PyOpenCL (PoCL on the CPU
 by default), one in-order command queue per logical GPU, events for the plan's cross-queue
-waits. A thin adapter: the plan walk is codegen/executor.py's.
+waits. A thin adapter: the plan walk is runtime/executor.py's.
 
-Device choice: NETSPEC_OPENCL_DEVICE="platform substring:device substring" (either part may be
-empty), else the first GPU, else PoCL's CPU device, else the first device at all. That is
-device 0 of `devices=[...]`; devices 1, 2, ... are the other devices of its platform and type
-(and name, when NETSPEC_OPENCL_DEVICE gives one), in the platform's order. The devices used
-share one context, so a transfer between logical GPUs is a copy between buffers of that context,
-enqueued on the sender's queue (the driver moves the data between devices); on one device it
-is a device-local copy. PoCL shows two CPU devices with POCL_DEVICES="pthread pthread".
+Device choice: see opencl_device.py (NETSPEC_OPENCL_DEVICE, else the first GPU, else PoCL's
+CPU device).
 
-Compiled programs are cached on disk under `cache_dir()` (NETSPEC_CACHE_DIR, else
-~/.cache/netspec/kernels), keyed by a hash of the source, the device, its driver and the
+Compiled programs are cached on disk under `cache_dir()` (the kernels/ folder of the user
+cache, netspec/cachedir.py), keyed by a hash of the source, the device, its driver and the
 platform, so the second build of a spec is a load. For a GPU driver that is the program binary
 (`<hash>.clbin`). PoCL on the CPU is different: asking it for a binary makes it compile every
 kernel for every work-group size up front (~90 s for AlexNet on 2 cores), so there netspec
@@ -22,71 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
 
 from ..codegen.compile import Compiled, build_error
-from ..codegen.executor import PlanNet
 from ..errors import DeviceLimitError
-
-
-def cache_dir() -> Path:
-    """$NETSPEC_CACHE_DIR, else $XDG_CACHE_HOME/netspec, else ~/.cache/netspec; kernels go in
-    its kernels/ folder."""
-    base = os.environ.get("NETSPEC_CACHE_DIR")
-    if not base:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                            "netspec")
-    return Path(base) / "kernels"
-
-
-def _cl():
-    # PoCL reads POCL_CACHE_DIR once, when the OpenCL platforms are first listed
-    os.environ.setdefault("POCL_CACHE_DIR", str(cache_dir() / "pocl"))
-    import pyopencl as cl   # optional extra: imported only when this backend is used
-    return cl
-
-
-def opencl_devices() -> list:
-    """The devices `devices=` numbers: find_device()'s first, then the others of its platform
-    and type (see the module doc)."""
-    first = find_device()
-    if first is None:
-        return []
-    cl = _cl()
-    dw = os.environ.get("NETSPEC_OPENCL_DEVICE", "").partition(":")[2].lower()
-    same = [d for d in first.platform.get_devices()
-            if d.type == first.type and dw in d.name.lower()]
-    return [first] + [d for d in same if d != first]
-
-
-def describe_device(d) -> str:
-    platform = d.platform.name.strip()
-    short = "PoCL" if "portable" in platform.lower() else platform
-    return f"{d.name.strip()} ({short})"
-
-
-def find_device(gpu_only: bool = False):
-    """The OpenCL device to use (see the module doc), or None."""
-    try:
-        cl = _cl()
-        platforms = cl.get_platforms()
-    except Exception:
-        return None
-    devices = [(p, d) for p in platforms for d in p.get_devices()]
-    want = os.environ.get("NETSPEC_OPENCL_DEVICE")
-    if want:
-        pw, _, dw = want.partition(":")
-        for p, d in devices:
-            if pw.lower() in p.name.lower() and dw.lower() in d.name.lower():
-                return d
-        return None
-    gpus = [d for p, d in devices if d.type & cl.device_type.GPU]
-    if gpus or gpu_only:
-        return gpus[0] if gpus else None
-    pocl = [d for p, d in devices if "portable" in p.name.lower() or "pocl" in p.name.lower()]
-    return (pocl or [d for _, d in devices] or [None])[0]
+from .executor import PlanNet
+from .opencl_device import _cl, cache_dir, describe_device, find_device, opencl_devices
 
 
 class OpenCLNet(PlanNet):

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from netspec.codegen.executor import sgd_reference
+from netspec.runtime.executor import sgd_reference
 from netspec.ir.graph import Graph
 from netspec.ops import OPS
 from netspec.runtime.numpy_backend import NumpyNet

@@ -13,14 +13,17 @@ hash of the direction, the GEMM's kernel text and shape constants (not its name:
 the same shape share it), TUNE_VERSION and the device's identity (platform, device, driver),
 so a later compile on that device reuses it without timing anything.
 
-When: `compile_network(..., tune=True)` (`netspec compile --tune`, `netspec bench --tune`)
+When: `compile_tuned(..., tune=True)` (`netspec compile --tune`, `netspec bench --tune`)
 times what is not cached yet, within `budget_s` (what is left over is tuned by the next
-`--tune`). Every other compile (`netspec train`, tests) only reads the cache, and only when
-that folder exists, so it costs nothing until someone has tuned. NETSPEC_AUTOTUNE=0 turns both
-off; NETSPEC_AUTOTUNE=1 makes every compile tune what is missing, within
-NETSPEC_AUTOTUNE_BUDGET seconds (default 60). The device is the OpenCL backend's default
-(`find_device`, NETSPEC_OPENCL_DEVICE); the tiles it picks are used for the CUDA rendering of
-the same plan too.
+`--tune`). Every other compile through the runtime (the kernel backends' own, so `netspec
+train` and tests) only reads the cache, and only when that folder exists, so it costs nothing
+until someone has tuned. NETSPEC_AUTOTUNE=0 turns both off; NETSPEC_AUTOTUNE=1 makes every
+compile tune what is missing, within NETSPEC_AUTOTUNE_BUDGET seconds (default 60). The device
+is the OpenCL backend's default (`find_device`, NETSPEC_OPENCL_DEVICE); the tiles it picks are
+used for the CUDA rendering of the same plan too.
+
+This is runtime's, not codegen's, because it runs kernels: codegen's `compile_network` takes
+the tiles as an argument and never executes anything.
 """
 from __future__ import annotations
 
@@ -35,10 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.cachedir import user_cache_dir
+from ..cachedir import cache_dir
+from ..codegen.compile import Compiled, compile_network
+from ..codegen.plan import kernel_module
 from ..kernel import PartContext
 from ..kernel.dialects import OPENCL
 from ..kernel.gemm import GemmTiles
+from .opencl_device import _cl, find_device
 
 TUNE_VERSION = 1
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
@@ -59,7 +65,7 @@ _KEY_DROPPED = {"TM", "TN", "TK", "WM", "WN", "TX", "TY", "THREADS", "KS"}
 
 
 def autotune_dir() -> Path:
-    return user_cache_dir() / "autotune"
+    return cache_dir("autotune")
 
 
 def mode() -> str:
@@ -121,7 +127,6 @@ def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
     if not timing and not autotune_dir().is_dir():
         return {}
     try:
-        from ..runtime.opencl_backend import find_device
         dev = find_device()
     except Exception:        # no pyopencl: nothing to tune on, nothing cached for it
         dev = None
@@ -130,6 +135,16 @@ def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
     if budget_s is None:
         budget_s = float(os.environ.get("NETSPEC_AUTOTUNE_BUDGET", "60"))
     return Tuner(dev, timing=timing, budget_s=budget_s).tiles_for(graph, batch)
+
+
+def compile_tuned(graph, batch_size: int | None = None, tiles: dict | None = None, *,
+                  tune: bool | None = None, tune_budget_s: float | None = None) -> Compiled:
+    """codegen's `compile_network` with the tiles `resolve_tiles` gives: `tiles` if given,
+    else autotuned ones. `tune=True` times the candidates not cached yet on the OpenCL device
+    (within `tune_budget_s`), None reads the cache only (NETSPEC_AUTOTUNE decides), False
+    uses the default tiles."""
+    batch = batch_size or graph.recipe.batch_size
+    return compile_network(graph, batch, resolve_tiles(graph, batch, tiles, tune, tune_budget_s))
 
 
 class Tuner:
@@ -211,7 +226,6 @@ class Tuner:
     # -- timing on the device --------------------------------------------------------------
     @staticmethod
     def calls(ctx: PartContext, direction: str, tiles: GemmTiles) -> list:
-        from .plan import kernel_module
         mod = kernel_module(ctx.layer)
         c = replace(ctx, tiles={direction: tiles})
         every = (mod.forward_kernels(c) if direction == "fwd" else mod.backward_kernels(c))
@@ -221,7 +235,7 @@ class Tuner:
 
     def time_direction(self, ctx: PartContext, direction: str, tiles: GemmTiles) -> float:
         """Median ms of the direction's launches with these tiles (inf if they can't run)."""
-        import pyopencl as cl
+        cl = _cl()
         if self._ctx is None:
             self._ctx = cl.Context([self.dev])
             self._queue = cl.CommandQueue(
@@ -257,7 +271,6 @@ class Tuner:
 
     @staticmethod
     def role_sizes(c: PartContext) -> dict:
-        from .plan import kernel_module
         layer, part = c.layer, c.part
         wshape = layer.weight_shape(part)
         n_in, n_out = c.in_elements, c.out_elements

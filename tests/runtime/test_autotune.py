@@ -1,23 +1,20 @@
-"""Autotuned tiles (netspec/codegen/autotune.py) on the OpenCL device (PoCL here): the winner
+"""Autotuned tiles (netspec/runtime/autotune.py) on the OpenCL device (PoCL here): the winner
 is cached on disk and reused without timing, and the kernels compiled with tuned tiles (split-K
 included) still match the NumPy reference layer by layer."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("pyopencl", reason="pyopencl is not installed")
-from netspec.codegen import autotune  # noqa: E402
-from netspec.codegen.compile import compile_network  # noqa: E402
-from netspec.kernel.gemm import GemmTiles  # noqa: E402
-from netspec.ir.build import build_graph  # noqa: E402
-from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from plan_oracle import check_kernels_in_place  # noqa: E402
+
+from netspec.ir.build import build_graph  # noqa: E402
+from netspec.kernel.gemm import GemmTiles  # noqa: E402
+from netspec.runtime import autotune  # noqa: E402
+from netspec.runtime.autotune import compile_tuned  # noqa: E402
+from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
 
 if find_device() is None:
     pytest.skip("no OpenCL device", allow_module_level=True)
@@ -59,7 +56,7 @@ def test_winners_are_timed_once_then_read_from_the_cache(cache, monkeypatch):
         return ms
 
     monkeypatch.setattr(autotune.Tuner, "time_direction", counting)
-    first = compile_network(g, 3, tune=True)
+    first = compile_tuned(g, 3, tune=True)
     # conv1 reads the data (no bwd_data): 2 + 3 + 3 + 3 GEMMs
     assert autotune.LAST.tuned == 11 and autotune.LAST.reused == 0
     assert all(ms > 0 and ms != float("inf") for *_, ms in timed)
@@ -69,14 +66,14 @@ def test_winners_are_timed_once_then_read_from_the_cache(cache, monkeypatch):
     assert len(records) == 11
     assert all(r["device"] == autotune.LAST.device for r in records)
     n = len(timed)
-    second = compile_network(g, 3, tune=True)
+    second = compile_tuned(g, 3, tune=True)
     assert len(timed) == n, "the second compile timed kernels again"
     assert autotune.LAST.tuned == 0 and autotune.LAST.reused == 11
     assert second.opencl_source == first.opencl_source
     # a plain compile (lookup mode) takes the same tiles; NETSPEC_AUTOTUNE=0 the defaults
-    assert compile_network(g, 3).opencl_source == first.opencl_source
+    assert compile_tuned(g, 3).opencl_source == first.opencl_source
     monkeypatch.setenv("NETSPEC_AUTOTUNE", "0")
-    assert compile_network(g, 3).opencl_source == compile_network(g, 3, tune=False).opencl_source
+    assert compile_tuned(g, 3).opencl_source == compile_tuned(g, 3, tune=False).opencl_source
 
 
 def test_tuned_kernels_match_the_reference(cache, monkeypatch):
@@ -88,7 +85,7 @@ def test_tuned_kernels_match_the_reference(cache, monkeypatch):
 
     monkeypatch.setattr(autotune.Tuner, "time_direction", lambda s, c, d, t: 10 - prefer(s, c, d, t))
     g = build_graph(SPEC)
-    compile_network(g, 3, tune=True)
+    compile_tuned(g, 3, tune=True)
     chosen = {k: r["tiles"] for k, r in autotune.LAST.chosen.items()}
     assert chosen[("conv2", "bwd_weight")]["splits"] == 3
     assert chosen[("fc3", "fwd")]["TM"] == 16

@@ -10,16 +10,15 @@ Only float32: the kernels are float kernels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceLimitError
-from ..runtime.net import Net
-from .compile import Compiled, check_limits, compile_network
-from .plan import LaunchPlan, Step
+from ..codegen.compile import Compiled, check_limits
+from ..codegen.plan import Step
+from .autotune import compile_tuned
+from .net import Net
 
 
 @dataclass
@@ -85,7 +84,7 @@ class PlanNet(Net):
         inst = self._instances.get(batch)
         if inst is not None:
             return inst
-        compiled = compile_network(self.graph, batch)
+        compiled = compile_tuned(self.graph, batch)     # the tuned tiles, if cached
         plan = compiled.plan
         max_threads, max_shared, device = self._dev_limits()
         check_limits(plan, max_threads, max_shared, device)
