@@ -93,15 +93,15 @@ def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, 
 
         draw_curves(run.metrics(), output, title=f"{label} · learning curves", width=width)
     elif predictions:
+        from ..train.probe import run_predictions
         from .predictions import draw_predictions
-        from .run import run_predictions
 
         images, probs, labels, names = run_predictions(run, data, count or 8, backend)
         draw_predictions(images, probs, labels, names, output,
                          title=f"{label} · top-5 predictions on validation images", width=width)
     elif neighbours:
+        from ..train.probe import run_neighbours
         from .neighbours import draw_neighbours
-        from .run import run_neighbours
 
         q, found, dist, q_names, n_names, searched = run_neighbours(run, data, count or 5, k,
                                                                     search, backend)
