@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.sgd import layer_multipliers, sgd_update
 from ..ir.graph import INPUT, Graph
+from ..runtime import build
 
 DIRECTIONS = ("forward", "backward", "update")
 UPDATE_ROW = "sgd"          # the layer name of the SGD update's row
@@ -289,9 +291,6 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
           iterations: int = 5, warmup: int = 1, seed: int = 0, net=None) -> BenchResult:
     """Time `iterations` training steps of `spec` (path, text or Graph) on `backend` after
     `warmup` untimed ones; see the module doc. `net` reuses an already built network."""
-    from ..runtime import build
-    from ..train.sgd import layer_multipliers, sgd_update
-
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     if net is None:

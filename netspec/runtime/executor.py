@@ -39,14 +39,6 @@ class _Run:
     out: dict = field(default_factory=dict)           # what -> host array
 
 
-def sgd_reference(w: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, momentum: float,
-                  decay: float) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's rule (§5) in NumPy, float32: v <- μ·v − λ·ε·w − ε·g ; w <- w + v."""
-    f = np.float32
-    v = f(momentum) * v - f(decay) * f(lr) * w - f(lr) * g
-    return (w + v).astype(np.float32), v.astype(np.float32)
-
-
 class PlanNet(Net):
     """A `Net` whose forward and backward run a compiled plan on a device."""
 

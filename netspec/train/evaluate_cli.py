@@ -11,9 +11,9 @@ from .evaluate import evaluate
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
              devices=None, batch_size=None, workers=0) -> dict:
-    import netspec
     from ..data import open_dataset
     from ..ir.build import build_graph
+    from ..runtime import build
 
     ckpt = Path(checkpoint)
     state = {}
@@ -37,7 +37,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
     params = load_weights(ckpt)
-    net = netspec.build(graph, backend, **({"devices": list(devices)} if devices else {}))
+    net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
     try:
         net.load_parameters(params)
     except ValueError as e:

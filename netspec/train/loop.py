@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
+from ..runtime import build
 from .checkpoint import STATE, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .schedule import Schedule
-from .sgd import layer_multipliers, sgd_update
 
 log = logging.getLogger("netspec.train")
 DROPOUT_STREAM = 0x6D61736B   # 'mask': the dropout RNG stream, apart from the data's
@@ -89,7 +90,6 @@ def _run_name(network: str) -> str:
 
 class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
-        import netspec
         from ..ir.build import build_graph
 
         self.echo = echo
@@ -135,7 +135,7 @@ class Trainer:
         kwargs = {"seed": self.seed, "dtype": np.dtype(opts.dtype)}
         if opts.devices is not None:
             kwargs["devices"] = list(opts.devices)
-        self.net = netspec.build(graph, backend, **kwargs)
+        self.net = build(graph, backend, **kwargs)
         self.lr_mults, self.decay_mults = layer_multipliers(graph)
         # kernel backends run the update on the device (one SGD launch per GPU, with the
         # layers' multipliers); the NumPy backend updates host arrays here

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from netspec.runtime.executor import sgd_reference
+from netspec.codegen.sgd import sgd_step
 from netspec.ir.graph import Graph
 from netspec.ops import OPS
 from netspec.runtime.numpy_backend import NumpyNet
@@ -81,7 +81,8 @@ def check_end_to_end(dev, graph: Graph, n: int, seed: int = 0, train: bool = Tru
             mults[name] = (l.lr_mult, l.decay_mult)
     for k in before:
         lm, dm = mults[k]
-        w, v = sgd_reference(before[k], v0[k], grads_d[k], 0.01 * lm, 0.9, 0.0005 * dm)
+        w, v = before[k].copy(), v0[k].copy()
+        sgd_step(w, v, grads_d[k], np.float32(0.01 * lm), 0.9, np.float32(0.0005 * dm))
         close(after[k], w, f"{k} after update")
         close(v1[k], v, f"{k} momentum after update")
     return {"loss": loss_d}
