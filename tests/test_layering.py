@@ -1,0 +1,155 @@
+"""Imports point one way (CONTRIBUTING.md, "Layers"). Read with `ast` from the source, so an
+import inside a function, under `if TYPE_CHECKING:` or in a `try:` counts like any other.
+
+    errors, cachedir                        foundation: import nothing from netspec
+    dsl, kernel  <-  ops  <-  ir  <-  codegen  <-  runtime  <-  train, bench  <-  cli
+    data, viz                               side packages: read from ir (and below), plain
+                                            arrays and saved runs
+
+A package may import a package to its left, never one to its right nor its neighbour in the
+same place (train and bench don't import each other). train and bench may use data (images)
+and viz (a saved run, the neighbour search).
+The click command of a package (COMMANDS) belongs to the cli layer although it sits in its
+package's folder; nothing but the cli imports it. `netspec/__init__.py` is the public facade
+(`netspec.build`): it may import runtime, and no module inside netspec imports it.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "netspec"
+
+FOUNDATION = {"errors", "cachedir"}
+# left to right: each layer may import the foundation and every layer before it
+CHAIN = [{"dsl", "kernel"}, {"ops"}, {"ir"}, {"codegen"}, {"runtime"}, {"train", "bench"},
+         {"cli"}]
+SIDE = {"data": {"dsl", "ops", "ir"}, "viz": {"dsl", "ops", "ir"}}
+# what the chain's layers may use of the side packages (besides the cli, which may use all)
+USES_SIDE = {"train": {"data", "viz"}, "bench": {"data", "viz"}}
+COMMANDS = {"netspec.bench.command", "netspec.data.commands", "netspec.train.evaluate_cli",
+            "netspec.viz.command"}
+FACADE_MAY_IMPORT = {"runtime"}
+
+
+def allowed(layer: str) -> set[str]:
+    """The top-level parts of netspec that `layer` may import (itself included)."""
+    ok = {layer} | FOUNDATION
+    if layer in FOUNDATION:
+        return {layer}
+    if layer in SIDE:
+        return ok | SIDE[layer]
+    seen: set[str] = set()
+    for rank in CHAIN:
+        if layer in rank:
+            break
+        seen |= rank
+    ok |= seen | USES_SIDE.get(layer, set())
+    if layer == "cli":
+        ok |= set(SIDE)
+    return ok
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str:
+    """'netspec.ops.conv' -> 'ops'; the packages' click commands -> 'cli'; the facade -> ''."""
+    if module in COMMANDS:
+        return "cli"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def imports(path: Path, root: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every netspec import in the file, wherever it is."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    here = module_name(path, root).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                if node.module:
+                    found.append((node.lineno, ".".join(base + [node.module])))
+                else:   # from . import x, y: each may be a module
+                    found += [(node.lineno, ".".join(base + [a.name])) for a in node.names]
+            elif node.module:
+                found.append((node.lineno, node.module))
+                if node.module == "netspec":    # from netspec import ops
+                    found += [(node.lineno, f"netspec.{a.name}") for a in node.names]
+    return [(n, m) for n, m in found if m == "netspec" or m.startswith("netspec.")]
+
+
+def violations(root: Path = ROOT) -> list[str]:
+    """One line per import that breaks the layers, in the tree under `root`."""
+    bad = []
+    known = FOUNDATION | set(SIDE) | set().union(*CHAIN)
+    for path in sorted((root / "netspec").rglob("*.py")):
+        module = module_name(path, root)
+        src = layer_of(module)
+        where = path.relative_to(root)
+        if src and src not in known:
+            bad.append(f"{where}: '{src}' has no place in the layers; add it to "
+                       f"tests/test_layering.py and CONTRIBUTING.md")
+            continue
+        ok = FACADE_MAY_IMPORT | FOUNDATION if src == "" else allowed(src)
+        for line, target in imports(path, root):
+            dst = layer_of(target)
+            if target.startswith("netspec.__"):          # netspec.__version__
+                continue
+            if dst == "":
+                if src:
+                    bad.append(f"{where}:{line}: imports the netspec facade; import the module "
+                               f"that defines the name instead")
+            elif dst not in ok:
+                what = "a click command (cli layer)" if dst == "cli" else f"{dst} is to its right"
+                bad.append(f"{where}:{line}: {src or 'netspec'} imports {target} ({what})")
+    return bad
+
+
+def test_imports_point_one_way():
+    bad = violations()
+    assert not bad, "imports that break the layers:\n  " + "\n  ".join(bad)
+
+
+@pytest.mark.parametrize("source, statement, ok", [
+    ("netspec.ops.conv", "from ..kernel import Kernel", True),
+    ("netspec.ops.conv", "from ..codegen.plan import build_plan", False),
+    ("netspec.codegen.plan", "from ..ir.graph import Graph", True),
+    ("netspec.codegen.plan", "from ..runtime import build", False),
+    ("netspec.codegen.plan", "import netspec", False),
+    ("netspec.viz.run", "from ..ir.graph import Graph", True),
+    ("netspec.viz.run", "from ..runtime import build", False),
+    ("netspec.viz.run", "from . import command", False),
+    ("netspec.viz.command", "from ..train.probe import run_predictions", True),
+    ("netspec.data.loader", "from netspec.codegen.plan import build_plan", False),
+    ("netspec.train.loop", "from ..data import open_dataset", True),
+    ("netspec.runtime.net", "from ..train import loop", False),
+    ("netspec.kernel.gemm", "from ..ops import OPS", False),
+    ("netspec.errors", "from .dsl import errors", False),
+    ("netspec.__init__", "from .runtime import build", True),
+    ("netspec.__init__", "from .cli import main", False),
+    ("netspec.newpkg.mod", "import numpy", False),
+])
+def test_the_check_catches_an_import_pointing_right(tmp_path, source, statement, ok):
+    """The checker itself, on a throwaway tree: one module, its import inside a function
+    (where the cycles used to hide)."""
+    parts = source.split(".")
+    f = tmp_path.joinpath(*parts).with_suffix(".py")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, len(parts)):
+        tmp_path.joinpath(*parts[:i], "__init__.py").touch()
+    f.write_text(f"def f():\n    {statement}\n")
+    found = violations(tmp_path)
+    assert (found == []) == ok, found
