@@ -159,6 +159,9 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, wor
                    f"{'10-crop' if ten_crop else 'centre crop'}: top-1 error "
                    f"{100 * result['top1_error']:.2f}%, top-5 error "
                    f"{100 * result['top5_error']:.2f}%")
+        from .train.evaluate_cli import describe_hardest
+        if describe_hardest(result):
+            click.echo(describe_hardest(result))
 
 
 def _add_optional_commands() -> None:

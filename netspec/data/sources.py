@@ -131,8 +131,9 @@ class CacheSplit:
         if self._files_list is None or self._source_root is None:
             return None
         if self._paths is None:
-            text = (self.root / self._files_list).read_text(encoding="utf-8")
-            self._paths = text.splitlines()
+            text = (self.root / self._files_list).read_text(encoding="utf-8",
+                                                            errors="surrogateescape")
+            self._paths = text.split("\n")  # names never hold one (walk.py), unlike "\x85"
         return Path(self._source_root, self._paths[index])
 
     def readahead(self, indices) -> None:

@@ -125,7 +125,10 @@ class Trainer:
         r = self.recipe
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
+        from .input_check import image_channels
+        channels = image_channels(graph)  # before any image is read
         self.ds = _dataset(self.data_src, self.base, self.workers)
+        self.ds.channels = channels
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
@@ -190,6 +193,8 @@ class Trainer:
             "loader": {"epoch": self.epoch, "batch": self.batch},
             "meters": meters,
             "classes": list(ds.classes),
+            "class_names": list(ds.class_names),
+            "data_layout": ds.layout, "labels_source": ds.labels_source,
             "spec_text": self.spec_text,
             "data": str(self.data_src),
             "data_mean": np.asarray(ds.mean, np.float32).round(4).tolist(),
