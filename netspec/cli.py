@@ -92,7 +92,8 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
 
 @main.command("train")
 @click.option("--spec", type=click.Path(dir_okay=False), help="The network and its recipe.")
-@click.option("--data", help="Image folder DIR (DIR/train, DIR/val), a prepared cache, or "
+@click.option("--data", help="Image folder DIR (class folders, ImageNet's official or Kaggle "
+                             "layout), a prepared cache, or "
                              "'demo' (generated on first use).")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
 @click.option("--devices", callback=lambda c, p, v: _devices(v),
