@@ -201,6 +201,16 @@ def read_meta_mat(data: bytes, where: str) -> tuple[dict[int, str], dict[str, st
     return id_to_wnid, words
 
 
+def display_names(classes, names) -> list[str]:
+    """Each class's human name, made unique where two synsets share one (ImageNet has two
+    "crane"s and two "maillot"s): "crane (n02012849)"."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if counts[name] == 1 or name == cls else f"{name} ({cls})"
+            for cls, name in zip(classes, names)]
+
+
 def short_name(words: str) -> str:
     """'tench, Tinca tinca' -> 'tench'."""
     return words.split(",")[0].strip() or words.strip()

@@ -49,8 +49,10 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     res = evaluate(net, ds, crop=crop, batch_size=batch_size or r.batch_size,
                    ten_crop=ten_crop, workers=workers)
     counts, errors = res.pop("class_images", []), res.pop("class_top1_error", [])
+    from ..data.layouts import display_names
+    names = display_names(ds.classes, ds.class_names)
     per_class = [{"class": c, "name": name, "images": k, "top1_error": e}
-                 for c, name, k, e in zip(ds.classes, ds.class_names, counts, errors)]
+                 for c, name, k, e in zip(ds.classes, names, counts, errors)]
     return {"network": graph.name, "checkpoint": str(ckpt), "data": str(data),
             "views": 10 if ten_crop else 1, "layout": ds.layout,
             "labels_source": ds.labels_source, **res, "per_class": per_class}

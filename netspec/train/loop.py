@@ -333,6 +333,7 @@ class Trainer:
                "train_top5_error": 1 - m["top5"].avg if m["top5"].count else None,
                "val_loss": val["loss"], "val_top1_error": val["top1_error"],
                "val_top5_error": val["top5_error"],
+               "val_class_top1_error": _by_class_name(self.ds, val),
                "images_per_sec": self.images_per_sec, "time": time.time()}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -351,6 +352,14 @@ class Trainer:
         return (f"done: {self.step} steps, {self.epoch} epochs; val top-1 error "
                 f"{_pct(last['val_top1_error'])}, top-5 {_pct(last['val_top5_error'])}; "
                 f"run in {self.run_dir}")
+
+
+def _by_class_name(ds, val: dict) -> dict:
+    """{human class name: val top-1 error} for the classes with val images."""
+    from ..data.layouts import display_names
+    names = display_names(ds.classes, ds.class_names)
+    return {name: err for name, err in zip(names, val.get("class_top1_error", ()))
+            if err is not None}
 
 
 def _pct(v) -> str:

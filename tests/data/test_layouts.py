@@ -144,6 +144,9 @@ def test_training_on_the_layout_reaches_near_zero_val_error(tmp_path, make):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["class_names"] == NAMES and state["classes"] == WNIDS
     assert state["data_layout"] == list_image_folder(root).layout
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert list(rows[-1]["val_class_top1_error"]) == NAMES
 
 
 def test_a_val_labelled_by_id_order_gives_chance_and_eval_names_classes(tmp_path):
@@ -181,7 +184,13 @@ def test_predictions_figure_uses_class_names(tmp_path):
     assert list(names) == NAMES
 
 
-def test_layout_is_logged_once_per_open(tmp_path, caplog):
+def test_shared_synset_names_are_told_apart():
+    from netspec.data.layouts import display_names
+    assert display_names(["n02012849", "n03126707", "n01440764"], ["crane", "crane", "tench"]) \
+        == ["crane (n02012849)", "crane (n03126707)", "tench"]
+
+
+def test_a_clean_official_layout_opens_without_warnings(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="netspec.data")
     root, _ = make_official(tmp_path / "imagenet")
     open_dataset(root, base=8)
