@@ -64,6 +64,11 @@ def test_grey_batches_are_pillows_luma_minus_the_mean_luma(dark_and_light):
         pillow_l = np.asarray(Image.fromarray(ds.image("val", i)).convert("L"), np.float64)
         # Pillow rounds its L to an integer: within half a grey level (plus float32 rounding)
         assert np.abs(x[i, 0] - (pillow_l - mean_luma)).max() <= 0.51
+    with ds.ten_crop_batches("val", batch_size=8, crop=6) as views:
+        x10, _ = next(iter(views))
+    assert x10.shape == (8, 10, 1, 6, 6)
+    pillow_l = np.asarray(Image.fromarray(ds.image("val", 0)).convert("L"), np.float64)
+    assert np.abs(x10[0, 0, 0] - (pillow_l - mean_luma)[:6, :6]).max() <= 0.51  # top-left
 
 
 def test_other_channel_counts_are_a_spec_error_at_the_input_line(tmp_path):
