@@ -221,6 +221,8 @@ class Trainer:
              f"{self._devices_note()}, data {self.data_src} ({len(self.ds.classes)} classes, "
              f"{self.ds.size('train')} train / {self.ds.size('val') if 'val' in self.ds.splits else 0} val), "
              f"run {self.run_dir}")
+        if self.ds.layout != "class folders":
+            echo(f"data layout: {self.ds.layout}; val labels from {self.ds.labels_source}")
         if self.overrides:
             echo(f"overrides of the spec's recipe: "
                  f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")

@@ -126,10 +126,10 @@ def test_prepare_records_where_the_labels_came_from(tmp_path, make):
     val_labels_match_colours(open_dataset(tmp_path / "cache"))
 
 
-def train(spec, data, out):
+def train(spec, data, out, lines=None):
     opts = TrainOptions(spec=str(spec), data=str(data), backend="numpy", out=str(out),
                         progress=False)
-    return Trainer(opts, echo=lambda *a, **k: None).run()
+    return Trainer(opts, echo=(lines if lines is not None else []).append).run()
 
 
 @pytest.mark.parametrize("make", [make_official, make_kaggle], ids=["official", "kaggle"])
@@ -139,8 +139,11 @@ def test_training_on_the_layout_reaches_near_zero_val_error(tmp_path, make):
     root, _ = make(tmp_path / "data")
     spec = tmp_path / "colours.net"
     spec.write_text(COLOUR_SPEC)
-    result = train(spec, root, tmp_path / "run")
+    lines = []
+    result = train(spec, root, tmp_path / "run", lines)
     assert result["last"]["val_top1_error"] <= 1 / 12  # at most one of 12 wrong
+    layout = list_image_folder(root)
+    assert f"data layout: {layout.layout}; val labels from {layout.labels_source}" in lines
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["class_names"] == NAMES and state["classes"] == WNIDS
     assert state["data_layout"] == list_image_folder(root).layout
