@@ -119,8 +119,7 @@ def netspec_cli(*args, cache_dir):
                           text=True, errors="replace", env=env, timeout=300)
 
 
-def test_prepare_and_train_commands_report_the_kinds_without_a_traceback(odd, tmp_path,
-                                                                         user_cache):
+def test_prepare_train_and_eval_report_the_kinds_without_a_traceback(odd, tmp_path, user_cache):
     r = netspec_cli("prepare", "--data", str(odd), "--out", str(tmp_path / "c"), "-j", "0",
                     "--base", "8", cache_dir=user_cache)
     assert r.returncode == 0, r.stderr
@@ -137,6 +136,10 @@ def test_prepare_and_train_commands_report_the_kinds_without_a_traceback(odd, tm
         assert f"{n} {kind}" in summary
     assert "symlink loop(s) not followed: train/a/loop" in summary
     assert "11 train / 2 val" in r.stdout
+    r = netspec_cli("eval", "--checkpoint", str(tmp_path / "run"), "--backend", "numpy",
+                    cache_dir=user_cache)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "skipped 11 entries" in r.stderr and "2 val images" in r.stdout
 
 
 def test_a_class_folder_linked_twice_is_listed_once(tmp_path):
