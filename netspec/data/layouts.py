@@ -19,12 +19,14 @@ In every layout a class is a train folder, labels are the sorted folder names' i
 ImageFolder, Caffe and cuda-convnet2 number ImageNet's classes), and a flat val image gets
 the label of its wnid. Human class names ("tench") come from the words of meta.mat,
 LOC_synset_mapping.txt, or a synset_words.txt / LOC_synset_mapping.txt next to class folders:
-the first of the comma-separated words. Without a mapping, a class's name is its folder name.
+the first of the comma-separated words; class folders next to a devkit (val/ sorted by
+valprep.sh) take them from its meta.mat. Without a mapping, a class's name is its folder name.
 """
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import tarfile
@@ -33,6 +35,8 @@ from pathlib import Path
 
 from netspec.data.walk import is_hidden
 from netspec.errors import DataError
+
+log = logging.getLogger("netspec.data")
 
 CLASS_FOLDERS, ILSVRC2012, KAGGLE = "class folders", "ILSVRC2012", "Kaggle CLS-LOC"
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -270,9 +274,18 @@ def _read_mapping(path: Path) -> dict[str, str]:
 
 
 def _read_words_next_to(root: Path) -> dict[str, str]:
+    """Class names for class folders: synset_words.txt, LOC_synset_mapping.txt, or the
+    devkit's meta.mat (ImageNet with val/ already sorted into wnid folders). Only names
+    depend on these, so an unreadable devkit is a warning here, not an error."""
     for name in SYNSET_WORDS:
         if (root / name).is_file():
             return _read_mapping(root / name)
+    devkit = _find_devkit(root)
+    if devkit is not None:
+        try:
+            return read_meta_mat(_devkit_reader(devkit)(META), f"{devkit}/{META}")[1]
+        except DataError as exc:
+            log.warning("class names: %s; using the folder names", exc)
     return {}
 
 

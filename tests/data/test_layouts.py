@@ -81,6 +81,10 @@ def test_class_folders_take_names_from_synset_words(tmp_path):
     listing = list_image_folder(naive)
     assert listing.layout == "class folders"
     assert listing.class_names == ("tench", *WNIDS[1:])
+    # val sorted into wnid folders next to the devkit: names from its meta.mat
+    (naive / "synset_words.txt").unlink()
+    (naive / "ILSVRC2012_devkit_t12").symlink_to(root / "ILSVRC2012_devkit_t12")
+    assert list_image_folder(naive).class_names == tuple(NAMES)
 
 
 def test_flat_val_without_labels_is_an_error(tmp_path):
