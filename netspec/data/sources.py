@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec.data.decode import UnreadableImage, decode_image
+from netspec.data.walk import printable
 from netspec.errors import DataError
 
 
@@ -39,7 +40,8 @@ class FolderSplit:
         try:
             return decode_image(path, self.base)
         except UnreadableImage as exc:
-            raise DataError(f"'{path}' can't be read any more ({exc}); it was readable when the "
+            raise DataError(f"'{printable(str(path))}' can't be read any more ({exc}); it was "
+                            f"readable when the "
                             f"dataset was opened") from None
 
     def planar(self, index: int) -> np.ndarray:
