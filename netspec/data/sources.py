@@ -41,8 +41,7 @@ class FolderSplit:
             return decode_image(path, self.base)
         except UnreadableImage as exc:
             raise DataError(f"'{printable(str(path))}' can't be read any more ({exc}); it was "
-                            f"readable when the "
-                            f"dataset was opened") from None
+                            f"readable when the dataset was opened") from None
 
     def planar(self, index: int) -> np.ndarray:
         return np.ascontiguousarray(self.image(index).transpose(2, 0, 1))
