@@ -91,7 +91,8 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
 
 @main.command("train")
 @click.option("--spec", type=click.Path(dir_okay=False), help="The network and its recipe.")
-@click.option("--data", help="Image folder DIR (DIR/train, DIR/val), a prepared cache, or "
+@click.option("--data", help="Image folder DIR (class folders, ImageNet's official or Kaggle "
+                             "layout), a prepared cache, or "
                              "'demo' (generated on first use).")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
 @click.option("--devices", callback=lambda c, p, v: _devices(v),
@@ -158,6 +159,9 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, wor
                    f"{'10-crop' if ten_crop else 'centre crop'}: top-1 error "
                    f"{100 * result['top1_error']:.2f}%, top-5 error "
                    f"{100 * result['top5_error']:.2f}%")
+        from .train.evaluate_cli import describe_hardest
+        if describe_hardest(result):
+            click.echo(describe_hardest(result))
 
 
 def _add_optional_commands() -> None:

@@ -1,7 +1,9 @@
-"""Data: the ImageFolder layout, the paper's preprocessing (§2) and augmentation (§4.1), a
-prepared cache, the demo dataset, and the batch pipeline.
+"""Data: ImageNet's on-disk layouts (class folders, ILSVRC2012 with its devkit, Kaggle
+CLS-LOC; layouts.py), one tree walk that counts every odd entry by kind (walk.py), the
+paper's preprocessing (§2) and augmentation (§4.1), a prepared cache, the demo dataset, and
+the batch pipeline.
 
-    ds = open_dataset("demo")                   # or a folder DIR/train, DIR/val, or a cache
+    ds = open_dataset("demo")                   # or any accepted layout, or a cache
     check_class_count(ds.classes, num_outputs)
     with ds.loader("train", batch_size=128, crop=64, workers=2, epoch=e) as batches:
         for x, y in batches:                    # x float32 (N, 3, crop, crop), y int64 (N,)

@@ -3,6 +3,8 @@
     CACHE/netspec-cache.json      the manifest; its presence marks a complete cache (written last)
     CACHE/plan.json               what is being prepared (source, base, files); for resuming
     CACHE/classes.json            the class names, label order
+    (the manifest also records the layout, where val's labels came from, the human class
+    names, and what the tree walk skipped, by kind)
     CACHE/<split>/00000.npy ...   uint8 (n, 3, base, base) shards, memory-mapped when read
     CACHE/<split>/00000.npz ...   each shard's labels, files, skipped files and statistics
     CACHE/<split>-labels.npy      int64 labels of the whole split
@@ -44,6 +46,10 @@ class CacheContents:
     pca: PCA
     skipped: list[tuple[str, str]]
     source: str | None
+    class_names: tuple[str, ...] = ()
+    layout: str = "class folders"
+    labels_source: str = "val/ class folder names"
+    tree_skipped: tuple = ()
 
 
 def read_cache(root) -> CacheContents:
@@ -63,6 +69,10 @@ def read_cache(root) -> CacheContents:
         root=root, base=base, classes=tuple(manifest["classes"]), splits=splits,
         mean=mean.astype(np.float32), pca=PCA.from_dict(manifest["pca"]),
         skipped=[tuple(s) for s in manifest.get("skipped", [])], source=manifest.get("source"),
+        class_names=tuple(manifest.get("class_names") or manifest["classes"]),
+        layout=manifest.get("layout") or "class folders",
+        labels_source=manifest.get("labels_source") or "val/ class folder names",
+        tree_skipped=tuple(tuple(s) for s in manifest.get("tree_skipped", [])),
     )
 
 

@@ -12,7 +12,8 @@ from netspec.data.prepare import prepare_dataset
 
 @click.command("prepare")
 @click.option("--data", "data_dir", required=True, metavar="DIR",
-              help="Image folder (DIR/train/<class>/*.jpg, DIR/val/<class>/*.jpg) or 'demo'.")
+              help="Image folder (DIR/train/<class>/*.jpg, DIR/val/<class>/*.jpg; ImageNet's "
+                   "official or Kaggle CLS-LOC layout) or 'demo'.")
 @click.option("--out", "out_dir", required=True, metavar="CACHE",
               type=click.Path(file_okay=False), help="Folder to write the cache to.")
 @click.option("-j", "--workers", default=None, type=click.IntRange(min=0), metavar="N",
@@ -22,10 +23,15 @@ from netspec.data.prepare import prepare_dataset
 def prepare(data_dir: str, out_dir: str, workers: int | None, base: int | None) -> None:
     """Decode every image once into a memory-mappable cache; --data CACHE then reads it.
 
+    The cache records the layout and where the val labels came from (devkit, Kaggle's
+    LOC_val_solution.csv, or class folders).
+
     Rerun the same command to resume after an interruption.
     """
     dataset = prepare_dataset(data_dir, out_dir, base=base, workers=workers, progress=True)
     counts = ", ".join(f"{split} {dataset.size(split)}" for split in dataset.splits)
     skipped = f", {len(dataset.skipped)} skipped" if dataset.skipped else ""
+    if dataset.tree_skipped:
+        skipped += f", {len(dataset.tree_skipped)} directory entries skipped (see above)"
     click.echo(f"prepared {dataset.root}: {len(dataset.classes)} classes, {counts} images "
                f"({dataset.base}×{dataset.base}){skipped}")

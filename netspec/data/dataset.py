@@ -23,6 +23,7 @@ from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
 from netspec.data.sources import FolderSplit
 from netspec.data.stats import PCA, ImageStats
+from netspec.data.walk import TreeReport, printable
 from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")
@@ -73,11 +74,20 @@ class Dataset:
     (path, reason) of each file that couldn't be read and was left out.
     """
 
-    def __init__(self, root: Path, base: int, classes, kind: str):
+    def __init__(self, root: Path, base: int, classes, kind: str, class_names=None,
+                 layout: str = "class folders", labels_source: str = "val/ class folder names",
+                 tree_skipped=()):
         self.root = Path(root)
         self.base = base
         self.classes: tuple[str, ...] = tuple(classes)
         self.kind = kind  # "folder" or "cache"
+        # "tench" for n01440764 where a synset mapping exists; else the folder name
+        self.class_names: tuple[str, ...] = tuple(class_names or classes)
+        self.layout = layout  # layouts.py: "class folders", "ILSVRC2012", "Kaggle CLS-LOC"
+        self.labels_source = labels_source  # where val's labels came from
+        # (path, kind) of each directory entry the tree walk skipped (walk.py)
+        self.tree_skipped: list[tuple[str, str]] = [tuple(s) for s in tree_skipped]
+        self.channels = 3  # 1: batches are converted to grey (ITU-R 601 luma)
         self._splits: dict | None = None
         self._mean: np.ndarray | None = None
         self._pca: PCA | None = None
@@ -89,7 +99,8 @@ class Dataset:
     def from_folder(cls, root, base: int = DEFAULT_BASE, *, workers: int = 0,
                     progress: bool = True) -> "Dataset":
         listing = list_image_folder(root)
-        dataset = cls(listing.root, base, listing.classes, "folder")
+        dataset = cls(listing.root, base, listing.classes, "folder", listing.class_names,
+                      listing.layout, listing.labels_source, listing.report.skipped)
         dataset._listing = listing
         dataset._scan_workers, dataset._scan_progress = workers, progress
         return dataset
@@ -100,12 +111,16 @@ class Dataset:
         if base is not None and base != contents.base:
             raise DataError(f"prepared cache '{root}' holds {contents.base}×{contents.base} images, "
                             f"not base {base}; prepare it again with --base {base}")
-        dataset = cls(contents.root, contents.base, contents.classes, "cache")
+        dataset = cls(contents.root, contents.base, contents.classes, "cache",
+                      contents.class_names, contents.layout, contents.labels_source,
+                      contents.tree_skipped)
         dataset._splits = contents.splits
         dataset._mean, dataset._pca = contents.mean, contents.pca
         dataset._skipped = contents.skipped
         if warn_skipped and contents.skipped:
             log.warning(describe_skipped(contents.source or str(root), contents.skipped))
+        if warn_skipped and contents.tree_skipped:
+            log.warning(TreeReport(dataset.tree_skipped).summary(contents.source or str(root)))
         return dataset
 
     def __repr__(self) -> str:
@@ -172,7 +187,8 @@ class Dataset:
                       mode="train" if train else "center", batch_size=batch_size, crop=crop,
                       flip=flip, pca_sigma=pca_sigma, seed=seed, epoch=epoch,
                       start_batch=start_batch, shuffle=shuffle, drop_last=drop_last,
-                      workers=workers, prefetch=prefetch, copy=copy, to_device=to_device)
+                      workers=workers, prefetch=prefetch, copy=copy, to_device=to_device,
+                      channels=self.channels)
 
     def ten_crop_batches(self, split: str = "val", batch_size: int = 16, crop: int = 224,
                          workers: int = 0, start_batch: int = 0, *, prefetch: int = 1,
@@ -185,7 +201,7 @@ class Dataset:
         return Loader(self._split(split), self.mean, None, mode="ten", batch_size=batch_size,
                       crop=crop, seed=0, start_batch=start_batch, shuffle=False,
                       drop_last=False, workers=workers, prefetch=prefetch, copy=copy,
-                      to_device=to_device)
+                      to_device=to_device, channels=self.channels)
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -222,7 +238,7 @@ class Dataset:
 
 def describe_skipped(source: str, skipped) -> str:
     """One line: how many files were skipped, and the first few with their reasons."""
-    first = "; ".join(f"{path} ({reason})" for path, reason in list(skipped)[:3])
+    first = "; ".join(f"{printable(path)} ({reason})" for path, reason in list(skipped)[:3])
     more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
     return f"skipped {len(skipped)} unreadable image file(s) in '{source}': {first}{more}"
 
@@ -233,8 +249,13 @@ def _fingerprint(listing: FolderListing, base: int) -> str:
                               list(listing.classes)]).encode())
     for name, split in listing.splits.items():
         for rel in split.paths:
-            st = os.stat(listing.root / rel)
-            digest.update(f"\n{name}/{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+            try:
+                st = os.stat(listing.root / rel)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:  # gone since the walk: decoding it will skip and count it
+                size, mtime = -1, -1
+            # surrogateescape: a name that is not UTF-8 hashes as its bytes
+            digest.update(f"\n{name}/{rel}\0{size}\0{mtime}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:32]
 
 

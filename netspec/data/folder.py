@@ -1,18 +1,24 @@
-"""Read the ImageFolder layout: DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg.
+"""List a data directory in any accepted layout (layouts.py) with the shared tree walk
+(walk.py): classes, and each split's image files and labels.
 
 Classes are the sorted names of the non-empty class folders under train/, labelled 0..K-1.
-val/ uses train's labels; a val class that train lacks is an error. A class folder without
-images is ignored with a warning. Files are found recursively; .jpeg, .jpg and .png in any
-case count as images, everything else is ignored. Hidden files and folders (".name") too.
+val/ uses train's labels: by class folder, or by wnid for a flat val/ (labels from the
+devkit or Kaggle's solution file); a val class that train lacks is an error. A class folder
+without images is ignored with a warning. Files are found recursively; .jpeg, .jpg and .png
+in any case count as images. Every other entry is skipped and counted by kind (walk.py),
+and the listing says so in one warning line.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from netspec.data.decode import IMAGE_EXTENSIONS, is_image_name
+from netspec.data.layouts import CLASS_FOLDERS, Layout, detect_layout, val_name_key
+from netspec.data.walk import (TreeReport, entry_kind, is_hidden, list_entries, printable,
+                               walk_images)
 from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")
@@ -31,49 +37,67 @@ class SplitListing:
 
 @dataclass(frozen=True)
 class FolderListing:
+    """root: the folder the paths are relative to (for Kaggle, ROOT/ILSVRC/Data/CLS-LOC).
+    class_names: the human name of each class ("tench"), index = label. layout: which
+    layout (layouts.py); labels_source: where val's labels came from. report: the entries
+    the walk skipped, by kind."""
+
     root: Path
     classes: tuple[str, ...]
     splits: dict[str, SplitListing]
+    class_names: tuple[str, ...] = ()
+    layout: str = CLASS_FOLDERS
+    labels_source: str = "val/ class folder names"
+    report: TreeReport = field(default_factory=TreeReport)
 
 
 def list_image_folder(root: str | os.PathLike) -> FolderListing:
-    """List DIR/train and DIR/val. Raises DataError for a layout that can't be used."""
+    """List ROOT in any accepted layout. Raises DataError for a layout that can't be used;
+    logs one warning line with the counts of skipped entries by kind."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"data directory '{root}' does not exist")
     if not root.is_dir():
         raise DataError(f"data path '{root}' is not a directory")
-    with os.scandir(root) as entries:
-        empty = not any(not entry.name.startswith(".") for entry in entries)
+    try:
+        with os.scandir(root) as entries:
+            empty = not any(not is_hidden(entry.name) for entry in entries)
+    except OSError as exc:
+        raise DataError(f"data directory '{root}' can't be listed ({exc.strerror})") from None
     if empty:
         raise DataError(f"data directory '{root}' is empty; expected {root}/train/<class>/*.jpg")
-    if not (root / "train").is_dir():
-        raise DataError(
-            f"data directory '{root}' has no train/ folder; expected {root}/train/<class>/*.jpg "
-            f"(and {root}/val/<class>/*.jpg)"
-        )
+    layout = detect_layout(root)
+    data_dir = layout.data_dir
+    report = TreeReport()
 
-    train_files = _class_files(root, "train")
+    train_files = _class_files(data_dir, "train", report)
     if not train_files:
-        raise DataError(f"'{root}/train' has no class folders with images "
+        raise DataError(f"'{data_dir}/train' has no class folders with images "
                         f"({', '.join(IMAGE_EXTENSIONS)})")
     classes = tuple(sorted(train_files))
     label_of = {name: label for label, name in enumerate(classes)}
     splits = {"train": _split_listing("train", train_files, label_of)}
 
-    if (root / "val").is_dir():
-        val_files = _class_files(root, "val")
+    if (data_dir / "val").is_dir():
+        if layout.val_wnids is not None:
+            val_files = _flat_val_files(data_dir, layout, report)
+        else:
+            val_files = _class_files(data_dir, "val", report)
         unknown = sorted(set(val_files) - set(classes))
         if unknown:
             raise DataError(
-                f"'{root}/val' has class {unknown[0]!r} that train/ lacks"
+                f"'{data_dir}/val' has class {unknown[0]!r} that train/ lacks"
                 + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
                 + "; val must use train's classes"
             )
         splits["val"] = _split_listing("val", val_files, label_of)
     else:
-        log.warning("'%s' has no val/ folder; there is nothing to evaluate on", root)
-    return FolderListing(root=root, classes=classes, splits=splits)
+        log.warning("'%s' has no val/ folder; there is nothing to evaluate on", data_dir)
+    if report.skipped:
+        log.warning(report.summary(str(data_dir)))
+    return FolderListing(root=data_dir, classes=classes, splits=splits,
+                         class_names=tuple(layout.class_name(c) for c in classes),
+                         layout=layout.kind, labels_source=layout.labels_source, report=report)
 
 
 def check_class_count(classes, num_outputs: int) -> None:
@@ -95,31 +119,40 @@ def check_class_count(classes, num_outputs: int) -> None:
         )
 
 
-def _class_files(root: Path, split: str) -> dict[str, list[str]]:
-    """Map each non-empty class folder of `split` to its image files (sorted relative paths)."""
+def _class_files(root: Path, split: str, report: TreeReport) -> dict[str, list[str]]:
+    """Map each non-empty class folder of `split` to its image files (sorted relative paths).
+    A file directly in the split folder belongs to no class and is counted as such."""
     split_dir = root / split
     found: dict[str, list[str]] = {}
-    with os.scandir(split_dir) as entries:
-        entries = sorted(entries, key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith("."):
+    seen: set = set()
+    for entry in list_entries(split_dir, root, report) or ():
+        kind, st = entry_kind(entry, root, report)
+        if kind == "file":  # beside the class folders: an image of no class, or not an image
+            report.skip(f"{split}/{entry.name}",
+                        "no label" if is_image_name(entry.name) else "not an image")
             continue
-        if not entry.is_dir():
-            continue  # stray files next to the class folders are not images of any class
-        files = sorted(_walk_images(Path(entry.path), root))
+        if kind != "dir":
+            continue
+        files = walk_images(Path(entry.path), root, report, seen)
         if not files:
-            log.warning("'%s/%s' has no images; ignoring this class folder", split_dir, entry.name)
+            log.warning("'%s/%s' has no images; ignoring this class folder", split_dir,
+                        printable(entry.name))
             continue
         found[entry.name] = files
     return found
 
 
-def _walk_images(folder: Path, root: Path):
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and is_image_name(name):
-                yield Path(dirpath, name).relative_to(root).as_posix()
+def _flat_val_files(root: Path, layout: Layout, report: TreeReport) -> dict[str, list[str]]:
+    """A flat val/: each image's class is the wnid its name maps to; an image the labels
+    don't name is counted as "no label"."""
+    found: dict[str, list[str]] = {}
+    for rel in walk_images(root / "val", root, report):
+        wnid = layout.val_wnids.get(val_name_key(rel.rsplit("/", 1)[-1]))
+        if wnid is None:
+            report.skip(rel, "no label")
+            continue
+        found.setdefault(wnid, []).append(rel)
+    return found
 
 
 def _split_listing(name: str, files: dict[str, list[str]], label_of: dict[str, int]) -> SplitListing:

@@ -16,7 +16,8 @@ colour shifts are drawn from (seed, e, b) alone. The batches are therefore the s
 same order, whatever the number of workers, and a run resumed at `start_batch=b` continues
 exactly where the interrupted one would have.
 
-Batches. (x, y): x float32 (N, 3, crop, crop), mean-subtracted, with the PCA shift in
+Batches. (x, y): x float32 (N, 3, crop, crop) ((N, 1, crop, crop) with channels=1: the
+ITU-R 601 luma of the RGB batch), mean-subtracted, with the PCA shift in
 training; for 10-crop evaluation x is (N, 10, 3, crop, crop). y int64 (N,). Training drops
 the last partial batch (as most trainers do: every step sees batch_size images); evaluation
 keeps it (every image is scored once).
@@ -48,6 +49,8 @@ MODES = ("train", "center", "ten")
 _SHUFFLE_STREAM = 1
 _AUGMENT_STREAM = 2
 
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, Pillow's "L"
+
 _PARENT_CHECK_S = 0.5  # how often an idle worker checks that its parent is still alive
 
 
@@ -69,6 +72,7 @@ class Loader:
         crop: int, flip: bool = True, pca_sigma: float = 0.1, seed: int = 0, epoch: int = 0,
         start_batch: int = 0, shuffle: bool | None = None, drop_last: bool | None = None,
         workers: int = 0, prefetch: int = 1, copy: bool = False, to_device=None,
+        channels: int = 3,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -82,6 +86,9 @@ class Loader:
         _check_int("epoch", epoch, low=0)
         _check_int("workers", workers, low=0)
         _check_int("prefetch", prefetch, low=1)
+        if channels not in (1, 3):
+            raise DataError(f"image batches have 3 channels (RGB) or 1 (grey), not {channels}")
+        self.channels = channels
         if pca_sigma < 0:
             raise DataError(f"pca_sigma must be >= 0, not {pca_sigma}")
         train = mode == "train"
@@ -171,11 +178,22 @@ class Loader:
     # -- filling one batch (runs in workers, or inline) ---------------------------------------
 
     def _view_shape(self) -> tuple[int, ...]:
-        square = (3, self.crop, self.crop)
+        square = (self.channels, self.crop, self.crop)
         return (10, *square) if self.mode == "ten" else square
 
     def _fill(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
         """Write batch `batch` into x, y; return its size."""
+        if self.channels == 1:
+            # Grey = ITU-R 601 luma of the RGB view (as Pillow's "L"). The view is linear in
+            # the pixels, so this equals the grey image minus the grey mean, plus the grey of
+            # the PCA shift: the same pipeline, seen through one linear map.
+            rgb = np.empty((*x.shape[:-3], 3, *x.shape[-2:]), dtype=np.float32)
+            n = self._fill_rgb(batch, rgb, y)
+            np.einsum("...chw,c->...hw", rgb[:n], _LUMA, out=x[:n, ..., 0, :, :])
+            return n
+        return self._fill_rgb(batch, x, y)
+
+    def _fill_rgb(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
         indices = self.batch_indices(batch)
         n = len(indices)
         y[:n] = self._labels[indices]

@@ -86,6 +86,10 @@ def _make_plan(listing, base: int, workers: int) -> dict:
         "format": CACHE_FORMAT + "-plan", "version": CACHE_VERSION,
         "source": str(listing.root.resolve()), "base": base, "classes": list(listing.classes),
         "shard_size": max(1, min(by_bytes, by_workers)),
+        # where the labels came from (layouts.py), the human class names, and what the
+        # tree walk skipped (walk.py): recorded in the manifest
+        "layout": listing.layout, "labels_source": listing.labels_source,
+        "class_names": list(listing.class_names), "tree_skipped": listing.report.skipped,
         "splits": {name: {"paths": list(s.paths), "labels": list(s.labels)}
                    for name, s in listing.splits.items()},
     }
@@ -156,7 +160,8 @@ def _write_summary(out: Path, plan: dict, results) -> None:
                 train_stats.merge(r.stats)
         atomic_write(out / f"{split}-labels.npy", lambda f, a=labels: np.save(f, a))
         atomic_write(out / f"{split}-files.txt",
-                     lambda f, t="".join(p + "\n" for p in files): f.write(t.encode("utf-8")))
+                     lambda f, t="".join(p + "\n" for p in files):
+                     f.write(t.encode("utf-8", "surrogateescape")))
         splits[split] = {
             "count": int(len(labels)),
             "shards": [[f"{split}/{r.index:05d}.npy", len(r.paths)] for r in mine],
@@ -172,6 +177,9 @@ def _write_summary(out: Path, plan: dict, results) -> None:
         "layout": "uint8 (n, 3, base, base)", "source": plan["source"],
         "classes": plan["classes"], "splits": splits, "mean": "mean.npy",
         "pca": train_stats.pca().to_dict(), "skipped": [list(s) for s in skipped],
+        "layout": plan.get("layout"), "labels_source": plan.get("labels_source"),
+        "class_names": plan.get("class_names"),
+        "tree_skipped": [list(s) for s in plan.get("tree_skipped", [])],
     }
     atomic_write(out / MANIFEST_NAME, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     read_manifest(out)  # what was written can be read back

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec.data.decode import UnreadableImage, decode_image
+from netspec.data.walk import printable
 from netspec.errors import DataError
 
 
@@ -39,8 +40,8 @@ class FolderSplit:
         try:
             return decode_image(path, self.base)
         except UnreadableImage as exc:
-            raise DataError(f"'{path}' can't be read any more ({exc}); it was readable when the "
-                            f"dataset was opened") from None
+            raise DataError(f"'{printable(str(path))}' can't be read any more ({exc}); it was "
+                            f"readable when the dataset was opened") from None
 
     def planar(self, index: int) -> np.ndarray:
         return np.ascontiguousarray(self.image(index).transpose(2, 0, 1))
@@ -131,8 +132,9 @@ class CacheSplit:
         if self._files_list is None or self._source_root is None:
             return None
         if self._paths is None:
-            text = (self.root / self._files_list).read_text(encoding="utf-8")
-            self._paths = text.splitlines()
+            text = (self.root / self._files_list).read_text(encoding="utf-8",
+                                                            errors="surrogateescape")
+            self._paths = text.split("\n")  # names never hold one (walk.py), unlike "\x85"
         return Path(self._source_root, self._paths[index])
 
     def readahead(self, indices) -> None:

@@ -364,7 +364,16 @@ class _Builder:
                                 f"softmax, {src.name}, has {n} outputs")
         r = spec.recipe
         crop = r.crop or spec.input_shape[1]
-        if len(spec.input_shape) == 3 and (crop, crop) != spec.input_shape[1:]:
+        if len(spec.input_shape) == 3 and spec.input_shape[1] != spec.input_shape[2]:
+            # Refused here, so compile, build and train agree: the data pipeline (§2)
+            # rescales every image to a square base and its crops and 10 views are square.
+            h, w = spec.input_shape[1:]
+            self.err(spec.pos["input_value"],
+                     f"input {h}x{w} is not square: images are rescaled to a square base and "
+                     f"cropped square (§2, §4.1), so a net's input must be square; use "
+                     f"input {spec.input_shape[0]}x{min(h, w)}x{min(h, w)} or "
+                     f"{spec.input_shape[0]}x{max(h, w)}x{max(h, w)}")
+        elif len(spec.input_shape) == 3 and (crop, crop) != spec.input_shape[1:]:
             self.err(r.pos.get("crop", spec.pos["input_value"]),
                      f"augment: crop {crop} must equal the input's size "
                      f"{spec.input_shape[1]}x{spec.input_shape[2]}")

@@ -13,6 +13,9 @@ def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False
     """Top-1/top-5 error (fractions) and mean loss over `split`."""
     n = 0
     top1 = top5 = loss = 0.0
+    classes = len(getattr(dataset, "classes", ())) or 1
+    seen = np.zeros(classes, np.int64)     # images per true class
+    right = np.zeros(classes, np.int64)    # top-1 hits per true class
     if ten_crop:
         batches = dataset.ten_crop_batches(split, batch_size=max(1, batch_size // 10) or 1,
                                            crop=crop, workers=workers)
@@ -30,6 +33,9 @@ def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False
             else:
                 probs = net.predict_proba(x)
             a1, a5 = accuracy(probs, y, (1, 5))
+            yy = np.minimum(np.asarray(y, np.int64), classes - 1)
+            np.add.at(seen, yy, 1)
+            np.add.at(right, yy, (np.argmax(probs, axis=1) == y).astype(np.int64))
             k = len(y)
             top1 += a1 * k
             top5 += a5 * k
@@ -43,4 +49,5 @@ def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False
         return {"top1_error": float("nan"), "top5_error": float("nan"), "loss": float("nan"),
                 "images": 0}
     return {"top1_error": 1.0 - top1 / n, "top5_error": 1.0 - top5 / n, "loss": loss / n,
-            "images": n}
+            "images": n, "class_images": seen.tolist(),
+            "class_top1_error": [1.0 - r / c if c else None for r, c in zip(right, seen)]}

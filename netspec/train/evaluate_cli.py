@@ -33,7 +33,10 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     r = graph.recipe
     crop = r.crop or graph.input_shape[1]
     base = r.base or crop
+    from .input_check import image_channels
+    channels = image_channels(graph)
     ds = open_dataset(data, base, workers=workers)
+    ds.channels = channels
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
     params = load_weights(ckpt)
@@ -45,5 +48,21 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
             from None
     res = evaluate(net, ds, crop=crop, batch_size=batch_size or r.batch_size,
                    ten_crop=ten_crop, workers=workers)
+    counts, errors = res.pop("class_images", []), res.pop("class_top1_error", [])
+    from ..data.layouts import display_names
+    names = display_names(ds.classes, ds.class_names)
+    per_class = [{"class": c, "name": name, "images": k, "top1_error": e}
+                 for c, name, k, e in zip(ds.classes, names, counts, errors)]
     return {"network": graph.name, "checkpoint": str(ckpt), "data": str(data),
-            "views": 10 if ten_crop else 1, **res}
+            "views": 10 if ten_crop else 1, "layout": ds.layout,
+            "labels_source": ds.labels_source, **res, "per_class": per_class}
+
+
+def describe_hardest(result: dict, count: int = 5) -> str:
+    """One line: the classes with the highest top-1 error, by their human names."""
+    scored = [c for c in result.get("per_class", []) if c["images"]]
+    worst = sorted(scored, key=lambda c: (-c["top1_error"], c["class"]))[:count]
+    if not worst:
+        return ""
+    return "hardest classes (top-1 error): " + ", ".join(
+        f"{c['name']} {100 * c['top1_error']:.0f}%" for c in worst)

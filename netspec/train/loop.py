@@ -125,7 +125,10 @@ class Trainer:
         r = self.recipe
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
+        from .input_check import image_channels
+        channels = image_channels(graph)  # before any image is read
         self.ds = _dataset(self.data_src, self.base, self.workers)
+        self.ds.channels = channels
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
@@ -190,6 +193,8 @@ class Trainer:
             "loader": {"epoch": self.epoch, "batch": self.batch},
             "meters": meters,
             "classes": list(ds.classes),
+            "class_names": list(ds.class_names),
+            "data_layout": ds.layout, "labels_source": ds.labels_source,
             "spec_text": self.spec_text,
             "data": str(self.data_src),
             "data_mean": np.asarray(ds.mean, np.float32).round(4).tolist(),
@@ -216,6 +221,8 @@ class Trainer:
              f"{self._devices_note()}, data {self.data_src} ({len(self.ds.classes)} classes, "
              f"{self.ds.size('train')} train / {self.ds.size('val') if 'val' in self.ds.splits else 0} val), "
              f"run {self.run_dir}")
+        if self.ds.layout != "class folders":
+            echo(f"data layout: {self.ds.layout}; val labels from {self.ds.labels_source}")
         if self.overrides:
             echo(f"overrides of the spec's recipe: "
                  f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
@@ -328,6 +335,7 @@ class Trainer:
                "train_top5_error": 1 - m["top5"].avg if m["top5"].count else None,
                "val_loss": val["loss"], "val_top1_error": val["top1_error"],
                "val_top5_error": val["top5_error"],
+               "val_class_top1_error": _by_class_name(self.ds, val),
                "images_per_sec": self.images_per_sec, "time": time.time()}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -346,6 +354,14 @@ class Trainer:
         return (f"done: {self.step} steps, {self.epoch} epochs; val top-1 error "
                 f"{_pct(last['val_top1_error'])}, top-5 {_pct(last['val_top5_error'])}; "
                 f"run in {self.run_dir}")
+
+
+def _by_class_name(ds, val: dict) -> dict:
+    """{human class name: val top-1 error} for the classes with val images."""
+    from ..data.layouts import display_names
+    names = display_names(ds.classes, ds.class_names)
+    return {name: err for name, err in zip(names, val.get("class_top1_error", ()))
+            if err is not None}
 
 
 def _pct(v) -> str:

@@ -43,6 +43,7 @@ def _dataset(run: Run, data: str | None):
     crop = recipe.crop or run.graph.input_shape[1]
     base = recipe.base or crop
     ds = open_dataset(source, base=None if source == "demo" else base)
+    ds.channels = 1 if run.graph.input_shape[0] == 1 else 3
     if run.classes and list(ds.classes) != run.classes:
         raise VizError(f"{source} has {len(ds.classes)} classes that differ from the "
                        f"{len(run.classes)} the run was trained on")
@@ -65,6 +66,8 @@ def _crops(ds, split: str, indices, crop: int) -> tuple[np.ndarray, np.ndarray]:
     mean = np.asarray(ds.mean, dtype=np.float32)[window]
     shown = np.stack([ds.image(split, int(i))[window] for i in indices])
     x = (shown.astype(np.float32) - mean).transpose(0, 3, 1, 2)
+    if getattr(ds, "channels", 3) == 1:  # a 1xHxW net reads grey (ITU-R 601 luma)
+        x = np.einsum("nchw,c->nhw", x, np.float32([0.299, 0.587, 0.114]))[:, None]
     return shown, np.ascontiguousarray(x)
 
 
@@ -84,7 +87,7 @@ def run_predictions(run: Run, data: str | None = None, count: int = 8,
     net = _network(run, backend)
     probs = _batched(net.predict_proba, x)
     labels = ds.labels(split)[indices]
-    return images, probs, labels, run.classes or list(ds.classes)
+    return images, probs, labels, run.class_names or list(ds.class_names)
 
 
 def _features(net, graph: Graph, x: np.ndarray) -> np.ndarray:
@@ -105,7 +108,7 @@ def run_neighbours(run: Run, data: str | None = None, count: int = 5, k: int = 6
     if "train" not in ds.splits:
         raise VizError("the data set has no train split to search")
     split = "val" if "val" in ds.splits else "train"
-    names = run.classes or list(ds.classes)
+    names = run.class_names or list(ds.class_names)
     q_idx = _pick(ds.size(split), count)
     n_train = ds.size("train")
     t_idx = _pick(n_train, n_train if search <= 0 else search)

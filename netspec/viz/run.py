@@ -47,6 +47,11 @@ class Run:
         return [str(c) for c in self.state.get("classes") or []]
 
     @property
+    def class_names(self) -> list[str]:
+        """Human names ("tench") where the data had a synset mapping; else the classes."""
+        return [str(c) for c in self.state.get("class_names") or []] or self.classes
+
+    @property
     def data(self) -> str | None:
         return self.state.get("data")
 
