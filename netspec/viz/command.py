@@ -17,6 +17,8 @@ from .render import FORMATS, check_suffix
 
 
 def _output(ctx, param, value):
+    if value is None:
+        return None
     try:
         check_suffix(value)
     except VizError:
@@ -26,8 +28,9 @@ def _output(ctx, param, value):
 
 @click.command("viz")
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, callback=_output, metavar="FILE",
-              help="Where to draw: FILE.svg or FILE.png.")
+@click.option("-o", "--output", callback=_output, metavar="FILE",
+              help="Where to draw: FILE.svg or FILE.png (default for a SPEC's diagram: "
+                   "<network>.svg in the current directory).")
 @click.option("--width", type=click.IntRange(min=100), metavar="N",
               help="Image width in pixels (default: the figure's own, ≥1200 for the diagram).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), metavar="runs/NAME",
@@ -65,6 +68,8 @@ def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, 
         raise click.UsageError(f"choose one figure, not {' and '.join(figures)}")
     if figures and not run_dir:
         raise click.UsageError(f"{figures[0]} draws from a training run; give --run runs/NAME")
+    if figures and output is None:
+        raise click.UsageError(f"{figures[0]} needs -o FILE.svg or FILE.png")
     if data and not (predictions or neighbours):
         raise click.UsageError("--data is for --predictions and --neighbours")
     if not spec and not run_dir:
@@ -81,6 +86,8 @@ def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, 
                            f"'{run.graph.name}'")
         graph = run.graph
     label = f"{graph.name} · {Path(run_dir).name}" if run_dir else graph.name
+    if output is None:              # the diagram, as a user's first command: <network>.svg here
+        output = str(Path.cwd() / f"{graph.name}.svg")
 
     if filters is not None:
         from .filters import draw_filters

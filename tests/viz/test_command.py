@@ -95,3 +95,21 @@ def test_run_without_a_figure_draws_its_architecture(run_dir, tmp_path):
 def test_spec_must_match_the_run(run_dir, tmp_path):
     res = _invoke(ALEXNET, "--run", run_dir, "-o", tmp_path / "c.png", "--curves")
     assert isinstance(res.exception, VizError) and "trained 'tiny-alexnet'" in str(res.exception)
+
+
+def test_diagram_without_output_writes_network_svg_in_cwd(tmp_path, monkeypatch):
+    """`netspec viz specs/alexnet.net` (no -o): alexnet.svg in the current directory, and
+    the message says where (issue 18)."""
+    monkeypatch.chdir(tmp_path)
+    res = _invoke(ALEXNET)
+    assert res.exit_code == 0, res.output
+    target = tmp_path / "alexnet.svg"
+    assert f"wrote {target}" in res.output
+    assert ET.parse(target).getroot().tag.endswith("svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alexnet.svg"]
+
+
+def test_run_figure_without_output_is_a_usage_error(tmp_path):
+    res = _invoke("--run", tmp_path, "--curves")
+    assert res.exit_code == 2
+    assert "--curves needs -o" in res.output
