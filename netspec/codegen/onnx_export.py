@@ -1,0 +1,321 @@
+"""ONNX export: the IR and its parameter arrays as an ONNX model of the network at test time.
+
+Like the kernel renderers, this reads a built `Graph` and emits a file; it runs nothing, so it
+sits in codegen and never imports runtime or train (the caller hands it the parameters: a
+checkpoint's, or a freshly initialised net's). The `onnx` package is an extra
+(`pip install netspec[onnx]`), imported only here.
+
+What the model computes (opset 17, float32, NCHW, batch dimension `N`):
+    input  `data`  (N, C, H, W), the preprocessed crop (mean subtracted), as `Net.forward` takes
+    output `<softmax layer>` (N, classes), the softmax probabilities (`Net.predict_proba`)
+
+The logical GPUs become what they compute. Each layer's whole output is one tensor named after
+the layer; a part reads channel ranges of its sources (ONNX `Slice`, or one `Split` when the
+parts read consecutive ranges of one tensor):
+- conv/fc whose parts all read the same input (`connect all`): one Conv/Gemm with the stacked
+  weight;
+- conv whose parts read consecutive equal ranges and write equal channel counts (`same-gpu`
+  on even splits, `groups G`): one Conv with `group`;
+- otherwise (uneven splits or groups that straddle GPUs): Split → one Conv/Gemm per part →
+  Concat, the part's weight rows cut from the stacked weight by `Split` (a constant that
+  runtimes fold) or its own `<layer>.part<i>.weight`;
+- lrn: Split → LRN per part → Concat, since the paper's sum stops at each GPU's part (§3.3);
+  ONNX's LRN divides alpha by `size` (as Caffe and PyTorch do) and the paper's doesn't, so the
+  exported alpha is alpha·size;
+- dropout is the identity at test time (the paper's ×0.5 is folded into training's inverted
+  dropout, see ops/dropout.py); relu fused into conv/fc is a Relu node.
+
+Initializer names are the parameter names of `Graph.param_shapes()` (`conv2.weight`, ...), so
+an ONNX file and a netspec checkpoint name the same tensors alike. The model's metadata
+(`metadata_props`) holds `netspec.network`, `netspec.spec_sha256` (of the spec's text),
+`netspec.spec` (the text itself) and, when known, `netspec.classes` (a JSON list).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import NetspecError
+from ..ir.graph import Graph, Layer
+
+OPSET = 17
+IR_VERSION = 8          # what opset 17 needs; older runtimes read it too
+
+
+class ExportError(NetspecError):
+    """A network or parameter set that can't be written as ONNX; the message names the
+    layer or parameter."""
+
+
+def spec_sha256(graph: Graph) -> str:
+    """Hex SHA-256 of the spec's source text (UTF-8)."""
+    return hashlib.sha256(graph.spec.source.encode()).hexdigest()
+
+
+class _Builder:
+    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray]):
+        from onnx import helper
+        self.h = helper
+        self.g = graph
+        self.params = params
+        self.nodes: list = []
+        self.inits: dict[str, np.ndarray] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self._slices: dict[tuple[str, int, int], str] = {}
+
+    # -- small emitters ----------------------------------------------------------------------
+    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
+             **attrs) -> None:
+        self.nodes.append(self.h.make_node(op, list(inputs), list(outputs), name=name, **attrs))
+
+    def const(self, name: str, values) -> str:
+        if name not in self.consts:
+            self.consts[name] = np.asarray(values, np.int64)
+        return name
+
+    def param(self, name: str) -> str:
+        self.inits[name] = np.ascontiguousarray(self.params[name], np.float32)
+        return name
+
+    def channels(self, layer: str, a: int, b: int) -> str:
+        """The tensor of channels a..b of a layer's whole output."""
+        total = self.g.layer(layer).out_shape[0]
+        if (a, b) == (0, total):
+            return layer
+        key = (layer, a, b)
+        if key not in self._slices:
+            out = f"{layer}.channels{a}_{b}"
+            self.node("Slice", [layer, self.const(f"const.{a}", [a]),
+                                self.const(f"const.{b}", [b]), self.const("const.axis1", [1])],
+                      [out], f"{layer}.slice{a}_{b}")
+            self._slices[key] = out
+        return self._slices[key]
+
+    # -- reading parts -----------------------------------------------------------------------
+    def ranges(self, layer: Layer, part) -> list[tuple[str, int, int]]:
+        """The channel ranges (source layer, first, end) a part reads, adjacent ones merged."""
+        out: list[list] = []
+        for s in part.sources:
+            src = self.g.layer(s.layer)
+            a = src.parts[s.part].start + s.start
+            b = a + s.channels
+            if out and out[-1][0] == s.layer and out[-1][2] == a:
+                out[-1][2] = b
+            else:
+                out.append([s.layer, a, b])
+        return [tuple(r) for r in out]
+
+    def join(self, ranges, name: str) -> str:
+        tensors = [self.channels(*r) for r in ranges]
+        if len(tensors) == 1:
+            return tensors[0]
+        self.node("Concat", tensors, [name], f"{name}.concat", axis=1)
+        return name
+
+    def part_inputs(self, layer: Layer, parts) -> list[str]:
+        """One input tensor per part: a single Split where the parts read consecutive ranges
+        of one tensor covering all of it, else Slice/Concat per part."""
+        rs = [self.ranges(layer, p) for p in parts]
+        names = [f"{layer.name}.part{p.index}.input" for p in parts]
+        if all(len(r) == 1 for r in rs):
+            srcs = {r[0][0] for r in rs}
+            bounds = [(r[0][1], r[0][2]) for r in rs]
+            if len(srcs) == 1 and len(parts) > 1:
+                src = srcs.pop()
+                total = self.g.layer(src).out_shape[0]
+                if bounds[0][0] == 0 and bounds[-1][1] == total and all(
+                        x[1] == y[0] for x, y in itertools.pairwise(bounds)):
+                    sizes = [b - a for a, b in bounds]
+                    self.node("Split", [src, self.const(f"{layer.name}.split",
+                                                        sizes)], names,
+                              f"{layer.name}.split", axis=1)
+                    return names
+        return [self.join(r, n) for r, n in zip(rs, names)]
+
+    def concat_out(self, layer: Layer, outs: list[str]) -> None:
+        if len(outs) == 1:
+            self.node("Identity", outs, [layer.name], f"{layer.name}.output")
+        else:
+            self.node("Concat", outs, [layer.name], f"{layer.name}.concat", axis=1)
+
+    def whole_input(self, layer: Layer) -> str:
+        """A channel-wise layer's input: its parts' inputs in channel order, each channel
+        once (parts reading the replicated input all read the same channels)."""
+        ranges, seen = [], set()
+        for p in sorted(layer.parts, key=lambda p: p.start):
+            if (p.start, p.stop) in seen:
+                continue
+            seen.add((p.start, p.stop))
+            for r in self.ranges(layer, p):
+                if ranges and ranges[-1][0] == r[0] and ranges[-1][2] == r[1]:
+                    ranges[-1] = (r[0], ranges[-1][1], r[2])
+                else:
+                    ranges.append(r)
+        return self.join(ranges, f"{layer.name}.input")
+
+    # -- layers ------------------------------------------------------------------------------
+    def weighted(self, layer: Layer) -> None:
+        names = layer.param_shapes()
+        stacked = f"{layer.name}.weight" in names
+        for n in names:
+            if n not in self.params:
+                raise ExportError(f"layer '{layer.name}': parameter '{n}' is missing")
+            if tuple(np.shape(self.params[n])) != tuple(names[n]):
+                raise ExportError(f"layer '{layer.name}': parameter '{n}' has shape "
+                                  f"{tuple(np.shape(self.params[n]))}, expected {names[n]}")
+        parts = layer.parts
+        rs = [self.ranges(layer, p) for p in parts]
+        pre = f"{layer.name}.linear" if layer.relu else layer.name
+        if stacked and all(r == rs[0] for r in rs):                 # connect all: one op
+            x = self.join(rs[0], f"{layer.name}.input")
+            self.linear(layer, x, self.param(f"{layer.name}.weight"),
+                        self.param(f"{layer.name}.bias"), pre, groups=1)
+        elif (stacked and layer.type == "conv" and len({p.channels for p in parts}) == 1
+              and self._grouped(layer, rs)):                        # same-gpu, even: group
+            src = rs[0][0][0]
+            self.linear(layer, src, self.param(f"{layer.name}.weight"),
+                        self.param(f"{layer.name}.bias"), pre, groups=len(parts))
+        else:                                                       # Split / op / Concat
+            xs = self.part_inputs(layer, parts)
+            if stacked:
+                ws = [f"{layer.name}.part{p.index}.weight" for p in parts]
+                bs = [f"{layer.name}.part{p.index}.bias" for p in parts]
+                sizes = self.const(f"{layer.name}.rows", [p.channels for p in parts])
+                self.node("Split", [self.param(f"{layer.name}.weight"), sizes], ws,
+                          f"{layer.name}.weight.split", axis=0)
+                self.node("Split", [self.param(f"{layer.name}.bias"), sizes], bs,
+                          f"{layer.name}.bias.split", axis=0)
+            else:
+                ws = [self.param(f"{layer.name}.part{p.index}.weight") for p in parts]
+                bs = [self.param(f"{layer.name}.part{p.index}.bias") for p in parts]
+            outs = []
+            for p, x, w, b in zip(parts, xs, ws, bs):
+                o = f"{layer.name}.part{p.index}.output"
+                self.linear(layer, x, w, b, o, groups=1)
+                outs.append(o)
+            self.node("Concat", outs, [pre], f"{layer.name}.concat", axis=1)
+        if layer.relu:
+            self.node("Relu", [pre], [layer.name], f"{layer.name}.relu")
+
+    def _grouped(self, layer: Layer, rs) -> bool:
+        """Parts read consecutive, equal, single ranges of one tensor covering all of it."""
+        if not all(len(r) == 1 for r in rs) or len({r[0][0] for r in rs}) != 1:
+            return False
+        bounds = [(r[0][1], r[0][2]) for r in rs]
+        total = self.g.layer(rs[0][0][0]).out_shape[0]
+        return (bounds[0][0] == 0 and bounds[-1][1] == total
+                and len({b - a for a, b in bounds}) == 1
+                and all(x[1] == y[0] for x, y in itertools.pairwise(bounds)))
+
+    def linear(self, layer: Layer, x: str, w: str, b: str, out: str, groups: int) -> None:
+        a = layer.attrs
+        if layer.type == "conv":
+            k, s, p = a["size"], a["stride"], a["pad"]
+            self.node("Conv", [x, w, b], [out], f"{out}.conv", kernel_shape=[k, k],
+                      strides=[s, s], pads=[p, p, p, p], group=groups)
+            return
+        if len(self.g.layer(layer.inputs[0]).out_shape) > 1 or any(
+                len(self.g.layer(i).out_shape) > 1 for i in layer.inputs):
+            flat = f"{x}.flat"
+            self.node("Flatten", [x], [flat], f"{flat}.node", axis=1)
+            x = flat
+        self.node("Gemm", [x, w, b], [out], f"{out}.gemm", transB=1)
+
+    def layer(self, layer: Layer) -> None:
+        t, a = layer.type, layer.attrs
+        if layer.weighted:
+            return self.weighted(layer)
+        if t == "lrn":
+            parts = [p for p in sorted(layer.parts, key=lambda p: p.start)]
+            uniq, seen = [], set()
+            for p in parts:
+                if (p.start, p.stop) not in seen:
+                    seen.add((p.start, p.stop))
+                    uniq.append(p)
+            xs = self.part_inputs(layer, uniq) if len(uniq) > 1 else [self.whole_input(layer)]
+            outs = []
+            for p, x in zip(uniq, xs):
+                o = f"{layer.name}.part{p.index}.output" if len(uniq) > 1 else layer.name
+                # ONNX: x / (bias + alpha/size · Σ x²)^beta; the paper: k + alpha · Σ x²
+                self.node("LRN", [x], [o], f"{o}.lrn", size=int(a["size"]),
+                          alpha=float(a["alpha"]) * int(a["size"]), beta=float(a["beta"]),
+                          bias=float(a["k"]))
+                outs.append(o)
+            if len(uniq) > 1:
+                self.concat_out(layer, outs)
+            return
+        x = self.whole_input(layer)
+        if t in ("maxpool", "avgpool"):
+            z, s = a["size"], a["stride"]
+            self.node("MaxPool" if t == "maxpool" else "AveragePool", [x], [layer.name],
+                      f"{layer.name}.pool", kernel_shape=[z, z], strides=[s, s])
+        elif t == "relu":
+            self.node("Relu", [x], [layer.name], f"{layer.name}.relu")
+        elif t == "dropout":                      # test time: the identity
+            self.node("Identity", [x], [layer.name], f"{layer.name}.identity")
+        elif t == "softmax":
+            if len(self.g.layer(layer.inputs[0]).out_shape) > 1:
+                self.node("Flatten", [x], [f"{layer.name}.logits"], f"{layer.name}.flat",
+                          axis=1)
+                x = f"{layer.name}.logits"
+            self.node("Softmax", [x], [layer.name], f"{layer.name}.softmax", axis=1)
+        else:
+            raise ExportError(f"layer '{layer.name}': no ONNX form for layer type '{t}'")
+
+
+def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
+                classes: Sequence[str] | None = None, opset: int = OPSET):
+    """The network at test time as an `onnx.ModelProto` (see the module docstring).
+
+    graph: a built IR graph. params: name -> array for every name of
+    `graph.param_shapes()`, in those shapes (cast to float32). classes: class names (wnids)
+    for the metadata. Raises ExportError naming a missing or misshapen parameter, or a layer
+    type ONNX can't express.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    if opset < 17:
+        raise ExportError(f"opset {opset}: netspec writes opset 17 or later")
+    b = _Builder(graph, params)
+    unknown = [n for n in params if n not in graph.param_shapes()]
+    if unknown:
+        raise ExportError(f"parameters not in network '{graph.name}': {', '.join(unknown)}")
+    for layer in graph.compute_layers:
+        b.layer(layer)
+    head = graph.compute_layers[-1]
+    data = graph.layers[0]
+    inputs = [helper.make_tensor_value_info(data.name, TensorProto.FLOAT,
+                                            ["N", *graph.input_shape])]
+    outputs = [helper.make_tensor_value_info(head.name, TensorProto.FLOAT,
+                                             ["N", *head.out_shape])]
+    inits = [numpy_helper.from_array(v, n) for n, v in b.inits.items()]
+    inits += [numpy_helper.from_array(v, n) for n, v in b.consts.items()]
+    g = helper.make_graph(b.nodes, graph.name, inputs, outputs, initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="netspec", ir_version=IR_VERSION,
+                              doc_string=f"netspec network '{graph.name}' at test time: "
+                                         f"softmax probabilities of mean-subtracted crops")
+    meta = {"netspec.network": graph.name, "netspec.spec_sha256": spec_sha256(graph),
+            "netspec.spec": graph.spec.source}
+    if classes is not None:
+        meta["netspec.classes"] = json.dumps(list(classes))
+    helper.set_model_props(model, meta)
+    return model
+
+
+def write_onnx(graph: Graph, params: Mapping[str, np.ndarray], path, *,
+               classes: Sequence[str] | None = None, opset: int = OPSET) -> int:
+    """Export (see `export_onnx`), check with `onnx.checker`, write to `path`; the size in
+    bytes."""
+    import onnx
+
+    model = export_onnx(graph, params, classes=classes, opset=opset)
+    data = model.SerializeToString()
+    onnx.checker.check_model(model)
+    with open(path, "wb") as f:
+        f.write(data)
+    return len(data)
