@@ -135,8 +135,8 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
 @main.command("eval")
 @click.option("--spec", type=click.Path(dir_okay=False),
               help="The network (default: the run's own spec).")
-@click.option("--checkpoint", required=True, type=click.Path(),
-              help="A run directory or a .safetensors file.")
+@click.option("--checkpoint", required=True, multiple=True, type=click.Path(),
+              help="A run directory or a .safetensors file; several: their ensemble (§6).")
 @click.option("--data", help="Image folder, prepared cache or 'demo' (default: the run's).")
 @click.option("--ten-crop", is_flag=True, help="Average the softmax over 10 crops (§4.1).")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
@@ -146,8 +146,18 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
 @click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, workers, as_json):
-    """Top-1 and top-5 error of a trained network on the validation images."""
+    """Top-1 and top-5 error of a trained network on the validation images; with several
+    --checkpoint, each one's and their averaged softmax's (the paper's ensembles, §6)."""
     from .train.evaluate_cli import run_eval
+
+    if len(checkpoint) > 1:
+        from .train.ensemble import format_ensemble, run_ensemble
+        result = run_ensemble(checkpoints=checkpoint, spec=spec, data=data, ten_crop=ten_crop,
+                              backend=backend, devices=devices, batch_size=batch_size,
+                              workers=workers)
+        click.echo(json.dumps(result) if as_json else format_ensemble(result))
+        return
+    checkpoint = checkpoint[0]
 
     result = run_eval(spec=spec, checkpoint=checkpoint, data=data, ten_crop=ten_crop,
                       backend=backend, devices=devices, batch_size=batch_size,

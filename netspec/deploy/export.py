@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..codegen.onnx_export import ExportError, write_onnx
 from ..errors import RunError
-from .runs import read_run
+from ..train.saved_run import read_run
 
 
 def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:

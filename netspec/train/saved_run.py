@@ -1,4 +1,4 @@
-"""A saved run's weights and state, as export and predict read them."""
+"""A saved run's weights and state, as export, predict, ensembles and --init-from read them."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from ..train.checkpoint import STATE, STATE_KEY, WEIGHTS, load_weights
+from .checkpoint import STATE, STATE_KEY, WEIGHTS, load_weights
 
 
 def read_run(path) -> tuple[dict[str, np.ndarray], dict]:
