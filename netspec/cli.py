@@ -177,10 +177,11 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, wor
 def _add_optional_commands() -> None:
     from .bench.command import bench
     from .data.commands import prepare
-    from .deploy.command import export
+    from .deploy.command import export, predict
     main.add_command(prepare)
     main.add_command(bench)
     main.add_command(export)
+    main.add_command(predict)
     try:
         from .viz.command import viz
     except ImportError:  # the viz package is optional in partial builds

@@ -28,3 +28,52 @@ def export(spec, checkpoint, seed, output):
     click.echo(f"wrote {res['path']}: {res['network']}, {res['params']:,} parameters "
                f"({res['weights']}), {res['bytes'] / 1e6:.1f} MB, input 'data', output "
                f"softmax probabilities over {res['classes']} classes")
+
+
+@click.command("predict")
+@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
+              help="A run directory (its spec, classes and mean image come with it).")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--ten-crop", is_flag=True,
+              help="Average the softmax over the paper's 10 views (§4.1) instead of the "
+                   "centre crop.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes to list per image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one a line.")
+@click.option("--backend", default="numpy", show_default=True,
+              type=click.Choice(["auto", "cuda", "opencl", "numpy"]))
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per forward pass.")
+def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
+    """Top classes of a trained network for each IMAGE, with the run's preprocessing.
+
+    A file that can't be read is reported (with the reason the data pipeline gives) and
+    skipped; the exit status is 2 only when no image could be read."""
+    import json
+
+    from ..errors import NetspecError
+    from .predict import Predictor, predict_files
+
+    predictor = Predictor.from_run(checkpoint, backend)
+    skipped = answered = 0
+    for res in predict_files(predictor, images, ten_crop=ten_crop, top=top,
+                             batch_size=batch_size):
+        if "error" in res:
+            skipped += 1
+            if as_json:
+                click.echo(json.dumps(res))
+            click.echo(f"netspec: skipped {res['image']}: {res['error']}", err=True)
+            continue
+        answered += 1
+        if as_json:
+            click.echo(json.dumps(res))
+            continue
+        click.echo(f"{res['image']} ({'10 views' if ten_crop else 'centre crop'}):")
+        width = max(len(t["class"]) for t in res["top"])
+        for t in res["top"]:
+            click.echo(f"  {t['rank']:>2}. {t['class']:<{width}}  {100 * t['probability']:6.2f}%")
+    if skipped:
+        click.echo(f"netspec: skipped {skipped} unreadable image file(s) of {len(images)}",
+                   err=True)
+    if not answered:
+        raise NetspecError("no image could be read")

@@ -1,0 +1,110 @@
+"""`netspec predict` (netspec/deploy/predict.py): the probabilities of each image equal the
+network's on the data pipeline's own centre crop / 10 views of that image (what `netspec eval`
+scores), and unreadable files get the pipeline's per-file reason."""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from runkit import TINY, write_run
+
+import netspec
+from netspec.cli import main
+from netspec.data import open_dataset
+from netspec.data.decode import UnreadableImage, decode_image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "train"))
+from trainkit import make_folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """An image folder, and a run on it whose state holds the folder's mean image."""
+    tmp = tmp_path_factory.mktemp("predict")
+    folder = make_folder(tmp / "imgs", val=1)
+    ds = open_dataset(str(folder), 72, progress=False)
+    classes = [f"n{i:08d}" for i in range(10)]
+    run, params = write_run(tmp / "run", TINY, classes=classes, seed=4, mean=ds.mean,
+                            data=str(folder))
+    net = netspec.build(TINY, "numpy")
+    net.load_parameters(params)
+    return folder, ds, run, net, classes
+
+
+def _lines(output):
+    return [json.loads(ln) for ln in output.splitlines() if ln.startswith("{")]
+
+
+@pytest.mark.parametrize("ten_crop", [False, True], ids=["centre", "10-crop"])
+def test_matches_the_pipelines_views(setup, ten_crop):
+    folder, ds, run, net, classes = setup
+    n = ds.size("val")
+    paths = [str(ds.path("val", i)) for i in range(n)]
+    if ten_crop:
+        with ds.ten_crop_batches("val", batch_size=n, crop=64) as b:
+            x, _ = next(iter(b))
+            want = net.predict_proba(x.reshape(n * 10, 3, 64, 64)).reshape(n, 10, -1).mean(1)
+    else:
+        with ds.loader("val", batch_size=n, crop=64, train=False) as b:
+            x, _ = next(iter(b))
+            want = net.predict_proba(x)
+    args = ["predict", "--checkpoint", str(run), "--json", "--top", "3", "-b", "4", *paths]
+    res = CliRunner().invoke(main, args + (["--ten-crop"] if ten_crop else []))
+    assert res.exit_code == 0, res.output
+    got = _lines(res.output)
+    assert [g["image"] for g in got] == paths
+    for g, p in zip(got, want):
+        order = np.argsort(-p)[:3]
+        assert [t["label"] for t in g["top"]] == order.tolist()
+        assert [t["class"] for t in g["top"]] == [classes[i] for i in order]
+        # the run keeps its mean image to 4 decimals: inputs differ by < 5e-5 grey levels
+        np.testing.assert_allclose([t["probability"] for t in g["top"]], p[order], rtol=1e-4)
+        assert g["views"] == (10 if ten_crop else 1)
+
+
+def test_text_output(setup):
+    folder, ds, run, net, classes = setup
+    path = str(ds.path("val", 0))
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), path])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == f"{path} (centre crop):"
+    assert len(lines) == 6 and lines[1].lstrip().startswith("1. n")
+    assert lines[1].rstrip().endswith("%")
+
+
+def test_bad_files_get_the_pipelines_answer(setup, tmp_path):
+    folder, ds, run, net, classes = setup
+    good = str(ds.path("val", 0))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(pathlib.Path(good).read_bytes()[:200])
+    missing = tmp_path / "missing.png"
+    reasons = {}
+    for p in (text, cut, missing):
+        with pytest.raises(UnreadableImage) as e:
+            decode_image(p, 72)
+        reasons[str(p)] = str(e.value)
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), "--json", str(text),
+                                    good, str(cut), str(missing)])
+    assert res.exit_code == 0, res.output
+    got = _lines(res.output)
+    assert [g["image"] for g in got] == [str(text), good, str(cut), str(missing)]
+    for g in (got[0], got[2], got[3]):
+        assert g["error"] == reasons[g["image"]]
+        assert f"skipped {g['image']}: {g['error']}" in res.output
+    assert "top" in got[1]
+    assert "skipped 3 unreadable image file(s) of 4" in res.output
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), str(text)])
+    assert res.exit_code == 2 and "no image could be read" in res.output
+
+
+def test_a_run_without_its_preprocessing_is_an_error(tmp_path):
+    run, _ = write_run(tmp_path / "run", TINY)            # no mean image in its state
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), "x.png"])
+    assert res.exit_code == 2 and "lacks data_mean" in res.output
