@@ -111,21 +111,28 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
 @click.option("--resume", type=click.Path(file_okay=False),
               help="Continue the run in this directory exactly; spec, data and recipe come "
                    "from the run.")
+@click.option("--init-from", type=click.Path(), metavar="RUN",
+              help="Fine-tune: start a new run from RUN's weights where names and shapes "
+                   "match (the spec's init elsewhere; momentum 0, step 0).")
 @click.option("--print-freq", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, seed, workers,
-              out, resume, print_freq, no_progress):
+              out, resume, init_from, print_freq, no_progress):
     """Train a network as its spec's recipe says (§4-5 of the paper for AlexNet)."""
     from .train.loop import TrainOptions, train
 
     if resume and (spec or data or epochs or batch_size or lr or out):
         raise click.UsageError("--resume takes the spec, data and recipe from the run; give "
                                "only --max-steps (and --backend, --devices, -j) with it")
+    if resume and init_from:
+        raise click.UsageError("--init-from starts a new run from another run's weights; "
+                               "--resume continues a run: give one of them")
     if not resume and not (spec and data):
         raise click.UsageError("give --spec SPEC and --data DIR|CACHE|demo, or --resume RUN")
     opts = TrainOptions(spec=spec, data=data, backend=backend, devices=devices, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                        workers=workers, out=out, resume=resume, print_freq=print_freq,
+                        workers=workers, out=out, resume=resume, init_from=init_from,
+                        print_freq=print_freq,
                         progress=not no_progress)
     result = train(opts, echo=click.echo)
     if result.get("stopped"):

@@ -48,6 +48,7 @@ class TrainOptions:
     workers: int = 0
     out: str | None = None
     resume: str | None = None
+    init_from: str | None = None     # fine-tuning: start from this run's weights (init_from.py)
     print_freq: int = 10
     progress: bool = True
     dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
@@ -144,6 +145,12 @@ class Trainer:
         # layers' multipliers); the NumPy backend updates host arrays here
         self.device_update = callable(getattr(self.net, "update", None))
         self.params = self.net.parameters()
+        if opts.init_from and not resumed:
+            from .init_from import init_from_run
+            params, report = init_from_run(opts.init_from, self.params)
+            self.net.load_parameters(params)
+            self.params = self.net.parameters()
+            echo(report.table())
         self.momentum = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.schedule = Schedule.from_recipe(r)
         self.step = 0
