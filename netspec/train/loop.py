@@ -184,6 +184,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         # a total over the whole run, resumed steps included
         self.max_steps = opts.max_steps
+        from .tensorboard import open_tensorboard
+        self.tensorboard = open_tensorboard(self.run_dir)    # None without netspec[tensorboard]
 
     # -- state ----------------------------------------------------------------------------
     def state(self, meters=None) -> dict:
@@ -242,12 +244,18 @@ class Trainer:
                 if stop.signal is not None:
                     echo(f"stopped by signal {stop.signal} at step {self.step}; checkpoint "
                          f"written to {self.run_dir}")
+                    self._close_logs()
                     return {"stopped": True, "step": self.step}
                 if not done:
                     break
                 last = self._end_of_epoch()
         echo(self._summary(last))
+        self._close_logs()
         return {"stopped": False, "step": self.step, "last": last}
+
+    def _close_logs(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def _devices_note(self) -> str:
         note = getattr(self.net, "device_note", "")
@@ -346,6 +354,8 @@ class Trainer:
                "images_per_sec": self.images_per_sec, "time": time.time()}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(row, self.net.parameters(), self.graph)
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "
                   f"train loss {row['train_loss']:.4f} top1 {_pct(row['train_top1_error'])} "
                   f"top5 {_pct(row['train_top5_error'])}  val top1 "
