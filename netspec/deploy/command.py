@@ -31,8 +31,9 @@ def export(spec, checkpoint, seed, output):
 
 
 @click.command("predict")
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False),
-              help="A run directory (its spec, classes and mean image come with it).")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="A run directory or its checkpoint.safetensors (the spec, classes and "
+                   "mean image come with it).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--ten-crop", is_flag=True,
               help="Average the softmax over the paper's 10 views (§4.1) instead of the "

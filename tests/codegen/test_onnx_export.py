@@ -83,9 +83,34 @@ def test_alexnet_specs_match_netspec(spec):
     assert probs.max() > 10 / 1000                  # far from uniform: the check has teeth
 
 
+# fc layers reading only their own GPU's part, on 3 GPUs with uneven splits
+FC_SAME_GPU = """network fcsame
+input 3x9x9
+classes 6
+gpus 3
+conv c1 filters 7 size 3 relu split 2,3,2
+fc f1 outputs 9 relu connect same-gpu split 2,3,4
+dropout d p 0.5
+fc f2 outputs 6 connect same-gpu split 1,2,3
+softmax prob
+"""
+# an lrn and a pool on the input, which every GPU holds whole
+ON_INPUT = """network oninput
+input 4x9x9
+classes 4
+gpus 2
+lrn n0 size 3 alpha 0.5 beta 0.75 k 1
+maxpool p0 size 2 stride 2
+conv c1 filters 4 size 3 relu connect same-gpu
+fc f2 outputs 4
+softmax prob
+"""
+
+
 @pytest.mark.parametrize("spec", [TINY, tiny_four_gpus(TINY), one_gpu_grouped(TINY), BRANCHES,
-                                  SUBRANGE],
-                         ids=["tiny", "tiny-4gpus", "tiny-grouped-1gpu", "branches", "subrange"])
+                                  SUBRANGE, FC_SAME_GPU, ON_INPUT],
+                         ids=["tiny", "tiny-4gpus", "tiny-grouped-1gpu", "branches", "subrange",
+                              "fc-same-gpu-3gpus", "on-input"])
 def test_shipped_and_model_parallel_specs_match_netspec(spec):
     check_against_netspec(spec, batch=3)
 

@@ -108,3 +108,24 @@ def test_a_run_without_its_preprocessing_is_an_error(tmp_path):
     run, _ = write_run(tmp_path / "run", TINY)            # no mean image in its state
     res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), "x.png"])
     assert res.exit_code == 2 and "lacks data_mean" in res.output
+
+
+def test_a_trained_run_directory_or_its_safetensors(tmp_path):
+    """A run written by `netspec train` (its state's own mean image and classes); the bare
+    checkpoint.safetensors carries the same state in its metadata."""
+    from trainkit import tiny_spec
+
+    from netspec.train.loop import Trainer, TrainOptions
+
+    folder = make_folder(tmp_path / "imgs", classes=10, train=1, val=1)
+    run = tmp_path / "run"
+    Trainer(TrainOptions(spec=tiny_spec(batch="5"), data=str(folder), backend="numpy",
+                         max_steps=1, out=str(run), progress=False), echo=lambda *a: None).run()
+    ds = open_dataset(str(folder), 72, progress=False)
+    paths = [str(ds.path("val", i)) for i in range(3)]
+    r = CliRunner()
+    a = _lines(r.invoke(main, ["predict", "--checkpoint", str(run), "--json", *paths]).output)
+    b = _lines(r.invoke(main, ["predict", "--checkpoint", str(run / "checkpoint.safetensors"),
+                               "--json", *paths]).output)
+    assert a == b and len(a) == 3
+    assert {t["class"] for g in a for t in g["top"]} <= set(ds.classes)
