@@ -63,7 +63,7 @@ def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
             skipped += 1
             if as_json:
                 click.echo(json.dumps(res))
-            click.echo(f"netspec: skipped {res['image']}: {res['error']}", err=True)
+            click.echo(f"netspec: skipped {res['image']} ({res['error']})", err=True)
             continue
         answered += 1
         if as_json:

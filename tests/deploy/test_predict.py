@@ -97,7 +97,7 @@ def test_bad_files_get_the_pipelines_answer(setup, tmp_path):
     assert [g["image"] for g in got] == [str(text), good, str(cut), str(missing)]
     for g in (got[0], got[2], got[3]):
         assert g["error"] == reasons[g["image"]]
-        assert f"skipped {g['image']}: {g['error']}" in res.output
+        assert f"skipped {g['image']} ({g['error']})" in res.output
     assert "top" in got[1]
     assert "skipped 3 unreadable image file(s) of 4" in res.output
     res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), str(text)])
