@@ -9,8 +9,10 @@ What the model computes (opset 17, float32, NCHW, batch dimension `N`):
     input  `data`  (N, C, H, W), the preprocessed crop (mean subtracted), as `Net.forward` takes
     output `<softmax layer>` (N, classes), the softmax probabilities (`Net.predict_proba`)
 
-The logical GPUs become what they compute. Each layer's whole output is one tensor named after
-the layer; a part reads channel ranges of its sources (ONNX `Slice`, or one `Split` when the
+Each op declares the ONNX node that computes it (`Op.onnx_node` in its ops/ module: the LRN
+alpha convention lives in ops/lrn.py beside the paper's formula); this module only lays out the
+parts. The logical GPUs become what they compute. Each layer's whole output is one tensor named
+after the layer; a part reads channel ranges of its sources (ONNX `Slice`, or one `Split` when the
 parts read consecutive ranges of one tensor):
 - conv/fc whose parts all read the same input (`connect all`): one Conv/Gemm with the stacked
   weight;
@@ -174,7 +176,8 @@ class _Builder:
             x = self.join(rs[0], f"{layer.name}.input")
             self.linear(layer, x, self.param(f"{layer.name}.weight"),
                         self.param(f"{layer.name}.bias"), pre, groups=1)
-        elif (stacked and layer.type == "conv" and len({p.channels for p in parts}) == 1
+        elif (stacked and self._op_type(layer) == "Conv"         # ONNX groups only Conv
+              and len({p.channels for p in parts}) == 1
               and self._grouped(layer, rs)):                        # same-gpu, even: group
             src = rs[0][0][0]
             self.linear(layer, src, self.param(f"{layer.name}.weight"),
@@ -211,60 +214,50 @@ class _Builder:
                 and len({b - a for a, b in bounds}) == 1
                 and all(x[1] == y[0] for x, y in itertools.pairwise(bounds)))
 
+    def flat(self, layer: Layer, x: str) -> str:
+        """x flattened to (N, C·H·W) when the layer's output is a vector and its input maps."""
+        if len(layer.out_shape) == 1 and len(layer.in_shape) > 1:
+            self.node("Flatten", [x], [f"{x}.flat"], f"{x}.flatten", axis=1)
+            return f"{x}.flat"
+        return x
+
+    def op_node(self, layer: Layer, inputs: list[str], out: str, **extra) -> None:
+        """The op's own ONNX node (Op.onnx_node), on `inputs`."""
+        try:
+            op_type, attrs = layer.op.onnx_node(layer.attrs)
+        except NotImplementedError:
+            raise ExportError(f"layer '{layer.name}': no ONNX form for layer type "
+                              f"'{layer.type}'") from None
+        self.node(op_type, [self.flat(layer, inputs[0]), *inputs[1:]], [out],
+                  f"{out}.{op_type.lower()}", **attrs, **extra)
+
+    def _op_type(self, layer: Layer) -> str | None:
+        try:
+            return layer.op.onnx_node(layer.attrs)[0]
+        except NotImplementedError:
+            return None
+
     def linear(self, layer: Layer, x: str, w: str, b: str, out: str, groups: int) -> None:
-        a = layer.attrs
-        if layer.type == "conv":
-            k, s, p = a["size"], a["stride"], a["pad"]
-            self.node("Conv", [x, w, b], [out], f"{out}.conv", kernel_shape=[k, k],
-                      strides=[s, s], pads=[p, p, p, p], group=groups)
-            return
-        if len(self.g.layer(layer.inputs[0]).out_shape) > 1 or any(
-                len(self.g.layer(i).out_shape) > 1 for i in layer.inputs):
-            flat = f"{x}.flat"
-            self.node("Flatten", [x], [flat], f"{flat}.node", axis=1)
-            x = flat
-        self.node("Gemm", [x, w, b], [out], f"{out}.gemm", transB=1)
+        self.op_node(layer, [x, w, b], out, **({"group": groups} if groups > 1 else {}))
 
     def layer(self, layer: Layer) -> None:
-        t, a = layer.type, layer.attrs
         if layer.weighted:
             return self.weighted(layer)
-        if t == "lrn":
-            parts = [p for p in sorted(layer.parts, key=lambda p: p.start)]
+        if layer.op.onnx_per_part:                 # lrn: Split -> one node per part -> Concat
             uniq, seen = [], set()
-            for p in parts:
+            for p in sorted(layer.parts, key=lambda p: p.start):
                 if (p.start, p.stop) not in seen:
                     seen.add((p.start, p.stop))
                     uniq.append(p)
-            xs = self.part_inputs(layer, uniq) if len(uniq) > 1 else [self.whole_input(layer)]
-            outs = []
-            for p, x in zip(uniq, xs):
-                o = f"{layer.name}.part{p.index}.output" if len(uniq) > 1 else layer.name
-                # ONNX: x / (bias + alpha/size · Σ x²)^beta; the paper: k + alpha · Σ x²
-                self.node("LRN", [x], [o], f"{o}.lrn", size=int(a["size"]),
-                          alpha=float(a["alpha"]) * int(a["size"]), beta=float(a["beta"]),
-                          bias=float(a["k"]))
-                outs.append(o)
             if len(uniq) > 1:
+                outs = [f"{layer.name}.part{p.index}.output" for p in uniq]
+                for x, o in zip(self.part_inputs(layer, uniq), outs):
+                    self.op_node(layer, [x], o)
                 self.concat_out(layer, outs)
-            return
-        x = self.whole_input(layer)
-        if t in ("maxpool", "avgpool"):
-            z, s = a["size"], a["stride"]
-            self.node("MaxPool" if t == "maxpool" else "AveragePool", [x], [layer.name],
-                      f"{layer.name}.pool", kernel_shape=[z, z], strides=[s, s])
-        elif t == "relu":
-            self.node("Relu", [x], [layer.name], f"{layer.name}.relu")
-        elif t == "dropout":                      # test time: the identity
-            self.node("Identity", [x], [layer.name], f"{layer.name}.identity")
-        elif t == "softmax":
-            if len(self.g.layer(layer.inputs[0]).out_shape) > 1:
-                self.node("Flatten", [x], [f"{layer.name}.logits"], f"{layer.name}.flat",
-                          axis=1)
-                x = f"{layer.name}.logits"
-            self.node("Softmax", [x], [layer.name], f"{layer.name}.softmax", axis=1)
-        else:
-            raise ExportError(f"layer '{layer.name}': no ONNX form for layer type '{t}'")
+                return
+        # channel-wise ops (pooling, relu, dropout) and the softmax: the parts' outputs are
+        # the op applied to their inputs, so one node on the whole input computes them all
+        self.op_node(layer, [self.whole_input(layer)], layer.name)
 
 
 def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,

@@ -12,6 +12,7 @@ from .maxpool import POOL_WINDOWS, Pool, pool_consts, pool_windows
 
 class AvgPool(Pool):
     type = "avgpool"
+    onnx_type = "AveragePool"     # no padding, so every window averages z² inputs
     doc = "average pooling"
 
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):

@@ -82,6 +82,16 @@ class Op:
         """dL/dx (None unless input_grad) and the parameter gradients, given dL/dy."""
         raise NotImplementedError(f"{self.type}: no reference backward")
 
+    # -- ONNX export (codegen/onnx_export.py) ---------------------------------------------
+    onnx_per_part: bool = False     # mixes channels within a part only: one node per part
+
+    def onnx_node(self, a: dict) -> tuple[str, dict]:
+        """The ONNX operator (opset 17) that computes this op at test time, and its
+        attributes, as plain data (ops import no onnx). A weighted op's node takes (x, weight,
+        bias), x flattened to (N, C·H·W) when the op's output is a vector; the exporter adds
+        `group` for grouped convolutions and the fused Relu."""
+        raise NotImplementedError(f"{self.type}: no ONNX form")
+
     def draw_noise(self, a: dict, shape: tuple[int, ...],
                    rng: np.random.Generator) -> np.ndarray | None:
         """The random numbers the whole layer needs for one training step, shape (N, C, ...);

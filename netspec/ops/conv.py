@@ -133,6 +133,11 @@ class Conv(Op):
         return col2im(dcols, x_shape, a["size"], a["stride"], a["pad"]), (dw, db)
 
 
+    def onnx_node(self, a):
+        return "Conv", {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2,
+                        "pads": [a["pad"]] * 4}
+
+
 OP = Conv()
 
 

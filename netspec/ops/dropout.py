@@ -37,6 +37,10 @@ class Dropout(Op):
         return (dy if cache is None else dy * cache), ()
 
 
+    def onnx_node(self, a):
+        return "Identity", {}     # test time: inverted dropout already scaled at training
+
+
 OP = Dropout()
 
 

@@ -50,6 +50,10 @@ class FC(Op):
         return ((w.T @ g.T).T.reshape(x_shape) if input_grad else None), grads
 
 
+    def onnx_node(self, a):
+        return "Gemm", {"transB": 1}                           # x_flat · Wᵀ + b
+
+
 OP = FC()
 
 

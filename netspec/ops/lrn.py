@@ -88,6 +88,15 @@ class LRN(Op):
         return dx, ()
 
 
+    onnx_per_part = True          # the window stops at each part's edges (§3.3)
+
+    def onnx_node(self, a):
+        # ONNX (like Caffe and PyTorch) divides alpha by size: bias + alpha/size · Σ x².
+        # The paper's sum is k + alpha · Σ x², so the exported alpha is alpha · size.
+        return "LRN", {"size": a["size"], "alpha": a["alpha"] * a["size"],
+                       "beta": a["beta"], "bias": a["k"]}
+
+
 OP = LRN()
 
 

@@ -84,6 +84,13 @@ class Pool(Op):
         return dx, ()
 
 
+    onnx_type = "MaxPool"
+
+    def onnx_node(self, a):
+        # no padding and floor((H − z) / s) + 1 outputs: ONNX's defaults (ceil_mode 0)
+        return self.onnx_type, {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2}
+
+
 OP = Pool()
 
 

@@ -25,6 +25,10 @@ class ReLU(Op):
         return (relu_mask_grad(dy, cache) if input_grad else None), ()
 
 
+    def onnx_node(self, a):
+        return "Relu", {}
+
+
 OP = ReLU()
 
 

@@ -54,6 +54,10 @@ class Softmax(Op):
         return loss, dz.reshape(z.shape)
 
 
+    def onnx_node(self, a):
+        return "Softmax", {"axis": 1}
+
+
 OP = Softmax()
 
 

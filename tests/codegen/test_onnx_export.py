@@ -139,7 +139,8 @@ def test_alexnet_structure_names_and_metadata():
     attr = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             for n in model.graph.node}
     # conv2, 4, 5 (same-gpu, even): one grouped Conv each; conv1, conv3 (all): group 1
-    convs = {n.input[1]: attr[n.name]["group"] for n in model.graph.node if n.op_type == "Conv"}
+    convs = {n.input[1]: attr[n.name].get("group", 1) for n in model.graph.node
+             if n.op_type == "Conv"}
     assert convs == {"conv1.weight": 1, "conv2.weight": 2, "conv3.weight": 1,
                      "conv4.weight": 2, "conv5.weight": 2}
     # norm1: Split -> LRN per GPU -> Concat, alpha multiplied by size (ONNX divides it)
