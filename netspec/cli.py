@@ -184,7 +184,7 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, wor
 def _add_optional_commands() -> None:
     from .bench.command import bench
     from .data.commands import prepare
-    from .deploy.command import export, predict
+    from .train.commands import export, predict
     main.add_command(prepare)
     main.add_command(bench)
     main.add_command(export)

@@ -31,7 +31,7 @@ SIDE = {"data": {"dsl", "ops", "ir"}, "viz": {"dsl", "ops", "ir"}}
 # what the chain's layers may use of the side packages (besides the cli, which may use all)
 USES_SIDE = {"train": {"data", "viz"}, "bench": {"data", "viz"}}
 COMMANDS = {"netspec.bench.command", "netspec.data.commands", "netspec.train.evaluate_cli",
-            "netspec.viz.command"}
+            "netspec.train.commands", "netspec.viz.command"}
 FACADE_MAY_IMPORT = {"runtime"}
 
 

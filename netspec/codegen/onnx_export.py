@@ -30,7 +30,8 @@ parts read consecutive ranges of one tensor):
 Initializer names are the parameter names of `Graph.param_shapes()` (`conv2.weight`, ...), so
 an ONNX file and a netspec checkpoint name the same tensors alike. The model's metadata
 (`metadata_props`) holds `netspec.network`, `netspec.spec_sha256` (of the spec's text),
-`netspec.spec` (the text itself) and, when known, `netspec.classes` (a JSON list).
+`netspec.spec` (the text itself) and, when known, `netspec.classes` and `netspec.class_names`
+(JSON lists: class ids, human names).
 """
 from __future__ import annotations
 
@@ -261,12 +262,13 @@ class _Builder:
 
 
 def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
-                classes: Sequence[str] | None = None, opset: int = OPSET):
+                classes: Sequence[str] | None = None,
+                class_names: Sequence[str] | None = None, opset: int = OPSET):
     """The network at test time as an `onnx.ModelProto` (see the module docstring).
 
     graph: a built IR graph. params: name -> array for every name of
-    `graph.param_shapes()`, in those shapes (cast to float32). classes: class names (wnids)
-    for the metadata. Raises ExportError naming a missing or misshapen parameter, or a layer
+    `graph.param_shapes()`, in those shapes (cast to float32). classes, class_names: the class
+    ids (folder names or wnids) and human names, for the metadata. Raises ExportError naming a missing or misshapen parameter, or a layer
     type ONNX can't express.
     """
     from onnx import TensorProto, helper, numpy_helper
@@ -296,17 +298,20 @@ def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
             "netspec.spec": graph.spec.source}
     if classes is not None:
         meta["netspec.classes"] = json.dumps(list(classes))
+    if class_names is not None:
+        meta["netspec.class_names"] = json.dumps(list(class_names))
     helper.set_model_props(model, meta)
     return model
 
 
 def write_onnx(graph: Graph, params: Mapping[str, np.ndarray], path, *,
-               classes: Sequence[str] | None = None, opset: int = OPSET) -> int:
+               classes: Sequence[str] | None = None,
+               class_names: Sequence[str] | None = None, opset: int = OPSET) -> int:
     """Export (see `export_onnx`), check with `onnx.checker`, write to `path`; the size in
     bytes."""
     import onnx
 
-    model = export_onnx(graph, params, classes=classes, opset=opset)
+    model = export_onnx(graph, params, classes=classes, class_names=class_names, opset=opset)
     data = model.SerializeToString()
     onnx.checker.check_model(model)
     with open(path, "wb") as f:

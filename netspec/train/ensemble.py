@@ -96,10 +96,10 @@ def run_ensemble(*, checkpoints: Sequence[str], spec=None, data=None, ten_crop=F
     Raises RunError when the class lists differ (naming the difference) or a run can't be
     used.
     """
-    import netspec
 
     from ..data import open_dataset
     from ..ir.build import build_graph
+    from ..runtime import build
 
     members = []
     for ckpt in checkpoints:
@@ -137,7 +137,7 @@ def run_ensemble(*, checkpoints: Sequence[str], spec=None, data=None, ten_crop=F
             if diff:
                 raise RunError(f"the classes of {data} differ from those {ckpt} was trained "
                                f"on: {diff}")
-        net = netspec.build(graph, backend, **({"devices": list(devices)} if devices else {}))
+        net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
         try:
             net.load_parameters(params)
         except ValueError as e:

@@ -3,21 +3,17 @@ averaged softmax of §6, checked against averages computed by hand."""
 from __future__ import annotations
 
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from runkit import TINY, write_run
 
 import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
 from netspec.errors import RunError
 from netspec.train.ensemble import class_difference, ensemble_scores, run_ensemble
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "deploy"))
-from runkit import TINY, write_run
 
 
 def test_averaged_softmax_by_hand():

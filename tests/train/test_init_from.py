@@ -6,12 +6,10 @@ initialisation (the spec's init for the seed), and the paper's update rule with 
 """
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from runkit import write_run
 from safetensors.numpy import load_file, save_file
 from trainkit import tiny_spec
 
@@ -21,9 +19,6 @@ from netspec.errors import RunError
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.init_from import merge_parameters
 from netspec.train.loop import Trainer, TrainOptions
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "deploy"))
-from runkit import write_run
 
 
 def test_merge_by_name_and_shape():

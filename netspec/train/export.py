@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..codegen.onnx_export import ExportError, write_onnx
 from ..errors import RunError
-from ..train.saved_run import read_run
+from .saved_run import read_run
 
 
 def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
@@ -17,9 +17,9 @@ def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
     Returns {"network", "path", "bytes", "params", "classes", "weights"}. Raises ExportError
     (onnx missing, a checkpoint that doesn't fit) or RunError (unreadable checkpoint).
     """
-    import netspec
 
     from ..ir.build import build_graph
+    from ..runtime import build
 
     try:
         import onnx  # noqa: F401
@@ -27,7 +27,7 @@ def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
         raise ExportError("netspec export needs the onnx package: pip install "
                           "'netspec[onnx]'") from None
     graph = build_graph(os.fspath(spec))
-    classes = None
+    classes = names = None
     if checkpoint is not None:
         params, state = read_run(checkpoint)
         wanted = graph.param_shapes()
@@ -38,12 +38,12 @@ def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
         if problems:
             raise RunError(f"{checkpoint}: the checkpoint does not match {graph.name}'s spec: "
                            + "; ".join(problems))
-        classes = state.get("classes")
+        classes, names = state.get("classes"), state.get("class_names")
         weights = f"checkpoint {checkpoint}"
     else:
-        params = netspec.build(graph, "numpy", seed=seed).parameters()
+        params = build(graph, "numpy", seed=seed).parameters()
         weights = f"initial weights for seed {seed}"
     out = Path(output)
-    size = write_onnx(graph, params, out, classes=classes)
+    size = write_onnx(graph, params, out, classes=classes, class_names=names)
     return {"network": graph.name, "path": str(out), "bytes": size,
             "params": graph.total_params, "classes": graph.classes, "weights": weights}

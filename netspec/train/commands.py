@@ -1,4 +1,5 @@
-"""The `netspec export` and `netspec predict` commands: flags in, the library called."""
+"""The `netspec export` and `netspec predict` commands: flags in, the library called (the cli
+layer, though it sits in train's folder, like evaluate_cli)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,9 +71,10 @@ def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
             click.echo(json.dumps(res))
             continue
         click.echo(f"{res['image']} ({'10 views' if ten_crop else 'centre crop'}):")
-        width = max(len(t["class"]) for t in res["top"])
+        width = max(len(t["name"]) for t in res["top"])
         for t in res["top"]:
-            click.echo(f"  {t['rank']:>2}. {t['class']:<{width}}  {100 * t['probability']:6.2f}%")
+            click.echo(f"  {t['rank']:>2}. {t['name']:<{width}}  {100 * t['probability']:6.2f}%"
+                       + (f"  {t['class']}" if t["class"] != t["name"] else ""))
     if skipped:
         click.echo(f"netspec: skipped {skipped} unreadable image file(s) of {len(images)}",
                    err=True)

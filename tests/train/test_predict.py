@@ -1,24 +1,21 @@
-"""`netspec predict` (netspec/deploy/predict.py): the probabilities of each image equal the
+"""`netspec predict` (netspec/train/predict.py): the probabilities of each image equal the
 network's on the data pipeline's own centre crop / 10 views of that image (what `netspec eval`
 scores), and unreadable files get the pipeline's per-file reason."""
 from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from runkit import TINY, write_run
+from trainkit import make_folder
 
 import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
 from netspec.data.decode import UnreadableImage, decode_image
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "train"))
-from trainkit import make_folder
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +126,34 @@ def test_a_trained_run_directory_or_its_safetensors(tmp_path):
                                "--json", *paths]).output)
     assert a == b and len(a) == 3
     assert {t["class"] for g in a for t in g["top"]} <= set(ds.classes)
+
+
+def test_human_names_and_a_grey_network(tmp_path):
+    """A run whose state names its classes (ImageNet's words) lists those names; a network
+    with `input 1x64x64` reads the luma of the views, as the loader gives it grey batches."""
+    folder = make_folder(tmp_path / "imgs", classes=10, train=1, val=1)
+    ds = open_dataset(str(folder), 72, progress=False)
+    grey = TINY.replace("input   3x64x64", "input   1x64x64")
+    words = ["tench", "goldfish", "shark", "crane", "crane", "hen", "ostrich", "owl", "frog",
+             "eel"]
+    run, params = write_run(tmp_path / "run", grey, classes=list(ds.classes), mean=ds.mean,
+                            class_names=words)
+    net = netspec.build(grey, "numpy")
+    net.load_parameters(params)
+    ds.channels = 1
+    with ds.loader("val", batch_size=10, crop=64, train=False) as b:
+        x, _ = next(iter(b))
+    assert x.shape == (10, 1, 64, 64)
+    want = net.predict_proba(x)
+    paths = [str(ds.path("val", i)) for i in range(10)]
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), "--json", "--top", "10",
+                                    *paths])
+    assert res.exit_code == 0, res.output
+    for g, p in zip(_lines(res.output), want):
+        labels = [t["label"] for t in g["top"]]
+        np.testing.assert_allclose([t["probability"] for t in g["top"]], p[labels], rtol=1e-4)
+        names = {t["label"]: t["name"] for t in g["top"]}
+        assert names[0] == "tench" and names[3] == "crane (class03)"
+    text = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), "--top", "10",
+                                     paths[0]]).output
+    assert "tench" in text and "crane (class03)" in text and "class00" in text

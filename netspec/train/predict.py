@@ -15,18 +15,27 @@ import numpy as np
 
 from ..data.augment import center_offset, write_ten_crops, write_view
 from ..data.decode import UnreadableImage, decode_image
+from ..data.layouts import display_names
 from ..errors import RunError
-from ..train.saved_run import read_run
+from .input_check import image_channels
+from .saved_run import read_run
+
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601-2, as the loader's grey
 
 
 @dataclass
 class Predictor:
-    """A run's network with its preprocessing. mean: float32 (3, base, base), 0..255."""
+    """A run's network with its preprocessing. mean: float32 (3, base, base), 0..255.
+    classes: the run's class ids (folder names or wnids); names: their human names, made
+    unique (data.layouts.display_names). channels: 3, or 1 for a network reading grey."""
 
     net: object
     classes: list[str]
     mean: np.ndarray
     crop: int
+    names: list[str] | None = None
+    channels: int = 3
 
     @property
     def base(self) -> int:
@@ -36,9 +45,9 @@ class Predictor:
     def from_run(cls, checkpoint, backend: str = "numpy") -> Predictor:
         """Load a run directory (weights, spec, class names and mean image from its state).
         RunError if the run lacks any of them or its weights don't fit its spec."""
-        import netspec
 
         from ..ir.build import build_graph
+        from ..runtime import build
 
         params, state = read_run(checkpoint)
         missing = [k for k in ("spec_text", "classes", "data_mean") if k not in state]
@@ -46,7 +55,8 @@ class Predictor:
             raise RunError(f"{checkpoint}: the run state lacks {', '.join(missing)}; predict "
                            f"needs a run directory written by netspec train")
         graph = build_graph(state["spec_text"])
-        net = netspec.build(graph, backend)
+        channels = image_channels(graph)
+        net = build(graph, backend)
         try:
             net.load_parameters(params)
         except ValueError as e:
@@ -58,8 +68,12 @@ class Predictor:
                 or mean.shape[0] < crop:
             raise RunError(f"{checkpoint}: the run's mean image has shape {mean.shape}, not "
                            f"(base, base, 3) with base >= the crop {crop}")
-        return cls(net, list(state["classes"]),
-                   np.ascontiguousarray(mean.transpose(2, 0, 1)), crop)
+        classes = list(state["classes"])
+        names = state.get("class_names")
+        names = display_names(classes, names) if names and len(names) == len(classes) \
+            else list(classes)
+        return cls(net, classes, np.ascontiguousarray(mean.transpose(2, 0, 1)), crop, names,
+                   channels)
 
     def views(self, image: np.ndarray, ten_crop: bool) -> np.ndarray:
         """(V, 3, crop, crop) float32 views of a uint8 (base, base, 3) image, V = 1 or 10."""
@@ -67,11 +81,14 @@ class Predictor:
         if ten_crop:
             out = np.empty((1, 10, 3, self.crop, self.crop), np.float32)
             write_ten_crops(out, [planar], self.mean)
-            return out[0]
-        out = np.empty((1, 3, self.crop, self.crop), np.float32)
-        mid = center_offset(self.base, self.crop)
-        write_view(out[0], planar, self.mean, mid, mid, False)
-        return out
+            out = out[0]
+        else:
+            out = np.empty((1, 3, self.crop, self.crop), np.float32)
+            mid = center_offset(self.base, self.crop)
+            write_view(out[0], planar, self.mean, mid, mid, False)
+        if self.channels == 1:            # a 1xHxW network reads the views' luma
+            out = np.einsum("vchw,c->vhw", out, LUMA)[:, None]
+        return np.ascontiguousarray(out)
 
     def probabilities(self, images: Sequence[np.ndarray], ten_crop: bool) -> np.ndarray:
         """Softmax probabilities (N, classes) of decoded images, 10 views averaged if asked."""
@@ -83,8 +100,9 @@ class Predictor:
 def predict_files(predictor: Predictor, paths: Sequence[str], *, ten_crop: bool = False,
                   top: int = 5, batch_size: int = 16) -> Iterator[dict]:
     """One dict per path, in order: {"image", "views", "top": [{"rank", "label", "class",
-    "probability"}, ...]} (highest first, at most `top`), or {"image", "error"} with the
-    data pipeline's reason for a file it can't decode."""
+    "name", "probability"}, ...]} (highest first, at most `top`; "class" is the run's class
+    id, "name" its human name), or {"image", "error"} with the data pipeline's reason for a
+    file it can't decode."""
     k = min(top, len(predictor.classes))
     pending: list[tuple[str, np.ndarray]] = []
 
@@ -94,6 +112,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], *, ten_crop: bool 
             order = np.argsort(-p, kind="stable")[:k]
             yield {"image": path, "views": 10 if ten_crop else 1,
                    "top": [{"rank": r + 1, "label": int(i), "class": predictor.classes[i],
+                            "name": (predictor.names or predictor.classes)[i],
                             "probability": float(p[i])} for r, i in enumerate(order)]}
         pending.clear()
 

@@ -1,4 +1,4 @@
-"""`netspec export` (netspec/deploy/export.py): the written file run by onnxruntime against
+"""`netspec export` (netspec/train/export.py): the written file run by onnxruntime against
 netspec's forward with the same weights (a run's, or the spec's initial ones for the seed)."""
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_initial_weights_for_the_seed(tmp_path, spec_file):
 
 def test_checkpoint_weights_and_class_names(tmp_path, spec_file):
     classes = [f"n{i:08d}" for i in range(10)]
-    run, params = write_run(tmp_path / "run", TINY, classes=classes, seed=3)
+    words = [f"thing {i}" for i in range(10)]
+    run, params = write_run(tmp_path / "run", TINY, classes=classes, seed=3, class_names=words)
     out = tmp_path / "m.onnx"
     res = CliRunner().invoke(main, ["export", str(spec_file), "--checkpoint", str(run),
                                     "-o", str(out)])
@@ -59,6 +60,7 @@ def test_checkpoint_weights_and_class_names(tmp_path, spec_file):
     np.testing.assert_allclose(got, net.predict_proba(_x()), rtol=1e-4, atol=1e-7)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["netspec.classes"]) == classes
+    assert json.loads(meta["netspec.class_names"]) == words
     assert meta["netspec.network"] == "tiny-alexnet"
 
 

@@ -15,7 +15,8 @@ TINY = (ROOT / "examples" / "tiny-alexnet.net").read_text()
 
 
 def write_run(path: pathlib.Path, spec_text: str, *, classes=None, seed=0, std=0.05,
-              mean=None, data=None) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
+              mean=None, data=None, class_names=None) -> tuple[pathlib.Path,
+                                                               dict[str, np.ndarray]]:
     """A run with random N(0, std) parameters; returns (path, params)."""
     graph = build_graph(spec_text)
     rng = np.random.default_rng(seed)
@@ -28,6 +29,8 @@ def write_run(path: pathlib.Path, spec_text: str, *, classes=None, seed=0, std=0
     state = {"spec_text": spec_text, "network": graph.name, "data": data, "step": 0,
              "epoch": 0,
              "classes": classes or [f"class{i:02d}" for i in range(graph.classes)]}
+    if class_names is not None:
+        state["class_names"] = list(class_names)
     if mean is not None:
         state["data_mean"] = np.asarray(mean).tolist()
     (path / "state.json").write_text(json.dumps(state))
