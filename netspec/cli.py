@@ -43,7 +43,15 @@ def main():
                    "winners (later compiles reuse them; NETSPEC_AUTOTUNE=0 ignores them).")
 @click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
               help="Seconds of tuning at most; what is left is tuned by the next --tune.")
-def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget):
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="K data-parallel replicas (mpirun -n K): report the gradient allreduce.")
+@click.option("--link-gbps", type=click.FloatRange(min=0, min_open=True), default=100,
+              show_default=True, help="Interconnect bandwidth per replica, Gb/s.")
+@click.option("--gpu", "roofline_gpu", type=click.Choice(["H200", "H100", "A100", "V100",
+                                                           "GTX580"]),
+              default="H200", show_default=True, help="GPU of the roofline compute time.")
+def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget, replicas, link_gbps,
+                roofline_gpu):
     """Check SPEC, report its layers, and emit kernels with -o."""
     from .ir.build import build_graph
     from .ir.report import format_table, summary
@@ -66,10 +74,15 @@ def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget):
         d["memory_bytes"] = int(compiled.memory_per_gpu[d["gpu"]])
     if out:
         compiled.write(out)
+    from .ir.scaling import data_parallel, format_data_parallel
+    info["data_parallel"] = data_parallel(graph, replicas, link_gbps, roofline_gpu,
+                                          info["batch_size"])
     if as_json:
         click.echo(json.dumps(info))
     else:
         click.echo(format_table(info))
+        if replicas > 1:
+            click.echo("\n" + format_data_parallel(info["data_parallel"]))
         if out:
             click.echo(f"\nwrote {out}/kernels.cu, {out}/kernels.cl, {out}/plan.json")
 

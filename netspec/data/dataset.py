@@ -171,7 +171,8 @@ class Dataset:
                train: bool | None = None, flip: bool = True, pca_sigma: float = 0.1,
                seed: int = 0, workers: int = 0, epoch: int = 0, start_batch: int = 0, *,
                shuffle: bool | None = None, drop_last: bool | None = None, prefetch: int = 1,
-               copy: bool = False, to_device=None) -> Loader:
+               copy: bool = False, to_device=None,
+               shard: tuple[int, int] | None = None) -> Loader:
         """One epoch of (x, y) batches; see loader.py for the pipeline and its guarantees.
 
         train (default: split == "train"): random crop×crop crops, flips if `flip`, PCA colour
@@ -180,7 +181,9 @@ class Dataset:
         workers: transform processes (0: in this process). prefetch: finished batches that may
         wait beyond the one the loop holds (with workers). copy: hand out copies instead of
         views into shared memory. to_device(x, y): called one batch ahead (the copy stage);
-        the loop then receives what it returned.
+        the loop then receives what it returned. shard (r, K): only replica r's piece of each
+        batch, images len·r//K .. len·(r+1)//K − 1, with the whole batch's random draws (data
+        parallelism; netspec/train/distributed.py).
         """
         train = (split == "train") if train is None else train
         return Loader(self._split(split), self.mean, self.pca if train else None,
@@ -188,7 +191,7 @@ class Dataset:
                       flip=flip, pca_sigma=pca_sigma, seed=seed, epoch=epoch,
                       start_batch=start_batch, shuffle=shuffle, drop_last=drop_last,
                       workers=workers, prefetch=prefetch, copy=copy, to_device=to_device,
-                      channels=self.channels)
+                      channels=self.channels, shard=shard)
 
     def ten_crop_batches(self, split: str = "val", batch_size: int = 16, crop: int = 224,
                          workers: int = 0, start_batch: int = 0, *, prefetch: int = 1,

@@ -73,6 +73,7 @@ class Loader:
         start_batch: int = 0, shuffle: bool | None = None, drop_last: bool | None = None,
         workers: int = 0, prefetch: int = 1, copy: bool = False, to_device=None,
         channels: int = 3,
+        shard: tuple[int, int] | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -111,6 +112,14 @@ class Loader:
                             f"({self.num_batches} batches)")
         shuffle = train if shuffle is None else shuffle
         self._order = epoch_order(seed, epoch, count) if shuffle else np.arange(count)
+        # shard (r, K): hand out only replica r's piece of every batch (data parallelism,
+        # netspec/train/distributed.py); the batch and its random draws stay the whole batch's
+        if shard is not None:
+            r, k = shard
+            _check_int("replicas", k, low=1)
+            if not 0 <= r < k:
+                raise ValueError(f"shard {shard}: the rank must lie in 0..{k - 1}")
+        self.shard = shard
         self.start_batch = start_batch
         self._next = start_batch
         self._started = False
@@ -181,6 +190,14 @@ class Loader:
         square = (self.channels, self.crop, self.crop)
         return (10, *square) if self.mode == "ten" else square
 
+    def _shard_range(self, n: int) -> tuple[int, int]:
+        """This loader's images [a, b) of a batch of n: replica r of K takes n·r//K ..
+        n·(r+1)//K − 1 (all of them without a shard)."""
+        if self.shard is None:
+            return 0, n
+        r, k = self.shard
+        return n * r // k, n * (r + 1) // k
+
     def _fill(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
         """Write batch `batch` into x, y; return its size."""
         if self.channels == 1:
@@ -195,6 +212,9 @@ class Loader:
 
     def _fill_rgb(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
         indices = self.batch_indices(batch)
+        a, b = self._shard_range(len(indices))
+        if (a, b) != (0, len(indices)):
+            return self._fill_shard(batch, indices, a, b, x, y)
         n = len(indices)
         y[:n] = self._labels[indices]
         images = (self._source.planar(int(i)) for i in indices)
@@ -209,6 +229,27 @@ class Loader:
             plan = center_plan(n, self.base, self.crop)
         write_planned_views(x[:n], images, self._mean, plan)
         return n
+
+    def _fill_shard(self, batch, indices, a, b, x, y) -> int:
+        """Images a..b-1 of the batch, with exactly the crops, flips and colour shifts the
+        whole batch draws for them (the plan is drawn for all of it, then sliced)."""
+        n = len(indices)
+        part = indices[a:b]
+        y[:b - a] = self._labels[part]
+        images = (self._source.planar(int(i)) for i in part)
+        if self.mode == "ten":
+            write_ten_crops(x[:b - a], images, self._mean)
+            return b - a
+        if self.mode == "train":
+            plan = draw_train_plan(batch_rng(self.seed, self.epoch, batch), n, self.base,
+                                   self.crop, flip=self.flip, pca=self._pca,
+                                   pca_sigma=self.pca_sigma)
+        else:
+            plan = center_plan(n, self.base, self.crop)
+        plan = type(plan)(offsets=plan.offsets[a:b], flips=plan.flips[a:b],
+                          shifts=None if plan.shifts is None else plan.shifts[a:b])
+        write_planned_views(x[:b - a], images, self._mean, plan)
+        return b - a
 
     def _readahead(self, batch: int) -> None:
         if batch < self.num_batches:
@@ -248,7 +289,8 @@ class Loader:
         return ahead.pop(batch)
 
     def _batch_size_of(self, batch: int) -> int:
-        return len(self.batch_indices(batch))
+        a, b = self._shard_range(len(self.batch_indices(batch)))
+        return b - a
 
 
 class _InlineRing:

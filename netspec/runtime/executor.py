@@ -130,11 +130,13 @@ class PlanNet(Net):
                                  [])
         self._dev_finish()
 
-    def _pull(self, inst: _Instance, key: str) -> dict[str, np.ndarray]:
+    def _pull(self, inst: _Instance, key: str, layer: str | None = None) -> dict[str, np.ndarray]:
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
-        'buffer' (the parameters), 'grad' or 'velocity'."""
+        'buffer' (the parameters), 'grad' or 'velocity'; only one layer's with `layer`."""
         out = {}
         for b in inst.compiled.plan.parameters:
+            if layer is not None and b.name.split(".", 1)[0] != layer:
+                continue
             full = np.empty(b.shape, np.float32)
             for p in b.parts:
                 a, z = p["rows"]
@@ -300,13 +302,70 @@ class PlanNet(Net):
                        train: bool = False) -> tuple[float, dict[str, np.ndarray]]:
         x = self._check_input(x)
         y = self._check_labels(labels, x.shape[0])
-        inst, run = self._run_forward(x, train, with_backward=True, labels=y)
+        if self.grad_hook is not None:
+            inst, run = self._run_with_grad_hook(x, y, train)
+        else:
+            inst, run = self._run_forward(x, train, with_backward=True, labels=y)
         self._grads_on_device = inst
         loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
         # the batch's logits, for training metrics, as the reference Net keeps them
         self.last_logits = self._device_layout_to_host(run.out["logits"], x.shape[0],
                                                        self.head.in_shape)
         return loss, self._pull(inst, "grad")
+
+    def _run_with_grad_hook(self, x, y, train) -> tuple[_Instance, _Run]:
+        """Forward and backward as _run_forward does, but once the backward step that writes a
+        weighted layer's gradients last has been enqueued, wait for the queues, download that
+        layer's gradients and hand them to `grad_hook` (Net's contract), so their allreduce
+        overlaps the rest of the backward pass."""
+        inst = self._instance(x.shape[0])
+        self._push_params(inst)
+        plan = inst.compiled.plan
+        feeds = self._forward_feeds(inst, x, train)
+        feeds[plan.io["labels"]] = np.ascontiguousarray(y, dtype=np.int32)
+        owner = {p["grad"]: b.name.split(".", 1)[0] for b in plan.parameters for p in b.parts}
+        backward = plan.steps_for("backward", train)
+        last = {}
+        for s in backward:
+            if s.kind == "launch":
+                k = plan.kernels[s.kernel]
+                for prm, a in zip(k.params, s.args):
+                    if prm.kind in ("out", "inout") and a in owner:
+                        last[owner[a]] = s.id
+            elif s.kind == "copy" and s.dst in owner:
+                last[owner[s.dst]] = s.id
+        trigger = {sid: layer for layer, sid in last.items()}
+
+        def observe(when, s):
+            layer = trigger.get(s.id) if when == "after" else None
+            if layer is not None:
+                self._dev_finish()
+                self.grad_hook(layer, self._pull(inst, "grad", layer=layer))
+
+        run = _Run()
+        self._execute(inst, plan.steps_for("forward", train) + backward, feeds, {}, run,
+                      observe)
+        self._dev_finish()
+        return inst, run
+
+    def load_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """Replace the device gradients of the last loss_and_grads (keyed like parameters()),
+        e.g. by their average over data-parallel replicas, before update()."""
+        inst = self._grads_on_device
+        if not inst:
+            raise RuntimeError("load_gradients() needs a loss_and_grads() call first")
+        keep = []
+        for b in inst.compiled.plan.parameters:
+            host = np.asarray(grads[b.name], np.float32)
+            if host.shape != tuple(b.shape):
+                raise ValueError(f"load_gradients: {b.name} has shape {host.shape}, "
+                                 f"expected {tuple(b.shape)}")
+            for p in b.parts:
+                a, z = p["rows"]
+                arr = np.ascontiguousarray(host[a:z])
+                keep.append(arr)
+                self._dev_upload(p["gpu"], inst.views[p["grad"]], arr, [])
+        self._dev_finish()
 
     def trace_loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False):
         """loss_and_grads, one step at a time, keeping a host copy of every non-parameter buffer

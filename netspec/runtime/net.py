@@ -134,6 +134,10 @@ class Net:
 
     backend = ""
     sharing = "run one after another"    # how logical GPUs sharing a device are run
+    # Called as grad_hook(layer name, {parameter name: host gradient}) by loss_and_grads as
+    # soon as the backward pass has produced a weighted layer's gradients, last layer first
+    # (data-parallel training starts their allreduce there; netspec/train/distributed.py).
+    grad_hook = None
 
     def __init__(self, graph: Graph, *, seed: int = 0, dtype: Any = np.float32,
                  devices: Any = None):
@@ -374,6 +378,8 @@ class Net:
                     dw, db = pgrads
                     grads[slot.weight][slot.rows] = self.to_host(dw)
                     grads[slot.bias][slot.rows] = self.to_host(db)
+            if layer.weighted and self.grad_hook is not None:
+                self.grad_hook(layer.name, {n: grads[n] for n in layer.param_shapes()})
             del acts[layer.name]
         return grads
 

@@ -9,10 +9,13 @@ from .metrics import accuracy
 
 def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False,
              split: str = "val", workers: int = 0, limit: int | None = None,
-             progress=None) -> dict[str, float]:
-    """Top-1/top-5 error (fractions) and mean loss over `split`."""
+             progress=None, shard: tuple[int, int] | None = None) -> dict[str, float]:
+    """Top-1/top-5 error (fractions) and mean loss over `split` (with shard (r, K): over
+    replica r's piece of every batch; the caller adds the replicas' counts up)."""
     n = 0
     top1 = top5 = loss = 0.0
+    if ten_crop and shard is not None:
+        raise ValueError("10-crop evaluation is not sharded; score it in one process")
     classes = len(getattr(dataset, "classes", ())) or 1
     seen = np.zeros(classes, np.int64)     # images per true class
     right = np.zeros(classes, np.int64)    # top-1 hits per true class
@@ -21,9 +24,11 @@ def evaluate(net, dataset, *, crop: int, batch_size: int, ten_crop: bool = False
                                            crop=crop, workers=workers)
     else:
         batches = dataset.loader(split, batch_size=batch_size, crop=crop, train=False,
-                                 workers=workers)
+                                 workers=workers, shard=shard)
     with batches:
         for x, y in batches:
+            if len(y) == 0:             # a replica's empty piece of a short last batch
+                continue
             x = x.astype(getattr(net, "dtype", x.dtype), copy=False)
             if ten_crop:
                 b, v = x.shape[:2]

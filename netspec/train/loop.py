@@ -23,13 +23,14 @@ import numpy as np
 from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
+from . import distributed
 from .checkpoint import STATE, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")
-DROPOUT_STREAM = 0x6D61736B   # 'mask': the dropout RNG stream, apart from the data's
+DROPOUT_STREAM = distributed.DROPOUT_STREAM   # the dropout RNG stream, apart from the data's
 
 
 @dataclass
@@ -93,6 +94,11 @@ class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
         from ..ir.build import build_graph
 
+        # one of K data-parallel replicas under mpirun (distributed.py); rank 0 alone speaks
+        self.replicas = distributed.current()
+        self.data_parallel = None
+        if self.replicas is not None and not self.replicas.is_root:
+            echo, opts = (lambda *a, **k: None), replace(opts, progress=False)
         self.echo = echo
         self.opts = opts
         resumed = None
@@ -124,6 +130,8 @@ class Trainer:
         self.recipe = replace(graph.recipe, **{k: v for k, v in self.overrides.items()
                                                 if k in ("epochs", "batch_size", "lr")})
         r = self.recipe
+        if self.replicas is not None:
+            distributed.split_batch(r.batch_size, self.replicas.size)
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
         from .input_check import image_channels
@@ -139,7 +147,13 @@ class Trainer:
         kwargs = {"seed": self.seed, "dtype": np.dtype(opts.dtype)}
         if opts.devices is not None:
             kwargs["devices"] = list(opts.devices)
+        if self.replicas is not None:
+            kwargs["devices"] = distributed.replica_devices(self.replicas, opts.devices,
+                                                            graph.gpus, backend)
         self.net = build(graph, backend, **kwargs)
+        if self.replicas is not None:
+            self.data_parallel = distributed.DataParallel(self.replicas, self.net, graph,
+                                                          r.batch_size)
         self.lr_mults, self.decay_mults = layer_multipliers(graph)
         # kernel backends run the update on the device (one SGD launch per GPU, with the
         # layers' multipliers); the NumPy backend updates host arrays here
@@ -181,11 +195,14 @@ class Trainer:
             if (self.run_dir / STATE).exists():
                 raise RunError(f"{self.run_dir} already holds a run; use --resume {out} or "
                                f"another --out")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.replicas is None or self.replicas.is_root:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
         # a total over the whole run, resumed steps included
         self.max_steps = opts.max_steps
         from .tensorboard import open_tensorboard
-        self.tensorboard = open_tensorboard(self.run_dir)    # None without netspec[tensorboard]
+        self.tensorboard = open_tensorboard(self.run_dir) \
+            if self.replicas is None or self.replicas.is_root else None  # rank 0 writes
+        # (None without netspec[tensorboard])
 
     # -- state ----------------------------------------------------------------------------
     def state(self, meters=None) -> dict:
@@ -198,7 +215,9 @@ class Trainer:
             "schedule": self.schedule.state(),
             "seed": self.seed,
             "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
-                    "dropout": f"numpy default_rng([seed, {DROPOUT_STREAM}, step])"},
+                    "dropout": f"numpy default_rng([seed, {DROPOUT_STREAM}, step, image "
+                               f"index in the global batch])"},
+            "replicas": self.replicas.size if self.replicas is not None else 1,
             "loader": {"epoch": self.epoch, "batch": self.batch},
             "meters": meters,
             "classes": list(ds.classes),
@@ -218,6 +237,8 @@ class Trainer:
         }
 
     def save(self, meters=None) -> None:
+        if self.replicas is not None and not self.replicas.is_root:
+            return                      # the replicas' weights are identical; rank 0 writes
         if self.device_update:
             self.params, self.momentum = self.net.parameters(), self.net.velocities()
         save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters))
@@ -237,6 +258,7 @@ class Trainer:
                  f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
         last = None
         with _Stop() as stop:
+            self._stop = stop
             while self.epoch < r.epochs:
                 if self.max_steps is not None and self.step >= self.max_steps:
                     break
@@ -273,7 +295,8 @@ class Trainer:
         loader = self.ds.loader("train", batch_size=r.batch_size, crop=self.crop,
                                 flip=r.flip, pca_sigma=r.pca_sigma, seed=self.seed,
                                 workers=self.workers, epoch=self.epoch,
-                                start_batch=self.batch)
+                                start_batch=self.batch,
+                                shard=self.data_parallel.shard if self.data_parallel else None)
         total = len(loader)
         if total == 0:
             raise RunError(f"the training set has {self.ds.size('train')} images, fewer than "
@@ -286,7 +309,7 @@ class Trainer:
         with loader:
             for x, y in loader:
                 loss = self._train_step(x, y, meters)
-                images += len(y)
+                images += len(y) * (self.data_parallel.K if self.data_parallel else 1)
                 self.batch += 1
                 rate = images / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1, loss=meters["loss"].avg, top1_err=1 - meters["top1"].avg,
@@ -310,16 +333,24 @@ class Trainer:
 
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
-        self.net.rng = np.random.default_rng([self.seed, DROPOUT_STREAM, self.step])
+        dp = self.data_parallel
+        self.net.rng = distributed.image_noise(self.seed, self.step,
+                                               dp.first_image if dp else 0, len(y))
         if x.dtype != self.net.dtype:
             x = x.astype(self.net.dtype)
         loss, grads = self.net.loss_and_grads(x, y, train=True)
         logits = getattr(self.net, "last_logits", None)
+        a1 = a5 = None
         if logits is not None:
             a1, a5 = accuracy(np.asarray(logits), y, (1, 5))
-            meters["top1"].update(a1, len(y))
-            meters["top5"].update(a5, len(y))
-        meters["loss"].update(loss, len(y))
+        n = len(y)
+        if dp is not None:        # averaged over the replicas: the global batch's figures
+            loss, a1, a5, n, grads = dp.reduce_step(loss, a1, a5, n, grads,
+                                                    getattr(self, "_stop", None))
+        if a1 is not None:
+            meters["top1"].update(a1, n)
+            meters["top5"].update(a5, n)
+        meters["loss"].update(loss, n)
         if not math.isfinite(loss):
             return loss
         if self.device_update:
@@ -338,8 +369,10 @@ class Trainer:
         m = self.train_meters
         val = {"top1_error": float("nan"), "top5_error": float("nan"), "loss": float("nan")}
         if "val" in self.ds.splits and self.ds.size("val"):
-            val = evaluate(self.net, self.ds, crop=self.crop, batch_size=r.batch_size,
-                           workers=self.workers)
+            run_eval = self.data_parallel.evaluate if self.data_parallel else \
+                (lambda fn, *a, **k: fn(*a, **k))
+            val = run_eval(evaluate, self.net, self.ds, crop=self.crop,
+                           batch_size=r.batch_size, workers=self.workers)
         lr_used = self.schedule.lr
         self.epoch += 1
         self.batch = 0
@@ -352,8 +385,11 @@ class Trainer:
                "val_top5_error": val["top5_error"],
                "val_class_top1_error": _by_class_name(self.ds, val),
                "images_per_sec": self.images_per_sec, "time": time.time()}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.data_parallel is not None:
+            row.update(self.data_parallel.epoch_metrics())
+        if self.replicas is None or self.replicas.is_root:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.net.parameters(), self.graph)
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "
@@ -416,4 +452,8 @@ class _progress:
 
 
 def train(opts: TrainOptions, echo=print) -> dict:
+    replicas = distributed.current()
+    if replicas is not None:       # one of K data-parallel replicas under mpirun
+        return distributed.train_replica(replicas, lambda: Trainer(opts, echo),
+                                         lambda m: print(m, file=sys.stderr))
     return Trainer(opts, echo).run()
