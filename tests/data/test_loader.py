@@ -321,3 +321,31 @@ def test_random_images_survive_the_round_trip_through_shared_memory(tmp_path):
     batches = collect(ds.loader("train", batch_size=12, crop=10, train=False, workers=1))
     expected = np.stack(images).astype(np.float64) - ds.mean
     np.testing.assert_allclose(batches[0][0], expected.transpose(0, 3, 1, 2), atol=1e-4)
+
+
+# -- shards for data-parallel replicas (netspec/train/distributed.py) -------------------------
+@pytest.mark.parametrize("replicas", [2, 3])
+@pytest.mark.parametrize("split,train", [("train", True), ("val", False)])
+def test_shards_of_every_batch_put_together_are_the_whole_batch(small_demo, replicas, split,
+                                                                  train):
+    """Replica r of K gets images len·r//K .. len·(r+1)//K − 1 of every batch, cropped, flipped
+    and colour-shifted exactly as the whole batch is (the plan is the whole batch's), so K
+    replicas see what one process sees; also the last, partial evaluation batch of 30 = 4·7 + 2
+    images, whose pieces are uneven (and empty for some replica at K = 3)."""
+    ds = open_dataset(str(small_demo), 40)
+    kw = dict(batch_size=7, crop=32, seed=3, epoch=1, train=train)
+    whole = collect(ds.loader(split, **kw))
+    pieces = [collect(ds.loader(split, shard=(r, replicas), **kw)) for r in range(replicas)]
+    assert all(len(p) == len(whole) for p in pieces)
+    for b, (x, y) in enumerate(whole):
+        n = len(y)
+        for r in range(replicas):
+            xs, ys = pieces[r][b]
+            a, z = n * r // replicas, n * (r + 1) // replicas
+            assert np.array_equal(xs, x[a:z]) and np.array_equal(ys, y[a:z])
+
+
+def test_shard_needs_a_rank_below_the_replica_count(small_demo):
+    ds = open_dataset(str(small_demo), 40)
+    with pytest.raises(ValueError, match="rank must lie in 0..1"):
+        ds.loader("train", batch_size=4, crop=32, shard=(2, 2))
