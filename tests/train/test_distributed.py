@@ -126,8 +126,9 @@ def single(spec, folder, out, backend, steps, dtype="float32"):
                              max_steps=steps, progress=False, dtype=dtype),
                 echo=lambda *a, **k: None)
     t.run()
-    return t.net.parameters(), [json.loads(line) for line in
-                                (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    metrics = Path(out) / "metrics.jsonl"
+    return t.net.parameters(), [json.loads(line) for line in metrics.read_text().splitlines()] \
+        if metrics.exists() else []
 
 
 def assert_close(a, b, rel=1e-5):
