@@ -183,7 +183,7 @@ def device_count(backend: str) -> int:
     return 1
 
 
-def replica_devices(replicas: "Replicas", devices, gpus: int, backend: str) -> list[int]:
+def replica_devices(replicas: Replicas, devices, gpus: int, backend: str) -> list[int]:
     """`local_devices` for this replica, with `backend` 'auto' resolved as build() would."""
     if backend == "auto":
         from ..runtime import pick_auto
@@ -211,7 +211,7 @@ class Replicas:
         self.threaded = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
 
     @classmethod
-    def from_environment(cls, environ=None) -> "Replicas | None":
+    def from_environment(cls, environ=None) -> Replicas | None:
         launch = detect_launch(environ)
         if launch is None:
             return None
@@ -346,7 +346,7 @@ class GradientBuckets:
                 names.append(name)
                 at += n
         b = Bucket([l for l, _ in layers], names, offsets, np.empty(at, dtype),
-                   set(l for l, _ in layers), threading.Event())
+                   {l for l, _ in layers}, threading.Event())
         self.buckets.append(b)
         for l, _ in layers:
             self.bucket_of[l] = b
@@ -372,7 +372,7 @@ class GradientBuckets:
             req = self.replicas.comm.Iallreduce(MPI.IN_PLACE, b.buffer, op=MPI.SUM)
             self.replicas.wait(req, f"the gradient allreduce of {', '.join(b.layers)}")
             b.buffer *= b.buffer.dtype.type(1.0 / self.K)
-        except Exception as e:                            # pragma: no cover - MPI failure
+        except Exception as e:  # noqa: BLE001  pragma: no cover - any MPI failure ends the job
             self.replicas.abort(f"gradient allreduce failed: {e}")
         b.seconds = time.perf_counter() - t0
         b.done.set()
@@ -438,6 +438,19 @@ def weighted_layer_shapes(graph) -> list[tuple[str, dict]]:
     return [(l.name, dict(l.param_shapes())) for l in graph.weighted_layers]
 
 
+def nccl_unavailable_reason(net) -> str | None:
+    """Why the cuda backend can't reduce with NCCL here (None: it can)."""
+    if getattr(net, "emulated", False):
+        return "emulated CUDA: no NCCL"
+    try:
+        from cupy.cuda import nccl
+    except ImportError as e:
+        return f"cupy.cuda.nccl unavailable: {e}"
+    if not getattr(nccl, "available", True):
+        return "CuPy was built without NCCL"
+    return None
+
+
 class NcclGradients:
     """The cuda backend's reduction: device gradient buffers summed with NCCL, one communicator
     per logical GPU across the replicas (its unique id made by rank 0 and broadcast with MPI),
@@ -488,12 +501,22 @@ class DataParallel:
         self.first_image = self.rank * self.local_batch
         self.net = net
         self.nccl = None
+        self.reducer = None
+        self.collective = "MPI allreduce of host buffers"
         if getattr(net, "backend", "") == "cuda":
-            self.nccl = NcclGradients(replicas, net)
-            self.reducer = None
-        else:
+            why = nccl_unavailable_reason(net)
+            if why is None:
+                self.nccl = NcclGradients(replicas, net)
+                self.collective = "NCCL allreduce of device buffers"
+            else:                         # e.g. the CUDA emulator: MPI on host memory
+                self.collective = f"MPI allreduce of host buffers ({why})"
+        if self.nccl is None:
             self.reducer = GradientBuckets(replicas, weighted_layer_shapes(graph), net.dtype)
             net.grad_hook = self.reducer.layer_ready
+        if replicas.is_root:
+            sys.stderr.write(f"netspec: data parallel: {self.K} replicas of {self.local_batch} "
+                             f"images (global batch {global_batch}); gradients averaged by "
+                             f"{self.collective}\n")
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -582,7 +605,7 @@ def train_replica(replicas: Replicas, make_trainer, echo_err):
     try:
         try:
             trainer = make_trainer()
-        except Exception as e:   # noqa: BLE001 - shared with the other replicas, then raised
+        except Exception as e:
             replicas.agree(e)
             raise
         replicas.agree(None)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from netspec.train import distributed
-from netspec.train.loop import TrainOptions, Trainer
+from netspec.train.loop import Trainer, TrainOptions
 
 
 def main():

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trainkit import tiny_spec
 
 from netspec.errors import RunError
 from netspec.train import distributed
 from netspec.train.checkpoint import STATE, load_checkpoint
-from netspec.train.distributed import (ImageNoise, detect_launch, local_devices, shard_range,
-                                       split_batch)
-from netspec.train.loop import TrainOptions, Trainer
-
-from trainkit import tiny_spec
+from netspec.train.distributed import (
+    ImageNoise,
+    detect_launch,
+    local_devices,
+    shard_range,
+    split_batch,
+)
+from netspec.train.loop import Trainer, TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLICA = Path(__file__).with_name("mpi_replica.py")
@@ -86,7 +90,9 @@ def test_replicas_on_one_node_take_their_own_devices():
 
 
 # -- real mpirun on localhost ------------------------------------------------------------------
-MPIRUN = shutil.which("mpirun")
+# the wheel's mpirun sits beside the interpreter in a virtual environment that isn't on PATH
+MPIRUN = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                      os.environ.get("PATH", "")]))
 try:
     import mpi4py  # noqa: F401
     HAVE_MPI4PY = True
@@ -248,7 +254,7 @@ def test_a_failed_rank_ends_the_job_and_the_checkpoint_resumes_with_another_k(
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
     try:
-        stdout, stderr = proc.communicate(timeout=timeout_s + 60)
+        _, stderr = proc.communicate(timeout=timeout_s + 60)
     except subprocess.TimeoutExpired:
         proc.kill()
         os.kill(pid, signal.SIGKILL)
