@@ -173,7 +173,7 @@ def device_count(backend: str) -> int:
     """Physical devices a backend numbers (1 for numpy and when the count can't be read)."""
     try:
         if backend == "opencl":
-            from ..runtime.opencl_backend import opencl_devices
+            from ..runtime.opencl_device import opencl_devices
             return max(len(opencl_devices()), 1)
         if backend == "cuda":
             from ..runtime.cuda_backend import cuda_device_count

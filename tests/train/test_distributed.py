@@ -145,8 +145,8 @@ def assert_close(a, b, rel=1e-5):
         assert float(np.abs(a[k] - b[k]).max()) <= rel * scale, k
 
 
-def replicas_run(k, spec, folder, out, backend, steps):
-    r = mpirun(k, REPLICA, spec, folder, out, backend, steps)
+def replicas_run(k, spec, folder, out, backend, steps, env=None):
+    r = mpirun(k, REPLICA, spec, folder, out, backend, steps, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     ranks = [dict(np.load(Path(out) / f"rank{i}.npz")) for i in range(k)]
     metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -159,9 +159,11 @@ def test_k_replicas_equal_one_process_numpy(folder, spec12, tmp_path, k):
     """3 steps (the first epoch: 40 images in batches of 12) with K = 2 and 3: the weights equal
     one process's to 1e-5 relative, every rank holds the same weights bit for bit, and rank 0's
     epoch figures (training loss summed over the replicas, sharded validation over 30 images,
-    uneven pieces at K = 3) equal one process's."""
+    uneven pieces at K = 3) equal one process's. K = 2 uses the default 1 MiB buckets (fc8-fc6
+    in one), K = 3 one bucket per layer (NETSPEC_BUCKET_MB=0)."""
     want, want_metrics = single(spec12, folder, tmp_path / "one", "numpy", 3)
-    ranks, metrics = replicas_run(k, spec12, folder, tmp_path / "k", "numpy", 3)
+    env = mpi_env(NETSPEC_BUCKET_MB="0") if k == 3 else None
+    ranks, metrics = replicas_run(k, spec12, folder, tmp_path / "k", "numpy", 3, env=env)
     for r in range(k):
         assert_close(ranks[r], want)
         assert all(np.array_equal(ranks[r][n], ranks[0][n]) for n in want), f"rank {r}"
