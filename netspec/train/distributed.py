@@ -121,10 +121,11 @@ def split_batch(global_batch: int, replicas: int) -> int:
     """Images per replica: B/K. Raises RunError naming both numbers when K doesn't divide B."""
     if global_batch % replicas:
         below = global_batch - global_batch % replicas
+        divisors = ", ".join(str(d) for d in range(1, global_batch + 1) if global_batch % d == 0)
         raise RunError(f"the global batch {global_batch} can't be split evenly over {replicas} "
-                       f"replicas; give a batch that {replicas} divides (e.g. --batch-size "
-                       f"{below or replicas}) or run {replicas} replicas of a batch that "
-                       f"divides")
+                       f"replicas: run a number of replicas that divides {global_batch} "
+                       f"({divisors}), or give a batch that {replicas} divides (e.g. "
+                       f"--batch-size {below or replicas})")
     return global_batch // replicas
 
 

@@ -198,9 +198,9 @@ def test_a_batch_that_does_not_divide_is_one_clear_error(folder, spec12, tmp_pat
                "--no-progress")
     assert r.returncode == 2, r.stdout + r.stderr
     lines = [l for l in r.stderr.splitlines() if "netspec: error" in l]
-    assert lines == ["netspec: error: the global batch 8 can't be split evenly over 3 replicas; "
-                     "give a batch that 3 divides (e.g. --batch-size 6) or run 3 replicas of a "
-                     "batch that divides"], r.stderr
+    assert lines == ["netspec: error: the global batch 8 can't be split evenly over 3 replicas: "
+                     "run a number of replicas that divides 8 (1, 2, 4, 8), or give a batch that "
+                     "3 divides (e.g. --batch-size 6)"], r.stderr
     assert not (tmp_path / "run" / "state.json").exists()
 
 
