@@ -231,11 +231,18 @@ class Replicas:
         self.comm.Abort(code)
 
     def wait(self, request, what: str):
-        """Wait for a non-blocking MPI request, at most timeout_s; past that, abort the job."""
-        deadline = time.monotonic() + self.timeout_s
-        pause = 0.0
+        """Wait for a non-blocking MPI request, at most timeout_s; past that, abort the job.
+
+        Only time spent polling counts: a gap of over a second between two polls means this
+        process was stopped or starved, not that the others are late, so a replica woken from
+        SIGSTOP doesn't blame the others."""
+        waited, pause = 0.0, 0.0
+        last = time.monotonic()
         while not request.Test():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            waited += min(now - last, 1.0)
+            last = now
+            if waited > self.timeout_s:
                 self.abort(f"{what} did not complete within {self.timeout_s:g} s (another "
                            f"replica has failed or hangs; {TIMEOUT_VARIABLE} sets the limit)")
             time.sleep(pause)
