@@ -57,6 +57,18 @@ def test_a_global_batch_that_does_not_divide_names_both_numbers():
         split_batch(12, 5)
 
 
+def test_timeout_and_bucket_settings_are_checked():
+    assert distributed.collective_timeout({}) == 300
+    assert distributed.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(RunError, match="NETSPEC_COLLECTIVE_TIMEOUT"):
+            distributed.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": bad})
+    assert distributed.bucket_cap_bytes({}) == 1 << 20
+    assert distributed.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "25"}) == 25 << 20
+    with pytest.raises(RunError, match="NETSPEC_BUCKET_MB"):
+        distributed.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "-1"})
+
+
 def test_shards_cover_a_batch_once():
     for n in (1, 6, 7, 30):
         for k in (1, 2, 3, 4):
