@@ -253,7 +253,9 @@ class Loader:
 
     def _readahead(self, batch: int) -> None:
         if batch < self.num_batches:
-            self._source.readahead(self.batch_indices(batch))
+            indices = self.batch_indices(batch)
+            a, b = self._shard_range(len(indices))
+            self._source.readahead(indices[a:b])
 
     # -- the pipeline -----------------------------------------------------------------------
 

@@ -476,9 +476,13 @@ class NcclGradients:
             uid = replicas.comm.bcast(uid, root=0)
             with net.cp.cuda.Device(device):
                 self.comms[g] = nccl.NcclCommunicator(replicas.size, uid, replicas.rank)
-        self.stats = {"allreduce_s": 0.0, "exposed_s": 0.0, "steps": 0, "bytes": 0}
+        self.stats = {"allreduce_s": 0.0, "exposed_s": 0.0, "steps": 0,
+                      "bytes": 4 * sum(int(np.prod(s)) for s in net.param_shapes.values())}
 
     def average_on_device(self) -> None:
+        """Sum and scale every gradient buffer in place, last layer first, after the backward
+        pass (not overlapped with it: the plan's backward would need an NCCL step per layer on
+        a side stream for that)."""
         nccl, net = self.nccl, self.net
         inst = net._grads_on_device
         t0 = time.perf_counter()
@@ -533,9 +537,6 @@ class DataParallel:
     @property
     def stats(self) -> dict:
         return (self.nccl or self.reducer).stats
-
-    def noise(self, seed: int, step: int, count: int) -> ImageNoise:
-        return image_noise(seed, step, self.first_image, count)
 
     def reduce_step(self, loss, a1, a5, n, grads, stop):
         """After a replica's loss_and_grads: average the gradients (left on the device for a
