@@ -185,6 +185,7 @@ def test_k_replicas_equal_one_process_numpy(folder, spec12, tmp_path, k):
     assert m["val_loss"] == pytest.approx(w["val_loss"], rel=1e-5)
     assert m["val_top1_error"] == pytest.approx(w["val_top1_error"])
     assert m["val_top5_error"] == pytest.approx(w["val_top5_error"])
+    assert m["val_class_top1_error"] == pytest.approx(w["val_class_top1_error"])
     assert m["allreduce_bytes_per_step"] == 4 * sum(v.size for v in want.values())
 
 
