@@ -32,7 +32,7 @@ def main():
 
 
 @main.command("compile")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("-o", "--out", type=click.Path(file_okay=False),
               help="Write kernels.cu, kernels.cl and plan.json here.")
@@ -103,7 +103,7 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
 
 
 @main.command("train")
-@click.option("--spec", type=click.Path(dir_okay=False), help="The network and its recipe.")
+@click.option("--spec", type=click.Path(), help="The network and its recipe.")
 @click.option("--data", help="Image folder DIR (class folders, ImageNet's official or Kaggle "
                              "layout), a prepared cache, or "
                              "'demo' (generated on first use).")
@@ -153,7 +153,7 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
 
 
 @main.command("eval")
-@click.option("--spec", type=click.Path(dir_okay=False),
+@click.option("--spec", type=click.Path(),
               help="The network (default: the run's own spec).")
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(),
               help="A run directory or a .safetensors file; several: their ensemble (§6).")

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from netspec import __version__
@@ -55,10 +56,46 @@ def test_missing_file_subprocess(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netspec.cli", "compile", str(tmp_path / "x.net")],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.startswith(f"{tmp_path / 'x.net'}:1:1: error: no such file")
+    assert r.stderr.startswith(f"{tmp_path / 'x.net'}: error: no such file")
     assert "Traceback" not in r.stderr
 
 
 def test_bad_flag_is_usage_error(root):
     r = CliRunner().invoke(main, ["compile", "--frobnicate", str(root / "specs/alexnet.net")])
     assert r.exit_code == 2 and "No such option" in r.output
+
+
+def _unreadable(tmp_path):
+    import os
+    p = tmp_path / "locked.net"
+    p.write_text("network x\n")
+    p.chmod(0)
+    if os.access(p, os.R_OK):       # root reads anything: make it unreadable another way
+        p.unlink()
+        p.mkdir()
+        (p / "x").mkdir()
+        return None
+    return p
+
+
+@pytest.mark.parametrize("command", [["compile"], ["train", "--data", "demo", "--spec"],
+                                     ["viz", "-o", "out.svg"], ["bench", "--spec"]])
+def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, command):
+    """A missing, directory, unreadable, binary or non-UTF-8 spec file: `FILE: error:` (with
+    the line and column where the fault is in the text), exit 2, for each command that reads
+    a spec, not click's usage error."""
+    (tmp_path / "nul.net").write_bytes(b"network x\ninput 3x8\x00x8\n")
+    (tmp_path / "latin1.net").write_bytes(b"network caf\xe9\n")
+    cases = {tmp_path / "missing.net": ": error: no such file",
+             tmp_path: ": error: is a directory, not a spec file",
+             tmp_path / "nul.net": ":2:10: error: this is not a text file",
+             tmp_path / "latin1.net": ":1:12: error: this is not a UTF-8 text file"}
+    locked = _unreadable(tmp_path)
+    if locked is not None:
+        cases[locked] = ": error: cannot read it: permission denied"
+    for path, expected in cases.items():
+        r = CliRunner().invoke(main, command + [str(path)])
+        assert r.exit_code == 2, (path, r.output)
+        errors = [l for l in r.stderr.splitlines() if "error:" in l]
+        assert len(errors) == 1 and errors[0].startswith(f"{path}{expected}"), r.stderr
+        assert "Usage" not in r.output and "Traceback" not in r.output

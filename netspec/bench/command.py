@@ -11,7 +11,7 @@ BACKENDS = click.Choice(["auto", "numpy", "opencl", "cuda"])
 
 
 @click.command("bench")
-@click.option("--spec", required=True, type=click.Path(dir_okay=False), help="The network.")
+@click.option("--spec", required=True, type=click.Path(), help="The network.")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the spec's batch.")
 @click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True,

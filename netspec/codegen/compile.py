@@ -5,6 +5,7 @@ order; both runtimes execute the same plan.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -45,11 +46,21 @@ class Source:
 
 @dataclass
 class Compiled:
+    """A planned network. Its CUDA and OpenCL sources are rendered when first asked for, so
+    that `netspec compile` without -o (which reports the plan's memory, not the sources)
+    does not render them."""
+
     graph: Graph
     batch_size: int
     plan: LaunchPlan
-    cuda: Source
-    opencl: Source
+
+    @functools.cached_property
+    def cuda(self) -> Source:
+        return render_source(self.plan, CUDA)
+
+    @functools.cached_property
+    def opencl(self) -> Source:
+        return render_source(self.plan, OPENCL)
 
     @property
     def cuda_source(self) -> str:
@@ -118,7 +129,7 @@ def compile_network(graph: Graph, batch_size: int | None = None,
     batch = batch_size or graph.recipe.batch_size
     plan = build_plan(graph, batch, tiles or {})
     check_limits(plan, CUDA_MAX_THREADS, CUDA_MAX_SHARED, "a CUDA device")
-    return Compiled(graph, batch, plan, render_source(plan, CUDA), render_source(plan, OPENCL))
+    return Compiled(graph, batch, plan)
 
 
 def build_error(source: Source, log: str, what: str) -> KernelBuildError:

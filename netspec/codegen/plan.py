@@ -31,6 +31,8 @@ Device layout: activations (C, N, H, W) per part (see netspec/kernel).
 """
 from __future__ import annotations
 
+import bisect
+import heapq
 import importlib
 import math
 import re
@@ -132,16 +134,25 @@ class LaunchPlan:
     alignment: int = ALIGN
 
     def memory(self, gpu: int) -> dict:
-        params = _align(max((b.offset + b.nbytes for b in self.buffers.values()
-                             if b.gpu == gpu and b.persistent), default=0))
-        arena = max((b.offset + b.nbytes for b in self.buffers.values()
-                     if b.gpu == gpu and not b.persistent), default=0)
-        arena = _align(arena)
+        params, arena = self._extents().get(gpu, (0, 0))
+        params, arena = _align(params), _align(arena)
         return {"params": params, "arena": arena, "total": params + arena}
+
+    def _extents(self) -> dict[int, tuple[int, int]]:
+        """Per GPU, the end of its last parameter-region and arena buffer (bytes), in one
+        pass over the buffers (asking per GPU walked them all once per GPU)."""
+        ends: dict[int, list[int]] = {}
+        for b in self.buffers.values():
+            e = ends.setdefault(b.gpu, [0, 0])
+            i = 0 if b.persistent else 1
+            e[i] = max(e[i], b.offset + b.nbytes)
+        return {g: (e[0], e[1]) for g, e in ends.items()}
 
     @property
     def memory_per_gpu(self) -> list[int]:
-        return [self.memory(g)["total"] for g in range(self.gpus)]
+        ext = self._extents()
+        return [_align(ext.get(g, (0, 0))[0]) + _align(ext.get(g, (0, 0))[1])
+                for g in range(self.gpus)]
 
     def steps_for(self, phase: str, train: bool) -> list[Step]:
         skip = "test" if train else "train"
@@ -304,9 +315,13 @@ class _Builder:
         bindings = []
         for l in g.weighted_layers:
             bindings.extend(self.bindings(l))
+        segs_by_gpu: dict[int, list] = {}
+        for b in self.buffers.values():
+            if b.kind == "param":
+                segs_by_gpu.setdefault(b.gpu, []).append(
+                    (b.offset // 4, b.offset // 4 + b.elements, *self.mults[b.name], b.name))
         for gpu in range(g.gpus):
-            segs = [(b.offset // 4, b.offset // 4 + b.elements, *self.mults[b.name], b.name)
-                    for b in self.buffers.values() if b.gpu == gpu and b.kind == "param"]
+            segs = segs_by_gpu.get(gpu)
             if not segs:
                 continue
             n = self.block_bytes[gpu] // 4
@@ -589,57 +604,131 @@ class _Builder:
     def place_persistent(self):
         """Per GPU three blocks with one layout: parameters at 0, their gradients at P, their
         momenta at 2P (one SGD launch walks all three)."""
-        self.block_bytes = {}
-        for gpu in range(self.g.gpus):
-            off = 0
-            rel = {}
-            for b in self.buffers.values():
-                if b.gpu == gpu and b.kind == "param":
-                    rel[b.name] = off
-                    off += _align(b.nbytes)
-            self.block_bytes[gpu] = off
-            for b in self.buffers.values():
-                if b.gpu != gpu or b.kind not in ("param", "grad", "velocity"):
-                    continue
-                stem, _, last = b.name.rpartition(".")
-                base = {"param": 0, "grad": 1, "velocity": 2}[b.kind]
-                b.offset = base * off + rel[f"{stem}.{last[-1]}"]
+        self.block_bytes = {gpu: 0 for gpu in range(self.g.gpus)}
+        rel = {}
+        for b in self.buffers.values():
+            if b.kind == "param":
+                rel[b.name] = self.block_bytes[b.gpu]
+                self.block_bytes[b.gpu] += _align(b.nbytes)
+        for b in self.buffers.values():
+            if b.kind not in ("param", "grad", "velocity"):
+                continue
+            stem, _, last = b.name.rpartition(".")
+            base = {"param": 0, "grad": 1, "velocity": 2}[b.kind]
+            b.offset = base * self.block_bytes[b.gpu] + rel[f"{stem}.{last[-1]}"]
 
     def place(self):
-        for gpu in range(self.g.gpus):
-            arena = sorted((b for b in self.buffers.values() if b.gpu == gpu and not b.persistent),
-                           key=lambda b: (-b.nbytes, b.first))
-            placed: list[Buffer] = []
-            for b in arena:
-                live = sorted((q for q in placed if q.first <= b.last and b.first <= q.last),
-                              key=lambda q: q.offset)
-                off = 0
-                for q in live:
-                    if off + b.nbytes <= q.offset:
-                        break
-                    off = max(off, _align(q.offset + q.nbytes))
-                b.offset = off
-                placed.append(b)
+        """Arena offsets, per GPU: greedy by size (Pisarchyk & Lee 2020, "Efficient Memory
+        Management for Deep Neural Net Inference", §4.2): largest buffer first, each at the
+        lowest aligned offset free throughout its lifetime. Its cost grows with the number of
+        buffers live at once, so an arena of more than `GREEDY_MAX` buffers (a chain of
+        thousands of layers) is placed by a sweep in step order instead: first fit in a free
+        list, released after its last step, which is linear and within a few percent."""
+        by_gpu: dict[int, list[Buffer]] = {}
+        for b in self.buffers.values():
+            if not b.persistent:
+                by_gpu.setdefault(b.gpu, []).append(b)
+        for arena in by_gpu.values():
+            if len(arena) <= GREEDY_MAX:
+                _place_greedy_by_size(arena)
+            else:
+                _place_sweep(arena)
 
     def dependencies(self):
         """Cross-stream waits from actual memory overlap (after placement): a step waits for
         the latest earlier step of each other stream that writes what it touches or touches
-        what it writes."""
+        what it writes.
+
+        Each GPU's regions are cut into elementary pieces at every offset a step's span starts
+        or ends; each piece remembers, per stream, its last writer and last toucher. A step
+        then looks up only the pieces it touches, so the work is linear in the plan (it was
+        every pair of steps)."""
         spans = []
+        cuts: dict[tuple[int, str], set[int]] = {}
         for s in self.steps:
             sp = []
             for name, a, e, w in self.touched(s):
                 b = self.buffers[name]
-                sp.append((b.gpu, b.region, b.offset + 4 * a, b.offset + 4 * e, w))
+                key = (b.gpu, b.region)
+                lo, hi = b.offset + 4 * a, b.offset + 4 * e
+                if lo < hi:
+                    sp.append((key, lo, hi, w))
+                    c = cuts.setdefault(key, set())
+                    c.add(lo)
+                    c.add(hi)
             spans.append(sp)
-        for s in self.steps:
+        bounds = {k: sorted(c) for k, c in cuts.items()}
+        # per region, per elementary piece: {stream: [last writer, last toucher]}
+        pieces = {k: [{} for _ in range(len(v) - 1)] for k, v in bounds.items()}
+        for s, sp in zip(self.steps, spans):
             latest: dict[int, int] = {}
-            for t in reversed(self.steps[:s.id]):
-                if t.gpu == s.gpu or t.gpu in latest:
-                    continue
-                if _conflict(spans[s.id], spans[t.id]):
-                    latest[t.gpu] = t.id
+            hit = []
+            for key, lo, hi, w in sp:
+                bd = bounds[key]
+                i, j = bisect.bisect_left(bd, lo), bisect.bisect_left(bd, hi)
+                for piece in pieces[key][i:j]:
+                    hit.append((piece, w))
+                    for gpu, (writer, toucher) in piece.items():
+                        if gpu == s.gpu:
+                            continue
+                        t = toucher if w else writer
+                        if t >= 0 and latest.get(gpu, -1) < t:
+                            latest[gpu] = t
+            for piece, w in hit:
+                mine = piece.setdefault(s.gpu, [-1, -1])
+                mine[1] = s.id
+                if w:
+                    mine[0] = s.id
             s.deps = sorted(latest.values())
+
+
+GREEDY_MAX = 2048   # arena buffers per GPU placed greedy by size; more are swept (see place)
+
+
+def _place_greedy_by_size(arena: list[Buffer]) -> None:
+    placed: list[Buffer] = []
+    for b in sorted(arena, key=lambda b: (-b.nbytes, b.first)):
+        live = sorted((q for q in placed if q.first <= b.last and b.first <= q.last),
+                      key=lambda q: q.offset)
+        off = 0
+        for q in live:
+            if off + b.nbytes <= q.offset:
+                break
+            off = max(off, _align(q.offset + q.nbytes))
+        b.offset = off
+        placed.append(b)
+
+
+def _place_sweep(arena: list[Buffer]) -> None:
+    """First fit in step order: a buffer takes the lowest free block that holds it when its
+    first step comes, and gives it back (merged with free neighbours) after its last."""
+    ends: list[tuple[int, int, int]] = []       # heap of (last step, offset, size)
+    free: list[tuple[int, int]] = []            # free blocks below `top`, by offset
+    top = 0
+    for b in sorted(arena, key=lambda b: (b.first, -b.nbytes)):
+        while ends and ends[0][0] < b.first:
+            _, off, size = heapq.heappop(ends)
+            i = bisect.bisect(free, (off, 0))
+            free.insert(i, (off, size))
+            if i + 1 < len(free) and off + size == free[i + 1][0]:
+                free[i] = (off, size + free.pop(i + 1)[1])
+            if i > 0 and free[i - 1][0] + free[i - 1][1] == off:
+                free[i - 1] = (free[i - 1][0], free[i - 1][1] + free.pop(i)[1])
+        size = _align(b.nbytes)
+        for i, (off, have) in enumerate(free):
+            if have >= size:
+                if have == size:
+                    del free[i]
+                else:
+                    free[i] = (off + size, have - size)
+                break
+        else:
+            off = top
+            if free and free[-1][0] + free[-1][1] == top:   # grow the topmost free block
+                off = free.pop()[0]
+            top = off + size
+        b.offset = off
+        heapq.heappush(ends, (b.last, off, size))
 
 
 def _split(covered: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int, bool]]:
@@ -657,11 +746,3 @@ def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((a, b))
     return out
-
-
-def _conflict(a, b) -> bool:
-    for g1, r1, s1, e1, w1 in a:
-        for g2, r2, s2, e2, w2 in b:
-            if g1 == g2 and r1 == r2 and s1 < e2 and s2 < e1 and (w1 or w2):
-                return True
-    return False

@@ -6,6 +6,7 @@ The schema is a mapping key -> AttrDef-like object with `kind`, `default`, `requ
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -29,6 +30,13 @@ class AttrDef:
     doc: str = ""
 
 
+# What a number's type can hold where it is used: ints are C ints in the kernels, floats are
+# float32 scalars. A value outside (or not finite: inf, nan, 1e999) is an error at its column.
+INT_MIN, INT_MAX = -2 ** 31, 2 ** 31 - 1
+FLOAT_MAX = 3.4028234663852886e38
+
+NON_FINITE = ("inf", "infinity", "nan")   # words, to the lexer: named for what they'd mean
+
 MISSPELT = object()  # the value of a keyword that was misspelt (already reported)
 
 KIND_NAMES = {
@@ -40,6 +48,33 @@ KIND_NAMES = {
 def suggest(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def value_range(kind: str, minimum=None, maximum=None) -> str:
+    """The values a key of this kind accepts, in words: "an integer from 1 to 2147483647"."""
+    if kind in ("int", "ints"):
+        lo = INT_MIN if minimum is None else minimum
+        hi = INT_MAX if maximum is None else maximum
+        return f"an integer from {_fmt(lo)} to {_fmt(hi)}"
+    lo = -FLOAT_MAX if minimum is None else minimum
+    hi = FLOAT_MAX if maximum is None else maximum
+    return f"a finite number from {_fmt(lo)} to {_fmt(hi)}"
+
+
+def representable(v, kind: str) -> bool:
+    """Whether a number fits its type: a finite float32, or a C int."""
+    if kind in ("int", "ints"):
+        return INT_MIN <= v <= INT_MAX
+    try:
+        f = float(v)
+    except OverflowError:         # an integer literal with hundreds of digits
+        return False
+    return math.isfinite(f) and abs(f) <= FLOAT_MAX
+
+
+def shown(text: str, limit: int = 24) -> str:
+    """A value's text for a message, cut short if long."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _convert(item: Item, kind: str) -> tuple[bool, Any]:
@@ -116,8 +151,13 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
         i += 1
         ok, value = _convert(value_item, spec.kind)
         if not ok:
-            errs.error(value_item.pos, f"{owner}: '{key}' needs {KIND_NAMES[spec.kind]}, "
-                                       f"found '{value_item.text}'")
+            if spec.kind in ("int", "float", "ints") and value_item.kind == "word" and \
+                    value_item.text.lower() in NON_FINITE:
+                need = value_range(spec.kind, spec.minimum, spec.maximum)
+            else:
+                need = KIND_NAMES[spec.kind]
+            errs.error(value_item.pos, f"{owner}: '{key}' needs {need}, "
+                                       f"found '{shown(value_item.text)}'")
             out[key] = Attr(key, MISSPELT, item.pos, value_item.pos)
             continue
         if spec.choices and value not in spec.choices:
@@ -126,22 +166,38 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
                                        f"{suggest(str(value), map(str, spec.choices))}")
             out[key] = Attr(key, MISSPELT, item.pos, value_item.pos)
             continue
-        values = value if isinstance(value, tuple) else (value,)
         bad = False
-        for v in values:
-            if isinstance(v, (int, float)):
-                if spec.minimum is not None and v < spec.minimum:
-                    errs.error(value_item.pos, f"{owner}: '{key}' must be at least "
-                                               f"{_fmt(spec.minimum)}, not {_fmt(v)}")
-                    bad = True
-                    break
-                if spec.maximum is not None and v > spec.maximum:
-                    errs.error(value_item.pos, f"{owner}: '{key}' must be at most "
-                                               f"{_fmt(spec.maximum)}, not {_fmt(v)}")
-                    bad = True
-                    break
+        for v, where, text in _numbers(value_item, value):
+            if not representable(v, spec.kind):
+                errs.error(where, f"{owner}: '{key}' must be "
+                                  f"{value_range(spec.kind, spec.minimum, spec.maximum)}, "
+                                  f"not {shown(text)}")
+                bad = True
+                break
+            if spec.minimum is not None and v < spec.minimum:
+                errs.error(where, f"{owner}: '{key}' must be at least "
+                                  f"{_fmt(spec.minimum)}, not {_fmt(v)}")
+                bad = True
+                break
+            if spec.maximum is not None and v > spec.maximum:
+                errs.error(where, f"{owner}: '{key}' must be at most "
+                                  f"{_fmt(spec.maximum)}, not {_fmt(v)}")
+                bad = True
+                break
         out[key] = Attr(key, MISSPELT if bad else value, item.pos, value_item.pos)
     return out
+
+
+def _numbers(item: Item, value):
+    """(number, position, text) for each number in a converted value: one, a list's entries
+    (each at its own column), or gauss(STD)'s argument."""
+    if item.kind == "list":
+        return [(i.value, i.pos, i.text) for i in item.value if i.kind == "number"]
+    if item.kind == "call":
+        return [(a.value, a.pos, a.text) for a in item.value[1] if a.kind == "number"]
+    if item.kind == "number":
+        return [(item.value, item.pos, item.text)]
+    return []
 
 
 def valid(attrs: dict[str, Attr]) -> dict[str, Attr]:

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import NetspecError
 
 MAX_ERRORS = 20
+_PICTURES = {c: 0x2400 + c for c in range(32)}
 
 
 @dataclass(frozen=True, order=True)
@@ -24,15 +26,28 @@ class Pos:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    pos: Pos
-    message: str
+    """One error. `pos` None: about the file as a whole (it can't be read, say), printed as
+    `FILE: error: ...`. `message` may be a function giving the text, for messages that cost
+    time to write (a "did you mean" over every layer name): only the shown ones are written."""
+
+    pos: Pos | None
+    message: Any
+
+    @property
+    def text(self) -> str:
+        return self.message() if callable(self.message) else self.message
+
+
+def _order(d: Diagnostic) -> Pos:
+    return d.pos or Pos(0, 0)
 
 
 class SpecError(NetspecError):
     """One or more errors in a spec file, each with its line and column."""
 
     def __init__(self, diagnostics: list[Diagnostic], path: str = "<spec>", source: str = ""):
-        self.diagnostics = sorted(diagnostics, key=lambda d: d.pos)[:MAX_ERRORS]
+        self.diagnostics = [Diagnostic(d.pos, d.text) for d in
+                            sorted(diagnostics, key=_order)[:MAX_ERRORS]]
         self.truncated = max(0, len(diagnostics) - MAX_ERRORS)
         self.path = path
         self.source = source
@@ -42,6 +57,11 @@ class SpecError(NetspecError):
     def at(cls, pos: Pos, message: str, path: str = "<spec>", source: str = "") -> "SpecError":
         return cls([Diagnostic(pos, message)], path, source)
 
+    @classmethod
+    def file(cls, message: str, path: str) -> "SpecError":
+        """An error about the file itself (missing, a directory, unreadable): `FILE: error:`."""
+        return cls([Diagnostic(None, message)], path)
+
     @property
     def first(self) -> Diagnostic:
         return self.diagnostics[0]
@@ -50,9 +70,14 @@ class SpecError(NetspecError):
         lines = self.source.splitlines()
         out = []
         for d in self.diagnostics:
+            if d.pos is None:
+                out.append(f"{self.path}: error: {d.message}")
+                continue
             out.append(f"{self.path}:{d.pos.line}:{d.pos.col}: error: {d.message}")
             if 1 <= d.pos.line <= len(lines):
-                text = lines[d.pos.line - 1].expandtabs(1)
+                # tabs as one space and control characters as their Unicode pictures (a NUL
+                # as ␀), one column each, so that the caret stays under its column
+                text = lines[d.pos.line - 1].expandtabs(1).translate(_PICTURES)
                 gutter = f"{d.pos.line:>5} | "
                 out.append(gutter + text)
                 out.append(" " * (len(gutter) - 2) + "| " + " " * (d.pos.col - 1) + "^")
@@ -70,7 +95,8 @@ class Collector:
         self.path, self.source = path, source
         self.diagnostics: list[Diagnostic] = []
 
-    def error(self, pos: Pos, message: str) -> None:
+    def error(self, pos: Pos, message) -> None:
+        """Record an error at `pos`; `message` is its text, or a function giving it."""
         self.diagnostics.append(Diagnostic(pos, message))
 
     def raise_if_any(self) -> None:

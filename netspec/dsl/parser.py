@@ -14,10 +14,11 @@ from pathlib import Path
 
 import lark
 
-from .attrs import AttrDef, read_attrs, suggest, valid
-from .errors import Collector, Pos, SpecError
+from .attrs import INT_MAX, AttrDef, read_attrs, shown, suggest, valid, value_range
+from .errors import Collector, Diagnostic, Pos, SpecError
 from .spec import Item, LayerSpec, Recipe, Spec
 
+MAX_GPUS = 1024   # logical GPUs a spec may ask for (the launch plan grows with their square)
 HEADER = ("network", "input", "classes", "gpus", "init", "train")
 INIT_SCHEMA = {"weight": AttrDef("gauss", doc="gauss(STD)"),
                "bias": AttrDef("float")}
@@ -44,20 +45,29 @@ class Statement:
     end: Pos
 
 
+# A spec line longer than this is refused before parsing: no statement needs it (a `from` of
+# 1,000 layers is ~10,000 characters), and lark's parse of one would take seconds per MB.
+MAX_LINE = 100_000
+
+
 @functools.cache
 def _parser() -> lark.Lark:
+    """The LALR parser, with the transformer applied while parsing (no tree is built)."""
     grammar = resources.files(__package__).joinpath("netspec.lark").read_text()
-    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return lark.Lark(grammar, parser="lalr", transformer=_ToItems(), maybe_placeholders=False)
 
 
 def _number(text: str):
     if any(c in text for c in ".eE"):
-        return float(text)
+        return float(text)            # 1e999 reads as inf; the key's range check refuses it
+    if len(text) > 4000:   # past int()'s digit limit, and past any key's range: compare as 10^4000
+        return (-1 if text.startswith("-") else 1) * 10 ** 4000
     return int(text)
 
 
 class _ToItems(lark.Transformer):
-    def _pos(self, tok) -> Pos:
+    @staticmethod
+    def _pos(tok) -> Pos:
         return Pos(tok.line, tok.column)
 
     def word(self, c):
@@ -68,7 +78,7 @@ class _ToItems(lark.Transformer):
 
     def dims(self, c):
         text = str(c[0])
-        return Item("dims", tuple(int(p) for p in text.replace("×", "x").split("x")),
+        return Item("dims", tuple(_number(p) for p in text.replace("×", "x").split("x")),
                     self._pos(c[0]), text)
 
     def call(self, c):
@@ -82,71 +92,116 @@ class _ToItems(lark.Transformer):
 
     def statement(self, c):
         kw = c[0]
-        items = tuple(c[1:])
-        line = kw.line
-        return Statement(str(kw), self._pos(kw), items, Pos(line, 0))
+        return Statement(str(kw), self._pos(kw), tuple(c[1:]), Pos(kw.line, 0))
 
     def start(self, c):
         return [s for s in c if isinstance(s, Statement)]
 
 
-def _syntax_error(e: lark.exceptions.LarkError, path: str, text: str) -> SpecError:
+def _syntax_error(e: lark.exceptions.LarkError, text: str) -> Diagnostic:
     if isinstance(e, lark.UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
-        msg = f"unexpected character {ch!r}"
-        return SpecError.at(Pos(e.line, e.column), msg, path, text)
+        return Diagnostic(Pos(e.line, e.column), f"unexpected character {ch!r}")
     if isinstance(e, lark.UnexpectedToken):
         tok = e.token
         if tok.type == "$END":
-            line = text.count("\n") + 1
-            return SpecError.at(Pos(line, 1), "unexpected end of file", path, text)
+            return Diagnostic(Pos(text.count("\n") + 1, 1), "unexpected end of file")
         what = {"LPAR": "'('", "RPAR": "')'", "COMMA": "','", "_NL": "end of line"}.get(
             tok.type, repr(str(tok)))
         hint = ""
         if tok.type in ("NUMBER", "DIMS", "LPAR", "RPAR", "COMMA"):
             hint = "; a statement starts with a keyword" if tok.type in ("NUMBER", "DIMS") \
                 else "; check the brackets and commas"
-        return SpecError.at(Pos(tok.line, tok.column), f"unexpected {what}{hint}", path, text)
+        return Diagnostic(Pos(tok.line, tok.column), f"unexpected {what}{hint}")
     if isinstance(e, lark.UnexpectedEOF):
-        line = text.count("\n") + 1
-        return SpecError.at(Pos(line, 1), "unexpected end of file", path, text)
-    return SpecError.at(Pos(1, 1), f"cannot parse: {e}", path, text)
+        return Diagnostic(Pos(text.count("\n") + 1, 1), "unexpected end of file")
+    return Diagnostic(Pos(1, 1), f"cannot parse: {e}")
+
+
+def _shift(item, lines: int):
+    """An Item or Statement parsed from one line alone, moved down to its line in the file."""
+    if isinstance(item, Statement):
+        return Statement(item.keyword, Pos(item.pos.line + lines, item.pos.col),
+                         tuple(_shift(i, lines) for i in item.items),
+                         Pos(item.end.line + lines, item.end.col))
+    value = item.value
+    if item.kind == "list":
+        value = tuple(_shift(i, lines) for i in value)
+    elif item.kind == "call":
+        value = (value[0], tuple(_shift(i, lines) for i in value[1]))
+    return Item(item.kind, value, Pos(item.pos.line + lines, item.pos.col), item.text)
+
+
+def _parse_lines(lines: list[str]) -> tuple[list[Statement], list[Diagnostic]]:
+    """Each line parsed alone (a statement is one line), so that a syntax error costs its
+    line only and the lines after it are still read: every line's error is reported, as gcc
+    and rustc do. Used once the whole-file parse has failed."""
+    stmts: list[Statement] = []
+    errors: list[Diagnostic] = []
+    for n, line in enumerate(lines):
+        try:
+            parsed = _parser().parse(line + "\n")
+        except lark.exceptions.LarkError as e:
+            d = _syntax_error(e, line)
+            errors.append(Diagnostic(Pos(d.pos.line + n, d.pos.col), d.message))
+            continue
+        stmts.extend(_shift(st, n) for st in parsed)
+    return stmts, errors
 
 
 def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
+    """The spec's statements, each with its position and the end of its line.
+
+    Raises SpecError with every syntax error (one per line, up to the cap), a NUL byte's
+    position, or the lines longer than MAX_LINE characters."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SpecError.at(Pos(line, 1), "this is not a text file (it contains NUL bytes)",
-                           path, "")
+        line = text.count("\n", 0, text.index("\x00"))
+        raise SpecError.at(Pos(line + 1, lines[line].index("\x00") + 1),
+                           "this is not a text file (it contains NUL bytes)", path, text)
+    long = [Diagnostic(Pos(n + 1, MAX_LINE + 1), f"line {n + 1} is {len(line):,} characters "
+                                                 f"long; spec lines are at most "
+                                                 f"{MAX_LINE:,}")
+            for n, line in enumerate(lines) if len(line) > MAX_LINE]
+    if long:
+        # no caret under the line: printing it is what made it a problem
+        raise SpecError(long, path, "")
     try:
-        tree = _parser().parse(text if text.endswith("\n") else text + "\n")
-    except lark.exceptions.LarkError as e:
-        raise _syntax_error(e, path, text) from None
-    stmts = _ToItems().transform(tree)
+        stmts = _parser().parse(text if text.endswith("\n") else text + "\n")
+    except lark.exceptions.LarkError:
+        stmts, errors = _parse_lines(lines)
+        if errors:
+            raise SpecError(errors, path, text) from None
     # the end of each line, for "missing value" errors
-    lines = text.splitlines()
     return [Statement(s.keyword, s.pos, s.items,
                       Pos(s.pos.line, len(lines[s.pos.line - 1]) + 1 if s.pos.line <= len(lines)
                           else 1)) for s in stmts]
 
 
 def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
-    """Read a spec file's text; a missing, unreadable or binary file is a SpecError."""
+    """Read a spec file's text. A missing, unreadable or directory path is a SpecError about
+    the file (`FILE: error: ...`); bytes that are not UTF-8 are one at their line and column."""
     p = Path(path)
     name = str(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:
-        raise SpecError.at(Pos(1, 1), "no such file", name) from None
+        raise SpecError.file("no such file", name) from None
     except IsADirectoryError:
-        raise SpecError.at(Pos(1, 1), "is a directory, not a spec file", name) from None
+        raise SpecError.file("is a directory, not a spec file", name) from None
+    except PermissionError:
+        raise SpecError.file("cannot read it: permission denied", name) from None
     except OSError as e:
-        raise SpecError.at(Pos(1, 1), f"cannot read: {e.strerror or e}", name) from None
+        raise SpecError.file(f"cannot read it: {e.strerror or e}", name) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise SpecError.at(Pos(line, 1), "this is not a UTF-8 text file", name) from None
+        start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        col = len(data[start:e.start].decode("utf-8")) + 1
+        shown = data.decode("utf-8", "replace")
+        raise SpecError.at(Pos(line, col), f"this is not a UTF-8 text file (byte "
+                                           f"0x{data[e.start]:02x})", name, shown) from None
     return name, text.lstrip("\ufeff")
 
 
@@ -229,16 +284,19 @@ def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None
                 errs.error(it.pos, f"'input' takes channels x height x width, got {it.text}")
             elif min(it.value) < 1:
                 errs.error(it.pos, f"'input' sizes must be positive, got {it.text}")
+            elif max(it.value) > INT_MAX:
+                errs.error(it.pos, f"'input' sizes must be integers from 1 to {INT_MAX}, got "
+                                   f"{shown(it.text)}")
             else:
                 header["input"] = it.value
                 pos["input_value"] = it.pos
     elif k in ("classes", "gpus"):
         it = _one_value(s, "number", errs, "one integer")
         if it:
-            lo, hi = (2, None) if k == "classes" else (1, 64)
-            if it.value < lo or (hi and it.value > hi):
-                errs.error(it.pos, f"'{k}' must be {'at least ' + str(lo) if not hi else f'between {lo} and {hi}'}, "
-                                   f"not {it.value}")
+            lo, hi = (2, INT_MAX) if k == "classes" else (1, MAX_GPUS)
+            if not lo <= it.value <= hi:
+                errs.error(it.pos, f"'{k}' must be {value_range('int', lo, hi)}, not "
+                                   f"{shown(it.text)}")
             else:
                 header[k] = it.value
                 pos[k + "_value"] = it.pos
@@ -288,6 +346,9 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
             if it is not None:
                 if it.value < 1:
                     errs.error(it.pos, f"'{s.keyword}' must be at least 1, not {it.value}")
+                elif it.value > INT_MAX:
+                    errs.error(it.pos, f"'{s.keyword}' must be {value_range('int', 1)}, not "
+                                       f"{shown(it.text)}")
                 else:
                     values["batch_size" if s.keyword == "batch" else "epochs"] = it.value
                     rpos["batch_size" if s.keyword == "batch" else "epochs"] = it.pos

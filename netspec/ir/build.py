@@ -58,8 +58,9 @@ def build_graph(source: Spec | str | os.PathLike) -> Graph:
 class _Builder:
     def __init__(self, spec: Spec, errs: Collector):
         self.spec, self.errs = spec, errs
+        self.line_lengths = [len(line) for line in spec.source.splitlines()]
 
-    def err(self, pos: Pos, msg: str) -> None:
+    def err(self, pos: Pos, msg) -> None:
         self.errs.error(pos, msg)
 
     # -- 1. read each layer statement against its type's schema -----------------------------
@@ -82,7 +83,7 @@ class _Builder:
                                       f"{seen[ls.name]})")
                 continue
             seen[ls.name] = ls.pos
-            line_end = Pos(ls.pos.line, len(self.spec.source.splitlines()[ls.pos.line - 1]) + 1)
+            line_end = Pos(ls.pos.line, self.line_lengths[ls.pos.line - 1] + 1)
             schema = layer_schema(op)
             attrs = read_attrs(ls.items, schema, ls.name, self.errs, line_end)
             values = resolve(attrs, schema, ls.name, self.errs, ls.name_pos)
@@ -115,30 +116,42 @@ class _Builder:
         known = set(by_name) | {INPUT}
         for l in layers:
             bad = [i for i in l.inputs if i not in known]
-            for name in bad:
+            for name in bad:   # the "did you mean" is written only if the error is shown
                 self.err(l.attr_pos.get("from", l.pos),
-                         f"{l.name}: unknown input layer '{name}'{suggest(name, known)}")
+                         lambda l=l, name=name: f"{l.name}: unknown input layer '{name}'"
+                                                f"{suggest(name, known)}")
             if bad:
                 l.inputs = [i for i in l.inputs if i in known]
             if l.name in l.inputs:
                 self.err(l.attr_pos.get("from", l.pos), f"{l.name}: a layer cannot read itself")
                 l.inputs = [i for i in l.inputs if i != l.name]
-        # Kahn's algorithm, stable in file order.
+        # Kahn's algorithm by levels, stable in file order: each round places, in file order,
+        # every layer whose inputs were all placed in earlier rounds. Each layer is visited
+        # when its last input is placed (not every round), so this is linear in the edges.
+        index = {l.name: i for i, l in enumerate(layers)}
+        waiting = {l.name: len(set(l.inputs) - {INPUT}) for l in layers}
+        readers: dict[str, list[Layer]] = {}
+        for l in layers:
+            for i in set(l.inputs) - {INPUT}:
+                readers.setdefault(i, []).append(l)
         done: list[Layer] = []
-        placed = {INPUT}
-        pending = list(layers)
-        while pending:
-            ready = [l for l in pending if all(i in placed for i in l.inputs)]
-            if not ready:
-                cyc = self._cycle(pending)
-                first = by_name[cyc[0]]
-                self.err(first.attr_pos.get("from", first.pos),
-                         f"{first.name}: the inputs form a cycle: {' -> '.join(cyc)}")
-                return done
+        ready = [l for l in layers if waiting[l.name] == 0]
+        while ready:
+            done.extend(ready)
+            nxt = []
             for l in ready:
-                done.append(l)
-                placed.add(l.name)
-            pending = [l for l in pending if l.name not in placed]
+                for r in readers.get(l.name, ()):
+                    waiting[r.name] -= 1
+                    if waiting[r.name] == 0:
+                        nxt.append(r)
+            ready = sorted(nxt, key=lambda l: index[l.name])
+        if len(done) < len(layers):
+            placed = {l.name for l in done}
+            pending = [l for l in layers if l.name not in placed]
+            cyc = self._cycle(pending)
+            first = by_name[cyc[0]]
+            self.err(first.attr_pos.get("from", first.pos),
+                     f"{first.name}: the inputs form a cycle: {' -> '.join(cyc)}")
         return done
 
     @staticmethod

@@ -27,7 +27,7 @@ def _output(ctx, param, value):
 
 
 @click.command("viz")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec", required=False, type=click.Path())
 @click.option("-o", "--output", callback=_output, metavar="FILE",
               help="Where to draw: FILE.svg or FILE.png (default for a SPEC's diagram: "
                    "<network>.svg in the current directory).")

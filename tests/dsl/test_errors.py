@@ -151,19 +151,20 @@ def test_rendering_has_source_line_and_caret():
     assert out[1][caret.index("^"):].startswith("40")
 
 
-@pytest.mark.parametrize("data,words", [
-    (b"", "empty spec"),
-    (b"   \n# only a comment\n", "empty spec"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "not a UTF-8 text file"),
-    (b"network a\x00b\n", "not a text file"),
+@pytest.mark.parametrize("data,words,where", [
+    (b"", "empty spec", "1:1"),
+    (b"   \n# only a comment\n", "empty spec", "1:1"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "not a UTF-8 text file", "1:1"),
+    (b"network a\x00b\n", "not a text file", "1:10"),          # at the NUL
+    (b"network n\ninput 3x8x8\nclasses \xff2\n", "not a UTF-8 text file", "3:9"),
 ])
-def test_empty_and_binary_files(tmp_path, data, words):
+def test_empty_and_binary_files(tmp_path, data, words, where):
     p = tmp_path / "x.net"
     p.write_bytes(data)
     with pytest.raises(SpecError) as e:
         build_graph(p)
     assert words in str(e.value)
-    assert str(e.value).startswith(f"{p}:1:1: error:")
+    assert str(e.value).startswith(f"{p}:{where}: error:")
 
 
 def test_missing_file_and_directory(tmp_path):
