@@ -13,10 +13,14 @@ Dimensions:
 - alexnet   AlexNet's layers and connections at `gpus` 2, 8, 32, 64, 128. Every layer's width
             is rounded up to a multiple of the GPUs (conv1 96 -> 128 at 64 and 128 GPUs) so that
             it splits evenly; `classes` follows fc8.
-- chain     a chain of N lines: `conv cI filters 4 size 3 pad 1 relu` on 4x8x8 maps, then an
-            fc and a softmax.
+- chain     a chain of N lines: `relu rI` on 4x8x8 maps, then an fc and a softmax (the
+            shortest layer statement, so that what grows is the number of lines).
+- convchain the same with `conv cI filters 4 size 3 pad 1 relu` lines: each is ~6 kernels
+            (GEMMs forward and backward) in the plan, so ~10x a relu line's time and memory.
 - fanin     one fc layer reading `from` K relu layers (K + 6 lines).
-- longline  one `split` list of N entries on one line (10 KB .. 10 MB of text).
+- longline  one `split` list of N/2 entries on one line (1 KB .. 10 MB of text). It is refused
+            either way (a 1-GPU network can't take a split of many parts; a line over
+            100,000 characters isn't parsed): the time is the time to that verdict.
 
 The fitted growth exponent of a dimension is the slope of log(time) over log(size) by least
 squares over its cases; "last step" is the slope between its two largest finished cases, the
@@ -75,6 +79,12 @@ def alexnet(gpus: int) -> str:
 
 def chain(lines: int) -> str:
     head = "network chain\ninput 4x8x8\nclasses 10\n"
+    body = "".join(f"relu r{i}\n" for i in range(max(1, lines - 9)))
+    return head + body + "fc out outputs 10\nsoftmax prob\n" + TRAIN
+
+
+def convchain(lines: int) -> str:
+    head = "network convchain\ninput 4x8x8\nclasses 10\n"
     body = "".join(f"conv c{i} filters 4 size 3 pad 1 relu\n" for i in range(max(1, lines - 9)))
     return head + body + "fc out outputs 10\nsoftmax prob\n" + TRAIN
 
@@ -100,12 +110,14 @@ FULL = {
     "idle": (idle, [1]),
     "alexnet": (alexnet, [2, 8, 32, 64, 128]),
     "chain": (chain, [1_000, 10_000, 100_000, 200_000]),
+    "convchain": (convchain, [1_000, 3_000, 10_000]),
     "fanin": (fanin, [10, 100, 1_000]),
-    "longline": (longline, [10_000, 100_000, 1_000_000, 10_000_000]),
+    "longline": (longline, [1_000, 10_000, 99_000, 1_000_000, 10_000_000]),
 }
-QUICK = {"idle": [1], "alexnet": [2, 8, 32], "chain": [1_000, 10_000], "fanin": [10, 100],
-         "longline": [10_000, 100_000]}
-UNIT = {"idle": "", "alexnet": "gpus", "chain": "lines", "fanin": "inputs",
+QUICK = {"idle": [1], "alexnet": [2, 8, 32], "chain": [1_000, 10_000], "convchain": [300, 1_000],
+         "fanin": [10, 100],
+         "longline": [10_000, 1_000_000]}
+UNIT = {"idle": "", "alexnet": "gpus", "chain": "lines", "convchain": "lines", "fanin": "inputs",
         "longline": "chars"}
 
 CHILD = r"""
@@ -113,6 +125,8 @@ import io, json, resource, sys, time, contextlib
 t0 = time.perf_counter()
 from netspec.cli import main
 t1 = time.perf_counter()
+ru = resource.getrusage(resource.RUSAGE_SELF)
+CPU0 = ru.ru_utime + ru.ru_stime
 out = io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
     try:
@@ -123,7 +137,9 @@ with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = repr(e)
 t2 = time.perf_counter()
 text = out.getvalue()
+ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": t2 - t1, "import_s": t1 - t0, "exit": code,
+                  "cpu_s": ru.ru_utime + ru.ru_stime - CPU0,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "first_line": text.splitlines()[0][:160] if text else ""}))
 """
@@ -168,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     results: dict[str, list] = {}
-    print(f"{'case':<10} {'size':>10} {'lines':>8} {'MB text':>8} {'seconds':>9} "
+    print(f"{'case':<10} {'size':>10} {'lines':>8} {'MB text':>8} {'wall s':>9} {'CPU s':>7} "
           f"{'peak MB':>8}  outcome")
     for dim, (make, sizes) in FULL.items():
         if args.only and dim not in args.only and dim != "idle":
@@ -181,24 +197,26 @@ def main(argv: list[str] | None = None) -> dict:
             r = run_case(text, args.timeout)
             r.update(size=n, lines=text.count("\n"), mb=len(text) / 1e6)
             results[dim].append(r)
+            cpu = ""
             if "timeout" in r:
                 secs, mem, outcome = f"> {args.timeout:.0f}", "", "killed (timeout)"
             elif "crash" in r:
                 secs, mem, outcome = "", "", "crash: " + r["crash"].splitlines()[-1]
             else:
                 secs, mem = f"{r['seconds']:.2f}", f"{r['maxrss_mb']:.0f}"
+                cpu = f"{r['cpu_s']:.2f}"
                 outcome = ("refused: " + r["first_line"].split("error: ", 1)[-1][:70]
                            if r["refused"] else "compiled" if r["exit"] == 0 else
                            f"exit {r['exit']}: {r['first_line'][:60]}")
-            print(f"{dim:<10} {n:>10} {r['lines']:>8} {r['mb']:>8.2f} {secs:>9} {mem:>8}  "
-                  f"{outcome}", flush=True)
-    print("\ngrowth exponents of compile time (log-log slope; 1 = linear):")
+            print(f"{dim:<10} {n:>10} {r['lines']:>8} {r['mb']:>8.2f} {secs:>9} {cpu:>7} "
+                  f"{mem:>8}  {outcome}", flush=True)
+    print("\ngrowth exponents of compile CPU time (log-log slope; 1 = linear):")
     for dim, rows in results.items():
         if dim == "idle":
             continue
-        done = [(r["size"], r["seconds"]) for r in rows if "seconds" in r]
+        done = [(r["size"], r["cpu_s"]) for r in rows if "cpu_s" in r]
         f = fit(done)
-        late = " (some cases timed out: the exponent is a lower bound)" \
+        late = " (some cases did not finish: the exponent is a lower bound)" \
             if len(done) < len(rows) else ""
         if f:
             print(f"  {dim:<9} per {UNIT[dim]}: fit {f[0]:.2f}, last step {f[1]:.2f}{late}")

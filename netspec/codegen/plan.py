@@ -32,6 +32,7 @@ Device layout: activations (C, N, H, W) per part (see netspec/kernel).
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import importlib
 import math
@@ -55,7 +56,7 @@ $kernel $name($params)
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class Buffer:
     name: str
     gpu: int
@@ -77,7 +78,7 @@ class Buffer:
         return "params" if self.persistent else "arena"
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     id: int
     kind: str                  # launch | copy | upload | download
@@ -189,9 +190,14 @@ def _align(n: int) -> int:
 
 def kernel_module(layer: Layer):
     """The ops module holding this layer type's kernel templates (Caffe's one-unit habit)."""
-    module = importlib.import_module(type(layer.op).__module__)
+    return _kernel_module(type(layer.op).__module__, layer.type)
+
+
+@functools.cache
+def _kernel_module(name: str, layer_type: str):
+    module = importlib.import_module(name)
     if not hasattr(module, "forward_kernels"):
-        raise NotImplementedError(f"layer type '{layer.type}' has no kernel templates "
+        raise NotImplementedError(f"layer type '{layer_type}' has no kernel templates "
                                   f"({module.__name__} defines no forward_kernels)")
     return module
 
@@ -643,6 +649,8 @@ class _Builder:
         or ends; each piece remembers, per stream, its last writer and last toucher. A step
         then looks up only the pieces it touches, so the work is linear in the plan (it was
         every pair of steps)."""
+        if len({s.gpu for s in self.steps}) == 1:
+            return             # one stream: nothing to wait for (every deps stays [])
         spans = []
         cuts: dict[tuple[int, str], set[int]] = {}
         for s in self.steps:

@@ -19,6 +19,7 @@ pixels) is contiguous. Weights keep PyTorch's layout, one part's slice (O, C, kh
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,7 @@ class Kernel:
         return math.prod(self.local_size)
 
 
+@functools.cache
 def params(*spec: str) -> tuple[Param, ...]:
     """params("in x", "out y", "float lr") -> Param tuple."""
     out = []

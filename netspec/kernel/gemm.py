@@ -21,6 +21,8 @@ the slices in order. No atomics, and the result does not depend on the schedule.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 from . import Kernel, Param, elementwise_launch, params
@@ -169,13 +171,7 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
         if slices != splits:
             raise ValueError(f"K={K} in slices of {ks} makes {slices} slices, not {splits}; "
                              f"pass split_slice's count")
-    template = (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
-                .replace("@LOAD_B@", _indent(load_b, 16))
-                .replace("@EPILOGUE@", _indent(epilogue, 12))
-                .replace("@Z@", "$grp2" if batches > 1 or splits > 1 else "0")
-                .replace("@KBEGIN@", "z * ${KS}" if splits > 1 else "0")
-                .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
-                         if splits > 1 else "${K}"))
+    template = _gemm_template(load_a, load_b, epilogue, batches > 1 or splits > 1, splits > 1)
     c = dict(consts or {})
     c.update(M=M, N=N, K=K, TM=t.TM, TN=t.TN, TK=t.TK, WM=t.WM, WN=t.WN, TX=t.TX, TY=t.TY,
              THREADS=t.threads, KS=ks)
@@ -194,6 +190,19 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
                   doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
                   flops=2 * M * N * K * (1 if splits > 1 else batches),
                   shared_bytes=t.shared_bytes, layer=layer)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gemm_template(load_a: str, load_b: str, epilogue: str, batched: bool, split: bool) -> str:
+    """The GEMM template with its snippets in: one string shared by every kernel that uses
+    the same snippets (a network of many layers would otherwise hold one copy per kernel)."""
+    return (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
+            .replace("@LOAD_B@", _indent(load_b, 16))
+            .replace("@EPILOGUE@", _indent(epilogue, 12))
+            .replace("@Z@", "$grp2" if batched else "0")
+            .replace("@KBEGIN@", "z * ${KS}" if split else "0")
+            .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
+                     if split else "${K}"))
 
 
 SPLIT_K_REDUCE = r"""
