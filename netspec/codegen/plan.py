@@ -643,7 +643,7 @@ class _Builder:
     def dependencies(self):
         """Cross-stream waits from actual memory overlap (after placement): a step waits for
         the latest earlier step of each other stream that writes what it touches or touches
-        what it writes.
+        what it writes, unless a wait it already has implies it (that step itself waited).
 
         Each GPU's regions are cut into elementary pieces at every offset a step's span starts
         or ends; each piece remembers, per stream, its last writer and last toucher. A step
@@ -683,10 +683,15 @@ class _Builder:
                         if t >= 0 and latest.get(gpu, -1) < t:
                             latest[gpu] = t
             for piece, w in hit:
-                mine = piece.setdefault(s.gpu, [-1, -1])
-                mine[1] = s.id
                 if w:
-                    mine[0] = s.id
+                    # s waited for every other stream's touch of this piece, so a later step
+                    # that waits for s (anything touching it after this write) waits for them
+                    # too: only s needs remembering (this keeps each piece's record to its
+                    # last writer and the readers since, not every stream that ever used it)
+                    piece.clear()
+                    piece[s.gpu] = [s.id, s.id]
+                else:
+                    piece.setdefault(s.gpu, [-1, -1])[1] = s.id
             s.deps = sorted(latest.values())
 
 

@@ -77,12 +77,21 @@ def shown(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _float(v) -> float:
+    """A number as a float; an integer literal too large for one is +-inf (refused later,
+    with the key's range)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def _convert(item: Item, kind: str) -> tuple[bool, Any]:
     """Return (ok, value) for one item read as `kind`."""
     if kind == "int":
         return (item.kind == "number" and isinstance(item.value, int)), item.value
     if kind == "float":
-        return item.kind == "number", (float(item.value) if item.kind == "number" else None)
+        return item.kind == "number", (_float(item.value) if item.kind == "number" else None)
     if kind == "word":
         return item.kind == "word", item.value
     if kind == "ints":
@@ -101,7 +110,7 @@ def _convert(item: Item, kind: str) -> tuple[bool, Any]:
     if kind == "gauss":
         if item.kind == "call" and item.value[0] == "gauss" and len(item.value[1]) == 1 \
                 and item.value[1][0].kind == "number":
-            return True, float(item.value[1][0].value)
+            return True, _float(item.value[1][0].value)
         return False, None
     raise ValueError(f"unknown attribute kind {kind!r}")
 

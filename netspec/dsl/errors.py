@@ -15,7 +15,7 @@ MAX_ERRORS = 20
 _PICTURES = {c: 0x2400 + c for c in range(32)}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Pos:
     line: int
     col: int

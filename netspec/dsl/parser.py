@@ -37,7 +37,7 @@ RECIPE_SCHEMAS: dict[str, dict[str, AttrDef]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Statement:
     keyword: str
     pos: Pos

@@ -7,7 +7,7 @@ from typing import Any
 from .errors import Pos
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One token group after a statement's keyword: a word, number, dims, call or list."""
 
@@ -17,7 +17,7 @@ class Item:
     text: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attr:
     """A key and its typed value, with the positions of both."""
 
@@ -27,7 +27,7 @@ class Attr:
     value_pos: Pos
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerSpec:
     """A layer statement: `TYPE NAME items...`. Its items are read against the layer type's
     schema in the IR, where the layer types are known."""

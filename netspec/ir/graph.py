@@ -23,7 +23,7 @@ from ..ops.base import Op
 INPUT = "data"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """One input part read by a part: producer layer and part, the channels read from it
     (`start` .. `start + channels` of the producer part; all of it unless the reader is one
@@ -37,7 +37,7 @@ class Source:
     start: int = 0  # first channel read, within the producer part
 
 
-@dataclass
+@dataclass(slots=True)
 class Part:
     index: int
     gpu: int

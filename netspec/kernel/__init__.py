@@ -35,7 +35,7 @@ _PARAM_C = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Param:
     kind: str
     name: str
@@ -47,7 +47,7 @@ class Param:
         return f"{c} {self.name}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Kernel:
     """One specialised kernel. `template` is C with `$name`, `$params`, dialect tokens and the
     `consts`; `doc` states the math and the launch layout (rendered as a comment above it)."""

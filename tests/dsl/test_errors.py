@@ -172,3 +172,100 @@ def test_missing_file_and_directory(tmp_path):
         build_graph(tmp_path / "nope.net")
     with pytest.raises(SpecError, match="is a directory"):
         build_graph(tmp_path)
+
+
+# -- recovery after a syntax error: every line's error, each with its caret ------------------
+
+def test_syntax_errors_on_several_lines_are_all_reported():
+    """darknet-style `key=value` on two lines: both '=' are reported, at their columns, with
+    the source line and a caret (gcc/rustc resume at the next statement)."""
+    text = replace(6, "conv c1 filters=16 size 3 relu", replace(8, "conv c2 size=3 filters 8"))
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    got = [(d.pos.line, d.pos.col) for d in e.value.diagnostics]
+    assert got == [(6, column(text, 6, "=")), (8, column(text, 8, "="))]
+    assert all("unexpected character '='" in d.message for d in e.value.diagnostics)
+    out = str(e.value).splitlines()
+    assert out[1].endswith("conv c1 filters=16 size 3 relu")
+    assert out[2].index("^") - out[2].index("|") - 2 == column(text, 6, "=") - 1
+    assert out[-1] == "2 errors"
+
+
+def test_syntax_errors_of_each_kind_on_their_lines():
+    text = (replace(5, "init weight gauss(0.01 bias 0",       # unbalanced bracket
+                    replace(7, "maxpool p1 size 2 ) stride 2",  # stray bracket
+                            replace(9, "fc f1 outputs 10 $"))))  # bad character
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    assert [d.pos.line for d in e.value.diagnostics] == [5, 7, 9]
+    assert [d.pos.col for d in e.value.diagnostics] == [
+        column(text, 5, "bias"), column(text, 7, ")"), column(text, 9, "$")]
+
+
+def test_error_cap_counts_the_rest():
+    bad = "".join(f"conv c{i} filters=8\n" for i in range(25))
+    with pytest.raises(SpecError) as e:
+        build_graph(GOOD + bad)
+    assert len(e.value.diagnostics) == 20 and e.value.truncated == 5
+    assert [d.pos.line for d in e.value.diagnostics] == list(range(14, 34))
+    assert str(e.value).splitlines()[-2:] == ["... and 5 more errors", "25 errors"]
+
+
+def test_good_lines_around_a_bad_one_parse_as_before():
+    """The recovery parse (line by line) reads good statements exactly as the whole-file
+    parse does: the same spec with one broken line fixed builds."""
+    from netspec.dsl.parser import _parse_lines, parse_statements
+    whole = parse_statements(GOOD)
+    lines, errors = _parse_lines(GOOD.split("\n"))
+    assert errors == []
+    assert [(s.keyword, s.pos, s.items) for s in lines] == \
+        [(s.keyword, s.pos, s.items) for s in whole]
+
+
+# -- values: finite, and in range for their type -----------------------------------------------
+
+@pytest.mark.parametrize("text,line,needle,words", [
+    (replace(13, "  sgd lr 1e999 momentum 0.9"), 13, "1e999",
+     ["sgd: 'lr' must be a finite number from 0 to 3.40282e+38, not 1e999"]),
+    (replace(13, "  sgd lr inf momentum 0.9"), 13, "inf",
+     ["'lr' needs a finite number from 0 to 3.40282e+38, found 'inf'"]),
+    (replace(13, "  sgd lr 0.01 momentum nan"), 13, "nan",
+     ["'momentum' needs a finite number from 0 to 1, found 'nan'"]),
+    (replace(6, "conv c1 filters 99999999999999999999 size 3 relu"), 6, "999",
+     ["c1: 'filters' must be an integer from 1 to 2147483647, not 99999999999999999999"]),
+    (replace(6, "conv c1 filters 8 size 3 relu bias -1e39"), 6, "-1e39",
+     ["'bias' must be a finite number from -3.40282e+38 to 3.40282e+38"]),
+    (replace(6, "conv c1 filters 8 size 3 relu weight gauss(1e400)"), 6, "1e400",
+     ["'weight' must be a finite number"]),
+    (replace(6, "conv c1 filters 8 size 3 relu split 4,4" + "0" * 12), 6, "4" + "0" * 12,
+     ["'split' must be an integer from 1 to 2147483647"]),           # the entry's column
+    (replace(6, "conv c1 filters 8 size 3 relu pad " + "9" * 5000), 6, "9" * 20,
+     ["'pad' must be an integer from 0 to 2147483647, not 999999999999999999999999..."]),
+    (replace(3, "classes 1e999"), 3, "1e999", ["'classes' takes one integer"]),
+    (replace(3, "classes 3000000000"), 3, "3000000000",
+     ["'classes' must be an integer from 2 to 2147483647, not 3000000000"]),
+    (replace(2, "input 3x32x99999999999"), 2, "3x32", ["sizes must be integers from 1 to"]),
+    (insert(12, "  epochs 9999999999"), 13, "9999999999", ["'epochs' must be an integer from 1"]),
+])
+def test_numbers_must_be_finite_and_fit_their_type(text, line, needle, words):
+    got_line, got_col, msg = first_error(text)
+    for w in words:
+        assert w in msg, msg
+    assert (got_line, got_col) == (line, column(text, line, needle)), msg
+
+
+def test_gpus_beyond_the_limit():
+    from netspec.dsl.parser import MAX_GPUS
+    _, _, msg = first_error(replace(4, f"gpus {MAX_GPUS + 1}"))
+    assert f"'gpus' must be an integer from 1 to {MAX_GPUS}, not {MAX_GPUS + 1}" in msg
+
+
+def test_overlong_line_is_refused_before_parsing():
+    from netspec.dsl.parser import MAX_LINE
+    text = insert(6, "conv big filters 8 size 3 split " + ",".join(["1"] * MAX_LINE))
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    d = e.value.first
+    assert (d.pos.line, d.pos.col) == (7, MAX_LINE + 1)
+    assert f"spec lines are at most {MAX_LINE:,}" in d.message
+    assert len(str(e.value)) < 300          # the line itself is not printed
