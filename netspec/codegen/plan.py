@@ -695,7 +695,7 @@ class _Builder:
             s.deps = sorted(latest.values())
 
 
-GREEDY_MAX = 2048   # arena buffers per GPU placed greedy by size; more are swept (see place)
+GREEDY_MAX = 512   # arena buffers per GPU placed greedy by size; more are swept (see place)
 
 
 def _place_greedy_by_size(arena: list[Buffer]) -> None:
