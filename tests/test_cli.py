@@ -79,6 +79,7 @@ def _unreadable(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["compile"], ["train", "--data", "demo", "--spec"],
+                                     ["eval", "--checkpoint", "{tmp}", "--spec"],
                                      ["viz", "-o", "out.svg"], ["bench", "--spec"]])
 def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, command):
     """A missing, directory, unreadable, binary or non-UTF-8 spec file: `FILE: error:` (with
@@ -93,6 +94,7 @@ def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, comman
     locked = _unreadable(tmp_path)
     if locked is not None:
         cases[locked] = ": error: cannot read it: permission denied"
+    command = [c.replace("{tmp}", str(tmp_path)) for c in command]
     for path, expected in cases.items():
         r = CliRunner().invoke(main, command + [str(path)])
         assert r.exit_code == 2, (path, r.output)
