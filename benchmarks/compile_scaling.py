@@ -2,6 +2,7 @@
 
     python benchmarks/compile_scaling.py [--quick] [--timeout 60] [--json OUT.json]
                                          [--only alexnet chain fanin longline]
+    python benchmarks/compile_scaling.py --compare BEFORE.json AFTER.json   (a Markdown table)
 
 Each case is one generated spec, compiled in its own Python process exactly as
 `netspec compile SPEC` does (parse, IR, launch plan, memory report; no -o). The child times the
@@ -175,7 +176,45 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
     return slope, (y2 - y1) / (x2 - x1)
 
 
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "| | |"
+    if "timeout" in r:
+        return f"> {r['timeout']:.0f} (killed) | | "
+    if "crash" in r:
+        return "crash | |"
+    note = " (refused)" if r.get("refused") else ""
+    return f"{r['seconds']:.2f} | {r['cpu_s']:.2f} | {r['maxrss_mb']:.0f}{note}"
+
+
+def compare(before: str, after: str) -> None:
+    """A Markdown table of two --json results side by side, and each one's exponents."""
+    b, a = json.loads(Path(before).read_text()), json.loads(Path(after).read_text())
+    print("| case | size | before: wall s | CPU s | peak MB | after: wall s | CPU s | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dim in a:
+        old = {r["size"]: r for r in b.get(dim, [])}
+        for r in a[dim]:
+            print(f"| {dim} | {r['size']:,} | {_cell(old.get(r['size']))} | {_cell(r)} |")
+    for name, res in (("before", b), ("after", a)):
+        out = []
+        for dim, rows in res.items():
+            ok = [r for r in rows if "cpu_s" in r and not r["refused"]] or \
+                [r for r in rows if "cpu_s" in r]
+            f = fit([(r["size"], r["cpu_s"]) for r in ok])
+            more = "+" if any("cpu_s" not in r for r in rows) else ""
+            if dim != "idle":
+                out.append(f"{dim} {f[0]:.2f}{more} (last step {f[1]:.2f})" if f else
+                           f"{dim} n/a")
+        print(f"\n{name}: " + "; ".join(out))
+
+
 def main(argv: list[str] | None = None) -> dict:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--compare"]:
+        compare(*argv[1:3])
+        return {}
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
