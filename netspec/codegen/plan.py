@@ -98,7 +98,7 @@ class Step:
     dst_gpu: int | None = None
     buffer: str | None = None  # upload / download
     what: str | None = None    # input | labels | mask | probs | loss
-    deps: list[int] = field(default_factory=list)
+    deps: list[int] | tuple = ()   # () when none: one empty list per step adds up
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -650,7 +650,7 @@ class _Builder:
         then looks up only the pieces it touches, so the work is linear in the plan (it was
         every pair of steps)."""
         if len({s.gpu for s in self.steps}) == 1:
-            return             # one stream: nothing to wait for (every deps stays [])
+            return             # one stream: nothing to wait for (every deps stays ())
         spans = []
         cuts: dict[tuple[int, str], set[int]] = {}
         for s in self.steps:
@@ -692,7 +692,8 @@ class _Builder:
                     piece[s.gpu] = [s.id, s.id]
                 else:
                     piece.setdefault(s.gpu, [-1, -1])[1] = s.id
-            s.deps = sorted(latest.values())
+            if latest:
+                s.deps = sorted(latest.values())
 
 
 GREEDY_MAX = 512   # arena buffers per GPU placed greedy by size; more are swept (see place)

@@ -54,7 +54,7 @@ class Part:
         return sum(s.channels for s in self.sources)
 
 
-@dataclass
+@dataclass(slots=True)
 class Layer:
     name: str
     type: str
@@ -73,6 +73,7 @@ class Layer:
     decay_mult: float = 1.0
     groups: int = 1                    # conv, lrn: channel groups (Caffe's `group`)
     replicated: bool = False           # the input: a full copy on every GPU
+    _placement: dict = field(default_factory=dict, repr=False, compare=False)  # split/gpu asked
 
     @property
     def op(self) -> Op:
