@@ -123,16 +123,28 @@ class ParamBinding:
 
 @dataclass
 class LaunchPlan:
+    """The plan. Its steps' cross-stream waits (`Step.deps`) are worked out when `steps` is
+    first read: `netspec compile` without -o reports the memory plan only, and the waits
+    are a third of a large multi-GPU plan's time."""
+
     network: str
     batch: int
     gpus: int
     kernels: dict[str, Kernel]
     buffers: dict[str, Buffer]
-    steps: list[Step]
+    _steps: list[Step]
     parameters: list[ParamBinding]
     io: dict
     parts: list[dict] = field(default_factory=list)   # each layer part's buffers by role
     alignment: int = ALIGN
+    _waits: object = field(default=None, repr=False, compare=False)   # sets deps, once
+
+    @property
+    def steps(self) -> list[Step]:
+        if self._waits is not None:
+            waits, self._waits = self._waits, None
+            waits()
+        return self._steps
 
     def memory(self, gpu: int) -> dict:
         params, arena = self._extents().get(gpu, (0, 0))
@@ -342,13 +354,12 @@ class _Builder:
         self.rename_shared()
         self.lifetimes()
         self.place()
-        self.dependencies()
         parts = [{"layer": l, "part": i, "gpu": self.g.layer(l).parts[i].gpu,
                   "roles": {k: v for k, v in r.items()
                             if isinstance(v, str) and v in self.buffers}}
                  for (l, i), r in self.roles.items()]
         return LaunchPlan(g.name, B, g.gpus, self.kernels, self.buffers, self.steps, bindings,
-                          self.io, parts)
+                          self.io, parts, _waits=self.dependencies)
 
     def plan_transfers(self):
         """Where each IR transfer lands on its receiving GPU (see the module doc)."""

@@ -80,3 +80,12 @@ def test_every_conflict_is_ordered_and_every_wait_is_a_conflict(name):
     assert unordered == []
     if len(streams) > 1:
         assert any(s.deps for s in steps)
+
+
+def test_waits_are_worked_out_when_the_steps_are_first_read():
+    """`netspec compile` without -o reads the memory plan only; the waits come with the
+    steps, for -o and the backends."""
+    plan = compile_network(build_graph(SPECS["tiny"]()), 4).plan
+    assert plan._waits is not None and plan.memory(0)["arena"] > 0
+    assert plan._waits is not None
+    assert any(s.deps for s in plan.steps) and plan._waits is None
