@@ -67,7 +67,8 @@ class SpecError(NetspecError):
         return self.diagnostics[0]
 
     def render(self) -> str:
-        lines = self.source.splitlines()
+        # lines as the parser counts them: at "\n" only (not at form feeds or U+2028)
+        lines = [line.removesuffix("\r") for line in self.source.split("\n")]
         out = []
         for d in self.diagnostics:
             if d.pos is None:

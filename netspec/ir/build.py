@@ -58,7 +58,8 @@ def build_graph(source: Spec | str | os.PathLike) -> Graph:
 class _Builder:
     def __init__(self, spec: Spec, errs: Collector):
         self.spec, self.errs = spec, errs
-        self.line_lengths = [len(line) for line in spec.source.splitlines()]
+        # as the parser counts lines: at "\n" only
+        self.line_lengths = [len(line.removesuffix("\r")) for line in spec.source.split("\n")]
 
     def err(self, pos: Pos, msg) -> None:
         self.errs.error(pos, msg)
