@@ -80,7 +80,8 @@ def _unreadable(tmp_path):
 
 @pytest.mark.parametrize("command", [["compile"], ["train", "--data", "demo", "--spec"],
                                      ["eval", "--checkpoint", "{tmp}", "--spec"],
-                                     ["viz", "-o", "out.svg"], ["bench", "--spec"]])
+                                     ["viz", "-o", "out.svg"], ["bench", "--spec"],
+                                     ["export", "-o", "{tmp}/x.onnx"]])
 def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, command):
     """A missing, directory, unreadable, binary or non-UTF-8 spec file: `FILE: error:` (with
     the line and column where the fault is in the text), exit 2, for each command that reads

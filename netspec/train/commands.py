@@ -8,7 +8,7 @@ import click
 
 
 @click.command("export")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())
 @click.option("--checkpoint", type=click.Path(),
               help="A run directory or .safetensors file whose weights to export (default: "
                    "the spec's initial weights for --seed).")
