@@ -9,29 +9,57 @@ logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct ov
 where peer access can be enabled, else staged by the driver); on a shared device it is a
 device-local copy. A thin adapter: the plan walk is runtime/executor.py's.
 
+Without a GPU, NETSPEC_CUDA_EMULATE=1 runs this same code on netspec's CPU emulator
+(runtime/cuda_emulator: a model of the CuPy calls below, kernels.cu built with g++); devices
+then say "emulated on the CPU" and `auto` never picks this backend.
+
 Compiled modules are cached by CuPy itself, keyed by source, options and compiler; netspec
 points that cache (CUPY_CACHE_DIR, when unset) at the kernels/cupy folder of its own cache
 (netspec/cachedir.py).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
+from .cuda_emulator import emulated_cupy, emulation_requested
 from .executor import PlanNet
 
 
-def _cupy():
+def _real_cupy():
     os.environ.setdefault("CUPY_CACHE_DIR", str(cache_dir("kernels") / "cupy"))
     import cupy
     return cupy
 
 
+@functools.lru_cache(maxsize=1)
+def _real_device_count() -> int:
+    try:
+        return int(_real_cupy().cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def cuda_emulated() -> bool:
+    """True when NETSPEC_CUDA_EMULATE is set and no CUDA device answers: then this backend runs
+    on netspec's CPU emulator (runtime/cuda_emulator), labelled "emulated on the CPU"."""
+    return emulation_requested() and _real_device_count() == 0
+
+
+def _cupy():
+    """CuPy, or the emulator's model of the part of it used here (cuda_emulated())."""
+    if cuda_emulated():
+        return emulated_cupy()
+    return _real_cupy()
+
+
 def cuda_device_count() -> int:
-    """CUDA devices that answer, 0 when CuPy or a driver is missing."""
+    """CUDA devices that answer (emulated ones under cuda_emulated()), 0 when CuPy or a driver
+    is missing."""
     try:
         cp = _cupy()
         return int(cp.cuda.runtime.getDeviceCount())
@@ -40,12 +68,15 @@ def cuda_device_count() -> int:
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why the cuda backend can't run here, in words (None when it can): what GPU tests
-    print when they skip."""
+    """Why the cuda backend can't run here, in words (None when it can, emulated or not): what
+    GPU tests print when they skip."""
+    if cuda_emulated():
+        return None
     try:
-        cp = _cupy()
+        cp = _real_cupy()
     except ImportError:
-        return "CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]')"
+        return ("CuPy is not installed (pip install 'netspec[cuda12]' or '[cuda13]'; or set "
+                "NETSPEC_CUDA_EMULATE=1 to run on the CPU emulator)")
     try:
         n = int(cp.cuda.runtime.getDeviceCount())
     except Exception as e:       # no driver, no device
@@ -65,6 +96,8 @@ class CudaNet(PlanNet):
 
     @classmethod
     def auto_choice(cls) -> str | None:
+        if cuda_emulated():
+            return None               # the emulator is asked for by name, never picked
         n = cuda_device_count()
         return f"{n} CUDA device(s) answered" if n else None
 

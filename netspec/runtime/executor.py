@@ -133,7 +133,7 @@ class PlanNet(Net):
     def _pull(self, inst: _Instance, key: str, layer: str | None = None) -> dict[str, np.ndarray]:
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
         'buffer' (the parameters), 'grad' or 'velocity'; only one layer's with `layer`."""
-        out = {}
+        out, reads = {}, []
         for b in inst.compiled.plan.parameters:
             if layer is not None and b.name.split(".", 1)[0] != layer:
                 continue
@@ -142,9 +142,11 @@ class PlanNet(Net):
                 a, z = p["rows"]
                 flat = self._dev_download(p["gpu"], inst.views[p[key]],
                                           inst.compiled.plan.buffers[p[key]].elements, [])
-                full[a:z] = flat.reshape((z - a, *b.shape[1:]))
+                reads.append((full, a, z, flat))
             out[b.name] = full
-        self._dev_finish()
+        self._dev_finish()          # a download's array is valid only after this
+        for full, a, z, flat in reads:
+            full[a:z] = flat.reshape((z - a, *full.shape[1:]))
         return {k: np.asarray(v) for k, v in out.items()}
 
     def parameters(self) -> dict[str, np.ndarray]:
