@@ -2,11 +2,12 @@
 through netspec's emulation header (cuda_emulation.h), with the system C++ compiler.
 
 The library is cached under `cache_dir()/emulator/`, keyed by a hash of the source, the header,
-the compiler's version and the flags, so a source is compiled once per machine. The flags: -O1
-by default (measured on kernels.cu of AlexNet: -O1 builds in about half the time of -O2 and
-runs the kernels within about 1.5x of it; see `NETSPEC_CUDA_EMULATE_OPT`), -fvisibility=hidden
-(see the header: only the launch entry points are exported) and -ffp-contract=off (no FMA
-contraction, so sums round as written).
+the compiler's version and the flags, so a source is compiled once per machine. The flags: -O2
+by default (`NETSPEC_CUDA_EMULATE_OPT` overrides; measured on AlexNet's kernels.cu at batch 2,
+60 kernels, CPU seconds on a shared 2-core machine: build -O0 0.5, -O1 1.0, -O2 1.5, -O3 2.4;
+one training step -O0 18.5, -O1 7.0, -O2 4.6, -O3 4.3), -fvisibility=hidden (see the header:
+only the launch entry points are exported) and -ffp-contract=off (no FMA contraction, so sums
+round as written).
 
 Errors: `EmulatorBuildError` with the compiler's messages when the source does not compile.
 """
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = Path(__file__).with_name("cuda_emulation.h")
+# the exported names, and nothing else (not even the linker's __start_/__stop_ symbols)
+EXPORT_MAP = "{ global: netspec_launch_*; netspec_signature_*; local: *; };\n"
 KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 
 
@@ -57,9 +60,10 @@ def compiler() -> str:
 
 
 def flags(defines: tuple[str, ...] = ()) -> list[str]:
-    opt = os.environ.get("NETSPEC_CUDA_EMULATE_OPT", "-O1")
+    opt = os.environ.get("NETSPEC_CUDA_EMULATE_OPT", "-O2")
     return ["-std=c++17", opt, "-fPIC", "-shared", "-fvisibility=hidden",
-            "-ffp-contract=off", "-fno-strict-aliasing", *[f"-D{d}" for d in defines]]
+            "-ffp-contract=off", "-fno-strict-aliasing",
+ *[f"-D{d}" for d in defines]]
 
 
 def _compiler_version(cxx: str) -> str:
@@ -84,7 +88,7 @@ def build_library(source: str, cache: Path, defines: tuple[str, ...] = ()) -> Pa
     cxx = compiler()
     fl = flags(defines)
     key = hashlib.sha256("\0".join([source, HEADER.read_text(), _compiler_version(cxx),
-                                    " ".join(fl)]).encode()).hexdigest()[:24]
+                                    " ".join(fl), EXPORT_MAP]).encode()).hexdigest()[:24]
     cache.mkdir(parents=True, exist_ok=True)
     lib = cache / f"kernels-{key}.so"
     if lib.exists():
@@ -92,9 +96,11 @@ def build_library(source: str, cache: Path, defines: tuple[str, ...] = ()) -> Pa
     with tempfile.TemporaryDirectory(prefix="netspec-emu-") as tmp:
         cpp = Path(tmp) / "kernels.cpp"
         cpp.write_text(translation_unit(source))
+        exports = Path(tmp) / "exports.map"
+        exports.write_text(EXPORT_MAP)
         out = Path(tmp) / lib.name
-        r = subprocess.run([cxx, *fl, str(cpp), "-o", str(out)], capture_output=True,
-                           text=True)
+        r = subprocess.run([cxx, *fl, f"-Wl,--version-script={exports}", str(cpp), "-o",
+                            str(out)], capture_output=True, text=True)
         if r.returncode != 0:
             raise EmulatorBuildError(f"{cxx} could not compile the module for the CUDA "
                                      f"emulator:\n{r.stderr.strip()}")

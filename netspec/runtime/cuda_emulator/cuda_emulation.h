@@ -12,12 +12,12 @@
 // barrier, or threads wait at different barriers, the launch fails with an error (on a GPU that
 // is undefined behaviour: a hang or silently wrong sums). Threads run in index order, or in
 // reverse order (a second pass in tests) so that races between threads of a block change the
-// result. A kernel whose text has no `__syncthreads` runs its threads as plain calls.
+// result. Every block's shared memory starts filled with NaN (all bits set), so a read before
+// any thread wrote it poisons the result. A kernel whose text has no `__syncthreads` runs its threads as plain calls.
 //
 // What this cannot see: data races between blocks (they run in sequence), out-of-bounds reads
 // and writes inside an allocation's neighbours (only a red zone after each allocation is
-// checked, by the Python side), shared memory read before it is written (it keeps the previous
-// block's values), warp-level behaviour, float contraction into FMA (built with
+// checked, by the Python side), warp-level behaviour, float contraction into FMA (built with
 // -ffp-contract=off, while nvcc contracts by default: results differ in the last bits).
 //
 // Everything lives in an anonymous namespace and the library is built with
@@ -80,6 +80,15 @@ netspec_emu_switch:
     .size netspec_emu_switch, .-netspec_emu_switch
 )");
 #endif
+
+// the linker's bounds of the __shared__ section (absent when no kernel has shared memory)
+extern "C" char __start_netspec_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_netspec_shared[] __attribute__((weak, visibility("hidden")));
+
+void poison_shared() {
+    if (__start_netspec_shared && __stop_netspec_shared > __start_netspec_shared)
+        memset(__start_netspec_shared, 0xFF, size_t(__stop_netspec_shared - __start_netspec_shared));
+}
 
 enum { FIBER_READY = 0, FIBER_AT_BARRIER = 1, FIBER_DONE = 2 };
 const size_t kStack = 64 * 1024;      // per thread; the kernels keep a few hundred bytes of locals
@@ -212,6 +221,7 @@ int run_grid(netspec_dim3 grid, netspec_dim3 block, bool barriers, bool reverse,
     for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
         emu.blockIdx = {bx, by, bz};
+        poison_shared();
         if (!barriers) {
             emu.in_fiber = false;
             for (size_t k = 0; k < nt; ++k) {
@@ -354,7 +364,8 @@ inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : 
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static
+// every __shared__ array goes in one section, which each block starts with NaN-filled
+#define __shared__ static __attribute__((section("netspec_shared")))
 #define __constant__ static const
 #define __launch_bounds__(...)
 #define threadIdx (emu.threadIdx)

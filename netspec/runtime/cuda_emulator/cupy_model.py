@@ -14,8 +14,9 @@ the real `CudaNet` runs unchanged when no CUDA device answers (NETSPEC_CUDA_EMUL
 It is built to catch what a GPU would punish, by failing loudly (`EmulatorFault`) or by
 making the result wrong where a GPU would make it wrong only sometimes:
 
-- new device memory is filled with NaN (a read of memory nobody wrote poisons the result), and
-  so is the host array a `get` fills, until the copy has run;
+- new device memory is filled with NaN (a read of memory nobody wrote poisons the result), so
+  is every block's shared memory when the block starts, and so is the host array a `get`
+  fills, until the copy has run;
 - a launch refuses an array on another device than the launch's, a stream of another device,
   and a function loaded on another device than the current one; an event records only on a
   stream of its own device; `set`/`get` take only a stream of the array's device;
@@ -36,11 +37,14 @@ making the result wrong where a GPU would make it wrong only sometimes:
 - `settings.devices` (default 2, NETSPEC_CUDA_EMULATE_DEVICES) devices answer, so the peer-copy
   path between devices runs.
 
-What it cannot see: races between blocks of one launch (blocks run one after another), an
-out-of-bounds access that lands inside another live allocation, shared memory read before it
-is written, warp-level behaviour and timing, peer-access topology (every pair can access each
-other), the legacy default stream's implicit synchronization (stream=None runs at once),
-memory limits, and anything about speed: timing events measure the CPU's emulation.
+What it cannot see: races between blocks of one launch (blocks run one after another); a race
+between threads of a block that neither thread order exposes; an out-of-bounds access that
+lands inside a live allocation (a view's neighbour in the same arena, say); warp-level
+behaviour; peer-access topology (every pair of devices can reach each other); the legacy
+default stream's implicit synchronization (stream=None runs at once); memory limits; and
+anything about speed: timing events measure the CPU's emulation. A `get` is treated as
+asynchronous (its array is NaN until a synchronize), as with pinned memory: stricter than CUDA
+with pageable memory, and what PlanNet's contract says.
 """
 from __future__ import annotations
 
