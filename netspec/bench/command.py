@@ -27,10 +27,19 @@ BACKENDS = click.Choice(["auto", "numpy", "opencl", "cuda"])
                    "netspec compile --tune), then time with them.")
 @click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
               help="Seconds of tuning at most.")
+@click.option("--roofline", is_flag=True,
+              help="Time nothing: print every kernel's sm_90 resources (nvcc --resource-usage: "
+                   "registers, spills, shared memory, occupancy) and its roofline bound at H200 "
+                   "peaks, compile-only.")
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
-          tune_budget):
+          tune_budget, roofline):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
     from .timing import bench as run_bench, format_table
+
+    if roofline:
+        from .roofline import roofline_report
+        click.echo(roofline_report(spec, batch_size, as_json=as_json))
+        return
 
     if tune:
         # the winners land in the autotune cache, which the backend's own compile reads

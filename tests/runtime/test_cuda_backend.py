@@ -1,15 +1,20 @@
 """backend="cuda" (CuPy) against the NumPy reference: the same checks as the OpenCL backend
-(plan_oracle.py). Needs a CUDA device; elsewhere every test skips, saying why."""
+(plan_oracle.py). On a CUDA device, or, where none answers, on netspec's CPU emulator
+(NETSPEC_CUDA_EMULATE=1, which tests/conftest.py sets): the same CudaNet code either way."""
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from netspec.ir.build import build_graph
-from netspec.runtime.cuda_backend import CudaNet, cuda_device_count, cuda_unavailable_reason
+from netspec.runtime.cuda_backend import (CudaNet, cuda_device_count, cuda_emulated,
+                                          cuda_unavailable_reason)
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
-from plan_oracle import check_end_to_end, check_kernels_in_place
+from plan_oracle import check_end_to_end, check_kernels_in_place, rel_l2
 
 
 
@@ -27,16 +32,45 @@ def test_network_matches_reference(root, spec):
     check_end_to_end(net, g, 2, seed=3, train=True)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(cuda_emulated() and not os.environ.get("NETSPEC_RUN_SLOW"),
+                    reason="batch 128 emulated on the CPU takes about 15 minutes; "
+                           "NETSPEC_RUN_SLOW=1 runs it")
 def test_alexnet_full_batch_runs(root):
-    """The spec's own batch (128): the plan's memory fits and the loss is that of ~uniform
-    predictions at initialisation (ln 1000 = 6.9)."""
+    """The spec's own batch (128): the plan's memory fits, and the loss and gradients are the
+    NumPy reference's on the same input and seed (dropout masks included). The loss at
+    initialisation is not ln 1000: the reference gives 7.9558 here (the paper's N(0, 0.01)
+    weights don't give uniform predictions)."""
+    from netspec.runtime.numpy_backend import NumpyNet
     g = build_graph(root / "specs/alexnet.net")
     net = CudaNet(g, seed=0)
-    import numpy as np
+    ref = NumpyNet(g, seed=0)
     x = np.random.default_rng(0).standard_normal((128, 3, 224, 224)).astype(np.float32)
-    loss, grads = net.loss_and_grads(x, np.arange(128) % 1000, train=True)
-    assert abs(loss - np.log(1000)) < 0.1
+    labels = np.arange(128) % 1000
+    loss, grads = net.loss_and_grads(x, labels, train=True)
+    loss_r, grads_r = ref.loss_and_grads(x, labels, train=True)
+    assert abs(loss - loss_r) <= 1e-4 * abs(loss_r), (loss, loss_r)
     assert all(np.isfinite(v).all() for v in grads.values())
+    for k in grads_r:
+        assert rel_l2(grads[k], grads_r[k]) < 2e-2, k
+
+
+@pytest.mark.skipif(not cuda_emulated(), reason="the emulator's second pass (a GPU schedules "
+                                                "threads its own way)")
+@pytest.mark.parametrize("spec", ["examples/tiny-alexnet.net", "branches"])
+def test_reversed_threads_and_streams_match_reference(root, spec):
+    """The emulator's second pass: every block's threads in reverse order and the first stream
+    preferred, so that races within a block and missing waits between streams show."""
+    from netspec.runtime.cuda_emulator import cupy_model as emu
+    saved = emu.settings.thread_order, emu.settings.stream_order
+    emu.settings.thread_order, emu.settings.stream_order = "reverse", "first"
+    try:
+        g = build_graph(BRANCHES if spec == "branches" else root / spec)
+        net = CudaNet(g, seed=3)
+        check_kernels_in_place(net, g, 2, seed=3, train=True)
+        check_end_to_end(net, g, 2, seed=3, train=True)
+    finally:
+        emu.settings.thread_order, emu.settings.stream_order = saved
 
 
 @pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
@@ -63,5 +97,9 @@ def test_edge_cases_match_reference(case):
 
 
 def test_device_count_agrees():
-    import cupy
-    assert cuda_device_count() == cupy.cuda.runtime.getDeviceCount()
+    if cuda_emulated():
+        from netspec.runtime.cuda_emulator import cupy_model as emu
+        assert cuda_device_count() == emu.settings.devices >= 2     # the peer-copy path runs
+    else:
+        import cupy
+        assert cuda_device_count() == cupy.cuda.runtime.getDeviceCount()
