@@ -233,8 +233,11 @@ class _CudaClock(_DeviceClock):
         net.step_hook = self._hook
 
     def _event(self, stream: int):
-        ev = self.cp.cuda.Event()            # timing enabled
-        ev.record(self.net._stream(stream))
+        # an event records only on a stream of its own device (else cudaEventRecord fails
+        # with an invalid resource handle): create it with the stream's device current
+        with self.net._device(stream):
+            ev = self.cp.cuda.Event()            # timing enabled
+            ev.record(self.net._stream(stream))
         return ev
 
     def _hook(self, when, step, ev):
@@ -255,7 +258,10 @@ class _CudaClock(_DeviceClock):
         for e in ends:
             e.synchronize()
         t = self.cp.cuda.get_elapsed_time
-        return max(t(a, b) for a in self._t0 for b in ends)
+        # elapsed times between events of one device only (logical GPUs may be on several)
+        dev = [self.net.device_map[s] for s in self._streams]
+        return max(t(a, b) for i, a in enumerate(self._t0) for j, b in enumerate(ends)
+                   if dev[i] == dev[j])
 
     def stop(self):
         def timed():

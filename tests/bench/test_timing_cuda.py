@@ -1,5 +1,6 @@
-"""`bench` on the CUDA backend: timed with cupy.cuda.Event, not the host clock. Needs a CUDA
-device; elsewhere it skips, saying why."""
+"""`bench` on the CUDA backend: timed with cupy.cuda.Event, not the host clock. On a CUDA
+device, or on the CPU emulator where none answers (then the device is labelled "emulated on the
+CPU" and the times are the emulation's)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from netspec.ir.build import build_graph
-from netspec.runtime.cuda_backend import cuda_unavailable_reason
+from netspec.runtime.cuda_backend import cuda_emulated, cuda_unavailable_reason
 
 from test_timing import TINY, check_schema
 
@@ -26,3 +27,4 @@ def test_bench_cuda_events(root):
     doc = json.loads(json.dumps(res.to_json()))
     check_schema(doc, graph, 8)
     assert "CUDA events" in doc["timer"] and doc["kernels"]
+    assert ("emulated on the CPU" in json.dumps(doc)) == cuda_emulated()

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 
 from netspec.ir.build import build_graph
@@ -15,6 +16,7 @@ from netspec.runtime.cuda_backend import (CudaNet, cuda_device_count, cuda_emula
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place, rel_l2
+from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
 
 
 
@@ -30,6 +32,28 @@ def test_network_matches_reference(root, spec):
     net = CudaNet(g, seed=3)
     check_kernels_in_place(net, g, 2, seed=3, train=True)
     check_end_to_end(net, g, 2, seed=3, train=True)
+
+
+def test_alexnet_two_devices_matches_pytorch(root):
+    """The paper's net on two devices (logical GPU g on device g: the transfers are peer copies)
+    at batch 2 against PyTorch (test_numpy_vs_torch.py's Figure 2 implementation, same
+    weights): logits within 1e-4, the loss within 1e-4 and every gradient within 1e-3
+    (relative to the largest PyTorch value)."""
+    import netspec
+    net = netspec.build(root / "specs/alexnet.net", backend="cuda", seed=0)
+    assert net.device_map == [0, 1] and "on 2 devices" in net.device_note
+    params = he_parameters(net.param_shapes, seed=1)
+    net.load_parameters(params)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
+    labels = np.array([7, 993])
+    ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
+        params, x, labels, torch.float32, conv1_stride=4, conv1_pad=2)
+    loss, grads = net.loss_and_grads(x, labels)
+    assert rel(net.last_logits, ref_logits) <= 1e-4
+    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+    errors = {k: rel(grads[k], ref_grads[k]) for k in ref_grads}
+    assert max(errors.values()) <= 1e-3, errors
 
 
 @pytest.mark.slow

@@ -95,7 +95,8 @@ def test_fidelity_trajectory_20_steps_against_pytorch(folder, tmp_path):
     assert moved == len(P)   # every parameter was trained
 
 
-@pytest.mark.parametrize("backend", ["numpy", "opencl"])
+@pytest.mark.parametrize("backend", ["numpy", "opencl",
+                                     pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_resume_is_bit_exact(folder, tmp_path, backend):
     spec_path = tmp_path / "tiny.net"
     spec_path.write_text(tiny_spec())
@@ -112,6 +113,23 @@ def test_resume_is_bit_exact(folder, tmp_path, backend):
         assert np.array_equal(a_p[k], b_p[k]), k
         assert np.array_equal(a_m[k], b_m[k]), k
     assert not np.array_equal(p3["fc8.weight"], b_p["fc8.weight"])
+
+
+@pytest.mark.gpu
+def test_emulated_cuda_says_so_in_the_first_line(folder, tmp_path):
+    """Where no GPU answers, backend cuda runs on the CPU emulator (NETSPEC_CUDA_EMULATE=1, set
+    by tests/conftest.py) and the trainer's first line says it."""
+    from netspec.runtime.cuda_backend import cuda_emulated
+    if not cuda_emulated():
+        pytest.skip("a CUDA device answers: the real one runs")
+    spec_path = tmp_path / "tiny.net"
+    spec_path.write_text(tiny_spec())
+    lines = []
+    Trainer(TrainOptions(spec=str(spec_path), data=str(folder), backend="cuda",
+                         out=str(tmp_path / "run"), progress=False, max_steps=1),
+            echo=lines.append).run()
+    assert lines[0].startswith("netspec train: ") and "on cuda backend" in lines[0]
+    assert "emulated on the CPU" in lines[0], lines[0]
 
 
 def test_resume_across_an_epoch_boundary_and_metrics_schema(folder, tmp_path):

@@ -357,6 +357,11 @@ class Event:
 
 
 def get_elapsed_time(start: Event, end: Event) -> float:
+    """Milliseconds between two completed timing events of one device (the emulator refuses
+    events of two devices, which have no common clock)."""
+    if start.device != end.device:
+        raise EmulatorFault(f"elapsed time between events of devices {start.device} and "
+                            f"{end.device}")
     for e in (start, end):
         if not e.timing:
             raise CUDARuntimeError(6, "cudaErrorInvalidResourceHandle: an event without timing")
