@@ -1,5 +1,6 @@
 """backend="cuda": the launch plan on CUDA devices through CuPy (an optional extra:
-`pip install netspec[cuda12]` or `[cuda13]`; imported only when this backend is used).
+`pip install netspec[cuda12]` or `[cuda13]`, which bring CuPy and NVRTC, the runtime compiler
+CuPy builds kernels.cu with; imported only when this backend is used).
 
 kernels.cu is loaded as one `cupy.RawModule` per device used; one `cupy.cuda.Stream` per
 logical GPU, on the device `device_map` gives it; events for the plan's cross-stream waits
@@ -84,6 +85,10 @@ def cuda_unavailable_reason() -> str | None:
     return None if n > 0 else "no CUDA device answers (0 devices)"
 
 
+# the options CudaNet gives cupy.RawModule (NVRTC); CuPy adds -ftz=true and -arch=sm_XX itself
+NVRTC_OPTIONS = ("-std=c++11",)
+
+
 class CudaNet(PlanNet):
     backend = "cuda"
     dialect = "cuda"
@@ -157,7 +162,7 @@ class CudaNet(PlanNet):
             with cp.cuda.Device(d) as dev:
                 cc = dev.compute_capability
                 try:
-                    module = cp.RawModule(code=compiled.cuda_source, options=("-std=c++11",))
+                    module = cp.RawModule(code=compiled.cuda_source, options=NVRTC_OPTIONS)
                     for name in compiled.plan.kernels:
                         kernels[name][d] = module.get_function(name)
                 except cp.cuda.compiler.CompileException as e:
