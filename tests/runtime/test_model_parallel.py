@@ -346,15 +346,23 @@ def _cuda_devices() -> int:
                                                   f"(found {_cuda_devices()}: "
                                                   f"{cuda_unavailable_reason() or 'only one'})")
 def test_two_cuda_devices_match_the_reference():
-    """Logical GPU g on CUDA device g: transfers are cudaMemcpyPeerAsync between devices."""
-    ref = netspec.build(TINY, "numpy", seed=0)
+    """Logical GPU g on CUDA device g: transfers are cudaMemcpyPeerAsync between devices. The
+    reference is NumPy in float64: on this input NumPy's own float32 gradients are 1.5e-3 off
+    float64 in conv4 (measured; its sums round differently), the device's within 1e-6."""
+    ref = netspec.build(TINY, "numpy", seed=0, dtype=np.float64)
     net = netspec.build(TINY, "cuda", seed=0, devices=[0, 1])
     assert net.device_map == [0, 1] and "on 2 devices" in net.device_note
     params = he_parameters(ref.param_shapes, seed=1)
     ref.load_parameters(params)
     net.load_parameters(params)
     x, labels = batch(ref.graph, 4, seed=2)
-    assert_same_net(net, ref, x, labels, tol_logits=1e-4, tol_grads=1e-3)
+    assert rel(net.forward(x), ref.forward(x.astype(np.float64))) <= 1e-4
+    net.rng, ref.rng = np.random.default_rng(11), np.random.default_rng(11)
+    loss, grads = net.loss_and_grads(x, labels, train=True)
+    loss_r, grads_r = ref.loss_and_grads(x.astype(np.float64), labels, train=True)
+    assert abs(loss - loss_r) <= 1e-5 * abs(loss_r)
+    errors = {k: rel(grads[k], grads_r[k]) for k in grads_r}
+    assert max(errors.values()) <= 1e-3, errors
 
 
 @pytest.mark.gpu
