@@ -72,6 +72,11 @@ def cuda_unavailable_reason() -> str | None:
     """Why the cuda backend can't run here, in words (None when it can, emulated or not): what
     GPU tests print when they skip."""
     if cuda_emulated():
+        from .cuda_emulator.build import EmulatorBuildError, compiler
+        try:
+            compiler()
+        except EmulatorBuildError as e:
+            return str(e)
         return None
     try:
         cp = _real_cupy()
