@@ -52,7 +52,7 @@ class KernelReadiness:
     occupancy: float | None = None
     flops: int = 0
     bytes: int = 0
-    launches: dict | None = None  # logical GPU -> launches of it per training step
+    launches: dict | None = None  # logical GPU -> launches per training step ({}: test only)
 
     @property
     def compute_s(self) -> float:
@@ -148,23 +148,26 @@ def ptxas_usage(source: str, arch: str = "sm_90", nvcc: str | None = None) -> di
 
 def readiness(compiled: Compiled, arch: str = "sm_90", with_ptxas: bool = True
               ) -> list[KernelReadiness]:
-    """One row per kernel of the plan, in launch order (update kernels last)."""
+    """One row per kernel of the plan (test-time ones too), in launch order (update kernels
+    last)."""
     plan = compiled.plan
     usage = ptxas_usage(compiled.cuda_source, arch) if with_ptxas else {}
     rows, seen = [], {}
     for s in plan.steps:
-        if s.kind != "launch" or s.when == "test":
+        if s.kind != "launch":
             continue
+        train = s.when != "test"             # the training step's launches are counted
         if s.kernel in seen:
-            launches = seen[s.kernel].launches
-            launches[s.gpu] = launches.get(s.gpu, 0) + 1
+            if train:
+                launches = seen[s.kernel].launches
+                launches[s.gpu] = launches.get(s.gpu, 0) + 1
             continue
         k = plan.kernels[s.kernel]
         nbytes = sum(plan.buffers[a].nbytes for p, a in zip(k.params, s.args)
                      if p.kind != "float")
         blocks = math.prod(g // max(l, 1) for g, l in zip(k.global_size, k.local_size))
         row = KernelReadiness(k.name, s.layer, s.phase, k.threads, blocks, flops=k.flops,
-                              bytes=nbytes, launches={s.gpu: 1})
+                              bytes=nbytes, launches={s.gpu: 1} if train else {})
         seen[s.kernel] = row
         u = usage.get(k.name)
         if u is not None:
@@ -195,7 +198,7 @@ def format_readiness(rows: list[KernelReadiness], title: str = "") -> str:
                    f"{r.bound:>7} {r.bound_s * 1e6:8.1f}")
     per_gpu: dict[int, float] = {}
     for r in rows:
-        for g, n in (r.launches or {0: 1}).items():
+        for g, n in (r.launches or {}).items():
             per_gpu[g] = per_gpu.get(g, 0.0) + n * r.bound_s
     out.append("roofline bound of one training step's kernels (train-time launches): "
                + ", ".join(f"GPU {g} {t * 1e3:.3f} ms" for g, t in sorted(per_gpu.items())))
