@@ -312,3 +312,15 @@ def test_emulated_devices_are_labelled_and_never_picked_by_auto(root):
     assert all("emulated on the CPU" in n for n in net.device_names)
     assert net.device_map == [0, 1] and "on 2 devices" in net.device_note
     assert pick_auto(say=lambda line: None) is not CudaNet
+
+
+def test_a_fault_drops_the_queued_work(root):
+    """After a kernel fault nothing of the failed net's queue runs later, under another net's
+    synchronize (a GPU's context would be lost)."""
+    bad = mutated_net(root, in_kernel("prob_g0_fwd", "float m = ",
+                                      "if (t % 2) return;\n    float m = "))
+    with pytest.raises(emu.EmulatorFault):
+        run_both(bad)
+    assert all(not s.queue for s in list(emu._streams_by_ptr.values()))
+    logit_err, grad_err = run_both(mutated_net(root))         # bad is still alive here
+    assert logit_err <= 1e-5 and grad_err <= 1e-4

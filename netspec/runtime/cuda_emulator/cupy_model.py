@@ -33,7 +33,8 @@ making the result wrong where a GPU would make it wrong only sometimes:
   stream, an event or a device). Then every stream's queue runs in an order that respects the
   recorded events and is otherwise adversarial: the ready stream that was created last runs
   first, as far as it can (`settings.stream_order = "first"` prefers the first), so a missing
-  `wait_event` between logical GPUs reads data that is not written yet;
+  `wait_event` between logical GPUs reads data that is not written yet. After a fault every
+  queued operation is dropped (a GPU's context would be lost);
 - `settings.devices` (default 2, NETSPEC_CUDA_EMULATE_DEVICES) devices answer, so the peer-copy
   path between devices runs.
 
@@ -409,7 +410,14 @@ def _drain() -> None:
                     if kind == "record":
                         obj.done, obj.time = True, time.perf_counter()
                     elif kind == "op":
-                        obj()
+                        try:
+                            obj()
+                        except BaseException:
+                            # a GPU's context is lost after a fault: drop all queued work,
+                            # so that none of it runs later under another caller
+                            for t in order:
+                                t.queue.clear()
+                            raise
                 if ran:
                     break                  # start again from the preferred stream
             if not pending:
