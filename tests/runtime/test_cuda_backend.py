@@ -15,7 +15,7 @@ from netspec.runtime.cuda_backend import (CudaNet, cuda_device_count, cuda_emula
                                           cuda_unavailable_reason)
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
-from plan_oracle import check_end_to_end, check_kernels_in_place, rel_l2
+from plan_oracle import check_end_to_end, check_kernels_in_place
 from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
 
 
@@ -62,21 +62,26 @@ def test_alexnet_two_devices_matches_pytorch(root):
                            "NETSPEC_RUN_SLOW=1 runs it")
 def test_alexnet_full_batch_runs(root):
     """The spec's own batch (128): the plan's memory fits, and the loss and gradients are the
-    NumPy reference's on the same input and seed (dropout masks included). The loss at
-    initialisation is not ln 1000: the reference gives 7.9558 here (the paper's N(0, 0.01)
-    weights don't give uniform predictions)."""
+    NumPy reference's on the same input and seed (dropout masks included). Weights as in
+    test_numpy_vs_torch.py (activations of order one): at the spec's N(0, 0.01) init a max
+    pool's choice is decided by float32 rounding, and conv1's gradient differed from NumPy's
+    by 2.2% (L2) for that reason alone (measured, emulated). Nor is the loss at that init
+    ln 1000: the reference gives 7.9558 on this input."""
     from netspec.runtime.numpy_backend import NumpyNet
     g = build_graph(root / "specs/alexnet.net")
     net = CudaNet(g, seed=0)
     ref = NumpyNet(g, seed=0)
+    params = he_parameters(net.param_shapes, seed=1)
+    net.load_parameters(params)
+    ref.load_parameters(params)
     x = np.random.default_rng(0).standard_normal((128, 3, 224, 224)).astype(np.float32)
     labels = np.arange(128) % 1000
     loss, grads = net.loss_and_grads(x, labels, train=True)
     loss_r, grads_r = ref.loss_and_grads(x, labels, train=True)
     assert abs(loss - loss_r) <= 1e-4 * abs(loss_r), (loss, loss_r)
     assert all(np.isfinite(v).all() for v in grads.values())
-    for k in grads_r:
-        assert rel_l2(grads[k], grads_r[k]) < 2e-2, k
+    errors = {k: rel(grads[k], grads_r[k]) for k in grads_r}
+    assert max(errors.values()) <= 1e-3, errors
 
 
 @pytest.mark.skipif(not cuda_emulated(), reason="the emulator's second pass (a GPU schedules "
