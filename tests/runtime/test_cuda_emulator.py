@@ -5,6 +5,7 @@ emulator refuses it or that the numbers no longer match the NumPy reference; eac
 unbroken control matches the reference. Runs where g++ exists (everywhere CI runs)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import shutil
@@ -62,7 +63,8 @@ def mutated_net(root, mutate=None, devices=None, **methods):
     def _dev_build(self, compiled):
         if mutate is not None:
             src = dataclasses.replace(compiled.cuda, text=mutate(compiled.cuda.text))
-            compiled = dataclasses.replace(compiled, cuda=src)
+            compiled = copy.copy(compiled)
+            compiled.__dict__["cuda"] = src        # Compiled.cuda is a cached_property
         return CudaNet._dev_build(self, compiled)
     cls = type("Mutated", (CudaNet,), {"_dev_build": _dev_build, **methods})
     return cls(build_graph(root / TINY), seed=0, devices=devices)
