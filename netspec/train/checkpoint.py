@@ -99,7 +99,7 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
         tmp = _write_temp(wpath, data)
         try:
             if keep > 1:
-                _keep_current(run_dir)
+                _keep_current(run_dir, state["step"])
             os.replace(tmp, wpath)
         except BaseException:
             _unlink(tmp)
@@ -132,8 +132,9 @@ def checkpoint_step(path: Path) -> int:
         return int((f.metadata() or {})["step"])
 
 
-def _keep_current(run_dir: Path) -> None:
-    """Give the current checkpoint a second name, checkpoint-step<STEP>.safetensors."""
+def _keep_current(run_dir: Path, new_step: int) -> None:
+    """Give the current checkpoint a second name, checkpoint-step<STEP>.safetensors, unless
+    the new one is of the same step."""
     current = run_dir / WEIGHTS
     if not current.exists():
         return
@@ -141,6 +142,8 @@ def _keep_current(run_dir: Path) -> None:
         step = checkpoint_step(current)
     except (ValueError, KeyError, SafetensorError):
         return                       # not a readable checkpoint: nothing worth keeping
+    if step == new_step:
+        return
     name = run_dir / f"checkpoint-step{step:09d}.safetensors"
     tmp = run_dir / f".{name.name}.link.tmp"
     _unlink(tmp)
@@ -152,6 +155,7 @@ def _keep_current(run_dir: Path) -> None:
         _unlink(tmp)
         os.replace(_write_temp(tmp, current.read_bytes()), tmp)   # no hard links here: a copy
     os.replace(tmp, name)
+    _unlink(tmp)    # rename(2) between two links of one file does nothing, leaving tmp
 
 
 def kept_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -363,7 +363,8 @@ class Trainer:
         self.images_per_sec = images / max(time.perf_counter() - t0, 1e-9)
         self.train_meters = meters
         if not completed or stop.signal is not None:
-            self.save({k: (m.sum, m.count) for k, m in meters.items()})
+            if self.saved_step != self.step:     # not just written by --checkpoint-every
+                self.save({k: (m.sum, m.count) for k, m in meters.items()})
             return False
         return True
 

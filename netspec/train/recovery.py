@@ -42,8 +42,12 @@ def holds_checkpoint(run_dir: Path) -> bool:
 
 def open_run(run_dir: Path) -> tuple[dict | None, dict | None, dict]:
     """(params, momentum, state) of the run's checkpoint; (None, None, launch record) when it
-    was killed before its first checkpoint. RunError if neither is there."""
+    was killed before its first checkpoint. RunError if neither is there. Removes the
+    temporary files of writes a kill interrupted."""
     run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     if run_dir.is_dir() and not (run_dir / WEIGHTS).exists() and (run_dir / LAUNCH).exists():
         try:
             return None, None, json.loads((run_dir / LAUNCH).read_text())
