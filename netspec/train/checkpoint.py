@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load_file
 
 from ..errors import RunError
 
@@ -38,13 +38,37 @@ STATE_KEY = "netspec.state"
 KEPT = re.compile(r"checkpoint-step(\d+)\.safetensors")
 
 
-def _write_temp(path: Path, data: bytes) -> str:
-    """`data` in a hidden temporary file beside `path`, written and fsynced; its name."""
+_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64",
+           "int32": "I32", "uint8": "U8"}
+
+
+def safetensors_parts(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> list:
+    """The safetensors file of `tensors` as a list of buffers to write one after the other:
+    the 8-byte little-endian header length, the JSON header (padded with spaces to a multiple
+    of 8, as the library does), then each array's own memory, so nothing is copied. The
+    format is huggingface/safetensors'; its reader (load_checkpoint) reads the file back."""
+    header, offset, arrays = {"__metadata__": metadata}, 0, []
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        header[name] = {"dtype": _DTYPES[a.dtype.name], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+        arrays.append(a)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return [len(text).to_bytes(8, "little"), text,
+            *(memoryview(a.reshape(-1)).cast("B") for a in arrays if a.nbytes)]
+
+
+def _write_temp(path: Path, data) -> str:
+    """`data` (bytes, or a list of buffers) in a hidden temporary file beside `path`,
+    written and fsynced; its name."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -93,7 +117,7 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
     tensors.update({MOMENTUM + k: np.ascontiguousarray(v) for k, v in momentum.items()})
     text = json.dumps(state)
     meta = {"step": str(state["step"]), "epoch": str(state["epoch"]), STATE_KEY: text}
-    data = save(tensors, metadata=meta)
+    data = safetensors_parts(tensors, meta)
     wpath = run_dir / WEIGHTS
     try:
         tmp = _write_temp(wpath, data)
@@ -108,7 +132,7 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
         atomic_write(run_dir / STATE, json.dumps(state, indent=1).encode())
         prune_checkpoints(run_dir, keep)
     except OSError as e:
-        raise RunError(_write_error(run_dir, e, len(data))) from None
+        raise RunError(_write_error(run_dir, e, sum(len(p) for p in data))) from None
 
 
 def _write_error(run_dir: Path, e: OSError, size: int) -> str:

@@ -47,3 +47,22 @@ def test_unreadable_checkpoint_is_a_clean_error(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(RunError, match="no such run directory"):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_the_streamed_file_is_what_the_safetensors_library_writes_and_reads():
+    from safetensors.numpy import load, save
+
+    from netspec.train.checkpoint import safetensors_parts
+    rng = np.random.default_rng(0)
+    f32 = {"conv1.weight": rng.standard_normal((4, 3, 3, 3), dtype=np.float32),
+           "conv1.bias": rng.standard_normal(4, dtype=np.float32),
+           "momentum.conv1.weight": rng.standard_normal((4, 3, 3, 3), dtype=np.float32),
+           "empty": np.zeros((0, 5), np.float32)}
+    meta = {"step": "7", "netspec.state": '{"step": 7}'}
+    ours = b"".join(bytes(p) for p in safetensors_parts(f32, meta))
+    assert ours == save(f32, metadata=meta)            # byte for byte, for one dtype
+    mixed = {**f32, "x64": rng.standard_normal((2, 2)), "i": np.arange(3)}
+    back = load(b"".join(bytes(p) for p in safetensors_parts(mixed, meta)))
+    assert back.keys() == mixed.keys()
+    for k, v in mixed.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
