@@ -78,7 +78,7 @@ def test_a_generation_killed_midway_is_cleaned_up_and_made_whole(user_cache, tmp
     import sys
     import time
     code = ("from netspec.data.demo import ensure_demo; "
-            "ensure_demo(seed=2, train_per_class=40, val_per_class=2, progress=False)")
+            "ensure_demo(seed=2, train_per_class=20, val_per_class=1, progress=False)")
     p = subprocess.Popen([sys.executable, "-c", code],
                          env={**os.environ, "NETSPEC_CACHE_DIR": str(user_cache)})
     deadline = time.time() + 120
@@ -87,7 +87,7 @@ def test_a_generation_killed_midway_is_cleaned_up_and_made_whole(user_cache, tmp
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert list(user_cache.glob(".demo-*"))            # the killed one's half-made folder
-    path = ensure_demo(seed=2, train_per_class=40, val_per_class=2, progress=False)
+    path = ensure_demo(seed=2, train_per_class=20, val_per_class=1, progress=False)
     assert [q.name for q in user_cache.iterdir()] == [path.name]   # and it is gone now
-    generate_demo(tmp_path / "fresh", seed=2, train_per_class=40, val_per_class=2)
+    generate_demo(tmp_path / "fresh", seed=2, train_per_class=20, val_per_class=1)
     assert files(path) == files(tmp_path / "fresh")
