@@ -27,8 +27,8 @@ from . import distributed
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
-from .recovery import (check_schedule_data, divergence_message, holds_checkpoint, nonfinite,
-                       open_run, trim_metrics, write_launch)
+from .recovery import (check_schedule_data, discard_launch, divergence_message,
+                       holds_checkpoint, nonfinite, open_run, trim_metrics, write_launch)
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")
@@ -96,6 +96,14 @@ def _run_name(network: str) -> str:
 
 class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
+        self._launched = None
+        try:
+            self._init(opts, echo)
+        except NetspecError:    # a start-up error leaves no run behind
+            discard_launch(self._launched)
+            raise
+
+    def _init(self, opts: TrainOptions, echo) -> None:
         from ..ir.build import build_graph
 
         # one of K data-parallel replicas under mpirun (distributed.py); rank 0 alone speaks
@@ -145,7 +153,7 @@ class Trainer:
                                f"{self.run_dir} or another --out")
         if not opts.resume and (self.replicas is None or self.replicas.is_root):
             # from here on the run directory can be resumed, even if killed in what follows
-            write_launch(self.run_dir, {
+            self._launched = write_launch(self.run_dir, {
                 "spec_text": graph.spec.source, "overrides": self.overrides,
                 "data": str(self.data_src), "backend_requested": backend, "seed": self.seed,
                 "workers": self.workers, "checkpoint_every": self.every, "keep": self.keep,
@@ -293,6 +301,7 @@ class Trainer:
         last = None
         if not (self.run_dir / WEIGHTS).exists():
             self.save()     # step 0: resumable before the first step ends
+            discard_launch((self.run_dir, False))   # the checkpoint's state says it all now
         with _Stop() as stop:
             self._stop = stop
             while self.epoch < r.epochs:

@@ -3,7 +3,7 @@
 A run directory is resumable from the moment it exists. `launch.json` (the spec text, data,
 seed, overrides and flags) is written atomically before anything slow starts — generating the
 demo set, scanning a folder, compiling kernels — and the step-0 checkpoint follows as soon as
-the network is built. `--resume` of a run killed before its first checkpoint starts it again
+the network is built; launch.json is removed then (the checkpoint's state holds the same). `--resume` of a run killed before its first checkpoint starts it again
 from the launch record; as initialisation is drawn from the seed, the result is the same run.
 
 Divergence: a checkpoint is written only if every parameter and momentum value is finite, so
@@ -25,14 +25,31 @@ LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
 
 
-def write_launch(run_dir: Path, record: dict) -> None:
-    """Create the run directory and record how the run was started (atomically)."""
+def write_launch(run_dir: Path, record: dict) -> tuple[Path, bool]:
+    """Create the run directory and record how the run was started (atomically).
+    Returns (run_dir, whether the directory was created), for discard_launch."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / LAUNCH, json.dumps(record, indent=1).encode())
     except OSError as e:
         raise RunError(f"can't create the run directory {run_dir}: {e.strerror or e}") from None
+    return run_dir, created
+
+
+def discard_launch(launched: tuple[Path, bool] | None) -> None:
+    """Undo write_launch after a start-up error (bad data, a bad --init-from...): the same
+    command, corrected, can then use the same --out."""
+    if launched is None:
+        return
+    run_dir, created = launched
+    try:
+        (run_dir / LAUNCH).unlink(missing_ok=True)
+        if created:
+            run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def holds_checkpoint(run_dir: Path) -> bool:

@@ -90,7 +90,7 @@ def env():
 
 
 def first_or_resume(run, spec, data, backend, extra=(), steps=STEPS):
-    if (run / "launch.json").exists():
+    if (run / "launch.json").exists() or (run / WEIGHTS).exists():
         return cli("--resume", str(run), "--max-steps", str(steps), *extra)
     return cli("--spec", str(spec), "--data", str(data), "--backend", backend, "--out", str(run),
                "--max-steps", str(steps), "--checkpoint-every", "2", *extra)
