@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def write(args) -> dict:
     import torch
 
-    import netspec
+    from netspec.runtime import build
     from netspec.train.checkpoint import load_checkpoint, save_checkpoint
     from netspec.train.recovery import nonfinite
 
-    net = netspec.build(str(ROOT / "specs" / "alexnet.net"), "numpy", seed=0)
+    net = build(str(ROOT / "specs" / "alexnet.net"), "numpy", seed=0)
     params = net.parameters()
     momentum = {k: np.full_like(v, 1e-3) for k, v in params.items()}
     mb = sum(v.nbytes for v in params.values()) / 1e6
@@ -106,10 +106,10 @@ def demo(args) -> dict:
 
 def demo_write_s(spec: Path, repeat: int = 10) -> float:
     """Median time of one checkpoint of the demo net (weights, momentum, state.json)."""
-    import netspec
+    from netspec.runtime import build
     from netspec.train.checkpoint import save_checkpoint
 
-    params = netspec.build(str(spec), "numpy", seed=0).parameters()
+    params = build(str(spec), "numpy", seed=0).parameters()
     momentum = {k: np.full_like(v, 1e-3) for k, v in params.items()}
     out = Path(tempfile.mkdtemp(prefix="ckpt-demo-write-"))
     times = []
