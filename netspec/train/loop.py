@@ -115,7 +115,8 @@ class Trainer:
         self.opts = opts
         resumed = None
         if opts.resume:
-            params, momentum, state = open_run(Path(opts.resume))
+            params, momentum, state = open_run(Path(opts.resume), tidy=self.replicas is None
+                                               or self.replicas.is_root)
             resumed = (params, momentum, state) if params is not None else None
             self.run_dir = Path(opts.resume)
             spec_src = state["spec_text"]
@@ -299,7 +300,8 @@ class Trainer:
             echo(f"overrides of the spec's recipe: "
                  f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
         last = None
-        if not (self.run_dir / WEIGHTS).exists():
+        if (self.replicas is None or self.replicas.is_root) and \
+                not (self.run_dir / WEIGHTS).exists():
             self.save()     # step 0: resumable before the first step ends
             discard_launch((self.run_dir, False))   # the checkpoint's state says it all now
         with _Stop() as stop:

@@ -57,12 +57,12 @@ def holds_checkpoint(run_dir: Path) -> bool:
     return (run_dir / WEIGHTS).exists() or (run_dir / STATE).exists()
 
 
-def open_run(run_dir: Path) -> tuple[dict | None, dict | None, dict]:
+def open_run(run_dir: Path, tidy: bool = True) -> tuple[dict | None, dict | None, dict]:
     """(params, momentum, state) of the run's checkpoint; (None, None, launch record) when it
-    was killed before its first checkpoint. RunError if neither is there. Removes the
-    temporary files of writes a kill interrupted."""
+    was killed before its first checkpoint. RunError if neither is there. tidy: remove the
+    temporary files of writes a kill interrupted (the writing process only: rank 0 of MPI)."""
     run_dir = Path(run_dir)
-    if run_dir.is_dir():
+    if tidy and run_dir.is_dir():
         for tmp in run_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
     if run_dir.is_dir() and not (run_dir / WEIGHTS).exists() and (run_dir / LAUNCH).exists():
