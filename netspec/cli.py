@@ -134,14 +134,20 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
                    "match (the spec's init elsewhere; momentum 0, step 0).")
 @click.option("--print-freq", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1),
+              help="Also checkpoint every N steps, mid-epoch (default: the spec's "
+                   "'checkpoint every N', else at epoch ends only).")
+@click.option("--keep", type=click.IntRange(min=1),
+              help="Checkpoints to keep, the newest included (default: the spec's, else 1).")
 def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, seed, workers,
-              out, resume, init_from, print_freq, no_progress):
+              out, resume, init_from, print_freq, no_progress, checkpoint_every, keep):
     """Train a network as its spec's recipe says (§4-5 of the paper for AlexNet)."""
     from .train.loop import TrainOptions, train
 
-    if resume and (spec or data or epochs or batch_size or lr or out):
+    if resume and (spec or data or epochs or batch_size or out):
         raise click.UsageError("--resume takes the spec, data and recipe from the run; give "
-                               "only --max-steps (and --backend, --devices, -j) with it")
+                               "only --max-steps, --lr, --checkpoint-every, --keep (and "
+                               "--backend, --devices, -j) with it")
     if resume and init_from:
         raise click.UsageError("--init-from starts a new run from another run's weights; "
                                "--resume continues a run: give one of them")
@@ -150,8 +156,8 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
     opts = TrainOptions(spec=spec, data=data, backend=backend, devices=devices, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                         workers=workers, out=out, resume=resume, init_from=init_from,
-                        print_freq=print_freq,
-                        progress=not no_progress)
+                        print_freq=print_freq, progress=not no_progress,
+                        checkpoint_every=checkpoint_every, keep=keep)
     result = train(opts, echo=click.echo)
     if result.get("stopped"):
         sys.exit(130)

@@ -11,23 +11,35 @@
     CACHE/<split>-files.txt       the source file of each image, relative to the source folder
     CACHE/mean.npy                float32 (base, base, 3) mean training image, 0..255
     (the PCA is in the manifest, pixel scale 0..1; see stats.py)
+    CACHE/verified.json           shards whose checksum was verified, by size and times
 
 Images are stored planar (channels first) so that crops read contiguous rows.
+
+Damaged shards. The manifest lists each shard's CRC-32 and size (`checksums`). Opening a cache
+checks every shard's size, and its CRC-32 unless it was verified before and its size, mtime
+and ctime have not changed since (verified.json; a copied or rewritten file gets a new ctime,
+so it is read again). A truncated, corrupted or missing shard is named in a warning and
+decoded again from its source files (the plan's) when they are there, else its images are
+left out (and listed as skipped): never fed to training as garbage.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from netspec.data.shards import ShardJob, atomic_write, decode_shard, file_crc32
 from netspec.data.sources import CacheSplit
 from netspec.data.stats import PCA
 from netspec.errors import DataError
 
 MANIFEST_NAME = "netspec-cache.json"
 PLAN_NAME = "plan.json"
+VERIFIED_NAME = "verified.json"
 CACHE_FORMAT = "netspec-cache"
 CACHE_VERSION = 1
 
@@ -52,15 +64,27 @@ class CacheContents:
     tree_skipped: tuple = ()
 
 
+log = logging.getLogger("netspec.data")
+
+
 def read_cache(root) -> CacheContents:
     root = Path(root)
     manifest = read_manifest(root)
     base = int(manifest["base"])
-    splits = {}
+    left_out = _repair_or_leave_out(root, manifest, verify_shards(root, manifest))
+    splits, damaged = {}, []
     for name, info in manifest["splits"].items():
         labels = _load_array(root / info["labels"])
-        splits[name] = CacheSplit(root, [tuple(s) for s in info["shards"]], labels, base,
-                                  source_root=manifest.get("source"), files_list=info.get("files"))
+        shards, paths = [tuple(s) for s in info["shards"]], None
+        if any(shard in left_out for shard, _ in shards):
+            keep, paths, names = _without(root, info, shards, labels, left_out)
+            damaged += [(p, f"in the damaged cache shard {root / shard}")
+                        for shard, _ in shards if shard in left_out
+                        for p in names[shard]]
+            shards = [(s, c) for s, c in shards if s not in left_out]
+            labels = labels[keep]
+        splits[name] = CacheSplit(root, shards, labels, base, source_root=manifest.get("source"),
+                                  files_list=info.get("files"), paths=paths)
     mean = _load_array(root / manifest["mean"])
     if mean.shape != (base, base, 3):
         raise DataError(f"prepared cache '{root}': mean image has shape {mean.shape}, "
@@ -68,12 +92,126 @@ def read_cache(root) -> CacheContents:
     return CacheContents(
         root=root, base=base, classes=tuple(manifest["classes"]), splits=splits,
         mean=mean.astype(np.float32), pca=PCA.from_dict(manifest["pca"]),
-        skipped=[tuple(s) for s in manifest.get("skipped", [])], source=manifest.get("source"),
+        skipped=[tuple(s) for s in manifest.get("skipped", [])] + damaged,
+        source=manifest.get("source"),
         class_names=tuple(manifest.get("class_names") or manifest["classes"]),
         layout=manifest.get("layout") or "class folders",
         labels_source=manifest.get("labels_source") or "val/ class folder names",
         tree_skipped=tuple(tuple(s) for s in manifest.get("tree_skipped", [])),
     )
+
+
+def verify_shards(root: Path, manifest: dict) -> dict[str, str]:
+    """The damaged shards of a cache: {shard name: what is wrong}. Shards of a cache written
+    before checksums were recorded are only checked for presence."""
+    root = Path(root)
+    record = _read_verified(root)
+    changed, bad = False, {}
+    for info in manifest["splits"].values():
+        sums = info.get("checksums", {})
+        for name, count in info["shards"]:
+            path, want = root / name, sums.get(name)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                bad[name] = f"can't be read ({exc.strerror})"
+                continue
+            if want is None:
+                continue
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+            if st.st_size != want["bytes"]:
+                bad[name] = f"holds {st.st_size} bytes, the index says {want['bytes']}"
+            elif record.get(name) != stamp:
+                crc = file_crc32(path)[0]
+                if crc != want["crc32"]:
+                    bad[name] = f"CRC-32 {crc:08x}, the index says {want['crc32']:08x}"
+                else:
+                    record[name], changed = stamp, True
+    if changed:
+        try:
+            atomic_write(root / VERIFIED_NAME, lambda f: f.write(json.dumps(record).encode()))
+        except OSError:
+            pass  # a read-only cache is verified again next time
+    return bad
+
+
+def _read_verified(root: Path) -> dict:
+    try:
+        record = json.loads((root / VERIFIED_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _repair_or_leave_out(root: Path, manifest: dict, bad: dict[str, str]) -> set[str]:
+    """Decode each damaged shard again from its source files; the names of those that
+    couldn't be (no source, files changed, a read-only cache) and are left out."""
+    left_out = set()
+    for name, why in bad.items():
+        split, index = Path(name).parent.name, int(Path(name).stem)
+        info = manifest["splits"][split]
+        if _reprepare(root, manifest, split, index, name):
+            log.warning("prepared cache shard '%s' was damaged (%s); decoded it again from "
+                        "'%s'", root / name, why, manifest.get("source"))
+        else:
+            count = dict(map(tuple, info["shards"]))[name]
+            log.warning("prepared cache shard '%s' is damaged (%s) and its source files can't "
+                        "be decoded again; its %d images are left out. Prepare the cache again "
+                        "to get them back", root / name, why, count)
+            left_out.add(name)
+    return left_out
+
+
+def _reprepare(root: Path, manifest: dict, split: str, index: int, name: str) -> bool:
+    try:
+        plan = json.loads((root / PLAN_NAME).read_text(encoding="utf-8"))
+        source = Path(plan["source"])
+        size = plan["shard_size"]
+        files = plan["splits"][split]
+    except (OSError, ValueError, KeyError):
+        return False
+    if not source.is_dir():
+        return False
+    start = index * size
+    job = ShardJob(root=str(source), split=split, index=index,
+                   paths=tuple(files["paths"][start:start + size]),
+                   labels=tuple(files["labels"][start:start + size]), base=plan["base"],
+                   out_dir=str(root))
+    count = dict(map(tuple, manifest["splits"][split]["shards"]))[name]
+    try:
+        result = decode_shard(job)
+    except OSError:
+        return False
+    if len(result.paths) != count:       # files changed since: the labels no longer match
+        return False
+    want = manifest["splits"][split].setdefault("checksums", {})
+    if want.get(name) != {"crc32": result.crc32, "bytes": result.nbytes}:
+        want[name] = {"crc32": result.crc32, "bytes": result.nbytes}   # another decoder
+        try:
+            atomic_write(root / MANIFEST_NAME,
+                         lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        except OSError:
+            pass
+    return True
+
+
+def _without(root: Path, info: dict, shards, labels, left_out: set[str]):
+    """(mask of the images kept, their source paths or None, {shard: its source paths})."""
+    keep = np.ones(len(labels), dtype=bool)
+    try:
+        text = (root / info["files"]).read_text(encoding="utf-8") if info.get("files") else ""
+        all_paths = text.splitlines()
+    except OSError:
+        all_paths = []
+    names, start = {}, 0
+    for shard, count in shards:
+        if shard in left_out:
+            keep[start:start + count] = False
+            names[shard] = all_paths[start:start + count] or [f"{shard}[{i}]" for i in
+                                                             range(count)]
+        start += count
+    paths = [p for p, k in zip(all_paths, keep) if k] if len(all_paths) == len(keep) else None
+    return keep, paths, names
 
 
 def read_manifest(root: Path) -> dict:

@@ -70,7 +70,8 @@ def ensure_demo(seed: int = 0, train_per_class: int | None = None,
         return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        _remove_abandoned(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
     except OSError as exc:
         raise DataError(f"can't create the demo dataset in '{final.parent}' ({exc}); "
                         f"set NETSPEC_CACHE_DIR to a writable folder") from None
@@ -87,6 +88,24 @@ def ensure_demo(seed: int = 0, train_per_class: int | None = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Remove the half-made folders of generations whose process was killed."""
+    for tmp in final.parent.glob(f".{final.name}.*"):
+        pid = tmp.name[len(final.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def generate_demo(root: Path, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from netspec.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST_NAME, PLAN_NAME,
-                                is_prepared_cache, read_manifest)
+                                is_prepared_cache, read_manifest, verify_shards)
 from netspec.data.folder import list_image_folder
-from netspec.data.shards import ShardJob, atomic_write, read_sidecar, run_shard_jobs
+from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
 from netspec.errors import DataError
 
@@ -166,6 +166,7 @@ def _write_summary(out: Path, plan: dict, results) -> None:
             "count": int(len(labels)),
             "shards": [[f"{split}/{r.index:05d}.npy", len(r.paths)] for r in mine],
             "labels": f"{split}-labels.npy", "files": f"{split}-files.txt",
+            "checksums": {f"{split}/{r.index:05d}.npy": _checksum(out, r) for r in mine},
         }
     if train_stats.count == 0:
         raise DataError(f"none of the training images in '{plan['source']}' could be read")
@@ -183,6 +184,19 @@ def _write_summary(out: Path, plan: dict, results) -> None:
     }
     atomic_write(out / MANIFEST_NAME, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     read_manifest(out)  # what was written can be read back
+    bad = verify_shards(out, manifest)  # reads every shard once, and records it verified
+    if bad:
+        name, why = next(iter(bad.items()))
+        raise DataError(f"the prepared shard '{out / name}' was damaged while preparing ({why}); "
+                        f"remove it and its .npz and run prepare again")
+
+
+def _checksum(out: Path, result) -> dict:
+    """The CRC-32 and size of a shard's image file: as written, or read now for a shard from
+    an earlier run whose sidecar didn't record them."""
+    if result.crc32 is None:
+        result.crc32, result.nbytes = file_crc32(out / result.split / f"{result.index:05d}.npy")
+    return {"crc32": result.crc32, "bytes": result.nbytes}
 
 
 def _warn_skipped(source: str, skipped) -> None:

@@ -5,11 +5,14 @@ could be read (uint8, planar (n, 3, base, base)), their labels and source paths,
 that couldn't be read and why, and the training statistics (ImageStats) of its images. When
 the job names an output folder, the shard is written there atomically (temporary file, then
 rename): first the images, then a small sidecar; a shard whose sidecar exists is complete.
+The CRC-32 and size of each image file are computed as it is written and kept in the sidecar,
+so that the cache's manifest can list them and a damaged shard is found when it is opened.
 """
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -48,6 +51,8 @@ class ShardResult:
     paths: list[str]
     skipped: list[tuple[str, str]]  # (relative path, reason)
     stats: ImageStats
+    crc32: int | None = None  # of the written .npy file (None: not written, or an old sidecar)
+    nbytes: int | None = None
 
 
 def decode_shard(job: ShardJob) -> ShardResult:
@@ -73,7 +78,9 @@ def decode_shard(job: ShardJob) -> ShardResult:
     )
     if writing:
         images = images[: len(paths)]
-        atomic_write(job.image_file(), lambda f: np.save(f, images))
+        counted = _Checksummed()
+        atomic_write(job.image_file(), lambda f: np.save(counted.wrap(f), images))
+        result.crc32, result.nbytes = counted.crc32, counted.nbytes
         atomic_write(job.sidecar_file(), lambda f: np.savez(f, **_sidecar_arrays(result)))
     return result
 
@@ -90,11 +97,40 @@ def read_sidecar(job: ShardJob) -> ShardResult | None:
             labels=np.array(arrays["labels"], dtype=np.int64), paths=meta["paths"],
             skipped=[tuple(s) for s in meta["skipped"]],
             stats=ImageStats.from_arrays(job.base, arrays),
+            crc32=meta.get("crc32"), nbytes=meta.get("nbytes"),
         )
 
 
+def file_crc32(path: Path, chunk: int = 1 << 24) -> tuple[int, int]:
+    """(CRC-32, size in bytes) of a file, read in 16 MiB chunks."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc, size = zlib.crc32(block, crc), size + len(block)
+    return crc, size
+
+
+class _Checksummed:
+    """Counts the CRC-32 and size of what is written through `wrap(f)`."""
+
+    def __init__(self):
+        self.crc32 = self.nbytes = 0
+
+    def wrap(self, f):
+        outer = self
+
+        class Writer:     # not a real file, so np.save writes through .write in chunks
+            def write(self, data):
+                outer.crc32 = zlib.crc32(data, outer.crc32)
+                outer.nbytes += len(memoryview(data).cast("B"))
+                return f.write(data)
+
+        return Writer()
+
+
 def _sidecar_arrays(result: ShardResult) -> dict[str, np.ndarray]:
-    meta = {"paths": result.paths, "skipped": result.skipped}
+    meta = {"paths": result.paths, "skipped": result.skipped, "crc32": result.crc32,
+            "nbytes": result.nbytes}
     return {"labels": result.labels, "meta": np.array(json.dumps(meta)), **result.stats.to_arrays()}
 
 

@@ -78,7 +78,8 @@ class CacheSplit:
     """Images read from memory-mapped uint8 (n, 3, base, base) .npy shards."""
 
     def __init__(self, root: Path, shards: list[tuple[str, int]], labels, base: int,
-                 source_root: str | None = None, files_list: str | None = None):
+                 source_root: str | None = None, files_list: str | None = None,
+                 paths: list[str] | None = None):
         self.root = Path(root)
         self.base = base
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -94,7 +95,7 @@ class CacheSplit:
         _allow_open_files(len(self._files))
         self._source_root = source_root
         self._files_list = files_list
-        self._paths: list[str] | None = None
+        self._paths: list[str] | None = paths  # None: read from files_list when asked
 
     def __len__(self) -> int:
         return len(self.labels)

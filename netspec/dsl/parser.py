@@ -34,6 +34,8 @@ RECIPE_SCHEMAS: dict[str, dict[str, AttrDef]] = {
     "augment": {"crop": AttrDef("int", minimum=1), "from": AttrDef("int", minimum=1),
                 "flip": AttrDef("flag"), "pca": AttrDef("float", minimum=0.0)},
     "test": {"views": AttrDef("int", choices=(1, 10))},
+    # Caffe's `snapshot`: a checkpoint every N steps, the last K kept
+    "checkpoint": {"every": AttrDef("int", minimum=1), "keep": AttrDef("int", minimum=1)},
 }
 
 
@@ -390,4 +392,9 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
         elif s.keyword == "test":
             if "views" in a:
                 values["test_views"] = a["views"].value
+        elif s.keyword == "checkpoint":
+            if "every" in a:
+                values["checkpoint_every"] = a["every"].value
+            if "keep" in a:
+                values["keep"] = a["keep"].value
     return Recipe(**values, pos=rpos)

@@ -58,6 +58,8 @@ class Recipe:
     flip: bool = False
     pca_sigma: float = 0.0
     test_views: int = 1
+    checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (Caffe's snapshot)
+    keep: int = 1                     # checkpoints kept
     pos: dict[str, Pos] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -9,17 +9,25 @@ The safetensors file also carries the state in its metadata (key "netspec.state"
 weights and the state they belong to are replaced by one rename: a kill between writing the
 two files can't pair weights of one step with the state of another. `state.json` is the same
 state for people and tools to read.
+
+Keeping several (`--keep K`): before the new checkpoint is renamed into place, the current one
+gets a second name, `checkpoint-step<STEP>.safetensors` (a hard link, so no copy); the oldest
+of those are unlinked only after the new checkpoint and the directory are fsynced. A write that
+fails (a full disk, a read-only run directory) is a RunError and leaves the previous checkpoint
+as it was.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load_file
 
 from ..errors import RunError
 
@@ -27,42 +35,171 @@ WEIGHTS = "checkpoint.safetensors"
 STATE = "state.json"
 MOMENTUM = "momentum."
 STATE_KEY = "netspec.state"
+KEPT = re.compile(r"checkpoint-step(\d+)\.safetensors")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
+_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64",
+           "int32": "I32", "uint8": "U8"}
+
+
+def safetensors_parts(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> list:
+    """The safetensors file of `tensors` as a list of buffers to write one after the other:
+    the 8-byte little-endian header length, the JSON header (padded with spaces to a multiple
+    of 8, as the library does), then each array's own memory, so nothing is copied. The
+    format is huggingface/safetensors'; its reader (load_checkpoint) reads the file back."""
+    header, offset, arrays = {"__metadata__": metadata}, 0, []
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        header[name] = {"dtype": _DTYPES[a.dtype.name], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+        arrays.append(a)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return [len(text).to_bytes(8, "little"), text,
+            *(memoryview(a.reshape(-1)).cast("B") for a in arrays if a.nbytes)]
+
+
+def _write_temp(path: Path, data) -> str:
+    """`data` (bytes, or a list of buffers) in a hidden temporary file beside `path`,
+    written and fsynced; its name."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
+        os.fsync(fd)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.close(fd)
+        _unlink(tmp)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
+    os.close(fd)
+    return tmp
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
 
 
-def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
-                    momentum: dict[str, np.ndarray], state: dict) -> None:
-    """Write the weights+momentum, then the state that refers to them.
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` atomically: temp file, fsync, rename, fsync of the directory."""
+    path = Path(path)
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
-    The state names the step its weights belong to; `load_checkpoint` checks they agree, so a
-    kill between the two renames is detected rather than silently mixing steps."""
+
+def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
+                    momentum: dict[str, np.ndarray], state: dict, keep: int = 1) -> None:
+    """Write the weights+momentum (with the state in their metadata), then `state.json`.
+
+    keep: checkpoints kept in all, the new one included (older ones stay as
+    `checkpoint-step<STEP>.safetensors`). Raises RunError if the run directory can't be
+    written (ENOSPC, EROFS, EACCES...); the previous checkpoint is then left whole."""
+    run_dir = Path(run_dir)
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     tensors.update({MOMENTUM + k: np.ascontiguousarray(v) for k, v in momentum.items()})
     text = json.dumps(state)
     meta = {"step": str(state["step"]), "epoch": str(state["epoch"]), STATE_KEY: text}
-    atomic_write(Path(run_dir) / WEIGHTS, save(tensors, metadata=meta))
-    atomic_write(Path(run_dir) / STATE, json.dumps(state, indent=1).encode())
+    data = safetensors_parts(tensors, meta)
+    wpath = run_dir / WEIGHTS
+    try:
+        tmp = _write_temp(wpath, data)
+        try:
+            if keep > 1:
+                _keep_current(run_dir, state["step"])
+            os.replace(tmp, wpath)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        fsync_dir(run_dir)          # the new checkpoint is durable from here on
+        atomic_write(run_dir / STATE, json.dumps(state, indent=1).encode())
+        prune_checkpoints(run_dir, keep)
+    except OSError as e:
+        raise RunError(_write_error(run_dir, e, sum(len(p) for p in data))) from None
+
+
+def _write_error(run_dir: Path, e: OSError, size: int) -> str:
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EROFS: "the file system is read-only",
+           errno.EACCES: "permission denied"}.get(e.errno, e.strerror or str(e))
+    prev = ""
+    if (run_dir / WEIGHTS).exists():
+        try:
+            prev = f" (step {checkpoint_step(run_dir / WEIGHTS)})"
+        except (OSError, ValueError, KeyError, SafetensorError):
+            pass
+    return (f"can't write a checkpoint of {size / 1e6:.0f} MB to {run_dir}: {why}; the previous "
+            f"checkpoint{prev} is intact. Free some space or choose a writable --out, then "
+            f"--resume {run_dir}")
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint file belongs to, from its header alone."""
+    with safe_open(str(path), framework="numpy") as f:
+        return int((f.metadata() or {})["step"])
+
+
+def _keep_current(run_dir: Path, new_step: int) -> None:
+    """Give the current checkpoint a second name, checkpoint-step<STEP>.safetensors, unless
+    the new one is of the same step."""
+    current = run_dir / WEIGHTS
+    if not current.exists():
+        return
+    try:
+        step = checkpoint_step(current)
+    except (ValueError, KeyError, SafetensorError):
+        return                       # not a readable checkpoint: nothing worth keeping
+    if step == new_step:
+        return
+    name = run_dir / f"checkpoint-step{step:09d}.safetensors"
+    tmp = run_dir / f".{name.name}.link.tmp"
+    _unlink(tmp)
+    try:
+        os.link(current, tmp)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _unlink(tmp)
+        os.replace(_write_temp(tmp, current.read_bytes()), tmp)   # no hard links here: a copy
+    os.replace(tmp, name)
+    _unlink(tmp)    # rename(2) between two links of one file does nothing, leaving tmp
+
+
+def kept_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The older kept checkpoints of a run, (step, path), oldest first."""
+    found = []
+    for p in Path(run_dir).iterdir():
+        m = KEPT.fullmatch(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Unlink the oldest kept checkpoints so that `keep` remain, the current one included."""
+    old = kept_checkpoints(run_dir)
+    extra = old[:max(0, len(old) - (keep - 1))]
+    for _, p in extra:
+        _unlink(p)
+    if extra:
+        fsync_dir(run_dir)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:

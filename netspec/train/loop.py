@@ -24,9 +24,11 @@ from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
 from . import distributed
-from .checkpoint import STATE, load_checkpoint, save_checkpoint
+from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
+from .recovery import (check_schedule_data, discard_launch, divergence_message,
+                       holds_checkpoint, nonfinite, open_run, trim_metrics, write_launch)
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")
@@ -53,6 +55,8 @@ class TrainOptions:
     print_freq: int = 10
     progress: bool = True
     dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
+    checkpoint_every: int | None = None   # steps; None: the spec's `checkpoint every` (or epochs)
+    keep: int | None = None              # checkpoints kept; None: the spec's (default 1)
     overrides: dict = field(default_factory=dict)
 
 
@@ -92,6 +96,14 @@ def _run_name(network: str) -> str:
 
 class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
+        self._launched = None
+        try:
+            self._init(opts, echo)
+        except NetspecError:    # a start-up error leaves no run behind
+            discard_launch(self._launched)
+            raise
+
+    def _init(self, opts: TrainOptions, echo) -> None:
         from ..ir.build import build_graph
 
         # one of K data-parallel replicas under mpirun (distributed.py); rank 0 alone speaks
@@ -103,8 +115,9 @@ class Trainer:
         self.opts = opts
         resumed = None
         if opts.resume:
-            params, momentum, state = load_checkpoint(Path(opts.resume))
-            resumed = (params, momentum, state)
+            params, momentum, state = open_run(Path(opts.resume), tidy=self.replicas is None
+                                               or self.replicas.is_root)
+            resumed = (params, momentum, state) if params is not None else None
             self.run_dir = Path(opts.resume)
             spec_src = state["spec_text"]
             self.overrides = dict(state.get("overrides", {}))
@@ -113,6 +126,10 @@ class Trainer:
                 else opts.backend
             self.seed = state["seed"]
             self.workers = state.get("workers", 0) if opts.workers == 0 else opts.workers
+            if opts.lr is not None:    # e.g. a lower rate after a divergence
+                self.overrides["lr"] = opts.lr
+            saved = (state.get("checkpoint_every"), state.get("keep"))
+            init_from = state.get("init_from") if params is None else None   # killed early
         else:
             if not opts.spec or not opts.data:
                 raise RunError("train needs --spec and --data (or --resume RUN)")
@@ -124,7 +141,24 @@ class Trainer:
             backend = opts.backend
             self.seed = opts.seed
             self.workers = opts.workers
+            saved = (None, None)
+            init_from = opts.init_from
         graph = build_graph(spec_src)
+        self.every = next((v for v in (opts.checkpoint_every, saved[0],
+                                       graph.recipe.checkpoint_every) if v), None)
+        self.keep = next((v for v in (opts.keep, saved[1], graph.recipe.keep) if v), 1)
+        if not opts.resume:
+            self.run_dir = Path(opts.out or _run_name(graph.name))
+            if holds_checkpoint(self.run_dir):
+                raise RunError(f"{self.run_dir} already holds a run; use --resume "
+                               f"{self.run_dir} or another --out")
+        if not opts.resume and (self.replicas is None or self.replicas.is_root):
+            # from here on the run directory can be resumed, even if killed in what follows
+            self._launched = write_launch(self.run_dir, {
+                "spec_text": graph.spec.source, "overrides": self.overrides,
+                "data": str(self.data_src), "backend_requested": backend, "seed": self.seed,
+                "workers": self.workers, "checkpoint_every": self.every, "keep": self.keep,
+                "init_from": init_from})
         self.spec_text = graph.spec.source
         self.graph = graph
         self.recipe = replace(graph.recipe, **{k: v for k, v in self.overrides.items()
@@ -143,6 +177,8 @@ class Trainer:
                            f"than the spec's crop {self.crop}")
         from ..data import check_class_count
         check_class_count(self.ds.classes, graph.classes)
+        check_schedule_data(self.recipe, "val" in self.ds.splits and self.ds.size("val") > 0,
+                            graph.spec.path)
         self.backend_requested = backend
         kwargs = {"seed": self.seed, "dtype": np.dtype(opts.dtype)}
         if opts.devices is not None:
@@ -159,9 +195,9 @@ class Trainer:
         # layers' multipliers); the NumPy backend updates host arrays here
         self.device_update = callable(getattr(self.net, "update", None))
         self.params = self.net.parameters()
-        if opts.init_from and not resumed:
+        if init_from and not resumed:
             from .init_from import init_from_run
-            params, report = init_from_run(opts.init_from, self.params)
+            params, report = init_from_run(init_from, self.params)
             self.net.load_parameters(params)
             self.params = self.net.parameters()
             echo(report.table())
@@ -172,6 +208,7 @@ class Trainer:
         self.batch = 0
         self.meters_state = None
         self.best = None
+        self.saved_step = None
         if resumed:
             params, momentum, state = resumed
             if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
@@ -187,16 +224,13 @@ class Trainer:
             if self.device_update:
                 self.net.load_velocities(self.momentum)
             self.schedule = Schedule.from_state(state["schedule"])
+            if "lr" in self.overrides and opts.lr is not None:
+                self.schedule.lr = opts.lr
             self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
             self.meters_state = state.get("meters")
-        else:
-            out = opts.out or _run_name(graph.name)
-            self.run_dir = Path(out)
-            if (self.run_dir / STATE).exists():
-                raise RunError(f"{self.run_dir} already holds a run; use --resume {out} or "
-                               f"another --out")
-            if self.replicas is None or self.replicas.is_root:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.saved_step = self.step
+            if self.replicas is None or self.replicas.is_root:     # rank 0 writes
+                trim_metrics(self.run_dir, self.epoch)
         # a total over the whole run, resumed steps included
         self.max_steps = opts.max_steps
         from .tensorboard import open_tensorboard
@@ -234,6 +268,7 @@ class Trainer:
             "backend_requested": self.backend_requested,
             "workers": self.workers,
             "max_steps": self.max_steps,
+            "checkpoint_every": self.every, "keep": self.keep,
         }
 
     def save(self, meters=None) -> None:
@@ -241,7 +276,15 @@ class Trainer:
             return                      # the replicas' weights are identical; rank 0 writes
         if self.device_update:
             self.params, self.momentum = self.net.parameters(), self.net.velocities()
-        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters))
+        bad = nonfinite(self.params) + nonfinite(self.momentum)
+        if bad:      # never replace a good checkpoint by a diverged one
+            self._diverged(f"the parameters became non-finite ({bad[0]})", self.step)
+        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters), self.keep)
+        self.saved_step = self.step
+
+    def _diverged(self, what: str, step: int):
+        raise RunError(divergence_message(what, step, self.epoch + 1, self.schedule.lr,
+                                          self.run_dir, self.saved_step))
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -257,6 +300,10 @@ class Trainer:
             echo(f"overrides of the spec's recipe: "
                  f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
         last = None
+        if (self.replicas is None or self.replicas.is_root) and \
+                not (self.run_dir / WEIGHTS).exists():
+            self.save()     # step 0: resumable before the first step ends
+            discard_launch((self.run_dir, False))   # the checkpoint's state says it all now
         with _Stop() as stop:
             self._stop = stop
             while self.epoch < r.epochs:
@@ -316,9 +363,9 @@ class Trainer:
                            rate=rate)
                 if not math.isfinite(loss):
                     bar.close()
-                    raise RunError(f"the loss became {loss} at step {self.step} (epoch "
-                                   f"{self.epoch + 1}); stopping. The last good checkpoint in "
-                                   f"{self.run_dir} is kept. Try a lower --lr.")
+                    self._diverged(f"the loss became {loss}", self.step + 1)
+                if self.every and self.step % self.every == 0 and self.batch < total:
+                    self.save({k: (m.sum, m.count) for k, m in meters.items()})
                 if stop.signal is not None or (self.max_steps is not None
                                                and self.step >= self.max_steps):
                     completed = self.batch >= total
@@ -327,7 +374,8 @@ class Trainer:
         self.images_per_sec = images / max(time.perf_counter() - t0, 1e-9)
         self.train_meters = meters
         if not completed or stop.signal is not None:
-            self.save({k: (m.sum, m.count) for k, m in meters.items()})
+            if self.saved_step != self.step:     # not just written by --checkpoint-every
+                self.save({k: (m.sum, m.count) for k, m in meters.items()})
             return False
         return True
 
@@ -359,6 +407,10 @@ class Trainer:
             params = self.params if self.params is not None else self.net.parameters()
             sgd_update(params, grads, self.momentum, self.schedule.lr, r.momentum,
                        r.weight_decay, self.lr_mults, self.decay_mults)
+            bad = nonfinite(params)     # host arrays: cheap next to the update itself
+            if bad:
+                self._diverged(f"the parameters became non-finite ({bad[0]}) after the update",
+                               self.step + 1)
             self.net.load_parameters(params)
             self.params = params
         self.step += 1
@@ -373,6 +425,8 @@ class Trainer:
                 (lambda fn, *a, **k: fn(*a, **k))
             val = run_eval(evaluate, self.net, self.ds, crop=self.crop,
                            batch_size=r.batch_size, workers=self.workers)
+            if not math.isfinite(val["loss"]):
+                self._diverged(f"the validation loss became {val['loss']}", self.step)
         lr_used = self.schedule.lr
         self.epoch += 1
         self.batch = 0

@@ -7,11 +7,13 @@ import numpy as np
 def accuracy(output: np.ndarray, target: np.ndarray, topk=(1, 5)) -> list[float]:
     """Fraction of rows whose target is among the k highest scores, for each k.
 
-    Ties are broken by column order (lower class index first), as argsort does."""
+    Ties are broken by column order (lower class index first), as argsort does. A row with a
+    NaN or an infinity (a diverged network) is wrong for every k: argsort would rank a NaN row
+    as if it predicted class 0."""
     n, classes = output.shape
     maxk = min(max(topk), classes)
     top = np.argsort(-output, axis=1, kind="stable")[:, :maxk]
-    hit = top == target[:, None]
+    hit = (top == target[:, None]) & np.isfinite(output).all(axis=1)[:, None]
     return [float(hit[:, :min(k, classes)].any(axis=1).mean()) for k in topk]
 
 

@@ -2,11 +2,13 @@
 
 `plateau` is the paper's heuristic (§5): divide the learning rate by 10 when the validation
 error stops improving, at most three times. "Stops improving" is made precise as: no new best
-validation top-1 error for `patience` evaluations in a row. `steps` multiplies by `factor` at
-the listed epochs.
+validation top-1 error for `patience` evaluations in a row; an evaluation without a finite
+error (no validation images, a diverged net) does not count either way. `steps` multiplies by
+`factor` at the listed epochs.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -33,7 +35,9 @@ class Schedule:
         """Record the validation error after `epoch` (1-based, completed); return whether the
         learning rate was reduced for the next epoch."""
         dropped = False
-        if self.kind == "plateau":
+        if self.kind == "plateau" and not math.isfinite(val_error):
+            pass    # no measurement (no images, or a diverged net) is not "no improvement"
+        elif self.kind == "plateau":
             if self.best is None or val_error < self.best:
                 self.best, self.bad_evals = val_error, 0
             else:

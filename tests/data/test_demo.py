@@ -70,3 +70,24 @@ def test_default_demo_name_and_open_dataset_demo(user_cache, monkeypatch):
     ds = open_dataset("demo")
     assert ds.base == demo.DEMO_BASE and ds.size("train") == 20 and ds.size("val") == 10
     assert ds.root == user_cache / "demo-v1"
+
+
+def test_a_generation_killed_midway_is_cleaned_up_and_made_whole(user_cache, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    code = ("from netspec.data.demo import ensure_demo; "
+            "ensure_demo(seed=2, train_per_class=20, val_per_class=1, progress=False)")
+    p = subprocess.Popen([sys.executable, "-c", code],
+                         env={**os.environ, "NETSPEC_CACHE_DIR": str(user_cache)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(user_cache.glob(".demo-*/train/*/*.jpg")):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert list(user_cache.glob(".demo-*"))            # the killed one's half-made folder
+    path = ensure_demo(seed=2, train_per_class=20, val_per_class=1, progress=False)
+    assert [q.name for q in user_cache.iterdir()] == [path.name]   # and it is gone now
+    generate_demo(tmp_path / "fresh", seed=2, train_per_class=20, val_per_class=1)
+    assert files(path) == files(tmp_path / "fresh")

@@ -47,3 +47,44 @@ def test_unreadable_checkpoint_is_a_clean_error(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(RunError, match="no such run directory"):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_the_streamed_file_is_what_the_safetensors_library_writes_and_reads():
+    from safetensors.numpy import load, save
+
+    from netspec.train.checkpoint import safetensors_parts
+    rng = np.random.default_rng(0)
+    f32 = {"conv1.weight": rng.standard_normal((4, 3, 3, 3), dtype=np.float32),
+           "conv1.bias": rng.standard_normal(4, dtype=np.float32),
+           "momentum.conv1.weight": rng.standard_normal((4, 3, 3, 3), dtype=np.float32),
+           "empty": np.zeros((0, 5), np.float32)}
+    one = {"netspec.state": '{"step": 7}'}   # the library orders several keys at random
+    ours = b"".join(bytes(p) for p in safetensors_parts(f32, one))
+    assert ours == save(f32, metadata=one)             # byte for byte, for one dtype
+    meta = {"step": "7", **one}
+    mixed = {**f32, "x64": rng.standard_normal((2, 2)), "i": np.arange(3)}
+    back = load(b"".join(bytes(p) for p in safetensors_parts(mixed, meta)))
+    assert back.keys() == mixed.keys()
+    with safe_open_bytes(b"".join(bytes(p) for p in safetensors_parts(mixed, meta))) as f:
+        assert f.metadata() == meta
+    for k, v in mixed.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+
+
+class safe_open_bytes:
+    """safetensors.safe_open on bytes, through a temporary file."""
+
+    def __init__(self, data):
+        import tempfile
+        self.file = tempfile.NamedTemporaryFile(suffix=".safetensors")
+        self.file.write(data)
+        self.file.flush()
+
+    def __enter__(self):
+        from safetensors import safe_open
+        self.handle = safe_open(self.file.name, framework="numpy")
+        return self.handle.__enter__()
+
+    def __exit__(self, *exc):
+        self.handle.__exit__(*exc)
+        self.file.close()

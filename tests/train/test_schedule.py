@@ -40,3 +40,12 @@ def test_none_is_constant_and_state_round_trips():
     assert lrs == [0.1] * 4
     s2 = Schedule.from_state(s.state())
     assert s2 == s
+
+
+def test_an_evaluation_without_a_finite_error_is_not_a_plateau():
+    # no val images (nan) or a diverged net (nan): neither a new best nor a bad evaluation
+    nan = float("nan")
+    s, lrs = run([0.9, nan, nan, nan, nan, 0.95, 0.96], lr=0.01, schedule="plateau",
+                 patience=2, factor=0.1)
+    assert lrs[:6] == [0.01] * 6 and abs(lrs[6] - 0.001) < 1e-15
+    assert s.best == 0.9 and [h["epoch"] for h in s.history] == [7]

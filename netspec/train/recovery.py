@@ -1,0 +1,122 @@
+"""What makes a run survive faults: the launch record, the finite check, and tidying after a kill.
+
+A run directory is resumable from the moment it exists. `launch.json` (the spec text, data,
+seed, overrides and flags) is written atomically before anything slow starts — generating the
+demo set, scanning a folder, compiling kernels — and the step-0 checkpoint follows as soon as
+the network is built; launch.json is removed then (the checkpoint's state holds the same). `--resume` of a run killed before its first checkpoint starts it again
+from the launch record; as initialisation is drawn from the seed, the result is the same run.
+
+Divergence: a checkpoint is written only if every parameter and momentum value is finite, so
+the one kept after a NaN or infinite loss is the last good state (Caffe and PyTorch leave this
+to the user; here it is checked on every write).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RunError
+from .checkpoint import STATE, WEIGHTS, atomic_write, load_checkpoint
+
+LAUNCH = "launch.json"
+METRICS = "metrics.jsonl"
+
+
+def write_launch(run_dir: Path, record: dict) -> tuple[Path, bool]:
+    """Create the run directory and record how the run was started (atomically).
+    Returns (run_dir, whether the directory was created), for discard_launch."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / LAUNCH, json.dumps(record, indent=1).encode())
+    except OSError as e:
+        raise RunError(f"can't create the run directory {run_dir}: {e.strerror or e}") from None
+    return run_dir, created
+
+
+def discard_launch(launched: tuple[Path, bool] | None) -> None:
+    """Undo write_launch after a start-up error (bad data, a bad --init-from...): the same
+    command, corrected, can then use the same --out."""
+    if launched is None:
+        return
+    run_dir, created = launched
+    try:
+        (run_dir / LAUNCH).unlink(missing_ok=True)
+        if created:
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def holds_checkpoint(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / WEIGHTS).exists() or (run_dir / STATE).exists()
+
+
+def open_run(run_dir: Path, tidy: bool = True) -> tuple[dict | None, dict | None, dict]:
+    """(params, momentum, state) of the run's checkpoint; (None, None, launch record) when it
+    was killed before its first checkpoint. RunError if neither is there. tidy: remove the
+    temporary files of writes a kill interrupted (the writing process only: rank 0 of MPI)."""
+    run_dir = Path(run_dir)
+    if tidy and run_dir.is_dir():
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    if run_dir.is_dir() and not (run_dir / WEIGHTS).exists() and (run_dir / LAUNCH).exists():
+        try:
+            return None, None, json.loads((run_dir / LAUNCH).read_text())
+        except (OSError, ValueError) as e:
+            raise RunError(f"{run_dir}: {LAUNCH} can't be read: {e}") from None
+    return load_checkpoint(run_dir)
+
+
+def trim_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop metrics rows of epochs after `epoch` (the checkpoint's) and a half-written last
+    line: what a run killed after logging an epoch but before its checkpoint left behind.
+    The resumed run writes those rows again, identically."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and row.get("epoch", 0) <= epoch:
+            kept.append(line)
+    if kept != lines:
+        atomic_write(path, "".join(kept).encode())
+
+
+def nonfinite(tensors: dict[str, np.ndarray]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if not np.isfinite(v).all()]
+
+
+def divergence_message(what: str, step: int, epoch: int, lr: float, run_dir: Path,
+                       kept_step: int | None) -> str:
+    """Which step diverged, which checkpoint is kept, and what to try."""
+    kept = (f"The last good checkpoint, step {kept_step}, is kept in {run_dir}"
+            if kept_step is not None else "No checkpoint of this run was good")
+    lower = f"{lr / 10:.3g}"
+    return (f"{what} at step {step} (epoch {epoch}); stopping. {kept}. Try a lower --lr, "
+            f"e.g. --lr {lower}: start again with it, or continue from the kept checkpoint "
+            f"with --resume {run_dir} --lr {lower}.")
+
+
+def check_schedule_data(recipe, has_val: bool, spec_name: str) -> None:
+    """`schedule plateau` needs a validation error each epoch: without val/ it is an error."""
+    if recipe.schedule == "plateau" and not has_val:
+        raise RunError(
+            f"{spec_name}: 'schedule plateau' lowers the learning rate when the validation error "
+            f"stops improving, but the data has no validation images (no val/ folder). Use "
+            f"'schedule at EPOCHS factor F' (or 'schedule none') in the spec, or add val/.")
+
+
+def finite(x) -> bool:
+    return x is not None and math.isfinite(x)
