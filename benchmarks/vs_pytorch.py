@@ -293,7 +293,7 @@ def versions() -> dict:
 def available_backends() -> list[str]:
     from netspec.runtime import backend_class
     out = []
-    for name in ("numpy", "opencl", "cuda"):
+    for name in ("numpy", "cpu", "opencl", "cuda"):
         try:
             if backend_class(name).available():
                 out.append(name)

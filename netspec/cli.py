@@ -104,7 +104,7 @@ def _devices(value):
     return devs
 
 
-BACKENDS = click.Choice(["auto", "cuda", "opencl", "numpy"])
+BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])
 
 
 @main.command("train")

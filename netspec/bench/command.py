@@ -7,7 +7,7 @@ import json
 
 import click
 
-BACKENDS = click.Choice(["auto", "numpy", "opencl", "cuda"])
+BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
 
 
 @click.command("bench")

@@ -1,4 +1,4 @@
-"""The two C dialects a kernel template is rendered in. The differences are data.
+"""The C dialects a kernel template is rendered in. The differences are data.
 
 A template is C text with `$tokens` (string.Template syntax); a `Dialect` supplies every token
 that differs between CUDA C and OpenCL C, as tinygrad's cstyle renderers do. Templates never
@@ -17,6 +17,14 @@ Tokens a template may use:
     $gid0        global index along dimension 0
     $exp $log $pow $fmax $sqrt $rsqrt   float math function names
     $inf         positive infinity as a float expression
+    $parallel    the pragma that splits the next loop over the host's threads (C only: the
+                 GPU dialects are parallel by launch and render it empty)
+
+CUDA and OpenCL C render the plan's kernels for a device. The third dialect, `C` (C99 with
+OpenMP, built by the system compiler), renders the host kernels of the fast CPU backend
+(codegen/cpu_kernels.py), as tinygrad's clang renderer does: a kernel is a plain function whose
+outer loop `$parallel` spreads over the cores. It has no work-groups, so a template that asks for
+shared memory, a barrier or a work-item index in C is an error, not a silent miscompile.
 """
 from __future__ import annotations
 
@@ -39,14 +47,21 @@ class Dialect:
     math: dict[str, str] = field(default_factory=dict)
     inf: str = "INFINITY"
     prelude: str = ""           # once at the top of a module
+    parallel: str = ""          # a pragma line that parallelises the next loop (host C)
+    host: bool = False          # no work-groups: shared memory, barriers and ids don't exist
 
     def tokens(self) -> dict[str, str]:
         t = {"kernel": self.kernel, "buf": self.buf, "restrict": self.restrict,
-             "shared": self.shared, "barrier": self.barrier, "inf": self.inf}
+             "shared": self.shared, "barrier": self.barrier, "inf": self.inf,
+             "parallel": self.parallel}
         for d in range(3):
             t[f"lid{d}"] = self.local_id[d]
             t[f"grp{d}"] = self.group_id[d]
             t[f"gid{d}"] = self.global_id[d]
+        if self.host:
+            for word in ("shared", "barrier", *(f"{w}{d}" for w in ("lid", "grp", "gid")
+                                                 for d in range(3))):
+                del t[word]             # Template.substitute then raises KeyError naming it
         t.update(self.math)
         return t
 
@@ -112,4 +127,20 @@ OPENCL = Dialect(
     prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
 )
 
-DIALECTS = {d.name: d for d in (CUDA, OPENCL)}
+C = Dialect(
+    name="c", suffix=".c",
+    kernel="void",
+    buf="",
+    restrict="restrict",
+    shared="", barrier="",
+    local_id=("", "", ""), group_id=("", "", ""), global_id=("", "", ""),
+    math={"exp": "expf", "log": "logf", "pow": "powf", "fmax": "fmaxf", "sqrt": "sqrtf",
+          "rsqrt": "1.0f / sqrtf"},
+    inf="INFINITY",
+    prelude=("// C99 with OpenMP, rendered by netspec.codegen; built by the system C compiler\n"
+             "#include <math.h>\n#include <string.h>\n"),
+    parallel="#pragma omp parallel for schedule(static)",
+    host=True,
+)
+
+DIALECTS = {d.name: d for d in (CUDA, OPENCL, C)}

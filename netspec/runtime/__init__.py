@@ -20,10 +20,12 @@ BACKENDS: dict[str, str] = {
     "numpy": "netspec.runtime.numpy_backend:NumpyNet",
     "opencl": "netspec.runtime.opencl_backend:OpenCLNet",
     "cuda": "netspec.runtime.cuda_backend:CudaNet",
+    "cpu": "netspec.runtime.cpu_backend:CpuNet",
 }
-# auto: cuda if a CUDA device answers, else opencl if an OpenCL *GPU* is present, else numpy.
+# auto: cuda if a CUDA device answers, else opencl if an OpenCL *GPU* is present, else the fast
+# CPU path (cpu) where a C compiler with OpenMP builds its host kernels, else numpy.
 # A class's auto_choice() says why it qualifies (None: it doesn't); see pick_auto.
-AUTO_ORDER: tuple[str, ...] = ("cuda", "opencl", "numpy")
+AUTO_ORDER: tuple[str, ...] = ("cuda", "opencl", "cpu", "numpy")
 
 
 def backend_class(name: str) -> type[Net]:

@@ -95,7 +95,7 @@ def test_fidelity_trajectory_20_steps_against_pytorch(folder, tmp_path):
     assert moved == len(P)   # every parameter was trained
 
 
-@pytest.mark.parametrize("backend", ["numpy", "opencl",
+@pytest.mark.parametrize("backend", ["numpy", "cpu", "opencl",
                                      pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_resume_is_bit_exact(folder, tmp_path, backend):
     spec_path = tmp_path / "tiny.net"

@@ -1,0 +1,309 @@
+"""The host kernels of the fast CPU backend (runtime/cpu_backend.py), rendered in the C dialect
+(codegen/dialects.py: C99 with OpenMP) and built once by the system C compiler.
+
+The GEMMs are not here: they go to the BLAS sgemm behind NumPy, on views of these kernels'
+buffers. What is here is everything around them, each kernel one pass over memory with its
+outer loop spread over the cores by `$parallel`:
+
+    im2col        x (N, C, H, W) -> cols (C·k·k, N, Ho·Wo): one contiguous output row per
+                  (c, u, v, n), so the conv forward is one GEMM W (O, C·k·k) @ cols
+    col2im        the adjoint, one (n, c) input plane per iteration (no two write one pixel),
+                  taps in the reference's (u, v) order
+    bias_act      y[n, o, p] = act(ym[o, n, p] + b[o]): the GEMM's (O, N·P) result back to
+                  NCHW with the bias and ReLU fused (conv's epilogue; fc's with P = 1)
+    relu_grad_t   dyt[o, n, p] = dy[n, o, p] · [y > 0] and db[o] = Σ dyt[o, :] (in double):
+                  ReLU's backward, the transpose for the two GEMMs and the bias gradient in
+                  one pass
+    lrn_fwd/bwd   the paper's LRN (§3.3, ops/lrn.py), the window sum in the reference's order
+    maxpool_fwd/bwd  max and argmax (first in row-major order on ties) per window; the
+                  backward adds each output's gradient at its argmax, outputs in row-major order
+    sgd           the paper's update (§5) in one pass over w, v and g
+
+The arithmetic is the NumPy reference's, operation for operation (built with
+-ffp-contract=off, no fast-math), so most kernels agree with ops/<layer>.py bit for bit; the
+sums the reference leaves to NumPy's pairwise summation (bias gradients) agree to rounding.
+"""
+from __future__ import annotations
+
+from .dialects import C, Dialect
+
+# Every kernel: (name, argument types, template). Types: 'f*' float pointer, 'i*' int32 pointer,
+# 'l' a 64-bit integer, 'f' a float.
+KERNELS: list[tuple[str, tuple[str, ...], str]] = []
+
+
+def _kernel(name: str, args: str, body: str) -> None:
+    KERNELS.append((name, tuple(args.split()), body))
+
+
+_kernel("im2col", "f* f* l l l l l l l l l", r"""
+$kernel im2col(const float *$restrict x, float *$restrict cols, long N, long C, long H, long W,
+               long K, long S, long P, long Ho, long Wo)
+{
+    $parallel collapse(2)
+    for (long r = 0; r < C * K * K; ++r)
+        for (long n = 0; n < N; ++n) {
+            const long c = r / (K * K), u = (r / K) % K, v = r % K;
+            const float *xp = x + (n * C + c) * H * W;
+            float *out = cols + (r * N + n) * Ho * Wo;
+            /* ox in [lo, hi) reads inside the row: 0 <= ox·S − P + v < W */
+            long lo = P > v ? (P - v + S - 1) / S : 0;
+            long hi = W - 1 + P - v >= 0 ? (W - 1 + P - v) / S + 1 : 0;
+            if (lo > Wo) lo = Wo;
+            if (hi > Wo) hi = Wo;
+            if (hi < lo) hi = lo;
+            for (long oy = 0; oy < Ho; ++oy) {
+                const long iy = oy * S - P + u;
+                float *o = out + oy * Wo;
+                if (iy < 0 || iy >= H) {
+                    memset(o, 0, Wo * sizeof(float));
+                    continue;
+                }
+                const float *row = xp + iy * W - P + v;
+                for (long ox = 0; ox < lo; ++ox) o[ox] = 0.0f;
+                if (S == 1)
+                    for (long ox = lo; ox < hi; ++ox) o[ox] = row[ox];
+                else
+                    for (long ox = lo; ox < hi; ++ox) o[ox] = row[ox * S];
+                for (long ox = hi; ox < Wo; ++ox) o[ox] = 0.0f;
+            }
+        }
+}
+""")
+
+_kernel("col2im", "f* f* l l l l l l l l l", r"""
+$kernel col2im(const float *$restrict cols, float *$restrict dx, long N, long C, long H, long W,
+               long K, long S, long P, long Ho, long Wo)
+{
+    $parallel collapse(2)
+    for (long n = 0; n < N; ++n)
+        for (long c = 0; c < C; ++c) {
+            float *d = dx + (n * C + c) * H * W;
+            memset(d, 0, H * W * sizeof(float));
+            for (long u = 0; u < K; ++u)
+                for (long v = 0; v < K; ++v) {
+                    const float *src = cols + (((c * K + u) * K + v) * N + n) * Ho * Wo;
+                    long lo = P > v ? (P - v + S - 1) / S : 0;
+                    long hi = W - 1 + P - v >= 0 ? (W - 1 + P - v) / S + 1 : 0;
+                    if (hi > Wo) hi = Wo;
+                    for (long oy = 0; oy < Ho; ++oy) {
+                        const long iy = oy * S - P + u;
+                        if (iy < 0 || iy >= H)
+                            continue;
+                        float *row = d + iy * W - P + v;
+                        const float *s = src + oy * Wo;
+                        if (S == 1)
+                            for (long ox = lo; ox < hi; ++ox) row[ox] += s[ox];
+                        else
+                            for (long ox = lo; ox < hi; ++ox) row[ox * S] += s[ox];
+                    }
+                }
+        }
+}
+""")
+
+_kernel("bias_act", "f* f* f* l l l l", r"""
+$kernel bias_act(const float *$restrict ym, const float *$restrict b, float *$restrict y,
+                 long N, long O, long P, long relu)
+{
+    $parallel collapse(2)
+    for (long n = 0; n < N; ++n)
+        for (long o = 0; o < O; ++o) {
+            const float *src = ym + (o * N + n) * P;
+            float *dst = y + (n * O + o) * P;
+            const float bo = b[o];
+            if (relu)
+                for (long p = 0; p < P; ++p) {
+                    const float v = src[p] + bo;
+                    dst[p] = v < 0.0f ? 0.0f : v;
+                }
+            else
+                for (long p = 0; p < P; ++p) dst[p] = src[p] + bo;
+        }
+}
+""")
+
+# fc's forward epilogue, in place on (N, O) rows: y += b, then ReLU.
+_kernel("bias_act_rows", "f* f* l l l", r"""
+$kernel bias_act_rows(float *$restrict y, const float *$restrict b, long N, long O, long relu)
+{
+    $parallel
+    for (long n = 0; n < N; ++n) {
+        float *r = y + n * O;
+        for (long o = 0; o < O; ++o) {
+            const float v = r[o] + b[o];
+            r[o] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+""")
+
+_kernel("relu_grad_t", "f* f* f* f* l l l", r"""
+$kernel relu_grad_t(const float *$restrict dy, const float *$restrict y, float *$restrict dyt,
+                    float *$restrict db, long N, long O, long P)
+{
+    $parallel
+    for (long o = 0; o < O; ++o) {
+        double s = 0.0;
+        for (long n = 0; n < N; ++n) {
+            const float *g = dy + (n * O + o) * P;
+            const float *a = y ? y + (n * O + o) * P : 0;
+            float *t = dyt + (o * N + n) * P;
+            float part = 0.0f;
+            if (a)
+                for (long p = 0; p < P; ++p) {
+                    const float v = a[p] > 0.0f ? g[p] : 0.0f;
+                    t[p] = v;
+                    part += v;
+                }
+            else
+                for (long p = 0; p < P; ++p) {
+                    t[p] = g[p];
+                    part += g[p];
+                }
+            s += part;
+        }
+        db[o] = (float)s;
+    }
+}
+""")
+
+# y (C, HW) planes of one image: s = k + α Σ_window x², y = x · s^−β; the window sum adds
+# x[c]², x[c−1]², x[c+1]², x[c−2]², ... as ops/lrn.py's window_sum does.
+LRN_POW = r"""
+static inline float neg_pow(float s, float beta)
+{
+    if (beta == 0.75f) { float r = $sqrt(s); r *= $sqrt(r); return 1.0f / r; }
+    if (beta == 0.5f) return 1.0f / $sqrt(s);
+    if (beta == 1.0f) return 1.0f / s;
+    return $pow(s, -beta);
+}
+"""
+
+_kernel("lrn_fwd", "f* f* f* l l l l f f f", LRN_POW + r"""
+$kernel lrn_fwd(const float *$restrict x, float *$restrict y, float *$restrict scale, long N,
+                long C, long HW, long size, float alpha, float beta, float k)
+{
+    const long half = size / 2;
+    $parallel collapse(2)
+    for (long n = 0; n < N; ++n)
+        for (long c = 0; c < C; ++c) {
+            const float *xc = x + (n * C + c) * HW;
+            float *yc = y + (n * C + c) * HW, *sc = scale + (n * C + c) * HW;
+            for (long p = 0; p < HW; ++p) {
+                float acc = xc[p] * xc[p];
+                for (long d = 1; d <= half; ++d) {
+                    if (c - d >= 0) { const float a = xc[p - d * HW]; acc += a * a; }
+                    if (c + d < C) { const float a = xc[p + d * HW]; acc += a * a; }
+                }
+                const float s = acc * alpha + k;
+                sc[p] = s;
+                yc[p] = xc[p] * neg_pow(s, beta);
+            }
+        }
+}
+""")
+
+# dx = dy·r − 2αβ · x · Σ_window(dy · x · r / s), r = s^−β, in ops/lrn.py's order; t is scratch
+# the size of x.
+_kernel("lrn_bwd", "f* f* f* f* f* l l l l f f", r"""
+$kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
+                const float *$restrict dy, float *$restrict t, float *$restrict dx, long N,
+                long C, long HW, long size, float beta, float m)
+{
+    const long half = size / 2;    /* m = −2αβ, rounded once from double as the reference */
+    $parallel collapse(2)
+    for (long n = 0; n < N; ++n)
+        for (long c = 0; c < C; ++c) {
+            const long o = (n * C + c) * HW;
+            for (long p = 0; p < HW; ++p) {
+                float v = dy[o + p] * x[o + p];
+                v *= neg_pow(scale[o + p], beta);
+                t[o + p] = v / scale[o + p];
+            }
+        }
+    $parallel collapse(2)
+    for (long n = 0; n < N; ++n)
+        for (long c = 0; c < C; ++c) {
+            const long o = (n * C + c) * HW;
+            const float *tc = t + o;
+            for (long p = 0; p < HW; ++p) {
+                float acc = tc[p];
+                for (long d = 1; d <= half; ++d) {
+                    if (c - d >= 0) acc += tc[p - d * HW];
+                    if (c + d < C) acc += tc[p + d * HW];
+                }
+                acc *= x[o + p];
+                acc *= m;
+                dx[o + p] = acc + dy[o + p] * neg_pow(scale[o + p], beta);
+            }
+        }
+}
+""")
+
+_kernel("maxpool_fwd", "f* f* i* l l l l l", r"""
+$kernel maxpool_fwd(const float *$restrict x, float *$restrict y, int *$restrict arg, long NC,
+                    long H, long W, long Z, long S)
+{
+    const long Ho = (H - Z) / S + 1, Wo = (W - Z) / S + 1;
+    $parallel
+    for (long q = 0; q < NC; ++q) {
+        const float *xp = x + q * H * W;
+        float *yp = y + q * Ho * Wo;
+        int *ap = arg + q * Ho * Wo;
+        for (long oy = 0; oy < Ho; ++oy)
+            for (long ox = 0; ox < Wo; ++ox) {
+                long best = oy * S * W + ox * S;
+                float m = xp[best];
+                for (long u = 0; u < Z; ++u)
+                    for (long v = 0; v < Z; ++v) {
+                        const long i = (oy * S + u) * W + ox * S + v;
+                        if (xp[i] > m) { m = xp[i]; best = i; }
+                    }
+                yp[oy * Wo + ox] = m;
+                ap[oy * Wo + ox] = (int)best;
+            }
+    }
+}
+""")
+
+_kernel("maxpool_bwd", "f* i* f* l l l", r"""
+$kernel maxpool_bwd(const float *$restrict dy, const int *$restrict arg, float *$restrict dx,
+                    long NC, long HW, long OHW)
+{
+    $parallel
+    for (long q = 0; q < NC; ++q) {
+        float *d = dx + q * HW;
+        memset(d, 0, HW * sizeof(float));
+        for (long i = 0; i < OHW; ++i)
+            d[arg[q * OHW + i]] += dy[q * OHW + i];
+    }
+}
+""")
+
+# v <- μ·v − (λε)·w − ε·g ; w <- w + v, each product and difference rounded to float as
+# train/sgd.py's sgd_update does it, so the two agree bit for bit.
+_kernel("sgd", "f* f* f* l f f f", r"""
+$kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, long n,
+            float momentum, float decay_eps, float eps)
+{
+    $parallel
+    for (long i = 0; i < n; ++i) {
+        float vi = momentum * v[i];
+        vi = vi - decay_eps * w[i];
+        vi = vi - eps * g[i];
+        v[i] = vi;
+        w[i] = w[i] + vi;
+    }
+}
+""")
+
+
+def render_cpu_module(dialect: Dialect = C) -> str:
+    """The C source of every host kernel, in `dialect` (a host dialect: C)."""
+    return dialect.prelude + "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
+
+
+def kernel_signatures() -> dict[str, tuple[str, ...]]:
+    """name -> argument types ('f*', 'i*', 'l', 'f') of every host kernel."""
+    return {name: args for name, args, _ in KERNELS}

@@ -1,0 +1,283 @@
+"""backend="cpu": the fast path for a machine without a GPU. `auto` takes it when no CUDA device
+or OpenCL GPU answers; the NumPy backend stays the readable reference it is checked against.
+
+Where the time goes, and what this backend does about it (profile in README "Performance"):
+- the GEMMs (conv forward, weight and data gradients; fc) go to BLAS sgemm through NumPy, on
+  views of reused buffers, never copies; BLAS threads span every core (threadpoolctl);
+- everything between them is host C from codegen/cpu_kernels.py (the C dialect, OpenMP over
+  every core, built once by the system compiler and cached, loaded with ctypes): im2col as one
+  contiguous (C·k·k, N·Ho·Wo) gather instead of a strided 6-D transpose; col2im per input plane;
+  the bias + ReLU epilogue fused with the GEMM result's transpose back to NCHW; ReLU's
+  backward, that transpose and the bias gradient in one pass; LRN and max pooling in one pass
+  each way; the paper's SGD update in place, one pass per parameter (the NumPy path makes about
+  eight);
+- conv keeps only its input for the backward and gathers the columns again there (the gather
+  is cheap in C), so at most one column buffer is alive: the step's peak memory stays below
+  PyTorch's.
+Layouts are the reference's (NCHW activations, PyTorch's parameter layouts), so parameters,
+checkpoints and every other backend agree. Layers without a host kernel (ReLU on its own,
+dropout, average pooling, softmax: small next to the GEMMs) run the reference's NumPy code.
+
+Float32 only: a float64 net (gradient checks) runs the NumPy reference throughout. Without a
+working C compiler with OpenMP, the backend says so in one line and runs NumPy.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
+from .host_build import build_host_kernels, ptr
+from .numpy_backend import NumpyNet
+
+_BUILT: tuple | None = None
+
+
+def host_kernels():
+    """(kernels or None, note), built on first use and kept for the process."""
+    global _BUILT
+    if _BUILT is None:
+        _BUILT = build_host_kernels(render_cpu_module(), kernel_signatures())
+    return _BUILT
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def limit_blas_threads(n: int):
+    """Cap BLAS at n threads (threadpoolctl); returns the limiter, or None without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+class CpuNet(NumpyNet):
+    backend = "cpu"
+    auto_refusal = "cpu: no C compiler with OpenMP"
+
+    @classmethod
+    def available(cls) -> bool:
+        return True           # without a compiler it still runs, as NumPy (see the note)
+
+    @classmethod
+    def auto_choice(cls) -> str | None:
+        k, note = host_kernels()
+        if k is None:
+            return None
+        return f"C + OpenMP host kernels and BLAS on {cpu_threads()} cores"
+
+    def physical_devices(self) -> list[str]:
+        import platform
+        return [f"host CPU ({platform.processor() or platform.machine()}, {cpu_threads()} "
+                f"cores; C + OpenMP kernels, NumPy BLAS)"]
+
+    def _open_devices(self) -> None:
+        k, note = host_kernels()
+        self.k = k if self.dtype == np.float32 else None
+        self.note = note
+        if k is None:
+            print(f"netspec: backend 'cpu': {note}; running the NumPy reference instead",
+                  file=sys.stderr)
+        self.threads = cpu_threads()
+        os.environ.setdefault("OMP_NUM_THREADS", str(self.threads))
+        self._blas_limit = limit_blas_threads(self.threads)
+        self._scratch: dict[str, np.ndarray] = {}
+        self._grads = None
+        self._velocity: dict[str, np.ndarray] | None = None
+
+    # -- scratch ----------------------------------------------------------------------------
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """A reused buffer (grown when needed): the array's contents are undefined."""
+        n = int(np.prod(shape))
+        buf = self._scratch.get(name)
+        if buf is None or buf.size < n or buf.dtype != dtype:
+            buf = self._scratch[name] = np.empty(n, dtype)
+        return buf[:n].reshape(shape)
+
+    # -- layers -----------------------------------------------------------------------------
+    def forward_part(self, layer, part, x, params, *, train, noise):
+        fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
+        if fn is None:
+            return super().forward_part(layer, part, x, params, train=train, noise=noise)
+        return fn(layer, np.ascontiguousarray(x), params)
+
+    def backward_part(self, layer, part, dy, cache, *, input_grad):
+        fn = getattr(self, f"_bwd_{layer.type}", None) if self.k is not None else None
+        if fn is None or not (isinstance(cache, tuple) and cache and cache[0] == "cpu"):
+            return super().backward_part(layer, part, dy, cache, input_grad=input_grad)
+        return fn(layer, np.ascontiguousarray(dy), cache[1:], input_grad)
+
+    def _im2col(self, x, k, s, p, ho, wo):
+        n, c, h, w = x.shape
+        cols = self._buffer("cols", (c * k * k, n * ho * wo))
+        self.k.im2col(ptr(x), ptr(cols), n, c, h, w, k, s, p, ho, wo)
+        return cols
+
+    def _fwd_conv(self, layer, x, params):
+        w, b = params
+        a = layer.attrs
+        k, s, p = a["size"], a["stride"], a["pad"]
+        n, c, h, wd = x.shape
+        o = w.shape[0]
+        ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        cols = self._im2col(x, k, s, p, ho, wo)
+        ym = self._buffer("gemm_out", (o, n * ho * wo))
+        np.matmul(w.reshape(o, -1), cols, out=ym)
+        y = np.empty((n, o, ho, wo), np.float32)
+        self.k.bias_act(ptr(ym), ptr(b), ptr(y), n, o, ho * wo, int(layer.relu))
+        return y, ("cpu", x, w, y if layer.relu else None)
+
+    def _bwd_conv(self, layer, dy, cache, input_grad):
+        x, w, y = cache
+        a = layer.attrs
+        k, s, p = a["size"], a["stride"], a["pad"]
+        n, o, ho, wo = dy.shape
+        dyt = self._buffer("dyt", (o, n * ho * wo))
+        db = np.empty(o, np.float32)
+        self.k.relu_grad_t(ptr(dy), ptr(y) if y is not None else None, ptr(dyt), ptr(db),
+                           n, o, ho * wo)
+        cols = self._im2col(x, k, s, p, ho, wo)
+        dw = np.matmul(cols, dyt.T).T.reshape(w.shape)
+        if not input_grad:
+            return None, (dw, db)
+        np.matmul(w.reshape(o, -1).T, dyt, out=cols)            # dcols, over the columns
+        dx = np.empty(x.shape, np.float32)
+        self.k.col2im(ptr(cols), ptr(dx), *x.shape, k, s, p, ho, wo)
+        return dx, (dw, db)
+
+    def _fwd_fc(self, layer, x, params):
+        w, b = params
+        n = x.shape[0]
+        x2 = x.reshape(n, -1)
+        o = w.shape[0]
+        ym = self._buffer("gemm_out", (o, n))
+        np.matmul(w, x2.T, out=ym)              # the large operand untransposed (see ops/fc)
+        y = np.empty((n, o), np.float32)
+        self.k.bias_act(ptr(ym), ptr(b), ptr(y), n, o, 1, int(layer.relu))
+        return y, ("cpu", x2, w, y if layer.relu else None, x.shape)
+
+    def _bwd_fc(self, layer, dy, cache, input_grad):
+        x2, w, y, x_shape = cache
+        n, o = dy.shape
+        gt = self._buffer("dyt", (o, n))
+        db = np.empty(o, np.float32)
+        self.k.relu_grad_t(ptr(dy), ptr(y) if y is not None else None, ptr(gt), ptr(db),
+                           n, o, 1)
+        dw = np.matmul(gt, x2)
+        if not input_grad:
+            return None, (dw, db)
+        dxt = self._buffer("fc_dxt", (x2.shape[1], n))
+        np.matmul(w.T, gt, out=dxt)
+        dx = np.empty((n, x2.shape[1]), np.float32)      # never a view of the scratch
+        np.copyto(dx, dxt.T)
+        return dx.reshape(x_shape), (dw, db)
+
+    def _fwd_lrn(self, layer, x, params):
+        a = layer.attrs
+        n, c = x.shape[:2]
+        hw = int(np.prod(x.shape[2:]))
+        y = np.empty_like(x)
+        scale = np.empty_like(x)
+        self.k.lrn_fwd(ptr(x), ptr(y), ptr(scale), n, c, hw, a["size"], a["alpha"],
+                       a["beta"], a["k"])
+        return y, ("cpu", x, scale)
+
+    def _bwd_lrn(self, layer, dy, cache, input_grad):
+        if not input_grad:
+            return None, ()
+        x, scale = cache
+        a = layer.attrs
+        n, c = x.shape[:2]
+        hw = int(np.prod(x.shape[2:]))
+        t = self._buffer("lrn_t", x.shape)
+        dx = np.empty_like(x)
+        self.k.lrn_bwd(ptr(x), ptr(scale), ptr(dy), ptr(t), ptr(dx), n, c, hw, a["size"],
+                       a["beta"], float(np.float32(-2.0 * a["alpha"] * a["beta"])))
+        return dx, ()
+
+    def _fwd_maxpool(self, layer, x, params):
+        z, s = layer.attrs["size"], layer.attrs["stride"]
+        n, c, h, w = x.shape
+        ho, wo = (h - z) // s + 1, (w - z) // s + 1
+        y = np.empty((n, c, ho, wo), np.float32)
+        arg = np.empty((n, c, ho, wo), np.int32)
+        self.k.maxpool_fwd(ptr(x), ptr(y), ptr(arg), n * c, h, w, z, s)
+        return y, ("cpu", x.shape, arg)
+
+    def _bwd_maxpool(self, layer, dy, cache, input_grad):
+        if not input_grad:
+            return None, ()
+        x_shape, arg = cache
+        n, c, h, w = x_shape
+        dx = np.empty(x_shape, np.float32)
+        self.k.maxpool_bwd(ptr(dy), ptr(arg), ptr(dx), n * c, h * w,
+                           dy.shape[2] * dy.shape[3])
+        return dx, ()
+
+    # -- training ---------------------------------------------------------------------------
+    def loss_and_grads(self, x, labels, train=False):
+        loss, grads = super().loss_and_grads(x, labels, train)
+        self._grads = grads
+        return loss, grads
+
+    def _multipliers(self):
+        out = {}
+        for layer in self.graph.weighted_layers:
+            for name in layer.param_shapes():
+                out[name] = (layer.lr_mult, layer.decay_mult)
+        return out
+
+    def update(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0005) -> None:
+        """The paper's SGD step (§5), in place, with the gradients of the last
+        loss_and_grads: per tensor v <- μ·v − (weight_decay·decay_mult)·(lr·lr_mult)·w −
+        (lr·lr_mult)·g ; w <- w + v, one pass over w, v and g; rounded as
+        train/sgd.py's sgd_update rounds it (its scalars are computed the same way here)."""
+        if self._grads is None:
+            raise RuntimeError("update() needs the gradients of a loss_and_grads() call first")
+        if self._velocity is None:
+            self._velocity = {k: np.zeros_like(v) for k, v in self._params.items()}
+        mults = self._multipliers()
+        for name, w in self._params.items():
+            lr_mult, decay_mult = mults.get(name, (1.0, 1.0))
+            v, g = self._velocity[name], self._grads[name]
+            if self.k is None or w.dtype != np.float32:
+                eps = lr * lr_mult
+                if w.dtype == np.float32:
+                    eps = np.float32(eps)
+                wd = weight_decay * decay_mult
+                v *= w.dtype.type(momentum)
+                v -= w.dtype.type(wd * eps) * w
+                v -= w.dtype.type(eps) * g
+                w += v
+                continue
+            eps = np.float32(lr * lr_mult)
+            wd = weight_decay * decay_mult
+            g = np.ascontiguousarray(g, np.float32)
+            self.k.sgd(ptr(w), ptr(v), ptr(g), w.size, float(np.float32(momentum)),
+                       float(np.float32(wd * eps)), float(eps))
+
+    def velocities(self) -> dict[str, np.ndarray]:
+        """The momentum buffers v, keyed like parameters() (zeros before the first update)."""
+        if self._velocity is None:
+            return {k: np.zeros_like(v) for k, v in self._params.items()}
+        return {k: v.copy() for k, v in self._velocity.items()}
+
+    def reset_momentum(self) -> None:
+        self._velocity = None
+
+    def load_velocities(self, velocities) -> None:
+        """Set the momentum buffers v (keyed like parameters()), e.g. when resuming a run."""
+        missing = [n for n in self._params if n not in velocities]
+        if missing:
+            raise ValueError(f"load_velocities: missing {', '.join(missing)}")
+        self._velocity = {n: np.array(velocities[n], dtype=self.dtype, copy=True, order="C")
+                          .reshape(self._params[n].shape) for n in self._params}

@@ -1,0 +1,101 @@
+"""Building host C (codegen/cpu_kernels.py, the C dialect) with the system C compiler, once.
+
+The compiler is $CC, else the first of cc, gcc, clang on PATH. The shared library is cached
+under `cache_dir()/host/<hash>.so`, the hash over the source, the compiler's path and version and
+the flags, so a second build is a dlopen. Flags: -O3 -march=native (the machine the cache lives
+on), -fopenmp, and -ffp-contract=off with no fast-math, so each float operation is rounded as
+NumPy rounds it. `load_host_kernels()` returns None with a reason when there is no working
+compiler (or it lacks OpenMP); the CPU backend then falls back to NumPy.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .opencl_backend import cache_dir
+
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
+         "-fPIC", "-shared", "-std=gnu99")
+
+_CTYPES = {"f*": ctypes.c_void_p, "i*": ctypes.c_void_p, "l": ctypes.c_long,
+           "f": ctypes.c_float}
+
+
+def find_compiler() -> str | None:
+    """$CC if set (None if it doesn't exist), else cc, gcc or clang from PATH."""
+    env = os.environ.get("CC")
+    if env:
+        return shutil.which(env)
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _version(cc: str) -> str:
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class HostKernels:
+    """The built library: `lib.<kernel>(...)` with argtypes set from the signatures; NumPy
+    arrays are passed with `ptr(a)`, which checks they are C-contiguous float32/int32."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path, compiler: str):
+        self.lib, self.path, self.compiler = lib, path, compiler
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+
+def ptr(a: np.ndarray) -> int:
+    if not a.flags.c_contiguous or a.dtype not in (np.float32, np.int32):
+        raise ValueError(f"host kernel argument must be a C-contiguous float32/int32 array, "
+                         f"got {a.dtype} {a.shape} (contiguous: {a.flags.c_contiguous})")
+    return a.ctypes.data
+
+
+def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
+        -> tuple[HostKernels | None, str]:
+    """(kernels, note): the compiled library, or None and a one-line reason."""
+    cc = find_compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC or install gcc)"
+    ident = "\0".join([source, cc, _version(cc), *FLAGS])
+    key = hashlib.sha256(ident.encode()).hexdigest()[:32]
+    path = cache_dir() / "host" / f"{key}.so"
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                src = Path(tmp) / "kernels.c"
+                src.write_text(source)
+                out = Path(tmp) / "kernels.so"
+                r = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), "-lm"],
+                                   capture_output=True, text=True, timeout=300)
+                if r.returncode != 0:
+                    first = (r.stderr.strip().splitlines() or ["?"])[0]
+                    return None, f"the C compiler {cc} failed ({first})"
+                os.replace(out, path)          # atomic: a concurrent build wins either way
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"could not build the host kernels with {cc}: {e}"
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return None, f"could not load the host kernels {path}: {e}"
+    for name, args in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes = [_CTYPES[a] for a in args]
+        fn.restype = None
+    return HostKernels(lib, path, cc), f"host kernels built by {cc}"

@@ -1,0 +1,243 @@
+"""backend="cpu" (host C + OpenMP kernels, BLAS GEMMs) against the NumPy reference, layer by
+layer on the OpenCL tests' hypothesis-drawn edge cases, and against PyTorch on AlexNet; its SGD
+against train/sgd.py's rule, bit for bit; its fallback without a compiler."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+import netspec
+from netspec.ir.build import build_graph
+from netspec.runtime import cpu_backend
+from netspec.runtime.cpu_backend import CpuNet
+from netspec.runtime.numpy_backend import NumpyNet
+from netspec.train.sgd import layer_multipliers, sgd_update
+
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped  # noqa: E402
+from plan_oracle import check_end_to_end, close, inputs  # noqa: E402
+from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads  # noqa: E402
+
+if cpu_backend.host_kernels()[0] is None:
+    pytest.skip(f"no host kernels: {cpu_backend.host_kernels()[1]}", allow_module_level=True)
+
+
+def check_layers_in_place(graph, n: int, seed: int, train: bool) -> int:
+    """Run the cpu net's step; at every layer part feed the very input, parameters, mask and
+    output gradient it got to the reference op (ops/<layer>.py) and compare its output, input
+    gradient and parameter gradients; at the end, every array the backend returned is checked
+    again, so a result that aliases a reused buffer can't pass. Returns the number of arrays
+    compared."""
+    net = CpuNet(graph, seed=seed)
+    net.load_parameters(he_parameters(net.param_shapes, seed))
+    net.rng = np.random.default_rng(seed + 1)
+    fwd, bwd = net.forward_part, net.backward_part
+    seen = {}
+    count = [0]
+    returned = []
+
+    def forward_part(layer, part, x, params, *, train, noise):
+        y, cache = fwd(layer, part, x, params, train=train, noise=noise)
+        y_ref, cache_ref = layer.op.forward(layer.attrs, x, params, relu=layer.relu,
+                                            train=train, noise=noise)
+        what = f"{layer.name} part {part.index}"
+        close(y, y_ref, f"{what} forward")
+        assert y.dtype == np.float32
+        returned.append((y, y_ref, f"{what} forward"))
+        seen[layer.name, part.index] = cache_ref
+        count[0] += 1
+        return y, cache
+
+    def backward_part(layer, part, dy, cache, *, input_grad):
+        dx, grads = bwd(layer, part, dy, cache, input_grad=input_grad)
+        dx_ref, grads_ref = layer.op.backward(layer.attrs, dy, seen[layer.name, part.index],
+                                              input_grad=input_grad)
+        what = f"{layer.name} part {part.index}"
+        assert (dx is None) == (dx_ref is None), what
+        if dx is not None:
+            close(dx, dx_ref, f"{what} input gradient")
+            returned.append((dx, dx_ref, f"{what} input gradient"))
+            count[0] += 1
+        for name, a, b in zip(("weight", "bias"), grads, grads_ref):
+            close(a, b, f"{what} {name} gradient")
+            returned.append((a, b, f"{what} {name} gradient"))
+            count[0] += 1
+        return dx, grads
+
+    net.forward_part, net.backward_part = forward_part, backward_part
+    x, labels = inputs(graph, n, seed)
+    net.loss_and_grads(x, labels, train=train)
+    for a, b, what in returned:
+        close(a, b, f"{what}, after the step")
+    return count[0]
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(edge_case_specs())
+def test_edge_cases_layer_by_layer(case):
+    text, batch = case
+    g = build_graph(text)
+    for train in (True, False):
+        assert check_layers_in_place(g, batch, seed=1, train=train) >= len(g.compute_layers) - 1
+    check_end_to_end(CpuNet(g, seed=1), g, batch, seed=1, train=True)
+
+
+@pytest.mark.parametrize("which", ["tiny", "branches", "subrange", "tiny-grouped-1gpu"])
+def test_networks_layer_by_layer(root, which):
+    tiny = (root / "examples/tiny-alexnet.net").read_text()
+    text = {"tiny": tiny, "branches": BRANCHES, "subrange": SUBRANGE,
+            "tiny-grouped-1gpu": one_gpu_grouped(tiny)}[which]
+    g = build_graph(text)
+    check_layers_in_place(g, 3, seed=4, train=True)
+    check_end_to_end(CpuNet(g, seed=4), g, 3, seed=4, train=True)
+
+
+def test_alexnet_batch2_against_numpy_and_pytorch(root):
+    g = build_graph(root / "specs/alexnet.net")
+    net, ref = CpuNet(g, seed=0), NumpyNet(g, seed=0)
+    params = he_parameters(net.param_shapes, seed=1)
+    net.load_parameters(params)
+    ref.load_parameters(params)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
+    labels = np.array([7, 993])
+    t_logits, t_loss, t_grads = torch_loss_and_grads(params, x, labels, torch.float32,
+                                                     conv1_stride=4, conv1_pad=2)
+    logits = net.forward(x)
+    assert rel(logits, t_logits) <= 1e-4
+    assert rel(logits, ref.forward(x)) <= 1e-4
+    loss, grads = net.loss_and_grads(x, labels)
+    r_loss, r_grads = ref.loss_and_grads(x, labels)
+    assert abs(loss - t_loss) <= 1e-4 * abs(t_loss) and abs(loss - r_loss) <= 1e-5 * r_loss
+    assert list(grads) == list(t_grads)
+    for k in grads:
+        assert grads[k].dtype == np.float32
+        assert rel(grads[k], t_grads[k]) <= 1e-3, (k, rel(grads[k], t_grads[k]))
+        assert rel(grads[k], r_grads[k]) <= 1e-3, (k, rel(grads[k], r_grads[k]))
+
+
+def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
+    """One update on the cpu backend equals train/sgd.py's sgd_update on the same arrays
+    exactly, with layer multipliers other than one."""
+    text = (root / "examples/tiny-alexnet.net").read_text()
+    g = build_graph(text)
+    net = CpuNet(g, seed=2)
+    x, labels = inputs(g, 4, 2)
+    lr_m, decay_m = layer_multipliers(g)
+    lr_m = {k: v * (2.0 if "bias" in k else 1.0) for k, v in lr_m.items()}
+    params = net.parameters()
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    net._multipliers = lambda: {k: (lr_m[k], decay_m[k]) for k in params}
+    for step in range(3):
+        net.load_parameters(params)
+        if step:
+            net.load_velocities(velocity)
+        _, grads = net.loss_and_grads(x, labels)
+        sgd_update(params, grads, velocity, 0.013, 0.9, 0.0005, lr_m, decay_m)
+        net.update(0.013, 0.9, 0.0005)
+        got, got_v = net.parameters(), net.velocities()
+        for k in params:
+            assert np.array_equal(got[k], params[k]), (step, k)
+            assert np.array_equal(got_v[k], velocity[k]), (step, k)
+
+
+def test_twenty_sgd_steps_track_the_numpy_reference(root):
+    """20 steps of loss_and_grads + update (dropout on, same masks) on the cpu backend against
+    NumpyNet + train/sgd.py: parameters agree to float32 rounding all the way."""
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net, ref = CpuNet(g, seed=0), NumpyNet(g, seed=0)
+    params = he_parameters(net.param_shapes, seed=3)
+    net.load_parameters(params)
+    ref.load_parameters(params)
+    p = ref.parameters()
+    v = {k: np.zeros_like(a) for k, a in p.items()}
+    lr_m, decay_m = layer_multipliers(g)
+    rng = np.random.default_rng(9)
+    for step in range(20):
+        x = rng.standard_normal((8, *g.input_shape), dtype=np.float32)
+        y = rng.integers(0, g.classes, 8)
+        net.rng, ref.rng = np.random.default_rng(step), np.random.default_rng(step)
+        l1, _ = net.loss_and_grads(x, y, train=True)
+        l2, grads = ref.loss_and_grads(x, y, train=True)
+        assert abs(l1 - l2) <= 1e-4 * max(1.0, abs(l2)), (step, l1, l2)
+        net.update(0.01, 0.9, 0.0005)
+        sgd_update(p, grads, v, 0.01, 0.9, 0.0005, lr_m, decay_m)
+        ref.load_parameters(p)
+    got = net.parameters()
+    moved = 0
+    for k in p:
+        assert rel(got[k], p[k]) <= 1e-4, (k, rel(got[k], p[k]))
+        moved += not np.allclose(p[k], params[k])
+    assert moved == len(p)
+
+
+def test_update_needs_gradients(root):
+    net = CpuNet(build_graph(root / "examples/tiny-alexnet.net"))
+    with pytest.raises(RuntimeError, match="loss_and_grads"):
+        net.update(0.01)
+
+
+def test_float64_runs_the_reference(root):
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net = CpuNet(g, seed=1, dtype=np.float64)
+    ref = NumpyNet(g, seed=1, dtype=np.float64)
+    x, labels = inputs(g, 2, 1)
+    x = x.astype(np.float64)
+    assert np.array_equal(net.forward(x), ref.forward(x))
+
+
+def test_auto_picks_cpu_without_a_gpu():
+    from netspec.runtime import pick_auto
+    from netspec.runtime.cuda_backend import cuda_device_count
+    from netspec.runtime.opencl_backend import OpenCLNet
+    if cuda_device_count() or OpenCLNet.auto_choice():
+        pytest.skip("a GPU is present; auto takes it")
+    lines = []
+    assert pick_auto(lines.append) is CpuNet
+    assert lines[0].startswith("netspec: backend 'cpu': C + OpenMP")
+
+
+def test_no_compiler_falls_back_to_numpy_with_a_note(root, monkeypatch, capsys):
+    from netspec.codegen.cpu_kernels import kernel_signatures, render_cpu_module
+    from netspec.runtime.host_build import build_host_kernels
+    monkeypatch.setenv("CC", "no-such-compiler-xyz")
+    k, note = build_host_kernels(render_cpu_module(), kernel_signatures())
+    assert k is None and note == "no C compiler found (set CC or install gcc)"
+    monkeypatch.setattr(cpu_backend, "_BUILT", (k, note))
+    assert CpuNet.auto_choice() is None
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net = CpuNet(g, seed=1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["netspec: backend 'cpu': no C compiler found (set CC or install gcc); "
+                   "running the NumPy reference instead"]
+    x, _ = inputs(g, 2, 1)
+    assert np.array_equal(net.forward(x), NumpyNet(g, seed=1).forward(x))
+
+
+def test_host_kernels_are_cached_by_source_and_flags(tmp_path, monkeypatch):
+    from netspec.codegen.cpu_kernels import kernel_signatures, render_cpu_module
+    from netspec.runtime.host_build import build_host_kernels
+    monkeypatch.setenv("NETSPEC_CACHE_DIR", str(tmp_path))
+    src = render_cpu_module()
+    k1, _ = build_host_kernels(src, kernel_signatures())
+    assert k1 is not None and k1.path.parent == tmp_path / "kernels" / "host"
+    mtime = k1.path.stat().st_mtime_ns
+    k2, _ = build_host_kernels(src, kernel_signatures())
+    assert k2.path == k1.path and k2.path.stat().st_mtime_ns == mtime      # loaded, not built
+    k3, _ = build_host_kernels(src + "\n/* other */\n", kernel_signatures())
+    assert k3.path != k1.path
+
+
+def test_c_dialect_refuses_work_group_words():
+    from netspec.codegen.dialects import C
+    with pytest.raises(KeyError):
+        C.render("$kernel f() { $barrier }")
+    assert C.render("$parallel\nfor(;;) $sqrt(x);") == \
+        "#pragma omp parallel for schedule(static)\nfor(;;) sqrtf(x);"
+
+
+def test_build_by_name_and_cli_choice(root):
+    net = netspec.build(root / "examples/tiny-alexnet.net", "cpu", seed=0)
+    assert isinstance(net, CpuNet) and net.backend == "cpu"
