@@ -128,22 +128,33 @@ def bench_torch(graph, params, batch, iterations, warmup, device_name, seed=0):
     clock = TorchTimer(device)
     r = graph.recipe
 
+    # the update PyTorch users run: torch.optim.SGD (its own momentum and decay form, the same
+    # work per parameter); the per-layer rows time it on the layered step's gradients
+    opt = torch.optim.SGD(list(P.values()), lr=r.lr or 0.01, momentum=r.momentum,
+                          weight_decay=r.weight_decay)
+    names = list(P)
+
     def update(grads):
-        with torch.no_grad():
-            for k, w in P.items():
-                v = V[k]
-                v.mul_(r.momentum).sub_(w, alpha=r.weight_decay * r.lr).sub_(grads[k],
-                                                                          alpha=r.lr)
-                w.add_(v)
+        for n in names:
+            P[n].grad = grads[n]
+        opt.step()
 
     def whole_step():
+        """(loss and gradients ms, whole step ms) of one autograd step plus SGD."""
+        t0 = time.perf_counter()
         h = x
         for _, fn, _ in layers:
             h = fn(h, P)
         loss = F.cross_entropy(h, labels)
-        names = list(P)
         g = torch.autograd.grad(loss, [P[n] for n in names])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
         update(dict(zip(names, g)))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t0) * 1e3
 
     def layered_step(times):
         acts = []
@@ -176,18 +187,20 @@ def bench_torch(graph, params, batch, iterations, warmup, device_name, seed=0):
     for _ in range(warmup):
         whole_step()
         layered_step(defaultdict(float))
-    per_iter, steps = [], []
+    per_iter, steps, lg = [], [], []
     for _ in range(iterations):
         t = defaultdict(float)
         layered_step(t)
         per_iter.append(t)
-        _, ms = clock(whole_step)
-        steps.append(ms)
+        a, b = whole_step()
+        lg.append(a)
+        steps.append(b)
     keys = {k for t in per_iter for k in t}
     rows = {k: statistics.median(t.get(k, 0.0) for t in per_iter) for k in keys}
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     return {"device": dev, "step_ms": statistics.median(steps), "step_ms_all": steps,
+            "loss_grads_ms": statistics.median(lg), "loss_grads_ms_all": lg,
             "rows": [{"layer": k[0], "direction": k[1], "ms": v} for k, v in rows.items()]}
 
 
@@ -212,6 +225,8 @@ def merge_runs(runs: list[dict]) -> dict:
     out["rows"] = rows
     out["step_ms_all"] = [x for run in runs for x in run["step_ms_all"]]
     out["step_ms"] = statistics.median(out["step_ms_all"])
+    out["loss_grads_ms_all"] = [x for run in runs for x in run["loss_grads_ms_all"]]
+    out["loss_grads_ms"] = statistics.median(out["loss_grads_ms_all"])
     out["iterations"] = len(runs)
     if "images_per_sec" in out:
         out["images_per_sec"] = 1e3 * out["batch_size"] / out["step_ms"]
@@ -249,7 +264,9 @@ def compare(graph, ours: dict, theirs: dict) -> dict:
     return {"by_type": table, "step": {
         "netspec_ms": ours["step_ms"], "torch_ms": theirs["step_ms"],
         "ratio": ours["step_ms"] / theirs["step_ms"],
-        "speed_ratio": theirs["step_ms"] / ours["step_ms"]}}
+        "speed_ratio": theirs["step_ms"] / ours["step_ms"]}, "loss_grads": {
+        "netspec_ms": ours["loss_grads_ms"], "torch_ms": theirs["loss_grads_ms"],
+        "speed_ratio": theirs["loss_grads_ms"] / ours["loss_grads_ms"]}}
 
 
 def print_comparison(backend, batch, ours, theirs, cmp) -> None:
@@ -263,6 +280,20 @@ def print_comparison(backend, batch, ours, theirs, cmp) -> None:
     s = cmp["step"]
     print(f"  whole step: netspec {s['netspec_ms']:.0f} ms, PyTorch {s['torch_ms']:.0f} ms, "
           f"ratio {s['ratio']:.2f} (PyTorch/netspec speed {s['speed_ratio']:.2f})")
+    s = cmp["loss_grads"]
+    print(f"  loss and gradients: netspec {s['netspec_ms']:.0f} ms, PyTorch "
+          f"{s['torch_ms']:.0f} ms (PyTorch/netspec speed {s['speed_ratio']:.2f})")
+    if ours.get("sgemm_gflops"):
+        print(f"  this machine's sgemm (NumPy BLAS): {ours['sgemm_gflops']:.1f} GFLOP/s; "
+              f"GEMM rows at % of it:")
+        for r in ours["rows"]:
+            if r.get("gflops") and r["layer"] in gemm_layers(ours):
+                print(f"    {r['layer']:<8} {r['direction']:<9} {r['gflops']:7.1f} GFLOP/s "
+                      f"{100 * r['gflops'] / ours['sgemm_gflops']:5.0f}%")
+
+
+def gemm_layers(ours: dict) -> set[str]:
+    return {r["layer"] for r in ours["rows"] if r.get("type") in ("conv", "fc")}
 
 
 def versions() -> dict:
@@ -302,6 +333,72 @@ def available_backends() -> list[str]:
     return out
 
 
+def rss_child(kind: str, spec: str, backend: str, batch: int) -> None:
+    """In a fresh process: build the net (netspec or PyTorch), then run two whole training
+    steps; print the RSS before the first step and the process's peak RSS, in MB."""
+    import resource
+
+    import numpy as np
+
+    import netspec
+    from netspec.ir.build import build_graph
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+    graph = build_graph(spec)
+    net = netspec.build(graph, backend, seed=0)
+    if kind == "torch":
+        import torch
+        import torch.nn.functional as F
+        params = net.parameters()
+        del net
+        P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        del params
+        opt = torch.optim.SGD(list(P.values()), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        layers = torch_layers(graph, P, torch.device("cpu"))
+        rng = np.random.default_rng(0)
+        x = torch.tensor(rng.standard_normal((batch, *graph.input_shape), dtype=np.float32))
+        labels = torch.tensor(rng.integers(0, graph.classes, batch))
+
+        def step():
+            opt.zero_grad()
+            h = x
+            for _, fn, _ in layers:
+                h = fn(h, P)
+            F.cross_entropy(h, labels).backward()
+            opt.step()
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, *graph.input_shape), dtype=np.float32)
+        labels = rng.integers(0, graph.classes, batch)
+
+        def step():
+            net.loss_and_grads(x, labels, train=True)
+            net.update(0.01, 0.9, 0.0005)
+    before = rss_mb()
+    for _ in range(2):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rss_before_step_mb": before, "peak_rss_mb": peak,
+                      "step_peak_increase_mb": peak - before}))
+
+
+def step_memory(spec: str, backend: str, batch: int) -> dict:
+    """Peak RSS of a training step, netspec `backend` and PyTorch CPU, each in its own
+    process (see rss_child)."""
+    import subprocess
+    out = {}
+    for kind in ("netspec", "torch"):
+        r = subprocess.run([sys.executable, __file__, "--rss-child", kind, "--spec", spec,
+                            "--backends", backend, "--batch-size", str(batch)],
+                           capture_output=True, text=True)
+        out[kind] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 \
+            else {"error": r.stderr.strip().splitlines()[-1:]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default=str(ROOT / "specs" / "alexnet.net"))
@@ -314,7 +411,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--out", help="JSON path (default benchmarks/results/<date>-<machine>.json)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--memory", action="store_true",
+                    help="also measure each side's peak RSS of a step, in fresh processes")
+    ap.add_argument("--rss-child", choices=["netspec", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_child:
+        sys.path.insert(0, str(ROOT))
+        rss_child(args.rss_child, args.spec, args.backends or "auto", args.batch_size)
+        return
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(os.cpu_count()))   # before numpy and torch load BLAS
@@ -349,7 +453,14 @@ def main() -> None:
         ours, theirs = merge_runs(ours_runs), merge_runs(their_runs)
         cmp = compare(graph, ours, theirs)
         print_comparison(backend, batch, ours, theirs, cmp)
-        record["runs"].append({"backend": backend, "batch_size": batch,
+        memory = step_memory(args.spec, backend, batch) if args.memory else None
+        if memory:
+            print(f"  peak RSS of a step (own process): netspec "
+                  f"{memory['netspec'].get('peak_rss_mb', float('nan')):.0f} MB (+"
+                  f"{memory['netspec'].get('step_peak_increase_mb', float('nan')):.0f} MB over "
+                  f"the built net), PyTorch {memory['torch'].get('peak_rss_mb', float('nan')):.0f}"
+                  f" MB (+{memory['torch'].get('step_peak_increase_mb', float('nan')):.0f} MB)")
+        record["runs"].append({"backend": backend, "batch_size": batch, "memory": memory,
                                "load_average_before": list(load0),
                                "load_average_after": list(os.getloadavg()),
                                "netspec": ours, "torch": theirs, "comparison": cmp})

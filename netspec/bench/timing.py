@@ -89,6 +89,9 @@ class BenchResult:
     step_ms_all: list[float] = field(default_factory=list)
     load_average: list[float] = field(default_factory=list)
     threads: int | None = None
+    loss_grads_ms: float = 0.0          # median of loss_and_grads alone (no update)
+    loss_grads_ms_all: list[float] = field(default_factory=list)
+    sgemm_gflops: float | None = None   # this machine's NumPy sgemm, measured in the same run
 
     @property
     def images_per_sec(self) -> float:
@@ -327,7 +330,9 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         _, grads = net.loss_and_grads(x, labels, train=True)
         update(grads)
 
+    sgemm = measure_sgemm_gflops()
     clock = _clock(net)
+    lg: list[float] = []
     per_iter: list[dict] = []
     kernel_iters: list[dict] = []
     steps: list[float] = []
@@ -339,6 +344,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
             t1 = time.perf_counter()
             update(grads)
             t2 = time.perf_counter()
+            lg.append((t1 - t0) * 1e3)
             if isinstance(clock, _CudaClock):
                 steps.append(clock.step_ms())
             else:
@@ -391,21 +397,45 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         step_ms=statistics.median(steps), forward_ms=phase("forward"),
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
         kernels=kernel_rows, step_ms_all=steps, load_average=list(os.getloadavg()),
-        threads=os.cpu_count())
+        threads=os.cpu_count(), loss_grads_ms=statistics.median(lg), loss_grads_ms_all=lg,
+        sgemm_gflops=sgemm)
+
+
+def measure_sgemm_gflops(size: int = 1536, repeats: int = 3) -> float:
+    """This machine's float32 GEMM speed through NumPy's BLAS (the best of `repeats` square
+    size³ products, in GFLOP/s): the limit the per-layer GEMM rows are read against."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
 
 
 def format_table(res: BenchResult, kernels: bool = False) -> str:
     out = [f"{res.network} on {res.backend} ({res.device}), batch {res.batch_size}, median of "
            f"{res.iterations} steps after {res.warmup} warm-up; timer: {res.timer}; load "
            f"average {', '.join(f'{v:.1f}' for v in res.load_average)}",
-           f"{'layer':<10} {'type':<8} {'direction':<9} {'ms':>9} {'GFLOP/s':>8} {'share':>6}"]
+           f"{'layer':<10} {'type':<8} {'direction':<9} {'ms':>9} {'GFLOP/s':>8} {'share':>6}"
+           f" {'of sgemm':>8}"]
     for r in res.rows:
         gf = f"{r.gflops:8.1f}" if r.gflops is not None else f"{'':>8}"
+        of = f"{100 * r.gflops / res.sgemm_gflops:7.0f}%" if r.gflops and res.sgemm_gflops \
+            and r.type in ("conv", "fc") else ""
         out.append(f"{r.layer:<10} {r.type:<8} {r.direction:<9} {r.ms:9.2f} {gf} "
-                   f"{100 * r.share:5.1f}%")
+                   f"{100 * r.share:5.1f}% {of}".rstrip())
     out.append(f"forward {res.forward_ms:.1f} ms, backward {res.backward_ms:.1f} ms, update "
                f"{res.update_ms:.1f} ms (sum of rows)")
-    out.append(f"training step: {res.step_ms:.1f} ms, {res.images_per_sec:.1f} images/s")
+    out.append(f"training step: {res.step_ms:.1f} ms, {res.images_per_sec:.1f} images/s "
+               f"(loss and gradients {res.loss_grads_ms:.1f} ms)")
+    if res.sgemm_gflops:
+        out.append(f"this machine's sgemm (NumPy BLAS, 1536^3, same run): "
+                   f"{res.sgemm_gflops:.1f} GFLOP/s; 'of sgemm' is a GEMM row's share of it")
     if kernels and res.kernels:
         out.append("")
         out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")

@@ -412,8 +412,19 @@ class _WorkerRing:
         self.dispatch()
 
 
+def single_threaded() -> None:
+    """A worker decodes one image at a time: its BLAS and OpenMP pools stay at one thread, so
+    -j workers next to the training step's threads don't oversubscribe the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1)
+
+
 def _worker_main(conn, loader: Loader, x: "_SharedArray", y: "_SharedArray", parent: int) -> None:
     ignore_sigint()
+    single_threaded()
     while True:
         if not conn.poll(_PARENT_CHECK_S):
             if os.getppid() != parent:

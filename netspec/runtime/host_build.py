@@ -90,10 +90,18 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
                 os.replace(out, path)          # atomic: a concurrent build wins either way
         except (OSError, subprocess.SubprocessError) as e:
             return None, f"could not build the host kernels with {cc}: {e}"
+    # libgomp reads OMP_WAIT_POLICY once, when it loads (with this library, unless something
+    # loaded it before): passive, so its idle threads don't spin on the cores BLAS needs next.
+    # Restored at once, so a PyTorch imported later keeps its own defaults.
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         return None, f"could not load the host kernels {path}: {e}"
+    finally:
+        if saved is None:
+            del os.environ["OMP_WAIT_POLICY"]
     for name, args in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes = [_CTYPES[a] for a in args]

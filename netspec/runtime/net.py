@@ -362,7 +362,7 @@ class Net:
         gradient is the sum over every part that read it; parameter gradients land in the rows
         their part owns."""
         g = self.graph
-        grads = {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()}
+        grads = self._gradient_buffers()
         dacts: dict[tuple[str, int], Any] = {}
         self._scatter(self.head.parts[0], dz, dacts)
         for layer in reversed(self.body):
@@ -376,12 +376,18 @@ class Net:
                 if pgrads:
                     slot = self._slots[layer.name, p.index]
                     dw, db = pgrads
-                    grads[slot.weight][slot.rows] = self.to_host(dw)
-                    grads[slot.bias][slot.rows] = self.to_host(db)
+                    for name, d in ((slot.weight, dw), (slot.bias, db)):
+                        target, d = grads[name][slot.rows], self.to_host(d)
+                        if not np.may_share_memory(target, d):   # a backend may write there
+                            target[...] = d
             if layer.weighted and self.grad_hook is not None:
                 self.grad_hook(layer.name, {n: grads[n] for n in layer.param_shapes()})
             del acts[layer.name]
         return grads
+
+    def _gradient_buffers(self) -> dict[str, np.ndarray]:
+        """The arrays loss_and_grads fills (fresh ones here; a backend may reuse its own)."""
+        return {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()}
 
     def _scatter(self, part: Part, dx, dacts: dict) -> None:
         """Hand each source its slice of dx, as (first channel, end channel, gradient) pieces

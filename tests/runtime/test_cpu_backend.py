@@ -241,3 +241,17 @@ def test_c_dialect_refuses_work_group_words():
 def test_build_by_name_and_cli_choice(root):
     net = netspec.build(root / "examples/tiny-alexnet.net", "cpu", seed=0)
     assert isinstance(net, CpuNet) and net.backend == "cpu"
+
+
+def test_gradients_a_caller_holds_are_never_overwritten(root):
+    """The backend reuses its gradient arrays only once nobody else holds them."""
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net = CpuNet(g, seed=0)
+    x, labels = inputs(g, 2, 0)
+    x2, labels2 = inputs(g, 2, 1)
+    _, held = net.loss_and_grads(x, labels)
+    kept = {k: v.copy() for k, v in held.items()}
+    _, other = net.loss_and_grads(x2, labels2)
+    for k in held:
+        assert np.array_equal(held[k], kept[k]), k
+    assert not np.array_equal(other["fc8.weight"], held["fc8.weight"])
