@@ -336,8 +336,6 @@ def available_backends() -> list[str]:
 def rss_child(kind: str, spec: str, backend: str, batch: int) -> None:
     """In a fresh process: build the net (netspec or PyTorch), then run two whole training
     steps; print the RSS before the first step and the process's peak RSS, in MB."""
-    import resource
-
     import numpy as np
 
     import netspec
@@ -374,13 +372,31 @@ def rss_child(kind: str, spec: str, backend: str, batch: int) -> None:
         x = rng.standard_normal((batch, *graph.input_shape), dtype=np.float32)
         labels = rng.integers(0, graph.classes, batch)
 
+        if hasattr(net, "update"):
+            def update(grads):
+                net.update(0.01, 0.9, 0.0005)
+        else:                              # the NumPy backend: the host rule, as bench does
+            from netspec.train.sgd import layer_multipliers, sgd_update
+            lr_m, decay_m = layer_multipliers(graph)
+            params = net.parameters()
+            velocity = {k: np.zeros_like(v) for k, v in params.items()}
+
+            def update(grads):
+                sgd_update(params, grads, velocity, 0.01, 0.9, 0.0005, lr_m, decay_m)
+                net.load_parameters(params)
+
         def step():
-            net.loss_and_grads(x, labels, train=True)
-            net.update(0.01, 0.9, 0.0005)
+            _, grads = net.loss_and_grads(x, labels, train=True)
+            update(grads)
+    def hwm_mb():
+        # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
     before = rss_mb()
     for _ in range(2):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = hwm_mb()
     print(json.dumps({"rss_before_step_mb": before, "peak_rss_mb": peak,
                       "step_peak_increase_mb": peak - before}))
 

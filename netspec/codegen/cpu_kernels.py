@@ -40,7 +40,7 @@ _kernel("im2col", "f* f* l l l l l l l l l", r"""
 $kernel im2col(const float *$restrict x, float *$restrict cols, long N, long C, long H, long W,
                long K, long S, long P, long Ho, long Wo)
 {
-    $parallel collapse(2)
+    $parallel collapse(2) if (C * K * K * N * Ho * Wo > SERIAL)
     for (long r = 0; r < C * K * K; ++r)
         for (long n = 0; n < N; ++n) {
             const long c = r / (K * K), u = (r / K) % K, v = r % K;
@@ -75,7 +75,7 @@ _kernel("col2im", "f* f* l l l l l l l l l", r"""
 $kernel col2im(const float *$restrict cols, float *$restrict dx, long N, long C, long H, long W,
                long K, long S, long P, long Ho, long Wo)
 {
-    $parallel collapse(2)
+    $parallel collapse(2) if (C * K * K * N * Ho * Wo > SERIAL)
     for (long n = 0; n < N; ++n)
         for (long c = 0; c < C; ++c) {
             float *d = dx + (n * C + c) * H * W;
@@ -106,7 +106,7 @@ _kernel("bias_act", "f* f* f* l l l l", r"""
 $kernel bias_act(const float *$restrict ym, const float *$restrict b, float *$restrict y,
                  long N, long O, long P, long relu)
 {
-    $parallel collapse(2)
+    $parallel collapse(2) if (N * O * P > SERIAL)
     for (long n = 0; n < N; ++n)
         for (long o = 0; o < O; ++o) {
             const float *src = ym + (o * N + n) * P;
@@ -127,7 +127,7 @@ $kernel bias_act(const float *$restrict ym, const float *$restrict b, float *$re
 _kernel("bias_act_rows", "f* f* l l l", r"""
 $kernel bias_act_rows(float *$restrict y, const float *$restrict b, long N, long O, long relu)
 {
-    $parallel
+    $parallel if (N * O > SERIAL)
     for (long n = 0; n < N; ++n) {
         float *r = y + n * O;
         for (long o = 0; o < O; ++o) {
@@ -142,7 +142,7 @@ _kernel("relu_grad_t", "f* f* f* f* l l l", r"""
 $kernel relu_grad_t(const float *$restrict dy, const float *$restrict y, float *$restrict dyt,
                     float *$restrict db, long N, long O, long P)
 {
-    $parallel
+    $parallel if (N * O * P > SERIAL)
     for (long o = 0; o < O; ++o) {
         double s = 0.0;
         for (long n = 0; n < N; ++n) {
@@ -185,7 +185,7 @@ $kernel lrn_fwd(const float *$restrict x, float *$restrict y, float *$restrict s
                 long C, long HW, long size, float alpha, float beta, float k)
 {
     const long half = size / 2;
-    $parallel collapse(2)
+    $parallel collapse(2) if (N * C * HW > SERIAL)
     for (long n = 0; n < N; ++n)
         for (long c = 0; c < C; ++c) {
             const float *xc = x + (n * C + c) * HW;
@@ -212,7 +212,7 @@ $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
                 long C, long HW, long size, float beta, float m)
 {
     const long half = size / 2;    /* m = −2αβ, rounded once from double as the reference */
-    $parallel collapse(2)
+    $parallel collapse(2) if (N * C * HW > SERIAL)
     for (long n = 0; n < N; ++n)
         for (long c = 0; c < C; ++c) {
             const long o = (n * C + c) * HW;
@@ -222,7 +222,7 @@ $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
                 t[o + p] = v / scale[o + p];
             }
         }
-    $parallel collapse(2)
+    $parallel collapse(2) if (N * C * HW > SERIAL)
     for (long n = 0; n < N; ++n)
         for (long c = 0; c < C; ++c) {
             const long o = (n * C + c) * HW;
@@ -246,7 +246,7 @@ $kernel maxpool_fwd(const float *$restrict x, float *$restrict y, int *$restrict
                     long H, long W, long Z, long S)
 {
     const long Ho = (H - Z) / S + 1, Wo = (W - Z) / S + 1;
-    $parallel
+    $parallel if (NC * H * W > SERIAL)
     for (long q = 0; q < NC; ++q) {
         const float *xp = x + q * H * W;
         float *yp = y + q * Ho * Wo;
@@ -271,7 +271,7 @@ _kernel("maxpool_bwd", "f* i* f* l l l", r"""
 $kernel maxpool_bwd(const float *$restrict dy, const int *$restrict arg, float *$restrict dx,
                     long NC, long HW, long OHW)
 {
-    $parallel
+    $parallel if (NC * HW > SERIAL)
     for (long q = 0; q < NC; ++q) {
         float *d = dx + q * HW;
         memset(d, 0, HW * sizeof(float));
@@ -287,7 +287,7 @@ _kernel("sgd", "f* f* f* l f f f", r"""
 $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, long n,
             float momentum, float decay_eps, float eps)
 {
-    $parallel
+    $parallel if (n > SERIAL)
     for (long i = 0; i < n; ++i) {
         float vi = momentum * v[i];
         vi = vi - decay_eps * w[i];
@@ -299,9 +299,15 @@ $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, lo
 """)
 
 
+# Below this many elements a kernel runs on one thread: waking the others costs more than the
+# work, and on a loaded machine a region waits for its slowest thread to be scheduled.
+SERIAL = 1 << 15
+
+
 def render_cpu_module(dialect: Dialect = C) -> str:
     """The C source of every host kernel, in `dialect` (a host dialect: C)."""
-    return dialect.prelude + "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
+    return dialect.prelude + f"#define SERIAL {SERIAL}L\n" + \
+        "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
 
 
 def kernel_signatures() -> dict[str, tuple[str, ...]]:

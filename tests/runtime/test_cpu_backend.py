@@ -255,3 +255,12 @@ def test_gradients_a_caller_holds_are_never_overwritten(root):
     for k in held:
         assert np.array_equal(held[k], kept[k]), k
     assert not np.array_equal(other["fc8.weight"], held["fc8.weight"])
+
+
+def test_conv_in_image_blocks_matches_reference(root):
+    """The conv path that gathers columns a few images at a time (chunk_floats) agrees with
+    the reference too, including the weight gradient summed over blocks."""
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net = CpuNet(g, seed=4)
+    net.chunk_floats = 20000                 # 1-2 images per block at 64x64
+    check_end_to_end(net, g, 5, seed=4, train=True)
