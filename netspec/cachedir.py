@@ -8,7 +8,8 @@ directory convention). Each cache is a folder inside it:
     autotune/    tuned GEMM tiles per device (netspec/runtime/autotune.py)
     kernels/     compiled OpenCL programs, and PoCL's and CuPy's own caches in kernels/pocl and
                  kernels/cupy (netspec/runtime/opencl_backend.py, cuda_backend.py); the CUDA
-                 emulator's libraries in kernels/emulator (netspec/runtime/cuda_emulator)
+                 emulator's libraries in kernels/emulator (netspec/runtime/cuda_emulator); the
+                 cpu backend's host kernels in kernels/host (netspec/runtime/host_build.py)
 
 A foundation module like netspec/errors.py: it imports nothing from netspec, so every layer
 may use it.

@@ -1,5 +1,5 @@
 """The host kernels of the fast CPU backend (runtime/cpu_backend.py), rendered in the C dialect
-(codegen/dialects.py: C99 with OpenMP) and built once by the system C compiler.
+(kernel/dialects.py: C99 with OpenMP) and built once by the system C compiler.
 
 The GEMMs are not here: they go to the BLAS sgemm behind NumPy, on views of these kernels'
 buffers. What is here is everything around them, each kernel one pass over memory with its
@@ -25,7 +25,7 @@ sums the reference leaves to NumPy's pairwise summation (bias gradients) agree t
 """
 from __future__ import annotations
 
-from .dialects import C, Dialect
+from ..kernel.dialects import C, Dialect
 
 # Every kernel: (name, argument types, template). Types: 'f*' float pointer, 'i*' int32 pointer,
 # 'l' a 64-bit integer, 'f' a float.
@@ -282,7 +282,7 @@ $kernel maxpool_bwd(const float *$restrict dy, const int *$restrict arg, float *
 """)
 
 # v <- μ·v − (λε)·w − ε·g ; w <- w + v, each product and difference rounded to float as
-# train/sgd.py's sgd_update does it, so the two agree bit for bit.
+# codegen/sgd.py's sgd_step does it, so the two agree bit for bit.
 _kernel("sgd", "f* f* f* l f f f", r"""
 $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, long n,
             float momentum, float decay_eps, float eps)

@@ -29,6 +29,7 @@ import sys
 import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
+from ..codegen.sgd import layer_multipliers, sgd_step
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
 
@@ -283,17 +284,15 @@ class CpuNet(NumpyNet):
         return loss, grads
 
     def _multipliers(self):
-        out = {}
-        for layer in self.graph.weighted_layers:
-            for name in layer.param_shapes():
-                out[name] = (layer.lr_mult, layer.decay_mult)
-        return out
+        lr, decay = layer_multipliers(self.graph)
+        return {name: (lr[name], decay[name]) for name in lr}
 
     def update(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0005) -> None:
         """The paper's SGD step (§5), in place, with the gradients of the last
         loss_and_grads: per tensor v <- μ·v − (weight_decay·decay_mult)·(lr·lr_mult)·w −
-        (lr·lr_mult)·g ; w <- w + v, one pass over w, v and g; rounded as
-        train/sgd.py's sgd_update rounds it (its scalars are computed the same way here)."""
+        (lr·lr_mult)·g ; w <- w + v, one pass over w, v and g; the one rule of
+        codegen/sgd.py (`sgd_step`), its four steps rounded alike, its scalars computed as
+        `sgd_update` computes them."""
         if self._grads is None:
             raise RuntimeError("update() needs the gradients of a loss_and_grads() call first")
         if self._velocity is None:
@@ -306,11 +305,7 @@ class CpuNet(NumpyNet):
                 eps = lr * lr_mult
                 if w.dtype == np.float32:
                     eps = np.float32(eps)
-                wd = weight_decay * decay_mult
-                v *= w.dtype.type(momentum)
-                v -= w.dtype.type(wd * eps) * w
-                v -= w.dtype.type(eps) * g
-                w += v
+                sgd_step(w, v, g, eps, momentum, weight_decay * decay_mult)
                 continue
             eps = np.float32(lr * lr_mult)
             wd = weight_decay * decay_mult

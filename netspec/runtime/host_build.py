@@ -1,7 +1,7 @@
 """Building host C (codegen/cpu_kernels.py, the C dialect) with the system C compiler, once.
 
 The compiler is $CC, else the first of cc, gcc, clang on PATH. The shared library is cached
-under `cache_dir()/host/<hash>.so`, the hash over the source, the compiler's path and version and
+under `cache_dir("kernels")/host/<hash>.so` (netspec/cachedir.py), the hash over the source, the compiler's path and version and
 the flags, so a second build is a dlopen. Flags: -O3 -march=native (the machine the cache lives
 on), -fopenmp, and -ffp-contract=off with no fast-math, so each float operation is rounded as
 NumPy rounds it. `load_host_kernels()` returns None with a reason when there is no working
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .opencl_backend import cache_dir
+from ..cachedir import cache_dir
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
          "-fPIC", "-shared", "-std=gnu99")
@@ -74,7 +74,7 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
         return None, "no C compiler found (set CC or install gcc)"
     ident = "\0".join([source, cc, _version(cc), *FLAGS])
     key = hashlib.sha256(ident.encode()).hexdigest()[:32]
-    path = cache_dir() / "host" / f"{key}.so"
+    path = cache_dir("kernels") / "host" / f"{key}.so"
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def export(spec, checkpoint, seed, output):
               help="Classes to list per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one a line.")
 @click.option("--backend", default="numpy", show_default=True,
-              type=click.Choice(["auto", "cuda", "opencl", "numpy"]))
+              type=click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"]))
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per forward pass.")
 def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):

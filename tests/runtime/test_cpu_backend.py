@@ -1,6 +1,6 @@
 """backend="cpu" (host C + OpenMP kernels, BLAS GEMMs) against the NumPy reference, layer by
 layer on the OpenCL tests' hypothesis-drawn edge cases, and against PyTorch on AlexNet; its SGD
-against train/sgd.py's rule, bit for bit; its fallback without a compiler."""
+against codegen/sgd.py's rule, bit for bit; its fallback without a compiler."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,7 @@ from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
-from netspec.train.sgd import layer_multipliers, sgd_update
+from netspec.codegen.sgd import layer_multipliers, sgd_update
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped  # noqa: E402
 from plan_oracle import check_end_to_end, close, inputs  # noqa: E402
@@ -119,7 +119,7 @@ def test_alexnet_batch2_against_numpy_and_pytorch(root):
 
 
 def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
-    """One update on the cpu backend equals train/sgd.py's sgd_update on the same arrays
+    """One update on the cpu backend equals codegen/sgd.py's sgd_update on the same arrays
     exactly, with layer multipliers other than one."""
     text = (root / "examples/tiny-alexnet.net").read_text()
     g = build_graph(text)
@@ -145,7 +145,7 @@ def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
 
 def test_twenty_sgd_steps_track_the_numpy_reference(root):
     """20 steps of loss_and_grads + update (dropout on, same masks) on the cpu backend against
-    NumpyNet + train/sgd.py: parameters agree to float32 rounding all the way."""
+    NumpyNet + codegen/sgd.py: parameters agree to float32 rounding all the way."""
     g = build_graph(root / "examples/tiny-alexnet.net")
     net, ref = CpuNet(g, seed=0), NumpyNet(g, seed=0)
     params = he_parameters(net.param_shapes, seed=3)
@@ -231,7 +231,7 @@ def test_host_kernels_are_cached_by_source_and_flags(tmp_path, monkeypatch):
 
 
 def test_c_dialect_refuses_work_group_words():
-    from netspec.codegen.dialects import C
+    from netspec.kernel.dialects import C
     with pytest.raises(KeyError):
         C.render("$kernel f() { $barrier }")
     assert C.render("$parallel\nfor(;;) $sqrt(x);") == \
