@@ -71,15 +71,14 @@ class CpuNet(NumpyNet):
 
     @classmethod
     def auto_choice(cls) -> str | None:
-        k, note = host_kernels()
-        if k is None:
+        if host_kernels()[0] is None:
             return None
         return f"C + OpenMP host kernels and BLAS on {cpu_threads()} cores"
 
     def physical_devices(self) -> list[str]:
         import platform
-        return [f"host CPU ({platform.processor() or platform.machine()}, {cpu_threads()} "
-                f"cores; C + OpenMP kernels, NumPy BLAS)"]
+        return [(f"host CPU ({platform.processor() or platform.machine()}, {cpu_threads()} "
+                 f"cores; C + OpenMP kernels, NumPy BLAS)")]
 
     def _open_devices(self) -> None:
         k, note = host_kernels()

@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
+from plan_oracle import check_end_to_end, close, inputs
+from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
 
 import netspec
+from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
-from netspec.codegen.sgd import layer_multipliers, sgd_update
-
-from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped  # noqa: E402
-from plan_oracle import check_end_to_end, close, inputs  # noqa: E402
-from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads  # noqa: E402
 
 if cpu_backend.host_kernels()[0] is None:
     pytest.skip(f"no host kernels: {cpu_backend.host_kernels()[1]}", allow_module_level=True)
@@ -210,8 +209,8 @@ def test_no_compiler_falls_back_to_numpy_with_a_note(root, monkeypatch, capsys):
     g = build_graph(root / "examples/tiny-alexnet.net")
     net = CpuNet(g, seed=1)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["netspec: backend 'cpu': no C compiler found (set CC or install gcc); "
-                   "running the NumPy reference instead"]
+    assert err == [("netspec: backend 'cpu': no C compiler found (set CC or install gcc); "
+                    "running the NumPy reference instead")]
     x, _ = inputs(g, 2, 1)
     assert np.array_equal(net.forward(x), NumpyNet(g, seed=1).forward(x))
 
