@@ -228,7 +228,9 @@ class _Builder:
                         "masks": []}
         self.phase = "forward"
         self.mults: dict[str, tuple[float, float]] = {}
-        self.signatures: dict[tuple, str] = {}
+        self.signatures: dict[str, dict[tuple, str]] = {}   # per kernel layer
+        self.consts_keys: dict[tuple, tuple] = {}
+        self.docs: dict[str, str] = {}
 
     # -- buffers and steps ---------------------------------------------------------------------
     def buf(self, name: str, gpu: int, elements: int, kind: str, **kw) -> str:
@@ -249,15 +251,22 @@ class _Builder:
         k = call.kernel
         # parts with the same shapes share one kernel (half the compile time for an even
         # split); `rename_shared` then drops the part from its name
-        sig = (k.layer, k.template, tuple(sorted(k.consts.items())), k.params, k.global_size,
-               k.local_size)
-        if sig in self.signatures:
-            k = self.kernels[self.signatures[sig]]
+        consts = tuple(sorted(k.consts.items()))
+        # one shared copy of each set of values (and of each doc): a chain of 200,000 alike
+        # layers has 400,000 kernels that differ only in their names (nothing edits them)
+        consts, shared = self.consts_keys.setdefault(consts, (consts, k.consts))
+        sig = (k.template, consts, k.params, k.global_size, k.local_size)
+        same_layer = self.signatures.setdefault(k.layer, {})
+        known = len(same_layer)
+        name = same_layer.setdefault(sig, k.name)      # one hash of the signature, not two
+        if len(same_layer) == known:
+            k = self.kernels[name]
         else:
             if k.name in self.kernels:
                 raise ValueError(f"kernel name {k.name} used twice")
+            k.consts = shared
+            k.doc = self.docs.setdefault(k.doc, k.doc)
             self.kernels[k.name] = k
-            self.signatures[sig] = k.name
         args = tuple(roles.get(r, r) for r in call.args)
         for p, a in zip(k.params, args):
             if p.kind != "float" and a not in self.buffers:
@@ -306,6 +315,7 @@ class _Builder:
         for l in g.compute_layers:
             for p in l.parts:
                 self.roles[(l.name, p.index)] = self.part_roles(l, p)
+        self.readers = None          # read by part_roles only
 
         self.phase = "forward"
         for p in data.parts:
@@ -326,7 +336,9 @@ class _Builder:
         for l in reversed(g.compute_layers):
             for p in l.parts:
                 self.backward_part(l, p)
+            self.signatures.pop(l.name, None)    # its last launch is behind us
         self.check_gradients_complete()
+        self.cover = None
 
         self.phase = "update"
         self.place_persistent()
@@ -354,12 +366,19 @@ class _Builder:
         self.rename_shared()
         self.lifetimes()
         self.place()
-        parts = [{"layer": l, "part": i, "gpu": self.g.layer(l).parts[i].gpu,
-                  "roles": {k: v for k, v in r.items()
-                            if isinstance(v, str) and v in self.buffers}}
-                 for (l, i), r in self.roles.items()]
+        parts = []
+        for (l, i), r in self.roles.items():     # each roles dict, trimmed in place (no copy)
+            for k in [k for k, v in r.items() if not (isinstance(v, str) and v in self.buffers)]:
+                del r[k]
+            parts.append({"layer": l, "part": i, "gpu": self.g.layer(l).parts[i].gpu,
+                          "roles": r})
+        # The deferred waits keep this builder alive until the steps are read (never, for
+        # `compile` without -o): drop what they don't need, a third of a long chain's memory.
+        self.signatures = self.consts_keys = self.docs = self.roles = self.transfers = self.outgoing = None
+        self.mults = None
+        multi = len({s.gpu for s in self.steps}) > 1
         return LaunchPlan(g.name, B, g.gpus, self.kernels, self.buffers, self.steps, bindings,
-                          self.io, parts, _waits=self.dependencies)
+                          self.io, parts, _waits=self.dependencies if multi else None)
 
     def plan_transfers(self):
         """Where each IR transfer lands on its receiving GPU (see the module doc)."""

@@ -4,6 +4,7 @@ source position, and one pass reports all it finds."""
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 
 from ..dsl.attrs import AttrDef, read_attrs, resolve, suggest
 from ..dsl.errors import Collector, Pos
@@ -33,6 +34,9 @@ GROUPS = {"groups": AttrDef("int", default=1, minimum=1,
                             doc="channel groups; each reads/normalises only its own channels")}
 GROUPED_TYPES = ("conv", "lrn")
 
+
+# read only; one shared copy for the layers that ask for no placement (most)
+_NO_PLACEMENT = MappingProxyType({"split": None, "gpu": None})
 
 def layer_schema(op) -> dict[str, AttrDef]:
     """Everything a layer statement of this type accepts: its op's keys plus placement."""
@@ -105,7 +109,9 @@ class _Builder:
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]
                 layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
-            layer._placement = {k: values.get(k) for k in ("split", "gpu")}
+            split, gpu = values.get("split"), values.get("gpu")
+            layer._placement = _NO_PLACEMENT if split is None and gpu is None \
+                else {"split": split, "gpu": gpu}
             layer.groups = values.get("groups") or 1
             layers.append(layer)
             prev = ls.name

@@ -47,17 +47,19 @@ def device_rows(g: Graph, batch_size: int) -> list[dict[str, int]]:
 
 
 def summary(g: Graph) -> dict[str, Any]:
+    rows = layer_rows(g)   # the totals from its figures: each layer's MACs are worked out once
     return {
         "network": g.name,
         "input_shape": list(g.input_shape),
         "classes": g.classes,
         "gpus": g.gpus,
         "batch_size": g.recipe.batch_size,
-        "total_params": g.total_params,
-        "total_macs": g.total_macs,
+        "total_params": sum(r["params"] for r in rows)
+        + sum(l.params for l in g.layers if l.replicated),
+        "total_macs": sum(r["macs"] for r in rows) + sum(l.macs for l in g.layers if l.replicated),
         # the paper's "650,000 neurons": outputs of the weighted layers
         "total_neurons": sum(l.neurons for l in g.weighted_layers),
-        "layers": layer_rows(g),
+        "layers": rows,
         "devices": device_rows(g, g.recipe.batch_size),
         "transfers": [{"layer": t.layer, "part": t.part, "src_gpu": t.src_gpu,
                        "dst_gpu": t.dst_gpu, "elements_per_image": t.elements,
@@ -77,38 +79,49 @@ def _bytes(n: int) -> str:
 
 
 def format_table(info: dict[str, Any]) -> str:
+    return "\n".join(table_lines(info))
+
+
+def table_lines(info: dict[str, Any]):
+    """`format_table`'s lines, one at a time: the cells are formatted once for the column
+    widths and again as each line is written, so a 200,000-layer report never holds them all
+    (~70 MB)."""
     head = ("layer", "type", "output", "per GPU", "connect", "params", "neurons", "MACs")
-    rows = [head]
+    multi = info["gpus"] > 1
+
+    def cells(r):
+        split = "/".join(str(s) for s in r["gpu_split"]) if multi else str(r["gpu_split"][0])
+        return (r["name"], r["type"], _shape(r["output_shape"]), split, r["connect"] or "-",
+                f"{r['params']:,}", f"{r['neurons']:,}", f"{r['macs']:,}")
+
+    total = ("total", "", "", "", "", f"{info['total_params']:,}",
+             f"{info['total_neurons']:,}", f"{info['total_macs']:,}")
+    widths = [max(len(head[i]), len(total[i])) for i in range(len(head))]
     for r in info["layers"]:
-        split = "/".join(str(s) for s in r["gpu_split"]) if info["gpus"] > 1 \
-            else str(r["gpu_split"][0])
-        rows.append((r["name"], r["type"], _shape(r["output_shape"]), split,
-                     r["connect"] or "-", f"{r['params']:,}", f"{r['neurons']:,}",
-                     f"{r['macs']:,}"))
-    rows.append(("total", "", "", "", "", f"{info['total_params']:,}",
-                 f"{info['total_neurons']:,}", f"{info['total_macs']:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        for i, c in enumerate(cells(r)):
+            widths[i] = max(widths[i], len(c))
     right = {5, 6, 7}
 
     def fmt(r):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
-    lines = [f"{info['network']}: input {_shape(info['input_shape'])}, {info['classes']} "
-             f"classes, {info['gpus']} logical GPU{'s' if info['gpus'] != 1 else ''}", ""]
-    lines.append(fmt(rows[0]))
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [fmt(r) for r in rows[1:-1]]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.append(fmt(rows[-1]))
-    lines.append("")
-    lines.append(f"per logical GPU, batch {info['batch_size']}:")
+    yield (f"{info['network']}: input {_shape(info['input_shape'])}, {info['classes']} "
+           f"classes, {info['gpus']} logical GPU{'s' if info['gpus'] != 1 else ''}")
+    yield ""
+    yield fmt(head)
+    yield "  ".join("-" * w for w in widths)
+    for r in info["layers"]:
+        yield fmt(cells(r))
+    yield "  ".join("-" * w for w in widths)
+    yield fmt(total)
+    yield ""
+    yield f"per logical GPU, batch {info['batch_size']}:"
     for d in info["devices"]:
         extra = ""
         if "activation_bytes" in d:
             extra = f"  activations {_bytes(d['activation_bytes'])}"
         if "memory_bytes" in d:
             extra += f"  total {_bytes(d['memory_bytes'])}"
-        lines.append(f"  GPU {d['gpu']}: params {_bytes(d['param_bytes'])}{extra}  "
-                     f"sends {_bytes(d['sent_bytes_per_step'])}/step")
-    return "\n".join(lines)
+        yield (f"  GPU {d['gpu']}: params {_bytes(d['param_bytes'])}{extra}  "
+               f"sends {_bytes(d['sent_bytes_per_step'])}/step")

@@ -84,6 +84,7 @@ def params(*spec: str) -> tuple[Param, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1024)   # one shared pair of tuples per size, not per kernel
 def elementwise_launch(n: int, local: int = 256) -> tuple[tuple[int], tuple[int]]:
     """One work-item per element, `local` to a group; the kernel guards `i < n`."""
     return (_round_up(n, local),), (local,)
