@@ -23,6 +23,9 @@ Dimensions:
             either way (a 1-GPU network can't take a split of many parts; a line over
             100,000 characters isn't parsed): the time is the time to that verdict.
 
+For AlexNet the child also counts the launch plan's steps (after the timing): `connect all`
+layers make the plan Theta(G^2) steps, so its exponent is also fitted against the plan's size.
+
 The fitted growth exponent of a dimension is the slope of log(time) over log(size) by least
 squares over its cases; "last step" is the slope between its two largest finished cases, the
 better guide to how it grows from there. Fixed costs pull both below the true asymptotic
@@ -138,20 +141,27 @@ with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
 t2 = time.perf_counter()
 text = out.getvalue()
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": t2 - t1, "import_s": t1 - t0, "exit": code,
+steps = None
+if len(sys.argv) > 2 and code == 0:      # the plan's size, after the timing (not timed)
+    from netspec.ir.build import build_graph
+    from netspec.codegen.plan import build_plan
+    g = build_graph(sys.argv[1])
+    steps = len(build_plan(g, g.recipe.batch_size)._steps)
+print(json.dumps({"seconds": t2 - t1, "import_s": t1 - t0, "exit": code, "plan_steps": steps,
                   "cpu_s": ru.ru_utime + ru.ru_stime - CPU0,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "first_line": text.splitlines()[0][:160] if text else ""}))
 """
 
 
-def run_case(text: str, timeout: float) -> dict:
+def run_case(text: str, timeout: float, count_steps: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "spec.net"
         path.write_text(text)
         env = dict(os.environ, PYTHONPATH=str(ROOT), NETSPEC_AUTOTUNE="0")
         try:
-            p = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
+            p = subprocess.run([sys.executable, "-c", CHILD, str(path)]
+                               + (["steps"] if count_steps else []), capture_output=True,
                                text=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired:
             return {"timeout": timeout}
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[dim] = []
         for n in sizes:
             text = make(n)
-            r = run_case(text, args.timeout)
+            r = run_case(text, args.timeout, count_steps=dim == "alexnet")
             r.update(size=n, lines=text.count("\n"), mb=len(text) / 1e6)
             results[dim].append(r)
             cpu = ""
@@ -261,6 +271,11 @@ def main(argv: list[str] | None = None) -> dict:
             if any("cpu_s" not in r for r in rows) else ""
         if f:
             print(f"  {dim:<9} per {UNIT[dim]}: fit {f[0]:.2f}, last step {f[1]:.2f}{late}")
+        steps = [(r["plan_steps"], r["cpu_s"]) for r in ok if r.get("plan_steps")]
+        f = fit(steps)
+        if f:   # `gpus` grows the plan as G^2 (connect all): the cost per plan step
+            print(f"  {dim:<9} per plan step: fit {f[0]:.2f}, last step {f[1]:.2f} "
+                  f"({steps[0][0]:,} .. {steps[-1][0]:,} steps)")
         else:
             print(f"  {dim:<9} per {UNIT[dim]}: too few finished cases{late}")
     if args.json:

@@ -138,6 +138,7 @@ class LaunchPlan:
     parts: list[dict] = field(default_factory=list)   # each layer part's buffers by role
     alignment: int = ALIGN
     _waits: object = field(default=None, repr=False, compare=False)   # sets deps, once
+    _ext: dict | None = field(default=None, repr=False, compare=False)  # _extents, once
 
     @property
     def steps(self) -> list[Step]:
@@ -153,13 +154,19 @@ class LaunchPlan:
 
     def _extents(self) -> dict[int, tuple[int, int]]:
         """Per GPU, the end of its last parameter-region and arena buffer (bytes), in one
-        pass over the buffers (asking per GPU walked them all once per GPU)."""
+        pass over the buffers (asking per GPU walked them all once per GPU), once: the
+        buffers are placed when the plan is built and never move (the report and the
+        backends ask once per GPU, which made it G passes: cubic in `gpus` with the
+        all-to-all layers' G^2 buffers)."""
+        if self._ext is not None:
+            return self._ext
         ends: dict[int, list[int]] = {}
         for b in self.buffers.values():
             e = ends.setdefault(b.gpu, [0, 0])
             i = 0 if b.persistent else 1
             e[i] = max(e[i], b.offset + b.nbytes)
-        return {g: (e[0], e[1]) for g, e in ends.items()}
+        self._ext = {g: (e[0], e[1]) for g, e in ends.items()}
+        return self._ext
 
     @property
     def memory_per_gpu(self) -> list[int]:
