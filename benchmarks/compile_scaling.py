@@ -271,13 +271,13 @@ def main(argv: list[str] | None = None) -> dict:
             if any("cpu_s" not in r for r in rows) else ""
         if f:
             print(f"  {dim:<9} per {UNIT[dim]}: fit {f[0]:.2f}, last step {f[1]:.2f}{late}")
-        steps = [(r["plan_steps"], r["cpu_s"]) for r in ok if r.get("plan_steps")]
-        f = fit(steps)
-        if f:   # `gpus` grows the plan as G^2 (connect all): the cost per plan step
-            print(f"  {dim:<9} per plan step: fit {f[0]:.2f}, last step {f[1]:.2f} "
-                  f"({steps[0][0]:,} .. {steps[-1][0]:,} steps)")
         else:
             print(f"  {dim:<9} per {UNIT[dim]}: too few finished cases{late}")
+        steps = [(r["plan_steps"], r["cpu_s"]) for r in ok if r.get("plan_steps")]
+        fs = fit(steps)
+        if fs:   # `gpus` grows the plan as G^2 (connect all): the cost per plan step
+            print(f"  {dim:<9} per plan step: fit {fs[0]:.2f}, last step {fs[1]:.2f} "
+                  f"({steps[0][0]:,} .. {steps[-1][0]:,} steps)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return results
