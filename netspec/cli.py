@@ -80,7 +80,7 @@ def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget, replicas, lin
     from .ir.build import build_graph
     from .ir.report import summary, table_lines
 
-    graph = build_graph(spec)
+    graph = build_graph(path=spec)
     from .runtime import autotune
 
     # the plan first: its builder's scratch is freed before the report's rows exist (peak)

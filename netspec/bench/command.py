@@ -45,7 +45,7 @@ def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_
         # the winners land in the autotune cache, which the backend's own compile reads
         from ..ir.build import build_graph
         from ..runtime import autotune
-        graph = build_graph(spec)
+        graph = build_graph(path=spec)
         autotune.compile_tuned(graph, batch_size or graph.recipe.batch_size, tune=True,
                                tune_budget_s=tune_budget)
         click.echo(autotune.describe_stats(autotune.LAST), err=True)

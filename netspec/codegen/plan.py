@@ -32,15 +32,13 @@ Device layout: activations (C, N, H, W) per part (see netspec/kernel).
 from __future__ import annotations
 
 import bisect
-import functools
 import heapq
-import importlib
 import math
 import re
 from dataclasses import asdict, dataclass, field
 
 from ..ir.graph import Graph, Layer, Part
-from ..kernel import Call, Kernel, PartContext, elementwise_launch, params
+from ..kernel import Call, Kernel, PartContext, ceil_div, elementwise_launch, params
 from .sgd import sgd_kernel
 
 ALIGN = 4096
@@ -204,21 +202,7 @@ class LaunchPlan:
 
 
 def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-def kernel_module(layer: Layer):
-    """The ops module holding this layer type's kernel templates (Caffe's one-unit habit)."""
-    return _kernel_module(type(layer.op).__module__, layer.type)
-
-
-@functools.cache
-def _kernel_module(name: str, layer_type: str):
-    module = importlib.import_module(name)
-    if not hasattr(module, "forward_kernels"):
-        raise NotImplementedError(f"layer type '{layer_type}' has no kernel templates "
-                                  f"({module.__name__} defines no forward_kernels)")
-    return module
+    return ceil_div(n, ALIGN) * ALIGN
 
 
 def build_plan(graph: Graph, batch: int, tiles: dict | None = None) -> LaunchPlan:
@@ -454,12 +438,10 @@ class _Builder:
                 for prefix, kind in (("", "param"), ("d", "grad"), ("v", "velocity")):
                     r[prefix + k] = self.buf(f"{key}.{prefix}{k}", p.gpu, n, kind,
                                              persistent=True)
-        mod = kernel_module(l)
         ctx = self.context(l, p, r["input_grad"])
-        for role, n in (mod.scratch_buffers(ctx) if hasattr(mod, "scratch_buffers")
-                        else {}).items():
+        for role, n in l.op.scratch_buffers(ctx).items():
             r[role] = self.buf(f"{key}.{role}", p.gpu, n, "scratch")
-        if l.type == "softmax":
+        if l.op.loss_layer:
             r["labels"] = self.buf("labels", p.gpu, B, "labels", dtype="int32")
             r["loss"] = self.buf("loss", p.gpu, B, "loss")
             self.io["labels"], self.io["loss"] = "labels", "loss"
@@ -487,8 +469,7 @@ class _Builder:
                     continue                 # the transfer landed here already
                 self.copy(t["buffer"], (s.start - t["t"].start) * per_ch, r["x"],
                           s.offset * per_ch, n, l.name)
-        mod = kernel_module(l)
-        for call in mod.forward_kernels(self.context(l, p, r["input_grad"])):
+        for call in l.op.forward_kernels(self.context(l, p, r["input_grad"])):
             if "mask" in call.args:
                 self.step(kind="upload", gpu=p.gpu, layer=l.name, when="train",
                           buffer=r["mask"], what="mask")
@@ -502,12 +483,11 @@ class _Builder:
 
     def backward_part(self, l: Layer, p: Part):
         r = self.roles[(l.name, p.index)]
-        mod = kernel_module(l)
-        if l.type == "softmax":
+        if l.op.loss_layer:
             self.step(kind="upload", gpu=p.gpu, layer=l.name, buffer="labels", what="labels")
-        for call in mod.backward_kernels(self.context(l, p, r["input_grad"])):
+        for call in l.op.backward_kernels(self.context(l, p, r["input_grad"])):
             self.launch(call, r, p.gpu, l.name, part=p.index)
-        if l.type == "softmax":
+        if l.op.loss_layer:
             self.step(kind="download", gpu=p.gpu, layer=l.name, buffer="loss", what="loss")
         if not r["input_grad"]:
             return

@@ -207,12 +207,28 @@ def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
     return name, text.lstrip("\ufeff")
 
 
-def load_spec(source: str | os.PathLike) -> Spec:
-    """A Spec from a path, or from spec text (anything containing a newline)."""
+def load_spec(text: str | None = None, *, path: str | os.PathLike | None = None) -> Spec:
+    """A Spec from spec text, or from the spec file at `path`: give exactly one. Text is never
+    taken for a file name, nor a path for text. Errors: SpecError (FILE:LINE:COL, or <spec>
+    for text); TypeError when both or neither are given."""
+    if (text is None) == (path is None):
+        raise TypeError("load_spec: give the spec's text, or its file as path=..., "
+                        "not both or neither")
+    if text is not None:
+        return parse_spec(text, "<spec>")
+    name, body = read_spec_file(path)
+    return parse_spec(body, name)
+
+
+def text_or_path(source: str | os.PathLike) -> dict:
+    """The one place that reads a single "spec" argument (netspec.build, build_graph) as
+    load_spec's keywords: an os.PathLike is a path; a str is spec text when it holds a newline
+    (a file name never does), else a path. Returns {"text": ...} or {"path": ...}."""
     if isinstance(source, str) and "\n" in source:
-        return parse_spec(source, "<spec>")
-    path, text = read_spec_file(source)
-    return parse_spec(text, path)
+        return {"text": source}
+    if isinstance(source, (str, os.PathLike)):
+        return {"path": source}
+    raise TypeError(f"a spec is given as text or a path, not {type(source).__name__}")
 
 
 def parse_spec(text: str, path: str = "<spec>") -> Spec:

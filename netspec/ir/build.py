@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from ..dsl.attrs import AttrDef, read_attrs, resolve, suggest
 from ..dsl.errors import Collector, Pos
-from ..dsl.parser import HEADER, load_spec
+from ..dsl.parser import HEADER, load_spec, text_or_path
 from ..dsl.spec import Spec
 from ..ops import OPS
 from .graph import INPUT, Graph, Layer, Part, Source, Transfer
@@ -32,7 +32,6 @@ PINNABLE = {"gpu": WEIGHTED["gpu"]}
 # the GPU holding those channels), and every backend and kernel that runs parts runs groups.
 GROUPS = {"groups": AttrDef("int", default=1, minimum=1,
                             doc="channel groups; each reads/normalises only its own channels")}
-GROUPED_TYPES = ("conv", "lrn")
 
 
 # read only; one shared copy for the layers that ask for no placement (most)
@@ -46,13 +45,23 @@ def layer_schema(op) -> dict[str, AttrDef]:
         schema.update(WEIGHTED)
     elif not op.follows_input_parts:
         schema.update(PINNABLE)
-    if op.type in GROUPED_TYPES:
+    if op.grouped:
         schema.update(GROUPS)
     return schema
 
 
-def build_graph(source: Spec | str | os.PathLike) -> Graph:
-    spec = source if isinstance(source, Spec) else load_spec(source)
+def build_graph(source: Spec | str | os.PathLike | None = None, *, text: str | None = None,
+                path: str | os.PathLike | None = None) -> Graph:
+    """The IR of a spec: from its text (`text=`), its file (`path=`), or a parsed Spec. One
+    positional `source` is also read as text or a path by dsl.parser.text_or_path (a str with
+    a newline is text). Errors: SpecError, every error in the spec at once."""
+    if source is not None and (text is not None or path is not None):
+        raise TypeError("build_graph: give a source, or text=/path=, not both")
+    if isinstance(source, Spec):
+        spec = source
+    else:
+        where = text_or_path(source) if source is not None else {"text": text, "path": path}
+        spec = load_spec(where.get("text"), path=where.get("path"))
     errs = Collector(spec.path, spec.source)
     g = _Builder(spec, errs).build()
     errs.raise_if_any()
@@ -294,21 +303,21 @@ class _Builder:
                                       f"{gpus} GPU{'s' if gpus != 1 else ''}")
                 return False
             if sum(split) != out:
-                what = "filters" if l.type == "conv" else "outputs"
+                what = l.op.count_attr
                 self.err(ap["split"], f"{l.name}: split {','.join(map(str, split))} adds up to "
                                       f"{sum(split)}, but the layer has {out} {what}")
                 return False
             bounds = list(enumerate(split))
         else:
             if out % gpus:
-                what = "filters" if l.type == "conv" else "outputs"
+                what = l.op.count_attr
                 lo = out // gpus
                 self.err(ap.get(what, ap["name"]),
                          f"{l.name}: {what} {out} cannot be split evenly over {gpus} GPUs "
                          f"(give split {','.join([str(lo + 1)] * (out % gpus) + [str(lo)] * (gpus - out % gpus))})")
                 return False
             bounds = [(g, out // gpus) for g in range(gpus)]
-        what = "filters" if l.type == "conv" else "outputs"
+        what = l.op.count_attr
         if not self.check_groups(l, {"input channels": l.in_shape[0], what: out}):
             return False
         start = 0
@@ -362,7 +371,7 @@ class _Builder:
         if not body:
             self.err(spec.pos["network"], "the network has no layers")
             return
-        softmaxes = [l for l in body if l.type == "softmax"]
+        softmaxes = [l for l in body if l.op.loss_layer]
         last = body[-1]
         if not softmaxes:
             self.err(last.pos, f"the network must end in a softmax layer (the last layer is "

@@ -3,8 +3,8 @@
 `netspec.kernel` is a leaf: it imports nothing from netspec, so every op module may import it at
 module level (ops <- kernel, no cycle). It holds a kernel before rendering (`Kernel`: name,
 template, parameters, compile-time constants and launch), its parameter list (`Param`,
-`params`), a launch of it with buffers (`Call`), the launch helper (`elementwise_launch`) and
-what a builder sees of one part (`PartContext`); the tiled GEMM skeleton is in
+`params`), a launch of it with buffers (`Call`), the launch helpers (`elementwise_launch`,
+`ceil_div`) and what a builder sees of one part (`PartContext`); the tiled GEMM skeleton is in
 `netspec.kernel.gemm`, the CUDA C / OpenCL C token tables in `netspec.kernel.dialects`.
 
 Kernels are specialised on static shapes: every size and stride is a constant substituted into
@@ -84,14 +84,15 @@ def params(*spec: str) -> tuple[Param, ...]:
     return tuple(out)
 
 
+def ceil_div(a: int, b: int) -> int:
+    """⌈a / b⌉ for integers (b > 0): groups to cover a items, b to a group. Exact, no floats."""
+    return -(-a // b)
+
+
 @functools.lru_cache(maxsize=1024)   # one shared pair of tuples per size, not per kernel
 def elementwise_launch(n: int, local: int = 256) -> tuple[tuple[int], tuple[int]]:
     """One work-item per element, `local` to a group; the kernel guards `i < n`."""
-    return (_round_up(n, local),), (local,)
-
-
-def _round_up(n: int, m: int) -> int:
-    return max(m, -(-n // m) * m)
+    return (max(local, ceil_div(n, local) * local),), (local,)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ class AvgPool(Pool):
     type = "avgpool"
     onnx_type = "AveragePool"     # no padding, so every window averages z² inputs
     doc = "average pooling"
+    colour, label = "#e8c16d", "avg pool"
 
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
         z = a["size"]

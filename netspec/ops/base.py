@@ -2,7 +2,16 @@
 
 A layer type is one module in `netspec/ops/` that defines `OP`, an instance of an `Op`
 subclass (Caffe's habit: the DSL keyword, the shape rule, the reference math and the kernel
-templates of a layer are all found in one place). `netspec.ops.OPS` discovers them.
+templates of a layer are all found in one place). `netspec.ops.OPS` discovers them;
+`netspec.ops.register` adds one defined elsewhere (a plugin, a test).
+
+Everything the rest of netspec knows about one layer type is on its `Op`: the shape rule and
+counts, the reference math, the kernel builders (`forward_kernels`, `backward_kernels`,
+`scratch_buffers`), whether it takes `groups` (`grouped`), whether its GEMMs are autotuned
+(`tuned`, `split_k`), whether it is the loss head (`loss_layer`), its diagram colour and label
+(`colour`, `label`, `describe`) and its parameters (`parameters`: named tensors with an init
+rule and a trainable flag). The IR, codegen, runtime and viz ask the op; none of them lists
+layer types.
 
 Shapes are per image: (C, H, W) for maps, (N,) for neuron vectors.
 
@@ -31,11 +40,40 @@ The dtype is the input's: float32 normally, float64 for gradient checks; no op u
 """
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..dsl.attrs import AttrDef
+
+INIT_RULES = ("gauss", "bias", "zeros", "ones")
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    """One named tensor of one layer part, in PyTorch's layout, its rows (axis 0) the part's
+    output channels.
+
+    name: the key after the layer's ('weight' -> `conv1.weight`, or `conv1.part0.weight` when
+      the parts' tensors don't stack). role: the buffer role the op's kernels read it by ('w');
+      its gradient is 'd' + role and its momentum 'v' + role. init: 'gauss' draws N(0, std²)
+      with the layer's weight std, 'bias' fills the layer's constant bias, 'zeros' and 'ones'
+      fill. trainable: SGD updates it from its gradient; False is state the op keeps (a running
+      mean), saved and loaded with the parameters but never updated by SGD.
+    """
+
+    name: str
+    role: str
+    shape: tuple[int, ...]
+    init: str = "gauss"
+    trainable: bool = True
+
+    def __post_init__(self):
+        if self.init not in INIT_RULES:
+            raise ValueError(f"parameter {self.name}: unknown init '{self.init}' "
+                             f"(one of {', '.join(INIT_RULES)})")
 
 
 class Op:
@@ -47,6 +85,23 @@ class Op:
     spatial_input: bool = False     # needs (C, H, W) input
     follows_input_parts: bool = True  # unweighted layers keep their input's parts
     attrs: dict[str, AttrDef] = {}
+    grouped: bool = False           # takes `groups G` (Caffe's group): each part one group
+    tuned: bool = False             # its GEMMs (fwd, bwd_weight, bwd_data) are autotuned
+    split_k: tuple[str, ...] = ()   # directions whose GEMM autotune also tries split-K on
+    loss_layer: bool = False        # the head: reads the labels, writes per-image losses
+    count_attr: str = "outputs"     # the attribute that sets its channels, for messages
+    colour: str = "#cccccc"         # its boxes in the architecture diagram (#rrggbb)
+    label: str = ""                 # its name in the diagram's legend (default: type)
+
+    # -- how it is shown -------------------------------------------------------------------
+    @property
+    def legend(self) -> str:
+        return self.label or self.type
+
+    def describe(self, a: dict) -> str:
+        """What a layer of this type does, in a few characters, for the diagram's header
+        (kernel size and stride, say)."""
+        return self.type
 
     # -- shape and counts ------------------------------------------------------------------
     def output_shape(self, a: dict, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -70,6 +125,16 @@ class Op:
     def part_macs(self, a: dict, in_shape, out_shape, in_ch: int, out_ch: int) -> int:
         """Multiply-adds per image of one part that reads in_ch and writes out_ch channels."""
         return 0
+
+    def parameters(self, a: dict, in_shape: tuple[int, ...], in_ch: int,
+                   out_ch: int) -> tuple[ParamDef, ...]:
+        """One part's tensors, in the order `forward` takes them in `params` (see ParamDef).
+        A weighted op's default: `weight` (weight_shape, gauss) and `bias` (out_ch, bias)."""
+        if not self.weighted:
+            return ()
+        return (ParamDef("weight", "w", tuple(self.weight_shape(a, in_shape, in_ch, out_ch)),
+                         "gauss"),
+                ParamDef("bias", "b", (out_ch,), "bias"))
 
     # -- reference math (NumPy), one part --------------------------------------------------
     def forward(self, a: dict, x: np.ndarray, params: tuple = (), *, relu: bool = False,
@@ -99,3 +164,27 @@ class Op:
         in network order, so backends reproduce it by replaying the same calls. None: no draw.
         """
         return None
+
+    # -- kernels (netspec.kernel), one part ------------------------------------------------
+    # An op in netspec/ops may define these as module-level functions of its own module
+    # (forward_kernels(c), ...); the defaults below find them there. An op defined elsewhere
+    # overrides the methods.
+    def forward_kernels(self, c) -> list:
+        """The `Call`s of one part's forward, given its `PartContext`, in launch order."""
+        return self._module_function("forward_kernels")(c)
+
+    def backward_kernels(self, c) -> list:
+        """The `Call`s of one part's backward (parameter gradients, then dL/dx)."""
+        return self._module_function("backward_kernels")(c)
+
+    def scratch_buffers(self, c) -> dict[str, int]:
+        """Extra buffers (role -> float elements) the part's kernels use; {} by default."""
+        fn = getattr(sys.modules[type(self).__module__], "scratch_buffers", None)
+        return fn(c) if fn is not None else {}
+
+    def _module_function(self, name: str):
+        fn = getattr(sys.modules[type(self).__module__], name, None)
+        if fn is None:
+            raise NotImplementedError(f"layer type '{self.type}' has no kernel templates "
+                                      f"({type(self).__module__} defines no {name})")
+        return fn

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..kernel import Call, Kernel, elementwise_launch, params
+from ..kernel import Call, Kernel, ceil_div, elementwise_launch, params
 from ..kernel.gemm import (
     default_splits,
     fit_tiles,
@@ -68,6 +68,11 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, ...], k: int, stride: int,
 class Conv(Op):
     type = "conv"
     doc = "convolution; `relu` fuses the activation"
+    grouped = True
+    tuned = True
+    split_k = ("bwd_weight",)
+    count_attr = "filters"
+    colour, label = "#6a9fd4", "convolution"
     weighted = True
     spatial_input = True
     attrs = {
@@ -76,6 +81,9 @@ class Conv(Op):
         "stride": AttrDef("int", default=1, minimum=1),
         "pad": AttrDef("int", default=0, minimum=0),
     }
+
+    def describe(self, a):
+        return f"{a['size']}×{a['size']} s{a['stride']}"
 
     def check(self, a, in_shape, report):
         _, h, w = in_shape
@@ -270,7 +278,7 @@ $kernel $name($params)
 def bias_grad_slices(per_output: int, slice_elements: int = 4096) -> int:
     """Stage-1 groups per output channel: one per `slice_elements` of its P (one when P is
     small, as for fc, and then stage 1 writes db itself)."""
-    return max(1, -(-per_output // slice_elements))
+    return max(1, ceil_div(per_output, slice_elements))
 
 
 def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, layer: str,
@@ -289,7 +297,7 @@ def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, laye
                  f"over {per_output} images x pixels\nlaunch: one work-item per output "
                  f"channel ({outputs}), a serial sum")), ("dy", "y", "db"))]
     sl = bias_grad_slices(per_output)
-    ps = -(-per_output // sl)
+    ps = ceil_div(per_output, sl)
     out = "db" if sl == 1 else "db_split"
     stage1 = Kernel(
         name=f"{prefix}_bwd_bias", template=BIAS_GRAD_TEMPLATE,
@@ -323,7 +331,7 @@ def _weight_grad_splits(c) -> tuple[int, int, int, int]:
     tiles = c.tiles.get("bwd_weight")
     splits = default_splits(m, n, k, tiles)
     if splits > 1:
-        splits = split_slice(k, splits, fit_tiles(m, n, tiles, k).TK)[1]
+        splits = split_slice(k, splits, fit_tiles(m, n, tiles, k).BK)[1]
     return m, n, k, splits
 
 
@@ -393,7 +401,7 @@ def backward_kernels(c):
         calls.append(Call(dw, ("dy", "x", "dw")))
     if c.input_grad and g["S"] > 1:
         s = g["S"]
-        ph = dict(g, KU=-(-g["KH"] // s), KV=-(-g["KW"] // s),
+        ph = dict(g, KU=ceil_div(g["KH"], s), KV=ceil_div(g["KW"], s),
                   HQ=(g["H"] - 1 + g["P"]) // s + 1, WQ=(g["W"] - 1 + g["P"]) // s + 1)
         dx = gemm_kernel(
             f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * ph["HQ"] * ph["WQ"],

@@ -16,8 +16,12 @@ from .base import AttrDef, Op
 class Dropout(Op):
     type = "dropout"
     doc = "inverted dropout with drop probability p"
+    colour, label = "#c4e0ae", "dropout"
     attrs = {"p": AttrDef("float", default=0.5, minimum=0.0, maximum=0.999999,
                           doc="drop probability, 0 <= p < 1")}
+
+    def describe(self, a):
+        return f"dropout {a['p']:g}"
 
     def draw_noise(self, a, shape, rng):
         return rng.random(shape, dtype=np.float32) >= np.float32(a["p"])   # the keep mask

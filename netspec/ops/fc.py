@@ -19,8 +19,13 @@ from .relu import relu_mask_grad
 class FC(Op):
     type = "fc"
     doc = "fully connected; `relu` fuses the activation"
+    tuned = True
+    colour, label = "#78bd76", "dense (fc)"
     weighted = True
     attrs = {"outputs": AttrDef("int", required=True, minimum=1, doc="neurons")}
+
+    def describe(self, a):
+        return "dense"
 
     def output_shape(self, a, in_shape):
         return (a["outputs"],)

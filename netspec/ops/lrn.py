@@ -48,6 +48,8 @@ def negative_power(s: np.ndarray, beta: float) -> np.ndarray:
 class LRN(Op):
     type = "lrn"
     doc = "local response normalisation across adjacent maps (paper's formula)"
+    grouped = True
+    colour, label = "#93cbbf", "response norm."
     spatial_input = True
     attrs = {
         "size": AttrDef("int", required=True, minimum=1, doc="n, adjacent maps summed"),
@@ -55,6 +57,9 @@ class LRN(Op):
         "beta": AttrDef("float", default=0.75, minimum=0.0),
         "k": AttrDef("float", default=2.0, minimum=0.0),
     }
+
+    def describe(self, a):
+        return f"LRN n={a['size']}"
 
     def check(self, a, in_shape, report):
         if a["size"] % 2 == 0:

@@ -22,8 +22,9 @@ def pool_windows(shape: tuple[int, ...], z: int, s: int):
 
 
 class Pool(Op):
-    type = "maxpool"
-    doc = "max pooling, overlapping when size > stride"
+    """What max and average pooling share: the z×z window spaced s apart, its shape rule and
+    its checks. Not a layer type itself (no `type`); MaxPool and AvgPool are."""
+
     spatial_input = True
     attrs = {
         "size": AttrDef("int", required=True, minimum=1, doc="z, the window"),
@@ -40,6 +41,20 @@ class Pool(Op):
     def output_shape(self, a, in_shape):
         c, h, w = in_shape
         return (c, conv_out(h, a["size"], a["stride"], 0), conv_out(w, a["size"], a["stride"], 0))
+
+    def describe(self, a):
+        return f"{self.type[:3]} {a['size']}×{a['size']} s{a['stride']}"
+
+    def onnx_node(self, a):
+        # no padding and floor((H − z) / s) + 1 outputs: ONNX's defaults (ceil_mode 0)
+        return self.onnx_type, {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2}
+
+
+class MaxPool(Pool):
+    type = "maxpool"
+    doc = "max pooling, overlapping when size > stride"
+    colour, label = "#f0ad55", "max pool"
+    onnx_type = "MaxPool"
 
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
         # Separable: the max over z columns within each row, then over z of those rows (2z
@@ -84,14 +99,7 @@ class Pool(Op):
         return dx, ()
 
 
-    onnx_type = "MaxPool"
-
-    def onnx_node(self, a):
-        # no padding and floor((H − z) / s) + 1 outputs: ONNX's defaults (ceil_mode 0)
-        return self.onnx_type, {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2}
-
-
-OP = Pool()
+OP = MaxPool()
 
 
 # -- kernel templates ----------------------------------------------------------------------------

@@ -16,6 +16,10 @@ def relu_mask_grad(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
 class ReLU(Op):
     type = "relu"
     doc = "rectified linear unit, max(0, x)"
+    colour, label = "#d8cf95", "ReLU"
+
+    def describe(self, a):
+        return "ReLU"
 
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
         y = np.maximum(x, x.dtype.type(0))

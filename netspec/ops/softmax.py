@@ -26,6 +26,8 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 class Softmax(Op):
     type = "softmax"
     doc = "softmax and the multinomial logistic loss; the last layer"
+    loss_layer = True
+    colour, label = "#b28ad4", "softmax"
     follows_input_parts = False
 
     def output_shape(self, a, in_shape):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 from typing import Any
 
 import numpy as np
@@ -67,8 +66,8 @@ def build(spec: Any, backend: str = "auto", *, seed: int = 0,
           dtype: Any = np.float32, devices: Any = None) -> Net:
     """Compile a network and initialise its parameters.
 
-    spec: a path to a .net file, spec text (anything containing a newline), a parsed Spec or a
-    built Graph. seed: parameters and dropout masks (see netspec/runtime/net.py for the draw
+    spec: a path to a .net file, spec text (a str holding a newline: see
+    netspec.dsl.parser.text_or_path), a parsed Spec or a built Graph. seed: parameters and dropout masks (see netspec/runtime/net.py for the draw
     order). dtype: float32 (default) or float64 (gradient checks). devices: the physical
     devices for the logical GPUs, e.g. [0, 1] (default: one per logical GPU as far as there are
     any; logical GPUs beyond that share them, each on its own stream or queue; see
@@ -78,8 +77,7 @@ def build(spec: Any, backend: str = "auto", *, seed: int = 0,
     from ..ir.graph import Graph
 
     cls = backend_class(backend)
-    graph = spec if isinstance(spec, Graph) else build_graph(
-        os.fspath(spec) if isinstance(spec, os.PathLike) else spec)
+    graph = spec if isinstance(spec, Graph) else build_graph(spec)
     return cls(graph, seed=seed, dtype=dtype, devices=devices)
 
 

@@ -40,16 +40,14 @@ import numpy as np
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, compile_network
-from ..codegen.plan import kernel_module
 from ..kernel import PartContext
 from ..kernel.dialects import OPENCL
 from ..kernel.gemm import GemmTiles
 from .opencl_device import _cl, find_device
 
-TUNE_VERSION = 1
+TUNE_VERSION = 2                        # 2: GemmTiles' fields are BM, BN, BK, TM, TN
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
-TUNED_TYPES = ("conv", "fc")
-# (TM, TN, TK, WM, WN): the default first; square and skewed tiles, 64 to 256 work-items,
+# (BM, BN, BK, TM, TN): the default first; square and skewed tiles, 64 to 256 work-items,
 # register blocks of 4x4 and 8x4. All within CUDA's 1024 threads and 48 KiB of shared memory.
 CANDIDATES = (
     GemmTiles(64, 64, 16, 4, 4),
@@ -61,7 +59,7 @@ CANDIDATES = (
 )
 SPLITS = (1, 4, 16)
 REPEATS = 3
-_KEY_DROPPED = {"TM", "TN", "TK", "WM", "WN", "TX", "TY", "THREADS", "KS"}
+_KEY_DROPPED = {"BM", "BN", "BK", "TM", "TN", "TX", "TY", "THREADS", "KS"}
 
 
 def autotune_dir() -> Path:
@@ -107,8 +105,8 @@ def describe_stats(st: TuneStats) -> str:
     for (layer, direction), rec in st.chosen.items():
         t = rec["tiles"]
         split = f" split {t['splits']}" if t.get("splits") else ""
-        lines.append(f"  {layer:10s} {direction:10s} {t['TM']}x{t['TN']}x{t['TK']} "
-                     f"{t['WM']}x{t['WN']}{split}  {rec['ms']:.2f} ms")
+        lines.append(f"  {layer:10s} {direction:10s} {t['BM']}x{t['BN']}x{t['BK']} "
+                     f"{t['TM']}x{t['TN']}{split}  {rec['ms']:.2f} ms")
     return "\n".join(lines)
 
 
@@ -160,7 +158,7 @@ class Tuner:
         start = time.perf_counter()
         out: dict[str, dict] = {}
         for layer in graph.compute_layers:
-            if layer.type not in TUNED_TYPES:
+            if not layer.op.tuned:
                 continue
             part = layer.parts[0]
             input_grad = any(not graph.layer(s.layer).replicated for s in part.sources)
@@ -190,7 +188,7 @@ class Tuner:
         for cand in CANDIDATES:
             results.append((self.time_direction(ctx, direction, cand), cand))
         best_ms, best = min(results, key=lambda r: r[0])
-        if direction == "bwd_weight" and ctx.layer.type == "conv":
+        if direction in ctx.layer.op.split_k:
             for s in SPLITS:
                 cand = replace(best, splits=s)
                 results.append((self.time_direction(ctx, direction, cand), cand))
@@ -226,9 +224,9 @@ class Tuner:
     # -- timing on the device --------------------------------------------------------------
     @staticmethod
     def calls(ctx: PartContext, direction: str, tiles: GemmTiles) -> list:
-        mod = kernel_module(ctx.layer)
+        op = ctx.layer.op
         c = replace(ctx, tiles={direction: tiles})
-        every = (mod.forward_kernels(c) if direction == "fwd" else mod.backward_kernels(c))
+        every = (op.forward_kernels(c) if direction == "fwd" else op.backward_kernels(c))
         name = f"{c.prefix}_{direction}"
         return [call for call in every
                 if call.kernel.name == name or call.kernel.name.startswith(name + "_")]
@@ -277,7 +275,5 @@ class Tuner:
         sizes = {"x": n_in, "dx": n_in, "y": n_out, "dy": n_out,
                  "w": math.prod(wshape), "dw": math.prod(wshape),
                  "b": part.channels, "db": part.channels}
-        mod = kernel_module(layer)
-        if hasattr(mod, "scratch_buffers"):
-            sizes.update(mod.scratch_buffers(c))
+        sizes.update(layer.op.scratch_buffers(c))
         return sizes

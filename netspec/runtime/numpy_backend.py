@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Layer, Part
-from ..ops import OPS
 from .net import Net
 
 
@@ -44,7 +43,7 @@ class NumpyNet(Net):
         return layer.op.backward(layer.attrs, dy, cache, input_grad=input_grad)
 
     def softmax_loss(self, z, labels):
-        return OPS["softmax"].loss(z, labels)
+        return self.head.op.loss(z, labels)
 
     def softmax_proba(self, z):
-        return OPS["softmax"].forward({}, z)[0]
+        return self.head.op.forward(self.head.attrs, z)[0]

@@ -26,7 +26,8 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
         raise RunError(f"{ckpt}: no such run directory or checkpoint")
     if spec is None and "spec_text" not in state:
         raise RunError(f"{ckpt}: give --spec (the checkpoint has no run state naming one)")
-    graph = build_graph(spec if spec is not None else state["spec_text"])
+    graph = (build_graph(path=spec) if spec is not None
+             else build_graph(text=state["spec_text"]))
     data = data or state.get("data")
     if data is None:
         raise RunError("give --data (the checkpoint has no run state naming its data)")

@@ -75,7 +75,7 @@ def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, 
     if not spec and not run_dir:
         raise click.UsageError("give a SPEC file to draw, or --run runs/NAME")
 
-    graph = build_graph(spec) if spec else None
+    graph = build_graph(path=spec) if spec else None
     run = None
     if run_dir:
         from .run import open_run

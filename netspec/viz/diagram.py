@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ir.graph import Graph, Layer
+from ..ops import OPS
 from .fonts import line_metrics, text_width
 from .layout import Layout, Polygon, Polyline, Rect, Text, arrow_head
 from .render import save_layout
@@ -32,16 +33,8 @@ MARGIN = 24
 
 TITLE, SUBTITLE, NAME, DETAIL, SHAPE, LANE, LEGEND = 20, 13, 13, 12, 12, 14, 12
 
-TYPE_COLOURS = {
-    "input": "#b5b5b5", "conv": "#6a9fd4", "lrn": "#93cbbf", "maxpool": "#f0ad55",
-    "avgpool": "#e8c16d", "relu": "#d8cf95", "fc": "#78bd76", "dropout": "#c4e0ae",
-    "softmax": "#b28ad4",
-}
-TYPE_NAMES = {
-    "input": "input", "conv": "convolution", "lrn": "response norm.", "maxpool": "max pool",
-    "avgpool": "avg pool", "relu": "ReLU", "fc": "dense (fc)", "dropout": "dropout",
-    "softmax": "softmax",
-}
+# a layer type's colour and legend name are its op's (Op.colour, Op.label); the input is no op
+INPUT_COLOUR = "#b5b5b5"
 OTHER_COLOUR = "#cccccc"
 LANE_FILLS = ("#f3f6fb", "#fbf7ef")
 LANE_STROKE = "#d5dce6"
@@ -110,21 +103,22 @@ def detail_label(layer: Layer) -> str:
 
 
 def _op_label(layer: Layer) -> str:
-    """detail_label without the groups."""
-    a = layer.attrs
-    if layer.type == "conv":
-        return f"{a['size']}×{a['size']} s{a['stride']}"
-    if layer.type in ("maxpool", "avgpool"):
-        return f"{layer.type[:3]} {a['size']}×{a['size']} s{a['stride']}"
-    if layer.type == "lrn":
-        return f"LRN n={a['size']}"
-    if layer.type == "dropout":
-        return f"dropout {a['p']:g}"
-    if layer.type == "fc":
-        return "dense"
-    if layer.type == "relu":
-        return "ReLU"
-    return layer.type
+    """detail_label without the groups: the op's own description."""
+    return layer.op.describe(layer.attrs) if layer.type in OPS else layer.type
+
+
+def type_colour(type_name: str) -> str:
+    """The box colour of a layer type (its op's), the input's grey for the input."""
+    if type_name == "input":
+        return INPUT_COLOUR
+    op = OPS.get(type_name)
+    return op.colour if op is not None else OTHER_COLOUR
+
+
+def type_legend(type_name: str) -> str:
+    """The legend's name for a layer type (its op's label)."""
+    op = OPS.get(type_name)
+    return op.legend if op is not None else type_name
 
 
 def _shade(colour: str, factor: float) -> str:
@@ -353,7 +347,7 @@ def diagram_layout(graph: Graph) -> Layout:
     # -- boxes, their shape labels, and the column headers -----------------------------------
     for l, x, (name, det) in zip(layers, xs, headers):
         cx = x + col_w[col[l.name]] / 2
-        colour = TYPE_COLOURS.get(l.type, OTHER_COLOUR)
+        colour = type_colour(l.type)
         layout.add("header", Text(cx, name_base, name, NAME, "#111111", "middle", True),
                    Text(cx, det_base, det, DETAIL, "#555555", "middle"), layer=l.name)
         for p in l.parts:
@@ -378,7 +372,7 @@ def diagram_layout(graph: Graph) -> Layout:
         items.append(("arrow", k, ARROWS[k].label))
     types = list(dict.fromkeys(l.type for l in layers))
     for t in types:
-        items.append(("box", t, TYPE_NAMES.get(t, t)))
+        items.append(("box", t, type_legend(t)))
     if gpus > 1:
         items.append(("note", "", "the input is copied to every GPU"))
     x = MARGIN
@@ -397,7 +391,7 @@ def diagram_layout(graph: Graph) -> Layout:
             shapes += [Polyline(((x, mid), (x + swatch - 6, mid)), st.colour, st.width,
                                 st.dash), Polygon(head, st.colour)]
         elif kind == "box":
-            c = TYPE_COLOURS.get(key, OTHER_COLOUR)
+            c = type_colour(key)
             shapes.append(Rect(x, mid - 7, 14, 14, c, _shade(c, 0.62), 0.8))
         shapes.append(Text(x + swatch + (8 if swatch else 0), y, label, LEGEND, "#333333"))
         layout.add(f"legend legend-{kind}", *shapes, key=key)

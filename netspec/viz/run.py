@@ -58,7 +58,7 @@ class Run:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
-            self._graph = build_graph(self.spec_text)
+            self._graph = build_graph(text=self.spec_text)
         return self._graph
 
     def metrics(self) -> list[dict]:
@@ -156,7 +156,7 @@ def last_hidden_layers(graph: Graph) -> list[str]:
     """The layers whose outputs feed the classifier (the layer before the softmax): the
     'last hidden layer' whose features Figure 4 compares."""
     head = graph.compute_layers[-1]
-    classifier = graph.layer(head.inputs[0]) if head.type == "softmax" else head
+    classifier = graph.layer(head.inputs[0]) if head.op.loss_layer else head
     return list(classifier.inputs)
 
 

@@ -81,17 +81,17 @@ def test_tuned_kernels_match_the_reference(cache, monkeypatch):
     and its kernels agree with the reference. The clock is replaced by a preference for the
     small tile and split-K, so that this test always exercises both."""
     def prefer(self, ctx, direction, tiles):
-        return (tiles.TM == 16) + (tiles.splits == 3) * 2 + 1.0
+        return (tiles.BM == 16) + (tiles.splits == 3) * 2 + 1.0
 
     monkeypatch.setattr(autotune.Tuner, "time_direction", lambda s, c, d, t: 10 - prefer(s, c, d, t))
     g = build_graph(SPEC)
     compile_tuned(g, 3, tune=True)
     chosen = {k: r["tiles"] for k, r in autotune.LAST.chosen.items()}
     assert chosen[("conv2", "bwd_weight")]["splits"] == 3
-    assert chosen[("fc3", "fwd")]["TM"] == 16
+    assert chosen[("fc3", "fwd")]["BM"] == 16
     net = OpenCLNet(g, seed=4)
     kernels = net.compiled(3).plan.kernels
     assert "conv2_g0_bwd_weight_sum" in kernels            # split-K's reduction
-    assert kernels["conv2_g0_fwd"].consts["TK"] == 8
+    assert kernels["conv2_g0_fwd"].consts["BK"] == 8
     for train in (True, False):
         check_kernels_in_place(net, g, 3, seed=4, train=train)
