@@ -22,7 +22,8 @@ So the bytes the copies move are the report's `sent_bytes_per_step`. A layer's c
 in a buffer is contiguous (channels outermost), so every piece is one copy.
 
 Memory: every buffer lives on one logical GPU. Parameters, their gradients and momenta are
-persistent. Everything else lives in one arena per GPU, placed first-fit by size with
+persistent, and so is an op's state (a tensor its op marks not trainable: no gradient, no
+momentum, skipped by the SGD launch). Everything else lives in one arena per GPU, placed first-fit by size with
 lifetimes from the training sequence (forward, backward, update): a buffer is live from the
 first step that touches it to the last, so activations the backward reads stay until their
 backward, and the rest share memory. Offsets are aligned to `ALIGN` bytes (OpenCL sub-buffers).
@@ -112,11 +113,12 @@ class ParamBinding:
 
     name: str
     layer: str
-    what: str                  # weight | bias
+    what: str                  # the op's name for it: weight | bias | ...
     shape: tuple[int, ...]
     parts: list[dict]          # {"gpu", "rows": [a, b], "buffer", "grad", "velocity"}
     lr_mult: float
     decay_mult: float
+    trainable: bool = True     # False: state, no "grad" or "velocity" buffers (None)
 
 
 @dataclass
@@ -194,7 +196,8 @@ class LaunchPlan:
                         for b in self.buffers.values()},
             "parameters": [{"name": p.name, "layer": p.layer, "what": p.what,
                             "shape": list(p.shape), "parts": p.parts, "lr_mult": p.lr_mult,
-                            "decay_mult": p.decay_mult} for p in self.parameters],
+                            "decay_mult": p.decay_mult, "trainable": p.trainable}
+                           for p in self.parameters],
             "io": self.io,
             "parts": self.parts,
             "steps": [s.to_json() for s in self.steps],
@@ -430,14 +433,15 @@ class _Builder:
                 r["dx_direct"] = True
             else:
                 r["dx"] = self.buf(f"{key}.dx", p.gpu, in_el, "gradient")
-        if l.weighted:
-            for k in "wb":
-                self.mults[f"{key}.{k}"] = (l.lr_mult, l.decay_mult)
-            wshape = l.weight_shape(p)
-            for k, n in (("w", math.prod(wshape)), ("b", p.channels)):
-                for prefix, kind in (("", "param"), ("d", "grad"), ("v", "velocity")):
-                    r[prefix + k] = self.buf(f"{key}.{prefix}{k}", p.gpu, n, kind,
-                                             persistent=True)
+        for d in l.param_defs(p):
+            n = math.prod(d.shape)
+            if not d.trainable:          # state: kept with the parameters, never updated
+                r[d.role] = self.buf(f"{key}.{d.role}", p.gpu, n, "state", persistent=True)
+                continue
+            self.mults[f"{key}.{d.role}"] = (l.lr_mult, l.decay_mult)
+            for prefix, kind in (("", "param"), ("d", "grad"), ("v", "velocity")):
+                r[prefix + d.role] = self.buf(f"{key}.{prefix}{d.role}", p.gpu, n, kind,
+                                              persistent=True)
         ctx = self.context(l, p, r["input_grad"])
         for role, n in l.op.scratch_buffers(ctx).items():
             r[role] = self.buf(f"{key}.{role}", p.gpu, n, "scratch")
@@ -558,25 +562,17 @@ class _Builder:
 
     def bindings(self, l: Layer) -> list[ParamBinding]:
         shapes = l.param_shapes()
-        out = []
-        stacked = f"{l.name}.weight" in shapes
-        row = 0
-        for p in l.parts:
+        out: dict[str, ParamBinding] = {}
+        for p, d, name, rows in l.param_table():
             key = f"{l.name}.g{p.index}"
-            for what, k in (("weight", "w"), ("bias", "b")):
-                name = f"{l.name}.{what}" if stacked else f"{l.name}.part{p.index}.{what}"
-                entry = {"gpu": p.gpu, "rows": [row, row + p.channels] if stacked else
-                         [0, p.channels], "buffer": f"{key}.{k}", "grad": f"{key}.d{k}",
-                         "velocity": f"{key}.v{k}"}
-                b = next((x for x in out if x.name == name), None)
-                if b is None:
-                    b = ParamBinding(name, l.name, what, tuple(shapes[name]), [], l.lr_mult,
-                                     l.decay_mult)
-                    out.append(b)
-                b.parts.append(entry)
-            if stacked:
-                row += p.channels
-        return out
+            entry = {"gpu": p.gpu, "rows": [rows.start, rows.stop], "buffer": f"{key}.{d.role}",
+                     "grad": f"{key}.d{d.role}" if d.trainable else None,
+                     "velocity": f"{key}.v{d.role}" if d.trainable else None}
+            if name not in out:
+                out[name] = ParamBinding(name, l.name, d.name, tuple(shapes[name]), [],
+                                         l.lr_mult, l.decay_mult, d.trainable)
+            out[name].parts.append(entry)
+        return list(out.values())
 
     def rename_shared(self):
         """`conv2_g0_fwd` run by both parts becomes `conv2_fwd`."""
@@ -630,15 +626,17 @@ class _Builder:
         self.block_bytes = {gpu: 0 for gpu in range(self.g.gpus)}
         rel = {}
         for b in self.buffers.values():
-            if b.kind == "param":
+            if b.kind in ("param", "state"):
                 rel[b.name] = self.block_bytes[b.gpu]
                 self.block_bytes[b.gpu] += _align(b.nbytes)
         for b in self.buffers.values():
-            if b.kind not in ("param", "grad", "velocity"):
+            if b.kind not in ("param", "state", "grad", "velocity"):
                 continue
+            # <part>.<role>, its gradient <part>.d<role>, its momentum <part>.v<role>
             stem, _, last = b.name.rpartition(".")
-            base = {"param": 0, "grad": 1, "velocity": 2}[b.kind]
-            b.offset = base * self.block_bytes[b.gpu] + rel[f"{stem}.{last[-1]}"]
+            role = last if b.kind in ("param", "state") else last[1:]
+            base = {"param": 0, "state": 0, "grad": 1, "velocity": 2}[b.kind]
+            b.offset = base * self.block_bytes[b.gpu] + rel[f"{stem}.{role}"]
 
     def place(self):
         """Arena offsets, per GPU: greedy by size (Pisarchyk & Lee 2020, "Efficient Memory

@@ -42,9 +42,11 @@ def sgd_update(params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
                velocity: dict[str, np.ndarray], lr: float, momentum: float,
                weight_decay: float, lr_mults: dict[str, float] | None = None,
                decay_mults: dict[str, float] | None = None) -> None:
-    """`sgd_step` on every tensor of `params` (with `velocity`), in place; the multipliers
-    per tensor name (default 1), as `layer_multipliers` gives them."""
-    for name, w in params.items():
+    """`sgd_step` on every tensor of `params` that has a gradient in `grads` (state that isn't
+    trainable has none), with its `velocity`, in place; the multipliers per tensor name
+    (default 1), as `layer_multipliers` gives them."""
+    for name in grads:
+        w = params[name]
         eps = np.float32(lr * (lr_mults or {}).get(name, 1.0)) if w.dtype == np.float32 \
             else lr * (lr_mults or {}).get(name, 1.0)
         wd = weight_decay * (decay_mults or {}).get(name, 1.0)
@@ -52,11 +54,12 @@ def sgd_update(params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
 
 
 def layer_multipliers(graph) -> tuple[dict[str, float], dict[str, float]]:
-    """lr_mult and decay_mult per parameter name, from the IR."""
+    """lr_mult and decay_mult per trainable parameter name, from the IR."""
     lr, decay = {}, {}
     for layer in graph.weighted_layers:
-        for name in layer.param_shapes():
-            lr[name], decay[name] = layer.lr_mult, layer.decay_mult
+        for _, d, name, _ in layer.param_table():
+            if d.trainable:
+                lr[name], decay[name] = layer.lr_mult, layer.decay_mult
     return lr, decay
 
 

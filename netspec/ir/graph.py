@@ -18,7 +18,7 @@ from typing import Any
 from ..dsl.errors import Pos
 from ..dsl.spec import Recipe, Spec
 from ..ops import OPS
-from ..ops.base import Op
+from ..ops.base import Op, ParamDef
 
 INPUT = "data"
 
@@ -105,24 +105,48 @@ class Layer:
         return self.op.weight_shape(self.attrs, self.part_in_shape(part), part.in_channels,
                                     part.channels)
 
+    def param_defs(self, part: Part) -> tuple[ParamDef, ...]:
+        """One part's tensors (netspec.ops.ParamDef: name, role, shape, init, trainable), in
+        the order its op's forward takes them; () for a layer without parameters."""
+        if not self.weighted:
+            return ()
+        return tuple(self.op.parameters(self.attrs, self.part_in_shape(part), part.in_channels,
+                                        part.channels))
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and PyTorch layouts, a split layer's channels GPU 0's first.
 
-        When every part reads the same number of input channels (always, unless a `same-gpu`
-        layer reads uneven input parts), the parts' weights stack into one `<layer>.weight`
-        exactly like a grouped PyTorch convolution. Otherwise each part has its own
-        `<layer>.part<i>.weight` and `.bias`.
+        When every part's tensors agree beyond their first axis (always, unless a `same-gpu`
+        layer reads uneven input parts), the parts' tensors stack into one `<layer>.weight`
+        (`.bias`, ...) exactly like a grouped PyTorch convolution. Otherwise each part has its
+        own `<layer>.part<i>.weight` and so on. The names after the layer's are its op's
+        (`Op.parameters`).
         """
-        if not self.weighted:
+        defs = [self.param_defs(p) for p in self.parts]
+        if not defs or not defs[0]:
             return {}
-        shapes = [self.weight_shape(p) for p in self.parts]
-        if len({s[1:] for s in shapes}) == 1:
-            return {f"{self.name}.weight": (sum(s[0] for s in shapes), *shapes[0][1:]),
-                    f"{self.name}.bias": (sum(p.channels for p in self.parts),)}
+        if all(len({ds[i].shape[1:] for ds in defs}) == 1 for i in range(len(defs[0]))):
+            return {f"{self.name}.{d.name}": (sum(ds[i].shape[0] for ds in defs), *d.shape[1:])
+                    for i, d in enumerate(defs[0])}
         out = {}
-        for p, s in zip(self.parts, shapes):
-            out[f"{self.name}.part{p.index}.weight"] = s
-            out[f"{self.name}.part{p.index}.bias"] = (p.channels,)
+        for p, ds in zip(self.parts, defs):
+            for d in ds:
+                out[f"{self.name}.part{p.index}.{d.name}"] = d.shape
+        return out
+
+    def param_table(self) -> list[tuple[Part, ParamDef, str, slice]]:
+        """Every part's tensors: (part, its ParamDef, the parameter's name in param_shapes,
+        the rows of that parameter the part owns: p.start:p.stop when stacked, else all)."""
+        shapes = self.param_shapes()
+        out = []
+        for p in self.parts:
+            for d in self.param_defs(p):
+                whole = f"{self.name}.{d.name}"
+                if whole in shapes:
+                    out.append((p, d, whole, slice(p.start, p.stop)))
+                else:
+                    out.append((p, d, f"{self.name}.part{p.index}.{d.name}",
+                                slice(0, d.shape[0])))
         return out
 
     @property

@@ -25,8 +25,9 @@ Every op computes one GPU part of a layer on host arrays with a leading batch ax
 - `a` is the layer's attribute dict (`Layer.attrs`, defaults filled in).
 - `x` is the part's input: its sources concatenated along channels (axis 1), shape
   (N, *Layer.part_in_shape(part)). `y` has shape (N, *Layer.part_out_shape(part)), in x's dtype.
-- `params` is `()` for unweighted ops and `(w, b)` for weighted ones, in the PyTorch layout of
-  `weight_shape` (one part's slice of `<layer>.weight` / `.bias`); `grads` matches it.
+- `params` holds the part's tensors in `parameters()` order: `()` for unweighted ops, `(w, b)`
+  for weighted ones by default, in the PyTorch layout of `weight_shape` (one part's slice of
+  `<layer>.weight` / `.bias`); `grads` holds the gradients of the trainable ones, in order.
 - `relu` fuses max(0, ·) into a weighted op's output; `train` selects training behaviour
   (dropout); `noise` is this part's slice of the layer's random draw for the step
   (`draw_noise`), None when the op draws nothing or at test time.
@@ -179,12 +180,17 @@ class Op:
 
     def scratch_buffers(self, c) -> dict[str, int]:
         """Extra buffers (role -> float elements) the part's kernels use; {} by default."""
-        fn = getattr(sys.modules[type(self).__module__], "scratch_buffers", None)
+        fn = self._module_function("scratch_buffers", required=False)
         return fn(c) if fn is not None else {}
 
-    def _module_function(self, name: str):
-        fn = getattr(sys.modules[type(self).__module__], name, None)
-        if fn is None:
+    def _module_function(self, name: str, required: bool = True):
+        """`name` from the module of this op's class, or of the nearest base class whose
+        module defines it (a subclass elsewhere inherits its base's kernels)."""
+        for cls in type(self).__mro__:
+            fn = getattr(sys.modules.get(cls.__module__), name, None)
+            if callable(fn):
+                return fn
+        if required:
             raise NotImplementedError(f"layer type '{self.type}' has no kernel templates "
                                       f"({type(self).__module__} defines no {name})")
-        return fn
+        return None

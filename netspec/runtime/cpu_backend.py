@@ -122,7 +122,8 @@ class CpuNet(NumpyNet):
         if self._backward_grads is None:
             return None
         slot = self._slots[layer.name, part.index]
-        return self._backward_grads[slot.weight][slot.rows]
+        # conv's and fc's first tensor is their weight (Op.parameters)
+        return self._backward_grads[slot.names[0]][slot.rows[0]]
 
     # -- layers -----------------------------------------------------------------------------
     def forward_part(self, layer, part, x, params, *, train, noise):

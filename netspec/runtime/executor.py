@@ -124,6 +124,8 @@ class PlanNet(Net):
 
     def _zero_velocities(self, inst: _Instance) -> None:
         for b in inst.compiled.plan.parameters:
+            if not b.trainable:
+                continue
             for p in b.parts:
                 n = inst.compiled.plan.buffers[p["velocity"]].elements
                 self._dev_upload(p["gpu"], inst.views[p["velocity"]], np.zeros(n, np.float32),
@@ -132,9 +134,12 @@ class PlanNet(Net):
 
     def _pull(self, inst: _Instance, key: str, layer: str | None = None) -> dict[str, np.ndarray]:
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
-        'buffer' (the parameters), 'grad' or 'velocity'; only one layer's with `layer`."""
+        'buffer' (the parameters), 'grad' or 'velocity' (of the trainable ones); only one
+        layer's with `layer`."""
         out, reads = {}, []
         for b in inst.compiled.plan.parameters:
+            if key != "buffer" and not b.trainable:
+                continue
             if layer is not None and b.name.split(".", 1)[0] != layer:
                 continue
             full = np.empty(b.shape, np.float32)
@@ -166,10 +171,11 @@ class PlanNet(Net):
         """Set the momentum buffers v (keyed like parameters()), e.g. when resuming a run.
         They live with the parameters, shared by every batch size's instance."""
         inst = self._any_instance()
-        missing = [b.name for b in inst.compiled.plan.parameters if b.name not in velocities]
+        trained = [b for b in inst.compiled.plan.parameters if b.trainable]
+        missing = [b.name for b in trained if b.name not in velocities]
         if missing:
             raise ValueError(f"load_velocities: missing {', '.join(missing)}")
-        for b in inst.compiled.plan.parameters:
+        for b in trained:
             host = np.asarray(velocities[b.name], np.float32)
             if host.shape != tuple(b.shape):
                 raise ValueError(f"load_velocities: {b.name} has shape {host.shape}, "
@@ -389,7 +395,8 @@ class PlanNet(Net):
             self._dev_finish()
             k = plan.kernels[s.kernel]
             for p, a in zip(k.params, s.args):
-                if p.kind == "float" or plan.buffers[a].kind in ("param", "velocity", "block"):
+                if p.kind == "float" or plan.buffers[a].kind in ("param", "state", "velocity",
+                                                                  "block"):
                     continue
                 if (when == "before") == (p.kind != "out") or p.kind == "out":
                     b = plan.buffers[a]

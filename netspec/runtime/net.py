@@ -8,9 +8,9 @@ initial values, dropout masks, errors) is decided here, so every backend agrees 
 
 Parameters
 ----------
-Names and PyTorch layouts come from the IR (`Graph.param_shapes`): `<layer>.weight`,
-`<layer>.bias`, a split layer's channels GPU 0's part first (per-part names only where parts
-read uneven input channel counts). The host copy in `self._params` is the reference; part
+Names and PyTorch layouts come from the IR (`Graph.param_shapes`, from each op's
+`Op.parameters`): `<layer>.weight`, `<layer>.bias`, a split layer's channels GPU 0's part
+first (per-part names only where parts read uneven input channel counts). The host copy in `self._params` is the reference; part
 `p` of a layer owns rows `p.start:p.stop` of a stacked weight and bias (all rows of a per-part
 one).
 
@@ -20,9 +20,11 @@ Initialisation, deterministic in the seed
 the parameters, the second (`self.rng`) draws dropout masks. With `g = default_rng(first)`, for
 each weighted layer in network order and each of its parameters in `param_shapes()` order
 (weight, bias; or part0.weight, part0.bias, part1.weight, ...):
-    weight = (g.standard_normal(shape, dtype=float32) * float32(layer.init_std)), in float32,
-             then cast to the net's dtype (so float32 and float64 nets start identical);
-    bias   = layer.init_bias everywhere (draws nothing).
+    init 'gauss' (weight) = (g.standard_normal(shape, dtype=float32) * float32(layer.init_std)),
+             in float32, then cast to the net's dtype (float32 and float64 nets start identical);
+    init 'bias'  (bias)   = layer.init_bias everywhere (draws nothing); 'zeros' / 'ones' likewise.
+A tensor its op marks not trainable is state: initialised, saved and loaded like the others,
+but it has no gradient and SGD leaves it alone.
 
 Dropout draws
 -------------
@@ -64,11 +66,13 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 @dataclass(frozen=True)
 class ParamSlot:
-    """Where one layer part's parameters live: the names, and the rows of them it owns."""
+    """Where one layer part's tensors live: per tensor, in its op's order, the parameter's
+    name, the rows of it the part owns, and whether SGD trains it (its gradient comes back
+    from the op's backward, in order among the trainable ones)."""
 
-    weight: str
-    bias: str
-    rows: slice
+    names: tuple[str, ...]
+    rows: tuple[slice, ...]
+    trainable: tuple[bool, ...]
 
 
 def _shape(s) -> str:
@@ -183,30 +187,33 @@ class Net:
     def _param_slots(self) -> dict[tuple[str, int], ParamSlot]:
         slots = {}
         for layer in self.graph.weighted_layers:
-            names = layer.param_shapes()
-            stacked = f"{layer.name}.weight" in names
-            for p in layer.parts:
-                if stacked:
-                    slots[layer.name, p.index] = ParamSlot(f"{layer.name}.weight",
-                                                           f"{layer.name}.bias",
-                                                           slice(p.start, p.stop))
-                else:
-                    slots[layer.name, p.index] = ParamSlot(f"{layer.name}.part{p.index}.weight",
-                                                           f"{layer.name}.part{p.index}.bias",
-                                                           slice(0, p.channels))
+            table: dict[int, list] = {}
+            for p, d, name, rows in layer.param_table():
+                table.setdefault(p.index, []).append((name, rows, d.trainable))
+            for index, entries in table.items():
+                names, rows, trainable = zip(*entries)
+                slots[layer.name, index] = ParamSlot(names, rows, trainable)
         return slots
 
     def _initial_parameters(self, g: np.random.Generator) -> dict[str, np.ndarray]:
         out = {}
         for layer in self.graph.weighted_layers:
+            init = {name: d.init for _, d, name, _ in layer.param_table()}
             for name, shape in layer.param_shapes().items():
-                if name.endswith(".weight"):
+                rule = init[name]
+                if rule == "gauss":
                     w = g.standard_normal(shape, dtype=np.float32)
                     w *= np.float32(layer.init_std)
                     out[name] = w.astype(self.dtype, copy=False)
-                else:
+                elif rule == "bias":
                     out[name] = np.full(shape, layer.init_bias, self.dtype)
+                else:            # 'zeros' | 'ones' (ParamDef checks the rule)
+                    out[name] = np.full(shape, 1 if rule == "ones" else 0, self.dtype)
         return out
+
+    def _trainable(self) -> set[str]:
+        return {n for slot in self._slots.values()
+                for n, t in zip(slot.names, slot.trainable) if t}
 
     def _parameters_changed(self) -> None:
         """Called after the host parameters change (init, load_parameters)."""
@@ -375,19 +382,24 @@ class Net:
                     self._scatter(p, dx, dacts)
                 if pgrads:
                     slot = self._slots[layer.name, p.index]
-                    dw, db = pgrads
-                    for name, d in ((slot.weight, dw), (slot.bias, db)):
-                        target, d = grads[name][slot.rows], self.to_host(d)
+                    owned = [(n, r) for n, r, t in zip(slot.names, slot.rows, slot.trainable)
+                             if t]
+                    for (name, rows), d in zip(owned, pgrads, strict=True):
+                        target, d = grads[name][rows], self.to_host(d)
                         if not np.may_share_memory(target, d):   # a backend may write there
                             target[...] = d
             if layer.weighted and self.grad_hook is not None:
-                self.grad_hook(layer.name, {n: grads[n] for n in layer.param_shapes()})
+                self.grad_hook(layer.name, {n: grads[n] for n in layer.param_shapes()
+                                            if n in grads})
             del acts[layer.name]
         return grads
 
     def _gradient_buffers(self) -> dict[str, np.ndarray]:
-        """The arrays loss_and_grads fills (fresh ones here; a backend may reuse its own)."""
-        return {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()}
+        """The arrays loss_and_grads fills, one per trainable tensor (fresh ones here; a
+        backend may reuse its own)."""
+        trainable = self._trainable()
+        return {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()
+                if name in trainable}
 
     def _scatter(self, part: Part, dx, dacts: dict) -> None:
         """Hand each source its slice of dx, as (first channel, end channel, gradient) pieces

@@ -33,7 +33,7 @@ class NumpyNet(Net):
         if not layer.weighted:
             return ()
         slot = self._slots[layer.name, part.index]
-        return self._params[slot.weight][slot.rows], self._params[slot.bias][slot.rows]
+        return tuple(self._params[n][r] for n, r in zip(slot.names, slot.rows))
 
     def forward_part(self, layer, part, x, params, *, train, noise):
         return layer.op.forward(layer.attrs, x, params, relu=layer.relu, train=train,

@@ -19,8 +19,9 @@ from netspec.codegen.compile import compile_network
 from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.ir.build import build_graph
 from netspec.kernel import Call, Kernel, elementwise_launch, params
-from netspec.ops import OPS, Op, register, unregister
+from netspec.ops import OPS, Op, ParamDef, register, unregister
 from netspec.runtime import build
+
 from numgrad import check_op_grads
 
 SIGMOID_FWD = r"""
@@ -195,3 +196,67 @@ def test_draws_in_the_diagram(sigmoid, tmp_path):
     assert "σ(x)" in svg                      # the header: the op's describe()
     assert "sigmoid (test op)" in svg         # the legend: the op's label
     assert Sigmoid.colour in svg.lower()      # its boxes: the op's colour
+
+
+# -- a layer with state: a tensor its op keeps but SGD never trains ---------------------------
+
+class FrozenMaskFC(type(OPS["fc"])):
+    """fc plus a `mask` the op carries (ones, not trainable), as a layer with a running mean
+    would: kept, initialised, saved and loaded with the parameters; no gradient; SGD leaves
+    it alone. Its math and kernels are fc's (the mask is carried, not read)."""
+
+    type = "maskedfc"
+    colour, label = "#17becf", "fc with state (test op)"
+
+    def parameters(self, a, in_shape, in_ch, out_ch):
+        weight, bias = super().parameters(a, in_shape, in_ch, out_ch)
+        return (weight, bias, ParamDef("mask", "m", (out_ch,), init="ones", trainable=False))
+
+    def forward(self, a, x, params=(), **kw):
+        return super().forward(a, x, params[:2], **kw)
+
+
+STATE_SPEC = SPEC.replace("fc f2 outputs 4 connect all", "maskedfc f2 outputs 4 connect all")
+
+
+@pytest.fixture
+def masked():
+    op = register(FrozenMaskFC())
+    yield op
+    unregister(op.type)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "opencl"])
+def test_state_is_kept_but_not_trained(masked, sigmoid, backend):
+    if backend == "opencl":
+        pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+        from netspec.runtime.opencl_backend import find_device
+        if find_device() is None:
+            pytest.skip("no OpenCL device (install pocl)")
+    g = build_graph(STATE_SPEC)
+    assert g.layer("f2").param_shapes() == {"f2.weight": (4, 384), "f2.bias": (4,),
+                                            "f2.mask": (4,)}
+    lr_mults, decay_mults = layer_multipliers(g)
+    assert "f2.mask" not in lr_mults and "f2.weight" in lr_mults
+    net = build(g, backend, seed=3)
+    before = net.parameters()
+    np.testing.assert_array_equal(before["f2.mask"], np.ones(4, np.float32))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 8, 8), dtype=np.float32)
+    loss, grads = net.loss_and_grads(x, np.array([0, 1, 2, 3]))
+    assert "f2.mask" not in grads and set(grads) == set(before) - {"f2.mask"}
+    if backend == "numpy":
+        params = net.parameters()
+        sgd_update(params, grads, {k: np.zeros_like(v) for k, v in params.items()}, 0.1, 0.9,
+                   0.0005, lr_mults, decay_mults)
+        net.load_parameters(params)
+    else:
+        net.update(0.1, 0.9, 0.0005)
+        assert "f2.mask" not in net.velocities()
+    after = net.parameters()
+    np.testing.assert_array_equal(after["f2.mask"], before["f2.mask"])
+    assert not np.array_equal(after["f2.weight"], before["f2.weight"])
+    # a changed state tensor loads and stays as loaded
+    after["f2.mask"] = np.full(4, 0.5, np.float32)
+    net.load_parameters(after)
+    np.testing.assert_array_equal(net.parameters()["f2.mask"], after["f2.mask"])

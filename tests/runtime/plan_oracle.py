@@ -139,7 +139,7 @@ def check_kernels_in_place(dev, graph: Graph, n: int, seed: int = 0,
         w_b = ()
         if layer.weighted:
             slot = ref._slots[layer.name, part.index]
-            w_b = (params[slot.weight][slot.rows], params[slot.bias][slot.rows])
+            w_b = tuple(params[name][rows] for name, rows in zip(slot.names, slot.rows))
         noise = None
         if train and "mask" in roles:
             noise = _host(first(roles["mask"], "before", "forward", layer.name, part.gpu), n,
@@ -166,9 +166,10 @@ def check_kernels_in_place(dev, graph: Graph, n: int, seed: int = 0,
             close(dx, dx_r, f"{what} input gradient")
             compared += 1
         if pg:
-            dw, db = pg
             slot = ref._slots[layer.name, part.index]
-            close(grads[slot.weight][slot.rows], dw, f"{what} weight gradient")
-            close(grads[slot.bias][slot.rows], db, f"{what} bias gradient")
-            compared += 2
+            trained = [(name, rows) for name, rows, t in zip(slot.names, slot.rows,
+                                                            slot.trainable) if t]
+            for (name, rows), grad in zip(trained, pg, strict=True):
+                close(grads[name][rows], grad, f"{what} {name.rpartition('.')[2]} gradient")
+                compared += 1
     return compared
