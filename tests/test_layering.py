@@ -27,7 +27,7 @@ FOUNDATION = {"errors", "cachedir"}
 # left to right: each layer may import the foundation and every layer before it
 CHAIN = [{"dsl", "kernel"}, {"ops"}, {"ir"}, {"codegen"}, {"runtime"}, {"train", "bench"},
          {"cli"}]
-SIDE = {"data": {"dsl", "ops", "ir"}, "viz": {"dsl", "ops", "ir"}}
+SIDE = {"data": {"dsl", "kernel", "ops", "ir"}, "viz": {"dsl", "kernel", "ops", "ir"}}
 # what the chain's layers may use of the side packages (besides the cli, which may use all)
 USES_SIDE = {"train": {"data", "viz"}, "bench": {"data", "viz"}}
 COMMANDS = {"netspec.bench.command", "netspec.data.commands", "netspec.train.evaluate_cli",
