@@ -134,7 +134,7 @@ def main() -> None:
               f"{args.copies} times) in {time.perf_counter() - t:.1f} s")
         folder = open_dataset(tmp / "jpeg", base=args.base, workers=os.cpu_count() or 1)
         t = time.perf_counter()
-        folder.mean  # the first scan decodes every image once
+        _ = folder.mean  # the first scan decodes every image once
         print(f"scanned the folder (mean, PCA) in {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
         cache = prepare_dataset(tmp / "jpeg", tmp / "cache", base=args.base,

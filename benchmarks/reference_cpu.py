@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def torch_alexnet(P, x, labels):
-    import torch.nn.functional as F
     import torch
+    import torch.nn.functional as F
 
     def lrn_halves(h):
         # torch divides alpha by n; the paper (and netspec) does not

@@ -37,8 +37,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netspec.ir.build import build_graph
-from netspec.ir.scaling import ring_allreduce_bytes
+from netspec.ir.build import build_graph  # noqa: E402
+from netspec.ir.scaling import ring_allreduce_bytes  # noqa: E402
 
 
 def make_folder(root: Path, train: int, size: int = 72, classes: int = 10) -> None:

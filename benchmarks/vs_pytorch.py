@@ -119,7 +119,6 @@ def bench_torch(graph, params, batch, iterations, warmup, device_name, seed=0):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
     P = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in params.items()}
-    V = {k: torch.zeros_like(v) for k, v in P.items()}
     rng = np.random.default_rng(seed)
     x = torch.tensor(rng.standard_normal((batch, *graph.input_shape), dtype=np.float32),
                      device=device)
@@ -161,7 +160,7 @@ def bench_torch(graph, params, batch, iterations, warmup, device_name, seed=0):
         h = x
         for l, fn, names in layers:
             inp = h.detach().requires_grad_(any(n != "data" for n in l.inputs))
-            out, ms = clock(lambda: fn(inp, P))
+            out, ms = clock(lambda fn=fn, inp=inp: fn(inp, P))
             times[l.name, "forward"] += ms
             acts.append((l, inp, out, names))
             h = out
@@ -176,7 +175,7 @@ def bench_torch(graph, params, batch, iterations, warmup, device_name, seed=0):
             wrt = ([inp] if inp.requires_grad else []) + [P[n] for n in names]
             if not wrt:
                 continue
-            gs, ms = clock(lambda: torch.autograd.grad(out, wrt, grad))
+            gs, ms = clock(lambda out=out, wrt=wrt, grad=grad: torch.autograd.grad(out, wrt, grad))
             times[l.name, "backward"] += ms
             if inp.requires_grad:
                 grad, gs = gs[0], gs[1:]

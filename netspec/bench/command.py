@@ -34,7 +34,8 @@ BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
           tune_budget, roofline):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
-    from .timing import bench as run_bench, format_table
+    from .timing import bench as run_bench
+    from .timing import format_table
 
     if roofline:
         from .roofline import roofline_report

@@ -109,7 +109,7 @@ def verify_shards(root: Path, manifest: dict) -> dict[str, str]:
     changed, bad = False, {}
     for info in manifest["splits"].values():
         sums = info.get("checksums", {})
-        for name, count in info["shards"]:
+        for name, _count in info["shards"]:
             path, want = root / name, sums.get(name)
             try:
                 st = os.stat(path)

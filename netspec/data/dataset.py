@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.data.cache import is_prepared_cache, read_cache
 from netspec.cachedir import user_cache_dir
+from netspec.data.cache import is_prepared_cache, read_cache
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
@@ -45,7 +45,7 @@ def resolve_data_dir(source, progress: bool = True) -> Path:
 
 
 def open_dataset(source, base: int | None = None, *, workers: int = 0,
-                 progress: bool = True) -> "Dataset":
+                 progress: bool = True) -> Dataset:
     """Open a folder in the ImageFolder layout, a prepared cache, or "demo".
 
     base: the side of the rescaled, centre-cropped images. Default: 256 for a folder, the
@@ -97,7 +97,7 @@ class Dataset:
 
     @classmethod
     def from_folder(cls, root, base: int = DEFAULT_BASE, *, workers: int = 0,
-                    progress: bool = True) -> "Dataset":
+                    progress: bool = True) -> Dataset:
         listing = list_image_folder(root)
         dataset = cls(listing.root, base, listing.classes, "folder", listing.class_names,
                       listing.layout, listing.labels_source, listing.report.skipped)
@@ -106,7 +106,7 @@ class Dataset:
         return dataset
 
     @classmethod
-    def from_cache(cls, root, base: int | None = None, *, warn_skipped: bool = True) -> "Dataset":
+    def from_cache(cls, root, base: int | None = None, *, warn_skipped: bool = True) -> Dataset:
         contents = read_cache(root)
         if base is not None and base != contents.base:
             raise DataError(f"prepared cache '{root}' holds {contents.base}×{contents.base} images, "

@@ -17,8 +17,14 @@ from pathlib import Path
 
 from netspec.data.decode import IMAGE_EXTENSIONS, is_image_name
 from netspec.data.layouts import CLASS_FOLDERS, Layout, detect_layout, val_name_key
-from netspec.data.walk import (TreeReport, entry_kind, is_hidden, list_entries, printable,
-                               walk_images)
+from netspec.data.walk import (
+    TreeReport,
+    entry_kind,
+    is_hidden,
+    list_entries,
+    printable,
+    walk_images,
+)
 from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")

@@ -172,7 +172,7 @@ class Loader:
             conn.close()
         self._procs, self._conns = [], []
 
-    def __enter__(self) -> "Loader":
+    def __enter__(self) -> Loader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -422,7 +422,7 @@ def single_threaded() -> None:
     threadpool_limits(limits=1)
 
 
-def _worker_main(conn, loader: Loader, x: "_SharedArray", y: "_SharedArray", parent: int) -> None:
+def _worker_main(conn, loader: Loader, x: _SharedArray, y: _SharedArray, parent: int) -> None:
     ignore_sigint()
     single_threaded()
     while True:

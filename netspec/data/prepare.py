@@ -14,8 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST_NAME, PLAN_NAME,
-                                is_prepared_cache, read_manifest, verify_shards)
+from netspec.data.cache import (
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    MANIFEST_NAME,
+    PLAN_NAME,
+    is_prepared_cache,
+    read_manifest,
+    verify_shards,
+)
 from netspec.data.folder import list_image_folder
 from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
@@ -159,9 +166,9 @@ def _write_summary(out: Path, plan: dict, results) -> None:
             for r in mine:
                 train_stats.merge(r.stats)
         atomic_write(out / f"{split}-labels.npy", lambda f, a=labels: np.save(f, a))
+        listing = "".join(p + "\n" for p in files)
         atomic_write(out / f"{split}-files.txt",
-                     lambda f, t="".join(p + "\n" for p in files):
-                     f.write(t.encode("utf-8", "surrogateescape")))
+                     lambda f, t=listing: f.write(t.encode("utf-8", "surrogateescape")))
         splits[split] = {
             "count": int(len(labels)),
             "shards": [[f"{split}/{r.index:05d}.npy", len(r.paths)] for r in mine],
@@ -175,7 +182,7 @@ def _write_summary(out: Path, plan: dict, results) -> None:
     atomic_write(out / "classes.json", lambda f: f.write(json.dumps(plan["classes"]).encode()))
     manifest = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "base": base,
-        "layout": "uint8 (n, 3, base, base)", "source": plan["source"],
+        "source": plan["source"],
         "classes": plan["classes"], "splits": splits, "mean": "mean.npy",
         "pca": train_stats.pca().to_dict(), "skipped": [list(s) for s in skipped],
         "layout": plan.get("layout"), "labels_source": plan.get("labels_source"),

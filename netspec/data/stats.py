@@ -49,7 +49,7 @@ class PCA:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PCA":
+    def from_dict(cls, data: dict) -> PCA:
         return cls(
             eigenvalues=np.asarray(data["eigenvalues"], dtype=np.float64),
             eigenvectors=np.asarray(data["eigenvectors"], dtype=np.float64),
@@ -94,7 +94,7 @@ class ImageStats:
         # Each entry is at most 4096 × 255², far below 2⁵³: the float64 product is exact.
         self.pca_outer += np.rint(sample.T @ sample).astype(np.int64)
 
-    def merge(self, other: "ImageStats") -> None:
+    def merge(self, other: ImageStats) -> None:
         self.count += other.count
         self.pixel_sum += other.pixel_sum
         self.pca_count += other.pca_count
@@ -125,7 +125,7 @@ class ImageStats:
         }
 
     @classmethod
-    def from_arrays(cls, base: int, arrays) -> "ImageStats":
+    def from_arrays(cls, base: int, arrays) -> ImageStats:
         stats = cls(base)
         stats.count = int(arrays["count"])
         stats.pixel_sum = np.array(arrays["pixel_sum"], dtype=np.int64)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import Collector, Pos
 from .spec import Attr, Item
+
 
 @dataclass(frozen=True)
 class AttrDef:

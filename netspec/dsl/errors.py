@@ -54,11 +54,11 @@ class SpecError(NetspecError):
         super().__init__(self.render())
 
     @classmethod
-    def at(cls, pos: Pos, message: str, path: str = "<spec>", source: str = "") -> "SpecError":
+    def at(cls, pos: Pos, message: str, path: str = "<spec>", source: str = "") -> SpecError:
         return cls([Diagnostic(pos, message)], path, source)
 
     @classmethod
-    def file(cls, message: str, path: str) -> "SpecError":
+    def file(cls, message: str, path: str) -> SpecError:
         """An error about the file itself (missing, a directory, unreadable): `FILE: error:`."""
         return cls([Diagnostic(None, message)], path)
 

@@ -22,7 +22,6 @@ the slices in order. No atomics, and the result does not depend on the schedule.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 from . import Kernel, Param, ceil_div, elementwise_launch, params

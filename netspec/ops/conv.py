@@ -377,7 +377,6 @@ def forward_kernels(c):
 def backward_kernels(c):
     g = _geometry(c)
     o = c.out_shape[0]
-    kk = g["CIN"] * g["KH"] * g["KW"]
     npix = c.batch * g["OH"] * g["OW"]
     calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name)
     m, n, k, splits = _weight_grad_splits(c)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import platform
 import signal
 import sys
 import time
@@ -27,8 +25,16 @@ from . import distributed
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
-from .recovery import (check_schedule_data, discard_launch, divergence_message,
-                       holds_checkpoint, nonfinite, open_run, trim_metrics, write_launch)
+from .recovery import (
+    check_schedule_data,
+    discard_launch,
+    divergence_message,
+    holds_checkpoint,
+    nonfinite,
+    open_run,
+    trim_metrics,
+    write_launch,
+)
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")

@@ -20,7 +20,6 @@ from ..errors import RunError
 from .input_check import image_channels
 from .saved_run import read_run
 
-
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601-2, as the loader's grey
 
 

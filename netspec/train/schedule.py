@@ -26,7 +26,7 @@ class Schedule:
     history: list[dict] = field(default_factory=list)
 
     @classmethod
-    def from_recipe(cls, recipe, lr: float | None = None) -> "Schedule":
+    def from_recipe(cls, recipe, lr: float | None = None) -> Schedule:
         return cls(kind=recipe.schedule, lr=recipe.lr if lr is None else lr,
                    factor=recipe.factor, patience=recipe.patience, max_drops=recipe.max_drops,
                    drop_epochs=tuple(recipe.drop_epochs))
@@ -60,7 +60,7 @@ class Schedule:
         return d
 
     @classmethod
-    def from_state(cls, d: dict) -> "Schedule":
+    def from_state(cls, d: dict) -> Schedule:
         d = dict(d)
         d["drop_epochs"] = tuple(d.get("drop_epochs", ()))
         return cls(**d)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .axes import Axis, draw_panel, format_tick, log_ticks, nice_ticks, ytick_label_width
 from .errors import VizError
@@ -114,7 +114,7 @@ def curves_layout(metrics: Sequence[Mapping], title: str = "") -> Layout:
             px = [(xaxis(x), yaxis(v)) for x, v in pts]
             if kind == "log" and len(px) > 1:       # held until the next evaluation
                 stepped = [px[0]]
-                for (xa, ya), (xb, yb) in zip(px, px[1:]):
+                for (xa, _ya), (xb, yb) in zip(px, px[1:]):
                     stepped += [(xa, yb), (xb, yb)]
                 line = stepped
             else:

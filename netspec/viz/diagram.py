@@ -94,7 +94,6 @@ def shape_label(shape: tuple[int, ...]) -> str:
 
 def detail_label(layer: Layer) -> str:
     """What the layer does, briefly: kernel size and stride for conv and pooling."""
-    a = layer.attrs
     if layer.replicated:
         return "input"
     if layer.groups > 1:

@@ -8,8 +8,8 @@ y down; a Text's y is its baseline. Nothing here knows about SVG or Pillow.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class Bitmap:
         return (self.x, self.y, self.x + self.w, self.y + self.h)
 
 
-Shape = Union[Rect, Polygon, Polyline, Text, Bitmap]
+Shape = Rect | Polygon | Polyline | Text | Bitmap
 
 
 @dataclass

@@ -12,9 +12,6 @@ from netspec.runtime.cuda_backend import cuda_emulated, cuda_unavailable_reason
 
 from test_timing import TINY, check_schema
 
-
-
-
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(cuda_unavailable_reason() is not None,
                                  reason=str(cuda_unavailable_reason()))]

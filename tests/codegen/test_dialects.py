@@ -6,8 +6,8 @@ import re
 import pytest
 
 from netspec.codegen.compile import compile_network
-from netspec.kernel.dialects import CUDA, OPENCL
 from netspec.ir.build import build_graph
+from netspec.kernel.dialects import CUDA, OPENCL
 
 # words only one dialect knows; a template that writes any of them is not dialect-neutral
 DIALECT_WORDS = ["__syncthreads", "__global__", "__shared__", "threadIdx", "blockIdx",

@@ -32,7 +32,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in netspec's tes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
-from net_specs import (
+from net_specs import (  # noqa: E402
     BRANCHES,
     SUBRANGE,
     edge_case_specs,

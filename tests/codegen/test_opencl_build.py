@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from netspec.codegen.compile import build_error, compile_network, render_source
-from netspec.kernel.gemm import GemmTiles
 from netspec.errors import DeviceLimitError, KernelBuildError
 from netspec.ir.build import build_graph
+from netspec.kernel.gemm import GemmTiles
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 from netspec.runtime.opencl_backend import find_device  # noqa: E402

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-
-import pytest
-
 import pathlib
 import sys
+
+import pytest
 
 from netspec.codegen.compile import compile_network
 from netspec.ir.build import build_graph

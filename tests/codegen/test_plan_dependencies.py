@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from compile_scaling import alexnet  # noqa: E402
+
 from net_specs import BRANCHES, SUBRANGE, tiny_four_gpus  # noqa: E402
 
 SPECS = {

@@ -13,8 +13,12 @@ from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.codegen.compile import compile_network
-from netspec.codegen.resources import (REGISTERS_PER_BLOCK, STATIC_SHARED_LIMIT,
-                                       occupancy_sm90, readiness)
+from netspec.codegen.resources import (
+    REGISTERS_PER_BLOCK,
+    STATIC_SHARED_LIMIT,
+    occupancy_sm90,
+    readiness,
+)
 from netspec.ir.build import build_graph
 
 NVCC = shutil.which("nvcc")

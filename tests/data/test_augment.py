@@ -4,9 +4,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netspec.data.augment import (TEN_CROP_ORDER, BatchPlan, center_offset, crop_view,
-                                  draw_train_plan, ten_crop, ten_crop_offsets, write_planned_views,
-                                  write_ten_crops, write_view)
+from netspec.data.augment import (
+    TEN_CROP_ORDER,
+    BatchPlan,
+    center_offset,
+    crop_view,
+    draw_train_plan,
+    ten_crop,
+    ten_crop_offsets,
+    write_planned_views,
+    write_ten_crops,
+    write_view,
+)
 
 from .imagefiles import coordinate_image
 

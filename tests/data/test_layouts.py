@@ -11,10 +11,9 @@ from netspec.cli import main
 from netspec.data import open_dataset, prepare_dataset
 from netspec.data.folder import list_image_folder
 from netspec.errors import DataError
-from netspec.train.loop import TrainOptions, Trainer
+from netspec.train.loop import Trainer, TrainOptions
 
-from .imagenet_layouts import (COLOURS, NAMES, WNIDS, make_kaggle, make_naive_val,
-                               make_official)
+from .imagenet_layouts import COLOURS, NAMES, WNIDS, make_kaggle, make_naive_val, make_official
 
 COLOUR_SPEC = """network colours
 input 3x8x8

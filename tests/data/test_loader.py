@@ -64,7 +64,7 @@ def test_training_views_are_random_windows_maybe_mirrored(coordinates):
     loader = Loader(source, np.zeros((12, 12, 3), np.float32), None, mode="train",
                     batch_size=8, crop=8, seed=3)
     offsets, flips = [], 0
-    for x, y in collect(loader):
+    for x, _y in collect(loader):
         for view in x:
             rows, cols = view[0].astype(int), view[1].astype(int)
             top, left = rows[0, 0], cols[0].min()

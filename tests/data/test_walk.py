@@ -179,7 +179,7 @@ def _as_nobody(fn):
 
 
 def test_unreadable_entries_are_counted_when_permissions_really_apply(monkeypatch):
-    from netspec.train.loop import TrainOptions, Trainer
+    from netspec.train.loop import Trainer, TrainOptions
 
     top = Path(tempfile.mkdtemp(prefix="netspec-perm-"))
     try:

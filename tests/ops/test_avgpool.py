@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netspec.ops import OPS
+
 from numgrad import check_op_grads, rel_error
 
 OP = OPS["avgpool"]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from netspec.ops import OPS
 from netspec.ops.conv import col2im, conv_out, im2col
+
 from numgrad import check_op_grads, rel_error
 
 OP = OPS["conv"]

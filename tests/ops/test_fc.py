@@ -7,6 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from netspec.ops import OPS
+
 from numgrad import check_op_grads
 
 OP = OPS["fc"]

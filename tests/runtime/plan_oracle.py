@@ -21,13 +21,10 @@ Two levels, both against netspec/ops' NumPy math:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from netspec.codegen.sgd import sgd_step
 from netspec.ir.graph import Graph
-from netspec.ops import OPS
 from netspec.runtime.numpy_backend import NumpyNet
 
 RTOL, ATOL = 1e-3, 1e-4

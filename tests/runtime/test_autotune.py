@@ -8,13 +8,13 @@ import json
 import pytest
 
 pytest.importorskip("pyopencl", reason="pyopencl is not installed")
-from plan_oracle import check_kernels_in_place  # noqa: E402
-
 from netspec.ir.build import build_graph  # noqa: E402
 from netspec.kernel.gemm import GemmTiles  # noqa: E402
 from netspec.runtime import autotune  # noqa: E402
 from netspec.runtime.autotune import compile_tuned  # noqa: E402
 from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
+
+from plan_oracle import check_kernels_in_place  # noqa: E402
 
 if find_device() is None:
     pytest.skip("no OpenCL device", allow_module_level=True)

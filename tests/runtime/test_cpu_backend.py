@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
-from plan_oracle import check_end_to_end, close, inputs
 from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
 
 import netspec
@@ -17,6 +15,9 @@ from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
+
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
+from plan_oracle import check_end_to_end, close, inputs
 
 if cpu_backend.host_kernels()[0] is None:
     pytest.skip(f"no host kernels: {cpu_backend.host_kernels()[1]}", allow_module_level=True)

@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
 
 from netspec.ir.build import build_graph
-from netspec.runtime.cuda_backend import (CudaNet, cuda_device_count, cuda_emulated,
-                                          cuda_unavailable_reason)
+from netspec.runtime.cuda_backend import (
+    CudaNet,
+    cuda_device_count,
+    cuda_emulated,
+    cuda_unavailable_reason,
+)
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place
-from test_numpy_vs_torch import he_parameters, rel, torch_loss_and_grads
-
-
-
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(cuda_unavailable_reason() is not None,

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(not cuda_emulated() or shutil.which("g++") is No
                                 reason="runs the CPU emulator: needs NETSPEC_CUDA_EMULATE=1, no "
                                        "CUDA device and g++")
 
-from netspec.runtime.cuda_emulator import cupy_model as emu
-from netspec.runtime.cuda_emulator.build import build_library, kernel_entries
+from netspec.runtime.cuda_emulator import cupy_model as emu  # noqa: E402
+from netspec.runtime.cuda_emulator.build import build_library, kernel_entries  # noqa: E402
 
 TINY = "examples/tiny-alexnet.net"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trainkit import tiny_spec
 
 from netspec.errors import RunError
 from netspec.train import distributed
@@ -27,6 +26,8 @@ from netspec.train.distributed import (
     split_batch,
 )
 from netspec.train.loop import Trainer, TrainOptions
+
+from trainkit import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLICA = Path(__file__).with_name("mpi_replica.py")

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runkit import TINY, write_run
 
 import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
 from netspec.errors import RunError
 from netspec.train.ensemble import class_difference, ensemble_scores, run_ensemble
+
+from runkit import TINY, write_run
 
 
 def test_averaged_softmax_by_hand():

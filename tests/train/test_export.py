@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runkit import TINY, write_run
 
 import netspec
 from netspec.cli import main
+
+from runkit import TINY, write_run
 
 onnx = pytest.importorskip("onnx", reason="pip install 'netspec[onnx]' (in the test extra)")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in netspec's test extra")

@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runkit import write_run
 from safetensors.numpy import load_file, save_file
-from trainkit import tiny_spec
 
 import netspec
 from netspec.cli import main
@@ -20,6 +18,9 @@ from netspec.train.checkpoint import load_checkpoint
 from netspec.train.distributed import image_noise
 from netspec.train.init_from import merge_parameters
 from netspec.train.loop import Trainer, TrainOptions
+
+from runkit import write_run
+from trainkit import tiny_spec
 
 
 def test_merge_by_name_and_shape():

@@ -10,7 +10,7 @@ import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
 from netspec.dsl.errors import SpecError
-from netspec.train.loop import TrainOptions, Trainer
+from netspec.train.loop import Trainer, TrainOptions
 
 
 def spec_text(channels=1, h=8, w=8, epochs=5):

@@ -9,13 +9,14 @@ import pathlib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runkit import TINY, write_run
-from trainkit import make_folder
 
 import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
 from netspec.data.decode import UnreadableImage, decode_image
+
+from runkit import TINY, write_run
+from trainkit import make_folder
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,9 @@ def test_a_run_without_its_preprocessing_is_an_error(tmp_path):
 def test_a_trained_run_directory_or_its_safetensors(tmp_path):
     """A run written by `netspec train` (its state's own mean image and classes); the bare
     checkpoint.safetensors carries the same state in its metadata."""
-    from trainkit import tiny_spec
-
     from netspec.train.loop import Trainer, TrainOptions
+
+    from trainkit import tiny_spec
 
     folder = make_folder(tmp_path / "imgs", classes=10, train=1, val=1)
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from netspec.cli import main
 from netspec.errors import RunError
 from netspec.train.checkpoint import WEIGHTS, kept_checkpoints, load_checkpoint
-from netspec.train.loop import TrainOptions, Trainer
+from netspec.train.loop import Trainer, TrainOptions
 
 from trainkit import make_folder
 

@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from trainkit import tiny_spec
 
 from netspec.train.checkpoint import load_checkpoint
 from netspec.train.loop import Trainer, TrainOptions
+
+from trainkit import tiny_spec
 
 pytest.importorskip("tensorboardX", reason="pip install 'netspec[tensorboard]' (test extra)")
 event_accumulator = pytest.importorskip(

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 import netspec
 from netspec.cli import main
 from netspec.data import open_dataset
-from netspec.errors import NetspecError, RunError
+from netspec.errors import RunError
 from netspec.train.checkpoint import load_checkpoint
-from netspec.train.loop import TrainOptions, Trainer
+from netspec.train.loop import Trainer, TrainOptions
 
 from trainkit import tiny_spec
 
@@ -245,7 +245,6 @@ def test_run_figures_from_a_short_run(folder, tmp_path):
 def test_sigint_checkpoints_and_exits_cleanly(folder, tmp_path):
     """Ctrl-C during training: the step in flight finishes, a checkpoint is written, the run
     exits with status 130 and no traceback, and --resume continues from there."""
-    import os
     import signal
     import subprocess
     import sys

@@ -93,7 +93,7 @@ def test_one_box_per_group_stacked_in_its_lane(graph):
         for gpu in range(graph.gpus):
             parts = [p for p in layer.parts if p.gpu == gpu]
             boxes = [blocks[(layer.name, p.index)].box for p in parts]
-            for x0, y0, x1, y1 in boxes:       # inside its GPU's lane
+            for _x0, y0, _x1, y1 in boxes:       # inside its GPU's lane
                 lx0, ly0, lx1, ly1 = lanes[gpu]
                 assert ly0 < y0 and y1 < ly1, (layer.name, gpu)
             for a, b in zip(boxes, boxes[1:]):  # stacked top to bottom, apart

@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 
 from netspec.viz.fonts import fit_text, text_box, text_width
-from netspec.viz.layout import (Layout, Text, arrow_head, boxes_overlap, overlapping_texts,
-                                segment_hits_box)
+from netspec.viz.layout import (
+    Layout,
+    Text,
+    arrow_head,
+    boxes_overlap,
+    overlapping_texts,
+    segment_hits_box,
+)
 from netspec.viz.png import dash_segments
 
 

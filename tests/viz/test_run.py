@@ -10,8 +10,13 @@ import pytest
 from netspec.errors import RunError
 from netspec.ir.build import build_graph
 from netspec.viz import VizError
-from netspec.viz.run import (last_hidden_layers, layer_kernels, open_run, read_checkpoint,
-                             read_metrics)
+from netspec.viz.run import (
+    last_hidden_layers,
+    layer_kernels,
+    open_run,
+    read_checkpoint,
+    read_metrics,
+)
 
 from .conftest import ROOT, write_run
 

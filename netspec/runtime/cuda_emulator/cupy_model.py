@@ -97,8 +97,8 @@ settings = _Settings()
 _lock = threading.RLock()
 _device_stack: list[int] = []
 # live allocations and streams, by address; freed when nothing refers to them any more
-_allocations: "weakref.WeakValueDictionary[int, _Allocation]" = weakref.WeakValueDictionary()
-_streams_by_ptr: "weakref.WeakValueDictionary[int, Stream]" = weakref.WeakValueDictionary()
+_allocations: weakref.WeakValueDictionary[int, _Allocation] = weakref.WeakValueDictionary()
+_streams_by_ptr: weakref.WeakValueDictionary[int, Stream] = weakref.WeakValueDictionary()
 _next_stream = [0]
 _peer: set[tuple[int, int]] = set()
 _next_base = [0]
@@ -205,7 +205,7 @@ class MemoryPointer:
     def device(self) -> Device:
         return Device(self.mem.device)
 
-    def __add__(self, n: int) -> "MemoryPointer":
+    def __add__(self, n: int) -> MemoryPointer:
         return MemoryPointer(self.mem, self.offset + int(n))
 
     def __int__(self):
@@ -303,12 +303,12 @@ class Stream:
             self.ptr = 0x5000 + self.order
             _streams_by_ptr[self.ptr] = self
 
-    def wait_event(self, event: "Event") -> None:
+    def wait_event(self, event: Event) -> None:
         target = event._pending_record        # the latest record at the time of the call
         if target is not None:
             self.queue.append(("wait", target, None))
 
-    def record(self, event: "Event | None" = None) -> "Event":
+    def record(self, event: Event | None = None) -> Event:
         event = event or Event()
         event.record(self)
         return event
@@ -324,7 +324,7 @@ class Stream:
 
 
 class _Record:
-    def __init__(self, event: "Event"):
+    def __init__(self, event: Event):
         self.event, self.done, self.time = event, False, None
 
 
@@ -507,7 +507,7 @@ class RawModule:
             self._lib = lib
         return self._lib
 
-    def get_function(self, name: str) -> "Function":
+    def get_function(self, name: str) -> Function:
         lib = self._library()
         if name not in lib.entries:
             raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: named symbol not found: {name}")
