@@ -137,9 +137,13 @@ def test_train_time_gradients_match_torch_with_the_documented_masks(cfg):
 @given(configs())
 def test_gradients_match_finite_differences_of_the_loss(cfg):
     net, params, x, labels = setup(cfg)
-    _, grads = net.loss_and_grads(x, labels)
+    loss, grads = net.loss_and_grads(x, labels)
     rng = np.random.default_rng(0)
     h = 1e-6
+    # A central difference carries rounding noise of about eps*|loss|/h (4e-10 here): where
+    # the gradients themselves are ~1e-5 (hypothesis finds such nets) that noise, not the
+    # backward, would set the relative error.
+    noise = 10 * np.finfo(np.float64).eps * abs(loss) / h
     for name, value in params.items():
         flat = value.reshape(-1)
         picks = rng.choice(flat.size, size=min(flat.size, 12), replace=False)
@@ -158,4 +162,4 @@ def test_gradients_match_finite_differences_of_the_loss(cfg):
         analytic = grads[name].reshape(-1)[picks]
         fd = np.array(fd)
         scale = max(np.abs(fd).max(), 1e-8)
-        assert np.abs(analytic - fd).max() / scale <= 1e-6, name
+        assert np.abs(analytic - fd).max() <= 1e-6 * scale + noise, name

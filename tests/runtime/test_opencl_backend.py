@@ -59,11 +59,11 @@ def test_float64_is_refused(root):
 
 def test_auto_says_what_it_picked_and_why(root):
     from netspec.runtime import pick_auto
-    from netspec.runtime.cuda_backend import cuda_device_count
+    from netspec.runtime.cuda_backend import cuda_device_count, cuda_emulated
     lines = []
     cls = pick_auto(lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"netspec: backend '{cls.backend}'")
-    if cuda_device_count():
+    if cuda_device_count() and not cuda_emulated():   # auto never picks the emulator
         assert cls.backend == "cuda"
     elif OpenCLNet.auto_choice():
         assert cls.backend == "opencl" and "GPU" in lines[0]
