@@ -21,7 +21,8 @@ What K replicas compute is what one process computes with the same global batch 
   DDP's gradient buckets and Horovod's background thread). A bucket holds whole layers, last
   layer first, up to 1 MiB (DDP's first bucket; `NETSPEC_BUCKET_MB` changes it, 0 makes every
   layer its own bucket). numpy and opencl
-  reduce host buffers with MPI; cuda reduces device buffers with NCCL (`NcclGradients`).
+  reduce host buffers with MPI; cuda reduces device buffers with NCCL (`NcclGradients`), or,
+  on the CUDA emulator (no NCCL), host buffers with MPI like opencl, and says so.
 - Only rank 0 writes checkpoints, metrics.jsonl, the progress bar and figures. Training loss and
   accuracy are summed over the replicas each step, so rank 0's meters cover the global batch.
 - Validation is sharded the same way (every batch split into K near-equal pieces) and its
@@ -447,9 +448,12 @@ def weighted_layer_shapes(graph) -> list[tuple[str, dict]]:
 
 
 def nccl_unavailable_reason(net) -> str | None:
-    """Why the cuda backend can't reduce with NCCL here (None: it can)."""
-    if getattr(net, "emulated", False):
-        return "emulated CUDA: no NCCL"
+    """Why the cuda backend can't reduce with NCCL here (None: it can): under the CUDA
+    emulator (runtime/cuda_emulator, NETSPEC_CUDA_EMULATE=1 with no device) there is no NCCL,
+    and the gradients are averaged with MPI on host memory instead."""
+    from ..runtime.cuda_backend import cuda_emulated
+    if cuda_emulated():
+        return "CUDA emulated on the CPU: no NCCL"
     try:
         from cupy.cuda import nccl
     except ImportError as e:

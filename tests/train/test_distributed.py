@@ -206,6 +206,39 @@ def test_two_replicas_equal_one_process_opencl(folder, spec12, tmp_path):
 
 
 @mpi
+@pytest.mark.gpu
+def test_two_replicas_equal_one_process_cuda(folder, spec12, tmp_path):
+    """The same on the cuda backend, for the first epoch (3 steps): weights to 1e-5 relative and
+    bit for bit across ranks, training and validation loss. Where no CUDA device answers it
+    runs on the CUDA emulator (tests/conftest.py sets NETSPEC_CUDA_EMULATE=1), which has no
+    NCCL: the gradients come off the (emulated) device per layer, are averaged with MPI on host
+    memory, and rank 0's start-up line says so. On a real GPU the collective is NCCL and the
+    line names it."""
+    from netspec.runtime.cuda_backend import cuda_emulated, cuda_unavailable_reason
+    why = cuda_unavailable_reason()
+    if why is not None:
+        pytest.skip(why)
+    want, want_metrics = single(spec12, folder, tmp_path / "one", "cuda", 3)
+    r = mpirun(2, REPLICA, spec12, folder, tmp_path / "k", "cuda", 3, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ranks = [dict(np.load(tmp_path / "k" / f"rank{i}.npz")) for i in range(2)]
+    for got in ranks:
+        assert_close(got, want)
+    assert all(np.array_equal(ranks[1][n], ranks[0][n]) for n in want)
+    (m,) = [json.loads(l) for l in (tmp_path / "k" / "metrics.jsonl").read_text().splitlines()]
+    (w,) = want_metrics
+    assert m["replicas"] == 2 and m["step"] == w["step"] == 3
+    assert m["train_loss"] == pytest.approx(w["train_loss"], rel=1e-5)
+    assert m["val_loss"] == pytest.approx(w["val_loss"], rel=1e-5)
+    (line,) = [l for l in r.stderr.splitlines() if "netspec: data parallel:" in l]
+    if cuda_emulated():
+        assert line.endswith("gradients averaged by MPI allreduce of host buffers "
+                             "(CUDA emulated on the CPU: no NCCL)"), line
+    else:
+        assert line.endswith("gradients averaged by NCCL allreduce of device buffers"), line
+
+
+@mpi
 def test_a_batch_that_does_not_divide_is_one_clear_error(folder, spec12, tmp_path):
     r = mpirun(3, "-m", "netspec.cli", "train", "--spec", spec12, "--data", folder,
                "--backend", "numpy", "--out", tmp_path / "run", "--batch-size", "8",
