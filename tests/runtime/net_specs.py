@@ -116,3 +116,23 @@ conv d filters 4 size 3 pad 1 groups 4 split 1,3
 fc f outputs 4
 softmax prob
 """
+
+
+# The spec's own batch (128) through AlexNet's fc head (fc/relu/dropout, split over 2 GPUs,
+# `connect all`), small enough to check kernel by kernel in seconds: the batch-128 launch
+# geometry, the weight gradient's split-K over the batch and the bias gradient's reduction
+# that the batch-2 checks never reach.
+FC_HEAD_BATCH_128 = """network fchead
+input 64x3x3
+classes 100
+gpus 2
+init weight gauss(0.05) bias 0.1
+fc fc6 outputs 1024 relu connect all bias 1
+dropout d6 p 0.5
+fc fc7 outputs 1024 relu connect all bias 1
+dropout d7 p 0.5
+fc fc8 outputs 100 connect all
+softmax prob
+train
+  batch 128
+"""

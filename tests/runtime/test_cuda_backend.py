@@ -19,7 +19,7 @@ from netspec.runtime.cuda_backend import (
     cuda_unavailable_reason,
 )
 
-from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
+from net_specs import BRANCHES, FC_HEAD_BATCH_128, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place
 
 pytestmark = [pytest.mark.gpu,
@@ -57,32 +57,56 @@ def test_alexnet_two_devices_matches_pytorch(root):
     assert max(errors.values()) <= 1e-3, errors
 
 
+def test_fc_head_at_batch_128_matches_reference():
+    """AlexNet's fc head at the spec's batch (128) on 2 GPUs, kernel by kernel in place and end
+    to end (net_specs.FC_HEAD_BATCH_128): the fast stand-in for the full-batch run."""
+    g = build_graph(FC_HEAD_BATCH_128)
+    net = CudaNet(g, seed=5)
+    check_kernels_in_place(net, g, 128, seed=5, train=True)
+    check_end_to_end(net, g, 128, seed=5, train=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(cuda_emulated() and not os.environ.get("NETSPEC_RUN_SLOW"),
                     reason="batch 128 emulated on the CPU takes about 15 minutes; "
                            "NETSPEC_RUN_SLOW=1 runs it")
 def test_alexnet_full_batch_runs(root):
     """The spec's own batch (128): the plan's memory fits, and the loss and gradients are the
-    NumPy reference's on the same input and seed (dropout masks included). Weights as in
-    test_numpy_vs_torch.py (activations of order one): at the spec's N(0, 0.01) init a max
+    NumPy float64 reference's on the same input and seed (dropout masks included). Weights as
+    in test_numpy_vs_torch.py (activations of order one): at the spec's N(0, 0.01) init a max
     pool's choice is decided by float32 rounding, and conv1's gradient differed from NumPy's
     by 2.2% (L2) for that reason alone (measured, emulated). Nor is the loss at that init
-    ln 1000: the reference gives 7.9558 on this input."""
+    ln 1000: the reference gives 7.9558 on this input.
+
+    Even at these weights, 128 images x 4096 units make a ReLU whose float64 pre-activation is
+    within float32 rounding of 0 likely: float32 (any summation order) may switch it either
+    way. The forward is continuous there (logits, loss and fc8's gradients match to float32
+    rounding), but the switched unit routes one image's gradient, or not, through every layer
+    below. Measured (emulated, and on PoCL: the same kernels): with AlexNet's fc head at batch
+    128, one fc7 unit of 524288 (pre-activation -5.9e-7 in float64, Σ|terms| 37, +1.2e-6 on
+    the device) moved fc7.bias's max-norm error to 3.2e-2 and every gradient below fc7 by
+    2e-3 in L2; NumPy float32 happened to round it the float64 way. So fc8 is held to the
+    max norm, the layers below to the L2 norm (as plan_oracle's end-to-end check), and the
+    kernels' exactness at batch 128 comes from test_fc_head_at_batch_128_matches_reference,
+    which feeds every kernel the device's own inputs."""
     from netspec.runtime.numpy_backend import NumpyNet
     g = build_graph(root / "specs/alexnet.net")
     net = CudaNet(g, seed=0)
-    ref = NumpyNet(g, seed=0)
+    ref = NumpyNet(g, seed=0, dtype=np.float64)
     params = he_parameters(net.param_shapes, seed=1)
     net.load_parameters(params)
     ref.load_parameters(params)
     x = np.random.default_rng(0).standard_normal((128, 3, 224, 224)).astype(np.float32)
     labels = np.arange(128) % 1000
     loss, grads = net.loss_and_grads(x, labels, train=True)
-    loss_r, grads_r = ref.loss_and_grads(x, labels, train=True)
-    assert abs(loss - loss_r) <= 1e-4 * abs(loss_r), (loss, loss_r)
+    loss_r, grads_r = ref.loss_and_grads(x.astype(np.float64), labels, train=True)
+    assert abs(loss - loss_r) <= 1e-6 * abs(loss_r), (loss, loss_r)
     assert all(np.isfinite(v).all() for v in grads.values())
-    errors = {k: rel(grads[k], grads_r[k]) for k in grads_r}
-    assert max(errors.values()) <= 1e-3, errors
+    top = {k: rel(grads[k], grads_r[k]) for k in ("fc8.weight", "fc8.bias")}
+    assert max(top.values()) <= 1e-4, top
+    l2 = {k: float(np.linalg.norm(grads[k] - grads_r[k]) / np.linalg.norm(grads_r[k]))
+          for k in grads_r}
+    assert max(l2.values()) <= 1e-2, l2
 
 
 @pytest.mark.skipif(not cuda_emulated(), reason="the emulator's second pass (a GPU schedules "

@@ -10,7 +10,13 @@ from netspec.ir.build import build_graph
 pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install netspec[opencl])")
 from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
 
-from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped  # noqa: E402
+from net_specs import (  # noqa: E402
+    BRANCHES,
+    FC_HEAD_BATCH_128,
+    SUBRANGE,
+    edge_case_specs,
+    one_gpu_grouped,
+)
 from plan_oracle import check_end_to_end, check_kernels_in_place  # noqa: E402
 
 if find_device() is None:
@@ -25,6 +31,14 @@ def test_network_matches_reference(root, spec):
     compared = check_kernels_in_place(net, g, 2, seed=3, train=True)
     assert compared >= 4 * len([p for l in g.compute_layers for p in l.parts]) // 2
     check_end_to_end(net, g, 2, seed=3, train=True)
+
+
+def test_fc_head_at_batch_128_matches_reference():
+    """AlexNet's fc head at the spec's batch (128) on 2 GPUs (net_specs.FC_HEAD_BATCH_128)."""
+    g = build_graph(FC_HEAD_BATCH_128)
+    net = OpenCLNet(g, seed=5)
+    check_kernels_in_place(net, g, 128, seed=5, train=True)
+    check_end_to_end(net, g, 128, seed=5, train=True)
 
 
 @pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
