@@ -82,24 +82,32 @@ def alexnet():
     return netspec.build(ALEXNET, backend="numpy", seed=0)
 
 
-def test_alexnet_float32_batch2(alexnet):
-    params = he_parameters(alexnet.param_shapes, seed=1)
-    alexnet.load_parameters(params)
+def check_alexnet_batch2_against_torch(net):
+    """The one float32 check of a backend's AlexNet (specs/alexnet.net, batch 2, He-scaled
+    weights so activations are of order one) against the PyTorch Figure 2 net here: logits and
+    loss within 1e-4, every gradient within 1e-3 (relative to the largest PyTorch value), all in
+    float32. Returns (params, x, labels, logits, loss, grads) for further checks."""
+    params = he_parameters(net.param_shapes, seed=1)
+    net.load_parameters(params)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
     labels = np.array([7, 993])
     ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
         params, x, labels, torch.float32, conv1_stride=4, conv1_pad=2)
-
-    logits = alexnet.forward(x)
+    logits = net.forward(x)
     assert logits.dtype == np.float32 and logits.shape == (2, 1000)
     assert rel(logits, ref_logits) <= 1e-4
-    loss, grads = alexnet.loss_and_grads(x, labels)
+    loss, grads = net.loss_and_grads(x, labels)
     assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
     assert list(grads) == list(ref_grads)
     errors = {k: rel(grads[k], ref_grads[k]) for k in grads}
     assert all(grads[k].dtype == np.float32 for k in grads)
     assert max(errors.values()) <= 1e-3, errors
+    return params, x, labels, logits, loss, grads
+
+
+def test_alexnet_float32_batch2(alexnet):
+    check_alexnet_batch2_against_torch(alexnet)
 
 
 def test_alexnet_float64_at_the_spec_init(alexnet):
