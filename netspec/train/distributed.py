@@ -88,33 +88,32 @@ def detect_launch(environ=None) -> Launch | None:
     return None
 
 
-def collective_timeout(environ=None) -> float:
+def _env_number(environ, name: str, default: float, ok, wanted: str) -> float:
+    """The float in environment variable `name` (`default` when unset); RunError naming the
+    variable and `wanted` when it isn't a number or `ok(value)` is false (NaN never is)."""
     env = os.environ if environ is None else environ
-    raw = env.get(TIMEOUT_VARIABLE)
+    raw = env.get(name)
     if raw is None:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise RunError(f"{TIMEOUT_VARIABLE}={raw!r}: give the collective timeout in seconds, "
-                       f"a number above 0")
+        value = float("nan")
+    if not ok(value):
+        raise RunError(f"{name}={raw!r}: give {wanted}")
     return value
 
 
+def collective_timeout(environ=None) -> float:
+    """Seconds a collective may wait ($NETSPEC_COLLECTIVE_TIMEOUT, default 300)."""
+    return _env_number(environ, TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S, lambda v: v > 0,
+                       "the collective timeout in seconds, a number above 0")
+
+
 def bucket_cap_bytes(environ=None) -> int:
-    env = os.environ if environ is None else environ
-    raw = env.get(BUCKET_VARIABLE)
-    if raw is None:
-        return BUCKET_CAP_BYTES
-    try:
-        mb = float(raw)
-    except ValueError:
-        mb = -1.0
-    if not mb >= 0:
-        raise RunError(f"{BUCKET_VARIABLE}={raw!r}: give the gradient bucket size in MiB, 0 or "
-                       f"more")
+    """Bytes per gradient bucket ($NETSPEC_BUCKET_MB in MiB, default 1; 0: a layer a bucket)."""
+    mb = _env_number(environ, BUCKET_VARIABLE, BUCKET_CAP_BYTES / (1 << 20), lambda v: v >= 0,
+                     "the gradient bucket size in MiB, 0 or more")
     return int(mb * (1 << 20))
 
 
