@@ -295,12 +295,11 @@ class CpuNet(NumpyNet):
         `sgd_update` computes them."""
         if self._grads is None:
             raise RuntimeError("update() needs the gradients of a loss_and_grads() call first")
+        mults = self._multipliers()          # the trainable tensors; state has none
         if self._velocity is None:
-            self._velocity = {k: np.zeros_like(v) for k, v in self._params.items()}
-        mults = self._multipliers()
-        for name, w in self._params.items():
-            lr_mult, decay_mult = mults.get(name, (1.0, 1.0))
-            v, g = self._velocity[name], self._grads[name]
+            self._velocity = {k: np.zeros_like(self._params[k]) for k in mults}
+        for name, (lr_mult, decay_mult) in mults.items():
+            w, v, g = self._params[name], self._velocity[name], self._grads[name]
             if self.k is None or w.dtype != np.float32:
                 eps = lr * lr_mult
                 if w.dtype == np.float32:
@@ -314,18 +313,21 @@ class CpuNet(NumpyNet):
                        float(np.float32(wd * eps)), float(eps))
 
     def velocities(self) -> dict[str, np.ndarray]:
-        """The momentum buffers v, keyed like parameters() (zeros before the first update)."""
+        """The momentum buffers v of the trainable tensors, keyed like parameters() (zeros
+        before the first update); state tensors have none, as on the kernel backends."""
         if self._velocity is None:
-            return {k: np.zeros_like(v) for k, v in self._params.items()}
+            return {k: np.zeros_like(self._params[k]) for k in self._multipliers()}
         return {k: v.copy() for k, v in self._velocity.items()}
 
     def reset_momentum(self) -> None:
         self._velocity = None
 
     def load_velocities(self, velocities) -> None:
-        """Set the momentum buffers v (keyed like parameters()), e.g. when resuming a run."""
-        missing = [n for n in self._params if n not in velocities]
+        """Set the momentum buffers v of the trainable tensors (keyed like parameters()), e.g.
+        when resuming a run. ValueError names any that are missing."""
+        trained = list(self._multipliers())
+        missing = [n for n in trained if n not in velocities]
         if missing:
             raise ValueError(f"load_velocities: missing {', '.join(missing)}")
         self._velocity = {n: np.array(velocities[n], dtype=self.dtype, copy=True, order="C")
-                          .reshape(self._params[n].shape) for n in self._params}
+                          .reshape(self._params[n].shape) for n in trained}

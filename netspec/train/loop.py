@@ -225,7 +225,14 @@ class Trainer:
                 raise RunError(f"{self.run_dir}: the checkpoint does not match the spec: {e}") \
                     from None
             self.params = self.net.parameters()
+            # state tensors (no lr multiplier: SGD never trains them) have no momentum on the
+            # kernel backends, so a checkpoint may hold none for them; the trained ones must
+            missing = [k for k in self.lr_mults if k not in momentum]
+            if missing:
+                raise RunError(f"{self.run_dir}: the checkpoint has no momentum for "
+                               f"{', '.join(missing)}")
             self.momentum = {k: np.array(momentum[k], dtype=self.params[k].dtype)
+                             if k in momentum else np.zeros_like(self.params[k])
                              for k in self.params}
             if self.device_update:
                 self.net.load_velocities(self.momentum)

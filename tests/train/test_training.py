@@ -268,3 +268,40 @@ def test_sigint_checkpoints_and_exits_cleanly(folder, tmp_path):
     Trainer(TrainOptions(resume=str(run), max_steps=state["step"] + 1, progress=False),
             echo=quiet).run()
     assert load_checkpoint(run)[2]["step"] == state["step"] + 1
+
+
+class _StateFC(type(netspec.ops.OPS["fc"])):
+    """fc that also carries a tensor SGD never trains (`state`, ones), as a layer with a
+    running mean would; its math is fc's."""
+
+    type = "statefc"
+
+    def parameters(self, a, in_shape, in_ch, out_ch):
+        return (*super().parameters(a, in_shape, in_ch, out_ch),
+                netspec.ops.ParamDef("state", "s", (out_ch,), init="ones", trainable=False))
+
+    def forward(self, a, x, params=(), **kw):
+        return super().forward(a, x, params[:2], **kw)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", "opencl"])
+def test_resume_with_a_state_tensor_is_bit_exact(folder, tmp_path, backend):
+    """A layer with state (no gradient, no momentum) checkpoints and resumes like the rest:
+    the kernel backends keep no momentum for it, and the resume must not expect one."""
+    op = netspec.ops.register(_StateFC())
+    try:
+        spec_path = tmp_path / "tiny.net"
+        spec_path.write_text(tiny_spec().replace("fc      fc7", "statefc fc7"))
+        train(spec_path, folder, tmp_path / "straight", max_steps=4, backend=backend)
+        train(spec_path, folder, tmp_path / "split", max_steps=2, backend=backend)
+        Trainer(TrainOptions(resume=str(tmp_path / "split"), max_steps=4, progress=False),
+                echo=quiet).run()
+    finally:
+        netspec.ops.unregister(op.type)
+    a_p, a_m, _ = load_checkpoint(tmp_path / "straight")
+    b_p, b_m, _ = load_checkpoint(tmp_path / "split")
+    assert "fc7.state" in a_p and np.array_equal(a_p["fc7.state"], np.ones(256, np.float32))
+    for k in a_p:
+        assert np.array_equal(a_p[k], b_p[k]), k
+    for k in a_m:
+        assert np.array_equal(a_m[k], b_m[k]), k
