@@ -30,7 +30,7 @@ import platform
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,16 @@ class BenchResult:
         d["images_per_sec"] = self.images_per_sec
         d["format"] = "netspec-bench/1"
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> BenchResult:
+        """The result back from to_json's object (its derived and unknown keys ignored), e.g.
+        after merging single steps (vs_pytorch.merge_runs)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["rows"] = [Row(**r) for r in d["rows"]]
+        kw["kernels"] = [KernelRow(**k) for k in d.get("kernels", [])]
+        return cls(**kw)
 
 
 def row_flops(graph: Graph, layer_name: str, direction: str, batch: int) -> int:
@@ -297,9 +307,13 @@ def device_name(net) -> str:
 
 # -- the benchmark ---------------------------------------------------------------------------
 def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
-          iterations: int = 5, warmup: int = 1, seed: int = 0, net=None) -> BenchResult:
+          iterations: int = 5, warmup: int = 1, seed: int = 0, net=None,
+          sgemm: bool = True) -> BenchResult:
     """Time `iterations` training steps of `spec` (path, text or Graph) on `backend` after
-    `warmup` untimed ones; see the module doc. `net` reuses an already built network."""
+    `warmup` untimed ones; see the module doc. `net` reuses an already built network.
+    sgemm=False skips measuring the machine's sgemm (sgemm_gflops None): a caller timing
+    single steps measures it once, away from them, since a large GEMM's BLAS threads can
+    still be busy when the next timed step starts."""
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     if net is None:
@@ -330,7 +344,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         _, grads = net.loss_and_grads(x, labels, train=True)
         update(grads)
 
-    sgemm = measure_sgemm_gflops()
+    sgemm_gflops = measure_sgemm_gflops() if sgemm else None
     clock = _clock(net)
     lg: list[float] = []
     per_iter: list[dict] = []
@@ -398,7 +412,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
         kernels=kernel_rows, step_ms_all=steps, load_average=list(os.getloadavg()),
         threads=os.cpu_count(), loss_grads_ms=statistics.median(lg), loss_grads_ms_all=lg,
-        sgemm_gflops=sgemm)
+        sgemm_gflops=sgemm_gflops)
 
 
 def measure_sgemm_gflops(size: int = 1536, repeats: int = 3) -> float:
