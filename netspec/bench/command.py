@@ -1,6 +1,7 @@
-"""`netspec bench --spec SPEC [--backend B] [--batch-size N] [--iterations N] [--json]`: time a
-training step per layer and direction, like `caffe time` (see timing.py for how each backend
-is timed). Registered in netspec/cli.py as `main.add_command(bench)`."""
+"""`netspec bench --spec SPEC [--backend B] [--batch-size N] [--iterations N] [--json]
+[--vs-pytorch]`: time a training step per layer and direction, like `caffe time` (see
+timing.py for how each backend is timed); with --vs-pytorch, alternate each step with
+PyTorch's (vs_pytorch.py). Registered in netspec/cli.py as `main.add_command(bench)`."""
 from __future__ import annotations
 
 import json
@@ -31,12 +32,19 @@ BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
               help="Time nothing: print every kernel's sm_90 resources (nvcc --resource-usage: "
                    "registers, spills, shared memory, occupancy) and its roofline bound at H200 "
                    "peaks, compile-only.")
+@click.option("--vs-pytorch", is_flag=True,
+              help="Alternate each netspec step with PyTorch's same step (same weights and "
+                   "batch, torch.optim.SGD with the recipe's momentum and weight decay; on "
+                   "CUDA for --backend cuda, else on the CPU) and compare per layer type and "
+                   'for the whole step. Needs torch: pip install "netspec[bench]".')
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
-          tune_budget, roofline):
+          tune_budget, roofline, vs_pytorch):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
     from .timing import bench as run_bench
     from .timing import format_table
 
+    if vs_pytorch:
+        _check_vs_pytorch(backend, roofline)
     if roofline:
         from .roofline import roofline_report
         click.echo(roofline_report(spec, batch_size, as_json=as_json))
@@ -51,9 +59,53 @@ def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_
                                tune_budget_s=tune_budget)
         click.echo(autotune.describe_stats(autotune.LAST), err=True)
 
+    if vs_pytorch:
+        _bench_vs_pytorch(spec, backend, batch_size, iterations, warmup, seed, show_kernels,
+                          as_json)
+        return
     res = run_bench(spec, backend, batch_size=batch_size, iterations=iterations,
                     warmup=warmup, seed=seed)
     if as_json:
         click.echo(json.dumps(res.to_json()))
     else:
         click.echo(format_table(res, kernels=show_kernels))
+
+
+def _check_vs_pytorch(backend: str, roofline: bool) -> None:
+    """Usage errors before anything is built: --roofline times nothing, torch missing, or a
+    cuda backend against a torch without CUDA."""
+    from .vs_pytorch import NotComparable, require_torch, torch_device_for
+
+    if roofline:
+        raise click.UsageError("--roofline times nothing; it can't be compared with PyTorch "
+                               "(drop --vs-pytorch or --roofline)")
+    try:
+        require_torch()
+        torch_device_for(backend)
+    except (ImportError, NotComparable) as e:
+        raise click.UsageError(f"--vs-pytorch: {e}") from None
+
+
+def _bench_vs_pytorch(spec, backend, batch_size, iterations, warmup, seed, show_kernels,
+                      as_json) -> None:
+    from ..ir.build import build_graph
+    from .timing import BenchResult, format_table
+    from .vs_pytorch import compare_with_torch, format_comparison, versions
+
+    graph = build_graph(path=spec)
+    run = compare_with_torch(graph, backend, batch_size=batch_size, iterations=iterations,
+                             warmup=warmup, seed=seed)
+    ours, theirs, cmp = run["netspec"], run["torch"], run["comparison"]
+    if as_json:
+        click.echo(json.dumps(dict(ours, torch=theirs, comparison=cmp, versions=versions(),
+                                   load_average_before=run["load_average_before"],
+                                   load_average_after=run["load_average_after"])))
+        return
+    load = "; ".join(f"{when} {', '.join(f'{v:.1f}' for v in run[f'load_average_{when}'])}"
+                     for when in ("before", "after"))
+    click.echo(format_table(BenchResult.from_json(ours), kernels=show_kernels))
+    click.echo("")
+    click.echo(format_comparison(run["backend"], run["batch_size"], ours, theirs, cmp,
+                                 gemm_rows=False))
+    click.echo(f"  PyTorch {theirs['version']}, {theirs['threads']} threads; load average "
+               f"{load}")
