@@ -21,6 +21,16 @@ Backward, the readers' gradients for it are summed on the receiving GPU and cros
 So the bytes the copies move are the report's `sent_bytes_per_step`. A layer's channel range
 in a buffer is contiguous (channels outermost), so every piece is one copy.
 
+Gradient sums: a part's output gradient is the sum of its readers' slices. The first slice to
+reach a channel range is copied into the gradient; the others are summed once the layer's
+backward has issued them all: each slice from another GPU is copied (as soon as its reader's
+backward is done, on the reader's stream) into the next slot of one staging buffer on the
+gradient's GPU, and one kernel adds all the slots, in order, plus one slice already on that
+GPU. A `connect all` layer on G GPUs thus has G(G-1) gradient copies (inherent in
+point-to-point transfers) but G sum launches, not G(G-1) staged copies each with its own
+accumulating kernel; the staging buffer holds up to G-1 slots at once (a reduce-scatter's
+receive buffer). A single slice received alone is added by the one-slot kernel as before.
+
 Memory: every buffer lives on one logical GPU. Parameters, their gradients and momenta are
 persistent, and so is an op's state (a tensor its op marks not trainable: no gradient, no
 momentum, skipped by the SGD launch). Everything else lives in one arena per GPU, placed first-fit by size with
@@ -53,6 +63,23 @@ $kernel $name($params)
         dst[${DOFF} + i] += src[${OFF} + i];
 }
 """
+
+# K gradient slices of N elements received side by side in one staging buffer (slot k at
+# OFF + k·N), summed into dst in slot order, after this GPU's own slice (`loc`) if it has one
+_SUM_SLOTS = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N}) {
+        float v = dst[${DOFF} + i]@LOCAL@;
+        for (int k = 0; k < ${K}; ++k)
+            v += src[${OFF} + k * ${N} + i];
+        dst[${DOFF} + i] = v;
+    }
+}
+"""
+ACCUMULATE_SLOTS = _SUM_SLOTS.replace("@LOCAL@", "")
+ACCUMULATE_SLOTS_LOCAL = _SUM_SLOTS.replace("@LOCAL@", " + loc[${LOFF} + i]")
 
 
 @dataclass(slots=True)
@@ -299,17 +326,24 @@ class _Builder:
             self.io["input"].append(name)
         # who reads each part: (layer, part) -> [(consumer layer, consumer part, Source)]
         self.readers: dict[tuple[str, int], list] = {}
+        # and the remote ones by their GPU: (layer, part, reader's gpu) -> [...] (a transfer's
+        # readers, found without scanning all of a `connect all` source's G readers per
+        # transfer: that was Θ(G³))
+        self.remote_readers: dict[tuple[str, int, int], list] = {}
         for l in g.compute_layers:
             for p in l.parts:
                 for s in p.sources:
                     if not g.layer(s.layer).replicated:
                         self.readers.setdefault((s.layer, s.part), []).append((l, p, s))
+                        if s.gpu != p.gpu:
+                            self.remote_readers.setdefault((s.layer, s.part, p.gpu),
+                                                           []).append((l, p, s))
         self.plan_transfers()
         self.roles: dict[tuple[str, int], dict] = {}
         for l in g.compute_layers:
             for p in l.parts:
                 self.roles[(l.name, p.index)] = self.part_roles(l, p)
-        self.readers = None          # read by part_roles only
+        self.readers = self.remote_readers = None    # read by part_roles only
 
         self.phase = "forward"
         for p in data.parts:
@@ -327,12 +361,15 @@ class _Builder:
 
         self.phase = "backward"
         self.cover: dict[str, list[tuple[int, int]]] = {}   # gradient channels written so far
+        self.sums: dict[str, dict] = {}      # gradient sums deferred to the layer's end
         for l in reversed(g.compute_layers):
             for p in l.parts:
                 self.backward_part(l, p)
+            for dst in list(self.sums):
+                self.sum_into(dst)
             self.signatures.pop(l.name, None)    # its last launch is behind us
         self.check_gradients_complete()
-        self.cover = None
+        self.cover = self.sums = None
 
         self.phase = "update"
         self.place_persistent()
@@ -379,8 +416,7 @@ class _Builder:
         self.transfers: dict[tuple[str, int, int], dict] = {}
         self.outgoing: dict[tuple[str, int], list[dict]] = {}
         for t in self.g.transfers:
-            readers = [(l, p, s) for l, p, s in self.readers[(t.layer, t.part)]
-                       if p.gpu == t.dst_gpu]
+            readers = self.remote_readers[(t.layer, t.part, t.dst_gpu)]
             per_ch = self.per_channel(t.layer)
             entry = {"t": t, "per_ch": per_ch, "pending": len(readers), "direct": None}
             l, p, s = readers[0]
@@ -520,6 +556,7 @@ class _Builder:
             self.deliver(r["dx"], off, back, s.start - tt.start, s.channels, per_ch, l.name)
             t["pending"] -= 1
             if t["pending"] == 0:
+                self.sum_into(back)                       # complete before it is sent
                 for a, b in self.cover[back]:
                     self.deliver(back, a * per_ch, dy, tt.start + a, b - a, per_ch, l.name)
 
@@ -527,8 +564,9 @@ class _Builder:
                 per_ch: int, layer: str):
         """Add channels `channel` .. `channel + channels` of a gradient, held in `src` from
         element `src_offset`, into the gradient buffer `dst`: a copy over the channels `dst`
-        has no value for yet, an accumulating kernel (on dst's GPU, after a copy to it) over
-        those it has."""
+        has no value for yet; over those it has, a sum deferred to `sum_into` (the end of the
+        layer's backward): a slice from another GPU is copied now into the next slot of one
+        staging buffer on dst's GPU, a slice on dst's GPU is read where it is."""
         covered = self.cover.setdefault(dst, [])
         dg = self.buffers[dst].gpu
         for a, b, done in _split(covered, channel, channel + channels):
@@ -537,18 +575,58 @@ class _Builder:
             if not done:
                 self.copy(src, so, dst, a * per_ch, n, layer)
                 continue
-            if self.buffers[src].gpu != dg:
-                stage = self.buf(f"{dst}.staged{len(self.steps)}", dg, n, "staging")
-                self.copy(src, so, stage, 0, n, layer)
-                src, so = stage, 0
-            gs, ls = elementwise_launch(n)
-            stem = re.sub(r"\W", "_", dst)
-            k = Kernel(f"{stem}_acc_{len(self.steps)}", ACCUMULATE, params("out dst", "in src"),
-                       dict(N=n, OFF=so, DOFF=a * per_ch), gs, ls, flops=n, layer=layer,
-                       doc=f"{dst}: add {layer}'s share of the gradient, channels {a}..{b}\n"
-                           f"launch: one work-item per element ({n})")
-            self.launch(Call(k, (dst, src)), {}, dg, layer)
+            sums = self.sums.setdefault(dst, {})
+            group = sums.get((a, b))
+            if group is None:
+                group = sums[(a, b)] = {"layer": layer, "n": n, "local": [], "stage": None,
+                                        "slots": 0}
+            if self.buffers[src].gpu == dg:
+                group["local"].append((src, so))
+                continue
+            if group["stage"] is None:
+                group["stage"] = self.buf(f"{dst}.staged{len(self.steps)}", dg, n, "staging")
+            else:
+                self.buffers[group["stage"]].elements += n      # one more slot
+            self.copy(src, so, group["stage"], group["slots"] * n, n, layer)
+            group["slots"] += 1
         self.cover[dst] = _merge(covered + [(channel, channel + channels)])
+
+    def sum_into(self, dst: str):
+        """The deferred sums into `dst` (see `deliver`): per channel range, one kernel adds
+        every slot of its staging buffer, and one slice on dst's GPU, into it; any other
+        slices on dst's GPU are added one kernel each. So a `connect all` layer's backward
+        launches one sum per source part (G per layer, not one per pair of GPUs: G²)."""
+        dg = self.buffers[dst].gpu
+        stem = re.sub(r"\W", "_", dst)
+        for (a, b), gr in self.sums.pop(dst, {}).items():
+            n, layer, local, stage, slots = (gr["n"], gr["layer"], gr["local"], gr["stage"],
+                                             gr["slots"])
+            doff = a * (n // (b - a))
+            gs, ls = elementwise_launch(n)
+            what = f"{dst}: add {layer}'s share of the gradient, channels {a}..{b}"
+            if stage is not None and (slots > 1 or local):
+                consts = dict(N=n, K=slots, OFF=0, DOFF=doff)
+                ps, args, template = ("out dst", "in src"), (dst, stage), ACCUMULATE_SLOTS
+                mine = ""
+                if local:
+                    (loc, lo), local = local[0], local[1:]
+                    ps, args, template = ps + ("in loc",), args + (loc,), ACCUMULATE_SLOTS_LOCAL
+                    consts["LOFF"] = lo
+                    mine = f" and {loc}'s from element {lo}"
+                k = Kernel(f"{stem}_sum_{len(self.steps)}", template, params(*ps), consts,
+                           gs, ls, flops=n * (slots + bool(mine)), layer=layer,
+                           doc=f"{what}: the {slots} slices received side by side in "
+                               f"{stage}{mine}\nlaunch: one work-item per element ({n}), "
+                               f"summing the slots in order")
+                self.launch(Call(k, args), {}, dg, layer)
+            elif stage is not None:
+                local = [(stage, 0)] + local     # one slice received: as any other
+            for src, so in local:
+                k = Kernel(f"{stem}_acc_{len(self.steps)}", ACCUMULATE,
+                           params("out dst", "in src"), dict(N=n, OFF=so, DOFF=doff), gs, ls,
+                           flops=n, layer=layer,
+                           doc=f"{what}\nlaunch: one work-item per element ({n})")
+                self.launch(Call(k, (dst, src)), {}, dg, layer)
 
     def check_gradients_complete(self):
         """Every channel of every part's output gradient that a backward reads was written."""

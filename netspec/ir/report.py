@@ -30,20 +30,14 @@ def layer_rows(g: Graph) -> list[dict[str, Any]]:
 def device_rows(g: Graph, batch_size: int) -> list[dict[str, int]]:
     """Per logical GPU: parameter bytes and bytes sent to the others in one training step
     (forward activations out, and backward gradients back for the parts it received)."""
-    out = []
-    for gpu in range(g.gpus):
-        params = 0
-        for l in g.weighted_layers:
-            for p in l.parts:
-                if p.gpu == gpu:
-                    w = l.weight_shape(p)
-                    params += math.prod(w) + p.channels
-        out.append({
-            "gpu": gpu,
-            "param_bytes": params * FLOAT_BYTES,
-            "sent_bytes_per_step": g.sent_elements_per_image(gpu) * batch_size * FLOAT_BYTES,
-        })
-    return out
+    params = [0] * g.gpus            # one pass over the parts and the transfers, not one per GPU
+    for l in g.weighted_layers:
+        for p in l.parts:
+            params[p.gpu] += math.prod(l.weight_shape(p)) + p.channels
+    sent = g.sent_elements_per_gpu()
+    return [{"gpu": gpu, "param_bytes": params[gpu] * FLOAT_BYTES,
+             "sent_bytes_per_step": sent[gpu] * batch_size * FLOAT_BYTES}
+            for gpu in range(g.gpus)]
 
 
 def summary(g: Graph) -> dict[str, Any]:

@@ -164,11 +164,13 @@ def test_one_transfer_for_two_readers():
     bwd = [s for s in _cross(plan, "backward") if s.dst == "c1.g0.dy"]
     assert len(fwd) == 1 and fwd[0].dst == "c1.g0.to1" and fwd[0].elements == 4 * 10 * 10 * 8
     # the readers' gradients are summed on GPU 1 first, then cross once (to a staging buffer
-    # on GPU 0, since GPU 0's own readers have written c1's gradient already, then added)
+    # on GPU 0, since GPU 0's own readers have written c1's gradient already, then added, with
+    # the slice of GPU 0's reader in the same layer, by one kernel)
     bwd = [s for s in _cross(plan, "backward") if s.src == "c1.g0.to1.dy"]
     assert len(bwd) == 1 and bwd[0].elements == fwd[0].elements
     assert bwd[0].dst.startswith("c1.g0.dy.staged")
-    assert any(s.kind == "launch" and s.args == ("c1.g0.dy", bwd[0].dst) for s in plan.steps)
+    assert any(s.kind == "launch" and s.args[:2] == ("c1.g0.dy", bwd[0].dst)
+               for s in plan.steps)
     assert len(_cross(plan, "forward")) == len(g.transfers)
 
 
@@ -229,3 +231,34 @@ def test_write_and_json(compiled, tmp_path):
         if s["kind"] == "launch":
             assert s["kernel"] in names
     assert files["cuda"].read_text() == compiled.cuda_source
+
+
+def all_to_all(gpus: int) -> str:
+    """conv c1 split over `gpus` GPUs, read whole by every part of fc f1 (`connect all`)."""
+    return (f"network alltoall\ninput 3x6x6\nclasses 4\ngpus {gpus}\n"
+            f"conv c1 filters {2 * gpus} size 3 pad 1 relu\n"
+            f"fc f1 outputs {2 * gpus} relu connect all\n"
+            "fc out outputs 4 connect all gpu 0\nsoftmax prob\ntrain\n  batch 8\n")
+
+
+@pytest.mark.parametrize("gpus", [2, 4, 8])
+def test_connect_all_backward_sums_once_per_source_part(gpus):
+    """f1's backward hands each of c1's G parts its G readers' gradient slices: the first is
+    copied in, the other G-1 (those from other GPUs through one staging buffer per source
+    part) are added by ONE kernel per source part — G launches in all, linear in G (it was
+    G(G-1)) — and the cross-GPU copies are the G(G-1) slices themselves."""
+    plan = compile_network(build_graph(all_to_all(gpus)), 8).plan
+    bwd = [s for s in plan.steps if s.phase == "backward" and s.layer == "f1"]
+    sums = [s for s in bwd if s.kind == "launch" and s.args[0].startswith("c1.")]
+    assert len(sums) == gpus
+    # one per source part, on its GPU, adding into its whole gradient
+    assert sorted((s.args[0], s.gpu) for s in sums) == [(f"c1.g{i}.dy", i)
+                                                         for i in range(gpus)]
+    for s in sums:
+        k = plan.kernels[s.kernel]
+        assert k.consts["N"] == 2 * 8 * 6 * 6 == plan.buffers[s.args[0]].elements
+        if gpus > 2:     # every slot of the staging buffer, read by this one kernel
+            assert k.consts["K"] * k.consts["N"] == plan.buffers[s.args[1]].elements
+    cross = [s for s in bwd if s.kind == "copy" and s.src_gpu != s.dst_gpu]
+    assert len(cross) == gpus * (gpus - 1)
+    assert len([s for s in bwd if s.kind == "copy"]) == gpus * (gpus - 1) + 1

@@ -196,6 +196,47 @@ def test_four_gpus_on_a_device_match_the_reference(backend, four_gpu_reference):
     assert_same_net(net, ref, x, labels, tol_logits=1e-4, tol_grads=1e-3)
 
 
+# -- `connect all`: each source part's gradient summed from every GPU's slice ------------------
+ALL_TO_ALL = """network alltoall
+input 3x6x6
+classes 5
+gpus 4
+init weight gauss(0.3) bias 0.1
+conv c1 filters 7 size 3 pad 1 relu split 1,2,2,2
+fc f1 outputs 10 relu connect all split 3,3,2,2
+fc f2 outputs 5 connect all gpu 0
+softmax prob
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connect_all_gradient_sums_match_pytorch(backend):
+    """Four GPUs, uneven splits: every part of f1 reads all of c1's, so each c1 part's
+    gradient is the sum of four slices, three of them summed by one kernel from a staging
+    buffer (K = 2 or 3 slots, with or without the GPU's own slice, of different sizes per
+    part): logits, loss and every gradient against PyTorch's autograd."""
+    net = netspec.build(ALL_TO_ALL, backend, seed=0)
+    if backend != "numpy":         # the plan does sum that way (see test_plan.py for counts)
+        plan = net.compiled(3).plan
+        sums = [s for s in plan.steps if s.phase == "backward" and s.layer == "f1"
+                and s.kind == "launch" and s.args[0].startswith("c1.")]
+        assert sorted(plan.kernels[s.kernel].consts.get("K") for s in sums) == [2, 2, 2, 3]
+    params = he_parameters(net.param_shapes, seed=7)
+    net.load_parameters(params)
+    x, labels = batch(net.graph, 3, seed=8)
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    h = F.relu(F.conv2d(torch.from_numpy(x), P["c1.weight"], P["c1.bias"], padding=1))
+    h = F.relu(F.linear(h.flatten(1), P["f1.weight"], P["f1.bias"]))
+    logits = F.linear(h, P["f2.weight"], P["f2.bias"])
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
+    loss_n, grads_n = net.loss_and_grads(x, labels)
+    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
+    errors = {k: rel(grads_n[k], grads[k].numpy()) for k in P}
+    assert max(errors.values()) <= 1e-3, errors
+
+
 # -- training: 20 SGD steps on two logical GPUs ----------------------------------------------
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_twenty_sgd_steps_match_the_reference(backend):
