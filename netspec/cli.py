@@ -88,20 +88,24 @@ def compile_cmd(spec, as_json, out, batch_size, tune, tune_budget, replicas, lin
                                       tune=True if tune else None, tune_budget_s=tune_budget)
     if tune:
         click.echo(autotune.describe_stats(autotune.LAST), err=True)
+    # the report shows the plan's memory figures only: the plan goes (once -o has written it)
+    # before the report's rows exist, which were a long spec's peak
+    arena = [int(compiled.plan.memory(gpu)["arena"]) for gpu in range(graph.gpus)]
+    total = [int(m) for m in compiled.memory_per_gpu]
+    if out:
+        compiled.write(out)
+    compiled = None
     info = summary(graph)
     if batch_size:
         from .ir.report import device_rows
         info["batch_size"] = batch_size
         info["devices"] = device_rows(graph, batch_size)
     for d in info["devices"]:
-        mem = compiled.plan.memory(d["gpu"])
-        d["activation_bytes"] = int(mem["arena"])
-        d["memory_bytes"] = int(compiled.memory_per_gpu[d["gpu"]])
-    if out:
-        compiled.write(out)
+        d["activation_bytes"] = arena[d["gpu"]]
+        d["memory_bytes"] = total[d["gpu"]]
     from .ir.scaling import data_parallel, format_data_parallel
     info["data_parallel"] = data_parallel(graph, replicas, link_gbps, roofline_gpu,
-                                          info["batch_size"])
+                                          info["batch_size"], rows=info["layers"])
     if as_json:
         click.echo(json.dumps(info))
     else:

@@ -288,12 +288,14 @@ class _Builder:
             k.consts = shared
             k.doc = self.docs.setdefault(k.doc, k.doc)
             self.kernels[k.name] = k
-        args = tuple(roles.get(r, r) for r in call.args)
+        args = tuple([roles.get(r, r) for r in call.args])
+        buffers = self.buffers
         for p, a in zip(k.params, args):
-            if p.kind != "float" and a not in self.buffers:
+            if a not in buffers and p.kind != "float":
                 raise KeyError(f"{k.name}: no buffer for parameter {p.name} ({a})")
-        self.step(kind="launch", gpu=gpu, layer=layer, when=when or call.when, kernel=k.name,
-                  args=args, part=part)
+        steps = self.steps     # Step(id, kind, gpu, phase, layer, when, part, kernel, args)
+        steps.append(Step(len(steps), "launch", gpu, self.phase, layer, when or call.when, part,
+                          k.name, args))
 
     def copy(self, src: str, src_offset: int, dst: str, dst_offset: int, elements: int,
              layer: str, when: str = "always"):
@@ -569,7 +571,14 @@ class _Builder:
         staging buffer on dst's GPU, a slice on dst's GPU is read where it is."""
         covered = self.cover.setdefault(dst, [])
         dg = self.buffers[dst].gpu
-        for a, b, done in _split(covered, channel, channel + channels):
+        end = channel + channels
+        if not covered:                          # the common cases, without cutting
+            pieces = [(channel, end, False)]
+        elif len(covered) == 1 and covered[0][0] <= channel and end <= covered[0][1]:
+            pieces = [(channel, end, True)]
+        else:
+            pieces = _split(covered, channel, end)
+        for a, b, done in pieces:
             n = (b - a) * per_ch
             so = src_offset + (a - channel) * per_ch
             if not done:
@@ -589,7 +598,8 @@ class _Builder:
                 self.buffers[group["stage"]].elements += n      # one more slot
             self.copy(src, so, group["stage"], group["slots"] * n, n, layer)
             group["slots"] += 1
-        self.cover[dst] = _merge(covered + [(channel, channel + channels)])
+        if len(pieces) > 1 or not pieces[0][2]:      # else inside what is covered
+            self.cover[dst] = _merge(covered + [(channel, end)])
 
     def sum_into(self, dst: str):
         """The deferred sums into `dst` (see `deliver`): per channel range, one kernel adds
@@ -654,6 +664,8 @@ class _Builder:
 
     def rename_shared(self):
         """`conv2_g0_fwd` run by both parts becomes `conv2_fwd`."""
+        if self.g.gpus == 1:
+            return                     # no kernel runs on two GPUs
         users: dict[str, set] = {}
         for s in self.steps:
             if s.kind == "launch":
@@ -688,12 +700,25 @@ class _Builder:
         return out
 
     def lifetimes(self):
-        for s in self.steps:
-            for name, *_ in self.touched(s):
-                b = self.buffers[name]
+        buffers, kernels = self.buffers, self.kernels
+        touches: dict[str, tuple[int, ...]] = {}     # per kernel: its buffer parameters
+        for s in self.steps:                          # in id order: the last touch is the latest
+            if s.kind == "copy":
+                names = (s.src, s.dst)
+            elif s.kind == "launch":
+                which = touches.get(s.kernel)
+                if which is None:
+                    which = touches[s.kernel] = tuple(
+                        i for i, p in enumerate(kernels[s.kernel].params) if p.kind != "float")
+                names = [s.args[i] for i in which]
+            else:
+                names = (s.buffer,)
+            i = s.id
+            for name in names:
+                b = buffers[name]
                 if b.first < 0:
-                    b.first = s.id
-                b.last = max(b.last, s.id)
+                    b.first = i
+                b.last = i
         unused = [b.name for b in self.buffers.values() if b.first < 0 and not b.persistent]
         for name in unused:          # e.g. the dy of a part whose gradient goes straight on
             del self.buffers[name]

@@ -54,38 +54,52 @@ def link_seconds(nbytes: float, link_gbps: float) -> float:
     return nbytes * 8 / (link_gbps * 1e9)
 
 
-def roofline_step_seconds(g: Graph, batch: int, gpu: GpuPeak) -> float:
+def roofline_step_seconds(g: Graph, batch: int, gpu: GpuPeak,
+                          rows: list[dict] | None = None) -> float:
     """One training step (forward and backward) of `batch` images on `gpu`, by the roofline
-    (module doc), in seconds."""
+    (module doc), in seconds. `rows`: the compute layers' MACs and parameters already worked
+    out (ir/report.py's layer_rows), else they are worked out here."""
     total = 0.0
-    for l in g.compute_layers:
-        passes = 3 if l.weighted else 2          # forward, data gradient (+ weight gradient)
-        if all(src == INPUT for src in l.inputs) and l.weighted:
+    figures = ((r["macs"], r["params"]) for r in rows) if rows is not None else \
+        ((l.macs, l.params) for l in g.compute_layers)
+    for l, (macs, params) in zip(g.compute_layers, figures, strict=True):
+        weighted = l.weighted
+        passes = 3 if weighted else 2            # forward, data gradient (+ weight gradient)
+        if weighted and all(src == INPUT for src in l.inputs):
             passes -= 1                          # no gradient for the input images
-        flops = 2 * l.macs * batch * passes
+        flops = 2 * macs * batch * passes
         act = (math.prod(l.in_shape) + math.prod(l.out_shape)) * batch * FLOAT_BYTES
-        nbytes = act * (3 if l.weighted else 2) + 3 * l.params * FLOAT_BYTES
+        nbytes = act * (3 if weighted else 2) + 3 * params * FLOAT_BYTES
         total += max(flops / gpu.flops, nbytes / gpu.bandwidth)
     return total
 
 
 def data_parallel(g: Graph, replicas: int, link_gbps: float = 100.0, gpu: str = "H200",
-                  batch_size: int | None = None) -> dict[str, Any]:
+                  batch_size: int | None = None, rows: list[dict] | None = None
+                  ) -> dict[str, Any]:
     """The communication table of K data-parallel replicas of `g` with global batch B (the
     recipe's unless given): gradient bytes, ring bytes sent per replica per step, the link
     time, the roofline compute time of a replica's B/K images on `gpu`, and their ratio; and
     the same for the convolutional and fully-connected layers apart (Krizhevsky 2014's
-    argument: the fc layers hold most parameters and little compute)."""
+    argument: the fc layers hold most parameters and little compute). `rows`: the report's
+    layer rows (ir/report.py's layer_rows), whose MACs and parameters are then not worked
+    out again."""
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU '{gpu}'; known: {', '.join(GPUS)}")
     peak = GPUS[gpu]
     batch = batch_size or g.recipe.batch_size
     local = batch / replicas
-    grad = g.total_params * FLOAT_BYTES
-    fc = sum(l.params for l in g.weighted_layers if l.type == "fc") * FLOAT_BYTES
+    if rows is None:
+        grad = g.total_params * FLOAT_BYTES
+        fc = sum(l.params for l in g.weighted_layers if l.type == "fc") * FLOAT_BYTES
+    else:
+        grad = (sum(r["params"] for r in rows)
+                + sum(l.params for l in g.layers if l.replicated)) * FLOAT_BYTES
+        fc = sum(r["params"] for r in rows if r["type"] == "fc") * FLOAT_BYTES
     sent = ring_allreduce_bytes(grad, replicas)
     comm = link_seconds(sent, link_gbps)
-    compute = roofline_step_seconds(g, max(1, round(local)), peak) * local / max(1, round(local))
+    compute = roofline_step_seconds(g, max(1, round(local)), peak, rows) * local / \
+        max(1, round(local))
     conv_sent = ring_allreduce_bytes(grad - fc, replicas)
     return {
         "replicas": replicas, "link_gbps": link_gbps, "gpu": peak.name,

@@ -49,6 +49,9 @@ import numpy as np
 
 from ..dsl.attrs import AttrDef
 
+_MODULE_FUNCTIONS: dict[tuple[type, str], Any] = {}   # Op._module_function's finds
+_MISSING = object()
+
 INIT_RULES = ("gauss", "bias", "zeros", "ones")
 
 
@@ -185,11 +188,20 @@ class Op:
 
     def _module_function(self, name: str, required: bool = True):
         """`name` from the module of this op's class, or of the nearest base class whose
-        module defines it (a subclass elsewhere inherits its base's kernels)."""
-        for cls in type(self).__mro__:
-            fn = getattr(sys.modules.get(cls.__module__), name, None)
-            if callable(fn):
-                return fn
+        module defines it (a subclass elsewhere inherits its base's kernels). Looked up once
+        per class and name (the plan asks three times per layer part)."""
+        key = (type(self), name)
+        fn = _MODULE_FUNCTIONS.get(key, _MISSING)
+        if fn is _MISSING:
+            fn = None
+            for cls in type(self).__mro__:
+                f = getattr(sys.modules.get(cls.__module__), name, None)
+                if callable(f):
+                    fn = f
+                    break
+            _MODULE_FUNCTIONS[key] = fn
+        if fn is not None:
+            return fn
         if required:
             raise NotImplementedError(f"layer type '{self.type}' has no kernel templates "
                                       f"({type(self).__module__} defines no {name})")
