@@ -364,13 +364,15 @@ class _Builder:
         self.phase = "backward"
         self.cover: dict[str, list[tuple[int, int]]] = {}   # gradient channels written so far
         self.sums: dict[str, dict] = {}      # gradient sums deferred to the layer's end
+        last = g.compute_layers[-1]
         for l in reversed(g.compute_layers):
+            if l is not last:
+                self.check_gradient_complete(l)
             for p in l.parts:
                 self.backward_part(l, p)
             for dst in list(self.sums):
                 self.sum_into(dst)
             self.signatures.pop(l.name, None)    # its last launch is behind us
-        self.check_gradients_complete()
         self.cover = self.sums = None
 
         self.phase = "update"
@@ -443,7 +445,10 @@ class _Builder:
         """Buffer names for a part's roles. The input is the source's own output when the part
         reads exactly one whole source part on its own GPU (or the received copy of exactly one
         remote range); otherwise a gather buffer. The input gradient likewise writes straight
-        into the source's output gradient when this part is that source part's only reader."""
+        into the source's output gradient when this part is that source part's only reader.
+        Roles hold buffer names only (what the flags were is read off them: `x` is a "gather"
+        buffer, a `dx` exists, `dx` is the source's `.dy`), and a source's names are its own
+        roles' strings, not equal copies: a long chain keeps one of each."""
         g, B = self.g, self.B
         key = f"{l.name}.g{p.index}"
         r = {"y": self.buf(f"{key}.y", p.gpu, self.elements(l.part_out_shape(p)), "activation"),
@@ -456,19 +461,17 @@ class _Builder:
             t = self.transfers[(s.layer, s.part, p.gpu)]
             if t["direct"] is None and (s.start, s.channels) == (t["t"].start, t["t"].channels):
                 received = t["buffer"]
-        r["gather"] = not single and received is None
         if single:
-            r["x"] = self.y_of(s.layer, s.part, p.gpu)
+            r["x"] = self.y_name(s)
         elif received:
             r["x"] = received
         else:
             r["x"] = self.buf(f"{key}.x", p.gpu, in_el, "gather")
-        r["input_grad"] = any(not g.layer(s.layer).replicated for s in p.sources)
-        if r["input_grad"]:
+        input_grad = any(not g.layer(s.layer).replicated for s in p.sources)
+        if input_grad:
             s = p.sources[0]
             if single and len(self.readers[(s.layer, s.part)]) == 1:
-                r["dx"] = f"{s.layer}.g{s.part}.dy"
-                r["dx_direct"] = True
+                r["dx"] = self.roles[(s.layer, s.part)]["dy"]       # dx_direct
             else:
                 r["dx"] = self.buf(f"{key}.dx", p.gpu, in_el, "gradient")
         for d in l.param_defs(p):
@@ -480,7 +483,7 @@ class _Builder:
             for prefix, kind in (("", "param"), ("d", "grad"), ("v", "velocity")):
                 r[prefix + d.role] = self.buf(f"{key}.{prefix}{d.role}", p.gpu, n, kind,
                                               persistent=True)
-        ctx = self.context(l, p, r["input_grad"])
+        ctx = self.context(l, p, input_grad)
         for role, n in l.op.scratch_buffers(ctx).items():
             r[role] = self.buf(f"{key}.{role}", p.gpu, n, "scratch")
         if l.op.loss_layer:
@@ -488,6 +491,15 @@ class _Builder:
             r["loss"] = self.buf("loss", p.gpu, B, "loss")
             self.io["labels"], self.io["loss"] = "labels", "loss"
         return r
+
+    def y_name(self, s) -> str:
+        """The buffer of source `s`'s producer output (its roles' own string)."""
+        r = self.roles.get((s.layer, s.part))
+        return r["y"] if r is not None else self.y_of(s.layer, s.part, s.gpu)
+
+    def dy_name(self, s) -> str:
+        """The output gradient buffer of source `s`'s producer part."""
+        return self.roles[(s.layer, s.part)]["dy"]
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
         return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}))
@@ -498,12 +510,12 @@ class _Builder:
 
     def forward_part(self, l: Layer, p: Part):
         r = self.roles[(l.name, p.index)]
-        if r["gather"]:
+        if self.buffers[r["x"]].kind == "gather":
             for s in p.sources:
                 n = self.block(l, s)
                 per_ch = n // s.channels
                 if s.gpu == p.gpu:
-                    self.copy(self.y_of(s.layer, s.part, s.gpu), s.start * per_ch, r["x"],
+                    self.copy(self.y_name(s), s.start * per_ch, r["x"],
                               s.offset * per_ch, n, l.name)
                     continue
                 t = self.transfers[(s.layer, s.part, p.gpu)]
@@ -511,7 +523,7 @@ class _Builder:
                     continue                 # the transfer landed here already
                 self.copy(t["buffer"], (s.start - t["t"].start) * per_ch, r["x"],
                           s.offset * per_ch, n, l.name)
-        for call in l.op.forward_kernels(self.context(l, p, r["input_grad"])):
+        for call in l.op.forward_kernels(self.context(l, p, "dx" in r)):
             if "mask" in call.args:
                 self.step(kind="upload", gpu=p.gpu, layer=l.name, when="train",
                           buffer=r["mask"], what="mask")
@@ -527,15 +539,15 @@ class _Builder:
         r = self.roles[(l.name, p.index)]
         if l.op.loss_layer:
             self.step(kind="upload", gpu=p.gpu, layer=l.name, buffer="labels", what="labels")
-        for call in l.op.backward_kernels(self.context(l, p, r["input_grad"])):
+        for call in l.op.backward_kernels(self.context(l, p, "dx" in r)):
             self.launch(call, r, p.gpu, l.name, part=p.index)
         if l.op.loss_layer:
             self.step(kind="download", gpu=p.gpu, layer=l.name, buffer="loss", what="loss")
-        if not r["input_grad"]:
+        dx = r.get("dx")
+        if dx is None:
             return
-        if r.get("dx_direct"):
-            s = p.sources[0]
-            self.cover[f"{s.layer}.g{s.part}.dy"] = [(0, s.channels)]
+        if dx.endswith(".dy"):          # the source's own output gradient, not this part's .dx
+            self.cover[dx] = [(0, p.sources[0].channels)]
             return
         # hand each source its slice of dx: copied where its gradient has nothing yet, added
         # where it has; a remote source's slice goes back through its transfer
@@ -544,7 +556,7 @@ class _Builder:
                 continue
             per_ch = self.block(l, s) // s.channels
             off = s.offset * per_ch
-            dy = f"{s.layer}.g{s.part}.dy"
+            dy = self.dy_name(s)
             if s.gpu == p.gpu:
                 self.deliver(r["dx"], off, dy, s.start, s.channels, per_ch, l.name)
                 continue
@@ -638,15 +650,15 @@ class _Builder:
                            doc=f"{what}\nlaunch: one work-item per element ({n})")
                 self.launch(Call(k, (dst, src)), {}, dg, layer)
 
-    def check_gradients_complete(self):
-        """Every channel of every part's output gradient that a backward reads was written."""
-        for l in self.g.compute_layers[:-1]:
-            for p in l.parts:
-                dy = f"{l.name}.g{p.index}.dy"
-                if self.cover.get(dy, []) != [(0, p.channels)]:
-                    raise AssertionError(f"plan: {l.name} part {p.index}'s output gradient "
-                                         f"covers only channels {self.cover.get(dy, [])} of "
-                                         f"{p.channels}")
+    def check_gradient_complete(self, l: Layer):
+        """Every channel of `l`'s parts' output gradients was written, as its backward (which
+        reads them) begins: every reader's backward is behind us then. Their records go (a
+        long chain would keep one per layer to the end)."""
+        for p in l.parts:
+            covered = self.cover.pop(self.roles[(l.name, p.index)]["dy"], [])
+            if covered != [(0, p.channels)]:
+                raise AssertionError(f"plan: {l.name} part {p.index}'s output gradient "
+                                     f"covers only channels {covered} of {p.channels}")
 
     def bindings(self, l: Layer) -> list[ParamBinding]:
         shapes = l.param_shapes()
