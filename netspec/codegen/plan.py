@@ -264,8 +264,17 @@ class _Builder:
 
     def step(self, **kw) -> Step:
         s = Step(id=len(self.steps), phase=self.phase, **kw)
+        if s.buffer is not None:                  # upload / download
+            self.touch(self.buffers[s.buffer], s.id)
         self.steps.append(s)
         return s
+
+    @staticmethod
+    def touch(b: Buffer, step: int):
+        """A buffer's lifetime: its first and last step (steps come in id order)."""
+        if b.first < 0:
+            b.first = step
+        b.last = step
 
     def launch(self, call: Call, roles: dict, gpu: int, layer: str, when: str | None = None,
                part: int | None = None):
@@ -289,20 +298,29 @@ class _Builder:
             k.doc = self.docs.setdefault(k.doc, k.doc)
             self.kernels[k.name] = k
         args = tuple([roles.get(r, r) for r in call.args])
-        buffers = self.buffers
+        buffers, steps = self.buffers, self.steps
+        i = len(steps)
         for p, a in zip(k.params, args):
-            if a not in buffers and p.kind != "float":
+            if p.kind == "float":
+                continue
+            b = buffers.get(a)
+            if b is None:
                 raise KeyError(f"{k.name}: no buffer for parameter {p.name} ({a})")
-        steps = self.steps     # Step(id, kind, gpu, phase, layer, when, part, kernel, args)
-        steps.append(Step(len(steps), "launch", gpu, self.phase, layer, when or call.when, part,
-                          k.name, args))
+            if b.first < 0:                            # its lifetime (see touch)
+                b.first = i
+            b.last = i
+        # Step(id, kind, gpu, phase, layer, when, part, kernel, args)
+        steps.append(Step(i, "launch", gpu, self.phase, layer, when or call.when, part, k.name,
+                          args))
 
     def copy(self, src: str, src_offset: int, dst: str, dst_offset: int, elements: int,
              layer: str, when: str = "always"):
-        sg, dg = self.buffers[src].gpu, self.buffers[dst].gpu
-        self.step(kind="copy", gpu=sg, layer=layer, when=when, src=src, dst=dst,
-                  src_offset=src_offset, dst_offset=dst_offset, elements=elements, src_gpu=sg,
-                  dst_gpu=dg)
+        bs, bd = self.buffers[src], self.buffers[dst]
+        s = self.step(kind="copy", gpu=bs.gpu, layer=layer, when=when, src=src, dst=dst,
+                      src_offset=src_offset, dst_offset=dst_offset, elements=elements,
+                      src_gpu=bs.gpu, dst_gpu=bd.gpu)
+        self.touch(bs, s.id)
+        self.touch(bd, s.id)
 
     # -- names -----------------------------------------------------------------------------
     def y_of(self, layer: str, part: int, gpu: int) -> str:
@@ -712,25 +730,8 @@ class _Builder:
         return out
 
     def lifetimes(self):
-        buffers, kernels = self.buffers, self.kernels
-        touches: dict[str, tuple[int, ...]] = {}     # per kernel: its buffer parameters
-        for s in self.steps:                          # in id order: the last touch is the latest
-            if s.kind == "copy":
-                names = (s.src, s.dst)
-            elif s.kind == "launch":
-                which = touches.get(s.kernel)
-                if which is None:
-                    which = touches[s.kernel] = tuple(
-                        i for i, p in enumerate(kernels[s.kernel].params) if p.kind != "float")
-                names = [s.args[i] for i in which]
-            else:
-                names = (s.buffer,)
-            i = s.id
-            for name in names:
-                b = buffers[name]
-                if b.first < 0:
-                    b.first = i
-                b.last = i
+        """Each buffer's first and last step were noted as the steps were added (`touch`);
+        a buffer no step touches goes."""
         unused = [b.name for b in self.buffers.values() if b.first < 0 and not b.persistent]
         for name in unused:          # e.g. the dy of a part whose gradient goes straight on
             del self.buffers[name]

@@ -37,8 +37,19 @@ GROUPS = {"groups": AttrDef("int", default=1, minimum=1,
 # read only; one shared copy for the layers that ask for no placement (most)
 _NO_PLACEMENT = MappingProxyType({"split": None, "gpu": None})
 
-def layer_schema(op) -> dict[str, AttrDef]:
-    """Everything a layer statement of this type accepts: its op's keys plus placement."""
+def layer_schema(op) -> MappingProxyType:
+    """Everything a layer statement of this type accepts: its op's keys plus placement. Built
+    once per op (read only), not per layer statement."""
+    schema = _SCHEMAS.get(op)
+    if schema is None:
+        schema = _SCHEMAS[op] = MappingProxyType(_layer_schema(op))
+    return schema
+
+
+_SCHEMAS: dict = {}
+
+
+def _layer_schema(op) -> dict[str, AttrDef]:
     schema = dict(op.attrs)
     schema.update(FROM)
     if op.weighted:

@@ -95,10 +95,11 @@ def table_lines(info: dict[str, Any]):
         for i, c in enumerate(cells(r)):
             widths[i] = max(widths[i], len(c))
     right = {5, 6, 7}
+    # one format for every line (str.ljust / rjust, as str.format aligns strings)
+    line = "  ".join(f"{{{i}:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
 
     def fmt(r):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return line.format(*r).rstrip()
 
     yield (f"{info['network']}: input {_shape(info['input_shape'])}, {info['classes']} "
            f"classes, {info['gpus']} logical GPU{'s' if info['gpus'] != 1 else ''}")
