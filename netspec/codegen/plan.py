@@ -316,11 +316,14 @@ class _Builder:
     def copy(self, src: str, src_offset: int, dst: str, dst_offset: int, elements: int,
              layer: str, when: str = "always"):
         bs, bd = self.buffers[src], self.buffers[dst]
-        s = self.step(kind="copy", gpu=bs.gpu, layer=layer, when=when, src=src, dst=dst,
-                      src_offset=src_offset, dst_offset=dst_offset, elements=elements,
-                      src_gpu=bs.gpu, dst_gpu=bd.gpu)
-        self.touch(bs, s.id)
-        self.touch(bd, s.id)
+        steps = self.steps
+        i = len(steps)
+        # Step(id, kind, gpu, phase, layer, when, part, kernel, args, src, dst, src_offset,
+        #      dst_offset, elements, src_gpu, dst_gpu)
+        steps.append(Step(i, "copy", bs.gpu, self.phase, layer, when, None, None, (), src, dst,
+                          src_offset, dst_offset, elements, bs.gpu, bd.gpu))
+        self.touch(bs, i)
+        self.touch(bd, i)
 
     # -- names -----------------------------------------------------------------------------
     def y_of(self, layer: str, part: int, gpu: int) -> str:
