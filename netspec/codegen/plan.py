@@ -656,7 +656,7 @@ class _Builder:
                     ps, args, template = ps + ("in loc",), args + (loc,), ACCUMULATE_SLOTS_LOCAL
                     consts["LOFF"] = lo
                     mine = f" and {loc}'s from element {lo}"
-                k = Kernel(f"{stem}_sum_{len(self.steps)}", template, params(*ps), consts,
+                k = Kernel(f"{stem}_acc_{len(self.steps)}", template, params(*ps), consts,
                            gs, ls, flops=n * (slots + bool(mine)), layer=layer,
                            doc=f"{what}: the {slots} slices received side by side in "
                                f"{stage}{mine}\nlaunch: one work-item per element ({n}), "
