@@ -239,18 +239,11 @@ class _Builder:
             return False
         l.out_shape = op.output_shape(l.attrs, l.in_shape)
 
-        # sources: the concatenated input parts, in channel order
-        all_src: list[Source] = []
-        offset = 0
-        for s in srcs:
-            for p in s.parts if not s.replicated else s.parts[:1]:
-                all_src.append(Source(s.name, p.index, p.gpu, p.channels, offset))
-                offset += p.channels
-        replicated_input = any(s.replicated for s in srcs)
-
         if op.weighted:
-            return self.place_weighted(l, srcs, all_src, replicated_input)
+            return self.place_weighted(l, srcs, _all_sources(srcs),
+                                       any(s.replicated for s in srcs))
         if not op.follows_input_parts:            # softmax: gather on one GPU
+            all_src = _all_sources(srcs)
             gpu = l._placement.get("gpu") or 0
             if gpu >= self.spec.gpus:
                 self.err(l.attr_pos["gpu"], f"{l.name}: gpu {gpu} does not exist; the network "
@@ -260,7 +253,7 @@ class _Builder:
             return True
         # unweighted: follow the input's parts, each on its own GPU, cut at group boundaries
         src = srcs[0]
-        if not self.check_groups(l, {"channels": l.in_shape[0]}):
+        if l.groups != 1 and not self.check_groups(l, {"channels": l.in_shape[0]}):
             return False
         l.parts = []
         for p in src.parts:
@@ -445,6 +438,18 @@ def find_transfers(g: Graph) -> list[Transfer]:
         for d in src.out_shape[1:]:
             elements *= d
         out.append(Transfer(name, part, sp.gpu, dst, elements, tuple(consumers), a, b - a))
+    return out
+
+
+def _all_sources(srcs: list[Layer]) -> list[Source]:
+    """The concatenated input parts of a layer reading `srcs`, in channel order (one copy of
+    a replicated input)."""
+    out: list[Source] = []
+    offset = 0
+    for s in srcs:
+        for p in s.parts if not s.replicated else s.parts[:1]:
+            out.append(Source(s.name, p.index, p.gpu, p.channels, offset))
+            offset += p.channels
     return out
 
 
