@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -152,32 +151,6 @@ def _parse_lines(lines: list[str]) -> tuple[list[Statement], list[Diagnostic]]:
     return stmts, errors
 
 
-# A line of plain words and numbers (most lines of a spec: `relu r7`, `conv c1 filters 96 size
-# 11 stride 4`) is read here, token for token as the grammar's lexer reads it (netspec.lark's
-# WORD and NUMBER between its ignored blanks, a `#` comment to the end), at a fraction of
-# lark's cost per token; lark parses every other line. tests/dsl/test_parser.py checks the
-# two agree on generated lines.
-_BLANKS = r"[ \t\f\r]"
-_WORD = r"[A-Za-z_][A-Za-z0-9_\-]*"
-_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_PLAIN_LINE = re.compile(f"{_BLANKS}*{_WORD}(?:{_BLANKS}+(?:{_WORD}|{_NUMBER}))*{_BLANKS}*"
-                         f"(?:#.*)?")
-_EMPTY_LINE = re.compile(f"{_BLANKS}*(?:#.*)?")
-_TOKEN = re.compile(r"[^ \t\f\r#]+")
-
-
-def _plain_statement(line: str, n: int, end: Pos) -> Statement:
-    """A line that _PLAIN_LINE matches (line number n), as the parser would give it."""
-    items = []
-    for m in _TOKEN.finditer(line.split("#", 1)[0]):
-        tok = m.group()
-        pos = Pos(n, m.start() + 1)
-        items.append(Item("word", tok, pos, tok) if tok[0].isalpha() or tok[0] == "_"
-                     else Item("number", _number(tok), pos, tok))
-    kw = items[0]
-    return Statement(kw.value, kw.pos, tuple(items[1:]), end)
-
-
 def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
     """The spec's statements, each with its position and the end of its line.
 
@@ -195,27 +168,16 @@ def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
     if long:
         # no caret under the line: printing it is what made it a problem
         raise SpecError(long, path, "")
-    # plain lines here; the others (blanked: the line numbers and columns stay) through lark
-    plain: list[Statement] = []
-    rest: list[str] = []
-    for n, line in enumerate(lines, 1):
-        if _PLAIN_LINE.fullmatch(line):
-            plain.append(_plain_statement(line, n, Pos(n, len(line) + 1)))
-            rest.append("")
-        else:
-            rest.append("" if _EMPTY_LINE.fullmatch(line) else line)
     try:
-        stmts = _parser().parse("\n".join(rest) + "\n") if any(rest) else []
+        stmts = _parser().parse(text if text.endswith("\n") else text + "\n")
     except lark.exceptions.LarkError:
         stmts, errors = _parse_lines(lines)
         if errors:
             raise SpecError(errors, path, text) from None
-        plain = []                     # (then every line's statement came from _parse_lines)
     # the end of each line, for "missing value" errors
-    stmts = [Statement(s.keyword, s.pos, s.items,
-                       Pos(s.pos.line, len(lines[s.pos.line - 1]) + 1 if s.pos.line <= len(lines)
-                           else 1)) for s in stmts]
-    return sorted(plain + stmts, key=lambda s: s.pos.line) if stmts else plain
+    return [Statement(s.keyword, s.pos, s.items,
+                      Pos(s.pos.line, len(lines[s.pos.line - 1]) + 1 if s.pos.line <= len(lines)
+                          else 1)) for s in stmts]
 
 
 def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
