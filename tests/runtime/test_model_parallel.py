@@ -63,6 +63,18 @@ def rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
+def check_against_torch(net, x, labels, P, logits):
+    """net's logits (1e-4), loss (1e-4) and every gradient (1e-3, relative) equal PyTorch
+    autograd's from `logits`, computed from the tensors P (requires_grad)."""
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
+    loss_n, grads_n = net.loss_and_grads(x, labels)
+    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
+    errors = {k: rel(grads_n[k], grads[k].numpy()) for k in P}
+    assert max(errors.values()) <= 1e-3, errors
+
+
 
 def he_parameters(shapes, seed):
     """Activations of order one in every layer (see test_numpy_vs_torch.py): float32 rounding
@@ -173,13 +185,7 @@ def test_four_gpus_numpy_matches_pytorch(four_gpu_reference):
     assert len(g.transfers) == 4 * 3 * 4 + 3
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     logits = torch_logits(P, torch.from_numpy(x), groups=4, conv1_stride=2)
-    loss = F.cross_entropy(logits, torch.from_numpy(labels))
-    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
-    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
-    loss_n, grads_n = net.loss_and_grads(x, labels)
-    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
-    errors = {k: rel(grads_n[k], grads[k].numpy()) for k in P}
-    assert max(errors.values()) <= 1e-3, errors
+    check_against_torch(net, x, labels, P, logits)
     # and the one-GPU net with groups 4 is the same network
     one = netspec.build(one_gpu_grouped(text, 4), "numpy", seed=0)
     one.load_parameters(params)
@@ -228,13 +234,7 @@ def test_connect_all_gradient_sums_match_pytorch(backend):
     h = F.relu(F.conv2d(torch.from_numpy(x), P["c1.weight"], P["c1.bias"], padding=1))
     h = F.relu(F.linear(h.flatten(1), P["f1.weight"], P["f1.bias"]))
     logits = F.linear(h, P["f2.weight"], P["f2.bias"])
-    loss = F.cross_entropy(logits, torch.from_numpy(labels))
-    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
-    assert rel(net.forward(x), logits.detach().numpy()) <= 1e-4
-    loss_n, grads_n = net.loss_and_grads(x, labels)
-    assert abs(loss_n - loss.item()) <= 1e-4 * loss.item()
-    errors = {k: rel(grads_n[k], grads[k].numpy()) for k in P}
-    assert max(errors.values()) <= 1e-3, errors
+    check_against_torch(net, x, labels, P, logits)
 
 
 # -- training: 20 SGD steps on two logical GPUs ----------------------------------------------
