@@ -88,7 +88,12 @@ def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, comman
     a spec, not click's usage error."""
     (tmp_path / "nul.net").write_bytes(b"network x\ninput 3x8\x00x8\n")
     (tmp_path / "latin1.net").write_bytes(b"network caf\xe9\n")
+    # a binary file: its first NUL, not the first byte that isn't UTF-8 (later here)
+    (tmp_path / "elf.net").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\xd0\x00")
+    (tmp_path / "huge.net").write_bytes(b"network x\n#" + b"#" * (16 << 20))   # > 16 MiB
     cases = {tmp_path / "missing.net": ": error: no such file",
+             tmp_path / "elf.net": ":1:8: error: this is not a text file",
+             tmp_path / "huge.net": ": error: the file is over 16 MiB",
              tmp_path: ": error: is a directory, not a spec file",
              tmp_path / "nul.net": ":2:10: error: this is not a text file",
              tmp_path / "latin1.net": ":1:12: error: this is not a UTF-8 text file"}

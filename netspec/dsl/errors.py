@@ -79,14 +79,25 @@ class SpecError(NetspecError):
                 # tabs as one space and control characters as their Unicode pictures (a NUL
                 # as ␀), one column each, so that the caret stays under its column
                 text = lines[d.pos.line - 1].expandtabs(1).translate(_PICTURES)
+                text, col = _window(text, d.pos.col)
                 gutter = f"{d.pos.line:>5} | "
                 out.append(gutter + text)
-                out.append(" " * (len(gutter) - 2) + "| " + " " * (d.pos.col - 1) + "^")
+                out.append(" " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^")
         if self.truncated:
             out.append(f"... and {self.truncated} more errors")
         n = len(self.diagnostics) + self.truncated
         out.append(f"{n} error{'s' if n != 1 else ''}")
         return "\n".join(out)
+
+
+def _window(text: str, col: int, width: int = 120) -> tuple[str, int]:
+    """A long source line as at most `width` characters around column `col` (… where cut),
+    and the caret's column in what is shown."""
+    if len(text) <= width:
+        return text, col
+    a = max(0, min(col - 1 - width // 2, len(text) - width))
+    shown = ("…" if a else "") + text[a:a + width] + ("…" if a + width < len(text) else "")
+    return shown, col - a + (1 if a else 0)
 
 
 class Collector:

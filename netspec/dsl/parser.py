@@ -18,7 +18,7 @@ from .attrs import INT_MAX, AttrDef, read_attrs, shown, suggest, valid, value_ra
 from .errors import Collector, Diagnostic, Pos, SpecError
 from .spec import Item, LayerSpec, Recipe, Spec
 
-MAX_GPUS = 1024   # logical GPUs a spec may ask for (the launch plan grows with their square)
+MAX_GPUS = 128    # logical GPUs a spec may ask for: the plan grows with their square (128: ~1 s)
 HEADER = ("network", "input", "classes", "gpus", "init", "train")
 INIT_SCHEMA = {"weight": AttrDef("gauss", doc="gauss(STD)"),
                "bias": AttrDef("float")}
@@ -50,6 +50,8 @@ class Statement:
 # A spec line longer than this is refused before parsing: no statement needs it (a `from` of
 # 1,000 layers is ~10,000 characters), and lark's parse of one would take seconds per MB.
 MAX_LINE = 100_000
+MAX_LINES = 500_000           # a spec's lines (2.5x the 200,000 that compile in < 20 s, < 1 GB)
+MAX_SPEC_BYTES = 16 << 20     # a spec file's size: read no further (a 10 MB line still fits)
 
 
 @functools.cache
@@ -155,7 +157,12 @@ def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
     """The spec's statements, each with its position and the end of its line.
 
     Raises SpecError with every syntax error (one per line, up to the cap), a NUL byte's
-    position, or the lines longer than MAX_LINE characters."""
+    position, the lines longer than MAX_LINE characters, or more than MAX_LINES lines."""
+    n_lines = text.count("\n") + (not text.endswith("\n"))
+    if n_lines > MAX_LINES:
+        # refused before anything is built per line (blank lines too)
+        raise SpecError.file(f"the spec has {n_lines:,} lines; specs are at most "
+                             f"{MAX_LINES:,} lines", path)
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00"))
@@ -181,12 +188,15 @@ def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
 
 
 def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
-    """Read a spec file's text. A missing, unreadable or directory path is a SpecError about
-    the file (`FILE: error: ...`); bytes that are not UTF-8 are one at their line and column."""
+    """Read a spec file's text. A missing, unreadable or directory path, or a file over
+    MAX_SPEC_BYTES (read no further: /dev/zero is refused at once), is a SpecError about the
+    file (`FILE: error: ...`); a NUL byte, or bytes that are not UTF-8, are one at the first
+    such byte's line and column."""
     p = Path(path)
     name = str(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError.file("no such file", name) from None
     except IsADirectoryError:
@@ -195,15 +205,25 @@ def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
         raise SpecError.file("cannot read it: permission denied", name) from None
     except OSError as e:
         raise SpecError.file(f"cannot read it: {e.strerror or e}", name) from None
+    def bad_byte(at: int, message: str) -> SpecError:
+        start = data.rfind(b"\n", 0, at) + 1
+        line = data.count(b"\n", 0, at) + 1
+        col = len(data[start:at].decode("utf-8", "replace")) + 1
+        return SpecError.at(Pos(line, col), message, name, data.decode("utf-8", "replace"))
+
+    # the first bad byte: a NUL, or one that isn't UTF-8, whichever comes first
+    nul = data.find(b"\0")
     try:
-        text = data.decode("utf-8")
+        text = data[:nul if nul >= 0 else MAX_SPEC_BYTES].decode("utf-8")
     except UnicodeDecodeError as e:
-        start = data.rfind(b"\n", 0, e.start) + 1
-        line = data.count(b"\n", 0, e.start) + 1
-        col = len(data[start:e.start].decode("utf-8")) + 1
-        shown = data.decode("utf-8", "replace")
-        raise SpecError.at(Pos(line, col), f"this is not a UTF-8 text file (byte "
-                                           f"0x{data[e.start]:02x})", name, shown) from None
+        if not (e.start >= len(data) - 4 and len(data) > MAX_SPEC_BYTES):   # not the cut
+            raise bad_byte(e.start, f"this is not a UTF-8 text file (byte "
+                                    f"0x{data[e.start]:02x})") from None
+    if nul >= 0:
+        raise bad_byte(nul, "this is not a text file (it contains NUL bytes)")
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError.file(f"the file is over {MAX_SPEC_BYTES >> 20} MiB; spec files are at "
+                             f"most {MAX_SPEC_BYTES >> 20} MiB", name)
     return name, text.lstrip("\ufeff")
 
 

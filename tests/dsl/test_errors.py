@@ -273,3 +273,29 @@ def test_overlong_line_is_refused_before_parsing():
     assert (d.pos.line, d.pos.col) == (7, MAX_LINE + 1)
     assert f"spec lines are at most {MAX_LINE:,}" in d.message
     assert len(str(e.value)) < 300          # the line itself is not printed
+
+
+def test_too_many_lines_are_refused_before_anything_per_line():
+    """More than MAX_LINES lines (blank ones too: 50 MB of newlines once took 22 GB) is one
+    file-level error, at once."""
+    from netspec.dsl.parser import MAX_LINES
+    with pytest.raises(SpecError) as e:
+        build_graph(GOOD + "\n" * MAX_LINES)
+    d = e.value.first
+    assert d.pos is None and f"specs are at most {MAX_LINES:,} lines" in d.message
+    build_graph(GOOD + "\n" * (MAX_LINES - GOOD.count("\n") - 1))     # the limit itself is fine
+
+
+def test_a_long_line_is_shown_as_a_window_around_the_caret():
+    """The source line under an error is cut to ~120 characters around its column (… marks
+    a cut), with the caret under the same character."""
+    name = "c" * 150
+    text = replace(6, f"conv {name} filters 8 size 3 strdie 2 relu").replace(
+        "from c1", f"from {name}")
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    out = e.value.render().splitlines()
+    i = next(n for n, l in enumerate(out) if "strdie" in l and "error:" in l)
+    echo, caret = out[i + 1], out[i + 2]
+    assert len(echo) < 140 and echo.split("| ", 1)[1].startswith("…")
+    assert echo[caret.index("^"):].startswith("strdie")
