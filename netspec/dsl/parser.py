@@ -251,9 +251,27 @@ def text_or_path(source: str | os.PathLike) -> dict:
     raise TypeError(f"a spec is given as text or a path, not {type(source).__name__}")
 
 
-def parse_spec(text: str, path: str = "<spec>") -> Spec:
+def load_spec_going_on(text: str | None = None, *,
+                       path: str | os.PathLike | None = None) -> tuple[Spec, Collector]:
+    """load_spec for a caller that checks on (the IR build): when every error found is in the
+    recipe, which the layers' checks don't read, the Spec is returned with those errors in the
+    Collector, so that the layers' errors are reported with them (`bias nan` on a layer and
+    `epochs -1` are two errors, not the second alone). Any other error raises SpecError here,
+    as a layer the parse dropped would make the later checks report its readers too."""
+    if (text is None) == (path is None):
+        raise TypeError("load_spec_going_on: give the spec's text, or its file as path=..., "
+                        "not both or neither")
+    name, body = ("<spec>", text) if text is not None else read_spec_file(path)
+    errs = Collector(name, body)
+    return parse_spec(body, name, errs), errs
+
+
+def parse_spec(text: str, path: str = "<spec>", errs: Collector | None = None) -> Spec:
+    """The Spec of spec text. SpecError with every error found; with `errs` given, errors
+    only in the recipe stay in it instead (see load_spec_going_on)."""
     stmts = parse_statements(text, path)
-    errs = Collector(path, text)
+    going_on = errs is not None
+    errs = errs if going_on else Collector(path, text)
     if not stmts:
         errs.error(Pos(1, 1), "empty spec: expected 'network NAME', 'input CxHxW', "
                               "'classes N' and layers")
@@ -287,7 +305,11 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if key not in header and key not in misspelt and key not in pos:
             errs.error(Pos(1, 1), f"missing '{what}' statement")
     recipe = _read_recipe(recipe_stmts, errs)
-    errs.raise_if_any()
+    train = pos.get("train")
+    in_recipe = train is not None and all(d.pos is not None and d.pos.line > train.line
+                                          for d in errs.diagnostics)
+    if not (going_on and in_recipe):
+        errs.raise_if_any()
     return Spec(path=path, source=text, network=header["network"],
                 input_shape=header["input"], classes=header["classes"],
                 gpus=header.get("gpus", 1), init_std=header.get("init_std", 0.01),

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from ..dsl.attrs import AttrDef, read_attrs, resolve, suggest
 from ..dsl.errors import Collector, Pos
-from ..dsl.parser import HEADER, load_spec, text_or_path
+from ..dsl.parser import HEADER, load_spec_going_on, text_or_path
 from ..dsl.spec import Spec
 from ..ops import OPS
 from .graph import INPUT, Graph, Layer, Part, Source, Transfer
@@ -69,11 +69,11 @@ def build_graph(source: Spec | str | os.PathLike | None = None, *, text: str | N
     if source is not None and (text is not None or path is not None):
         raise TypeError("build_graph: give a source, or text=/path=, not both")
     if isinstance(source, Spec):
-        spec = source
+        spec, errs = source, Collector(source.path, source.source)
     else:
         where = text_or_path(source) if source is not None else {"text": text, "path": path}
-        spec = load_spec(where.get("text"), path=where.get("path"))
-    errs = Collector(spec.path, spec.source)
+        # the recipe's errors, if any, are reported with the layers' (not before them alone)
+        spec, errs = load_spec_going_on(where.get("text"), path=where.get("path"))
     g = _Builder(spec, errs).build()
     errs.raise_if_any()
     return g

@@ -299,3 +299,15 @@ def test_a_long_line_is_shown_as_a_window_around_the_caret():
     echo, caret = out[i + 1], out[i + 2]
     assert len(echo) < 140 and echo.split("| ", 1)[1].startswith("…")
     assert echo[caret.index("^"):].startswith("strdie")
+
+
+def test_recipe_errors_are_reported_with_the_layers_errors():
+    """An error in the recipe doesn't hide the layers' errors: both are reported, in line
+    order. (A dropped layer statement would cascade into its readers, so any error before
+    'train' still stops there.)"""
+    text = replace(6, "conv c1 filters 8 size 3 relu bias nan").replace("batch 4", "batch -1")
+    with pytest.raises(SpecError) as e:
+        build_graph(text)
+    msgs = [(d.pos.line, d.message) for d in e.value.diagnostics]
+    assert [line for line, _ in msgs] == [6, 12], msgs
+    assert "'bias'" in msgs[0][1] and "'batch'" in msgs[1][1]
