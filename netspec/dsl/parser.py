@@ -194,6 +194,8 @@ def read_spec_file(path: str | os.PathLike) -> tuple[str, str]:
     such byte's line and column."""
     p = Path(path)
     name = str(path)
+    if not name:             # Path("") is the working directory
+        raise SpecError.file("an empty path is not a spec file", "''")
     try:
         with p.open("rb") as f:
             data = f.read(MAX_SPEC_BYTES + 1)

@@ -176,6 +176,8 @@ def test_missing_file_and_directory(tmp_path):
         build_graph(tmp_path / "nope.net")
     with pytest.raises(SpecError, match="is a directory"):
         build_graph(tmp_path)
+    with pytest.raises(SpecError, match="an empty path is not a spec file"):
+        build_graph(path="")
 
 
 # -- recovery after a syntax error: every line's error, each with its caret ------------------
