@@ -93,6 +93,10 @@ class CpuNet(NumpyNet):
         self._grads = None
         self._backward_grads = self._dw_out = None
         self._velocity: dict[str, np.ndarray] | None = None
+        self._keeping = False               # inside loss_and_grads: conv may keep columns
+        self._fwd_stash: dict = {}
+        self._kept: frozenset = frozenset()
+        self._plans: dict[tuple, frozenset] = {}
 
     # -- scratch ----------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
@@ -130,6 +134,8 @@ class CpuNet(NumpyNet):
         fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
         if fn is None:
             return super().forward_part(layer, part, x, params, train=train, noise=noise)
+        if layer.type == "conv":
+            return fn(layer, np.ascontiguousarray(x), params, part, x)
         return fn(layer, np.ascontiguousarray(x), params)
 
     def backward_part(self, layer, part, dy, cache, *, input_grad):
@@ -151,29 +157,120 @@ class CpuNet(NumpyNet):
         step = max(1, min(n, self.chunk_floats // max(per_image, 1)))
         return [(i, min(i + step, n)) for i in range(0, n, step)], step
 
-    def _fwd_conv(self, layer, x, params):
+    # Columns kept from the forward for the backward, at most this many floats in a step: the
+    # backward then skips the gather. Which ones: `_keep_plan`. Measured on the 2-core VM
+    # (AlexNet, batch 32): see the commit that set it. Only loss_and_grads keeps any.
+    keep_cols_floats = 0
+
+    def _forward_pass(self, x, **kw):
+        self._fwd_stash = {}
+        self._kept = self._keep_plan(x.shape[0]) if self._keeping else frozenset()
+        return super()._forward_pass(x, **kw)
+
+    def _keep_plan(self, n: int) -> frozenset:
+        """The (conv layer, first part) whose columns a step at batch n keeps, within
+        keep_cols_floats: first those several parts share (each saves one gather per part),
+        then the smallest (most layers per byte); never ones gathered in image blocks."""
+        key = (n, self.keep_cols_floats, self.chunk_floats)
+        if key not in self._plans:
+            cands = []
+            for layer in self.body:
+                if layer.type != "conv":
+                    continue
+                for q in layer.parts:
+                    group = self._conv_group(layer, q)
+                    if group[0] is not q:
+                        continue
+                    c, h, w = layer.part_in_shape(q)
+                    ho, wo = layer.part_out_shape(q)[1:]
+                    per_image = c * layer.attrs["size"] ** 2 * ho * wo
+                    if n * per_image <= self.chunk_floats:
+                        cands.append((-len(group), n * per_image, (layer.name, q.index)))
+            chosen, total = set(), 0
+            for _, floats, which in sorted(cands):
+                if total + floats <= self.keep_cols_floats:
+                    chosen.add(which)
+                    total += floats
+            self._plans[key] = frozenset(chosen)
+        return self._plans[key]
+
+    def _conv_group(self, layer, part) -> list:
+        """The parts of this conv layer that read the very same input as `part` (conv1's,
+        whose input is replicated, or conv3's with `connect all`) and own consecutive rows of
+        one weight tensor (an even or uneven `split`), in layer order: they share one im2col
+        and one GEMM over all their output channels. [part] when there is no such sibling."""
+        def key(q):      # every part of a replicated layer (the input) is one array
+            return tuple((s.layer, 0 if self.graph.layer(s.layer).replicated else s.part,
+                          s.start, s.channels, s.offset) for s in q.sources)
+        k = key(part)
+        group = [q for q in layer.parts if key(q) == k]
+        slots = [self._slots[layer.name, q.index] for q in group]
+        rows = [sl.rows[0] for sl in slots]
+        if len(group) < 2 or len({sl.names[0] for sl in slots}) != 1 or \
+                any(r.step not in (None, 1) for r in rows) or \
+                any(r0.stop != r1.start for r0, r1 in zip(rows, rows[1:])):
+            return [part]
+        return group
+
+    def _group_weights(self, layer, group) -> np.ndarray:
+        """The group's weight rows as one (O, C·k·k) matrix: a view of the tensor."""
+        slots = [self._slots[layer.name, q.index] for q in group]
+        w = self._params[slots[0].names[0]][slots[0].rows[0].start:slots[-1].rows[0].stop]
+        return w.reshape(w.shape[0], -1)
+
+    def _cols_for(self, layer, part, floats: int) -> tuple[np.ndarray, bool]:
+        """A buffer for `floats` columns, and whether they are kept for the backward: a
+        buffer of this layer part's own (reused step to step) when the plan keeps them, else
+        the shared scratch."""
+        if (layer.name, part.index) in self._kept:
+            return self._buffer(f"cols:{layer.name}:{part.index}", (floats,)), True
+        return self._buffer("cols", (floats,)), False
+
+    def _fwd_conv(self, layer, x, params, part=None, x_in=None):
+        stashed = self._fwd_stash.pop((layer.name, part.index), None) if part else None
+        if stashed is not None and stashed[0] is x_in:
+            return stashed[1]
         w, b = params
         a = layer.attrs
         k, s, p = a["size"], a["stride"], a["pad"]
         n, c, h, wd = x.shape
-        o = w.shape[0]
         ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
         kk, pix = c * k * k, ho * wo
-        w2 = w.reshape(o, kk)
-        y = np.empty((n, o, ho, wo), np.float32)
         blocks, step = self._blocks(n, kk * pix)
-        cols_buf = self._buffer("cols", (kk * step * pix,))
+        group = self._conv_group(layer, part) if part is not None and len(blocks) == 1 \
+            else [part]
+        if group[0] is not part:    # its output was not stashed for this input: alone
+            group = [part]
+        if len(group) > 1:
+            w2 = self._group_weights(layer, group)
+            outs = [self.part_params(layer, q) for q in group]
+        else:
+            w2 = w.reshape(w.shape[0], kk)
+            outs = [params]
+        o = w2.shape[0]
+        ys = [np.empty((n, wq.shape[0], ho, wo), np.float32) for wq, _ in outs]
+        cols_buf, kept = self._cols_for(layer, group[0], kk * step * pix) if len(blocks) == 1 \
+            else (self._buffer("cols", (kk * step * pix,)), False)
         ym_buf = self._buffer("gemm_out", (o * step * pix,))
         for i, j in blocks:
             cols = cols_buf[:kk * (j - i) * pix].reshape(kk, (j - i) * pix)
             self.k.im2col(ptr(x[i:j]), ptr(cols), j - i, c, h, wd, k, s, p, ho, wo)
             ym = ym_buf[:o * (j - i) * pix].reshape(o, (j - i) * pix)
             np.matmul(w2, cols, out=ym)
-            self.k.bias_act(ptr(ym), ptr(b), ptr(y[i:j]), j - i, o, pix, int(layer.relu))
-        return y, ("cpu", x, w, y if layer.relu else None)
+            row = 0
+            for (wq, bq), y in zip(outs, ys):
+                self.k.bias_act(ptr(ym[row:]), ptr(bq), ptr(y[i:j]), j - i, wq.shape[0], pix,
+                                int(layer.relu))
+                row += wq.shape[0]
+        kept_cols = cols_buf.reshape(kk, n * pix) if kept else None
+        results = [(y, ("cpu", x, wq, y if layer.relu else None, kept_cols))
+                   for (wq, _), y in zip(outs, ys)]
+        for q, r in zip(group[1:], results[1:]):
+            self._fwd_stash[layer.name, q.index] = (x_in, r)
+        return results[0]
 
     def _bwd_conv(self, layer, dy, cache, input_grad):
-        x, w, y = cache
+        x, w, y, kept = cache
         a = layer.attrs
         k, s, p = a["size"], a["stride"], a["pad"]
         n, o, ho, wo = dy.shape
@@ -184,21 +281,27 @@ class CpuNet(NumpyNet):
         db = np.empty(o, np.float32)
         self.k.relu_grad_t(ptr(dy), ptr(y) if y is not None else None, ptr(dyt), ptr(db),
                            n, o, pix)
-        blocks, step = self._blocks(n, kk * pix)
+        blocks, step = ([(0, n)], n) if kept is not None else self._blocks(n, kk * pix)
+        # the gathered columns; dcols go to the scratch (kept columns may serve another part)
         cols_buf = self._buffer("cols", (kk * step * pix,))
         dwt = np.zeros((kk, o), np.float32)                 # dW transposed, summed by block
         part = np.empty((kk, o), np.float32) if len(blocks) > 1 else dwt
         dx = np.empty(x.shape, np.float32) if input_grad else None
         for i, j in blocks:
-            cols = cols_buf[:kk * (j - i) * pix].reshape(kk, (j - i) * pix)
-            self.k.im2col(ptr(x[i:j]), ptr(cols), j - i, c, *x.shape[2:], k, s, p, ho, wo)
+            dcols = cols_buf[:kk * (j - i) * pix].reshape(kk, (j - i) * pix)
+            if kept is not None:
+                cols = kept
+            else:
+                cols = dcols
+                self.k.im2col(ptr(x[i:j]), ptr(cols), j - i, c, *x.shape[2:], k, s, p, ho,
+                              wo)
             g = dyt[:, i:j].reshape(o, (j - i) * pix)       # a view: rows N·P apart
             np.matmul(cols, g.T, out=part)
             if part is not dwt:
                 dwt += part
             if input_grad:
-                np.matmul(w2.T, g, out=cols)                # dcols, over the columns
-                self.k.col2im(ptr(cols), ptr(dx[i:j]), j - i, c, *x.shape[2:], k, s, p, ho,
+                np.matmul(w2.T, g, out=dcols)               # dcols, over the columns
+                self.k.col2im(ptr(dcols), ptr(dx[i:j]), j - i, c, *x.shape[2:], k, s, p, ho,
                               wo)
         return dx, (dwt.T.reshape(w.shape), db)
 
@@ -276,10 +379,12 @@ class CpuNet(NumpyNet):
 
     # -- training ---------------------------------------------------------------------------
     def loss_and_grads(self, x, labels, train=False):
+        self._keeping = True
         try:
             loss, grads = super().loss_and_grads(x, labels, train)
         finally:
             self._backward_grads = self._dw_out = None
+            self._keeping = False
         self._grads = grads
         return loss, grads
 

@@ -15,7 +15,7 @@ from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
 
-from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped
+from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped, tiny_four_gpus
 from plan_oracle import check_end_to_end, close, inputs
 
 if cpu_backend.host_kernels()[0] is None:
@@ -252,3 +252,41 @@ def test_conv_in_image_blocks_matches_reference(root):
     net = CpuNet(g, seed=4)
     net.chunk_floats = 20000                 # 1-2 images per block at 64x64
     check_end_to_end(net, g, 5, seed=4, train=True)
+
+
+class _CountingKernels:
+    """The host kernels, counting the im2col gathers."""
+
+    def __init__(self, k):
+        self.k, self.im2col_calls = k, 0
+
+    def __getattr__(self, name):
+        return getattr(self.k, name)
+
+    def im2col(self, *args):
+        self.im2col_calls += 1
+        return self.k.im2col(*args)
+
+
+@pytest.mark.parametrize("gpus", [2, 4])
+@pytest.mark.parametrize("keep", ["none", "all"])
+def test_parts_reading_one_input_share_columns(root, monkeypatch, gpus, keep):
+    """conv1 (the replicated input) and conv3 (`connect all`) have every part read the same
+    input: the parts gather the columns once and run one GEMM; with columns kept, the backward
+    gathers none. Each part's output and gradients equal the reference op's, the whole step
+    the reference net's."""
+    tiny = (root / "examples/tiny-alexnet.net").read_text()
+    g = build_graph(tiny if gpus == 2 else tiny_four_gpus(tiny))
+    monkeypatch.setattr(CpuNet, "keep_cols_floats", 0 if keep == "none" else 1 << 40)
+    net = CpuNet(g, seed=4)
+    counting = net.k = _CountingKernels(net.k)
+    x, labels = inputs(g, 3, 4)
+    net.forward(x)
+    shared, own = 2, 3 * gpus              # conv1, conv3 | conv2, conv4, conv5 per part
+    assert counting.im2col_calls == shared + own
+    counting.im2col_calls = 0
+    net.loss_and_grads(x, labels, train=True)
+    again = 0 if keep == "all" else 5 * gpus  # the backward gathers per part, or not at all
+    assert counting.im2col_calls == shared + own + again
+    check_end_to_end(net, g, 3, seed=4, train=True)
+    check_layers_in_place(g, 3, seed=4, train=True)
