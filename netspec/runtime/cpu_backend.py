@@ -11,9 +11,11 @@ Where the time goes, and what this backend does about it (profile in README "Per
   backward, that transpose and the bias gradient in one pass; LRN and max pooling in one pass
   each way; the paper's SGD update in place, one pass per parameter (the NumPy path makes about
   eight);
-- conv keeps only its input for the backward and gathers the columns again there (the gather
-  is cheap in C), so at most one column buffer is alive: the step's peak memory stays below
-  PyTorch's.
+- parts of a conv layer that read the same input (conv1's, conv3's with `connect all`) gather
+  the columns once and run one GEMM over all their output channels;
+- conv keeps the forward's columns for the backward only within a budget (keep_cols_floats;
+  first the columns several parts share) and gathers the others again (cheap in C), so the
+  step's peak memory stays below PyTorch's.
 Layouts are the reference's (NCHW activations, PyTorch's parameter layouts), so parameters,
 checkpoints and every other backend agree. Layers without a host kernel (ReLU on its own,
 dropout, average pooling, softmax: small next to the GEMMs) run the reference's NumPy code.
@@ -157,10 +159,12 @@ class CpuNet(NumpyNet):
         step = max(1, min(n, self.chunk_floats // max(per_image, 1)))
         return [(i, min(i + step, n)) for i in range(0, n, step)], step
 
-    # Columns kept from the forward for the backward, at most this many floats in a step: the
-    # backward then skips the gather. Which ones: `_keep_plan`. Measured on the 2-core VM
-    # (AlexNet, batch 32): see the commit that set it. Only loss_and_grads keeps any.
-    keep_cols_floats = 0
+    # Columns kept from the forward for the backward, at most this many floats (192 MB) in a
+    # step: the backward then skips the gather. Which ones: `_keep_plan`. Only loss_and_grads
+    # keeps any. On the 2-core VM (AlexNet, batch 32) this holds conv1's and conv3's shared
+    # columns: step peak RSS 1380 MB (PyTorch's 1765); keeping conv4's and conv5's too (340
+    # MB, peak 1485) showed no clear gain in the same A/B.
+    keep_cols_floats = 48_000_000
 
     def _forward_pass(self, x, **kw):
         self._fwd_stash = {}
