@@ -6,7 +6,8 @@ buffers. What is here is everything around them, each kernel one pass over memor
 outer loop spread over the cores by `$parallel`:
 
     im2col        x (N, C, H, W) -> cols (C·k·k, N, Ho·Wo): one contiguous output row per
-                  (c, u, v, n), so the conv forward is one GEMM W (O, C·k·k) @ cols
+                  (c, u, v, n), so the conv forward is one GEMM W (O, C·k·k) @ cols; with
+                  stride 1 and Wo = W (AlexNet's conv2-5) one shifted copy of the plane
     col2im        the adjoint, one (n, c) input plane per iteration (no two write one pixel),
                   taps in the reference's (u, v) order
     bias_act      y[n, o, p] = act(ym[o, n, p] + b[o]): the GEMM's (O, N·P) result back to
@@ -52,6 +53,28 @@ $kernel im2col(const float *$restrict x, float *$restrict cols, long N, long C, 
             if (lo > Wo) lo = Wo;
             if (hi > Wo) hi = Wo;
             if (hi < lo) hi = lo;
+            if (S == 1 && Wo == W) {
+                /* rows as long as the input's: the tap is the plane shifted by
+                   d = (u − P)·W + v − P, so one copy over the rows [y0, y1) inside it, then
+                   the columns outside [lo, hi) (wrapped from the next row) set to zero */
+                long y0 = P > u ? P - u : 0, y1 = H + P - u;
+                if (y1 > Ho) y1 = Ho;
+                if (y1 < 0) y1 = 0;
+                if (y0 > y1) y0 = y1;
+                memset(out, 0, y0 * Wo * sizeof(float));
+                memset(out + y1 * Wo, 0, (Ho - y1) * Wo * sizeof(float));
+                if (y1 > y0 && hi > lo) {
+                    /* a loop, not memcpy: glibc's memcpy was 1.2x slower on conv2's planes */
+                    const long a = y0 * Wo + lo, b = (y1 - 1) * Wo + hi;
+                    const float *src = xp + (u - P) * W + v - P;
+                    for (long j = a; j < b; ++j) out[j] = src[j];
+                }
+                for (long oy = y0; oy < y1; ++oy) {
+                    for (long ox = 0; ox < lo; ++ox) out[oy * Wo + ox] = 0.0f;
+                    for (long ox = hi; ox < Wo; ++ox) out[oy * Wo + ox] = 0.0f;
+                }
+                continue;
+            }
             for (long oy = 0; oy < Ho; ++oy) {
                 const long iy = oy * S - P + u;
                 float *o = out + oy * Wo;
