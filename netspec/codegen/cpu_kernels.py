@@ -8,8 +8,9 @@ outer loop spread over the cores by `$parallel`:
     im2col        x (N, C, H, W) -> cols (C·k·k, N, Ho·Wo): one contiguous output row per
                   (c, u, v, n), so the conv forward is one GEMM W (O, C·k·k) @ cols; with
                   stride 1 and Wo = W (AlexNet's conv2-5) one shifted copy of the plane
-    col2im        the adjoint, one (n, c) input plane per iteration (no two write one pixel),
-                  taps in the reference's (u, v) order
+    col2im        the adjoint, per input channel and block of images (no two write one pixel;
+                  each tap's rows of the block one stream), taps in the reference's (u, v)
+                  order
     bias_act      y[n, o, p] = act(ym[o, n, p] + b[o]): the GEMM's (O, N·P) result back to
                   NCHW with the bias and ReLU fused (conv's epilogue; fc's with P = 1)
     relu_grad_t   dyt[o, n, p] = dy[n, o, p] · [y > 0] and db[o] = Σ dyt[o, :] (in double):
@@ -95,30 +96,36 @@ $kernel im2col(const float *$restrict x, float *$restrict cols, long N, long C, 
 """)
 
 _kernel("col2im", "f* f* l l l l l l l l l", r"""
-$kernel col2im(const float *$restrict cols, float *$restrict dx, long N, long C, long H, long W,
-               long K, long S, long P, long Ho, long Wo)
+$kernel col2im(const float *$restrict cols, float *$restrict dx, long N, long C, long H,
+               long W, long K, long S, long P, long Ho, long Wo)
 {
+    const long NB = COL2IM_IMAGES, blocks = (N + NB - 1) / NB;
     $parallel collapse(2) if (C * K * K * N * Ho * Wo > SERIAL)
-    for (long n = 0; n < N; ++n)
-        for (long c = 0; c < C; ++c) {
-            float *d = dx + (n * C + c) * H * W;
-            memset(d, 0, H * W * sizeof(float));
+    for (long c = 0; c < C; ++c)
+        for (long b = 0; b < blocks; ++b) {
+            const long n0 = b * NB, n1 = n0 + NB < N ? n0 + NB : N;
+            for (long n = n0; n < n1; ++n)
+                memset(dx + (n * C + c) * H * W, 0, H * W * sizeof(float));
             for (long u = 0; u < K; ++u)
                 for (long v = 0; v < K; ++v) {
-                    const float *src = cols + (((c * K + u) * K + v) * N + n) * Ho * Wo;
                     long lo = P > v ? (P - v + S - 1) / S : 0;
                     long hi = W - 1 + P - v >= 0 ? (W - 1 + P - v) / S + 1 : 0;
                     if (hi > Wo) hi = Wo;
-                    for (long oy = 0; oy < Ho; ++oy) {
-                        const long iy = oy * S - P + u;
-                        if (iy < 0 || iy >= H)
-                            continue;
-                        float *row = d + iy * W - P + v;
-                        const float *s = src + oy * Wo;
-                        if (S == 1)
-                            for (long ox = lo; ox < hi; ++ox) row[ox] += s[ox];
-                        else
-                            for (long ox = lo; ox < hi; ++ox) row[ox * S] += s[ox];
+                    /* rows n0..n1 of tap (c, u, v) lie one after another: one stream */
+                    const float *src = cols + (((c * K + u) * K + v) * N + n0) * Ho * Wo;
+                    for (long n = n0; n < n1; ++n, src += Ho * Wo) {
+                        float *d = dx + (n * C + c) * H * W;
+                        for (long oy = 0; oy < Ho; ++oy) {
+                            const long iy = oy * S - P + u;
+                            if (iy < 0 || iy >= H)
+                                continue;
+                            float *row = d + iy * W - P + v;
+                            const float *s = src + oy * Wo;
+                            if (S == 1)
+                                for (long ox = lo; ox < hi; ++ox) row[ox] += s[ox];
+                            else
+                                for (long ox = lo; ox < hi; ++ox) row[ox * S] += s[ox];
+                        }
                     }
                 }
         }
@@ -325,11 +332,15 @@ $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, lo
 # Below this many elements a kernel runs on one thread: waking the others costs more than the
 # work, and on a loaded machine a region waits for its slowest thread to be scheduled.
 SERIAL = 1 << 15
+# col2im's images per work item: its rows of one tap are one contiguous stream, and its
+# input planes stay in cache while the taps are added
+COL2IM_IMAGES = 8
 
 
 def render_cpu_module(dialect: Dialect = C) -> str:
     """The C source of every host kernel, in `dialect` (a host dialect: C)."""
     return dialect.prelude + f"#define SERIAL {SERIAL}L\n" + \
+        f"#define COL2IM_IMAGES {COL2IM_IMAGES}L\n" + \
         "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
 
 
