@@ -95,7 +95,6 @@ class CpuNet(NumpyNet):
         self._grads = None
         self._backward_grads = self._dw_out = None
         self._velocity: dict[str, np.ndarray] | None = None
-        self._keeping = False               # inside loss_and_grads: conv may keep columns
         self._fwd_stash: dict = {}
         self._kept: frozenset = frozenset()
         self._plans: dict[tuple, frozenset] = {}
@@ -168,7 +167,8 @@ class CpuNet(NumpyNet):
 
     def _forward_pass(self, x, **kw):
         self._fwd_stash = {}
-        self._kept = self._keep_plan(x.shape[0]) if self._keeping else frozenset()
+        # columns are kept only when the caches are, i.e. for a backward (loss_and_grads)
+        self._kept = self._keep_plan(x.shape[0]) if kw.get("keep_caches") else frozenset()
         return super()._forward_pass(x, **kw)
 
     def _keep_plan(self, n: int) -> frozenset:
@@ -383,12 +383,10 @@ class CpuNet(NumpyNet):
 
     # -- training ---------------------------------------------------------------------------
     def loss_and_grads(self, x, labels, train=False):
-        self._keeping = True
         try:
             loss, grads = super().loss_and_grads(x, labels, train)
         finally:
             self._backward_grads = self._dw_out = None
-            self._keeping = False
         self._grads = grads
         return loss, grads
 
