@@ -29,3 +29,9 @@ class DeviceLimitError(NetspecError):
 class DeviceError(NetspecError, ValueError):
     """A device that doesn't exist or can't be used (`devices=[...]`, `--devices`); the
     message names it and lists the devices there are."""
+
+
+class BackendUnavailableError(NetspecError, RuntimeError):
+    """A backend asked for by name that can't run here (no OpenCL device, no CUDA device or
+    CuPy); the message names the backend and what to install. A RuntimeError too, as it was
+    before it became a netspec error."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
+from ..errors import BackendUnavailableError
 from .cuda_emulator import emulated_cupy, emulation_requested
 from .executor import PlanNet
 
@@ -116,7 +117,7 @@ class CudaNet(PlanNet):
     def _dev_list(self) -> list[str]:
         n = cuda_device_count()
         if n == 0:
-            raise RuntimeError("backend 'cuda': no CUDA device answers (or CuPy is not "
+            raise BackendUnavailableError("backend 'cuda': no CUDA device answers (or CuPy is not "
                                "installed: pip install 'netspec[cuda12]')")
         cp = _cupy()
         names = []

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..codegen.compile import Compiled, build_error
-from ..errors import DeviceLimitError
+from ..errors import BackendUnavailableError, DeviceLimitError
 from .executor import PlanNet
 from .opencl_device import _cl, cache_dir, describe_device, find_device, opencl_devices
 
@@ -50,7 +50,7 @@ class OpenCLNet(PlanNet):
         chosen = self._options.get("device")
         self._cl_devices = [chosen] if chosen is not None else opencl_devices()
         if not self._cl_devices:
-            raise RuntimeError("backend 'opencl': no OpenCL device found (install pocl for "
+            raise BackendUnavailableError("backend 'opencl': no OpenCL device found (install pocl for "
                                "the CPU: pip install 'pyopencl[pocl]')")
         return [describe_device(d) for d in self._cl_devices]
 
