@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_types import FiniteFloatRange
 from .dsl.errors import SpecError
 from .errors import NetspecError
 
@@ -25,6 +26,11 @@ class _Group(click.Group):
         except NetspecError as e:
             click.echo(f"netspec: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:            # a path given on the command line that can't be used
+            if e.filename is None:
+                raise
+            click.echo(f"netspec: error: {e.filename}: {e.strerror or e}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,11 +70,11 @@ def _without_gc(f):
 @click.option("--tune", is_flag=True,
               help="Time the GEMMs' tile candidates on the OpenCL device and cache the "
                    "winners (later compiles reuse them; NETSPEC_AUTOTUNE=0 ignores them).")
-@click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
+@click.option("--tune-budget", type=FiniteFloatRange(min=0), default=300, show_default=True,
               help="Seconds of tuning at most; what is left is tuned by the next --tune.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="K data-parallel replicas (mpirun -n K): report the gradient allreduce.")
-@click.option("--link-gbps", type=click.FloatRange(min=0, min_open=True), default=100,
+@click.option("--link-gbps", type=FiniteFloatRange(min=0, min_open=True), default=100,
               show_default=True, help="Interconnect bandwidth per replica, Gb/s.")
 @click.option("--gpu", "roofline_gpu", type=click.Choice(["H200", "H100", "A100", "V100",
                                                            "GTX580"]),
@@ -153,7 +159,7 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])
               help="Physical devices for the logical GPUs, e.g. 0,1.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Override the spec's batch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True),
               help="Override the spec's learning rate.")
 @click.option("--max-steps", type=click.IntRange(min=0),
               help="Stop after N optimizer steps in total (resumed steps count).")

@@ -107,3 +107,89 @@ def test_every_command_refuses_bad_spec_files_in_netspec_format(tmp_path, comman
         errors = [l for l in r.stderr.splitlines() if "error:" in l]
         assert len(errors) == 1 and errors[0].startswith(f"{path}{expected}"), r.stderr
         assert "Usage" not in r.output and "Traceback" not in r.output
+
+
+# -- faults a new-user review found: each kind a clean error, exit 2, never a traceback -------
+def _image_folder(root, classes=10, per_split=2):
+    """A tiny ImageFolder (train/ and val/, one PNG per image) for tiny-alexnet."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c:02d}"
+            d.mkdir(parents=True)
+            for i in range(per_split):
+                Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png")
+    return root
+
+
+def _clean_error(r, *words):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    for w in words:
+        assert w in r.output, r.output
+
+
+@pytest.mark.parametrize("backend,words", [
+    ("opencl", "netspec: error: backend 'opencl': no OpenCL device found (install pocl"),
+    ("cuda", "netspec: error: backend 'cuda': no CUDA device answers")])
+def test_a_backend_without_a_device_is_a_clean_error(root, tmp_path, monkeypatch, backend,
+                                                     words):
+    """train, eval, bench and predict with --backend opencl|cuda where no such device exists
+    (forced here, whatever the machine has): `netspec: error: backend ...`, exit 2."""
+    import netspec.runtime.cuda_backend as cuda_backend
+    import netspec.runtime.opencl_backend as opencl_backend
+    data = _image_folder(tmp_path / "data")
+    spec = str(root / "examples" / "tiny-alexnet.net")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--spec", spec, "--data", str(data), "--backend",
+                                  "numpy", "--batch-size", "4", "--max-steps", "0", "--out",
+                                  str(run)])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(opencl_backend, "opencl_devices", lambda: [])
+    monkeypatch.setattr(cuda_backend, "cuda_device_count", lambda: 0)
+    image = str(next((data / "val" / "class00").iterdir()))
+    for command in (["train", "--spec", spec, "--data", str(data), "--out",
+                     str(tmp_path / "run2")],
+                    ["eval", "--checkpoint", str(run)],
+                    ["bench", "--spec", spec, "--iterations", "1"],
+                    ["predict", "--checkpoint", str(run), image]):
+        r = CliRunner().invoke(main, command + ["--backend", backend])
+        _clean_error(r, words)
+    assert not (tmp_path / "run2").exists()        # a start-up error leaves no run behind
+
+
+def test_an_output_path_that_cannot_be_written_is_a_clean_error(root, tmp_path):
+    """-o under a file, or in a directory that doesn't exist (compile -o creates its
+    parents): `netspec: error: PATH: why`, exit 2."""
+    spec = str(root / "examples" / "tiny-alexnet.net")
+    (tmp_path / "file").write_text("x")
+    under_file, nowhere = tmp_path / "file" / "sub", tmp_path / "no" / "such" / "dir"
+    for command, path, why in (
+            (["compile", spec, "-o"], under_file, "Not a directory"),
+            (["viz", spec, "-o"], nowhere / "x.svg", "No such file or directory"),
+            (["viz", spec, "-o"], under_file / "x.svg", "Not a directory"),
+            (["export", spec, "-o"], nowhere / "x.onnx", "No such file or directory")):
+        r = CliRunner().invoke(main, command + [str(path)])
+        _clean_error(r, f"netspec: error: {path}: {why}")
+
+
+def test_bad_numbers_in_flags_are_usage_errors(root):
+    """Every float option refuses inf and nan (as a spec does) and every --seed a negative
+    number, with click's usage error, before any work starts."""
+    spec = str(root / "examples" / "tiny-alexnet.net")
+    for command, flag in ((["train", "--spec", spec, "--data", "demo"], "--lr"),
+                          (["compile", spec], "--link-gbps"),
+                          (["compile", spec], "--tune-budget"),
+                          (["bench", "--spec", spec], "--tune-budget")):
+        for value in ("inf", "1e999", "nan", "-inf"):
+            r = CliRunner().invoke(main, command + [flag, value])
+            _clean_error(r, "Usage:", f"Invalid value for '{flag}'")
+            assert "nan Gb/s" not in r.output
+    for command in (["bench", "--spec", spec], ["train", "--spec", spec, "--data", "demo"],
+                    ["export", spec, "-o", "x.onnx"]):
+        r = CliRunner().invoke(main, command + ["--seed", "-1"])
+        _clean_error(r, "Usage:", "Invalid value for '--seed'")

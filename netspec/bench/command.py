@@ -8,6 +8,8 @@ import json
 
 import click
 
+from ..cli_types import FiniteFloatRange
+
 BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
 
 
@@ -19,14 +21,14 @@ BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
               help="Timed training steps (medians are reported).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
               help="Untimed steps first (kernel builds, allocations).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--kernels", "show_kernels", is_flag=True,
               help="Also list every kernel's time and GFLOP/s (opencl, cuda).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option("--tune", is_flag=True,
               help="First autotune the GEMM tiles on the OpenCL device (cached; see "
                    "netspec compile --tune), then time with them.")
-@click.option("--tune-budget", type=click.FloatRange(min=0), default=300, show_default=True,
+@click.option("--tune-budget", type=FiniteFloatRange(min=0), default=300, show_default=True,
               help="Seconds of tuning at most.")
 @click.option("--roofline", is_flag=True,
               help="Time nothing: print every kernel's sm_90 resources (nvcc --resource-usage: "

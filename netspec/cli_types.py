@@ -1,0 +1,24 @@
+"""click parameter types shared by the `netspec` commands (netspec/cli.py and the command
+modules of bench, train, data and viz)."""
+from __future__ import annotations
+
+import math
+
+import click
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float option that refuses inf and nan ('1e999' reads as inf) with click's usage
+    error, exit 2, as a spec refuses them; otherwise click.FloatRange (min, max, min_open,
+    max_open)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
+
+    def __repr__(self) -> str:
+        return f"Finite{super().__repr__()}"
