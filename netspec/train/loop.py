@@ -28,7 +28,9 @@ from .metrics import AverageMeter, accuracy
 from .recovery import (
     check_schedule_data,
     discard_launch,
+    discard_new_run,
     divergence_message,
+    entries,
     holds_checkpoint,
     nonfinite,
     open_run,
@@ -102,7 +104,7 @@ def _run_name(network: str) -> str:
 
 class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
-        self._launched = None
+        self._launched = self._new_run = None
         try:
             self._init(opts, echo)
         except NetspecError:    # a start-up error leaves no run behind
@@ -159,12 +161,14 @@ class Trainer:
                 raise RunError(f"{self.run_dir} already holds a run; use --resume "
                                f"{self.run_dir} or another --out")
         if not opts.resume and (self.replicas is None or self.replicas.is_root):
+            before = entries(self.run_dir)
             # from here on the run directory can be resumed, even if killed in what follows
             self._launched = write_launch(self.run_dir, {
                 "spec_text": graph.spec.source, "overrides": self.overrides,
                 "data": str(self.data_src), "backend_requested": backend, "seed": self.seed,
                 "workers": self.workers, "checkpoint_every": self.every, "keep": self.keep,
                 "init_from": init_from})
+            self._new_run = (self.run_dir, self._launched[1], before)
         self.spec_text = graph.spec.source
         self.graph = graph
         self.recipe = replace(graph.recipe, **{k: v for k, v in self.overrides.items()
@@ -301,6 +305,15 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        except NetspecError:
+            if self.step == 0 and self._new_run is not None:   # a start-up error: no run
+                self._close_logs()
+                discard_new_run(*self._new_run)
+            raise
+
+    def _run(self) -> dict:
         r = self.recipe
         echo = self.echo
         echo(f"netspec train: {self.graph.name} on {self.net.backend} backend"

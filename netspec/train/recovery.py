@@ -52,6 +52,30 @@ def discard_launch(launched: tuple[Path, bool] | None) -> None:
         pass
 
 
+def entries(run_dir: Path) -> frozenset[str]:
+    """The names in a directory (none where it doesn't exist): what discard_new_run keeps."""
+    run_dir = Path(run_dir)
+    return frozenset(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else frozenset()
+
+
+def discard_new_run(run_dir: Path, created: bool, before: frozenset[str]) -> None:
+    """Undo a new run that failed before its first training step (a batch larger than the
+    training set, a kernel the device rejects...): remove what the run wrote (the step-0
+    checkpoint, state, logs), and the directory if the run created it, so that the corrected
+    command can use the same --out. Names that were there before the run are kept."""
+    import shutil
+    run_dir = Path(run_dir)
+    try:
+        if created:
+            shutil.rmtree(run_dir)
+            return
+        for name in entries(run_dir) - before:
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    except OSError:
+        pass
+
+
 def holds_checkpoint(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     return (run_dir / WEIGHTS).exists() or (run_dir / STATE).exists()

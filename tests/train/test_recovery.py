@@ -277,6 +277,33 @@ def test_plateau_without_validation_data_is_a_start_up_error(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+
+def test_an_error_before_the_first_step_leaves_no_run_behind(tmp_path, mini):
+    """An error raised after the step-0 checkpoint but before the first training step (here a
+    batch larger than the training set, refused when its loader is made) removes what the run
+    wrote: a directory it created goes, one the user made keeps only what was there. The same
+    --out then starts a new run, and --resume of it says there is none."""
+    data = make_folder(tmp_path / "imgs")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    for run in (tmp_path / "run", mine):
+        base = ["train", "--spec", str(mini), "--data", str(data), "--backend", "numpy",
+                "--out", str(run), "--no-progress"]
+        r = CliRunner().invoke(main, base + ["--batch-size", "99999999999"])
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "the split has 40 images, fewer than one batch of 99999999999" in r.output
+        if run == mine:
+            assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+        else:
+            assert not run.exists()
+            r = CliRunner().invoke(main, ["train", "--resume", str(run)])
+            assert r.exit_code == 2 and "no such run directory" in r.output, r.output
+        r = CliRunner().invoke(main, base + ["--max-steps", "1"])
+        assert r.exit_code == 0, r.output
+        assert load_checkpoint(run)[2]["step"] == 1
+
+
 # -- bad storage ------------------------------------------------------------------------------
 def test_full_disk_while_checkpointing_is_a_clean_error_keeping_the_previous(tmp_path, mini,
                                                                              monkeypatch):
