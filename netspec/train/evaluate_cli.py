@@ -1,12 +1,11 @@
 """`netspec eval`: load a checkpoint into the spec's network and score the validation set."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import RunError
-from .checkpoint import STATE, load_weights
 from .evaluate import evaluate
+from .saved_run import read_run
 
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
@@ -16,14 +15,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     from ..runtime import build
 
     ckpt = Path(checkpoint)
-    state = {}
-    if ckpt.is_dir() and (ckpt / STATE).exists():
-        try:
-            state = json.loads((ckpt / STATE).read_text())
-        except (OSError, ValueError) as e:
-            raise RunError(f"{ckpt}: the run state can't be read: {e}") from None
-    elif not ckpt.exists():
-        raise RunError(f"{ckpt}: no such run directory or checkpoint")
+    params, state = read_run(ckpt)   # a .safetensors file's state: see saved_run.run_state
     if spec is None and "spec_text" not in state:
         raise RunError(f"{ckpt}: give --spec (the checkpoint has no run state naming one)")
     graph = (build_graph(path=spec) if spec is not None
@@ -40,7 +32,6 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     ds.channels = channels
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
-    params = load_weights(ckpt)
     net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
     try:
         net.load_parameters(params)

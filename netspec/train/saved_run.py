@@ -7,28 +7,50 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from .checkpoint import STATE, STATE_KEY, WEIGHTS, load_weights
+from .checkpoint import KEPT, STATE, STATE_KEY, WEIGHTS, load_weights
 
 
 def read_run(path) -> tuple[dict[str, np.ndarray], dict]:
-    """(weights, state) of a run directory or its .safetensors file. The state is the run's
-    state.json (or, for a bare .safetensors file, the copy in its metadata); {} if neither
-    exists. A RunError for a path that is neither."""
+    """(weights, state) of a run directory or one of its .safetensors files (see run_state).
+    A RunError for a path that is neither."""
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path}: no such run directory or checkpoint")
     params = load_weights(path)
-    state: dict = {}
+    return params, run_state(path)
+
+
+def run_state(path) -> dict:
+    """The run state of a run directory or a .safetensors file, {} if it has none.
+
+    A directory: its state.json, else the copy in its checkpoint's metadata. A .safetensors
+    file: the copy in its own metadata (the state of that very step; every checkpoint and
+    kept checkpoint-step<N>.safetensors carries one), else the state.json beside it when the
+    file is that run's checkpoint or one it kept. A RunError if the state can't be read."""
+    path = Path(path)
     if path.is_dir() and (path / STATE).exists():
-        try:
-            state = json.loads((path / STATE).read_text())
-        except (OSError, ValueError) as e:
-            raise RunError(f"{path}: the run state can't be read: {e}") from None
-    else:
-        from safetensors import safe_open
-        wpath = path / WEIGHTS if path.is_dir() else path
+        return _state_json(path / STATE)
+    from safetensors import SafetensorError, safe_open
+    wpath = path / WEIGHTS if path.is_dir() else path
+    try:
         with safe_open(str(wpath), framework="numpy") as f:
             text = (f.metadata() or {}).get(STATE_KEY)
-        if text:
-            state = json.loads(text)
-    return params, state
+    except (OSError, SafetensorError) as e:
+        raise RunError(f"{wpath}: the checkpoint can't be read: {e}") from None
+    if text:
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise RunError(f"{wpath}: the run state can't be read: {e}") from None
+    beside = wpath.parent / STATE
+    if wpath.is_file() and (wpath.name == WEIGHTS or KEPT.fullmatch(wpath.name)) \
+            and beside.exists():
+        return _state_json(beside)
+    return {}
+
+
+def _state_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{p.parent}: the run state can't be read: {e}") from None
