@@ -166,13 +166,16 @@ def test_an_output_path_that_cannot_be_written_is_a_clean_error(root, tmp_path):
     """-o under a file, or in a directory that doesn't exist (compile -o creates its
     parents): `netspec: error: PATH: why`, exit 2."""
     spec = str(root / "examples" / "tiny-alexnet.net")
+    data = _image_folder(tmp_path / "data", classes=2, per_split=1)
     (tmp_path / "file").write_text("x")
     under_file, nowhere = tmp_path / "file" / "sub", tmp_path / "no" / "such" / "dir"
     for command, path, why in (
             (["compile", spec, "-o"], under_file, "Not a directory"),
             (["viz", spec, "-o"], nowhere / "x.svg", "No such file or directory"),
             (["viz", spec, "-o"], under_file / "x.svg", "Not a directory"),
-            (["export", spec, "-o"], nowhere / "x.onnx", "No such file or directory")):
+            (["export", spec, "-o"], nowhere / "x.onnx", "No such file or directory"),
+            (["prepare", "--data", str(data), "-j", "0", "--out"], under_file,
+             "Not a directory")):
         r = CliRunner().invoke(main, command + [str(path)])
         _clean_error(r, f"netspec: error: {path}: {why}")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RunError
+from .checkpoint import STATE, WEIGHTS, load_weights
 from .evaluate import evaluate
-from .saved_run import read_run
+from .saved_run import run_state
 
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
@@ -15,7 +16,12 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     from ..runtime import build
 
     ckpt = Path(checkpoint)
-    params, state = read_run(ckpt)   # a .safetensors file's state: see saved_run.run_state
+    if not ckpt.exists():
+        raise RunError(f"{ckpt}: no such run directory or checkpoint")
+    # a .safetensors file's state: see saved_run.run_state. The weights are read after the
+    # spec, so that a bad --spec is reported first.
+    state = run_state(ckpt) if ckpt.is_file() or (ckpt / WEIGHTS).exists() or \
+        (ckpt / STATE).exists() else {}
     if spec is None and "spec_text" not in state:
         raise RunError(f"{ckpt}: give --spec (the checkpoint has no run state naming one)")
     graph = (build_graph(path=spec) if spec is not None
@@ -32,6 +38,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     ds.channels = channels
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
+    params = load_weights(ckpt)
     net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
     try:
         net.load_parameters(params)
