@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .cli_types import FiniteFloatRange
+from .dsl.attrs import FLOAT_MAX
 from .dsl.errors import SpecError
 from .errors import NetspecError
 
@@ -159,7 +160,7 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])
               help="Physical devices for the logical GPUs, e.g. 0,1.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Override the spec's batch.")
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True),
+@click.option("--lr", type=FiniteFloatRange(min=0, max=FLOAT_MAX, min_open=True),
               help="Override the spec's learning rate.")
 @click.option("--max-steps", type=click.IntRange(min=0),
               help="Stop after N optimizer steps in total (resumed steps count).")

@@ -12,7 +12,7 @@ class FiniteFloatRange(click.FloatRange):
     error, exit 2, as a spec refuses them; otherwise click.FloatRange (min, max, min_open,
     max_open)."""
 
-    name = "finite float range"
+    name = "float range"        # the help reads as before: FLOAT RANGE
 
     def convert(self, value, param, ctx):
         rv = click.FLOAT.convert(value, param, ctx)

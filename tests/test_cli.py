@@ -192,6 +192,9 @@ def test_bad_numbers_in_flags_are_usage_errors(root):
             r = CliRunner().invoke(main, command + [flag, value])
             _clean_error(r, "Usage:", f"Invalid value for '{flag}'")
             assert "nan Gb/s" not in r.output
+    # as in a spec, a learning rate must fit a float32
+    r = CliRunner().invoke(main, ["train", "--spec", spec, "--data", "demo", "--lr", "1e300"])
+    _clean_error(r, "Usage:", "Invalid value for '--lr'")
     for command in (["bench", "--spec", spec], ["train", "--spec", spec, "--data", "demo"],
                     ["export", spec, "-o", "x.onnx"]):
         r = CliRunner().invoke(main, command + ["--seed", "-1"])
