@@ -9,7 +9,7 @@ import sys
 import click
 
 from . import __version__
-from .cli_types import FiniteFloatRange
+from .cli_types import BATCH_SIZE, FiniteFloatRange
 from .dsl.attrs import FLOAT_MAX
 from .dsl.errors import SpecError
 from .errors import NetspecError
@@ -66,7 +66,7 @@ def _without_gc(f):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("-o", "--out", type=click.Path(file_okay=False),
               help="Write kernels.cu, kernels.cl and plan.json here.")
-@click.option("--batch-size", type=click.IntRange(min=1),
+@click.option("--batch-size", type=BATCH_SIZE,
               help="Batch size for the memory figures (default: the spec's).")
 @click.option("--tune", is_flag=True,
               help="Time the GEMMs' tile candidates on the OpenCL device and cache the "
@@ -159,7 +159,7 @@ BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])
 @click.option("--devices", callback=lambda c, p, v: _devices(v),
               help="Physical devices for the logical GPUs, e.g. 0,1.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Override the spec's batch.")
+@click.option("-b", "--batch-size", type=BATCH_SIZE, help="Override the spec's batch.")
 @click.option("--lr", type=FiniteFloatRange(min=0, max=FLOAT_MAX, min_open=True),
               help="Override the spec's learning rate.")
 @click.option("--max-steps", type=click.IntRange(min=0),
@@ -216,7 +216,7 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
 @click.option("--devices", callback=lambda c, p, v: _devices(v),
               help="Physical devices for the logical GPUs, e.g. 0,1.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Images per batch.")
+@click.option("-b", "--batch-size", type=BATCH_SIZE, help="Images per batch.")
 @click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, workers, as_json):

@@ -22,3 +22,7 @@ class FiniteFloatRange(click.FloatRange):
 
     def __repr__(self) -> str:
         return f"Finite{super().__repr__()}"
+
+
+# --batch-size: what a spec's `batch` takes (1 to a C int's largest, dsl/attrs.py INT_MAX)
+BATCH_SIZE = click.IntRange(min=1, max=2_147_483_647)

@@ -199,3 +199,13 @@ def test_bad_numbers_in_flags_are_usage_errors(root):
                     ["export", spec, "-o", "x.onnx"]):
         r = CliRunner().invoke(main, command + ["--seed", "-1"])
         _clean_error(r, "Usage:", "Invalid value for '--seed'")
+
+
+@pytest.mark.parametrize("command", [["compile", "specs/alexnet.net"],
+                                     ["bench", "--spec", "specs/alexnet.net"],
+                                     ["train", "--spec", "specs/alexnet.net", "--data", "demo"]])
+def test_batch_size_is_bounded_as_the_specs_batch(command):
+    """--batch-size takes what a spec's `batch` takes (1 to 2,147,483,647): a larger one is
+    click's usage error, not an activations figure of 421,661,138 GiB."""
+    r = CliRunner().invoke(main, command + ["--batch-size", "99999999999"])
+    assert r.exit_code == 2 and "1<=x<=2147483647" in r.output, r.output

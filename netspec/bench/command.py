@@ -8,7 +8,7 @@ import json
 
 import click
 
-from ..cli_types import FiniteFloatRange
+from ..cli_types import BATCH_SIZE, FiniteFloatRange
 
 BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
 
@@ -16,7 +16,7 @@ BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
 @click.command("bench")
 @click.option("--spec", required=True, type=click.Path(), help="The network.")
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the spec's batch.")
+@click.option("--batch-size", type=BATCH_SIZE, help="Default: the spec's batch.")
 @click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed training steps (medians are reported).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,

@@ -302,6 +302,9 @@ def device_name(net) -> str:
     name = getattr(net, "device_name", None)
     if name:
         return str(name)
+    devices = getattr(net, "physical_devices", None)
+    if callable(devices) and net.backend == "cpu":          # the host, and what runs there
+        return devices()[0]
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, NumPy)"
 
 

@@ -79,8 +79,10 @@ class CpuNet(NumpyNet):
 
     def physical_devices(self) -> list[str]:
         import platform
-        return [(f"host CPU ({platform.processor() or platform.machine()}, {cpu_threads()} "
-                 f"cores; C + OpenMP kernels, NumPy BLAS)")]
+        runs = "C + OpenMP kernels, NumPy BLAS" if host_kernels()[0] is not None else \
+            "the NumPy reference: no C compiler"
+        return [f"host CPU ({platform.processor() or platform.machine()}, {cpu_threads()} "
+                f"cores; {runs})"]
 
     def _open_devices(self) -> None:
         k, note = host_kernels()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..cli_types import BATCH_SIZE
+
 
 @click.command("export")
 @click.argument("spec", type=click.Path())
@@ -44,7 +46,7 @@ def export(spec, checkpoint, seed, output):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one a line.")
 @click.option("--backend", default="numpy", show_default=True,
               type=click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"]))
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("-b", "--batch-size", type=BATCH_SIZE, default=16, show_default=True,
               help="Images per forward pass.")
 def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
     """Top classes of a trained network for each IMAGE, with the run's preprocessing.

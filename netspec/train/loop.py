@@ -473,9 +473,10 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.net.parameters(), self.graph)
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "
-                  f"train loss {row['train_loss']:.4f} top1 {_pct(row['train_top1_error'])} "
-                  f"top5 {_pct(row['train_top5_error'])}  val top1 "
-                  f"{_pct(row['val_top1_error'])} top5 {_pct(row['val_top5_error'])}  "
+                  f"train loss {row['train_loss']:.4f} error top-1 "
+                  f"{_pct(row['train_top1_error'])} top-5 {_pct(row['train_top5_error'])}  "
+                  f"val error top-1 {_pct(row['val_top1_error'])} top-5 "
+                  f"{_pct(row['val_top5_error'])}  "
                   f"{row['images_per_sec']:.0f} img/s"
                   + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
         self.save()

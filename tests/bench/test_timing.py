@@ -18,7 +18,7 @@ BATCH = 4
 
 
 def _backends():
-    out = ["numpy"]
+    out = ["numpy", "cpu"]
     try:
         from netspec.runtime.opencl_backend import find_device
         if find_device() is not None:
@@ -78,6 +78,11 @@ def test_bench_schema(root, backend):
     res = bench(graph, backend, batch_size=BATCH, iterations=2, warmup=1)
     doc = json.loads(json.dumps(res.to_json()))
     check_schema(doc, graph, BATCH)
+    if backend == "cpu":         # the device says what runs there, not "NumPy"
+        from netspec.runtime.cpu_backend import host_kernels
+        runs = "C + OpenMP kernels, NumPy BLAS" if host_kernels()[0] is not None else \
+            "the NumPy reference: no C compiler"
+        assert runs in doc["device"], doc["device"]
     if backend == "opencl":
         # every launched kernel timed, flops counted per launch
         assert doc["kernels"] and all(k["ms"] > 0 for k in doc["kernels"])

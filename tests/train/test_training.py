@@ -136,7 +136,10 @@ def test_resume_across_an_epoch_boundary_and_metrics_schema(folder, tmp_path):
     # 40 images / batch 8 = 5 steps per epoch; stop at 7 (mid-epoch 2), resume to 12
     spec_path = tmp_path / "tiny.net"
     spec_path.write_text(tiny_spec())
-    train(spec_path, folder, tmp_path / "straight", max_steps=12)
+    lines = []
+    Trainer(TrainOptions(spec=str(spec_path), data=str(folder), backend="numpy",
+                         out=str(tmp_path / "straight"), max_steps=12, progress=False),
+            echo=lines.append).run()
     train(spec_path, folder, tmp_path / "split", max_steps=7)
     Trainer(TrainOptions(resume=str(tmp_path / "split"), max_steps=12, progress=False),
             echo=quiet).run()
@@ -147,6 +150,11 @@ def test_resume_across_an_epoch_boundary_and_metrics_schema(folder, tmp_path):
             .splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["step"] for r in rows] == [5, 10]
+    # the epoch lines say that their percentages are errors, as metrics.jsonl does
+    epoch_lines = [l for l in lines if l.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    for line, r in zip(epoch_lines, rows):
+        assert f"val error top-1 {100 * r['val_top1_error']:.1f}%" in line, line
     for r in rows:
         assert {"epoch", "step", "lr", "train_loss", "val_top1_error", "val_top5_error",
                 "images_per_sec"} <= set(r)
