@@ -9,7 +9,7 @@ import sys
 import click
 
 from . import __version__
-from .cli_types import BATCH_SIZE, FiniteFloatRange
+from .cli_types import BACKENDS, BATCH_SIZE, FiniteFloatRange
 from .dsl.attrs import FLOAT_MAX
 from .dsl.errors import SpecError
 from .errors import NetspecError
@@ -147,7 +147,6 @@ def _devices(value):
     return devs
 
 
-BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])
 
 
 @main.command("train")

@@ -26,3 +26,6 @@ class FiniteFloatRange(click.FloatRange):
 
 # --batch-size: what a spec's `batch` takes (1 to a C int's largest, dsl/attrs.py INT_MAX)
 BATCH_SIZE = click.IntRange(min=1, max=2_147_483_647)
+
+# --backend: the runtimes a command can pick (netspec/runtime; auto: see runtime.pick_auto)
+BACKENDS = click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"])

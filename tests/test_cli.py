@@ -209,3 +209,15 @@ def test_batch_size_is_bounded_as_the_specs_batch(command):
     click's usage error, not an activations figure of 421,661,138 GiB."""
     r = CliRunner().invoke(main, command + ["--batch-size", "99999999999"])
     assert r.exit_code == 2 and "1<=x<=2147483647" in r.output, r.output
+
+
+def test_every_backend_option_offers_the_runtimes_backends():
+    """One --backend choice (cli_types.BACKENDS) for every command, naming exactly the
+    backends netspec.runtime has, and auto."""
+    from netspec.cli_types import BACKENDS
+    from netspec.runtime import BACKENDS as RUNTIMES
+    assert sorted(BACKENDS.choices) == sorted(["auto", *RUNTIMES])
+    for command in main.commands.values():
+        for p in command.params:
+            if p.name == "backend":
+                assert p.type is BACKENDS, command.name

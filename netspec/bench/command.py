@@ -8,9 +8,7 @@ import json
 
 import click
 
-from ..cli_types import BATCH_SIZE, FiniteFloatRange
-
-BACKENDS = click.Choice(["auto", "numpy", "cpu", "opencl", "cuda"])
+from ..cli_types import BACKENDS, BATCH_SIZE, FiniteFloatRange
 
 
 @click.command("bench")

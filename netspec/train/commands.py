@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_types import BATCH_SIZE
+from ..cli_types import BACKENDS, BATCH_SIZE
 
 
 @click.command("export")
@@ -44,8 +44,7 @@ def export(spec, checkpoint, seed, output):
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="Classes to list per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one a line.")
-@click.option("--backend", default="numpy", show_default=True,
-              type=click.Choice(["auto", "cuda", "opencl", "cpu", "numpy"]))
+@click.option("--backend", default="numpy", show_default=True, type=BACKENDS)
 @click.option("-b", "--batch-size", type=BATCH_SIZE, default=16, show_default=True,
               help="Images per forward pass.")
 def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):

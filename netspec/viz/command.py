@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_types import BACKENDS
 from .errors import VizError
 from .render import FORMATS, check_suffix
 
@@ -54,7 +55,7 @@ def _output(ctx, param, value):
 @click.option("--search", type=click.IntRange(min=0), default=10000, show_default=True,
               metavar="N", help="Training images searched for neighbours, spread over the set "
                                 "(0: all).")
-@click.option("--backend", default="numpy", show_default=True,
+@click.option("--backend", default="numpy", show_default=True, type=BACKENDS,
               help="Backend that runs the network for --predictions/--neighbours.")
 def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, data, count, k,
         search, backend):
