@@ -60,11 +60,21 @@ def safetensors_parts(tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
             *(memoryview(a.reshape(-1)).cast("B") for a in arrays if a.nbytes)]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_CREATE_MODE = 0o666 & ~_umask()     # a new file's mode under this process's umask
+
+
 def _write_temp(path: Path, data) -> str:
     """`data` (bytes, or a list of buffers) in a hidden temporary file beside `path`,
     written and fsynced; its name."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _CREATE_MODE)      # as open() would make it, not mkstemp's 0600
         for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
             view = memoryview(part)
             while view:

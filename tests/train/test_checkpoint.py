@@ -88,3 +88,15 @@ class safe_open_bytes:
     def __exit__(self, *exc):
         self.handle.__exit__(*exc)
         self.file.close()
+
+
+def test_checkpoint_files_get_the_umask_mode_as_other_files_do(tmp_path):
+    """The atomic write's temporary file (mkstemp: 0600) is given the mode open() would
+    give a new file under the umask, as metrics.jsonl has, before it is renamed in place."""
+    save_checkpoint(tmp_path, {"w": np.ones(3, np.float32)}, {"w": np.zeros(3, np.float32)},
+                    {"step": 1, "epoch": 0})
+    (tmp_path / "plain").write_text("x")
+    plain = os.stat(tmp_path / "plain").st_mode & 0o777
+    written = [p for p in tmp_path.iterdir() if p.name != "plain"]
+    assert written and all(os.stat(p).st_mode & 0o777 == plain for p in written), \
+        [(p.name, oct(os.stat(p).st_mode & 0o777)) for p in written]
