@@ -111,16 +111,29 @@ class PlanNet(Net):
     def _push_params(self, inst: _Instance) -> None:
         if self._device_params_current:
             return
-        run = _Run()
-        for b in inst.compiled.plan.parameters:
-            host = self._params[b.name]
+        self._upload_rows(inst, inst.compiled.plan.parameters, self._params, "buffer",
+                          "parameters")
+        self._device_params_current = True
+
+    def _upload_rows(self, inst: _Instance, buffers, tensors: dict, role: str,
+                     what: str) -> None:
+        """Each of `buffers`' host tensor (tensors[name], its full shape) into the device
+        buffers of `role` ("buffer", "velocity", "grad"), part by part (its rows), then
+        finished. ValueError names a missing tensor or a wrong shape."""
+        missing = [b.name for b in buffers if b.name not in tensors]
+        if missing:
+            raise ValueError(f"load_{what}: missing {', '.join(missing)}")
+        keep = []                         # the host arrays outlive their async uploads
+        for b in buffers:
+            host = np.asarray(tensors[b.name], np.float32)
+            if host.shape != tuple(b.shape):
+                raise ValueError(f"load_{what}: {b.name} has shape {host.shape}, "
+                                 f"expected {tuple(b.shape)}")
             for p in b.parts:
                 a, z = p["rows"]
-                arr = np.ascontiguousarray(host[a:z], dtype=np.float32)
-                self._dev_upload(p["gpu"], inst.views[p["buffer"]], arr, [])
-                run.keep.append(arr)
+                keep.append(np.ascontiguousarray(host[a:z]))
+                self._dev_upload(p["gpu"], inst.views[p[role]], keep[-1], [])
         self._dev_finish()
-        self._device_params_current = True
 
     def _zero_velocities(self, inst: _Instance) -> None:
         for b in inst.compiled.plan.parameters:
@@ -171,20 +184,8 @@ class PlanNet(Net):
         """Set the momentum buffers v (keyed like parameters()), e.g. when resuming a run.
         They live with the parameters, shared by every batch size's instance."""
         inst = self._any_instance()
-        trained = [b for b in inst.compiled.plan.parameters if b.trainable]
-        missing = [b.name for b in trained if b.name not in velocities]
-        if missing:
-            raise ValueError(f"load_velocities: missing {', '.join(missing)}")
-        for b in trained:
-            host = np.asarray(velocities[b.name], np.float32)
-            if host.shape != tuple(b.shape):
-                raise ValueError(f"load_velocities: {b.name} has shape {host.shape}, "
-                                 f"expected {tuple(b.shape)}")
-            for p in b.parts:
-                a, z = p["rows"]
-                self._dev_upload(p["gpu"], inst.views[p["velocity"]],
-                                 np.ascontiguousarray(host[a:z]), [])
-        self._dev_finish()
+        self._upload_rows(inst, [b for b in inst.compiled.plan.parameters if b.trainable],
+                          velocities, "velocity", "velocities")
 
     # -- running a plan --------------------------------------------------------------------
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
@@ -362,18 +363,9 @@ class PlanNet(Net):
         inst = self._grads_on_device
         if not inst:
             raise RuntimeError("load_gradients() needs a loss_and_grads() call first")
-        keep = []
-        for b in inst.compiled.plan.parameters:
-            host = np.asarray(grads[b.name], np.float32)
-            if host.shape != tuple(b.shape):
-                raise ValueError(f"load_gradients: {b.name} has shape {host.shape}, "
-                                 f"expected {tuple(b.shape)}")
-            for p in b.parts:
-                a, z = p["rows"]
-                arr = np.ascontiguousarray(host[a:z])
-                keep.append(arr)
-                self._dev_upload(p["gpu"], inst.views[p["grad"]], arr, [])
-        self._dev_finish()
+        # state tensors have no gradient (loss_and_grads returns none for them)
+        self._upload_rows(inst, [b for b in inst.compiled.plan.parameters if b.trainable],
+                          grads, "grad", "gradients")
 
     def trace_loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False):
         """loss_and_grads, one step at a time, keeping a host copy of every non-parameter buffer
