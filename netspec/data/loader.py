@@ -211,29 +211,12 @@ class Loader:
         return self._fill_rgb(batch, x, y)
 
     def _fill_rgb(self, batch: int, x: np.ndarray, y: np.ndarray) -> int:
+        """This rank's images a..b-1 of the batch (all of it without sharding), with exactly
+        the crops, flips and colour shifts the whole batch draws for them: the plan is drawn
+        for the whole batch, then sliced."""
         indices = self.batch_indices(batch)
-        a, b = self._shard_range(len(indices))
-        if (a, b) != (0, len(indices)):
-            return self._fill_shard(batch, indices, a, b, x, y)
         n = len(indices)
-        y[:n] = self._labels[indices]
-        images = (self._source.planar(int(i)) for i in indices)
-        if self.mode == "ten":
-            write_ten_crops(x[:n], images, self._mean)
-            return n
-        if self.mode == "train":
-            plan = draw_train_plan(batch_rng(self.seed, self.epoch, batch), n, self.base,
-                                   self.crop, flip=self.flip, pca=self._pca,
-                                   pca_sigma=self.pca_sigma)
-        else:
-            plan = center_plan(n, self.base, self.crop)
-        write_planned_views(x[:n], images, self._mean, plan)
-        return n
-
-    def _fill_shard(self, batch, indices, a, b, x, y) -> int:
-        """Images a..b-1 of the batch, with exactly the crops, flips and colour shifts the
-        whole batch draws for them (the plan is drawn for all of it, then sliced)."""
-        n = len(indices)
+        a, b = self._shard_range(n)
         part = indices[a:b]
         y[:b - a] = self._labels[part]
         images = (self._source.planar(int(i)) for i in part)
@@ -246,8 +229,9 @@ class Loader:
                                    pca_sigma=self.pca_sigma)
         else:
             plan = center_plan(n, self.base, self.crop)
-        plan = type(plan)(offsets=plan.offsets[a:b], flips=plan.flips[a:b],
-                          shifts=None if plan.shifts is None else plan.shifts[a:b])
+        if (a, b) != (0, n):
+            plan = type(plan)(offsets=plan.offsets[a:b], flips=plan.flips[a:b],
+                              shifts=None if plan.shifts is None else plan.shifts[a:b])
         write_planned_views(x[:b - a], images, self._mean, plan)
         return b - a
 
