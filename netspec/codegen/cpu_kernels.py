@@ -20,6 +20,8 @@ outer loop spread over the cores by `$parallel`:
     maxpool_fwd/bwd  max and argmax (first in row-major order on ties) per window; the
                   backward adds each output's gradient at its argmax, outputs in row-major order
     sgd           the paper's update (§5) in one pass over w, v and g
+    wino_*        Winograd's F(m×m, r×r) transforms of stride-1 convs, forward and adjoint
+                  (codegen/winograd.py): the GEMMs between them are α² batched sgemms
 
 The arithmetic is the NumPy reference's, operation for operation (built with
 -ffp-contract=off, no fast-math), so most kernels agree with ops/<layer>.py bit for bit; the
@@ -28,6 +30,7 @@ sums the reference leaves to NumPy's pairwise summation (bias gradients) agree t
 from __future__ import annotations
 
 from ..kernel.dialects import C, Dialect
+from .winograd import TB, kernel_templates
 
 # Every kernel: (name, argument types, template). Types: 'f*' float pointer, 'i*' int32 pointer,
 # 'l' a 64-bit integer, 'f' a float.
@@ -329,6 +332,14 @@ $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, lo
 """)
 
 
+# Winograd's F(m×m, r×r) transforms (codegen/winograd.py) for the stride-1 convs with these
+# (m, r): the backend picks one per filter size (CpuNet.winograd)
+WINOGRAD_TILES = ((2, 3), (4, 3), (2, 5))
+for _m, _r in WINOGRAD_TILES:
+    for _name, _args, _body in kernel_templates(_m, _r):
+        _kernel(_name, _args, _body)
+
+
 # Below this many elements a kernel runs on one thread: waking the others costs more than the
 # work, and on a loaded machine a region waits for its slowest thread to be scheduled.
 SERIAL = 1 << 15
@@ -339,7 +350,7 @@ COL2IM_IMAGES = 8
 
 def render_cpu_module(dialect: Dialect = C) -> str:
     """The C source of every host kernel, in `dialect` (a host dialect: C)."""
-    return dialect.prelude + f"#define SERIAL {SERIAL}L\n" + \
+    return dialect.prelude + f"#define SERIAL {SERIAL}L\n#define TB {TB}L\n" + \
         f"#define COL2IM_IMAGES {COL2IM_IMAGES}L\n" + \
         "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
 

@@ -156,6 +156,12 @@ class CpuNet(NumpyNet):
     # block; lower it to trade speed for memory.
     chunk_floats = 1 << 40
 
+    def conv_algorithm(self, layer) -> str:
+        """How this backend runs `layer` (a conv): "winograd F(mxm,rxr)" or "im2col+GEMM"."""
+        a = layer.attrs
+        m = self.winograd.get(a["size"]) if a["stride"] == 1 and self.k is not None else None
+        return f"winograd F({m}x{m},{a['size']}x{a['size']})" if m else "im2col+GEMM"
+
     def _blocks(self, n: int, per_image: int):
         step = max(1, min(n, self.chunk_floats // max(per_image, 1)))
         return [(i, min(i + step, n)) for i in range(0, n, step)], step
@@ -167,10 +173,16 @@ class CpuNet(NumpyNet):
     # MB, peak 1485) showed no clear gain in the same A/B.
     keep_cols_floats = 48_000_000
 
+    # Stride-1 convs with these filter sizes run by Winograd's F(m×m, r×r), {r: m}
+    # (codegen/winograd.py); the others, and every strided conv, by im2col + GEMM.
+    winograd = {3: 2, 5: 2}
+    _keep_wino = False
+
     def _forward_pass(self, x, **kw):
         self._fwd_stash = {}
         # columns are kept only when the caches are, i.e. for a backward (loss_and_grads)
         self._kept = self._keep_plan(x.shape[0]) if kw.get("keep_caches") else frozenset()
+        self._keep_wino = bool(kw.get("keep_caches"))
         return super()._forward_pass(x, **kw)
 
     def _keep_plan(self, n: int) -> frozenset:
@@ -181,7 +193,8 @@ class CpuNet(NumpyNet):
         if key not in self._plans:
             cands = []
             for layer in self.body:
-                if layer.type != "conv":
+                if layer.type != "conv" or layer.attrs["stride"] == 1 and \
+                        layer.attrs["size"] in self.winograd:      # no columns
                     continue
                 for q in layer.parts:
                     group = self._conv_group(layer, q)
@@ -242,6 +255,8 @@ class CpuNet(NumpyNet):
         n, c, h, wd = x.shape
         ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
         kk, pix = c * k * k, ho * wo
+        if s == 1 and k in self.winograd:
+            return self._fwd_wino(layer, x, params, part, x_in, self.winograd[k])
         blocks, step = self._blocks(n, kk * pix)
         group = self._conv_group(layer, part) if part is not None and len(blocks) == 1 \
             else [part]
@@ -269,14 +284,86 @@ class CpuNet(NumpyNet):
                                 int(layer.relu))
                 row += wq.shape[0]
         kept_cols = cols_buf.reshape(kk, n * pix) if kept else None
-        results = [(y, ("cpu", x, wq, y if layer.relu else None, kept_cols))
+        results = [(y, ("cpu", x, wq, y if layer.relu else None, kept_cols, None))
                    for (wq, _), y in zip(outs, ys)]
         for q, r in zip(group[1:], results[1:]):
             self._fwd_stash[layer.name, q.index] = (x_in, r)
         return results[0]
 
+    def _fwd_wino(self, layer, x, params, part, x_in, m: int):
+        """The conv by Winograd's F(m×m, r×r) (codegen/winograd.py): transform the input
+        tiles once for every part that reads this input, the group's filters, α² GEMMs
+        M[ξ] = U[ξ] @ V[ξ] over all the group's output channels, then each part's output
+        tiles with the bias and ReLU. The backward keeps U and V."""
+        w, b = params
+        r, pad = layer.attrs["size"], layer.attrs["pad"]
+        a = m + r - 1
+        n, c, h, wd = x.shape
+        ho, wo = h + 2 * pad - r + 1, wd + 2 * pad - r + 1
+        th, tw = -(-ho // m), -(-wo // m)
+        t = n * th * tw
+        group = self._conv_group(layer, part) if part is not None else [part]
+        if group[0] is not part:
+            group = [part]
+        if len(group) > 1:
+            w_all = self._group_weights(layer, group)
+            outs = [self.part_params(layer, q) for q in group]
+        else:
+            w_all, outs = w, [params]
+        o = w_all.shape[0]
+        first = group[0].index if group[0] is not None else 0
+        keep = self._keep_wino
+        tag = f"{layer.name}:{first}" if keep else "scratch"
+        U = self._buffer(f"wino_U:{tag}", (a * a, o, c))
+        V = self._buffer(f"wino_V:{tag}", (a * a, c, t))
+        M = self._buffer("wino_M", (a * a, o, t))
+        fn = f"_{m}x{r}"
+        getattr(self.k, "wino_filter" + fn)(ptr(np.ascontiguousarray(w_all)), ptr(U), o, c)
+        getattr(self.k, "wino_input" + fn)(ptr(x), ptr(V), n, c, h, wd, pad, th, tw)
+        np.matmul(U, V, out=M)
+        results, row = [], 0
+        for wq, bq in outs:
+            oq = wq.shape[0]
+            y = np.empty((n, oq, ho, wo), np.float32)
+            getattr(self.k, "wino_output" + fn)(ptr(M) + 4 * row * t, ptr(bq), ptr(y), n, oq, ho,
+                                                wo, th, tw, o * t, int(layer.relu))
+            wino = (m, U[:, row:row + oq], V, th, tw) if keep else None
+            results.append((y, ("cpu", x, wq, y if layer.relu else None, None, wino)))
+            row += oq
+        for q, res in zip(group[1:], results[1:]):
+            self._fwd_stash[layer.name, q.index] = (x_in, res)
+        return results[0]
+
+    def _bwd_wino(self, layer, dy, cache, input_grad):
+        x, w, y, _, (m, U, V, th, tw) = cache
+        r, pad = layer.attrs["size"], layer.attrs["pad"]
+        a = m + r - 1
+        n, o, ho, wo = dy.shape
+        c, h, wd = x.shape[1:]
+        t = n * th * tw
+        fn = f"_{m}x{r}"
+        dM = self._buffer("wino_M", (a * a, o, t))
+        db = np.empty(o, np.float32)
+        getattr(self.k, "wino_dout" + fn)(ptr(dy), ptr(y) if y is not None else None, ptr(dM),
+                                          ptr(db), n, o, ho, wo, th, tw)
+        dU = self._buffer("wino_dU", (a * a, o, c))
+        np.matmul(dM, V.transpose(0, 2, 1), out=dU)
+        dw = self._dw_out
+        if dw is None or dw.shape != w.shape or not dw.flags.c_contiguous:
+            dw = np.empty(w.shape, np.float32)
+        getattr(self.k, "wino_dfilter" + fn)(ptr(dU), ptr(dw), o, c)
+        dx = None
+        if input_grad:
+            dV = self._buffer("wino_dV", (a * a, c, t))
+            np.matmul(U.transpose(0, 2, 1), dM, out=dV)
+            dx = np.empty(x.shape, np.float32)
+            getattr(self.k, "wino_din" + fn)(ptr(dV), ptr(dx), n, c, h, wd, pad, th, tw)
+        return dx, (dw, db)
+
     def _bwd_conv(self, layer, dy, cache, input_grad):
-        x, w, y, kept = cache
+        if cache[-1] is not None:
+            return self._bwd_wino(layer, dy, cache, input_grad)
+        x, w, y, kept, _ = cache
         a = layer.attrs
         k, s, p = a["size"], a["stride"], a["pad"]
         n, o, ho, wo = dy.shape

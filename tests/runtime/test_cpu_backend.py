@@ -250,6 +250,7 @@ def test_conv_in_image_blocks_matches_reference(root):
     the reference too, including the weight gradient summed over blocks."""
     g = build_graph(root / "examples/tiny-alexnet.net")
     net = CpuNet(g, seed=4)
+    net.winograd = {}                        # every conv by columns, in blocks
     net.chunk_floats = 20000                 # 1-2 images per block at 64x64
     check_end_to_end(net, g, 5, seed=4, train=True)
 
@@ -268,6 +269,93 @@ class _CountingKernels:
         return self.k.im2col(*args)
 
 
+class _CountingWino(_CountingKernels):
+    """The host kernels, counting im2col gathers and Winograd input transforms."""
+
+    def __init__(self, k):
+        super().__init__(k)
+        self.wino_calls = 0
+
+    def __getattr__(self, name):
+        fn = getattr(self.k, name)
+        if not name.startswith("wino_input"):
+            return fn
+
+        def counted(*args):
+            self.wino_calls += 1
+            return fn(*args)
+        return counted
+
+
+WINO_CASES = [  # (r, pad, m, C, O, H, W, relu); a net's input is square
+    (3, 1, 2, 5, 7, 13, 13, True), (3, 0, 2, 3, 4, 9, 9, False), (3, 2, 2, 2, 3, 4, 4, True),
+    (3, 1, 4, 4, 6, 11, 11, True), (3, 1, 4, 3, 5, 2, 2, False), (5, 2, 2, 4, 6, 15, 15, True),
+    (5, 0, 2, 3, 2, 8, 8, False), (5, 4, 2, 2, 3, 3, 3, True), (3, 1, 2, 1, 1, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("r,pad,m,c,o,h,w,relu", WINO_CASES)
+def test_winograd_conv_against_pytorch(monkeypatch, r, pad, m, c, o, h, w, relu):
+    """A stride-1 conv by Winograd's F(m×m, r×r): output, input gradient, weight and bias
+    gradients equal PyTorch's conv2d (+ ReLU) and autograd on the same arrays, over odd and
+    even sizes, pads from 0 to r − 1, partial edge tiles and a 1×1 image."""
+    import torch
+    import torch.nn.functional as F
+
+    monkeypatch.setattr(CpuNet, "winograd", {r: m})
+    spec = (f"network w\ninput {c}x{h}x{w}\nclasses 3\n"
+            f"conv c1 filters {o} size {r} pad {pad} {'relu' if relu else ''}\n"
+            f"fc f1 outputs 3\nsoftmax prob\n")
+    g = build_graph(spec)
+    net = CpuNet(g, seed=2)
+    counting = net.k = _CountingWino(net.k)
+    layer = g.layer("c1")
+    part = layer.parts[0]
+    params = net.part_params(layer, part)
+    rng = np.random.default_rng(r * 100 + h)
+    x = rng.standard_normal((3, c, h, w), dtype=np.float32)
+    net._keep_wino = True                    # as a loss_and_grads forward keeps U and V
+    y, cache = net.forward_part(layer, part, x, params, train=True, noise=None)
+    assert counting.wino_calls == 1 and counting.im2col_calls == 0
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dx, (dw, db) = net.backward_part(layer, part, dy, cache, input_grad=True)
+
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(params[0], requires_grad=True)
+    tb = torch.tensor(params[1], requires_grad=True)
+    ty = F.conv2d(tx, tw, tb, padding=pad)
+    if relu:
+        ty = F.relu(ty)
+    ty.backward(torch.tensor(dy))
+    close(y, ty.detach().numpy(), "winograd forward")
+    close(dx, tx.grad.numpy(), "winograd input gradient")
+    close(dw, tw.grad.numpy(), "winograd weight gradient")
+    close(db, tb.grad.numpy(), "winograd bias gradient")
+
+
+def test_winograd_layers_in_a_net_match_the_reference(root, monkeypatch):
+    """tiny-alexnet with F(4×4, 3×3) for its 3×3 convs and F(2×2, 5×5) for conv2: layer by
+    layer against the NumPy reference ops, and end to end."""
+    monkeypatch.setattr(CpuNet, "winograd", {3: 4, 5: 2})
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    check_layers_in_place(g, 3, seed=5, train=True)
+    check_end_to_end(CpuNet(g, seed=5), g, 3, seed=5, train=True)
+
+
+def test_winograd_parts_reading_one_input_share_the_transform(root):
+    """conv3 (`connect all`) transforms its input once for both parts; conv2, conv4, conv5
+    once per part; conv1 (stride 4) gathers im2col columns once for both parts."""
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    net = CpuNet(g, seed=4)
+    counting = net.k = _CountingWino(net.k)
+    x, labels = inputs(g, 3, 4)
+    net.loss_and_grads(x, labels, train=True)
+    assert counting.im2col_calls == 1
+    assert counting.wino_calls == 1 + 3 * 2
+    assert net.conv_algorithm(g.layer("conv3")) == "winograd F(2x2,3x3)"
+    assert net.conv_algorithm(g.layer("conv1")) == "im2col+GEMM"
+
+
 @pytest.mark.parametrize("gpus", [2, 4])
 @pytest.mark.parametrize("keep", ["none", "all"])
 def test_parts_reading_one_input_share_columns(root, monkeypatch, gpus, keep):
@@ -278,6 +366,7 @@ def test_parts_reading_one_input_share_columns(root, monkeypatch, gpus, keep):
     tiny = (root / "examples/tiny-alexnet.net").read_text()
     g = build_graph(tiny if gpus == 2 else tiny_four_gpus(tiny))
     monkeypatch.setattr(CpuNet, "keep_cols_floats", 0 if keep == "none" else 1 << 40)
+    monkeypatch.setattr(CpuNet, "winograd", {})           # every conv by im2col + GEMM
     net = CpuNet(g, seed=4)
     counting = net.k = _CountingKernels(net.k)
     x, labels = inputs(g, 3, 4)
