@@ -74,14 +74,16 @@ def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_
 def _check_vs_pytorch(backend: str, roofline: bool) -> None:
     """Usage errors before anything is built: --roofline times nothing, torch missing, or a
     cuda backend against a torch without CUDA."""
-    from .vs_pytorch import NotComparable, require_torch, torch_device_for
+    from .vs_pytorch import NotComparable, require_torch, torch_device_for, torch_importable
 
     if roofline:
         raise click.UsageError("--roofline times nothing; it can't be compared with PyTorch "
                                "(drop --vs-pytorch or --roofline)")
     try:
-        require_torch()
-        torch_device_for(backend)
+        if backend == "cuda":
+            torch_device_for(backend)
+        elif not torch_importable():     # torch itself loads in the comparison's own process
+            require_torch()
     except (ImportError, NotComparable) as e:
         raise click.UsageError(f"--vs-pytorch: {e}") from None
 
@@ -90,11 +92,14 @@ def _bench_vs_pytorch(spec, backend, batch_size, iterations, warmup, seed, show_
                       as_json) -> None:
     from ..ir.build import build_graph
     from .timing import BenchResult, format_table
-    from .vs_pytorch import compare_with_torch, format_comparison, versions
+    from .vs_pytorch import NotComparable, compare_with_torch, format_comparison, versions
 
     graph = build_graph(path=spec)
-    run = compare_with_torch(graph, backend, batch_size=batch_size, iterations=iterations,
-                             warmup=warmup, seed=seed)
+    try:
+        run = compare_with_torch(graph, backend, batch_size=batch_size, iterations=iterations,
+                                 warmup=warmup, seed=seed)
+    except (ImportError, NotComparable) as e:
+        raise click.UsageError(f"--vs-pytorch: {e}") from None
     ours, theirs, cmp = run["netspec"], run["torch"], run["comparison"]
     if as_json:
         click.echo(json.dumps(dict(ours, torch=theirs, comparison=cmp, versions=versions(),

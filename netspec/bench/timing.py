@@ -52,6 +52,9 @@ class Row:
     flops: int
     share: float = 0.0                  # of the sum of all rows' ms
     gflops: float | None = None
+    # how the backend ran a conv row, where it says ("winograd F(2x2,3x3)", "im2col+GEMM"):
+    # for Winograd, gflops counts the direct conv's FLOPs, an effective rate
+    algorithm: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -384,8 +387,11 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
     for layer, direction in keys:
         ms = statistics.median(t.get((layer, direction), 0.0) for t in per_iter)
         flops = row_flops(g, layer, direction, n)
+        algo = getattr(net, "conv_algorithm", None)
         rows.append(Row(layer, types.get(layer, "?"), direction, ms, flops,
-                        gflops=flops / (ms * 1e6) if flops and ms > 0 else None))
+                        gflops=flops / (ms * 1e6) if flops and ms > 0 else None,
+                        algorithm=algo(g.layer(layer)) if algo and types.get(layer) == "conv"
+                        else None))
     total = sum(r.ms for r in rows) or 1.0
     for row in rows:
         row.share = row.ms / total
@@ -444,6 +450,8 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
         gf = f"{r.gflops:8.1f}" if r.gflops is not None else f"{'':>8}"
         of = f"{100 * r.gflops / res.sgemm_gflops:7.0f}%" if r.gflops and res.sgemm_gflops \
             and r.type in ("conv", "fc") else ""
+        if (r.algorithm or "").startswith("winograd"):
+            of = f"{of} * {r.algorithm[len('winograd '):]}"
         out.append(f"{r.layer:<10} {r.type:<8} {r.direction:<9} {r.ms:9.2f} {gf} "
                    f"{100 * r.share:5.1f}% {of}".rstrip())
     out.append(f"forward {res.forward_ms:.1f} ms, backward {res.backward_ms:.1f} ms, update "
@@ -453,6 +461,9 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
     if res.sgemm_gflops:
         out.append(f"this machine's sgemm (NumPy BLAS, 1536^3, same run): "
                    f"{res.sgemm_gflops:.1f} GFLOP/s; 'of sgemm' is a GEMM row's share of it")
+    if any((r.algorithm or "").startswith("winograd") for r in res.rows):
+        out.append("* Winograd F(m×m, r×r): GFLOP/s counts the direct conv's FLOPs, an effective "
+                   "rate; its GEMMs do fewer multiplies (2.25x fewer for F(2x2,3x3))")
     if kernels and res.kernels:
         out.append("")
         out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")

@@ -19,6 +19,7 @@ inside the functions that use it.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -35,12 +36,29 @@ from ..runtime import build
 from .timing import UPDATE_ROW, bench, measure_sgemm_gflops
 
 INSTALL_HINT = 'pip install "netspec[bench]"'
+# Seconds between one side's step and the other's: idle OpenMP threads spin for a few ms after
+# a parallel region, OpenBLAS's for up to ~0.1 s after a call; the pause lets them sleep, so
+# that neither side's step starts on cores the other's threads still hold.
+SETTLE_S = 0.3
 FORMAT = "netspec-vs-pytorch/1"          # benchmarks/vs_pytorch.py's results file
 
 
 class NotComparable(NetspecError, NotImplementedError):
     """A network or run that can't be compared with PyTorch: a layer the mirror does not
     build, or netspec's cuda backend with a torch that has no CUDA device."""
+
+
+def torch_importable() -> bool:
+    """Whether torch can be found, without importing it (see compare_with_torch: on a CPU
+    PyTorch runs in its own process, so this one never loads torch's OpenMP runtime)."""
+    import importlib.util
+    import sys
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require_torch():
@@ -446,11 +464,16 @@ def versions() -> dict:
     from importlib import metadata
     v = {"python": platform.python_version(), "numpy": np.__version__,
          "platform": platform.platform()}
-    for mod in ("torch", "pyopencl", "cupy"):
-        try:
-            v[mod] = __import__(mod).__version__
-        except Exception:
-            pass
+    # from the installed distributions: importing torch here would load its OpenMP runtime
+    # into this process (see TorchProcess)
+    for mod, dists in (("torch", ("torch",)), ("pyopencl", ("pyopencl",)),
+                       ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy"))):
+        for dist in dists:
+            try:
+                v[mod] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                pass
     try:
         v["netspec"] = metadata.version("netspec")
         v["netspec_commit"] = subprocess.run(
@@ -466,6 +489,90 @@ def versions() -> dict:
     return v
 
 
+# -- PyTorch in its own process -------------------------------------------------------------
+def _torch_worker(conn, source: str, batch: int, device_name: str, seed: int) -> None:
+    """The child's loop: build the mirror of `source` (NotComparable early), take the
+    parameters, then answer ("run", warmup) with TorchStep.run(1, warmup) until ("stop",).
+    Each reply is ("ok", value) or ("error", kind, message)."""
+    try:
+        from ..ir.build import build_graph
+        graph = build_graph(source)
+        require_torch()
+        torch_layers(graph, graph.param_shapes())
+        conn.send(("ok", None))
+        params = conn.recv()
+        step = TorchStep(graph, params, batch, device_name, seed)
+        del params
+        conn.send(("ok", None))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                return
+            # plain JSON types: torch.__version__ is a TorchVersion, and unpickling one
+            # would import torch in the parent
+            conn.send(("ok", json.loads(json.dumps(step.run(1, msg[1])))))
+    except NotComparable as e:
+        conn.send(("error", "NotComparable", str(e)))
+    except ImportError as e:
+        conn.send(("error", "ImportError", str(e)))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", "RuntimeError", f"{type(e).__name__}: {e}"))
+
+
+class TorchProcess:
+    """TorchStep in a child process (multiprocessing, spawn), driven step by step over a pipe.
+
+    Why a process: PyTorch and netspec's cpu backend both use an OpenMP runtime, and in one
+    process they share one (libgomp), loaded by whichever came first with that one's wait
+    policy. PyTorch's default has idle OpenMP threads spin for milliseconds after each parallel
+    region; on a 2-core VM those spinning threads took the cores from netspec's BLAS threads
+    (AlexNet b32 step 1145 ms interleaved in one process, 828 ms with a passive policy, which
+    in turn slowed PyTorch by ~5%). Each side in its own process runs with its own defaults,
+    as its users run it; the steps still alternate, one at a time."""
+
+    def __init__(self, graph: Graph, batch: int, device_name: str, seed: int):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_torch_worker, daemon=True,
+                                args=(child, graph.spec.source, batch, device_name, seed))
+        self.proc.start()
+        child.close()
+        self._reply()                                  # the mirror is buildable
+
+    def _reply(self):
+        try:
+            msg = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the PyTorch process ended (exit code {self.proc.exitcode})") \
+                from None
+        if msg[0] == "ok":
+            return msg[1]
+        self.close()
+        kind = {"NotComparable": NotComparable, "ImportError": ImportError}.get(msg[1],
+                                                                              RuntimeError)
+        raise kind(msg[2])
+
+    def load(self, params) -> None:
+        self.conn.send(params)
+        self._reply()
+
+    def run(self, iterations: int, warmup: int) -> dict:
+        assert iterations == 1
+        self.conn.send(("run", warmup))
+        return self._reply()
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except OSError:
+                pass
+            self.proc.join(30)
+            if self.proc.is_alive():
+                self.proc.kill()
+
+
 # -- the interleaved run -------------------------------------------------------------------
 def compare_with_torch(graph: Graph, backend: str = "auto", *, batch_size: int | None = None,
                        iterations: int = 5, warmup: int = 1, seed: int = 0, net=None) -> dict:
@@ -474,28 +581,49 @@ def compare_with_torch(graph: Graph, backend: str = "auto", *, batch_size: int |
     batch), `iterations` times, `warmup` untimed steps of each first. PyTorch runs on CUDA
     for netspec's cuda backend, else on the CPU.
 
+    Against a CPU backend PyTorch runs in its own process (TorchProcess: each side with its
+    own OpenMP runtime and defaults); against cuda, in this one.
+
     Returns {"backend", "batch_size", "load_average_before", "load_average_after",
-    "netspec": merged BenchResult JSON, "torch": merged TorchStep.run, "comparison": compare()}.
+    "netspec": merged BenchResult JSON, "torch": merged TorchStep.run, "comparison": compare(),
+    "torch_process": whether PyTorch ran in a process of its own}.
     Raises ImportError (torch missing) and NotComparable (see there)."""
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
-    require_torch()
-    torch_layers(graph, graph.param_shapes())     # NotComparable before anything is built
-    if net is None:
-        net = build(graph, backend, seed=seed)
     batch = batch_size or graph.recipe.batch_size
-    theirs_step = TorchStep(graph, net.parameters(), batch, torch_device_for(net.backend), seed)
-    load0 = os.getloadavg()
-    ours_runs, their_runs = [], []
-    for i in range(iterations):
-        warm = warmup if i == 0 else 0
-        ours_runs.append(bench(graph, net.backend, batch_size=batch, iterations=1, warmup=warm,
-                               seed=seed, net=net, sgemm=False).to_json())
-        their_runs.append(theirs_step.run(1, warm))
-    load1 = os.getloadavg()
+    on_cuda = (net.backend if net is not None else backend) == "cuda"
+    theirs_step = None
+    if on_cuda:
+        require_torch()
+        torch_layers(graph, graph.param_shapes())     # NotComparable before anything is built
+    else:
+        if not torch_importable():
+            require_torch()                            # the ImportError with the install hint
+        theirs_step = TorchProcess(graph, batch, "cpu", seed)   # NotComparable from there
+    try:
+        if net is None:
+            net = build(graph, backend, seed=seed)
+        if theirs_step is None:
+            theirs_step = TorchStep(graph, net.parameters(), batch,
+                                    torch_device_for(net.backend), seed)
+        else:
+            theirs_step.load(net.parameters())
+        load0 = os.getloadavg()
+        ours_runs, their_runs = [], []
+        for i in range(iterations):
+            warm = warmup if i == 0 else 0
+            time.sleep(SETTLE_S)
+            ours_runs.append(bench(graph, net.backend, batch_size=batch, iterations=1,
+                                   warmup=warm, seed=seed, net=net, sgemm=False).to_json())
+            time.sleep(SETTLE_S)
+            their_runs.append(theirs_step.run(1, warm))
+        load1 = os.getloadavg()
+    finally:
+        if isinstance(theirs_step, TorchProcess):
+            theirs_step.close()
     ours, theirs = merge_runs(ours_runs), merge_runs(their_runs)
     # once, after the timed steps: BLAS threads spinning after it would slow the next step
     ours["sgemm_gflops"] = measure_sgemm_gflops()
     return {"backend": net.backend, "batch_size": batch, "load_average_before": list(load0),
             "load_average_after": list(load1), "netspec": ours, "torch": theirs,
-            "comparison": compare(graph, ours, theirs)}
+            "comparison": compare(graph, ours, theirs), "torch_process": not on_cuda}

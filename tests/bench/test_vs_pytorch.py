@@ -208,3 +208,20 @@ def test_benchmark_script_writes_its_format(tmp_path):
     s = run["comparison"]["step"]
     assert s["netspec_ms"] == run["netspec"]["step_ms"] and s["torch_ms"] == run["torch"]["step_ms"]
     assert s["speed_ratio"] == pytest.approx(s["torch_ms"] / s["netspec_ms"])
+
+
+def test_cpu_comparison_runs_pytorch_in_its_own_process():
+    """Against a CPU backend PyTorch runs in a child process, so this process never loads
+    torch (or its OpenMP runtime): checked in a fresh interpreter, where nothing else has."""
+    code = ("import sys\n"
+            "from netspec.ir.build import build_graph\n"
+            "from netspec.bench.vs_pytorch import compare_with_torch\n"
+            f"run = compare_with_torch(build_graph({str(TINY)!r}), 'cpu', batch_size=2,\n"
+            "                         iterations=2, warmup=0)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported here'\n"
+            "assert run['torch_process'] and run['torch']['version']\n"
+            "print(run['comparison']['step']['speed_ratio'] > 0)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
