@@ -449,8 +449,11 @@ def format_comparison(backend, batch, ours, theirs, cmp, gemm_rows: bool = True)
                    f"GEMM rows at % of it:")
         for r in ours["rows"]:
             if r.get("gflops") and r["layer"] in gemm_layers(ours):
+                algo = r.get("algorithm") or ""
+                note = f"  (Winograd {algo[len('winograd '):]}: effective, direct-conv FLOPs)" \
+                    if algo.startswith("winograd") else ""
                 out.append(f"    {r['layer']:<8} {r['direction']:<9} {r['gflops']:7.1f} GFLOP/s "
-                           f"{100 * r['gflops'] / ours['sgemm_gflops']:5.0f}%")
+                           f"{100 * r['gflops'] / ours['sgemm_gflops']:5.0f}%{note}")
     return "\n".join(out)
 
 

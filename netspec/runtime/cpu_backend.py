@@ -11,8 +11,14 @@ Where the time goes, and what this backend does about it (profile in README "Per
   backward, that transpose and the bias gradient in one pass; LRN and max pooling in one pass
   each way; the paper's SGD update in place, one pass per parameter (the NumPy path makes about
   eight);
+- stride-1 convs with 3×3 and 5×5 filters (AlexNet's conv2-5) run by Winograd's F(2×2, r×r)
+  (codegen/winograd.py; Lavin & Gray 2016) in all three directions: α² batched sgemms between
+  rendered transforms, 2.25× (3×3) and 2.8× (5×5) fewer multiplies than the im2col GEMM; the
+  forward keeps the transformed filters and input tiles (U, V) for the backward. `winograd`
+  ({r: m}) picks the tile per filter size; {} turns it off;
 - parts of a conv layer that read the same input (conv1's, conv3's with `connect all`) gather
-  the columns once and run one GEMM over all their output channels;
+  the columns (or transform the input tiles) once and run one GEMM over all their output
+  channels;
 - conv keeps the forward's columns for the backward only within a budget (keep_cols_floats;
   first the columns several parts share) and gathers the others again (cheap in C), so the
   step's peak memory stays below PyTorch's.
