@@ -165,7 +165,7 @@ class CpuNet(NumpyNet):
     def conv_algorithm(self, layer) -> str:
         """How this backend runs `layer` (a conv): "winograd F(mxm,rxr)" or "im2col+GEMM"."""
         a = layer.attrs
-        m = self.winograd.get(a["size"]) if a["stride"] == 1 and self.k is not None else None
+        m = self._wino_tile(layer, int(np.prod(layer.out_shape[1:])))
         return f"winograd F({m}x{m},{a['size']}x{a['size']})" if m else "im2col+GEMM"
 
     def _blocks(self, n: int, per_image: int):
@@ -182,7 +182,19 @@ class CpuNet(NumpyNet):
     # Stride-1 convs with these filter sizes run by Winograd's F(m×m, r×r), {r: m}
     # (codegen/winograd.py); the others, and every strided conv, by im2col + GEMM.
     winograd = {3: 2, 5: 2}
+    # ... on output planes of at least this many pixels: on small ones the tiles' padding
+    # (7×7 -> 8×8 in 2×2 tiles: 31% more) and the short GEMMs ate the gain (tiny-alexnet's
+    # 7×7 conv3-5 on the 2-core VM, interleaved with PyTorch: step 127-131 ms by im2col,
+    # 143-153 by Winograd); AlexNet's 13×13 and 27×27 planes gain
+    winograd_min_pixels = 144
     _keep_wino = False
+
+    def _wino_tile(self, layer, pixels: int) -> int | None:
+        """Winograd's output tile m for this conv layer, or None for im2col + GEMM."""
+        a = layer.attrs
+        if a["stride"] != 1 or pixels < self.winograd_min_pixels or self.k is None:
+            return None
+        return self.winograd.get(a["size"])
 
     def _forward_pass(self, x, **kw):
         self._fwd_stash = {}
@@ -199,8 +211,8 @@ class CpuNet(NumpyNet):
         if key not in self._plans:
             cands = []
             for layer in self.body:
-                if layer.type != "conv" or layer.attrs["stride"] == 1 and \
-                        layer.attrs["size"] in self.winograd:      # no columns
+                if layer.type != "conv" or \
+                        self._wino_tile(layer, int(np.prod(layer.out_shape[1:]))):  # no columns
                     continue
                 for q in layer.parts:
                     group = self._conv_group(layer, q)
@@ -261,7 +273,7 @@ class CpuNet(NumpyNet):
         n, c, h, wd = x.shape
         ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
         kk, pix = c * k * k, ho * wo
-        if s == 1 and k in self.winograd:
+        if self._wino_tile(layer, ho * wo):
             return self._fwd_wino(layer, x, params, part, x_in, self.winograd[k])
         blocks, step = self._blocks(n, kk * pix)
         group = self._conv_group(layer, part) if part is not None and len(blocks) == 1 \

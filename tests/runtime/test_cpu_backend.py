@@ -303,6 +303,7 @@ def test_winograd_conv_against_pytorch(monkeypatch, r, pad, m, c, o, h, w, relu)
     import torch.nn.functional as F
 
     monkeypatch.setattr(CpuNet, "winograd", {r: m})
+    monkeypatch.setattr(CpuNet, "winograd_min_pixels", 0)
     spec = (f"network w\ninput {c}x{h}x{w}\nclasses 3\n"
             f"conv c1 filters {o} size {r} pad {pad} {'relu' if relu else ''}\n"
             f"fc f1 outputs 3\nsoftmax prob\n")
@@ -337,14 +338,16 @@ def test_winograd_layers_in_a_net_match_the_reference(root, monkeypatch):
     """tiny-alexnet with F(4×4, 3×3) for its 3×3 convs and F(2×2, 5×5) for conv2: layer by
     layer against the NumPy reference ops, and end to end."""
     monkeypatch.setattr(CpuNet, "winograd", {3: 4, 5: 2})
+    monkeypatch.setattr(CpuNet, "winograd_min_pixels", 0)       # its 7×7 planes too
     g = build_graph(root / "examples/tiny-alexnet.net")
     check_layers_in_place(g, 3, seed=5, train=True)
     check_end_to_end(CpuNet(g, seed=5), g, 3, seed=5, train=True)
 
 
-def test_winograd_parts_reading_one_input_share_the_transform(root):
+def test_winograd_parts_reading_one_input_share_the_transform(root, monkeypatch):
     """conv3 (`connect all`) transforms its input once for both parts; conv2, conv4, conv5
     once per part; conv1 (stride 4) gathers im2col columns once for both parts."""
+    monkeypatch.setattr(CpuNet, "winograd_min_pixels", 0)
     g = build_graph(root / "examples/tiny-alexnet.net")
     net = CpuNet(g, seed=4)
     counting = net.k = _CountingWino(net.k)
@@ -379,3 +382,17 @@ def test_parts_reading_one_input_share_columns(root, monkeypatch, gpus, keep):
     assert counting.im2col_calls == shared + own + again
     check_end_to_end(net, g, 3, seed=4, train=True)
     check_layers_in_place(g, 3, seed=4, train=True)
+
+
+def test_winograd_is_chosen_by_filter_stride_and_plane(root):
+    """By default: AlexNet's conv2 (5×5 on 27×27) and conv3-5 (3×3 on 13×13) by Winograd,
+    conv1 (stride 4) by im2col; tiny-alexnet's 7×7 conv3-5 by im2col (below
+    winograd_min_pixels), its 15×15 conv2 by Winograd."""
+    want = {"specs/alexnet.net": ["im2col+GEMM", "winograd F(2x2,5x5)"] +
+            ["winograd F(2x2,3x3)"] * 3,
+            "examples/tiny-alexnet.net": ["im2col+GEMM", "winograd F(2x2,5x5)"] +
+            ["im2col+GEMM"] * 3}
+    for spec, algos in want.items():
+        g = build_graph(root / spec)
+        net = CpuNet(g, seed=0)
+        assert [net.conv_algorithm(l) for l in g.layers if l.type == "conv"] == algos, spec
