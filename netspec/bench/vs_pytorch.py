@@ -36,10 +36,6 @@ from ..runtime import build
 from .timing import UPDATE_ROW, bench, measure_sgemm_gflops
 
 INSTALL_HINT = 'pip install "netspec[bench]"'
-# Seconds between one side's step and the other's: idle OpenMP threads spin for a few ms after
-# a parallel region, OpenBLAS's for up to ~0.1 s after a call; the pause lets them sleep, so
-# that neither side's step starts on cores the other's threads still hold.
-SETTLE_S = 0.3
 FORMAT = "netspec-vs-pytorch/1"          # benchmarks/vs_pytorch.py's results file
 
 
@@ -531,7 +527,11 @@ class TorchProcess:
     region; on a 2-core VM those spinning threads took the cores from netspec's BLAS threads
     (AlexNet b32 step 1145 ms interleaved in one process, 828 ms with a passive policy, which
     in turn slowed PyTorch by ~5%). Each side in its own process runs with its own defaults,
-    as its users run it; the steps still alternate, one at a time."""
+    as its users run it; the steps still alternate, one at a time, back to back. (A pause
+    between them, meant to let the other side's idle threads go to sleep, made the step after
+    it slower instead, netspec's more than PyTorch's, as idle cores clock down: tiny-alexnet
+    b64 netspec 87 -> 133 ms and PyTorch 105 -> 120 ms with 0.3 s; netspec's own threads
+    sleep at once after a step: OpenMP passive, OPENBLAS_THREAD_TIMEOUT.)"""
 
     def __init__(self, graph: Graph, batch: int, device_name: str, seed: int):
         import multiprocessing as mp
@@ -615,10 +615,8 @@ def compare_with_torch(graph: Graph, backend: str = "auto", *, batch_size: int |
         ours_runs, their_runs = [], []
         for i in range(iterations):
             warm = warmup if i == 0 else 0
-            time.sleep(SETTLE_S)
             ours_runs.append(bench(graph, net.backend, batch_size=batch, iterations=1,
                                    warmup=warm, seed=seed, net=net, sgemm=False).to_json())
-            time.sleep(SETTLE_S)
             their_runs.append(theirs_step.run(1, warm))
         load1 = os.getloadavg()
     finally:
