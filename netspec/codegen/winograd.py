@@ -223,9 +223,10 @@ $kernel wino_output{s}(const float *$restrict M, const float *$restrict b, float
                       long N, long O, long Ho, long Wo, long TH, long TW, long pm, long relu)
 {{
     const long T = N * TH * TW, TT = TH * TW;
+    /* o outer, n inner: each plane of M is then read in one sequential run per o */
     $parallel collapse(2) if (N * O * Ho * Wo > SERIAL)
-    for (long n = 0; n < N; ++n)
-        for (long o = 0; o < O; ++o) {{
+    for (long o = 0; o < O; ++o)
+        for (long n = 0; n < N; ++n) {{
             float *yp = y + (n * O + o) * Ho * Wo;
             const float bo = b[o];
             float q[{m * m}][TB];
@@ -304,9 +305,10 @@ $kernel wino_din{s}(const float *$restrict dV, float *$restrict dx, long N, long
                    long W, long P, long TH, long TW)
 {{
     const long T = N * TH * TW, TT = TH * TW, CT = C * T;
+    /* c outer, n inner: each plane of dV is then read in one sequential run per c */
     $parallel collapse(2) if (N * C * H * W > SERIAL)
-    for (long n = 0; n < N; ++n)
-        for (long c = 0; c < C; ++c) {{
+    for (long c = 0; c < C; ++c)
+        for (long n = 0; n < N; ++n) {{
             float *xp = dx + (n * C + c) * H * W;
             memset(xp, 0, H * W * sizeof(float));
             float d[{a * a}][TB];
