@@ -35,7 +35,8 @@ from ..cli_types import BACKENDS, BATCH_SIZE, FiniteFloatRange
 @click.option("--vs-pytorch", is_flag=True,
               help="Alternate each netspec step with PyTorch's same step (same weights and "
                    "batch, torch.optim.SGD with the recipe's momentum and weight decay; on "
-                   "CUDA for --backend cuda, else on the CPU) and compare per layer type and "
+                   "CUDA for --backend cuda, else on the CPU in a process of its own) and compare "
+                   "per layer type and "
                    'for the whole step. Needs torch: pip install "netspec[bench]".')
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
           tune_budget, roofline, vs_pytorch):

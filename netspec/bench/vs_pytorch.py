@@ -7,8 +7,10 @@ PyTorch is timed layer by layer the same way as netspec (timing.py): forward per
 backward per layer as torch.autograd.grad of that layer's output, on the host clock (with CUDA
 events on a GPU), then torch.optim.SGD on those gradients; its whole step (one autograd forward
 and backward plus `torch.optim.SGD(lr, momentum, weight_decay)` from the spec's recipe) is timed
-on its own, as is loss and gradients alone. netspec and PyTorch alternate single steps, so that
-a change in a shared machine's load skews both alike; the medians are over those steps.
+on its own, as is loss and gradients alone. netspec and PyTorch alternate single steps, back to
+back, so that a change in a shared machine's load skews both alike; the medians are over those
+steps. Against a CPU backend PyTorch runs in a process of its own (`TorchProcess`: each side
+with its own OpenMP runtime and defaults).
 
 Ratios: per layer type and direction the time ratio netspec/PyTorch (< 1: netspec faster); for
 the whole step and for loss and gradients also the speed ratio PyTorch time / netspec time
