@@ -21,7 +21,9 @@ outer loop spread over the cores by `$parallel`:
                   backward adds each output's gradient at its argmax, outputs in row-major order
     sgd           the paper's update (§5) in one pass over w, v and g
     wino_*        Winograd's F(m×m, r×r) transforms of stride-1 convs, forward and adjoint
-                  (codegen/winograd.py): the GEMMs between them are α² batched sgemms
+                  (codegen/winograd.py): the GEMMs between them are α² batched sgemms; a
+                  different factorisation of the conv, so these agree with the reference to
+                  rounding, not bit for bit
 
 The arithmetic is the NumPy reference's, operation for operation (built with
 -ffp-contract=off, no fast-math), so most kernels agree with ops/<layer>.py bit for bit; the
