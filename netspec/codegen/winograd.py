@@ -135,6 +135,11 @@ def _tr(mat):
 # Tiles per vector block: the transforms run over TB tiles at once, so that each of their
 # straight-line statements is one vector instruction over tiles (contiguous in T).
 TB = 32
+# The loop over one image's TT tiles in blocks of TB (nt in the block), and tile t0 + u's
+# position (ty, tx), as every tile kernel below writes them
+BLOCKS = ("for (long t0 = 0; t0 < TT; t0 += TB) {\n"
+          "                const long nt = TT - t0 < TB ? TT - t0 : TB;")
+TILE_AT = "const long ty = (t0 + u) / TW, tx = (t0 + u) % TW;"
 
 
 def kernel_templates(m: int, r: int) -> list[tuple[str, str, str]]:
@@ -189,10 +194,9 @@ $kernel wino_input{s}(const float *$restrict x, float *$restrict V, long N, long
         for (long n = 0; n < N; ++n) {{
             const float *xp = x + (n * C + c) * H * W;
             float d[{a * a}][TB];
-            for (long t0 = 0; t0 < TT; t0 += TB) {{
-                const long nt = TT - t0 < TB ? TT - t0 : TB;
+            {BLOCKS}
                 for (long u = 0; u < nt; ++u) {{
-                    const long ty = (t0 + u) / TW, tx = (t0 + u) % TW;
+                    {TILE_AT}
                     const long y0 = ty * {m} - P, x0 = tx * {m} - P;
                     if (y0 >= 0 && x0 >= 0 && y0 + {a} <= H && x0 + {a} <= W) {{
                         for (int i = 0; i < {a}; ++i)
@@ -230,14 +234,13 @@ $kernel wino_output{s}(const float *$restrict M, const float *$restrict b, float
             float *yp = y + (n * O + o) * Ho * Wo;
             const float bo = b[o];
             float q[{m * m}][TB];
-            for (long t0 = 0; t0 < TT; t0 += TB) {{
-                const long nt = TT - t0 < TB ? TT - t0 : TB;
+            {BLOCKS}
                 const float *mp = M + o * T + n * TT + t0;
                 #pragma omp simd
                 for (long u = 0; u < nt; ++u) {{
 {vout}                }}
                 for (long u = 0; u < nt; ++u) {{
-                    const long ty = (t0 + u) / TW, tx = (t0 + u) % TW;
+                    {TILE_AT}
                     for (int i = 0; i < {m}; ++i) {{
                         const long oy = ty * {m} + i;
                         if (oy >= Ho) break;
@@ -272,10 +275,9 @@ $kernel wino_dout{s}(const float *$restrict dy, const float *$restrict y, float 
                 part += yp && !(yp[i] > 0.0f) ? 0.0f : gp[i];
             s += part;
             float g[{m * m}][TB];
-            for (long t0 = 0; t0 < TT; t0 += TB) {{
-                const long nt = TT - t0 < TB ? TT - t0 : TB;
+            {BLOCKS}
                 for (long u = 0; u < nt; ++u) {{
-                    const long ty = (t0 + u) / TW, tx = (t0 + u) % TW;
+                    {TILE_AT}
                     for (int i = 0; i < {m}; ++i)
                         for (int j = 0; j < {m}; ++j) {{
                             const long oy = ty * {m} + i, ox = tx * {m} + j;
@@ -312,14 +314,13 @@ $kernel wino_din{s}(const float *$restrict dV, float *$restrict dx, long N, long
             float *xp = dx + (n * C + c) * H * W;
             memset(xp, 0, H * W * sizeof(float));
             float d[{a * a}][TB];
-            for (long t0 = 0; t0 < TT; t0 += TB) {{
-                const long nt = TT - t0 < TB ? TT - t0 : TB;
+            {BLOCKS}
                 const float *vp = dV + c * T + n * TT + t0;
                 #pragma omp simd
                 for (long u = 0; u < nt; ++u) {{
 {vdin}                }}
                 for (long u = 0; u < nt; ++u) {{
-                    const long ty = (t0 + u) / TW, tx = (t0 + u) % TW;
+                    {TILE_AT}
                     const long y0 = ty * {m} - P, x0 = tx * {m} - P;
                     for (int i = 0; i < {a}; ++i) {{
                         const long iy = y0 + i;

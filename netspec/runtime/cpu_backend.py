@@ -138,6 +138,15 @@ class CpuNet(NumpyNet):
         # conv's and fc's first tensor is their weight (Op.parameters)
         return self._backward_grads[slot.names[0]][slot.rows[0]]
 
+    def _dw_array(self, shape) -> np.ndarray:
+        """Where a weight gradient of `shape` is written: this part's rows of the arrays
+        being filled (_grad_view) when they are one C-contiguous block of that shape, else a
+        fresh array."""
+        dw = self._dw_out
+        if dw is None or dw.shape != tuple(shape) or not dw.flags.c_contiguous:
+            dw = np.empty(shape, np.float32)
+        return dw
+
     # -- layers -----------------------------------------------------------------------------
     def forward_part(self, layer, part, x, params, *, train, noise):
         fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
@@ -165,7 +174,7 @@ class CpuNet(NumpyNet):
     def conv_algorithm(self, layer) -> str:
         """How this backend runs `layer` (a conv): "winograd F(mxm,rxr)" or "im2col+GEMM"."""
         a = layer.attrs
-        m = self._wino_tile(layer, int(np.prod(layer.out_shape[1:])))
+        m = self._wino_tile(layer)
         return f"winograd F({m}x{m},{a['size']}x{a['size']})" if m else "im2col+GEMM"
 
     def _blocks(self, n: int, per_image: int):
@@ -189,9 +198,11 @@ class CpuNet(NumpyNet):
     winograd_min_pixels = 144
     _keep_wino = False
 
-    def _wino_tile(self, layer, pixels: int) -> int | None:
-        """Winograd's output tile m for this conv layer, or None for im2col + GEMM."""
+    def _wino_tile(self, layer) -> int | None:
+        """Winograd's output tile m for this conv layer (every part has the layer's output
+        plane), or None for im2col + GEMM."""
         a = layer.attrs
+        pixels = int(np.prod(layer.out_shape[1:]))
         if a["stride"] != 1 or pixels < self.winograd_min_pixels or self.k is None:
             return None
         return self.winograd.get(a["size"])
@@ -211,8 +222,7 @@ class CpuNet(NumpyNet):
         if key not in self._plans:
             cands = []
             for layer in self.body:
-                if layer.type != "conv" or \
-                        self._wino_tile(layer, int(np.prod(layer.out_shape[1:]))):  # no columns
+                if layer.type != "conv" or self._wino_tile(layer):     # no columns
                     continue
                 for q in layer.parts:
                     group = self._conv_group(layer, q)
@@ -255,6 +265,20 @@ class CpuNet(NumpyNet):
         w = self._params[slots[0].names[0]][slots[0].rows[0].start:slots[-1].rows[0].stop]
         return w.reshape(w.shape[0], -1)
 
+    def _group_params(self, layer, part, params, alone: bool = False):
+        """(group, weights, outs): the parts that share this part's input (_conv_group; just
+        [part] when `alone` or when `part` is not the group's first, i.e. its output was not
+        stashed for this input), their weight rows as one (O, C·k·k) view, and each part's
+        (weight, bias)."""
+        group = [part] if alone or part is None else self._conv_group(layer, part)
+        if group[0] is not part:
+            group = [part]
+        if len(group) > 1:
+            return group, self._group_weights(layer, group), \
+                [self.part_params(layer, q) for q in group]
+        w = params[0]
+        return group, w.reshape(w.shape[0], -1), [params]
+
     def _cols_for(self, layer, part, floats: int) -> tuple[np.ndarray, bool]:
         """A buffer for `floats` columns, and whether they are kept for the backward: a
         buffer of this layer part's own (reused step to step) when the plan keeps them, else
@@ -267,25 +291,16 @@ class CpuNet(NumpyNet):
         stashed = self._fwd_stash.pop((layer.name, part.index), None) if part else None
         if stashed is not None and stashed[0] is x_in:
             return stashed[1]
-        w, b = params
         a = layer.attrs
         k, s, p = a["size"], a["stride"], a["pad"]
         n, c, h, wd = x.shape
         ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
         kk, pix = c * k * k, ho * wo
-        if self._wino_tile(layer, ho * wo):
-            return self._fwd_wino(layer, x, params, part, x_in, self.winograd[k])
+        m = self._wino_tile(layer)
+        if m:
+            return self._fwd_wino(layer, x, params, part, x_in, m)
         blocks, step = self._blocks(n, kk * pix)
-        group = self._conv_group(layer, part) if part is not None and len(blocks) == 1 \
-            else [part]
-        if group[0] is not part:    # its output was not stashed for this input: alone
-            group = [part]
-        if len(group) > 1:
-            w2 = self._group_weights(layer, group)
-            outs = [self.part_params(layer, q) for q in group]
-        else:
-            w2 = w.reshape(w.shape[0], kk)
-            outs = [params]
+        group, w2, outs = self._group_params(layer, part, params, alone=len(blocks) > 1)
         o = w2.shape[0]
         ys = [np.empty((n, wq.shape[0], ho, wo), np.float32) for wq, _ in outs]
         cols_buf, kept = self._cols_for(layer, group[0], kk * step * pix) if len(blocks) == 1 \
@@ -313,21 +328,13 @@ class CpuNet(NumpyNet):
         tiles once for every part that reads this input, the group's filters, α² GEMMs
         M[ξ] = U[ξ] @ V[ξ] over all the group's output channels, then each part's output
         tiles with the bias and ReLU. The backward keeps U and V."""
-        w, b = params
         r, pad = layer.attrs["size"], layer.attrs["pad"]
         a = m + r - 1
         n, c, h, wd = x.shape
         ho, wo = h + 2 * pad - r + 1, wd + 2 * pad - r + 1
         th, tw = -(-ho // m), -(-wo // m)
         t = n * th * tw
-        group = self._conv_group(layer, part) if part is not None else [part]
-        if group[0] is not part:
-            group = [part]
-        if len(group) > 1:
-            w_all = self._group_weights(layer, group)
-            outs = [self.part_params(layer, q) for q in group]
-        else:
-            w_all, outs = w, [params]
+        group, w_all, outs = self._group_params(layer, part, params)
         o = w_all.shape[0]
         first = group[0].index if group[0] is not None else 0
         keep = self._keep_wino
@@ -366,9 +373,7 @@ class CpuNet(NumpyNet):
                                           ptr(db), n, o, ho, wo, th, tw)
         dU = self._buffer("wino_dU", (a * a, o, c))
         np.matmul(dM, V.transpose(0, 2, 1), out=dU)
-        dw = self._dw_out
-        if dw is None or dw.shape != w.shape or not dw.flags.c_contiguous:
-            dw = np.empty(w.shape, np.float32)
+        dw = self._dw_array(w.shape)
         getattr(self.k, "wino_dfilter" + fn)(ptr(dU), ptr(dw), o, c)
         dx = None
         if input_grad:
@@ -434,9 +439,7 @@ class CpuNet(NumpyNet):
         db = np.empty(o, np.float32)
         self.k.relu_grad_t(ptr(dy), ptr(y) if y is not None else None, ptr(gt), ptr(db),
                            n, o, 1)
-        dw = self._dw_out
-        if dw is None or dw.shape != w.shape or not dw.flags.c_contiguous:
-            dw = np.empty(w.shape, np.float32)
+        dw = self._dw_array(w.shape)
         np.matmul(gt, x2, out=dw)                  # fc6: 151 MB, written once, in place
         if not input_grad:
             return None, (dw, db)
