@@ -204,14 +204,22 @@ $kernel relu_grad_t(const float *$restrict dy, const float *$restrict y, float *
 """)
 
 # y (C, HW) planes of one image: s = k + α Σ_window x², y = x · s^−β; the window sum adds
-# x[c]², x[c−1]², x[c+1]², x[c−2]², ... as ops/lrn.py's window_sum does.
+# x[c]², x[c−1]², x[c+1]², x[c−2]², ... as ops/lrn.py's window_sum does. Each plane runs in
+# chunks of LRN_CHUNK pixels, one tap at a time over the chunk, so every loop is a straight
+# vector loop (per pixel the sums are added in the same order as before); s^−β is one of the
+# row loops of neg_pow_row, chosen once per chunk.
 LRN_POW = r"""
-static inline float neg_pow(float s, float beta)
+static inline void neg_pow_row(const float *$restrict s, float *$restrict r, long n,
+                               float beta)
 {
-    if (beta == 0.75f) { float r = $sqrt(s); r *= $sqrt(r); return 1.0f / r; }
-    if (beta == 0.5f) return 1.0f / $sqrt(s);
-    if (beta == 1.0f) return 1.0f / s;
-    return $pow(s, -beta);
+    if (beta == 0.75f)
+        for (long p = 0; p < n; ++p) { float q = $sqrt(s[p]); q *= $sqrt(q); r[p] = 1.0f / q; }
+    else if (beta == 0.5f)
+        for (long p = 0; p < n; ++p) r[p] = 1.0f / $sqrt(s[p]);
+    else if (beta == 1.0f)
+        for (long p = 0; p < n; ++p) r[p] = 1.0f / s[p];
+    else
+        for (long p = 0; p < n; ++p) r[p] = $pow(s[p], -beta);
 }
 """
 
@@ -219,58 +227,73 @@ _kernel("lrn_fwd", "f* f* f* l l l l f f f", LRN_POW + r"""
 $kernel lrn_fwd(const float *$restrict x, float *$restrict y, float *$restrict scale, long N,
                 long C, long HW, long size, float alpha, float beta, float k)
 {
-    const long half = size / 2;
-    $parallel collapse(2) if (N * C * HW > SERIAL)
+    const long half = size / 2, chunks = (HW + LRN_CHUNK - 1) / LRN_CHUNK;
+    $parallel collapse(3) if (N * C * HW > SERIAL)
     for (long n = 0; n < N; ++n)
-        for (long c = 0; c < C; ++c) {
-            const float *xc = x + (n * C + c) * HW;
-            float *yc = y + (n * C + c) * HW, *sc = scale + (n * C + c) * HW;
-            for (long p = 0; p < HW; ++p) {
-                float acc = xc[p] * xc[p];
+        for (long c = 0; c < C; ++c)
+            for (long b = 0; b < chunks; ++b) {
+                const long p0 = b * LRN_CHUNK, len = HW - p0 < LRN_CHUNK ? HW - p0 : LRN_CHUNK;
+                const float *xc = x + (n * C + c) * HW + p0;
+                float *yc = y + (n * C + c) * HW + p0, *sc = scale + (n * C + c) * HW + p0;
+                float r[LRN_CHUNK];
+                for (long p = 0; p < len; ++p) sc[p] = xc[p] * xc[p];
                 for (long d = 1; d <= half; ++d) {
-                    if (c - d >= 0) { const float a = xc[p - d * HW]; acc += a * a; }
-                    if (c + d < C) { const float a = xc[p + d * HW]; acc += a * a; }
+                    if (c - d >= 0) {
+                        const float *a = xc - d * HW;
+                        for (long p = 0; p < len; ++p) sc[p] += a[p] * a[p];
+                    }
+                    if (c + d < C) {
+                        const float *a = xc + d * HW;
+                        for (long p = 0; p < len; ++p) sc[p] += a[p] * a[p];
+                    }
                 }
-                const float s = acc * alpha + k;
-                sc[p] = s;
-                yc[p] = xc[p] * neg_pow(s, beta);
+                for (long p = 0; p < len; ++p) sc[p] = sc[p] * alpha + k;
+                neg_pow_row(sc, r, len, beta);
+                for (long p = 0; p < len; ++p) yc[p] = xc[p] * r[p];
             }
-        }
 }
 """)
 
 # dx = dy·r − 2αβ · x · Σ_window(dy · x · r / s), r = s^−β, in ops/lrn.py's order; t is scratch
-# the size of x.
+# the size of x. One work item is a chunk of pixels of one image in every channel: its t is
+# written and summed while it is still in cache.
 _kernel("lrn_bwd", "f* f* f* f* f* l l l l f f", r"""
 $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
                 const float *$restrict dy, float *$restrict t, float *$restrict dx, long N,
                 long C, long HW, long size, float beta, float m)
 {
-    const long half = size / 2;    /* m = −2αβ, rounded once from double as the reference */
+    const long half = size / 2, chunks = (HW + LRN_CHUNK - 1) / LRN_CHUNK;
+    /* m = −2αβ, rounded once from double as the reference */
     $parallel collapse(2) if (N * C * HW > SERIAL)
     for (long n = 0; n < N; ++n)
-        for (long c = 0; c < C; ++c) {
-            const long o = (n * C + c) * HW;
-            for (long p = 0; p < HW; ++p) {
-                float v = dy[o + p] * x[o + p];
-                v *= neg_pow(scale[o + p], beta);
-                t[o + p] = v / scale[o + p];
-            }
-        }
-    $parallel collapse(2) if (N * C * HW > SERIAL)
-    for (long n = 0; n < N; ++n)
-        for (long c = 0; c < C; ++c) {
-            const long o = (n * C + c) * HW;
-            const float *tc = t + o;
-            for (long p = 0; p < HW; ++p) {
-                float acc = tc[p];
-                for (long d = 1; d <= half; ++d) {
-                    if (c - d >= 0) acc += tc[p - d * HW];
-                    if (c + d < C) acc += tc[p + d * HW];
+        for (long b = 0; b < chunks; ++b) {
+            const long p0 = b * LRN_CHUNK, len = HW - p0 < LRN_CHUNK ? HW - p0 : LRN_CHUNK;
+            float r[LRN_CHUNK], acc[LRN_CHUNK];
+            for (long c = 0; c < C; ++c) {
+                const long o = (n * C + c) * HW + p0;
+                neg_pow_row(scale + o, r, len, beta);
+                for (long p = 0; p < len; ++p) {
+                    float v = dy[o + p] * x[o + p];
+                    v *= r[p];
+                    t[o + p] = v / scale[o + p];
                 }
-                acc *= x[o + p];
-                acc *= m;
-                dx[o + p] = acc + dy[o + p] * neg_pow(scale[o + p], beta);
+            }
+            for (long c = 0; c < C; ++c) {
+                const long o = (n * C + c) * HW + p0;
+                const float *tc = t + o;
+                for (long p = 0; p < len; ++p) acc[p] = tc[p];
+                for (long d = 1; d <= half; ++d) {
+                    if (c - d >= 0)
+                        for (long p = 0; p < len; ++p) acc[p] += tc[p - d * HW];
+                    if (c + d < C)
+                        for (long p = 0; p < len; ++p) acc[p] += tc[p + d * HW];
+                }
+                neg_pow_row(scale + o, r, len, beta);
+                for (long p = 0; p < len; ++p) {
+                    float a = acc[p] * x[o + p];
+                    a *= m;
+                    dx[o + p] = a + dy[o + p] * r[p];
+                }
             }
         }
 }
@@ -348,12 +371,15 @@ SERIAL = 1 << 15
 # col2im's images per work item: its rows of one tap are one contiguous stream, and its
 # input planes stay in cache while the taps are added
 COL2IM_IMAGES = 8
+# LRN's pixels per work item (a plane of AlexNet's conv1 has 3025): its row loops' length
+LRN_CHUNK = 512
 
 
 def render_cpu_module(dialect: Dialect = C) -> str:
     """The C source of every host kernel, in `dialect` (a host dialect: C)."""
     return dialect.prelude + f"#define SERIAL {SERIAL}L\n#define TB {TB}L\n" + \
         f"#define COL2IM_IMAGES {COL2IM_IMAGES}L\n" + \
+        f"#define LRN_CHUNK {LRN_CHUNK}L\n" + \
         "".join("\n" + dialect.render(t) for _, _, t in KERNELS)
 
 

@@ -396,3 +396,35 @@ def test_winograd_is_chosen_by_filter_stride_and_plane(root):
         g = build_graph(root / spec)
         net = CpuNet(g, seed=0)
         assert [net.conv_algorithm(l) for l in g.layers if l.type == "conv"] == algos, spec
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5, 1.0, 0.6])
+@pytest.mark.parametrize("shape,size", [((3, 7, 33, 35), 5), ((2, 1, 4, 4), 3),
+                                        ((2, 5, 23, 23), 9), ((1, 4, 32, 16), 1)])
+def test_lrn_kernels_are_the_reference_bit_for_bit(beta, shape, size):
+    """lrn_fwd/lrn_bwd equal ops/lrn.py's forward and backward exactly: planes over and under
+    LRN_CHUNK pixels (a partial last chunk), a window wider than the channels, size 1, and
+    each of neg_pow_row's branches for beta; a β other than 0.75, 0.5, 1 goes through C's powf
+    and NumPy's np.power, equal to a few ulp."""
+    from netspec.ops.lrn import OP
+    from netspec.runtime.host_build import ptr
+    k = cpu_backend.host_kernels()[0]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape, dtype=np.float32) * 3
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    a = {"size": size, "alpha": 1e-3, "beta": beta, "k": 2.0}
+    y_ref, cache = OP.forward(a, x)
+    dx_ref, _ = OP.backward(a, dy, cache)
+    n, c = shape[:2]
+    hw = shape[2] * shape[3]
+    y, scale, t, dx = (np.empty_like(x) for _ in range(4))
+    k.lrn_fwd(ptr(x), ptr(y), ptr(scale), n, c, hw, size, a["alpha"], beta, a["k"])
+    k.lrn_bwd(ptr(x), ptr(scale), ptr(dy), ptr(t), ptr(dx), n, c, hw, size, beta,
+              float(np.float32(-2.0 * a["alpha"] * beta)))
+    assert np.array_equal(scale, cache[1])
+    if beta in (0.75, 0.5, 1.0):
+        assert np.array_equal(y, y_ref)
+        assert np.array_equal(dx, dx_ref)
+    else:
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=0)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6 * np.abs(dx_ref).max())
