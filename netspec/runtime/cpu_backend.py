@@ -60,6 +60,29 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+_SPIN_NOTED = False
+
+
+def note_blas_spin(threads: int) -> None:
+    """Once per process, when NumPy loaded OpenBLAS before netspec could shorten its threads'
+    spin (netspec.BLAS_SPIN_UNSET) and they are more than one: say so on stderr. Measured on
+    the 2-core VM, tiny-alexnet's step took 105-130 ms instead of 83."""
+    global _SPIN_NOTED
+    from .. import BLAS_SPIN_UNSET
+    if _SPIN_NOTED or not BLAS_SPIN_UNSET or threads < 2:
+        return
+    try:
+        from threadpoolctl import threadpool_info
+        openblas = any(i.get("internal_api") == "openblas" for i in threadpool_info())
+    except ImportError:
+        openblas = False
+    if openblas:
+        _SPIN_NOTED = True
+        print("netspec: numpy was imported before netspec, so OpenBLAS's idle threads spin "
+              "and slow the cpu backend's kernels; import netspec first, or set "
+              "OPENBLAS_THREAD_TIMEOUT=4", file=sys.stderr)
+
+
 def limit_blas_threads(n: int):
     """Cap BLAS at n threads (threadpoolctl); returns the limiter, or None without it."""
     try:
@@ -99,6 +122,8 @@ class CpuNet(NumpyNet):
                   file=sys.stderr)
         self.threads = cpu_threads()
         self._blas_limit = limit_blas_threads(self.threads)
+        if self.k is not None:
+            note_blas_spin(self.threads)
         self._scratch: dict[str, np.ndarray] = {}
         self._grads = None
         self._backward_grads = self._dw_out = None

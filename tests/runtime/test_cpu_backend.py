@@ -428,3 +428,28 @@ def test_lrn_kernels_are_the_reference_bit_for_bit(beta, shape, size):
     else:
         np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=0)
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6 * np.abs(dx_ref).max())
+
+
+@pytest.mark.parametrize("first,env,noted", [("numpy", False, True), ("netspec", False, False),
+                                             ("numpy", True, False)])
+def test_a_note_when_numpy_loaded_openblas_first(root, first, env, noted):
+    """OPENBLAS_THREAD_TIMEOUT is read once, when NumPy loads OpenBLAS: imported before
+    netspec, NumPy leaves OpenBLAS's threads spinning, and the cpu backend says so, once."""
+    import os
+    import subprocess
+    import sys
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not any(i.get("internal_api") == "openblas" for i in threadpoolctl.threadpool_info()):
+        pytest.skip("NumPy's BLAS is not OpenBLAS")
+    if cpu_backend.cpu_threads() < 2:
+        pytest.skip("one core: no threads to spin")
+    first_import = "import numpy, netspec" if first == "numpy" else "import netspec, numpy"
+    code = (f"{first_import}\n"
+            f"for _ in range(2): netspec.build({str(root / 'examples/tiny-alexnet.net')!r}, "
+            "'cpu')\n")
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env:
+        environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=environ, check=True).stderr
+    assert err.count("OpenBLAS's idle threads spin") == (1 if noted else 0), err
