@@ -11,9 +11,10 @@ Where the time goes, and what this backend does about it (profile in README "Per
   backward, that transpose and the bias gradient in one pass; LRN and max pooling in one pass
   each way; the paper's SGD update in place, one pass per parameter (the NumPy path makes about
   eight);
-- stride-1 convs with 3×3 and 5×5 filters (AlexNet's conv2-5) run by Winograd's F(2×2, r×r)
-  (codegen/winograd.py; Lavin & Gray 2016) in all three directions: α² batched sgemms between
-  rendered transforms, 2.25× (3×3) and 2.8× (5×5) fewer multiplies than the im2col GEMM; the
+- stride-1 convs with 3×3 and 5×5 filters (AlexNet's conv2-5) run by Winograd's F(2×2, 3×3)
+  and F(3×3, 5×5) (codegen/winograd.py; Lavin & Gray 2016) in all three directions: α² batched
+  sgemms between rendered transforms, 2.25× (3×3) and 4.6× (5×5) fewer multiplies than the
+  im2col GEMM; the
   forward keeps the transformed filters and input tiles (U, V) for the backward. `winograd`
   ({r: m}) picks the tile per filter size; {} turns it off;
 - parts of a conv layer that read the same input (conv1's, conv3's with `connect all`) gather
@@ -65,11 +66,11 @@ _SPIN_NOTED = False
 
 def note_blas_spin(threads: int) -> None:
     """Once per process, when NumPy loaded OpenBLAS before netspec could shorten its threads'
-    spin (netspec.BLAS_SPIN_UNSET) and they are more than one: say so on stderr. Measured on
+    spin (blas_env.SPIN_UNSET) and they are more than one: say so on stderr. Measured on
     the 2-core VM, tiny-alexnet's step took 105-130 ms instead of 83."""
     global _SPIN_NOTED
-    from .. import BLAS_SPIN_UNSET
-    if _SPIN_NOTED or not BLAS_SPIN_UNSET or threads < 2:
+    from ..blas_env import SPIN_UNSET
+    if _SPIN_NOTED or not SPIN_UNSET or threads < 2:
         return
     try:
         from threadpoolctl import threadpool_info
@@ -215,7 +216,13 @@ class CpuNet(NumpyNet):
 
     # Stride-1 convs with these filter sizes run by Winograd's F(m×m, r×r), {r: m}
     # (codegen/winograd.py); the others, and every strided conv, by im2col + GEMM.
-    winograd = {3: 2, 5: 2}
+    # 5×5 by F(3×3, 5×5): both nets' conv2 planes (27×27, 15×15) are whole 3×3 tiles, and
+    # α² = 49 per 9 outputs against F(2×2)'s 36 per 4 moves half the data through the
+    # transforms and GEMMs. On the 2-core VM, one part of conv2 forward + backward: AlexNet
+    # (batch 32) 132 ms by F(2×2), 83 by F(3×3), 152 by im2col; tiny-alexnet (batch 64) 19.4,
+    # 10.5, 16.7. Its error against float64 stays at F(2×2)'s (~1e-5 of the largest value).
+    # 3×3 by F(2×2): F(3×3) and F(4×4) were within the noise on AlexNet's 13×13 conv3-5.
+    winograd = {3: 2, 5: 3}
     # ... on output planes of at least this many pixels: on small ones the tiles' padding
     # (7×7 -> 8×8 in 2×2 tiles: 31% more) and the short GEMMs ate the gain (tiny-alexnet's
     # 7×7 conv3-5 on the 2-core VM, interleaved with PyTorch: step 127-131 ms by im2col,
