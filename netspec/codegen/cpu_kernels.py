@@ -359,7 +359,7 @@ $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, lo
 
 # Winograd's F(m×m, r×r) transforms (codegen/winograd.py) for the stride-1 convs with these
 # (m, r): the backend picks one per filter size (CpuNet.winograd)
-WINOGRAD_TILES = ((2, 3), (4, 3), (2, 5))
+WINOGRAD_TILES = ((2, 3), (4, 3), (2, 5), (3, 5))
 for _m, _r in WINOGRAD_TILES:
     for _name, _args, _body in kernel_templates(_m, _r):
         _kernel(_name, _args, _body)

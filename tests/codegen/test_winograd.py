@@ -21,7 +21,7 @@ def _t(a):
     return [list(r) for r in zip(*a)]
 
 
-@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (3, 3), (4, 5), (1, 3), (2, 1)])
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (3, 5), (3, 3), (4, 5), (1, 3), (2, 1)])
 def test_two_d_identity_is_exact(m, r):
     """Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A equals the correlation of d with g, in exact rationals,
     for random rational tiles and filters."""

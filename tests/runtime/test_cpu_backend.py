@@ -130,11 +130,24 @@ def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
             assert np.array_equal(got_v[k], velocity[k]), (step, k)
 
 
-def test_twenty_sgd_steps_track_the_numpy_reference(root):
+@pytest.mark.parametrize("winograd", ["off", "default"])
+def test_twenty_sgd_steps_track_the_numpy_reference(root, monkeypatch, winograd):
     """20 steps of loss_and_grads + update (dropout on, same masks) on the cpu backend against
-    NumpyNet + codegen/sgd.py: parameters agree to float32 rounding all the way."""
+    NumpyNet + codegen/sgd.py.
+
+    With im2col + GEMM throughout (winograd off) the two agree to float32 rounding all the way.
+    With the default Winograd conv2 they differ by ~1e-6 per step, and training is chaotic: a
+    ReLU or max-pool choice decided by that difference flips, and the runs part (measured:
+    1e-4 in the loss at step 10, 1e-2 by step 14). So there every step is checked on the same
+    parameters: the reference's loss and gradients on the cpu net's parameters, and the cpu
+    update against sgd_update from them."""
+    if winograd == "off":
+        monkeypatch.setattr(CpuNet, "winograd", {})
     g = build_graph(root / "examples/tiny-alexnet.net")
     net, ref = CpuNet(g, seed=0), NumpyNet(g, seed=0)
+    if winograd == "default":
+        assert any(net.conv_algorithm(l).startswith("winograd") for l in g.layers
+                   if l.type == "conv")
     params = he_parameters(net.param_shapes, seed=3)
     net.load_parameters(params)
     ref.load_parameters(params)
@@ -145,10 +158,16 @@ def test_twenty_sgd_steps_track_the_numpy_reference(root):
     for step in range(20):
         x = rng.standard_normal((8, *g.input_shape), dtype=np.float32)
         y = rng.integers(0, g.classes, 8)
+        if winograd == "default":          # the reference from the cpu net's parameters
+            p, v = net.parameters(), net.velocities()
+            ref.load_parameters(p)
         net.rng, ref.rng = np.random.default_rng(step), np.random.default_rng(step)
-        l1, _ = net.loss_and_grads(x, y, train=True)
+        l1, g1 = net.loss_and_grads(x, y, train=True)
         l2, grads = ref.loss_and_grads(x, y, train=True)
         assert abs(l1 - l2) <= 1e-4 * max(1.0, abs(l2)), (step, l1, l2)
+        if winograd == "default":
+            for k in grads:
+                assert rel(g1[k], grads[k]) <= 1e-3, (step, k, rel(g1[k], grads[k]))
         net.update(0.01, 0.9, 0.0005)
         sgd_update(p, grads, v, 0.01, 0.9, 0.0005, lr_m, decay_m)
         ref.load_parameters(p)
@@ -291,6 +310,8 @@ WINO_CASES = [  # (r, pad, m, C, O, H, W, relu); a net's input is square
     (3, 1, 2, 5, 7, 13, 13, True), (3, 0, 2, 3, 4, 9, 9, False), (3, 2, 2, 2, 3, 4, 4, True),
     (3, 1, 4, 4, 6, 11, 11, True), (3, 1, 4, 3, 5, 2, 2, False), (5, 2, 2, 4, 6, 15, 15, True),
     (5, 0, 2, 3, 2, 8, 8, False), (5, 4, 2, 2, 3, 3, 3, True), (3, 1, 2, 1, 1, 1, 1, True),
+    (5, 2, 3, 4, 6, 15, 15, True), (5, 2, 3, 3, 5, 10, 10, False), (5, 0, 3, 2, 3, 9, 9, True),
+    (5, 4, 3, 2, 2, 2, 2, False), (5, 1, 3, 5, 4, 7, 7, True),
 ]
 
 
@@ -332,6 +353,39 @@ def test_winograd_conv_against_pytorch(monkeypatch, r, pad, m, c, o, h, w, relu)
     close(dx, tx.grad.numpy(), "winograd input gradient")
     close(dw, tw.grad.numpy(), "winograd weight gradient")
     close(db, tb.grad.numpy(), "winograd bias gradient")
+
+
+@pytest.mark.parametrize("m,r", [(2, 3), (2, 5), (3, 5)])
+def test_winograd_error_against_float64(monkeypatch, m, r):
+    """The default tiles keep float32 accuracy on an AlexNet-sized layer (48 channels, 27×27):
+    output, input and weight gradients within 3e-5 of the largest value of PyTorch's float64
+    conv2d and autograd (F(3×3, 5×5) measured 7e-6, 6e-6, 1.4e-5; float32 im2col 7e-7, 5e-7,
+    3e-6). No ReLU, so no mask decided by a rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    monkeypatch.setattr(CpuNet, "winograd", {r: m})
+    c, o, h, pad = 48, 32, 27, r // 2
+    g = build_graph(f"network w\ninput {c}x{h}x{h}\nclasses 3\n"
+                    f"conv c1 filters {o} size {r} pad {pad}\nfc f1 outputs 3\nsoftmax prob\n")
+    net = CpuNet(g, seed=3)
+    layer = g.layer("c1")
+    part = layer.parts[0]
+    assert net.conv_algorithm(layer) == f"winograd F({m}x{m},{r}x{r})"
+    params = net.part_params(layer, part)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, c, h, h), dtype=np.float32)
+    net._keep_wino = True
+    y, cache = net.forward_part(layer, part, x, params, train=True, noise=None)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dx, (dw, _) = net.backward_part(layer, part, dy, cache, input_grad=True)
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    tw = torch.tensor(params[0], dtype=torch.float64, requires_grad=True)
+    ty = F.conv2d(tx, tw, torch.tensor(params[1], dtype=torch.float64), padding=pad)
+    ty.backward(torch.tensor(dy, dtype=torch.float64))
+    for got, want in ((y, ty), (dx, tx.grad), (dw, tw.grad)):
+        want = want.detach().numpy()
+        assert np.abs(got - want).max() <= 3e-5 * np.abs(want).max()
 
 
 def test_winograd_layers_in_a_net_match_the_reference(root, monkeypatch):
@@ -388,9 +442,9 @@ def test_winograd_is_chosen_by_filter_stride_and_plane(root):
     """By default: AlexNet's conv2 (5×5 on 27×27) and conv3-5 (3×3 on 13×13) by Winograd,
     conv1 (stride 4) by im2col; tiny-alexnet's 7×7 conv3-5 by im2col (below
     winograd_min_pixels), its 15×15 conv2 by Winograd."""
-    want = {"specs/alexnet.net": ["im2col+GEMM", "winograd F(2x2,5x5)"] +
+    want = {"specs/alexnet.net": ["im2col+GEMM", "winograd F(3x3,5x5)"] +
             ["winograd F(2x2,3x3)"] * 3,
-            "examples/tiny-alexnet.net": ["im2col+GEMM", "winograd F(2x2,5x5)"] +
+            "examples/tiny-alexnet.net": ["im2col+GEMM", "winograd F(3x3,5x5)"] +
             ["im2col+GEMM"] * 3}
     for spec, algos in want.items():
         g = build_graph(root / spec)
