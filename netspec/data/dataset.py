@@ -50,15 +50,19 @@ def open_dataset(source, base: int | None = None, *, workers: int = 0,
 
     base: the side of the rescaled, centre-cropped images. Default: 256 for a folder, the
     cache's own for a prepared cache (another value is an error), demo.DEMO_BASE for the demo.
+    The demo is opened as a prepared cache of itself at that base, made on first use
+    (prepare.ensure_demo_cache).
     workers, progress: processes and progress bar (on stderr) for the first scan of a folder,
     which decodes every image once; later opens reuse its result.
     """
     if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 1):
         raise DataError(f"base must be a positive integer, not {base!r}")
-    if isinstance(source, str) and source == DEMO and base is None:
+    if isinstance(source, str) and source == DEMO:
         from netspec.data.demo import DEMO_BASE
+        from netspec.data.prepare import ensure_demo_cache
 
-        base = DEMO_BASE
+        return Dataset.from_cache(ensure_demo_cache(DEMO_BASE if base is None else base,
+                                                    progress), base)
     root = resolve_data_dir(source, progress)
     if is_prepared_cache(root):
         return Dataset.from_cache(root, base)

@@ -69,7 +69,19 @@ def test_default_demo_name_and_open_dataset_demo(user_cache, monkeypatch):
     monkeypatch.setattr(demo, "VAL_PER_CLASS", 1)
     ds = open_dataset("demo")
     assert ds.base == demo.DEMO_BASE and ds.size("train") == 20 and ds.size("val") == 10
-    assert ds.root == user_cache / "demo-v1"
+    # read as a prepared cache of itself, made once next to the JPEGs: the same pixels, labels
+    # and statistics as decoding the folder
+    assert ds.kind == "cache" and ds.root == user_cache / "demo-v1-prepared-72"
+    assert sorted(p.name for p in user_cache.iterdir()) == ["demo-v1", "demo-v1-prepared-72"]
+    folder = open_dataset(user_cache / "demo-v1", base=demo.DEMO_BASE)
+    for split in ("train", "val"):
+        assert np.array_equal(ds.labels(split), folder.labels(split))
+        for i in range(ds.size(split)):
+            assert np.array_equal(ds.image(split, i), folder.image(split, i))
+    assert np.array_equal(ds.mean, folder.mean)
+    manifest = ds.root / "netspec-cache.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert open_dataset("demo").root == ds.root and manifest.stat().st_mtime_ns == stamp
 
 
 def test_a_generation_killed_midway_is_cleaned_up_and_made_whole(user_cache, tmp_path):
