@@ -21,6 +21,11 @@ def test_compile_table(root):
     assert "60,965,224" in r.output
     line = next(l for l in r.output.splitlines() if l.startswith("conv2"))
     assert "256x27x27" in line and "128/128" in line and "same-gpu" in line and "307,456" in line
+    # the neurons total is the weighted layers' outputs (the paper's "650,000"), said so
+    total = next(l for l in r.output.splitlines() if l.startswith("total"))
+    weighted = 290_400 + 186_624 + 64_896 + 64_896 + 43_264 + 4_096 + 4_096 + 1_000
+    assert f"{weighted:,}" in total.split()
+    assert "weighted layers' outputs" in r.output
 
 
 def test_compile_json(root):

@@ -110,6 +110,8 @@ def table_lines(info: dict[str, Any]):
         yield fmt(cells(r))
     yield "  ".join("-" * w for w in widths)
     yield fmt(total)
+    yield ("(the neurons total counts the weighted layers' outputs, conv and fc, as the paper's "
+           "650,000 does)")
     yield ""
     yield f"per logical GPU, batch {info['batch_size']}:"
     for d in info["devices"]:
