@@ -32,6 +32,35 @@ def _cl():
     return cl
 
 
+# PoCL leaves one empty tempfile_XXXXXX in its cache folder each time a process lists the
+# platforms (seen with PoCL 6): `auto` probes OpenCL in every command, so they pile up.
+_SWEPT = False
+STALE_TEMPFILE_S = 600
+
+
+def sweep_pocl_tempfiles(folder=None, now=None) -> int:
+    """Remove the empty tempfile_* in PoCL's cache folder (POCL_CACHE_DIR, else ours) that are
+    older than STALE_TEMPFILE_S seconds: a younger or non-empty one may be another process's
+    file being written. Returns how many were removed; never raises."""
+    import time
+    folder = Path(folder or os.environ.get("POCL_CACHE_DIR") or cache_dir() / "pocl")
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        for path in folder.glob("tempfile_*"):
+            try:
+                st = path.stat()
+                if st.st_size == 0 and now - st.st_mtime > STALE_TEMPFILE_S and \
+                        path.is_file():
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return removed
+
+
 def opencl_devices() -> list:
     """The devices `devices=` numbers: find_device()'s first, then the others of its platform
     and type (see the module doc)."""
@@ -58,6 +87,10 @@ def find_device(gpu_only: bool = False):
         platforms = cl.get_platforms()
     except Exception:
         return None
+    global _SWEPT
+    if not _SWEPT:
+        _SWEPT = True
+        sweep_pocl_tempfiles()
     devices = [(p, d) for p in platforms for d in p.get_devices()]
     want = os.environ.get("NETSPEC_OPENCL_DEVICE")
     if want:
