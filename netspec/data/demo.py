@@ -68,23 +68,36 @@ def ensure_demo(seed: int = 0, train_per_class: int | None = None,
     final = demo_dir(seed, train_per_class, val_per_class)
     if (final / "demo.json").is_file():
         return final
+
+    def make(tmp: Path) -> None:
+        log.info("generating the demo dataset in '%s'", final)
+        generate_demo(tmp, seed, train_per_class, val_per_class, progress=progress)
+
+    return build_in_place(final, make, lambda path: (path / "demo.json").is_file(),
+                          "the demo dataset")
+
+
+def build_in_place(final: Path, make, complete, what: str) -> Path:
+    """Make the folder `final` by make(tmp) in a temporary sibling folder, then rename it into
+    place: an interrupted build leaves nothing half-made (a killed one's folder is removed by
+    the next build), and of concurrent builds the first to finish wins. complete(path) says
+    whether a folder is whole. DataError, naming `what`, when it can't be made or written."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
     except OSError as exc:
-        raise DataError(f"can't create the demo dataset in '{final.parent}' ({exc}); "
+        raise DataError(f"can't create {what} in '{final.parent}' ({exc}); "
                         f"set NETSPEC_CACHE_DIR to a writable folder") from None
-    log.info("generating the demo dataset in '%s'", final)
     try:
-        generate_demo(tmp, seed, train_per_class, val_per_class, progress=progress)
+        make(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / "demo.json").is_file():  # not a concurrent run that finished first
+            if not complete(final):                # not a concurrent run that finished first
                 raise
     except OSError as exc:
-        raise DataError(f"can't write the demo dataset to '{final}' ({exc})") from None
+        raise DataError(f"can't write {what} to '{final}' ({exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

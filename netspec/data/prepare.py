@@ -223,30 +223,13 @@ def ensure_demo_cache(base: int, progress: bool = True) -> Path:
     Prepared in a temporary folder renamed into place when complete, as the demo itself is, so
     a killed or concurrent run leaves nothing half-made behind. DataError if it can't be
     written."""
-    import shutil
-    import tempfile
-
-    from netspec.data.demo import _remove_abandoned, ensure_demo
+    from netspec.data.demo import build_in_place, ensure_demo
 
     folder = ensure_demo(progress=progress)
     final = folder.parent / f"{folder.name}-prepared-{base}"
     if is_prepared_cache(final):
         return final
-    try:
-        _remove_abandoned(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
-    except OSError as exc:
-        raise DataError(f"can't prepare the demo dataset in '{final.parent}' ({exc}); "
-                        f"set NETSPEC_CACHE_DIR to a writable folder") from None
-    try:
-        prepare_dataset(folder, tmp, base=base, progress=progress, desc=f"prepare {final.name}")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not is_prepared_cache(final):       # not a concurrent run that finished first
-                raise
-    except OSError as exc:
-        raise DataError(f"can't write the prepared demo dataset to '{final}' ({exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_in_place(
+        final, lambda tmp: prepare_dataset(folder, tmp, base=base, progress=progress,
+                                           desc=f"prepare {final.name}"),
+        is_prepared_cache, "the prepared demo dataset")
