@@ -256,7 +256,8 @@ $kernel lrn_fwd(const float *$restrict x, float *$restrict y, float *$restrict s
 
 # dx = dy·r − 2αβ · x · Σ_window(dy · x · r / s), r = s^−β, in ops/lrn.py's order; t is scratch
 # the size of x. One work item is a chunk of pixels of one image in every channel: its t is
-# written and summed while it is still in cache.
+# written and summed while it is still in cache; s^−β is taken once, dy·r kept in dx until the
+# window term is added to it.
 _kernel("lrn_bwd", "f* f* f* f* f* l l l l f f", r"""
 $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
                 const float *$restrict dy, float *$restrict t, float *$restrict dx, long N,
@@ -269,13 +270,14 @@ $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
         for (long b = 0; b < chunks; ++b) {
             const long p0 = b * LRN_CHUNK, len = HW - p0 < LRN_CHUNK ? HW - p0 : LRN_CHUNK;
             float r[LRN_CHUNK], acc[LRN_CHUNK];
-            for (long c = 0; c < C; ++c) {
+            for (long c = 0; c < C; ++c) {           /* t, and dy·r parked in dx */
                 const long o = (n * C + c) * HW + p0;
                 neg_pow_row(scale + o, r, len, beta);
                 for (long p = 0; p < len; ++p) {
                     float v = dy[o + p] * x[o + p];
                     v *= r[p];
                     t[o + p] = v / scale[o + p];
+                    dx[o + p] = dy[o + p] * r[p];
                 }
             }
             for (long c = 0; c < C; ++c) {
@@ -288,11 +290,10 @@ $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
                     if (c + d < C)
                         for (long p = 0; p < len; ++p) acc[p] += tc[p + d * HW];
                 }
-                neg_pow_row(scale + o, r, len, beta);
                 for (long p = 0; p < len; ++p) {
                     float a = acc[p] * x[o + p];
                     a *= m;
-                    dx[o + p] = a + dy[o + p] * r[p];
+                    dx[o + p] = a + dx[o + p];
                 }
             }
         }

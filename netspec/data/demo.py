@@ -66,8 +66,6 @@ def ensure_demo(seed: int = 0, train_per_class: int | None = None,
     train_per_class = TRAIN_PER_CLASS if train_per_class is None else train_per_class
     val_per_class = VAL_PER_CLASS if val_per_class is None else val_per_class
     final = demo_dir(seed, train_per_class, val_per_class)
-    if (final / "demo.json").is_file():
-        return final
 
     def make(tmp: Path) -> None:
         log.info("generating the demo dataset in '%s'", final)
@@ -81,7 +79,10 @@ def build_in_place(final: Path, make, complete, what: str) -> Path:
     """Make the folder `final` by make(tmp) in a temporary sibling folder, then rename it into
     place: an interrupted build leaves nothing half-made (a killed one's folder is removed by
     the next build), and of concurrent builds the first to finish wins. complete(path) says
-    whether a folder is whole. DataError, naming `what`, when it can't be made or written."""
+    whether a folder is whole; a whole `final` is returned as it is. DataError, naming
+    `what`, when it can't be made or written."""
+    if complete(final):
+        return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(final)

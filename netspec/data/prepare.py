@@ -227,8 +227,6 @@ def ensure_demo_cache(base: int, progress: bool = True) -> Path:
 
     folder = ensure_demo(progress=progress)
     final = folder.parent / f"{folder.name}-prepared-{base}"
-    if is_prepared_cache(final):
-        return final
     return build_in_place(
         final, lambda tmp: prepare_dataset(folder, tmp, base=base, progress=progress,
                                            desc=f"prepare {final.name}"),

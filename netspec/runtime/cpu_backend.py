@@ -72,13 +72,13 @@ def note_blas_spin(threads: int) -> None:
     from ..blas_env import SPIN_UNSET
     if _SPIN_NOTED or not SPIN_UNSET or threads < 2:
         return
+    _SPIN_NOTED = True                     # looked once: threadpool_info scans the libraries
     try:
         from threadpoolctl import threadpool_info
         openblas = any(i.get("internal_api") == "openblas" for i in threadpool_info())
     except ImportError:
         openblas = False
     if openblas:
-        _SPIN_NOTED = True
         print("netspec: numpy was imported before netspec, so OpenBLAS's idle threads spin "
               "and slow the cpu backend's kernels; import netspec first, or set "
               "OPENBLAS_THREAD_TIMEOUT=4", file=sys.stderr)
