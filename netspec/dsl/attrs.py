@@ -117,6 +117,27 @@ def _convert(item: Item, kind: str) -> tuple[bool, Any]:
     raise ValueError(f"unknown attribute kind {kind!r}")
 
 
+def _out_of_range(owner: str, key: str, spec: Any, value_item: Item, value: Any,
+                  errs: Collector) -> bool:
+    """Report the first number of `value` that its kind can't represent or that lies outside
+    [spec.minimum, spec.maximum]; True if there was one."""
+    for v, where, text in _numbers(value_item, value):
+        if not representable(v, spec.kind):
+            errs.error(where, f"{owner}: '{key}' must be "
+                              f"{value_range(spec.kind, spec.minimum, spec.maximum)}, "
+                              f"not {shown(text)}")
+            return True
+        if spec.minimum is not None and v < spec.minimum:
+            errs.error(where, f"{owner}: '{key}' must be at least "
+                              f"{_fmt(spec.minimum)}, not {_fmt(v)}")
+            return True
+        if spec.maximum is not None and v > spec.maximum:
+            errs.error(where, f"{owner}: '{key}' must be at most "
+                              f"{_fmt(spec.maximum)}, not {_fmt(v)}")
+            return True
+    return False
+
+
 def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, errs: Collector,
                end: Pos) -> dict[str, Attr]:
     """Group items into attributes by `schema`, reporting every problem to `errs`.
@@ -177,24 +198,7 @@ def read_attrs(items: tuple[Item, ...], schema: Mapping[str, Any], owner: str, e
                                        f"{suggest(str(value), map(str, spec.choices))}")
             out[key] = Attr(key, MISSPELT, item.pos, value_item.pos)
             continue
-        bad = False
-        for v, where, text in _numbers(value_item, value):
-            if not representable(v, spec.kind):
-                errs.error(where, f"{owner}: '{key}' must be "
-                                  f"{value_range(spec.kind, spec.minimum, spec.maximum)}, "
-                                  f"not {shown(text)}")
-                bad = True
-                break
-            if spec.minimum is not None and v < spec.minimum:
-                errs.error(where, f"{owner}: '{key}' must be at least "
-                                  f"{_fmt(spec.minimum)}, not {_fmt(v)}")
-                bad = True
-                break
-            if spec.maximum is not None and v > spec.maximum:
-                errs.error(where, f"{owner}: '{key}' must be at most "
-                                  f"{_fmt(spec.maximum)}, not {_fmt(v)}")
-                bad = True
-                break
+        bad = _out_of_range(owner, key, spec, value_item, value, errs)
         out[key] = Attr(key, MISSPELT if bad else value, item.pos, value_item.pos)
     return out
 

@@ -333,45 +333,63 @@ EXAMPLES = {"network": "'network alexnet'", "input": "'input 3x224x224'",
             "epochs": "'epochs 90'"}
 
 
-def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+def _read_network(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    it = _one_value(s, "word", errs, "one name")
+    if it:
+        header["network"] = it.value
+
+
+def _read_input(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    it = _one_value(s, "dims", errs, "channels x height x width")
+    if not it:
+        return
+    if len(it.value) != 3:
+        errs.error(it.pos, f"'input' takes channels x height x width, got {it.text}")
+    elif min(it.value) < 1:
+        errs.error(it.pos, f"'input' sizes must be positive, got {it.text}")
+    elif max(it.value) > INT_MAX:
+        errs.error(it.pos, f"'input' sizes must be integers from 1 to {INT_MAX}, got "
+                           f"{shown(it.text)}")
+    else:
+        header["input"] = it.value
+        pos["input_value"] = it.pos
+
+
+def _read_count(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    """`classes N` (2 to INT_MAX) or `gpus N` (1 to MAX_GPUS)."""
     k = s.keyword
-    if k == "network":
-        it = _one_value(s, "word", errs, "one name")
-        if it:
-            header["network"] = it.value
-    elif k == "input":
-        it = _one_value(s, "dims", errs, "channels x height x width")
-        if it:
-            if len(it.value) != 3:
-                errs.error(it.pos, f"'input' takes channels x height x width, got {it.text}")
-            elif min(it.value) < 1:
-                errs.error(it.pos, f"'input' sizes must be positive, got {it.text}")
-            elif max(it.value) > INT_MAX:
-                errs.error(it.pos, f"'input' sizes must be integers from 1 to {INT_MAX}, got "
-                                   f"{shown(it.text)}")
-            else:
-                header["input"] = it.value
-                pos["input_value"] = it.pos
-    elif k in ("classes", "gpus"):
-        it = _one_value(s, "number", errs, "one integer")
-        if it:
-            lo, hi = (2, INT_MAX) if k == "classes" else (1, MAX_GPUS)
-            if not lo <= it.value <= hi:
-                errs.error(it.pos, f"'{k}' must be {value_range('int', lo, hi)}, not "
-                                   f"{shown(it.text)}")
-            else:
-                header[k] = it.value
-                pos[k + "_value"] = it.pos
-    elif k == "init":
-        a = valid(read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end))
-        if not s.items:
-            errs.error(s.end, "'init' takes 'weight gauss(STD)' and/or 'bias VALUE'")
-        if "weight" in a:
-            if a["weight"].value < 0:
-                errs.error(a["weight"].value_pos, "init: the weight std must not be negative")
-            header["init_std"] = a["weight"].value
-        if "bias" in a:
-            header["init_bias"] = a["bias"].value
+    it = _one_value(s, "number", errs, "one integer")
+    if not it:
+        return
+    lo, hi = (2, INT_MAX) if k == "classes" else (1, MAX_GPUS)
+    if not lo <= it.value <= hi:
+        errs.error(it.pos, f"'{k}' must be {value_range('int', lo, hi)}, not "
+                           f"{shown(it.text)}")
+    else:
+        header[k] = it.value
+        pos[k + "_value"] = it.pos
+
+
+def _read_init(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    a = valid(read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end))
+    if not s.items:
+        errs.error(s.end, "'init' takes 'weight gauss(STD)' and/or 'bias VALUE'")
+    if "weight" in a:
+        if a["weight"].value < 0:
+            errs.error(a["weight"].value_pos, "init: the weight std must not be negative")
+        header["init_std"] = a["weight"].value
+    if "bias" in a:
+        header["init_bias"] = a["bias"].value
+
+
+_HEADER_READERS = {"network": _read_network, "input": _read_input, "classes": _read_count,
+                   "gpus": _read_count, "init": _read_init}
+
+
+def _read_header(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
+    reader = _HEADER_READERS.get(s.keyword)
+    if reader:
+        reader(s, header, pos, errs)
 
 
 def _read_layer(s: Statement, layers: list, errs: Collector, misspelt: set) -> None:
@@ -389,6 +407,72 @@ def _read_layer(s: Statement, layers: list, errs: Collector, misspelt: set) -> N
     layers.append(LayerSpec(s.keyword, name.value, s.items[1:], s.pos, name.pos))
 
 
+def _recipe_count(s: Statement, a: None, values: dict, rpos: dict, errs: Collector) -> None:
+    """`batch N` or `epochs N`: one integer from 1 to INT_MAX."""
+    it = _one_value(s, "number", errs, "one integer")
+    if it is None:
+        return
+    key = "batch_size" if s.keyword == "batch" else "epochs"
+    if it.value < 1:
+        errs.error(it.pos, f"'{s.keyword}' must be at least 1, not {it.value}")
+    elif it.value > INT_MAX:
+        errs.error(it.pos, f"'{s.keyword}' must be {value_range('int', 1)}, not "
+                           f"{shown(it.text)}")
+    else:
+        values[key] = it.value
+        rpos[key] = it.pos
+
+
+def _copy(a: dict, values: dict, keys: dict[str, str]) -> None:
+    """values[field] = a[key].value for each key -> field that the statement gave."""
+    for key, name in keys.items():
+        if key in a:
+            values[name] = a[key].value
+
+
+def _recipe_sgd(s: Statement, a: dict, values: dict, rpos: dict, errs: Collector) -> None:
+    _copy(a, values, {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay"})
+
+
+def _recipe_schedule(s: Statement, a: dict, values: dict, rpos: dict,
+                     errs: Collector) -> None:
+    kinds = [k for k in ("plateau", "at", "none") if k in a]
+    if len(kinds) != 1:
+        errs.error(s.pos, "schedule: give exactly one of 'plateau', 'at EPOCHS' or 'none'")
+    else:
+        values["schedule"] = {"plateau": "plateau", "at": "steps", "none": "none"}[kinds[0]]
+    if "at" in a:
+        values["drop_epochs"] = tuple(a["at"].value)
+        if list(a["at"].value) != sorted(set(a["at"].value)):
+            errs.error(a["at"].value_pos, "schedule: 'at' epochs must increase")
+    _copy(a, values, {"factor": "factor", "patience": "patience", "max_drops": "max_drops"})
+
+
+def _recipe_augment(s: Statement, a: dict, values: dict, rpos: dict,
+                    errs: Collector) -> None:
+    _copy(a, values, {"crop": "crop", "from": "base", "pca": "pca_sigma"})
+    values["flip"] = "flip" in a
+    if "crop" in a and "from" in a and a["from"].value < a["crop"].value:
+        errs.error(a["from"].value_pos, f"augment: the crop {a['crop'].value} must fit "
+                                        f"in the base size {a['from'].value}")
+
+
+def _recipe_test(s: Statement, a: dict, values: dict, rpos: dict, errs: Collector) -> None:
+    _copy(a, values, {"views": "test_views"})
+
+
+def _recipe_checkpoint(s: Statement, a: dict, values: dict, rpos: dict,
+                       errs: Collector) -> None:
+    _copy(a, values, {"every": "checkpoint_every", "keep": "keep"})
+
+
+# recipe statement -> its reader; batch and epochs take one bare integer, the others key/value
+# items checked against RECIPE_SCHEMAS first
+_RECIPE_READERS = {"batch": _recipe_count, "epochs": _recipe_count, "sgd": _recipe_sgd,
+                   "schedule": _recipe_schedule, "augment": _recipe_augment,
+                   "test": _recipe_test, "checkpoint": _recipe_checkpoint}
+
+
 def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
     values: dict[str, object] = {}
     rpos: dict[str, Pos] = {}
@@ -403,17 +487,9 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
             errs.error(s.pos, f"'{s.keyword}' is given twice (first at {seen[s.keyword]})")
             continue
         seen[s.keyword] = s.pos
+        reader = _RECIPE_READERS.get(s.keyword)
         if s.keyword in ("batch", "epochs"):
-            it = _one_value(s, "number", errs, "one integer")
-            if it is not None:
-                if it.value < 1:
-                    errs.error(it.pos, f"'{s.keyword}' must be at least 1, not {it.value}")
-                elif it.value > INT_MAX:
-                    errs.error(it.pos, f"'{s.keyword}' must be {value_range('int', 1)}, not "
-                                       f"{shown(it.text)}")
-                else:
-                    values["batch_size" if s.keyword == "batch" else "epochs"] = it.value
-                    rpos["batch_size" if s.keyword == "batch" else "epochs"] = it.pos
+            reader(s, None, values, rpos, errs)
             continue
         schema = RECIPE_SCHEMAS[s.keyword]
         a = valid(read_attrs(s.items, schema, s.keyword, errs, s.end))
@@ -421,40 +497,6 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
             errs.error(s.end, f"'{s.keyword}' needs values: {', '.join(schema)}")
         for key, attr in a.items():
             rpos[key] = attr.value_pos
-        if s.keyword == "sgd":
-            for key in ("lr", "momentum", "weight_decay"):
-                if key in a:
-                    values[key] = a[key].value
-        elif s.keyword == "schedule":
-            kinds = [k for k in ("plateau", "at", "none") if k in a]
-            if len(kinds) != 1:
-                errs.error(s.pos, "schedule: give exactly one of 'plateau', 'at EPOCHS' or 'none'")
-            else:
-                values["schedule"] = {"plateau": "plateau", "at": "steps", "none": "none"}[kinds[0]]
-            if "at" in a:
-                values["drop_epochs"] = tuple(a["at"].value)
-                if list(a["at"].value) != sorted(set(a["at"].value)):
-                    errs.error(a["at"].value_pos, "schedule: 'at' epochs must increase")
-            for key in ("factor", "patience", "max_drops"):
-                if key in a:
-                    values[key] = a[key].value
-        elif s.keyword == "augment":
-            if "crop" in a:
-                values["crop"] = a["crop"].value
-            if "from" in a:
-                values["base"] = a["from"].value
-            values["flip"] = "flip" in a
-            if "pca" in a:
-                values["pca_sigma"] = a["pca"].value
-            if "crop" in a and "from" in a and a["from"].value < a["crop"].value:
-                errs.error(a["from"].value_pos, f"augment: the crop {a['crop'].value} must fit "
-                                                f"in the base size {a['from'].value}")
-        elif s.keyword == "test":
-            if "views" in a:
-                values["test_views"] = a["views"].value
-        elif s.keyword == "checkpoint":
-            if "every" in a:
-                values["checkpoint_every"] = a["every"].value
-            if "keep" in a:
-                values["keep"] = a["keep"].value
+        if reader:
+            reader(s, a, values, rpos, errs)
     return Recipe(**values, pos=rpos)
