@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (the device tool's `run`): the GPU tests, the static readiness
-# table and the benchmarks, with everything they print saved under $OUT (or benchmarks/results/
-# when OUT is unset). Sized for one NVIDIA H200 lent for 15 minutes: each part has a time limit,
-# so the whole script ends within about 8 minutes (pytest 300 s, roofline 30 s, bench 60 s,
-# vs_pytorch 75 s) and a part that overruns leaves its log so far.
+# One call on a lent GPU machine (the device tool's `run`): a preflight, the GPU tests and the
+# benchmarks, with everything they print saved under $OUT (or benchmarks/results/ when OUT is
+# unset). Sized for one H100 or H200 lent for 15 minutes, so that a fix and a rerun fit: each
+# part has a time limit and the limits add up to 6 minutes (preflight 25 s, pytest 180 s, bench
+# 60 s, vs_pytorch 75 s, 20 s for the installs), and a part that overruns leaves its log so far.
+# The preflight (benchmarks/gpu_preflight.py: versions, devices, NCCL, one RawKernel compiled
+# and launched) stops the script when CUDA can't be reached, before any test spends time.
+# The static readiness table (nvcc --resource-usage) and the roofline need no GPU: run
+#   netspec bench --spec specs/alexnet.net --batch-size 128 --roofline
+# on the development machine instead.
 #
 # The GPU machine has CuPy (cupy-cuda13x with nvidia-cuda-nvrtc), PyTorch, numpy, click,
 # pillow, safetensors, tqdm, pytest, pytest-timeout and hypothesis, but no network and no lark.
@@ -30,13 +35,17 @@ tag="$stamp-${gpu:-gpu}"
 export PYTHONUNBUFFERED=1 NETSPEC_AUTOTUNE=0 NETSPEC_CUDA_EMULATE=0 NETSPEC_RUN_SLOW=1
 timed() { local s=$1; shift; timeout --signal=INT --kill-after=10 "$s" "$@"; }
 {
-  echo "# $tag: pytest -m gpu"; nvidia-smi -L
-  timed 300 python3 -m pytest -m gpu -q -rs -p no:cacheprovider --durations=15 tests
-} 2>&1 | tee "$out/$tag-pytest-gpu.log"
+  echo "# $tag: preflight"; nvidia-smi -L
+  timed 25 python3 benchmarks/gpu_preflight.py
+} 2>&1 | tee "$out/$tag-preflight.log"
+if ! grep -q "^preflight: ok" "$out/$tag-preflight.log"; then
+  echo "gpu_session: the preflight failed (see $out/$tag-preflight.log); nothing else was run"
+  exit 1
+fi
 {
-  echo "# $tag: static readiness (nvcc --resource-usage, sm_90) and roofline, alexnet batch 128"
-  timed 30 python3 -m netspec.cli bench --spec specs/alexnet.net --batch-size 128 --roofline
-} 2>&1 | tee "$out/$tag-roofline.log"
+  echo "# $tag: pytest -m gpu"
+  timed 180 python3 -m pytest -m gpu -q -rs -p no:cacheprovider --durations=15 tests
+} 2>&1 | tee "$out/$tag-pytest-gpu.log"
 {
   echo "# $tag: netspec bench, alexnet, batch 128, cuda"
   timed 60 python3 -m netspec.cli bench --spec specs/alexnet.net --backend cuda \
