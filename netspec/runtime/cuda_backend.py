@@ -8,7 +8,7 @@ logical GPU, on the device `device_map` gives it; events for the plan's cross-st
 arrays viewing one allocation per region, on their logical GPU's device. A copy between
 logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct over NVLink/PCIe
 where peer access can be enabled, else staged by the driver); on a shared device it is a
-device-local copy. A thin adapter: the plan walk is runtime/executor.py's.
+device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 Without a GPU, NETSPEC_CUDA_EMULATE=1 runs this same code on netspec's CPU emulator
 (runtime/cuda_emulator: a model of the CuPy calls below, kernels.cu built with g++); devices
@@ -29,7 +29,7 @@ from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
 from ..errors import BackendUnavailableError
 from .cuda_emulator import emulated_cupy, emulation_requested
-from .executor import PlanNet
+from .plan_net import PlanNet
 
 
 def _real_cupy():

@@ -1,6 +1,6 @@
 """backend="opencl": the launch plan on any OpenCL device through PyOpenCL (PoCL on the CPU
 by default), one in-order command queue per logical GPU, events for the plan's cross-queue
-waits. A thin adapter: the plan walk is runtime/executor.py's.
+waits. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 Device choice: see opencl_device.py (NETSPEC_OPENCL_DEVICE, else the first GPU, else PoCL's
 CPU device).
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..codegen.compile import Compiled, build_error
 from ..errors import BackendUnavailableError, DeviceLimitError
-from .executor import PlanNet
+from .plan_net import PlanNet
 from .opencl_device import _cl, cache_dir, describe_device, find_device, opencl_devices
 
 
