@@ -39,6 +39,7 @@ import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..codegen.sgd import layer_multipliers, sgd_step
+from ..kernel.dialects import C
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
 
@@ -95,6 +96,8 @@ def limit_blas_threads(n: int):
 
 class CpuNet(NumpyNet):
     backend = "cpu"
+    dialect = C
+    requires = ("NumPy", "a C compiler with OpenMP (without one: the NumPy reference)")
     auto_refusal = "cpu: no C compiler with OpenMP"
 
     @classmethod
@@ -106,6 +109,11 @@ class CpuNet(NumpyNet):
         if host_kernels()[0] is None:
             return None
         return f"C + OpenMP host kernels and BLAS on {cpu_threads()} cores"
+
+    @property
+    def device_name(self) -> str:
+        """The host, and what runs there."""
+        return self.device_names[0]
 
     def physical_devices(self) -> list[str]:
         import platform

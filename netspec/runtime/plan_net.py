@@ -42,9 +42,8 @@ class _Run:
 class PlanNet(Net):
     """A `Net` whose forward and backward run a compiled plan on a device."""
 
-    dialect = ""                       # 'cuda' | 'opencl'
-    # Timing hook for `netspec bench` (netspec/bench): when set, called as
-    # step_hook(when, step, event) with when 'before' (event None) and 'after' every step.
+    # Timing hook for the device clocks (runtime/clock.py, `netspec bench`): when set, called
+    # as step_hook(when, step, event) with when 'before' (event None) and 'after' every step.
     step_hook = None
 
     def __init__(self, graph, *, seed: int = 0, dtype: Any = np.float32, devices: Any = None,
@@ -76,7 +75,8 @@ class PlanNet(Net):
         inst = self._instances.get(batch)
         if inst is not None:
             return inst
-        compiled = compile_tuned(self.graph, batch)     # the tuned tiles, if cached
+        # the tiles this backend's tuner chose, if cached
+        compiled = compile_tuned(self.graph, batch, backend=type(self))
         plan = compiled.plan
         max_threads, max_shared, device = self._dev_limits()
         check_limits(plan, max_threads, max_shared, device)
