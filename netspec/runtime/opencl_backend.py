@@ -9,7 +9,7 @@ Compiled programs are cached on disk under `cache_dir()` (the kernels/ folder of
 cache, netspec/cachedir.py), keyed by a hash of the source, the device, its driver and the
 platform, so the second build of a spec is a load. For a GPU driver that is the program binary
 (`<hash>.clbin`). PoCL on the CPU is different: asking it for a binary makes it compile every
-kernel for every work-group size up front (~90 s for AlexNet on 2 cores), so there netspec
+kernel for every work-group size up front (minutes for AlexNet), so there netspec
 points PoCL's own kernel cache (POCL_CACHE_DIR, read when PoCL starts) at `cache_dir()/pocl`
 instead, which keeps what PoCL actually compiled, keyed the same way.
 """
