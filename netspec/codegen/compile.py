@@ -6,6 +6,7 @@ kernel/dialects.py's DIALECTS) in plan order; every device runtime executes the 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -57,17 +58,22 @@ class Compiled:
 
     def source(self, dialect: str | Dialect) -> Source:
         """The plan's kernels rendered in `dialect` (a Dialect or its name in DIALECTS).
-        KeyError for an unknown name; a host dialect (C) can't render device kernels."""
+        KeyError for an unknown name; a host dialect (C) can't render device kernels.
+        A Source set on the instance under the dialect's name (as `cuda`/`opencl` cache
+        theirs) is the one returned, so a copy can carry an edited source."""
         d = DIALECTS[dialect] if isinstance(dialect, str) else dialect
+        held = self.__dict__.get(d.name)
+        if isinstance(held, Source):
+            return held
         if d.name not in self._sources:
             self._sources[d.name] = render_source(self.plan, d)
         return self._sources[d.name]
 
-    @property
+    @functools.cached_property
     def cuda(self) -> Source:
         return self.source("cuda")
 
-    @property
+    @functools.cached_property
     def opencl(self) -> Source:
         return self.source("opencl")
 
