@@ -4,7 +4,8 @@ One training step is loss_and_grads (forward and backward, train mode) followed 
 update. After `warmup` untimed steps (kernel builds, allocations, BLAS threads), each of
 `iterations` steps is timed whole and per (layer, direction), and the medians are reported.
 
-How each backend is timed (the device's own clock wherever there is one):
+How each backend is timed (the device's own clock wherever there is one; the backend hands
+out its clock, `Net.clock()`, netspec/runtime/clock.py):
 - numpy: time.perf_counter around every layer part's forward and backward, the softmax loss
   and the host SGD update;
 - opencl: the profiling events (CL_PROFILING_COMMAND_START/END) of every kernel and copy, on
@@ -26,10 +27,8 @@ dropout, softmax) have flops 0 and no GFLOP/s.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -38,9 +37,9 @@ import numpy as np
 from ..codegen.sgd import layer_multipliers, sgd_update
 from ..ir.graph import INPUT, Graph
 from ..runtime import build
+from ..runtime.clock import UPDATE_ROW
 
 DIRECTIONS = ("forward", "backward", "update")
-UPDATE_ROW = "sgd"          # the layer name of the SGD update's row
 
 
 @dataclass
@@ -132,183 +131,9 @@ def row_flops(graph: Graph, layer_name: str, direction: str, batch: int) -> int:
     return 2 * macs * batch * factor
 
 
-# -- the per-backend clocks ------------------------------------------------------------------
-class _HostClock:
-    """numpy: perf_counter around each layer part's forward/backward, the loss and update."""
-
-    name = "host perf_counter per layer part"
-
-    def __init__(self, net):
-        self.net = net
-        self.times: dict[tuple[str, str], float] = defaultdict(float)
-        fwd, bwd, loss = net.forward_part, net.backward_part, net.softmax_loss
-
-        def forward_part(layer, part, *a, **k):
-            t = time.perf_counter()
-            out = fwd(layer, part, *a, **k)
-            self.times[layer.name, "forward"] += time.perf_counter() - t
-            return out
-
-        def backward_part(layer, part, *a, **k):
-            t = time.perf_counter()
-            out = bwd(layer, part, *a, **k)
-            self.times[layer.name, "backward"] += time.perf_counter() - t
-            return out
-
-        def softmax_loss(z, labels):
-            t = time.perf_counter()
-            out = loss(z, labels)
-            self.times[net.head.name, "forward"] += time.perf_counter() - t
-            return out
-
-        # instance attributes shadow the methods for this net only
-        net.forward_part, net.backward_part, net.softmax_loss = \
-            forward_part, backward_part, softmax_loss
-
-    def start(self):
-        self.times.clear()
-
-    def stop(self) -> dict[tuple[str, str], float]:
-        return {k: v * 1e3 for k, v in self.times.items()}
-
-    def kernels(self):
-        return {}
-
-    def close(self):
-        for name in ("forward_part", "backward_part", "softmax_loss"):
-            self.net.__dict__.pop(name, None)
-
-
-class _DeviceClock:
-    """What the device clocks share: summing (step, ms) per table row and per kernel, and
-    unhooking from the executor."""
-
-    def _tally(self, timed) -> dict:
-        times = defaultdict(float)
-        self._kernel_ms = defaultdict(float)
-        self._launches = defaultdict(int)
-        for step, ms in timed:
-            times[_row_key(step)] += ms
-            if step.kind == "launch":
-                self._kernel_ms[step.kernel] += ms
-                self._launches[step.kernel] += 1
-        return dict(times)
-
-    def kernels(self):
-        """kernel name -> (ms, launches): one kernel may serve several parts."""
-        return {k: (v, self._launches[k]) for k, v in self._kernel_ms.items()}
-
-    def close(self):
-        self.net.step_hook = None
-
-
-class _OpenCLClock(_DeviceClock):
-    """opencl: profiling events of every launch and copy."""
-
-    name = "OpenCL profiling events per kernel and copy"
-
-    def __init__(self, net):
-        cl = net.cl
-        self.net = net
-        gpus = net.graph.gpus if hasattr(net.graph, "gpus") else 1
-        # Queues are created on first use; put a profiling-enabled one in their place. One
-        # queue serves every logical GPU while timing: kernels of two queues would share the
-        # CPU's cores and each event would then time both (the plan's order stays valid, as
-        # an in-order queue runs every step after its dependencies).
-        net._dev_finish()
-        queue = cl.CommandQueue(net.ctx,
-                                properties=cl.command_queue_properties.PROFILING_ENABLE)
-        for g in range(max(gpus, 1)):
-            net.queues[g] = queue
-        self.events: list = []
-        net.step_hook = self._hook
-
-    def _hook(self, when, step, ev):
-        if when == "after" and ev is not None and step.kind in ("launch", "copy"):
-            self.events.append((step, ev))
-
-    def start(self):
-        self.events = []
-
-    def stop(self):
-        self.net._dev_finish()
-        return self._tally((step, (ev.profile.end - ev.profile.start) * 1e-6)
-                           for step, ev in self.events)
-
-
-class _CudaClock(_DeviceClock):
-    """cuda: timing events recorded on the step's stream around each launch and copy."""
-
-    name = "CUDA events per kernel and copy"
-
-    def __init__(self, net):
-        self.net = net
-        self.cp = net.cp
-        self.pairs: list = []
-        self._open: dict = {}
-        net.step_hook = self._hook
-
-    def _event(self, stream: int):
-        # an event records only on a stream of its own device (else cudaEventRecord fails
-        # with an invalid resource handle): create it with the stream's device current
-        with self.net._device(stream):
-            ev = self.cp.cuda.Event()            # timing enabled
-            ev.record(self.net._stream(stream))
-        return ev
-
-    def _hook(self, when, step, ev):
-        if step.kind not in ("launch", "copy"):
-            return
-        if when == "before":
-            self._open[step.id] = self._event(step.gpu)
-        else:
-            self.pairs.append((step, self._open.pop(step.id), self._event(step.gpu)))
-
-    def start(self):
-        self.pairs = []
-        self._streams = sorted(set(range(max(self.net.graph.gpus, 1))))
-        self._t0 = [self._event(s) for s in self._streams]
-
-    def step_ms(self) -> float:
-        ends = [self._event(s) for s in self._streams]
-        for e in ends:
-            e.synchronize()
-        t = self.cp.cuda.get_elapsed_time
-        # elapsed times between events of one device only (logical GPUs may be on several)
-        dev = [self.net.device_map[s] for s in self._streams]
-        return max(t(a, b) for i, a in enumerate(self._t0) for j, b in enumerate(ends)
-                   if dev[i] == dev[j])
-
-    def stop(self):
-        def timed():
-            for step, a, b in self.pairs:
-                b.synchronize()
-                yield step, self.cp.cuda.get_elapsed_time(a, b)
-        return self._tally(timed())
-
-
-def _row_key(step) -> tuple[str, str]:
-    if step.phase == "update":
-        return UPDATE_ROW, "update"
-    return step.layer, step.phase
-
-
-def _clock(net):
-    if net.backend == "opencl":
-        return _OpenCLClock(net)
-    if net.backend == "cuda":
-        return _CudaClock(net)
-    return _HostClock(net)
-
-
 def device_name(net) -> str:
-    name = getattr(net, "device_name", None)
-    if name:
-        return str(name)
-    devices = getattr(net, "physical_devices", None)
-    if callable(devices) and net.backend == "cpu":          # the host, and what runs there
-        return devices()[0]
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, NumPy)"
+    """The device a net runs on, in words, as its backend names it (`Net.device_name`)."""
+    return str(net.device_name)
 
 
 # -- the benchmark ---------------------------------------------------------------------------
@@ -326,90 +151,22 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         net = build(spec, backend, seed=seed)
     g = net.graph
     n = batch_size or g.recipe.batch_size
-    r = g.recipe
-    lr = r.lr if getattr(r, "lr", None) else 0.01
-    momentum = getattr(r, "momentum", 0.9)
-    decay = getattr(r, "weight_decay", 0.0005)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *g.input_shape), dtype=np.float32).astype(net.dtype)
     labels = rng.integers(0, g.classes, n)
-    device_update = hasattr(net, "update")
-    if not device_update:
-        lr_mults, decay_mults = layer_multipliers(g)
-        params = net.parameters()
-        velocity = {k: np.zeros_like(v) for k, v in params.items()}
-
-    def update(grads):
-        if device_update:
-            net.update(lr, momentum, decay)
-        else:
-            sgd_update(params, grads, velocity, lr, momentum, decay, lr_mults, decay_mults)
-            net.load_parameters(params)
-
+    update = _sgd_step(net)
     for _ in range(warmup):
         _, grads = net.loss_and_grads(x, labels, train=True)
         update(grads)
 
     sgemm_gflops = measure_sgemm_gflops() if sgemm else None
-    clock = _clock(net)
-    lg: list[float] = []
-    per_iter: list[dict] = []
-    kernel_iters: list[dict] = []
-    steps: list[float] = []
+    clock = net.clock()
     try:
-        for _ in range(iterations):
-            clock.start()
-            t0 = time.perf_counter()
-            _, grads = net.loss_and_grads(x, labels, train=True)
-            t1 = time.perf_counter()
-            update(grads)
-            t2 = time.perf_counter()
-            lg.append((t1 - t0) * 1e3)
-            if isinstance(clock, _CudaClock):
-                steps.append(clock.step_ms())
-            else:
-                steps.append((t2 - t0) * 1e3)
-            times = clock.stop()
-            if isinstance(clock, _HostClock):
-                times[UPDATE_ROW, "update"] = (t2 - t1) * 1e3
-            per_iter.append(times)
-            kernel_iters.append(clock.kernels())
+        timed = _timed_steps(net, clock, x, labels, update, iterations)
     finally:
         clock.close()
-
-    types = {l.name: l.type for l in g.layers}
-    types[UPDATE_ROW] = "sgd"
-    order = {l.name: i for i, l in enumerate(g.layers)}
-    keys = sorted({k for t in per_iter for k in t},
-                  key=lambda k: (DIRECTIONS.index(k[1]), order.get(k[0], len(order))
-                                 * (-1 if k[1] == "backward" else 1)))
-    rows = []
-    for layer, direction in keys:
-        ms = statistics.median(t.get((layer, direction), 0.0) for t in per_iter)
-        flops = row_flops(g, layer, direction, n)
-        algo = getattr(net, "conv_algorithm", None)
-        rows.append(Row(layer, types.get(layer, "?"), direction, ms, flops,
-                        gflops=flops / (ms * 1e6) if flops and ms > 0 else None,
-                        algorithm=algo(g.layer(layer)) if algo and types.get(layer) == "conv"
-                        else None))
-    total = sum(r.ms for r in rows) or 1.0
-    for row in rows:
-        row.share = row.ms / total
-
-    kernel_rows = []
-    if kernel_iters and kernel_iters[0]:
-        plan = net.compiled(n).plan
-        phase_of: dict[str, str] = {}
-        for s in plan.steps:
-            if s.kind == "launch":
-                phase_of.setdefault(s.kernel, s.phase)
-        for name, k in plan.kernels.items():
-            if name not in kernel_iters[0]:
-                continue
-            ms = statistics.median(t.get(name, (0.0, 0))[0] for t in kernel_iters)
-            flops = k.flops * kernel_iters[0][name][1]
-            kernel_rows.append(KernelRow(name, k.layer, phase_of.get(name, "?"), ms, flops,
-                                         flops / (ms * 1e6) if flops and ms > 0 else None))
+    rows = _rows(net, timed.per_iter, n)
+    kernel_rows = _kernel_rows(net, timed.kernel_iters, n)
 
     def phase(d):
         return sum(r.ms for r in rows if r.direction == d)
@@ -417,11 +174,102 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
     return BenchResult(
         network=g.name, backend=net.backend, device=device_name(net), batch_size=n,
         iterations=iterations, warmup=warmup, timer=clock.name,
-        step_ms=statistics.median(steps), forward_ms=phase("forward"),
+        step_ms=statistics.median(timed.steps), forward_ms=phase("forward"),
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
-        kernels=kernel_rows, step_ms_all=steps, load_average=list(os.getloadavg()),
-        threads=os.cpu_count(), loss_grads_ms=statistics.median(lg), loss_grads_ms_all=lg,
-        sgemm_gflops=sgemm_gflops)
+        kernels=kernel_rows, step_ms_all=timed.steps, load_average=list(os.getloadavg()),
+        threads=os.cpu_count(), loss_grads_ms=statistics.median(timed.loss_grads),
+        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops)
+
+
+def _sgd_step(net):
+    """update(grads): the recipe's SGD step, on the device where the net has one
+    (`net.update`), else the host rule on its parameters."""
+    r = net.graph.recipe
+    lr = r.lr if getattr(r, "lr", None) else 0.01
+    momentum = getattr(r, "momentum", 0.9)
+    decay = getattr(r, "weight_decay", 0.0005)
+    if hasattr(net, "update"):
+        return lambda grads: net.update(lr, momentum, decay)
+    lr_mults, decay_mults = layer_multipliers(net.graph)
+    params = net.parameters()
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def update(grads):
+        sgd_update(params, grads, velocity, lr, momentum, decay, lr_mults, decay_mults)
+        net.load_parameters(params)
+    return update
+
+
+@dataclass
+class _Timed:
+    per_iter: list[dict] = field(default_factory=list)      # per step: (layer, dir) -> ms
+    kernel_iters: list[dict] = field(default_factory=list)  # per step: kernel -> (ms, n)
+    steps: list[float] = field(default_factory=list)        # whole step, ms
+    loss_grads: list[float] = field(default_factory=list)   # loss_and_grads alone, ms
+
+
+def _timed_steps(net, clock, x, labels, update, iterations: int) -> _Timed:
+    out = _Timed()
+    for _ in range(iterations):
+        clock.start()
+        t0 = time.perf_counter()
+        _, grads = net.loss_and_grads(x, labels, train=True)
+        t1 = time.perf_counter()
+        update(grads)
+        t2 = time.perf_counter()
+        out.loss_grads.append((t1 - t0) * 1e3)
+        out.steps.append(clock.step_ms((t2 - t0) * 1e3))
+        times = clock.stop()
+        if clock.host_update:
+            times[UPDATE_ROW, "update"] = (t2 - t1) * 1e3
+        out.per_iter.append(times)
+        out.kernel_iters.append(clock.kernels())
+    return out
+
+
+def _rows(net, per_iter: list[dict], n: int) -> list[Row]:
+    """The table's rows: forward in network order, backward in reverse, then the update;
+    each the median over the steps, with its share of their sum."""
+    g = net.graph
+    types = {l.name: l.type for l in g.layers}
+    types[UPDATE_ROW] = "sgd"
+    order = {l.name: i for i, l in enumerate(g.layers)}
+    keys = sorted({k for t in per_iter for k in t},
+                  key=lambda k: (DIRECTIONS.index(k[1]), order.get(k[0], len(order))
+                                 * (-1 if k[1] == "backward" else 1)))
+    algo = getattr(net, "conv_algorithm", None)
+    rows = []
+    for layer, direction in keys:
+        ms = statistics.median(t.get((layer, direction), 0.0) for t in per_iter)
+        flops = row_flops(g, layer, direction, n)
+        conv = algo is not None and types.get(layer) == "conv"
+        rows.append(Row(layer, types.get(layer, "?"), direction, ms, flops,
+                        gflops=flops / (ms * 1e6) if flops and ms > 0 else None,
+                        algorithm=algo(g.layer(layer)) if conv else None))
+    total = sum(r.ms for r in rows) or 1.0
+    for row in rows:
+        row.share = row.ms / total
+    return rows
+
+
+def _kernel_rows(net, kernel_iters: list[dict], n: int) -> list[KernelRow]:
+    """One row per kernel the clock saw (device backends), in plan order."""
+    if not kernel_iters or not kernel_iters[0]:
+        return []
+    plan = net.compiled(n).plan
+    phase_of: dict[str, str] = {}
+    for s in plan.steps:
+        if s.kind == "launch":
+            phase_of.setdefault(s.kernel, s.phase)
+    out = []
+    for name, k in plan.kernels.items():
+        if name not in kernel_iters[0]:
+            continue
+        ms = statistics.median(t.get(name, (0.0, 0))[0] for t in kernel_iters)
+        flops = k.flops * kernel_iters[0][name][1]
+        out.append(KernelRow(name, k.layer, phase_of.get(name, "?"), ms, flops,
+                             flops / (ms * 1e6) if flops and ms > 0 else None))
+    return out
 
 
 def measure_sgemm_gflops(size: int = 1536, repeats: int = 3) -> float:

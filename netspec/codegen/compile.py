@@ -1,7 +1,8 @@
-"""Graph -> kernels.cu, kernels.cl and plan.json: `compile_network(graph, batch_size)`.
+"""Graph -> plan.json and one kernels<suffix> per device dialect (kernels.cu, kernels.cl):
+`compile_network(graph, batch_size)`.
 
-Both sources are rendered from the same kernels (one template each, two dialects) in plan
-order; both runtimes execute the same plan.
+Every source is rendered from the same kernels (one template each, one dialect per target:
+kernel/dialects.py's DIALECTS) in plan order; every device runtime executes the same plan.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
-from ..kernel.dialects import CUDA, OPENCL, Dialect
+from ..kernel.dialects import DIALECTS, Dialect
 from .plan import LaunchPlan, build_plan
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
@@ -46,21 +47,35 @@ class Source:
 
 @dataclass
 class Compiled:
-    """A planned network. Its CUDA and OpenCL sources are rendered when first asked for, so
-    that `netspec compile` without -o (which reports the plan's memory, not the sources)
-    does not render them."""
+    """A planned network. Its sources are rendered when first asked for (`source(dialect)`),
+    once per dialect, so that `netspec compile` without -o (which reports the plan's memory,
+    not the sources) does not render them."""
 
     graph: Graph
     batch_size: int
     plan: LaunchPlan
+    _sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def source(self, dialect: str | Dialect) -> Source:
+        """The plan's kernels rendered in `dialect` (a Dialect or its name in DIALECTS).
+        KeyError for an unknown name; a host dialect (C) can't render device kernels.
+        A Source set on the instance under the dialect's name (as `cuda`/`opencl` cache
+        theirs) is the one returned, so a copy can carry an edited source."""
+        d = DIALECTS[dialect] if isinstance(dialect, str) else dialect
+        held = self.__dict__.get(d.name)
+        if isinstance(held, Source):
+            return held
+        if d.name not in self._sources:
+            self._sources[d.name] = render_source(self.plan, d)
+        return self._sources[d.name]
 
     @functools.cached_property
     def cuda(self) -> Source:
-        return render_source(self.plan, CUDA)
+        return self.source("cuda")
 
     @functools.cached_property
     def opencl(self) -> Source:
-        return render_source(self.plan, OPENCL)
+        return self.source("opencl")
 
     @property
     def cuda_source(self) -> str:
@@ -80,17 +95,24 @@ class Compiled:
         momenta, plus the activation arena's peak."""
         return self.plan.memory_per_gpu
 
-    def source(self, dialect: str) -> Source:
-        return {"cuda": self.cuda, "opencl": self.opencl}[dialect]
-
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """kernels<suffix> for every device dialect (kernels.cu, kernels.cl) and plan.json in
+        `directory` (made if missing). Returns {dialect name | 'plan': path}."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        out = {"cuda": d / "kernels.cu", "opencl": d / "kernels.cl", "plan": d / "plan.json"}
-        out["cuda"].write_text(self.cuda.text)
-        out["opencl"].write_text(self.opencl.text)
+        out = {}
+        for dialect in device_dialects():
+            out[dialect.name] = d / f"kernels{dialect.suffix}"
+            out[dialect.name].write_text(self.source(dialect).text)
+        out["plan"] = d / "plan.json"
         out["plan"].write_text(json.dumps(self.plan.to_json(), indent=1) + "\n")
         return out
+
+
+def device_dialects() -> list[Dialect]:
+    """The dialects a plan's kernels are rendered in: every registered one with work-groups
+    (the host C dialect renders codegen/cpu_kernels.py's kernels instead)."""
+    return [d for d in DIALECTS.values() if not d.host]
 
 
 def render_source(plan: LaunchPlan, dialect: Dialect) -> Source:

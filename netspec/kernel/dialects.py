@@ -34,7 +34,7 @@ from string import Template
 
 @dataclass(frozen=True)
 class Dialect:
-    name: str                   # 'cuda' | 'opencl'
+    name: str                   # 'cuda' | 'opencl' | 'c': its key in DIALECTS
     suffix: str                 # file extension of a rendered module
     kernel: str
     buf: str
@@ -143,4 +143,19 @@ C = Dialect(
     host=True,
 )
 
-DIALECTS = {d.name: d for d in (CUDA, OPENCL, C)}
+# name -> Dialect. codegen renders a plan's kernels in every device dialect here (one
+# kernels<suffix> file each, codegen/compile.py); a backend names the one it runs (Net.dialect).
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (CUDA, OPENCL, C)}
+
+
+def register_dialect(dialect: Dialect) -> Dialect:
+    """Add a dialect to DIALECTS (a new target's renderer). ValueError when its name or its
+    file suffix is taken by another dialect."""
+    for d in DIALECTS.values():
+        if d.name == dialect.name and d != dialect:
+            raise ValueError(f"dialect '{dialect.name}' is already registered")
+        if d.suffix == dialect.suffix and d.name != dialect.name:
+            raise ValueError(f"dialect '{dialect.name}': suffix {dialect.suffix} is "
+                             f"'{d.name}''s")
+    DIALECTS[dialect.name] = dialect
+    return dialect

@@ -3,10 +3,10 @@
 What is tuned: every GEMM-shaped kernel (conv and fc: `fwd`, `bwd_weight`, `bwd_data`), one
 part per layer (the layer's other parts have the same shapes, up to an uneven split). For each,
 a fixed short list of `GemmTiles` candidates (CANDIDATES; for the weight gradient then the best
-of those with split-K slice counts SPLITS) is rendered in OpenCL C, built, run on random data
-and timed by profiling events on the device itself: one untimed launch, then the median of
-REPEATS. The kernel's direction may be several launches (split-K's GEMM and its reduction);
-their times add up.
+of those with split-K slice counts SPLITS) is rendered in the tuning device's dialect, built,
+run on random data and timed by the device's own clock (OpenCL: profiling events): one untimed
+launch, then the median of REPEATS. The kernel's direction may be several launches (split-K's
+GEMM and its reduction); their times add up.
 
 The winner is stored as one small JSON file under `user_cache_dir()/autotune/`, named by a
 hash of the direction, the GEMM's kernel text and shape constants (not its name: two layers of
@@ -18,9 +18,13 @@ times what is not cached yet, within `budget_s` (what is left over is tuned by t
 `--tune`). Every other compile through the runtime (the kernel backends' own, so `netspec
 train` and tests) only reads the cache, and only when that folder exists, so it costs nothing
 until someone has tuned. NETSPEC_AUTOTUNE=0 turns both off; NETSPEC_AUTOTUNE=1 makes every
-compile tune what is missing, within NETSPEC_AUTOTUNE_BUDGET seconds (default 60). The device
-is the OpenCL backend's default (`find_device`, NETSPEC_OPENCL_DEVICE); the tiles it picks are
-used for the CUDA rendering of the same plan too.
+compile tune what is missing, within NETSPEC_AUTOTUNE_BUDGET seconds (default 60).
+
+Where: the backend says (`Net.kernel_timer()`, a `KernelTimer`). A net compiles with the tiles
+its own class's timer chose; a compile without a backend (`netspec compile --tune`) asks the
+registered backends in order and takes the first timer offered. Today that is the OpenCL
+backend's default device (`find_device`, NETSPEC_OPENCL_DEVICE), and the CUDA backend asks
+for the same one, so its rendering of a plan takes the tiles tuned there.
 
 This is runtime's, not codegen's, because it runs kernels: codegen's `compile_network` takes
 the tiles as an argument and never executes anything.
@@ -31,19 +35,15 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
+from typing import Protocol
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, compile_network
 from ..kernel import PartContext
-from ..kernel.dialects import OPENCL
 from ..kernel.gemm import GemmTiles
-from .opencl_device import _cl, find_device
 
 TUNE_VERSION = 2                        # 2: GemmTiles' fields are BM, BN, BK, TM, TN
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
@@ -76,10 +76,18 @@ def mode() -> str:
     return "lookup"
 
 
-def device_identity(dev) -> str:
-    p = dev.platform
-    return " | ".join(s.strip() for s in (p.name, p.version, dev.name, dev.driver_version,
-                                          f"{dev.max_compute_units} units"))
+class KernelTimer(Protocol):
+    """A device a backend tunes on (`Net.kernel_timer()`).
+
+    identity: the device in words (platform, device, driver): it keys the cache, so two
+    devices never share a winner.
+    time(calls, sizes, repeats): the median over `repeats` runs (after one untimed) of the
+    launches `calls` (kernel.Call, in order) on buffers of random floats, `sizes[role]`
+    floats each, in ms by the device's own clock; inf when they can't build or run there."""
+
+    identity: str
+
+    def time(self, calls: list, sizes: dict, repeats: int) -> float: ...
 
 
 @dataclass
@@ -110,10 +118,24 @@ def describe_stats(st: TuneStats) -> str:
     return "\n".join(lines)
 
 
+def default_timer() -> KernelTimer | None:
+    """The first kernel timer a registered backend offers, in registration order."""
+    from . import backend_class, backend_names
+    for name in backend_names():
+        try:
+            timer = backend_class(name).kernel_timer()
+        except ImportError:
+            continue
+        if timer is not None:
+            return timer
+    return None
+
+
 def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
-                  budget_s: float | None = None) -> dict:
+                  budget_s: float | None = None, backend=None) -> dict:
     """The tiles to compile with: `tiles` as given, else cached (and, when tuning, newly
-    timed) winners on the default OpenCL device; {} when there is none or autotune is off."""
+    timed) winners on the device `backend` (a Net subclass) tunes on, or without one the
+    default timer's; {} when there is none or autotune is off."""
     global LAST
     LAST = TuneStats()
     if tiles:
@@ -124,34 +146,35 @@ def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
     timing = tune is True or m == "tune"
     if not timing and not autotune_dir().is_dir():
         return {}
-    try:
-        dev = find_device()
-    except Exception:        # no pyopencl: nothing to tune on, nothing cached for it
-        dev = None
-    if dev is None:
+    timer = backend.kernel_timer() if backend is not None else default_timer()
+    if timer is None:        # nothing to tune on, nothing cached for it
         return {}
     if budget_s is None:
         budget_s = float(os.environ.get("NETSPEC_AUTOTUNE_BUDGET", "60"))
-    return Tuner(dev, timing=timing, budget_s=budget_s).tiles_for(graph, batch)
+    return Tuner(timer, timing=timing, budget_s=budget_s).tiles_for(graph, batch)
 
 
 def compile_tuned(graph, batch_size: int | None = None, tiles: dict | None = None, *,
-                  tune: bool | None = None, tune_budget_s: float | None = None) -> Compiled:
+                  tune: bool | None = None, tune_budget_s: float | None = None,
+                  backend=None) -> Compiled:
     """codegen's `compile_network` with the tiles `resolve_tiles` gives: `tiles` if given,
-    else autotuned ones. `tune=True` times the candidates not cached yet on the OpenCL device
-    (within `tune_budget_s`), None reads the cache only (NETSPEC_AUTOTUNE decides), False
-    uses the default tiles."""
+    else autotuned ones. `tune=True` times the candidates not cached yet on the device
+    `backend` (a Net subclass; default: the first registered one that tunes) tunes on, within
+    `tune_budget_s`; None reads the cache only (NETSPEC_AUTOTUNE decides), False uses the
+    default tiles."""
     batch = batch_size or graph.recipe.batch_size
-    return compile_network(graph, batch, resolve_tiles(graph, batch, tiles, tune, tune_budget_s))
+    return compile_network(graph, batch, resolve_tiles(graph, batch, tiles, tune, tune_budget_s,
+                                                       backend))
 
 
 class Tuner:
-    def __init__(self, dev, timing: bool, budget_s: float = 60.0):
-        self.dev, self.timing, self.budget_s = dev, timing, budget_s
-        self.identity = device_identity(dev)
+    """The bounded search of the module doc, on one `KernelTimer`."""
+
+    def __init__(self, timer: KernelTimer, timing: bool, budget_s: float = 60.0):
+        self.timer, self.timing, self.budget_s = timer, timing, budget_s
+        self.identity = timer.identity
         self.stats = LAST
         self.stats.device = self.identity
-        self._ctx = self._queue = None
 
     # -- the search ------------------------------------------------------------------------
     def tiles_for(self, graph, batch: int) -> dict:
@@ -233,39 +256,9 @@ class Tuner:
 
     def time_direction(self, ctx: PartContext, direction: str, tiles: GemmTiles) -> float:
         """Median ms of the direction's launches with these tiles (inf if they can't run)."""
-        cl = _cl()
-        if self._ctx is None:
-            self._ctx = cl.Context([self.dev])
-            self._queue = cl.CommandQueue(
-                self._ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
-        c = replace(ctx, tiles={direction: tiles})
         calls = self.calls(ctx, direction, tiles)
-        if any(k.kernel.threads > self.dev.max_work_group_size
-               or k.kernel.shared_bytes > self.dev.local_mem_size for k in calls):
-            return math.inf
-        src = OPENCL.prelude + "".join("\n" + k.kernel.render(OPENCL) for k in calls)
-        try:
-            prog = cl.Program(self._ctx, src).build()
-        except cl.Error:
-            return math.inf
-        sizes = self.role_sizes(c)
-        rng = np.random.default_rng(0)
-        bufs = {}
-        for call in calls:
-            for role in call.args:
-                if role not in bufs:
-                    host = rng.standard_normal(sizes[role]).astype(np.float32)
-                    bufs[role] = cl.Buffer(self._ctx, cl.mem_flags.READ_WRITE
-                                           | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
-        kernels = [(getattr(prog, call.kernel.name), call) for call in calls]
-        times = []
-        for rep in range(REPEATS + 1):
-            events = [k(self._queue, call.kernel.global_size, call.kernel.local_size,
-                        *[bufs[r] for r in call.args]) for k, call in kernels]
-            events[-1].wait()
-            if rep:
-                times.append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
-        return statistics.median(times)
+        return self.timer.time(calls, self.role_sizes(replace(ctx, tiles={direction: tiles})),
+                               REPEATS)
 
     @staticmethod
     def role_sizes(c: PartContext) -> dict:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..codegen.sgd import layer_multipliers, sgd_step
+from ..kernel.dialects import C
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
 
@@ -66,8 +67,8 @@ _SPIN_NOTED = False
 
 def note_blas_spin(threads: int) -> None:
     """Once per process, when NumPy loaded OpenBLAS before netspec could shorten its threads'
-    spin (blas_env.SPIN_UNSET) and they are more than one: say so on stderr. Measured on
-    the 2-core VM, tiny-alexnet's step took 105-130 ms instead of 83."""
+    spin (blas_env.SPIN_UNSET) and they are more than one: say so on stderr, since spinning
+    BLAS threads take the cores the OpenMP kernels between the GEMMs need."""
     global _SPIN_NOTED
     from ..blas_env import SPIN_UNSET
     if _SPIN_NOTED or not SPIN_UNSET or threads < 2:
@@ -95,6 +96,8 @@ def limit_blas_threads(n: int):
 
 class CpuNet(NumpyNet):
     backend = "cpu"
+    dialect = C
+    requires = ("NumPy", "a C compiler with OpenMP (without one: the NumPy reference)")
     auto_refusal = "cpu: no C compiler with OpenMP"
 
     @classmethod
@@ -106,6 +109,11 @@ class CpuNet(NumpyNet):
         if host_kernels()[0] is None:
             return None
         return f"C + OpenMP host kernels and BLAS on {cpu_threads()} cores"
+
+    @property
+    def device_name(self) -> str:
+        """The host, and what runs there."""
+        return self.device_names[0]
 
     def physical_devices(self) -> list[str]:
         import platform
@@ -144,9 +152,9 @@ class CpuNet(NumpyNet):
 
     def _gradient_buffers(self):
         """The last step's gradient arrays again when nobody but this net holds them (the
-        usual train/bench loop: update, then the next step), else fresh ones: a fresh
-        244 MB for AlexNet costs ~60k page faults a step. The backward writes conv and fc
-        weight gradients straight into them (`_grad_view`)."""
+        usual train/bench loop: update, then the next step), else fresh ones: fresh arrays as
+        large as the parameters are paged in anew every step. The backward writes conv and
+        fc weight gradients straight into them (`_grad_view`)."""
         old = self._grads
         if old is not None and sys.getrefcount(old) <= 3 and \
                 all(sys.getrefcount(a) <= 3 for a in old.values()):
@@ -190,11 +198,10 @@ class CpuNet(NumpyNet):
         return fn(layer, np.ascontiguousarray(dy), cache[1:], input_grad)
 
     # The columns of at most this many floats at a time: a conv can run image block by image
-    # block, so that the gathered columns are still in cache when the GEMM reads them and one
-    # block's buffer is all the column memory a step needs. Measured on the shared 2-core VM
-    # (AlexNet, batch 32, interleaved, load 11-14): blocks of 16 MB made the step 1.35x slower
-    # (more, smaller GEMMs, each waking BLAS's threads), so by default the whole batch is one
-    # block; lower it to trade speed for memory.
+    # block, so that one block's buffer is all the column memory a step needs. Each block is
+    # a GEMM of its own, and smaller GEMMs use BLAS less well (each wakes its threads, each
+    # has a thinner N), so by default the whole batch is one block; lower it to trade speed
+    # for memory.
     chunk_floats = 1 << 40
 
     def conv_algorithm(self, layer) -> str:
@@ -208,25 +215,23 @@ class CpuNet(NumpyNet):
         return [(i, min(i + step, n)) for i in range(0, n, step)], step
 
     # Columns kept from the forward for the backward, at most this many floats (192 MB) in a
-    # step: the backward then skips the gather. Which ones: `_keep_plan`. Only loss_and_grads
-    # keeps any. On the 2-core VM (AlexNet, batch 32) this holds conv1's and conv3's shared
-    # columns: step peak RSS 1380 MB (PyTorch's 1765); keeping conv4's and conv5's too (340
-    # MB, peak 1485) showed no clear gain in the same A/B.
+    # step: the backward then skips the gather. Which ones: `_keep_plan`, shared columns first
+    # (one kept buffer saves a gather per part that reads it). Only loss_and_grads keeps any.
+    # For AlexNet at batch 32 the budget holds conv1's and conv3's shared columns; a gather
+    # is cheap next to its GEMM, so the budget is a memory bound, not a speed knob.
     keep_cols_floats = 48_000_000
 
     # Stride-1 convs with these filter sizes run by Winograd's F(m×m, r×r), {r: m}
     # (codegen/winograd.py); the others, and every strided conv, by im2col + GEMM.
-    # 5×5 by F(3×3, 5×5): both nets' conv2 planes (27×27, 15×15) are whole 3×3 tiles, and
-    # α² = 49 per 9 outputs against F(2×2)'s 36 per 4 moves half the data through the
-    # transforms and GEMMs. On the 2-core VM, one part of conv2 forward + backward: AlexNet
-    # (batch 32) 132 ms by F(2×2), 83 by F(3×3), 152 by im2col; tiny-alexnet (batch 64) 19.4,
-    # 10.5, 16.7. Its error against float64 stays at F(2×2)'s (~1e-5 of the largest value).
-    # 3×3 by F(2×2): F(3×3) and F(4×4) were within the noise on AlexNet's 13×13 conv3-5.
+    # 5×5 by F(3×3, 5×5): α = m + r − 1 = 7, so α² = 49 transformed values per 9 outputs
+    # (5.4 each) against F(2×2, 5×5)'s 36 per 4 (9 each): 40% less data through the
+    # transforms and GEMMs; AlexNet's and tiny-alexnet's conv2 planes (27×27, 15×15) are whole
+    # 3×3 tiles. Its error against float64 stays at F(2×2)'s (about 1e-5 of the largest
+    # value). 3×3 by F(2×2): larger tiles on 13×13 planes pad more and gain nothing.
     winograd = {3: 2, 5: 3}
-    # ... on output planes of at least this many pixels: on small ones the tiles' padding
-    # (7×7 -> 8×8 in 2×2 tiles: 31% more) and the short GEMMs ate the gain (tiny-alexnet's
-    # 7×7 conv3-5 on the 2-core VM, interleaved with PyTorch: step 127-131 ms by im2col,
-    # 143-153 by Winograd); AlexNet's 13×13 and 27×27 planes gain
+    # ... on output planes of at least this many pixels: on smaller ones the tiles' padding
+    # (7×7 -> 8×8 in 2×2 tiles: 31% more work) and the short GEMMs cost more than the fewer
+    # multiplies save; AlexNet's 13×13 and 27×27 planes gain.
     winograd_min_pixels = 144
     _keep_wino = False
 

@@ -8,7 +8,7 @@ logical GPU, on the device `device_map` gives it; events for the plan's cross-st
 arrays viewing one allocation per region, on their logical GPU's device. A copy between
 logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct over NVLink/PCIe
 where peer access can be enabled, else staged by the driver); on a shared device it is a
-device-local copy. A thin adapter: the plan walk is runtime/executor.py's.
+device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 Without a GPU, NETSPEC_CUDA_EMULATE=1 runs this same code on netspec's CPU emulator
 (runtime/cuda_emulator: a model of the CuPy calls below, kernels.cu built with g++); devices
@@ -28,8 +28,10 @@ import numpy as np
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
 from ..errors import BackendUnavailableError
+from ..kernel.dialects import CUDA
+from .clock import DeviceClock
 from .cuda_emulator import emulated_cupy, emulation_requested
-from .executor import PlanNet
+from .plan_net import PlanNet
 
 
 def _real_cupy():
@@ -97,13 +99,33 @@ NVRTC_OPTIONS = ("-std=c++11",)
 
 class CudaNet(PlanNet):
     backend = "cuda"
-    dialect = "cuda"
+    dialect = CUDA
+    requires = ("CuPy with NVRTC and a CUDA device (pip install 'netspec[cuda12]' or "
+                "'[cuda13]'), or NETSPEC_CUDA_EMULATE=1 and g++ for the CPU emulator",)
 
     auto_refusal = "no CUDA device answered"
 
     @classmethod
     def available(cls) -> bool:
         return cuda_device_count() > 0
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return cuda_unavailable_reason()
+
+    @classmethod
+    def device_count(cls) -> int:
+        return max(cuda_device_count(), 1)
+
+    @classmethod
+    def kernel_timer(cls):
+        """The OpenCL backend's: its tiles serve the CUDA rendering of the same plan (there
+        is no NVRTC timer)."""
+        from .opencl_backend import OpenCLNet
+        return OpenCLNet.kernel_timer()
+
+    def clock(self) -> CudaClock:
+        return CudaClock(self)
 
     @classmethod
     def auto_choice(cls) -> str | None:
@@ -132,7 +154,6 @@ class CudaNet(PlanNet):
         self.dev = cp.cuda.Device(self.device_map[0])
         self.streams_by_gpu = {}
         props = [cp.cuda.runtime.getDeviceProperties(d) for d in used]
-        self.device_name = ", ".join(self.device_names[d] for d in used)
         self._max_threads = min(int(p["maxThreadsPerBlock"]) for p in props)
         self._max_shared = min(int(p["sharedMemPerBlock"]) for p in props)
         # direct peer copies where the hardware allows (else the driver stages them)
@@ -168,11 +189,13 @@ class CudaNet(PlanNet):
             with cp.cuda.Device(d) as dev:
                 cc = dev.compute_capability
                 try:
-                    module = cp.RawModule(code=compiled.cuda_source, options=NVRTC_OPTIONS)
+                    module = cp.RawModule(code=compiled.source(self.dialect).text,
+                                           options=NVRTC_OPTIONS)
                     for name in compiled.plan.kernels:
                         kernels[name][d] = module.get_function(name)
                 except cp.cuda.compiler.CompileException as e:
-                    raise build_error(compiled.cuda, str(e), f"NVRTC (sm_{cc})") from None
+                    raise build_error(compiled.source(self.dialect), str(e),
+                                      f"NVRTC (sm_{cc})") from None
         return kernels
 
     def _dev_alloc(self, gpu: int, nbytes: int):
@@ -237,3 +260,56 @@ class CudaNet(PlanNet):
         for d, st in self.streams_by_gpu.items():
             with self._device(d):
                 st.synchronize()
+
+
+class CudaClock(DeviceClock):
+    """`netspec bench` on cuda: timing events recorded on the step's stream around each launch
+    and copy; the whole step from events recorded on every stream before and after it."""
+
+    name = "CUDA events per kernel and copy"
+
+    def __init__(self, net: CudaNet):
+        self.net = net
+        self.cp = net.cp
+        self.pairs: list = []
+        self._open: dict = {}
+        net.step_hook = self._hook
+
+    def _event(self, stream: int):
+        # an event records only on a stream of its own device (else cudaEventRecord fails
+        # with an invalid resource handle): create it with the stream's device current
+        with self.net._device(stream):
+            ev = self.cp.cuda.Event()            # timing enabled
+            ev.record(self.net._stream(stream))
+        return ev
+
+    def _hook(self, when, step, ev):
+        if step.kind not in ("launch", "copy"):
+            return
+        if when == "before":
+            self._open[step.id] = self._event(step.gpu)
+        else:
+            self.pairs.append((step, self._open.pop(step.id), self._event(step.gpu)))
+
+    def start(self):
+        self.pairs = []
+        self._streams = sorted(set(range(max(self.net.graph.gpus, 1))))
+        self._t0 = [self._event(s) for s in self._streams]
+
+    def step_ms(self, host_ms: float | None = None) -> float:
+        """The device's time for the step (host_ms is not used)."""
+        ends = [self._event(s) for s in self._streams]
+        for e in ends:
+            e.synchronize()
+        t = self.cp.cuda.get_elapsed_time
+        # elapsed times between events of one device only (logical GPUs may be on several)
+        dev = [self.net.device_map[s] for s in self._streams]
+        return max(t(a, b) for i, a in enumerate(self._t0) for j, b in enumerate(ends)
+                   if dev[i] == dev[j])
+
+    def stop(self):
+        def timed():
+            for step, a, b in self.pairs:
+                b.synchronize()
+                yield step, self.cp.cuda.get_elapsed_time(a, b)
+        return self._tally(timed())

@@ -135,6 +135,23 @@ class Net:
     `forward_part`/`backward_part` have the meaning of `Op.forward`/`Op.backward`
     (netspec/ops/base.py), which is the reference each backend is checked against. A backend
     that keeps parameters on the device overrides `_parameters_changed` to upload them.
+
+    What a backend declares (class attributes and classmethods; the registry in
+    netspec/runtime, `netspec bench`, autotune and the data-parallel driver read them, so a new
+    backend is its module and a `register_backend` line):
+        backend                         its registered name ('numpy', 'cuda', ...)
+        dialect                         the kernel.dialects.Dialect its kernels are rendered
+                                        in, None for the NumPy reference
+        requires                        what must be installed, in words
+        unavailable_reason() -> str | None  why it can't run here (None: it can);
+                                        available() is `unavailable_reason() is None`
+        auto_choice() -> str | None     why backend='auto' may take it (None: it may not);
+                                        auto_refusal: the reason auto gives when it passes
+        device_count() -> int           physical devices `devices=` numbers (1 on the host)
+        kernel_timer() -> timer | None  the device autotune times GEMM tiles on
+                                        (runtime/autotune.py; None: it doesn't tune)
+        clock() -> clock                how `netspec bench` times this net (runtime/clock.py)
+        device_name -> str              the device(s) in use, in words
     """
 
     backend = ""
@@ -143,6 +160,9 @@ class Net:
     # soon as the backward pass has produced a weighted layer's gradients, last layer first
     # (data-parallel training starts their allreduce there; netspec/train/distributed.py).
     grad_hook = None
+    dialect = None
+    requires: tuple[str, ...] = ()
+    auto_refusal = ""
 
     def __init__(self, graph: Graph, *, seed: int = 0, dtype: Any = np.float32,
                  devices: Any = None):
@@ -479,11 +499,45 @@ class Net:
         return (f"<{type(self).__name__} '{self.graph.name}' backend={self.backend} "
                 f"dtype={self.dtype} params={sum(int(np.prod(s)) for s in self._shapes.values())}>")
 
-    # -- what a backend implements --------------------------------------------------------
+    # -- what a backend declares (see the class doc) --------------------------------------
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend can't run here, in one line (a missing driver, no device); None
+        when it can."""
+        return None
+
     @classmethod
     def available(cls) -> bool:
-        """Whether this backend can run here (drivers, devices); used by backend='auto'."""
-        return True
+        """Whether this backend can run here (drivers, devices)."""
+        return cls.unavailable_reason() is None
+
+    @classmethod
+    def auto_choice(cls) -> str | None:
+        """Why backend='auto' may take this backend, in words; None when it may not."""
+        return "available" if cls.available() else None
+
+    @classmethod
+    def device_count(cls) -> int:
+        """The physical devices `devices=` can number here (at least 1)."""
+        return 1
+
+    @classmethod
+    def kernel_timer(cls):
+        """The device autotune times kernels on for this backend (runtime/autotune.py's
+        `KernelTimer`), or None: its kernels take the default tiles or the cached ones."""
+        return None
+
+    def clock(self):
+        """A clock hooked into this net for `netspec bench` (runtime/clock.py)."""
+        from .clock import HostClock
+        return HostClock(self)
+
+    @property
+    def device_name(self) -> str:
+        """The physical device(s) this net runs on, in words."""
+        return ", ".join(self.device_names[d] for d in sorted(set(self.device_map)))
+
+    # -- what a backend implements --------------------------------------------------------
 
     def physical_devices(self) -> list[str]:
         """The names of the devices `devices=` numbers, device 0 first (never empty)."""

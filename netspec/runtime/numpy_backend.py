@@ -5,6 +5,9 @@ work, so a "transfer" is reading another part's array.
 """
 from __future__ import annotations
 
+import os
+import platform
+
 import numpy as np
 
 from ..ir.graph import Layer, Part
@@ -13,6 +16,11 @@ from .net import Net
 
 class NumpyNet(Net):
     backend = "numpy"
+    requires = ("NumPy",)
+
+    @property
+    def device_name(self) -> str:
+        return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, NumPy)"
 
     def to_device(self, a):
         return a

@@ -1,6 +1,6 @@
 """backend="opencl": the launch plan on any OpenCL device through PyOpenCL (PoCL on the CPU
 by default), one in-order command queue per logical GPU, events for the plan's cross-queue
-waits. A thin adapter: the plan walk is runtime/executor.py's.
+waits. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 Device choice: see opencl_device.py (NETSPEC_OPENCL_DEVICE, else the first GPU, else PoCL's
 CPU device).
@@ -9,30 +9,60 @@ Compiled programs are cached on disk under `cache_dir()` (the kernels/ folder of
 cache, netspec/cachedir.py), keyed by a hash of the source, the device, its driver and the
 platform, so the second build of a spec is a load. For a GPU driver that is the program binary
 (`<hash>.clbin`). PoCL on the CPU is different: asking it for a binary makes it compile every
-kernel for every work-group size up front (~90 s for AlexNet on 2 cores), so there netspec
+kernel for every work-group size up front (minutes for AlexNet), so there netspec
 points PoCL's own kernel cache (POCL_CACHE_DIR, read when PoCL starts) at `cache_dir()/pocl`
 instead, which keeps what PoCL actually compiled, keyed the same way.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import statistics
 
 import numpy as np
 
 from ..codegen.compile import Compiled, build_error
 from ..errors import BackendUnavailableError, DeviceLimitError
-from .executor import PlanNet
+from ..kernel.dialects import OPENCL
+from .clock import DeviceClock
 from .opencl_device import _cl, cache_dir, describe_device, find_device, opencl_devices
+from .plan_net import PlanNet
 
 
 class OpenCLNet(PlanNet):
     backend = "opencl"
-    dialect = "opencl"
+    dialect = OPENCL
+    requires = ("PyOpenCL and an OpenCL device (pip install 'pyopencl[pocl]' for the CPU)",)
 
     @classmethod
-    def available(cls) -> bool:
-        return find_device() is not None
+    def unavailable_reason(cls) -> str | None:
+        if find_device() is not None:
+            return None
+        try:
+            _cl()
+        except ImportError:
+            return "PyOpenCL is not installed (pip install 'pyopencl[pocl]')"
+        return "no OpenCL device found (install pocl for the CPU: pip install 'pyopencl[pocl]')"
+
+    @classmethod
+    def device_count(cls) -> int:
+        try:
+            return max(len(opencl_devices()), 1)
+        except ImportError:
+            return 1
+
+    @classmethod
+    def kernel_timer(cls) -> OpenCLKernelTimer | None:
+        """The default device (find_device), timed by its profiling events."""
+        try:
+            dev = find_device()
+        except Exception:        # no pyopencl: nothing to tune on
+            dev = None
+        return OpenCLKernelTimer(dev) if dev is not None else None
+
+    def clock(self) -> OpenCLClock:
+        return OpenCLClock(self)
 
     auto_refusal = "no OpenCL GPU"
 
@@ -92,7 +122,7 @@ class OpenCLNet(PlanNet):
         if plan.alignment % self.align:
             raise DeviceLimitError(f"device '{self.device_name}' needs sub-buffers aligned to "
                                    f"{self.align} bytes; the plan aligns to {plan.alignment}")
-        src = compiled.opencl_source
+        src = compiled.source(self.dialect).text
         ident = "\0".join([src, *(d.name for d in devs), dev.driver_version,
                            dev.platform.name, dev.platform.version, cl.VERSION_TEXT])
         key = hashlib.sha256(ident.encode()).hexdigest()[:32]
@@ -114,7 +144,7 @@ class OpenCLNet(PlanNet):
                     log = program.get_build_info(dev, cl.program_build_info.LOG)
                 except Exception:
                     log = str(e)
-                raise build_error(compiled.opencl, log or str(e),
+                raise build_error(compiled.source(self.dialect), log or str(e),
                                   f"OpenCL ({self.device_name})") from None
             try:
                 if not store:
@@ -167,3 +197,86 @@ class OpenCLNet(PlanNet):
     def _dev_finish(self) -> None:
         for q in self.queues.values():
             q.finish()
+
+
+class OpenCLClock(DeviceClock):
+    """`netspec bench` on opencl: the profiling events of every launch and copy."""
+
+    name = "OpenCL profiling events per kernel and copy"
+
+    def __init__(self, net: OpenCLNet):
+        cl = net.cl
+        self.net = net
+        gpus = net.graph.gpus if hasattr(net.graph, "gpus") else 1
+        # Queues are created on first use; put a profiling-enabled one in their place. One
+        # queue serves every logical GPU while timing: kernels of two queues would share the
+        # CPU's cores and each event would then time both (the plan's order stays valid, as
+        # an in-order queue runs every step after its dependencies).
+        net._dev_finish()
+        queue = cl.CommandQueue(net.ctx,
+                                properties=cl.command_queue_properties.PROFILING_ENABLE)
+        for g in range(max(gpus, 1)):
+            net.queues[g] = queue
+        self.events: list = []
+        net.step_hook = self._hook
+
+    def _hook(self, when, step, ev):
+        if when == "after" and ev is not None and step.kind in ("launch", "copy"):
+            self.events.append((step, ev))
+
+    def start(self):
+        self.events = []
+
+    def stop(self):
+        self.net._dev_finish()
+        return self._tally((step, (ev.profile.end - ev.profile.start) * 1e-6)
+                           for step, ev in self.events)
+
+
+def device_identity(dev) -> str:
+    """An OpenCL device in words: platform, its version, device, driver, compute units."""
+    p = dev.platform
+    return " | ".join(s.strip() for s in (p.name, p.version, dev.name, dev.driver_version,
+                                          f"{dev.max_compute_units} units"))
+
+
+class OpenCLKernelTimer:
+    """autotune's `KernelTimer` on one OpenCL device: the calls rendered in OpenCL C, built,
+    and timed by their profiling events on a queue of their own."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.identity = device_identity(dev)
+        self._ctx = self._queue = None
+
+    def time(self, calls: list, sizes: dict, repeats: int) -> float:
+        cl = _cl()
+        if self._ctx is None:
+            self._ctx = cl.Context([self.dev])
+            self._queue = cl.CommandQueue(
+                self._ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        if any(c.kernel.threads > self.dev.max_work_group_size
+               or c.kernel.shared_bytes > self.dev.local_mem_size for c in calls):
+            return math.inf
+        src = OPENCL.prelude + "".join("\n" + c.kernel.render(OPENCL) for c in calls)
+        try:
+            prog = cl.Program(self._ctx, src).build()
+        except cl.Error:
+            return math.inf
+        rng = np.random.default_rng(0)
+        bufs = {}
+        for call in calls:
+            for role in call.args:
+                if role not in bufs:
+                    host = rng.standard_normal(sizes[role]).astype(np.float32)
+                    bufs[role] = cl.Buffer(self._ctx, cl.mem_flags.READ_WRITE
+                                           | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+        kernels = [(getattr(prog, call.kernel.name), call) for call in calls]
+        times = []
+        for rep in range(repeats + 1):
+            events = [k(self._queue, call.kernel.global_size, call.kernel.local_size,
+                        *[bufs[r] for r in call.args]) for k, call in kernels]
+            events[-1].wait()
+            if rep:
+                times.append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
+        return statistics.median(times)
