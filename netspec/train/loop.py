@@ -21,11 +21,12 @@ import numpy as np
 from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
-from . import distributed
+from ..runtime.noise import NOISE_DESCRIPTION, image_noise
+from . import data_parallel
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
-from .recovery import (
+from .rundir import (
     check_schedule_data,
     discard_launch,
     discard_new_run,
@@ -40,7 +41,6 @@ from .recovery import (
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")
-DROPOUT_STREAM = distributed.DROPOUT_STREAM   # the dropout RNG stream, apart from the data's
 
 
 @dataclass
@@ -114,8 +114,8 @@ class Trainer:
     def _init(self, opts: TrainOptions, echo) -> None:
         from ..ir.build import build_graph
 
-        # one of K data-parallel replicas under mpirun (distributed.py); rank 0 alone speaks
-        self.replicas = distributed.current()
+        # one of K data-parallel replicas under mpirun (data_parallel.py); rank 0 alone speaks
+        self.replicas = data_parallel.current()
         self.data_parallel = None
         if self.replicas is not None and not self.replicas.is_root:
             echo, opts = (lambda *a, **k: None), replace(opts, progress=False)
@@ -175,7 +175,7 @@ class Trainer:
                                                 if k in ("epochs", "batch_size", "lr")})
         r = self.recipe
         if self.replicas is not None:
-            distributed.split_batch(r.batch_size, self.replicas.size)
+            data_parallel.split_batch(r.batch_size, self.replicas.size)
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
         from .input_check import image_channels
@@ -194,11 +194,11 @@ class Trainer:
         if opts.devices is not None:
             kwargs["devices"] = list(opts.devices)
         if self.replicas is not None:
-            kwargs["devices"] = distributed.replica_devices(self.replicas, opts.devices,
+            kwargs["devices"] = data_parallel.replica_devices(self.replicas, opts.devices,
                                                             graph.gpus, backend)
         self.net = build(graph, backend, **kwargs)
         if self.replicas is not None:
-            self.data_parallel = distributed.DataParallel(self.replicas, self.net, graph,
+            self.data_parallel = data_parallel.DataParallel(self.replicas, self.net, graph,
                                                           r.batch_size)
         self.lr_mults, self.decay_mults = layer_multipliers(graph)
         # kernel backends run the update on the device (one SGD launch per GPU, with the
@@ -266,8 +266,7 @@ class Trainer:
             "schedule": self.schedule.state(),
             "seed": self.seed,
             "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
-                    "dropout": f"numpy default_rng([seed, {DROPOUT_STREAM}, step, image "
-                               f"index in the global batch])"},
+                    "dropout": NOISE_DESCRIPTION},
             "replicas": self.replicas.size if self.replicas is not None else 1,
             "loader": {"epoch": self.epoch, "batch": self.batch},
             "meters": meters,
@@ -408,7 +407,7 @@ class Trainer:
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
         dp = self.data_parallel
-        self.net.rng = distributed.image_noise(self.seed, self.step,
+        self.net.rng = image_noise(self.seed, self.step,
                                                dp.first_image if dp else 0, len(y))
         if x.dtype != self.net.dtype:
             x = x.astype(self.net.dtype)
@@ -533,8 +532,8 @@ class _progress:
 
 
 def train(opts: TrainOptions, echo=print) -> dict:
-    replicas = distributed.current()
+    replicas = data_parallel.current()
     if replicas is not None:       # one of K data-parallel replicas under mpirun
-        return distributed.train_replica(replicas, lambda: Trainer(opts, echo),
+        return data_parallel.train_replica(replicas, lambda: Trainer(opts, echo),
                                          lambda m: print(m, file=sys.stderr))
     return Trainer(opts, echo).run()

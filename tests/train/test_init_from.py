@@ -14,8 +14,8 @@ from safetensors.numpy import load_file, save_file
 import netspec
 from netspec.cli import main
 from netspec.errors import RunError
+from netspec.runtime.noise import image_noise
 from netspec.train.checkpoint import load_checkpoint
-from netspec.train.distributed import image_noise
 from netspec.train.init_from import merge_parameters
 from netspec.train.loop import Trainer, TrainOptions
 
