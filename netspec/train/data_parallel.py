@@ -154,8 +154,9 @@ class NcclGradients:
     per logical GPU across the replicas (its unique id made by rank 0 and broadcast with MPI),
     then scaled by 1/K on the GPU's stream; the update then runs on the device as usual.
 
-    NOT TESTED: written against cupy.cuda.nccl's NcclCommunicator(ndev, commId, rank) and
-    allReduce(sendbuf, recvbuf, count, datatype, op, stream); no machine here has a GPU."""
+    Not covered by the tests, which run without GPUs: written against cupy.cuda.nccl's
+    NcclCommunicator(ndev, commId, rank) and allReduce(sendbuf, recvbuf, count, datatype, op,
+    stream)."""
 
     def __init__(self, replicas: Replicas, net):
         from cupy.cuda import nccl

@@ -272,7 +272,7 @@ def start_and_wait_for_checkpoint(k, spec, folder, out, timeout_s):
                                         REPLICA_DTYPE="float64"), cwd=ROOT)
     deadline = time.monotonic() + 240
     state = Path(out) / STATE
-    # the first epoch's checkpoint (the run also writes one at step 0, issue 15)
+    # the first epoch's checkpoint (the run also writes one at step 0)
     while not state.exists() or json.loads(state.read_text())["step"] == 0:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
