@@ -33,7 +33,7 @@ def write(args) -> dict:
 
     from netspec.runtime import build
     from netspec.train.checkpoint import load_checkpoint, save_checkpoint
-    from netspec.train.recovery import nonfinite
+    from netspec.train.rundir import nonfinite
 
     net = build(str(ROOT / "specs" / "alexnet.net"), "numpy", seed=0)
     params = net.parameters()

@@ -2,8 +2,13 @@
 schedule, per-epoch validation, metrics, and checkpoints that resume exactly.
 
 Exact resume: everything random is derived from (seed, epoch, batch) or (seed, step) — the
-loader's shuffle and augmentation by the data package, the dropout masks here — so a run
-stopped after step s and resumed computes the same step s+1 as an unbroken run.
+loader's shuffle and augmentation by the data package, the dropout masks from (seed, step,
+layer, image) by runtime/noise.py — so a run stopped after step s and resumed computes the same
+step s+1 as an unbroken run.
+
+A run is made in stages (`Trainer`): resolve the flags, recipe and resumed state into one
+`RunConfig` (run_config.py), open the run directory (rundir.py), open the data, build the net,
+set the starting state; then train.
 """
 from __future__ import annotations
 
@@ -13,59 +18,34 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 
 from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
-from . import distributed
+from ..runtime.noise import NOISE_DESCRIPTION, image_noise
+from . import data_parallel
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
-from .recovery import (
+from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
+from .rundir import (
     check_schedule_data,
     discard_launch,
     discard_new_run,
     divergence_message,
     entries,
-    holds_checkpoint,
     nonfinite,
-    open_run,
     trim_metrics,
     write_launch,
 )
 from .schedule import Schedule
 
 log = logging.getLogger("netspec.train")
-DROPOUT_STREAM = distributed.DROPOUT_STREAM   # the dropout RNG stream, apart from the data's
 
-
-@dataclass
-class TrainOptions:
-    """Flags of `netspec train`. None means: the spec's recipe (or the resumed run's)."""
-
-    spec: str | None = None
-    data: str | None = None
-    backend: str = "auto"
-    devices: tuple[int, ...] | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    max_steps: int | None = None
-    seed: int = 0
-    workers: int = 0
-    out: str | None = None
-    resume: str | None = None
-    init_from: str | None = None     # fine-tuning: start from this run's weights (init_from.py)
-    print_freq: int = 10
-    progress: bool = True
-    dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
-    checkpoint_every: int | None = None   # steps; None: the spec's `checkpoint every` (or epochs)
-    keep: int | None = None              # checkpoints kept; None: the spec's (default 1)
-    overrides: dict = field(default_factory=dict)
+__all__ = ["RunConfig", "TrainOptions", "Trainer", "train"]
 
 
 class _Stop:
@@ -98,199 +78,211 @@ def _dataset(data: str, base: int | None, workers: int):
     return open_dataset(data, base, workers=workers, progress=False)
 
 
-def _run_name(network: str) -> str:
-    return f"runs/{network}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 class Trainer:
+    """One training run. Made in stages, each with one job: resolve the configuration
+    (run_config.py), open the run directory, open the data, build the net, set the starting
+    state (fresh, --init-from or a restored checkpoint); then `run()` trains.
+
+    Under mpirun it is one of K data-parallel replicas (data_parallel.py); only the root
+    replica (rank 0, `is_root`) writes files and speaks."""
+
     def __init__(self, opts: TrainOptions, echo=print):
         self._launched = self._new_run = None
+        self.data_parallel = None
         try:
-            self._init(opts, echo)
+            self.replicas = data_parallel.current()
+            if not self.is_root:
+                echo, opts = _silent, replace(opts, progress=False)
+            self.echo = echo
+            self.opts = opts
+            self.config = resolve_run(opts, tidy=self.is_root)
+            self._open_run_dir()
+            self._open_data()
+            self._build_net()
+            self._start_state()
+            self.tensorboard = self._open_tensorboard()
         except NetspecError:    # a start-up error leaves no run behind
             discard_launch(self._launched)
             raise
 
-    def _init(self, opts: TrainOptions, echo) -> None:
-        from ..ir.build import build_graph
+    @property
+    def is_root(self) -> bool:
+        """True in a single process and in rank 0 of a data-parallel job."""
+        return self.replicas is None or self.replicas.is_root
 
-        # one of K data-parallel replicas under mpirun (distributed.py); rank 0 alone speaks
-        self.replicas = distributed.current()
-        self.data_parallel = None
-        if self.replicas is not None and not self.replicas.is_root:
-            echo, opts = (lambda *a, **k: None), replace(opts, progress=False)
-        self.echo = echo
-        self.opts = opts
-        resumed = None
-        if opts.resume:
-            params, momentum, state = open_run(Path(opts.resume), tidy=self.replicas is None
-                                               or self.replicas.is_root)
-            resumed = (params, momentum, state) if params is not None else None
-            self.run_dir = Path(opts.resume)
-            spec_src = state["spec_text"]
-            self.overrides = dict(state.get("overrides", {}))
-            self.data_src = state["data"]
-            backend = state.get("backend_requested", "auto") if opts.backend == "auto" \
-                else opts.backend
-            self.seed = state["seed"]
-            self.workers = state.get("workers", 0) if opts.workers == 0 else opts.workers
-            if opts.lr is not None:    # e.g. a lower rate after a divergence
-                self.overrides["lr"] = opts.lr
-            saved = (state.get("checkpoint_every"), state.get("keep"))
-            init_from = state.get("init_from") if params is None else None   # killed early
-        else:
-            if not opts.spec or not opts.data:
-                raise RunError("train needs --spec and --data (or --resume RUN)")
-            spec_src = opts.spec
-            self.overrides = {k: v for k, v in (("epochs", opts.epochs),
-                                                ("batch_size", opts.batch_size),
-                                                ("lr", opts.lr)) if v is not None}
-            self.data_src = opts.data
-            backend = opts.backend
-            self.seed = opts.seed
-            self.workers = opts.workers
-            saved = (None, None)
-            init_from = opts.init_from
-        graph = build_graph(spec_src)
-        self.every = next((v for v in (opts.checkpoint_every, saved[0],
-                                       graph.recipe.checkpoint_every) if v), None)
-        self.keep = next((v for v in (opts.keep, saved[1], graph.recipe.keep) if v), 1)
-        if not opts.resume:
-            self.run_dir = Path(opts.out or _run_name(graph.name))
-            if holds_checkpoint(self.run_dir):
-                raise RunError(f"{self.run_dir} already holds a run; use --resume "
-                               f"{self.run_dir} or another --out")
-        if not opts.resume and (self.replicas is None or self.replicas.is_root):
-            before = entries(self.run_dir)
-            # from here on the run directory can be resumed, even if killed in what follows
-            self._launched = write_launch(self.run_dir, {
-                "spec_text": graph.spec.source, "overrides": self.overrides,
-                "data": str(self.data_src), "backend_requested": backend, "seed": self.seed,
-                "workers": self.workers, "checkpoint_every": self.every, "keep": self.keep,
-                "init_from": init_from})
-            self._new_run = (self.run_dir, self._launched[1], before)
-        self.spec_text = graph.spec.source
-        self.graph = graph
-        self.recipe = replace(graph.recipe, **{k: v for k, v in self.overrides.items()
-                                                if k in ("epochs", "batch_size", "lr")})
-        r = self.recipe
+    # the parts of the configuration the loop reads most
+    @property
+    def graph(self):
+        return self.config.graph
+
+    @property
+    def recipe(self):
+        return self.config.recipe
+
+    @property
+    def run_dir(self):
+        return self.config.run_dir
+
+    @property
+    def every(self) -> int | None:
+        return self.config.every
+
+    @property
+    def keep(self) -> int:
+        return self.config.keep
+
+    @property
+    def max_steps(self) -> int | None:
+        return self.config.max_steps
+
+    # -- setup ----------------------------------------------------------------------------
+    def _open_run_dir(self) -> None:
+        """Write a new run's launch record (rank 0): from here on the run directory can be
+        resumed, even if killed in what follows."""
+        cfg = self.config
+        if not cfg.new or not self.is_root:
+            return
+        before = entries(cfg.run_dir)
+        self._launched = write_launch(cfg.run_dir, cfg.launch_record())
+        self._new_run = (cfg.run_dir, self._launched[1], before)
+
+    def _open_data(self) -> None:
+        """Open the data set and check it against the spec; the crop and base size."""
+        from ..data import check_class_count
+        from .input_check import image_channels
+
+        cfg, graph, r = self.config, self.config.graph, self.config.recipe
         if self.replicas is not None:
-            distributed.split_batch(r.batch_size, self.replicas.size)
+            data_parallel.split_batch(r.batch_size, self.replicas.size)
         self.crop = r.crop or graph.input_shape[1]
         self.base = r.base or self.crop
-        from .input_check import image_channels
         channels = image_channels(graph)  # before any image is read
-        self.ds = _dataset(self.data_src, self.base, self.workers)
+        self.ds = _dataset(cfg.data, self.base, cfg.workers)
         self.ds.channels = channels
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
-        from ..data import check_class_count
         check_class_count(self.ds.classes, graph.classes)
-        check_schedule_data(self.recipe, "val" in self.ds.splits and self.ds.size("val") > 0,
+        check_schedule_data(r, "val" in self.ds.splits and self.ds.size("val") > 0,
                             graph.spec.path)
-        self.backend_requested = backend
-        kwargs = {"seed": self.seed, "dtype": np.dtype(opts.dtype)}
-        if opts.devices is not None:
-            kwargs["devices"] = list(opts.devices)
+
+    def _build_net(self) -> None:
+        """Build the net on its devices (a replica's own under mpirun) and the update's
+        multipliers."""
+        cfg = self.config
+        kwargs = {"seed": cfg.seed, "dtype": cfg.dtype}
+        if cfg.devices is not None:
+            kwargs["devices"] = list(cfg.devices)
         if self.replicas is not None:
-            kwargs["devices"] = distributed.replica_devices(self.replicas, opts.devices,
-                                                            graph.gpus, backend)
-        self.net = build(graph, backend, **kwargs)
+            kwargs["devices"] = data_parallel.replica_devices(self.replicas, cfg.devices,
+                                                              cfg.graph.gpus, cfg.backend)
+        self.net = build(cfg.graph, cfg.backend, **kwargs)
         if self.replicas is not None:
-            self.data_parallel = distributed.DataParallel(self.replicas, self.net, graph,
-                                                          r.batch_size)
-        self.lr_mults, self.decay_mults = layer_multipliers(graph)
+            self.data_parallel = data_parallel.DataParallel(self.replicas, self.net, cfg.graph,
+                                                            cfg.recipe.batch_size)
+        self.lr_mults, self.decay_mults = layer_multipliers(cfg.graph)
         # kernel backends run the update on the device (one SGD launch per GPU, with the
         # layers' multipliers); the NumPy backend updates host arrays here
         self.device_update = callable(getattr(self.net, "update", None))
         self.params = self.net.parameters()
-        if init_from and not resumed:
+
+    def _start_state(self) -> None:
+        """Step 0 with zero momentum, from the seed's or --init-from's weights; or the resumed
+        checkpoint's step."""
+        cfg = self.config
+        if cfg.init_from:
             from .init_from import init_from_run
-            params, report = init_from_run(init_from, self.params)
+            params, report = init_from_run(cfg.init_from, self.params)
             self.net.load_parameters(params)
             self.params = self.net.parameters()
-            echo(report.table())
+            self.echo(report.table())
         self.momentum = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.schedule = Schedule.from_recipe(r)
-        self.step = 0
-        self.epoch = 0
-        self.batch = 0
+        self.schedule = Schedule.from_recipe(cfg.recipe)
+        self.step = self.epoch = self.batch = 0
         self.meters_state = None
-        self.best = None
         self.saved_step = None
-        if resumed:
-            params, momentum, state = resumed
-            if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
-                raise RunError(f"{self.run_dir}: the data's classes differ from the run's")
-            try:
-                self.net.load_parameters(params)
-            except ValueError as e:
-                raise RunError(f"{self.run_dir}: the checkpoint does not match the spec: {e}") \
-                    from None
-            self.params = self.net.parameters()
-            # state tensors (no lr multiplier: SGD never trains them) have no momentum on the
-            # kernel backends, so a checkpoint may hold none for them; the trained ones must
-            missing = [k for k in self.lr_mults if k not in momentum]
-            if missing:
-                raise RunError(f"{self.run_dir}: the checkpoint has no momentum for "
-                               f"{', '.join(missing)}")
-            self.momentum = {k: np.array(momentum[k], dtype=self.params[k].dtype)
-                             if k in momentum else np.zeros_like(self.params[k])
-                             for k in self.params}
-            if self.device_update:
-                self.net.load_velocities(self.momentum)
-            self.schedule = Schedule.from_state(state["schedule"])
-            if "lr" in self.overrides and opts.lr is not None:
-                self.schedule.lr = opts.lr
-            self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
-            self.meters_state = state.get("meters")
-            self.saved_step = self.step
-            if self.replicas is None or self.replicas.is_root:     # rank 0 writes
-                trim_metrics(self.run_dir, self.epoch)
-        # a total over the whole run, resumed steps included
-        self.max_steps = opts.max_steps
+        if cfg.resumed is not None:
+            self._restore(cfg.resumed)
+
+    def _restore(self, resumed: Resumed) -> None:
+        """Load the checkpoint's weights, momentum, schedule and position."""
+        params, momentum, state = resumed.params, resumed.momentum, resumed.state
+        if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
+            raise RunError(f"{self.run_dir}: the data's classes differ from the run's")
+        try:
+            self.net.load_parameters(params)
+        except ValueError as e:
+            raise RunError(f"{self.run_dir}: the checkpoint does not match the spec: {e}") \
+                from None
+        self.params = self.net.parameters()
+        # state tensors (no lr multiplier: SGD never trains them) have no momentum on the
+        # kernel backends, so a checkpoint may hold none for them; the trained ones must
+        missing = [k for k in self.lr_mults if k not in momentum]
+        if missing:
+            raise RunError(f"{self.run_dir}: the checkpoint has no momentum for "
+                           f"{', '.join(missing)}")
+        self.momentum = {k: np.array(momentum[k], dtype=self.params[k].dtype)
+                         if k in momentum else np.zeros_like(self.params[k])
+                         for k in self.params}
+        if self.device_update:
+            self.net.load_velocities(self.momentum)
+        self.schedule = Schedule.from_state(state["schedule"])
+        if self.config.resume_lr is not None:
+            self.schedule.lr = self.config.resume_lr
+        self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
+        self.meters_state = state.get("meters")
+        self.saved_step = self.step
+        if self.is_root:
+            trim_metrics(self.run_dir, self.epoch)
+
+    def _open_tensorboard(self):
+        """Rank 0's TensorBoard writer; None elsewhere and without netspec[tensorboard]."""
+        if not self.is_root:
+            return None
         from .tensorboard import open_tensorboard
-        self.tensorboard = open_tensorboard(self.run_dir) \
-            if self.replicas is None or self.replicas.is_root else None  # rank 0 writes
-        # (None without netspec[tensorboard])
+        return open_tensorboard(self.run_dir)
 
     # -- state ----------------------------------------------------------------------------
     def state(self, meters=None) -> dict:
-        ds = self.ds
+        """The run state saved with each checkpoint (state.json)."""
+        cfg, ds = self.config, self.ds
         return {
             "format": 1,
-            "network": self.graph.name,
+            "network": cfg.graph.name,
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "lr": self.schedule.lr,
             "schedule": self.schedule.state(),
-            "seed": self.seed,
+            "seed": cfg.seed,
             "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
-                    "dropout": f"numpy default_rng([seed, {DROPOUT_STREAM}, step, image "
-                               f"index in the global batch])"},
+                    "dropout": NOISE_DESCRIPTION},
             "replicas": self.replicas.size if self.replicas is not None else 1,
             "loader": {"epoch": self.epoch, "batch": self.batch},
             "meters": meters,
             "classes": list(ds.classes),
             "class_names": list(ds.class_names),
             "data_layout": ds.layout, "labels_source": ds.labels_source,
-            "spec_text": self.spec_text,
-            "data": str(self.data_src),
+            "spec_text": cfg.spec_text,
+            "data": str(cfg.data),
             "data_mean": np.asarray(ds.mean, np.float32).round(4).tolist(),
             "data_pca": {"eigenvalues": np.asarray(ds.pca.eigenvalues).tolist(),
                          "eigenvectors": np.asarray(ds.pca.eigenvectors).tolist()},
-            "recipe": {k: v for k, v in self.recipe.__dict__.items() if k != "pos"},
-            "overrides": self.overrides,
+            "recipe": {k: v for k, v in cfg.recipe.__dict__.items() if k != "pos"},
+            "overrides": cfg.overrides,
             "backend": self.net.backend,
-            "backend_requested": self.backend_requested,
-            "workers": self.workers,
-            "max_steps": self.max_steps,
-            "checkpoint_every": self.every, "keep": self.keep,
+            "backend_requested": cfg.backend,
+            "workers": cfg.workers,
+            "max_steps": cfg.max_steps,
+            "checkpoint_every": cfg.every, "keep": cfg.keep,
         }
 
     def save(self, meters=None) -> None:
-        if self.replicas is not None and not self.replicas.is_root:
-            return                      # the replicas' weights are identical; rank 0 writes
+        """Write a checkpoint (rank 0; the replicas' weights are identical)."""
+        if not self.is_root:
+            return
         if self.device_update:
             self.params, self.momentum = self.net.parameters(), self.net.velocities()
         bad = nonfinite(self.params) + nonfinite(self.momentum)
@@ -316,18 +308,9 @@ class Trainer:
     def _run(self) -> dict:
         r = self.recipe
         echo = self.echo
-        echo(f"netspec train: {self.graph.name} on {self.net.backend} backend"
-             f"{self._devices_note()}, data {self.data_src} ({len(self.ds.classes)} classes, "
-             f"{self.ds.size('train')} train / {self.ds.size('val') if 'val' in self.ds.splits else 0} val), "
-             f"run {self.run_dir}")
-        if self.ds.layout != "class folders":
-            echo(f"data layout: {self.ds.layout}; val labels from {self.ds.labels_source}")
-        if self.overrides:
-            echo(f"overrides of the spec's recipe: "
-                 f"{', '.join(f'{k}={v}' for k, v in self.overrides.items())}")
+        self._announce()
         last = None
-        if (self.replicas is None or self.replicas.is_root) and \
-                not (self.run_dir / WEIGHTS).exists():
+        if self.is_root and not (self.run_dir / WEIGHTS).exists():
             self.save()     # step 0: resumable before the first step ends
             discard_launch((self.run_dir, False))   # the checkpoint's state says it all now
         with _Stop() as stop:
@@ -348,6 +331,19 @@ class Trainer:
         self._close_logs()
         return {"stopped": False, "step": self.step, "last": last}
 
+    def _announce(self) -> None:
+        """The run's first lines: network, backend, data, run directory, overrides."""
+        ds, echo = self.ds, self.echo
+        val = ds.size("val") if "val" in ds.splits else 0
+        echo(f"netspec train: {self.graph.name} on {self.net.backend} backend"
+             f"{self._devices_note()}, data {self.config.data} ({len(ds.classes)} classes, "
+             f"{ds.size('train')} train / {val} val), run {self.run_dir}")
+        if ds.layout != "class folders":
+            echo(f"data layout: {ds.layout}; val labels from {ds.labels_source}")
+        if self.config.overrides:
+            echo(f"overrides of the spec's recipe: "
+                 f"{', '.join(f'{k}={v}' for k, v in self.config.overrides.items())}")
+
     def _close_logs(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
@@ -366,8 +362,8 @@ class Trainer:
                 meters[k].sum, meters[k].count = s, c
         self.meters_state = None
         loader = self.ds.loader("train", batch_size=r.batch_size, crop=self.crop,
-                                flip=r.flip, pca_sigma=r.pca_sigma, seed=self.seed,
-                                workers=self.workers, epoch=self.epoch,
+                                flip=r.flip, pca_sigma=r.pca_sigma, seed=self.config.seed,
+                                workers=self.config.workers, epoch=self.epoch,
                                 start_batch=self.batch,
                                 shard=self.data_parallel.shard if self.data_parallel else None)
         total = len(loader)
@@ -375,7 +371,7 @@ class Trainer:
             raise RunError(f"the training set has {self.ds.size('train')} images, fewer than "
                            f"one batch of {r.batch_size}; use a smaller --batch-size")
         bar = _progress(total, self.batch, f"epoch {self.epoch + 1}/{r.epochs}",
-                        self.opts.progress, self.opts.print_freq, self.echo)
+                        self.config.progress, self.config.print_freq, self.echo)
         t0 = time.perf_counter()
         images = 0
         completed = True
@@ -408,7 +404,7 @@ class Trainer:
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
         dp = self.data_parallel
-        self.net.rng = distributed.image_noise(self.seed, self.step,
+        self.net.rng = image_noise(self.config.seed, self.step,
                                                dp.first_image if dp else 0, len(y))
         if x.dtype != self.net.dtype:
             x = x.astype(self.net.dtype)
@@ -450,7 +446,7 @@ class Trainer:
             run_eval = self.data_parallel.evaluate if self.data_parallel else \
                 (lambda fn, *a, **k: fn(*a, **k))
             val = run_eval(evaluate, self.net, self.ds, crop=self.crop,
-                           batch_size=r.batch_size, workers=self.workers)
+                           batch_size=r.batch_size, workers=self.config.workers)
             if not math.isfinite(val["loss"]):
                 self._diverged(f"the validation loss became {val['loss']}", self.step)
         lr_used = self.schedule.lr
@@ -467,7 +463,7 @@ class Trainer:
                "images_per_sec": self.images_per_sec, "time": time.time()}
         if self.data_parallel is not None:
             row.update(self.data_parallel.epoch_metrics())
-        if self.replicas is None or self.replicas.is_root:
+        if self.is_root:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
         if self.tensorboard is not None:
@@ -533,8 +529,8 @@ class _progress:
 
 
 def train(opts: TrainOptions, echo=print) -> dict:
-    replicas = distributed.current()
+    replicas = data_parallel.current()
     if replicas is not None:       # one of K data-parallel replicas under mpirun
-        return distributed.train_replica(replicas, lambda: Trainer(opts, echo),
+        return data_parallel.train_replica(replicas, lambda: Trainer(opts, echo),
                                          lambda m: print(m, file=sys.stderr))
     return Trainer(opts, echo).run()

@@ -180,7 +180,7 @@ def test_a_val_labelled_by_id_order_gives_chance_and_eval_names_classes(tmp_path
 
 
 def test_predictions_figure_uses_class_names(tmp_path):
-    from netspec.train.probe import run_predictions
+    from netspec.train.saved_net import run_predictions
     from netspec.viz.run import open_run
 
     root, _ = make_kaggle(tmp_path / "kaggle")

@@ -1,4 +1,5 @@
-"""Data-parallel training over MPI (netspec/train/distributed.py): launch detection, batch
+"""Data-parallel training over MPI (netspec/train/data_parallel.py, mpi.py, buckets.py;
+netspec/runtime/noise.py): launch detection, batch
 split, per-image dropout masks, and real `mpirun -n 2` / `-n 3` runs on localhost checked
 against one process with the same global batch (the oracle: the single-process trainer, which
 the PyTorch trajectory test in test_training.py checks), across ranks, after a killed or hung
@@ -16,15 +17,11 @@ import numpy as np
 import pytest
 
 from netspec.errors import RunError
-from netspec.train import distributed
+from netspec.runtime.noise import DROPOUT_STREAM, ImageNoise
+from netspec.train import buckets, data_parallel
+from netspec.train import mpi as transport
 from netspec.train.checkpoint import STATE, load_checkpoint
-from netspec.train.distributed import (
-    ImageNoise,
-    detect_launch,
-    local_devices,
-    shard_range,
-    split_batch,
-)
+from netspec.train.data_parallel import detect_launch, local_devices, shard_range, split_batch
 from netspec.train.loop import Trainer, TrainOptions
 
 from trainkit import tiny_spec
@@ -39,13 +36,13 @@ def test_launch_is_read_from_the_launchers_environment():
     assert detect_launch({"PATH": "/bin"}) is None
     ompi = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3",
             "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
-    assert detect_launch(ompi) == distributed.Launch(rank=3, size=4, local_rank=1)
+    assert detect_launch(ompi) == data_parallel.Launch(rank=3, size=4, local_rank=1)
     hydra = {"PMI_SIZE": "2", "PMI_RANK": "1", "MPI_LOCALRANKID": "0"}
-    assert detect_launch(hydra) == distributed.Launch(rank=1, size=2, local_rank=0)
+    assert detect_launch(hydra) == data_parallel.Launch(rank=1, size=2, local_rank=0)
 
 
 def test_without_mpi_nothing_imports_mpi4py():
-    code = ("import sys, netspec.cli, netspec.train.loop, netspec.train.distributed as d; "
+    code = ("import sys, netspec.cli, netspec.train.loop, netspec.train.data_parallel as d; "
             "assert d.current() is None; assert 'mpi4py' not in sys.modules")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMPI_", "PMI_", "PMIX_", "MV2_"))}
@@ -59,15 +56,15 @@ def test_a_global_batch_that_does_not_divide_names_both_numbers():
 
 
 def test_timeout_and_bucket_settings_are_checked():
-    assert distributed.collective_timeout({}) == 300
-    assert distributed.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": "2.5"}) == 2.5
+    assert transport.collective_timeout({}) == 300
+    assert transport.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": "2.5"}) == 2.5
     for bad in ("0", "-3", "soon"):
         with pytest.raises(RunError, match="NETSPEC_COLLECTIVE_TIMEOUT"):
-            distributed.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": bad})
-    assert distributed.bucket_cap_bytes({}) == 1 << 20
-    assert distributed.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "25"}) == 25 << 20
+            transport.collective_timeout({"NETSPEC_COLLECTIVE_TIMEOUT": bad})
+    assert buckets.bucket_cap_bytes({}) == 1 << 20
+    assert buckets.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "25"}) == 25 << 20
     with pytest.raises(RunError, match="NETSPEC_BUCKET_MB"):
-        distributed.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "-1"})
+        buckets.bucket_cap_bytes({"NETSPEC_BUCKET_MB": "-1"})
 
 
 def test_shards_cover_a_batch_once():
@@ -89,7 +86,7 @@ def test_dropout_noise_is_per_image_whatever_the_split():
         assert a.dtype == np.float32 and np.array_equal(a, b)
     assert not np.array_equal(ImageNoise(7, 6, 0, 6).random((6, 10)),
                               ImageNoise(7, 5, 0, 6).random((6, 10)))
-    expect = np.random.default_rng([7, distributed.DROPOUT_STREAM, 5, 4]).random(
+    expect = np.random.default_rng([7, DROPOUT_STREAM, 5, 4]).random(
         (4, 3), dtype=np.float32)
     assert np.array_equal(ImageNoise(7, 5, 4, 1).random((1, 4, 3), dtype=np.float32)[0],
                           expect)
@@ -275,7 +272,7 @@ def start_and_wait_for_checkpoint(k, spec, folder, out, timeout_s):
                                         REPLICA_DTYPE="float64"), cwd=ROOT)
     deadline = time.monotonic() + 240
     state = Path(out) / STATE
-    # the first epoch's checkpoint (the run also writes one at step 0, issue 15)
+    # the first epoch's checkpoint (the run also writes one at step 0)
     while not state.exists() or json.loads(state.read_text())["step"] == 0:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 240 s"

@@ -14,8 +14,8 @@ from safetensors.numpy import load_file, save_file
 import netspec
 from netspec.cli import main
 from netspec.errors import RunError
+from netspec.runtime.noise import image_noise
 from netspec.train.checkpoint import load_checkpoint
-from netspec.train.distributed import image_noise
 from netspec.train.init_from import merge_parameters
 from netspec.train.loop import Trainer, TrainOptions
 
@@ -114,7 +114,7 @@ def test_first_step_uses_zero_momentum(tmp_path, folder):
     with loader:
         x, y = next(iter(loader))
         x, y = x.astype(np.float64), np.array(y)
-    t.net.rng = image_noise(3, 0, 0, len(y))     # per image, as the loop draws them (issue 16)
+    t.net.rng = image_noise(3, 0, 0, len(y))     # per image, as the loop draws them
     _, g = t.net.loss_and_grads(x, y, train=True)
     t.net.load_parameters(w0)
     t.run()

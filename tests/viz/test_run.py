@@ -147,7 +147,7 @@ def small_run(tmp_path, monkeypatch):
 
 
 def test_run_predictions(small_run):
-    from netspec.train.probe import run_predictions
+    from netspec.train.saved_net import run_predictions
 
     images, probs, labels, names = run_predictions(small_run, count=4)
     assert images.dtype == np.uint8 and images.shape == (4, 16, 16, 3)
@@ -158,7 +158,7 @@ def test_run_predictions(small_run):
 
 
 def test_run_neighbours(small_run):
-    from netspec.train.probe import run_neighbours
+    from netspec.train.saved_net import run_neighbours
 
     q, found, dist, q_names, n_names, searched = run_neighbours(small_run, count=2, k=3)
     assert q.shape == (2, 16, 16, 3) and found.shape == (2, 3, 16, 16, 3)

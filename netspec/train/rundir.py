@@ -1,10 +1,14 @@
-"""What makes a run survive faults: the launch record, the finite check, and tidying after a kill.
+"""A run directory's lifecycle: launched, checkpointed, resumed, and tidied after a kill or a
+start-up error.
 
 A run directory is resumable from the moment it exists. `launch.json` (the spec text, data,
-seed, overrides and flags) is written atomically before anything slow starts — generating the
-demo set, scanning a folder, compiling kernels — and the step-0 checkpoint follows as soon as
-the network is built; launch.json is removed then (the checkpoint's state holds the same). `--resume` of a run killed before its first checkpoint starts it again
-from the launch record; as initialisation is drawn from the seed, the result is the same run.
+seed, overrides and flags) is written atomically before anything slow starts (generating the
+demo set, scanning a folder, compiling kernels) and the step-0 checkpoint follows as soon as
+the network is built; launch.json is removed then, as the checkpoint's state holds the same.
+`--resume` of a run killed before its first checkpoint starts it again from the launch record;
+as initialisation is drawn from the seed, the result is the same run. A new run that fails
+before its first step is removed again (`discard_launch`, `discard_new_run`), so the corrected
+command can use the same --out.
 
 Divergence: a checkpoint is written only if every parameter and momentum value is finite, so
 the one kept after a NaN or infinite loss is the last good state (Caffe and PyTorch leave this
