@@ -4,7 +4,7 @@ the NumPy backend, with the same global batch (strong scaling: the spec's batch 
     python benchmarks/scaling.py [--replicas 1 2 4] [--batch 48] [--steps 5] [--backend numpy]
                                  [--out benchmarks/results/scaling.json]
 
-For each K, `mpirun -n K --oversubscribe` runs the trainer (netspec/train/distributed.py) for
+For each K, `mpirun -n K --oversubscribe` runs the trainer (netspec/train/data_parallel.py) for
 two epochs of --steps steps on a generated image folder, then a bare MPI_Allreduce of the
 gradient bytes over the same K processes (no training: what the link, here shared memory,
 gives without the replicas' skew). The training figures are rank 0's from the

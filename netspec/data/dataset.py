@@ -187,7 +187,7 @@ class Dataset:
         views into shared memory. to_device(x, y): called one batch ahead (the copy stage);
         the loop then receives what it returned. shard (r, K): only replica r's piece of each
         batch, images len·r//K .. len·(r+1)//K − 1, with the whole batch's random draws (data
-        parallelism; netspec/train/distributed.py).
+        parallelism; netspec/train/data_parallel.py).
         """
         train = (split == "train") if train is None else train
         return Loader(self._split(split), self.mean, self.pca if train else None,

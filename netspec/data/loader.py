@@ -113,7 +113,7 @@ class Loader:
         shuffle = train if shuffle is None else shuffle
         self._order = epoch_order(seed, epoch, count) if shuffle else np.arange(count)
         # shard (r, K): hand out only replica r's piece of every batch (data parallelism,
-        # netspec/train/distributed.py); the batch and its random draws stay the whole batch's
+        # netspec/train/data_parallel.py); the batch and its random draws stay the whole batch's
         if shard is not None:
             r, k = shard
             _check_int("replicas", k, low=1)

@@ -158,7 +158,7 @@ class Net:
     sharing = "run one after another"    # how logical GPUs sharing a device are run
     # Called as grad_hook(layer name, {parameter name: host gradient}) by loss_and_grads as
     # soon as the backward pass has produced a weighted layer's gradients, last layer first
-    # (data-parallel training starts their allreduce there; netspec/train/distributed.py).
+    # (data-parallel training starts their allreduce there; netspec/train/data_parallel.py).
     grad_hook = None
     dialect = None
     requires: tuple[str, ...] = ()

@@ -112,17 +112,13 @@ def local_devices(devices, gpus: int, local_rank: int, count: int) -> list[int]:
 
 
 def device_count(backend: str) -> int:
-    """Physical devices a backend numbers (1 for numpy and when the count can't be read)."""
+    """Physical devices a backend numbers, as its class says (`Net.device_count`); 1 when its
+    driver can't be imported."""
+    from ..runtime import backend_class
     try:
-        if backend == "opencl":
-            from ..runtime.opencl_device import opencl_devices
-            return max(len(opencl_devices()), 1)
-        if backend == "cuda":
-            from ..runtime.cuda_backend import cuda_device_count
-            return max(cuda_device_count(), 1)
+        return backend_class(backend).device_count()
     except ImportError:
-        pass
-    return 1
+        return 1
 
 
 def replica_devices(replicas: Replicas, devices, gpus: int, backend: str) -> list[int]:

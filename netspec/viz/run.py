@@ -9,7 +9,7 @@ A run directory holds:
                             (out, in, kh, kw)), and the optimiser's momentum.* buffers
 
 Figures come from the IR and saved runs only: running the network on images (Figure 4's
-predictions and features) is netspec/train/probe.py's, which hands the figures plain arrays.
+predictions and features) is netspec/train/saved_net.py's, which hands the figures plain arrays.
 """
 from __future__ import annotations
 

@@ -323,7 +323,7 @@ def test_random_images_survive_the_round_trip_through_shared_memory(tmp_path):
     np.testing.assert_allclose(batches[0][0], expected.transpose(0, 3, 1, 2), atol=1e-4)
 
 
-# -- shards for data-parallel replicas (netspec/train/distributed.py) -------------------------
+# -- shards for data-parallel replicas (netspec/train/data_parallel.py) -------------------------
 @pytest.mark.parametrize("replicas", [2, 3])
 @pytest.mark.parametrize("split,train", [("train", True), ("val", False)])
 def test_shards_of_every_batch_put_together_are_the_whole_batch(small_demo, replicas, split,

@@ -1,5 +1,5 @@
 """Reading a run directory (netspec/viz/run.py), and running its network for the Figure 4
-sheets (netspec/train/probe.py)."""
+sheets (netspec/train/saved_net.py)."""
 from __future__ import annotations
 
 import json
