@@ -1,40 +1,72 @@
-"""The `netspec export` and `netspec predict` commands: flags in, the library called (the cli
-layer, though it sits in train's folder, like evaluate_cli)."""
+"""`netspec eval` and `netspec predict`: a trained network scored on validation images, or
+its top classes for image files."""
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import click
 
-from ..cli_types import BACKENDS, BATCH_SIZE
+from .options import (
+    backend_option,
+    batch_size_option,
+    devices_option,
+    json_option,
+    workers_option,
+)
 
 
-@click.command("export")
-@click.argument("spec", type=click.Path())
-@click.option("--checkpoint", type=click.Path(),
-              help="A run directory or .safetensors file whose weights to export (default: "
-                   "the spec's initial weights for --seed).")
-@click.option("--seed", type=click.IntRange(min=0),
-              help="Seed of the initial weights when there is no --checkpoint [default: 0].")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.onnx",
-              help="Where to write (default: <network>.onnx in the current directory).")
-def export(spec, checkpoint, seed, output):
-    """Write SPEC's network at test time as an ONNX model (opset 17, softmax output)."""
-    from .export import export_network
+@click.command("eval")
+@click.option("--spec", type=click.Path(), metavar="SPEC",
+              help="The network (default: the run's own spec).")
+@click.option("--checkpoint", required=True, multiple=True, type=click.Path(), metavar="RUN",
+              help="A run directory or a .safetensors file; several: their ensemble (§6).")
+@click.option("--data", metavar="DIR|CACHE|demo",
+              help="Image folder, prepared cache or 'demo' (default: the run's).")
+@click.option("--ten-crop", is_flag=True, help="Average the softmax over 10 crops (§4.1).")
+@backend_option("Backend that runs the network")
+@devices_option
+@batch_size_option("Images per batch (default: the spec's batch).")
+@workers_option("Data transform processes (0: in this process).")
+@json_option("Print the figures as one JSON object.")
+def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, workers, as_json):
+    """Top-1 and top-5 error of a trained network on the validation images; with several
+    --checkpoint, each one's and their averaged softmax's (the paper's ensembles, §6)."""
+    if len(checkpoint) > 1:
+        from ..train.ensemble import format_ensemble, run_ensemble
+        result = run_ensemble(checkpoints=checkpoint, spec=spec, data=data, ten_crop=ten_crop,
+                              backend=backend, devices=devices, batch_size=batch_size,
+                              workers=workers)
+        click.echo(json.dumps(result) if as_json else format_ensemble(result))
+        return
+    from ..train.evaluate_run import run_eval
 
-    if checkpoint and seed is not None:
-        raise click.UsageError("--seed picks initial weights; a --checkpoint brings its own")
-    if output is None:
-        from ..ir.build import build_graph
-        output = str(Path.cwd() / f"{build_graph(spec).name}.onnx")
-    res = export_network(spec, output, checkpoint=checkpoint, seed=seed or 0)
-    click.echo(f"wrote {res['path']}: {res['network']}, {res['params']:,} parameters "
-               f"({res['weights']}), {res['bytes'] / 1e6:.1f} MB, input 'data', output "
-               f"softmax probabilities over {res['classes']} classes")
+    result = run_eval(spec=spec, checkpoint=checkpoint[0], data=data, ten_crop=ten_crop,
+                      backend=backend, devices=devices, batch_size=batch_size,
+                      workers=workers)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['network']}: {result['images']} val images, "
+               f"{'10-crop' if ten_crop else 'centre crop'}: top-1 error "
+               f"{100 * result['top1_error']:.2f}%, top-5 error "
+               f"{100 * result['top5_error']:.2f}%")
+    hardest = describe_hardest(result)
+    if hardest:
+        click.echo(hardest)
+
+
+def describe_hardest(result: dict, count: int = 5) -> str:
+    """One line: the classes with the highest top-1 error, by their human names."""
+    scored = [c for c in result.get("per_class", []) if c["images"]]
+    worst = sorted(scored, key=lambda c: (-c["top1_error"], c["class"]))[:count]
+    if not worst:
+        return ""
+    return "hardest classes (top-1 error): " + ", ".join(
+        f"{c['name']} {100 * c['top1_error']:.0f}%" for c in worst)
 
 
 @click.command("predict")
-@click.option("--checkpoint", required=True, type=click.Path(),
+@click.option("--checkpoint", required=True, type=click.Path(), metavar="RUN",
               help="A run directory or its checkpoint.safetensors (the spec, classes and "
                    "mean image come with it).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -43,19 +75,16 @@ def export(spec, checkpoint, seed, output):
                    "centre crop.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="Classes to list per image.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, one a line.")
-@click.option("--backend", default="numpy", show_default=True, type=BACKENDS)
-@click.option("-b", "--batch-size", type=BATCH_SIZE, default=16, show_default=True,
-              help="Images per forward pass.")
+@json_option("One JSON object per image, one a line.")
+@backend_option("Backend that runs the network", numerics=True)
+@batch_size_option("Images per forward pass.", default=16, show_default=True)
 def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
     """Top classes of a trained network for each IMAGE, with the run's preprocessing.
 
     A file that can't be read is reported (with the reason the data pipeline gives) and
     skipped; the exit status is 2 only when no image could be read."""
-    import json
-
     from ..errors import NetspecError
-    from .predict import Predictor, predict_files
+    from ..train.predict import Predictor, predict_files
 
     predictor = Predictor.from_run(checkpoint, backend)
     skipped = answered = 0
