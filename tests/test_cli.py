@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -217,12 +218,74 @@ def test_batch_size_is_bounded_as_the_specs_batch(command):
 
 
 def test_every_backend_option_offers_the_runtimes_backends():
-    """One --backend choice (cli_types.BACKENDS) for every command, naming exactly the
-    backends netspec.runtime has, and auto."""
-    from netspec.cli_types import BACKENDS
+    """One --backend choice (cli.options.BACKENDS) for every command, naming exactly the
+    backends netspec.runtime has, and auto, which is every command's default."""
+    from netspec.cli.options import BACKENDS
     from netspec.runtime import BACKENDS as RUNTIMES
     assert sorted(BACKENDS.choices) == sorted(["auto", *RUNTIMES])
+    commands = set()
     for command in main.commands.values():
         for p in command.params:
             if p.name == "backend":
                 assert p.type is BACKENDS, command.name
+                assert p.default == "auto", command.name
+                commands.add(command.name)
+    assert commands == {"train", "eval", "bench", "predict", "viz"}
+
+
+def test_a_backend_registered_later_is_offered(monkeypatch):
+    """The choices are read from netspec.runtime when a command line is parsed and when help
+    is printed, not when the cli was imported: a backend registered afterwards is accepted."""
+    import netspec.runtime
+    monkeypatch.setitem(netspec.runtime.BACKENDS, "later",
+                        "netspec.runtime.numpy_backend:NumpyNet")
+    r = CliRunner().invoke(main, ["bench", "--help"])
+    assert r.exit_code == 0 and "later" in r.output, r.output
+    r = CliRunner().invoke(main, ["bench", "--spec", "x.net", "--backend", "nonesuch"])
+    assert r.exit_code == 2 and "'later'" in r.output, r.output
+    r = CliRunner().invoke(main, ["bench", "--spec", "x.net", "--backend", "later"])
+    assert r.exit_code == 2 and "Invalid value" not in r.output, r.output
+    assert r.stderr.startswith("x.net: error: no such file"), r.output
+
+
+def test_every_option_has_help():
+    for command in main.commands.values():
+        for p in command.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                assert p.help, f"{command.name} {p.opts}"
+
+
+def test_o_is_a_file_and_out_a_directory_in_every_command():
+    """-o/--output names a file the command writes, --out a directory, in every command."""
+    seen = {}
+    for command in main.commands.values():
+        for p in command.params:
+            if not isinstance(p, click.Option) or p.hidden:
+                continue
+            if "-o" in p.opts or "--output" in p.opts:
+                assert p.opts == ["-o", "--output"] and p.metavar.startswith("FILE"), p.opts
+                seen.setdefault("file", set()).add(command.name)
+            if "--out" in p.opts:
+                assert p.opts == ["--out"] and p.metavar == "DIR", p.opts
+                seen.setdefault("dir", set()).add(command.name)
+    assert seen == {"file": {"viz", "export"}, "dir": {"compile", "train", "prepare"}}
+
+
+def test_compile_takes_its_old_o_for_the_directory(root, tmp_path):
+    """`compile SPEC -o DIR`, the old spelling of --out, still writes the kernels there."""
+    spec = str(root / "examples" / "tiny-alexnet.net")
+    for flag in ("-o", "--out"):
+        out = tmp_path / flag.strip("-")
+        r = CliRunner().invoke(main, ["compile", spec, flag, str(out)])
+        assert r.exit_code == 0, r.output
+        assert {p.name for p in out.iterdir()} == {"kernels.cu", "kernels.cl", "plan.json"}
+    r = CliRunner().invoke(main, ["compile", spec, "-o", str(tmp_path / "a"), "--out",
+                                  str(tmp_path / "b")])
+    assert r.exit_code == 2 and "give the directory once" in r.output
+
+
+@pytest.mark.parametrize("module", ["netspec", "netspec.cli"])
+def test_python_m_runs_the_command(module):
+    r = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and __version__ in r.stdout, r.stderr

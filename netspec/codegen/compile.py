@@ -48,7 +48,7 @@ class Source:
 @dataclass
 class Compiled:
     """A planned network. Its sources are rendered when first asked for (`source(dialect)`),
-    once per dialect, so that `netspec compile` without -o (which reports the plan's memory,
+    once per dialect, so that `netspec compile` without --out (which reports the plan's memory,
     not the sources) does not render them."""
 
     graph: Graph

@@ -14,9 +14,10 @@ the batch pipeline.
 Warnings go to the "netspec.data" logger; every problem with the data is a DataError.
 """
 from netspec.data.augment import TEN_CROP_ORDER, ten_crop, ten_crop_offsets
-from netspec.data.dataset import DEMO, Dataset, open_dataset
+from netspec.data.dataset import DEMO, Dataset
 from netspec.data.folder import check_class_count
 from netspec.data.loader import Loader
+from netspec.data.open import open_dataset
 from netspec.data.prepare import prepare_dataset
 from netspec.data.stats import PCA
 

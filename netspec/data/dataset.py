@@ -1,4 +1,5 @@
-"""Dataset: one API over a folder of images, a prepared cache, or the demo set.
+"""Dataset: one API over a folder of images or a prepared cache (open.open_dataset picks one
+for a `--data` source, the demo set included).
 
 A folder is listed at once (classes, files); its images are decoded once, the first time
 anything needs them (the mean image, the PCA, which files can't be read), in `workers`
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from netspec.cachedir import user_cache_dir
-from netspec.data.cache import is_prepared_cache, read_cache
+from netspec.data.cache import read_cache
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
@@ -42,32 +43,6 @@ def resolve_data_dir(source, progress: bool = True) -> Path:
 
         return ensure_demo(progress=progress)
     return Path(source).expanduser()
-
-
-def open_dataset(source, base: int | None = None, *, workers: int = 0,
-                 progress: bool = True) -> Dataset:
-    """Open a folder in the ImageFolder layout, a prepared cache, or "demo".
-
-    base: the side of the rescaled, centre-cropped images. Default: 256 for a folder, the
-    cache's own for a prepared cache (another value is an error), demo.DEMO_BASE for the demo.
-    The demo is opened as a prepared cache of itself at that base, made on first use
-    (prepare.ensure_demo_cache).
-    workers, progress: processes and progress bar (on stderr) for the first scan of a folder,
-    which decodes every image once; later opens reuse its result.
-    """
-    if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 1):
-        raise DataError(f"base must be a positive integer, not {base!r}")
-    if isinstance(source, str) and source == DEMO:
-        from netspec.data.demo import DEMO_BASE
-        from netspec.data.prepare import ensure_demo_cache
-
-        return Dataset.from_cache(ensure_demo_cache(DEMO_BASE if base is None else base,
-                                                    progress), base)
-    root = resolve_data_dir(source, progress)
-    if is_prepared_cache(root):
-        return Dataset.from_cache(root, base)
-    return Dataset.from_folder(root, DEFAULT_BASE if base is None else base,
-                               workers=workers, progress=progress)
 
 
 class Dataset:

@@ -23,6 +23,8 @@ from netspec.data.cache import (
     read_manifest,
     verify_shards,
 )
+from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, describe_skipped, resolve_data_dir
+from netspec.data.demo import DEMO_BASE
 from netspec.data.folder import list_image_folder
 from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
@@ -43,9 +45,6 @@ def prepare_dataset(data_dir, out_dir, base: int | None = 256, workers: int | No
     desc: the progress bar's label (default "prepare <out_dir's name>").
     Returns the prepared Dataset.
     """
-    from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, resolve_data_dir
-    from netspec.data.demo import DEMO_BASE
-
     if base is None:
         base = DEMO_BASE if isinstance(data_dir, str) and data_dir == DEMO else DEFAULT_BASE
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
@@ -208,8 +207,6 @@ def _checksum(out: Path, result) -> dict:
 
 
 def _warn_skipped(source: str, skipped) -> None:
-    from netspec.data.dataset import describe_skipped
-
     if skipped:
         log.warning(describe_skipped(source, skipped))
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from netspec.bench import bench
-from netspec.bench.command import bench as bench_cmd
+from netspec.cli.bench import bench as bench_cmd
 from netspec.ir.build import build_graph
 
 TINY = "examples/tiny-alexnet.net"

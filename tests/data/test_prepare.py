@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import netspec.data.shards as shards
+from netspec.cli.data import prepare
 from netspec.data import open_dataset, prepare_dataset
 from netspec.data.cache import MANIFEST_NAME, is_prepared_cache
-from netspec.data.commands import prepare
 from netspec.errors import DataError
 
 from .imagefiles import random_images, write_folder

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from netspec.cli.viz import viz
 from netspec.dsl.errors import SpecError
 from netspec.errors import NetspecError, RunError
-from netspec.viz.command import viz
 from netspec.viz.errors import VizError
 
 from .conftest import ROOT, write_run

@@ -1,26 +1,21 @@
-"""`netspec prepare`: the click command that builds a prepared cache (see prepare.py).
-
-The CLI registers it with main.add_command(prepare). A DataError goes up to the CLI, which
-prints its one line and exits with status 2.
-"""
+"""`netspec prepare`: build a prepared cache (netspec/data/prepare.py). A DataError goes up to
+the group, which prints its one line and exits with status 2."""
 from __future__ import annotations
 
 import click
 
-from netspec.data.prepare import prepare_dataset
+from .options import out_dir_option, workers_option
 
 
 @click.command("prepare")
-@click.option("--data", "data_dir", required=True, metavar="DIR",
+@click.option("--data", "data_dir", required=True, metavar="DIR|demo",
               help="Image folder (DIR/train/<class>/*.jpg, DIR/val/<class>/*.jpg; ImageNet's "
                    "official or Kaggle CLS-LOC layout) or 'demo'.")
-@click.option("--out", "out_dir", required=True, metavar="CACHE",
-              type=click.Path(file_okay=False), help="Folder to write the cache to.")
-@click.option("-j", "--workers", default=None, type=click.IntRange(min=0), metavar="N",
-              help="Decoding processes (0: none; default: one per CPU core).")
+@out_dir_option("Folder to write the cache to.", required=True)
+@workers_option("Decoding processes (0: none; default: one per CPU core).", default=None)
 @click.option("--base", default=None, type=click.IntRange(min=1), metavar="N",
               help="Side of the rescaled, centre-cropped images (§2). Default: 256; 72 for demo.")
-def prepare(data_dir: str, out_dir: str, workers: int | None, base: int | None) -> None:
+def prepare(data_dir: str, out: str, workers: int | None, base: int | None) -> None:
     """Decode every image once into a memory-mappable cache; --data CACHE then reads it.
 
     The cache records the layout and where the val labels came from (devkit, Kaggle's
@@ -28,7 +23,9 @@ def prepare(data_dir: str, out_dir: str, workers: int | None, base: int | None) 
 
     Rerun the same command to resume after an interruption.
     """
-    dataset = prepare_dataset(data_dir, out_dir, base=base, workers=workers, progress=True)
+    from ..data.prepare import prepare_dataset
+
+    dataset = prepare_dataset(data_dir, out, base=base, workers=workers, progress=True)
     counts = ", ".join(f"{split} {dataset.size(split)}" for split in dataset.splits)
     skipped = f", {len(dataset.skipped)} skipped" if dataset.skipped else ""
     if dataset.tree_skipped:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import click
 
-from ..cli_types import BACKENDS
-from .errors import VizError
-from .render import FORMATS, check_suffix
+from .options import backend_option, output_option
 
 
 def _output(ctx, param, value):
+    from ..viz.errors import VizError
+    from ..viz.render import FORMATS, check_suffix
+
     if value is None:
         return None
     try:
@@ -29,9 +30,8 @@ def _output(ctx, param, value):
 
 @click.command("viz")
 @click.argument("spec", required=False, type=click.Path())
-@click.option("-o", "--output", callback=_output, metavar="FILE",
-              help="Where to draw: FILE.svg or FILE.png (default for a SPEC's diagram: "
-                   "<network>.svg in the current directory).")
+@output_option("Where to draw: FILE.svg or FILE.png (default for a SPEC's diagram: "
+               "<network>.svg in the current directory).", callback=_output)
 @click.option("--width", type=click.IntRange(min=100), metavar="N",
               help="Image width in pixels (default: the figure's own, ≥1200 for the diagram).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), metavar="runs/NAME",
@@ -55,34 +55,24 @@ def _output(ctx, param, value):
 @click.option("--search", type=click.IntRange(min=0), default=10000, show_default=True,
               metavar="N", help="Training images searched for neighbours, spread over the set "
                                 "(0: all).")
-@click.option("--backend", default="numpy", show_default=True, type=BACKENDS,
-              help="Backend that runs the network for --predictions/--neighbours.")
+@backend_option("Backend that runs the network for --predictions/--neighbours",
+                numerics=True)
 def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, data, count, k,
         search, backend):
     """Draw SPEC's architecture, one lane per GPU (Figure 2), or a figure from a run."""
     from ..ir.build import build_graph
 
-    figures = [name for name, on in (("--filters", filters is not None), ("--curves", curves),
-                                     ("--predictions", predictions),
-                                     ("--neighbours", neighbours)) if on]
-    if len(figures) > 1:
-        raise click.UsageError(f"choose one figure, not {' and '.join(figures)}")
-    if figures and not run_dir:
-        raise click.UsageError(f"{figures[0]} draws from a training run; give --run runs/NAME")
-    if figures and output is None:
-        raise click.UsageError(f"{figures[0]} needs -o FILE.svg or FILE.png")
-    if data and not (predictions or neighbours):
-        raise click.UsageError("--data is for --predictions and --neighbours")
-    if not spec and not run_dir:
-        raise click.UsageError("give a SPEC file to draw, or --run runs/NAME")
-
+    _check_figure_flags(spec, output, run_dir, data, {
+        "--filters": filters is not None, "--curves": curves, "--predictions": predictions,
+        "--neighbours": neighbours})
     graph = build_graph(path=spec) if spec else None
     run = None
     if run_dir:
-        from .run import open_run
+        from ..viz.run import open_run
 
         run = open_run(run_dir)
         if graph is not None and graph.name != run.graph.name:
+            from ..viz.errors import VizError
             raise VizError(f"{spec} describes network '{graph.name}', but {run_dir} trained "
                            f"'{run.graph.name}'")
         graph = run.graph
@@ -91,32 +81,47 @@ def viz(spec, output, width, run_dir, filters, curves, predictions, neighbours, 
         output = str(Path.cwd() / f"{graph.name}.svg")
 
     if filters is not None:
-        from .filters import draw_filters
-        from .run import layer_kernels
+        from ..viz.filters import draw_filters
+        from ..viz.run import layer_kernels
 
         weights, parts = layer_kernels(graph, run.parameters(), filters)
         draw_filters(weights, output, parts, title=f"{label} · {filters} kernels", width=width)
     elif curves:
-        from .curves import draw_curves
+        from ..viz.curves import draw_curves
 
         draw_curves(run.metrics(), output, title=f"{label} · learning curves", width=width)
     elif predictions:
-        from ..train.probe import run_predictions
-        from .predictions import draw_predictions
+        from ..train.saved_net import run_predictions
+        from ..viz.predictions import draw_predictions
 
         images, probs, labels, names = run_predictions(run, data, count or 8, backend)
         draw_predictions(images, probs, labels, names, output,
                          title=f"{label} · top-5 predictions on validation images", width=width)
     elif neighbours:
-        from ..train.probe import run_neighbours
-        from .neighbours import draw_neighbours
+        from ..train.saved_net import run_neighbours
+        from ..viz.neighbours import draw_neighbours
 
         q, found, dist, q_names, n_names, searched = run_neighbours(run, data, count or 5, k,
                                                                     search, backend)
         draw_neighbours(q, found, output, dist, q_names, n_names,
                         title=f"{label} · nearest of {searched:,} training images", width=width)
     else:
-        from .diagram import render_diagram
+        from ..viz.diagram import render_diagram
 
         render_diagram(graph, output, width)
     click.echo(f"wrote {output}")
+
+
+def _check_figure_flags(spec, output, run_dir, data, chosen: dict[str, bool]) -> None:
+    """Usage errors before anything is read: one figure at most, from a run, to a file."""
+    figures = [name for name, on in chosen.items() if on]
+    if len(figures) > 1:
+        raise click.UsageError(f"choose one figure, not {' and '.join(figures)}")
+    if figures and not run_dir:
+        raise click.UsageError(f"{figures[0]} draws from a training run; give --run runs/NAME")
+    if figures and output is None:
+        raise click.UsageError(f"{figures[0]} needs -o FILE.svg or FILE.png")
+    if data and not (chosen["--predictions"] or chosen["--neighbours"]):
+        raise click.UsageError("--data is for --predictions and --neighbours")
+    if not spec and not run_dir:
+        raise click.UsageError("give a SPEC file to draw, or --run runs/NAME")

@@ -1,33 +1,29 @@
-"""`netspec bench --spec SPEC [--backend B] [--batch-size N] [--iterations N] [--json]
-[--vs-pytorch]`: time a training step per layer and direction, like `caffe time` (see
-timing.py for how each backend is timed); with --vs-pytorch, alternate each step with
-PyTorch's (vs_pytorch.py). Registered in netspec/cli.py as `main.add_command(bench)`."""
+"""`netspec bench --spec SPEC`: time a training step per layer and direction, like `caffe
+time` (netspec/bench/timing.py says how each backend is timed); with --vs-pytorch, alternate
+each step with PyTorch's (bench/vs_pytorch.py); with --roofline, time nothing and report each
+kernel's resources and roofline bound (bench/roofline.py)."""
 from __future__ import annotations
 
 import json
 
 import click
 
-from ..cli_types import BACKENDS, BATCH_SIZE, FiniteFloatRange
+from .options import backend_option, batch_size_option, json_option, seed_option, tune_options
 
 
 @click.command("bench")
-@click.option("--spec", required=True, type=click.Path(), help="The network.")
-@click.option("--backend", type=BACKENDS, default="auto", show_default=True)
-@click.option("--batch-size", type=BATCH_SIZE, help="Default: the spec's batch.")
+@click.option("--spec", required=True, type=click.Path(), metavar="SPEC", help="The network.")
+@backend_option("Backend to time")
+@batch_size_option("Images per step (default: the spec's batch).")
 @click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed training steps (medians are reported).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
               help="Untimed steps first (kernel builds, allocations).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@seed_option("Seed of the initial weights and the random batch.")
 @click.option("--kernels", "show_kernels", is_flag=True,
               help="Also list every kernel's time and GFLOP/s (opencl, cuda).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-@click.option("--tune", is_flag=True,
-              help="First autotune the GEMM tiles on the OpenCL device (cached; see "
-                   "netspec compile --tune), then time with them.")
-@click.option("--tune-budget", type=FiniteFloatRange(min=0), default=300, show_default=True,
-              help="Seconds of tuning at most.")
+@json_option()
+@tune_options(", then time with them")
 @click.option("--roofline", is_flag=True,
               help="Time nothing: print every kernel's sm_90 resources (nvcc --resource-usage: "
                    "registers, spills, shared memory, occupancy) and its roofline bound at H200 "
@@ -41,13 +37,13 @@ from ..cli_types import BACKENDS, BATCH_SIZE, FiniteFloatRange
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
           tune_budget, roofline, vs_pytorch):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
-    from .timing import bench as run_bench
-    from .timing import format_table
+    from ..bench.timing import bench as run_bench
+    from ..bench.timing import format_table
 
     if vs_pytorch:
         _check_vs_pytorch(backend, roofline)
     if roofline:
-        from .roofline import roofline_report
+        from ..bench.roofline import roofline_report
         click.echo(roofline_report(spec, batch_size, as_json=as_json))
         return
 
@@ -75,7 +71,12 @@ def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_
 def _check_vs_pytorch(backend: str, roofline: bool) -> None:
     """Usage errors before anything is built: --roofline times nothing, torch missing, or a
     cuda backend against a torch without CUDA."""
-    from .vs_pytorch import NotComparable, require_torch, torch_device_for, torch_importable
+    from ..bench.vs_pytorch import (
+        NotComparable,
+        require_torch,
+        torch_device_for,
+        torch_importable,
+    )
 
     if roofline:
         raise click.UsageError("--roofline times nothing; it can't be compared with PyTorch "
@@ -91,9 +92,9 @@ def _check_vs_pytorch(backend: str, roofline: bool) -> None:
 
 def _bench_vs_pytorch(spec, backend, batch_size, iterations, warmup, seed, show_kernels,
                       as_json) -> None:
+    from ..bench.timing import BenchResult, format_table
+    from ..bench.vs_pytorch import NotComparable, compare_with_torch, format_comparison, versions
     from ..ir.build import build_graph
-    from .timing import BenchResult, format_table
-    from .vs_pytorch import NotComparable, compare_with_torch, format_comparison, versions
 
     graph = build_graph(path=spec)
     try:

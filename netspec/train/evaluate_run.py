@@ -1,4 +1,5 @@
-"""`netspec eval`: load a checkpoint into the spec's network and score the validation set."""
+"""A saved run scored on its validation images: its checkpoint loaded into the spec's network,
+then evaluate.evaluate (`netspec eval`; several checkpoints: ensemble.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,13 @@ from .saved_run import run_state
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
              devices=None, batch_size=None, workers=0) -> dict:
+    """Top-1 and top-5 error of `checkpoint` (a run directory or a .safetensors file) on the
+    validation images of `data` (default: the run's), centre crop or 10 views.
+
+    spec: the network (default: the run's own). Returns evaluate.evaluate's figures with
+    network, checkpoint, data, views, layout, labels_source and per_class (class, name,
+    images, top1_error per class). RunError when the checkpoint is missing, names no spec or
+    data that was not given, or does not match the spec; DataError from the data."""
     from ..data import open_dataset
     from ..ir.build import build_graph
     from ..runtime import build
@@ -56,12 +64,3 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
             "views": 10 if ten_crop else 1, "layout": ds.layout,
             "labels_source": ds.labels_source, **res, "per_class": per_class}
 
-
-def describe_hardest(result: dict, count: int = 5) -> str:
-    """One line: the classes with the highest top-1 error, by their human names."""
-    scored = [c for c in result.get("per_class", []) if c["images"]]
-    worst = sorted(scored, key=lambda c: (-c["top1_error"], c["class"]))[:count]
-    if not worst:
-        return ""
-    return "hardest classes (top-1 error): " + ", ".join(
-        f"{c['name']} {100 * c['top1_error']:.0f}%" for c in worst)

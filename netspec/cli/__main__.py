@@ -1,0 +1,6 @@
+"""`python -m netspec.cli ...`: the `netspec` command."""
+import sys
+
+from . import main
+
+sys.exit(main())
