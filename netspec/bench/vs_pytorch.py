@@ -155,13 +155,13 @@ def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
     return fn, names
 
 
-def _unweighted_fn(graph: Graph, l: Layer, noise):
+def _unweighted_fn(graph: Graph, l: Layer, noise, train: bool = True):
     """fn(h, P) -> h of an unweighted layer: its op's PyTorch form on the whole layer, or on
     each part's channels where the op mixes channels within a part only (`onnx_per_part`:
     LRN's window stops at the part's edges)."""
     import torch
 
-    op = _torch_form(l, train=True, noise=noise)
+    op = _torch_form(l, train=train, noise=noise)
     if not l.op.onnx_per_part:
         return lambda h, P: op(h)
     parts = _part_inputs(graph, l)
@@ -172,7 +172,8 @@ def _unweighted_fn(graph: Graph, l: Layer, noise):
     return lambda h, P: torch.cat([op(c) for c in h.split(sizes, 1)], 1)
 
 
-def torch_layers(graph: Graph, params, device=None, keep_masks=None) -> list[tuple]:
+def torch_layers(graph: Graph, params, device=None, keep_masks=None,
+                 train: bool = True) -> list[tuple]:
     """[(layer, fn(h, P) -> h, [param names])] for the body (every compute layer but the
     loss head), in network order, each from its op's PyTorch form (`Op.torch`): the same math
     as netspec's (convs grouped as the parts read their inputs, LRN within each part with the
@@ -181,7 +182,8 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None) -> list[tup
     params: the net's parameters by name (net.parameters()), only their names are read here.
     keep_masks: {dropout layer: keep mask (N, C[, H, W]) of 0/1} (the layer's `draw_noise`)
     for a reproducible train-time dropout (y = x · m / (1 − p), as netspec's); without it
-    PyTorch draws its own masks (the same work). NotComparable for a layer type without a
+    PyTorch draws its own masks (the same work). train=False: test-time behaviour (dropout
+    passes its input through). NotComparable for a layer type without a
     PyTorch form, or a graph that is not a chain of layers, that the mirror does not build."""
     import torch
 
@@ -202,7 +204,7 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None) -> list[tup
             if keep_masks is not None and l.name in keep_masks:
                 noise = torch.as_tensor(np.asarray(keep_masks[l.name], np.float32),
                                         device=device)
-            fn, names = _unweighted_fn(graph, l, noise), []
+            fn, names = _unweighted_fn(graph, l, noise, train), []
         out.append((l, fn, names))
     return out
 
