@@ -54,6 +54,28 @@ MAX_DRAWS = 20
 BACKEND_NAMES = list(BACKENDS)
 
 
+# op x configuration; every case runs on every backend. Covered: conv with stride and
+# padding, fused ReLU, `groups`, two GPUs reading all parts and each its own (same-gpu); fc
+# with fused ReLU and on two GPUs; LRN within groups; both poolings (max overlapping, z > s);
+# ReLU; dropout (train-time mask and test time); softmax with its loss.
+CASES = {
+    "conv-stride-pad-relu-2gpu-all": ("conv", {"filters": 4, "size": 3, "stride": 2, "pad": 1},
+                                      (4, 7, 7), {"gpus": 2, "connect": "all", "relu": True}),
+    "conv-groups": ("conv", {"filters": 4, "size": 3, "pad": 1}, (4, 5, 5), {"groups": 2}),
+    "conv-2gpu-same": ("conv", {"filters": 6, "size": 2, "pad": 1}, (4, 4, 4),
+                       {"gpus": 2, "connect": "same-gpu"}),
+    "fc-relu": ("fc", {"outputs": 5}, (3, 3, 3), {"relu": True}),
+    "fc-2gpu": ("fc", {"outputs": 6}, (4, 2, 2), {"gpus": 2, "connect": "all"}),
+    "lrn-groups": ("lrn", {"size": 3, "alpha": 0.05, "beta": 0.75, "k": 2}, (6, 3, 3),
+                   {"groups": 2}),
+    "maxpool": ("maxpool", {"size": 3, "stride": 2}, (3, 7, 7), {}),
+    "avgpool": ("avgpool", {"size": 2, "stride": 2}, (3, 5, 5), {}),
+    "relu": ("relu", {}, (3, 4, 4), {}),
+    "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
+    "softmax": ("softmax", {}, (3, 2, 2), {}),
+}
+
+
 # -- which backends can run here ------------------------------------------------------------
 def _opencl_missing() -> str | None:
     try:
