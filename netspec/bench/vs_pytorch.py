@@ -102,12 +102,20 @@ def _part_inputs(graph: Graph, l: Layer) -> list[tuple]:
     return out
 
 
+def _torch_form(l: Layer, **kw):
+    """The layer's op in PyTorch (Op.torch); NotComparable when the op has none."""
+    try:
+        return l.op.torch(l.attrs, **kw)
+    except NotImplementedError as e:
+        raise NotComparable(f"{l.name}: layer type {l.type} is not mirrored in PyTorch "
+                            f"({e})") from None
+
+
 def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
-    """(fn(h, P) -> h, parameter names) of a conv or fc layer: one (grouped) call where its
+    """(fn(h, P) -> h, parameter names) of a weighted layer: one (grouped) call where its
     parts form a regular grouping of stacked tensors, as PyTorch users would write it; else
     one call per part on the channels it reads, concatenated (uneven splits, sub-ranges)."""
     import torch
-    import torch.nn.functional as F
 
     parts = _part_inputs(graph, l)
     c_in, count = l.in_shape[0], len(parts)
@@ -120,27 +128,21 @@ def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
     elif stacked and c_in % count == 0 and len({p.channels for p, _ in parts}) == 1 and \
             all(r == [(i * c_in // count, c_in // count)] for i, (_, r) in enumerate(parts)):
         groups = count
+    if groups not in (None, 1) and not l.op.grouped:
+        groups = None                       # e.g. no grouped linear in torch: one call per part
     by_part = defaultdict(list)
     for p, _, name, rows in table:
         by_part[p.index].append((name, rows))
-    a, relu = l.attrs, l.relu
-
-    if l.type == "conv":
-        def op(x, *t, g=1):
-            return F.conv2d(x, *t, stride=a["stride"], padding=a["pad"], groups=g)
-    else:
-        def op(x, *t, g=1):
-            return F.linear(x.flatten(1), *t)
-        if groups not in (None, 1):
-            groups = None                   # no grouped linear in torch: one call per part
     if any(name not in params for name in names):
         raise NotComparable(f"{l.name}: parameters {names} are not all among the net's")
 
     if groups is not None:
-        def fn(h, P, names=names, g=groups):
-            y = op(h, *(P[n] for n in names), g=g)
-            return F.relu(y) if relu else y
+        op = _torch_form(l, relu=l.relu, groups=groups)
+
+        def fn(h, P, names=names):
+            return op(h, *(P[n] for n in names))
     else:
+        op = _torch_form(l, relu=l.relu)
         plan = [(ranges, by_part[p.index]) for p, ranges in parts]
 
         def fn(h, P, plan=plan):
@@ -149,23 +151,41 @@ def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
                 x = torch.cat([h[:, f:f + c] for f, c in ranges], 1) if len(ranges) > 1 \
                     else h[:, ranges[0][0]:sum(ranges[0])]
                 outs.append(op(x, *(P[n][rows] for n, rows in tensors)))
-            y = torch.cat(outs, 1)
-            return F.relu(y) if relu else y
+            return torch.cat(outs, 1)
     return fn, names
 
 
-def torch_layers(graph: Graph, params, device=None, keep_masks=None) -> list[tuple]:
+def _unweighted_fn(graph: Graph, l: Layer, noise, train: bool = True):
+    """fn(h, P) -> h of an unweighted layer: its op's PyTorch form on the whole layer, or on
+    each part's channels where the op mixes channels within a part only (`onnx_per_part`:
+    LRN's window stops at the part's edges)."""
+    import torch
+
+    op = _torch_form(l, train=train, noise=noise)
+    if not l.op.onnx_per_part:
+        return lambda h, P: op(h)
+    parts = _part_inputs(graph, l)
+    if any(r != [(p.start, p.channels)] for p, r in parts):
+        raise NotComparable(f"{l.name}: {l.type.upper()} parts that don't read their own "
+                            f"channels are not mirrored")
+    sizes = [p.channels for p, _ in parts]
+    return lambda h, P: torch.cat([op(c) for c in h.split(sizes, 1)], 1)
+
+
+def torch_layers(graph: Graph, params, device=None, keep_masks=None,
+                 train: bool = True) -> list[tuple]:
     """[(layer, fn(h, P) -> h, [param names])] for the body (every compute layer but the
-    softmax head), in network order: the same math as netspec's, per layer type (convs grouped
-    as the parts read their inputs, LRN within each part with the paper's undivided α).
+    loss head), in network order, each from its op's PyTorch form (`Op.torch`): the same math
+    as netspec's (convs grouped as the parts read their inputs, LRN within each part with the
+    paper's undivided α).
 
     params: the net's parameters by name (net.parameters()), only their names are read here.
-    keep_masks: {dropout layer: keep mask (N, C[, H, W]) of 0/1} for a reproducible train-time
-    dropout (y = x · m / (1 − p), as netspec's); without it PyTorch draws its own masks (the
-    same work). NotComparable for a layer type, or a graph that is not a chain of layers, that
-    the mirror does not build."""
+    keep_masks: {dropout layer: keep mask (N, C[, H, W]) of 0/1} (the layer's `draw_noise`)
+    for a reproducible train-time dropout (y = x · m / (1 − p), as netspec's); without it
+    PyTorch draws its own masks (the same work). train=False: test-time behaviour (dropout
+    passes its input through). NotComparable for a layer type without a
+    PyTorch form, or a graph that is not a chain of layers, that the mirror does not build."""
     import torch
-    import torch.nn.functional as F
 
     out = []
     body, head = graph.compute_layers[:-1], graph.compute_layers[-1]
@@ -177,42 +197,22 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None) -> list[tup
             raise NotComparable(f"{l.name}: reads {', '.join(l.inputs)}; only a chain of layers "
                                 f"(each reading the one before) is mirrored in PyTorch")
         prev = l.name
-        a, names = l.attrs, []
-        if l.type in ("conv", "fc"):
+        if l.op.weighted:
             fn, names = _weighted_fn(graph, l, params)
-        elif l.type == "lrn":
-            parts = _part_inputs(graph, l)
-            if any(r != [(p.start, p.channels)] for p, r in parts):
-                raise NotComparable(f"{l.name}: LRN parts that don't read their own channels "
-                                    f"are not mirrored")
-            sizes = [p.channels for p, _ in parts]
-
-            def fn(h, P, a=a, sizes=sizes):
-                # torch divides alpha by n; the paper (and netspec) does not
-                return torch.cat([F.local_response_norm(c, a["size"], alpha=a["alpha"] * a["size"],
-                                                        beta=a["beta"], k=a["k"])
-                                  for c in h.split(sizes, 1)], 1)
-        elif l.type == "maxpool":
-            def fn(h, P, a=a):
-                return F.max_pool2d(h, a["size"], a["stride"])
-        elif l.type == "avgpool":
-            def fn(h, P, a=a):
-                return F.avg_pool2d(h, a["size"], a["stride"])
-        elif l.type == "relu":
-            def fn(h, P):
-                return F.relu(h)
-        elif l.type == "dropout" and keep_masks is not None:
-            mask = torch.as_tensor(np.asarray(keep_masks[l.name], np.float32), device=device)
-
-            def fn(h, P, a=a, mask=mask):
-                return h * mask * (1.0 / (1.0 - a["p"]))
-        elif l.type == "dropout":
-            def fn(h, P, a=a):
-                return F.dropout(h, a["p"], training=True)
         else:
-            raise NotComparable(f"{l.name}: layer type {l.type} is not mirrored in PyTorch")
+            noise = None
+            if keep_masks is not None and l.name in keep_masks:
+                noise = torch.as_tensor(np.asarray(keep_masks[l.name], np.float32),
+                                        device=device)
+            fn, names = _unweighted_fn(graph, l, noise, train), []
         out.append((l, fn, names))
     return out
+
+
+def torch_loss(graph: Graph):
+    """fn(logits, labels) -> the mean loss: the head's `Op.torch_loss`."""
+    head = graph.compute_layers[-1]
+    return head.op.torch_loss(head.attrs)
 
 
 class TorchTimer:
@@ -243,9 +243,7 @@ class TorchStep:
 
     def __init__(self, graph: Graph, params, batch: int, device_name: str = "cpu", seed=0):
         torch = require_torch()
-        import torch.nn.functional as F
-
-        self.torch, self.F, self.graph = torch, F, graph
+        self.torch, self.graph = torch, graph
         self.device = device = torch.device(device_name)
         if device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False          # cuDNN fp32, as netspec computes
@@ -258,6 +256,7 @@ class TorchStep:
                                                   dtype=np.float32), device=device)
         self.labels = torch.tensor(rng.integers(0, graph.classes, batch), device=device)
         self.layers = torch_layers(graph, params, device)
+        self.loss = torch_loss(graph)
         self.clock = TorchTimer(device)
         r = graph.recipe
         # the update PyTorch users run: torch.optim.SGD (its own momentum and decay form, the
@@ -282,7 +281,7 @@ class TorchStep:
         h = self.x
         for _, fn, _ in self.layers:
             h = fn(h, P)
-        loss = self.F.cross_entropy(h, self.labels)
+        loss = self.loss(h, self.labels)
         g = self.torch.autograd.grad(loss, [P[n] for n in self.names])
         self._sync()
         t1 = time.perf_counter()
@@ -293,7 +292,7 @@ class TorchStep:
 
     def layered_step(self, times) -> None:
         """One step timed per (layer, direction) into `times` (ms, summed)."""
-        torch, F, P, clock = self.torch, self.F, self.P, self.clock
+        torch, P, clock = self.torch, self.P, self.clock
         acts = []
         h = self.x
         for l, fn, names in self.layers:
@@ -305,7 +304,7 @@ class TorchStep:
         logits = h.detach().requires_grad_()
         head = self.graph.compute_layers[-1].name
         (loss, dz), ms = clock(lambda: (lambda lo: (lo, torch.autograd.grad(lo, logits)[0]))(
-            F.cross_entropy(logits, self.labels)))
+            self.loss(logits, self.labels)))
         times[head, "forward"] += ms
         grad = dz
         grads = {}

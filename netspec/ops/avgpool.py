@@ -13,6 +13,7 @@ from .maxpool import POOL_WINDOWS, Pool, pool_consts, pool_windows
 class AvgPool(Pool):
     type = "avgpool"
     onnx_type = "AveragePool"     # no padding, so every window averages z² inputs
+    torch_function = "avg_pool2d"
     doc = "average pooling"
     colour, label = "#e8c16d", "avg pool"
 

@@ -9,8 +9,9 @@ Everything the rest of netspec knows about one layer type is on its `Op`: the sh
 counts, the reference math, the kernel builders (`forward_kernels`, `backward_kernels`,
 `scratch_buffers`), whether it takes `groups` (`grouped`), whether its GEMMs are autotuned
 (`tuned`, `split_k`), whether it is the loss head (`loss_layer`), its diagram colour and label
-(`colour`, `label`, `describe`) and its parameters (`parameters`: named tensors with an init
-rule and a trainable flag). The IR, codegen, runtime and viz ask the op; none of them lists
+(`colour`, `label`, `describe`), its parameters (`parameters`: named tensors with an init
+rule and a trainable flag) and its PyTorch form (`torch`, `torch_loss`; bench's mirror and the
+tests' check_layer use it). The IR, codegen, runtime and viz ask the op; none of them lists
 layer types.
 
 Shapes are per image: (C, H, W) for maps, (N,) for neuron vectors.
@@ -160,6 +161,28 @@ class Op:
         bias), x flattened to (N, C·H·W) when the op's output is a vector; the exporter adds
         `group` for grouped convolutions and the fused Relu."""
         raise NotImplementedError(f"{self.type}: no ONNX form")
+
+    # -- PyTorch form (bench/vs_pytorch.py's mirror, the tests' check_layer) ----------------
+    def torch(self, a: dict, *, relu: bool = False, groups: int = 1, train: bool = True,
+              noise: Any = None):
+        """This op in PyTorch: a callable fn(x, *params) -> y on torch tensors, the same math
+        as `forward` on a whole layer (or, where `onnx_per_part`, on one part).
+
+        x: (N, C, H, W) maps or (N, C) vectors; params: torch tensors in `parameters()` order
+        ((weight, bias) for a weighted op, in PyTorch's layout). relu: fuse max(0, ·) into a
+        weighted op's output. groups: channel groups as PyTorch's `groups` (a grouped op
+        only). train: training behaviour (dropout). noise: the layer's draw from `draw_noise`
+        (a torch tensor of the output's shape), so PyTorch drops the units netspec drops;
+        None lets PyTorch draw its own. torch is imported inside the hook (an optional
+        dependency). NotImplementedError when the op has no PyTorch form."""
+        raise NotImplementedError(f"layer type '{self.type}' has no PyTorch form "
+                                  f"({type(self).__module__}.{type(self).__name__} defines no "
+                                  f"torch())")
+
+    def torch_loss(self, a: dict):
+        """A loss layer's loss in PyTorch: fn(z, labels) -> the mean loss (a 0-d tensor), z
+        the layer's input (N, ...) and labels (N,) integers; the math of its `loss`."""
+        raise NotImplementedError(f"layer type '{self.type}' has no PyTorch loss")
 
     def draw_noise(self, a: dict, shape: tuple[int, ...],
                    rng: np.random.Generator) -> np.ndarray | None:

@@ -145,6 +145,14 @@ class Conv(Op):
         return "Conv", {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2,
                         "pads": [a["pad"]] * 4}
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+
+        def conv(x, w, b):
+            y = F.conv2d(x, w, b, stride=a["stride"], padding=a["pad"], groups=groups)
+            return F.relu(y) if relu else y
+        return conv
+
 
 OP = Conv()
 

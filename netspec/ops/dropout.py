@@ -44,6 +44,18 @@ class Dropout(Op):
     def onnx_node(self, a):
         return "Identity", {}     # test time: inverted dropout already scaled at training
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+        p = a["p"]
+        if not train:
+            return lambda x: x
+        if noise is None:
+            return lambda x: F.dropout(x, p, training=True)     # PyTorch's own draw
+
+        def drop(x):
+            return x * noise * (1.0 / (1.0 - p))
+        return drop
+
 
 OP = Dropout()
 

@@ -58,6 +58,16 @@ class FC(Op):
     def onnx_node(self, a):
         return "Gemm", {"transB": 1}                           # x_flat · Wᵀ + b
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+        if groups != 1:
+            raise NotImplementedError("fc: PyTorch has no grouped linear layer")
+
+        def linear(x, w, b):
+            y = F.linear(x.flatten(1), w, b)
+            return F.relu(y) if relu else y
+        return linear
+
 
 OP = FC()
 

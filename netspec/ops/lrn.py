@@ -101,6 +101,15 @@ class LRN(Op):
         return "LRN", {"size": a["size"], "alpha": a["alpha"] * a["size"],
                        "beta": a["beta"], "bias": a["k"]}
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+
+        def lrn(x):
+            # torch divides alpha by n; the paper (and netspec) does not
+            return F.local_response_norm(x, a["size"], alpha=a["alpha"] * a["size"],
+                                         beta=a["beta"], k=a["k"])
+        return lrn
+
 
 OP = LRN()
 

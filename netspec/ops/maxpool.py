@@ -49,12 +49,21 @@ class Pool(Op):
         # no padding and floor((H − z) / s) + 1 outputs: ONNX's defaults (ceil_mode 0)
         return self.onnx_type, {"kernel_shape": [a["size"]] * 2, "strides": [a["stride"]] * 2}
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+        pool = getattr(F, self.torch_function)
+
+        def window(x):
+            return pool(x, a["size"], a["stride"])       # no padding, floor: as output_shape
+        return window
+
 
 class MaxPool(Pool):
     type = "maxpool"
     doc = "max pooling, overlapping when size > stride"
     colour, label = "#f0ad55", "max pool"
     onnx_type = "MaxPool"
+    torch_function = "max_pool2d"        # in torch.nn.functional
 
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
         # Separable: the max over z columns within each row, then over z of those rows (2z

@@ -32,6 +32,10 @@ class ReLU(Op):
     def onnx_node(self, a):
         return "Relu", {}
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+        return F.relu
+
 
 OP = ReLU()
 

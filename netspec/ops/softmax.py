@@ -59,6 +59,14 @@ class Softmax(Op):
     def onnx_node(self, a):
         return "Softmax", {"axis": 1}
 
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        import torch.nn.functional as F
+        return lambda z: F.softmax(z.flatten(1), 1)
+
+    def torch_loss(self, a):
+        import torch.nn.functional as F
+        return lambda z, labels: F.cross_entropy(z.flatten(1), labels)
+
 
 OP = Softmax()
 

@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from layercheck import BACKEND_NAMES, check_layer
 
 from netspec.codegen.compile import compile_network
 from netspec.codegen.sgd import layer_multipliers, sgd_update
@@ -61,6 +62,9 @@ class Sigmoid(Op):
             return None, ()
         y = cache
         return dy * y * (y.dtype.type(1) - y), ()
+
+    def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
+        return torch.sigmoid
 
     def forward_kernels(self, c):
         n = c.out_elements
@@ -119,6 +123,30 @@ def test_math_matches_torch_and_finite_differences(sigmoid):
     np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-12)
     assert grads == ()
     check_op_grads(sigmoid, {}, x[:1, :2], seed=1)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_check_layer_on_every_backend(sigmoid, backend):
+    """The registered op, alone, forward and backward on each backend against its NumPy
+    reference and its torch() form (tests/layercheck.py)."""
+    check_layer("sigmoid", {}, (4, 3, 3), gpus=2, backends=[backend])
+
+
+def test_without_a_torch_form_it_says_so(sigmoid):
+    from netspec.bench.vs_pytorch import NotComparable, torch_layers
+    bare = Op()
+    bare.type = "bare"
+    with pytest.raises(NotImplementedError, match="layer type 'bare' has no PyTorch form"):
+        bare.torch({})
+    saved = type(sigmoid).torch
+    del type(sigmoid).torch
+    try:
+        g = build_graph(SPEC)
+        with pytest.raises(NotComparable, match="s1: layer type sigmoid is not mirrored in "
+                                                "PyTorch .*has no PyTorch form"):
+            torch_layers(g, g.param_shapes())
+    finally:
+        type(sigmoid).torch = saved
 
 
 def test_spec_uses_it_and_the_ir_knows_its_shape(sigmoid):

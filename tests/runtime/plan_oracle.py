@@ -1,5 +1,5 @@
 """Checks a device backend (OpenCL, CUDA) against the NumPy reference, shared by
-test_opencl_backend.py and test_cuda_backend.py.
+test_plan_backends.py and test_cuda_backend.py.
 
 Two levels, both against netspec/ops' NumPy math:
 

@@ -1,13 +1,14 @@
-"""backend="cuda" (CuPy) against the NumPy reference: the same checks as the OpenCL backend
-(plan_oracle.py). On a CUDA device, or, where none answers, on netspec's CPU emulator
-(NETSPEC_CUDA_EMULATE=1, which tests/conftest.py sets): the same CudaNet code either way."""
+"""backend="cuda" (CuPy): what only it has. On a CUDA device, or, where none answers, on
+netspec's CPU emulator (NETSPEC_CUDA_EMULATE=1, which tests/conftest.py sets): the same CudaNet
+code either way. The checks it shares with the other backends run from
+tests/ops/test_layers_on_backends.py (every layer type, check_layer) and
+test_plan_backends.py (whole networks against the NumPy reference, plan_oracle.py)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
 from test_numpy_vs_torch import check_alexnet_batch2_against_torch, he_parameters, rel
 
 from netspec.ir.build import build_graph
@@ -18,20 +19,12 @@ from netspec.runtime.cuda_backend import (
     cuda_unavailable_reason,
 )
 
-from net_specs import BRANCHES, FC_HEAD_BATCH_128, SUBRANGE, edge_case_specs, one_gpu_grouped
+from net_specs import BRANCHES
 from plan_oracle import check_end_to_end, check_kernels_in_place
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(cuda_unavailable_reason() is not None,
                                  reason=str(cuda_unavailable_reason()))]
-
-
-@pytest.mark.parametrize("spec", ["specs/alexnet.net", "examples/tiny-alexnet.net"])
-def test_network_matches_reference(root, spec):
-    g = build_graph(root / spec)
-    net = CudaNet(g, seed=3)
-    check_kernels_in_place(net, g, 2, seed=3, train=True)
-    check_end_to_end(net, g, 2, seed=3, train=True)
 
 
 def test_alexnet_two_devices_matches_pytorch(root):
@@ -44,15 +37,6 @@ def test_alexnet_two_devices_matches_pytorch(root):
     assert net.device_map == [0, 1] and "on 2 devices" in net.device_note
     _, _, _, logits, _, _ = check_alexnet_batch2_against_torch(net)
     assert rel(net.last_logits, logits) <= 1e-4     # the training pass's logits too
-
-
-def test_fc_head_at_batch_128_matches_reference():
-    """AlexNet's fc head at the spec's batch (128) on 2 GPUs, kernel by kernel in place and end
-    to end (net_specs.FC_HEAD_BATCH_128): the fast stand-in for the full-batch run."""
-    g = build_graph(FC_HEAD_BATCH_128)
-    net = CudaNet(g, seed=5)
-    check_kernels_in_place(net, g, 128, seed=5, train=True)
-    check_end_to_end(net, g, 128, seed=5, train=True)
 
 
 @pytest.mark.slow
@@ -119,27 +103,21 @@ def test_reversed_threads_and_streams_match_reference(root, spec):
         emu.settings.thread_order, emu.settings.stream_order = saved
 
 
-@pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
-def test_grouped_and_shared_transfers_match_reference(root, which):
-    text = {"branches": BRANCHES, "subrange": SUBRANGE,
-            "tiny-grouped-1gpu": one_gpu_grouped((root / "examples/tiny-alexnet.net")
-                                                 .read_text())}[which]
-    g = build_graph(text)
-    net = CudaNet(g, seed=4)
-    check_kernels_in_place(net, g, 2, seed=4, train=True)
-    check_end_to_end(net, g, 2, seed=4, train=True)
+@pytest.mark.skipif(not cuda_emulated(), reason="the emulator's second pass")
+@pytest.mark.parametrize("case", ["conv-stride-pad-relu-2gpu-all", "maxpool", "softmax"])
+def test_layers_with_reversed_threads_and_streams(case):
+    """One layer alone (check_layer) under the emulator's second pass; the modules are the ones
+    tests/ops/test_layers_on_backends.py built for the same case."""
+    from layercheck import CASES, check_layer
 
-
-@settings(max_examples=10, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(edge_case_specs())
-def test_edge_cases_match_reference(case):
-    text, batch = case
-    g = build_graph(text)
-    net = CudaNet(g, seed=1)
-    for train in (True, False):
-        check_kernels_in_place(net, g, batch, seed=1, train=train)
-    check_end_to_end(net, g, batch, seed=1, train=True)
+    from netspec.runtime.cuda_emulator import cupy_model as emu
+    op_type, attrs, shape, kw = CASES[case]
+    saved = emu.settings.thread_order, emu.settings.stream_order
+    emu.settings.thread_order, emu.settings.stream_order = "reverse", "first"
+    try:
+        check_layer(op_type, attrs, shape, backends=["cuda"], **kw)
+    finally:
+        emu.settings.thread_order, emu.settings.stream_order = saved
 
 
 def test_device_count_agrees():

@@ -1,69 +1,19 @@
-"""backend="opencl" (PyOpenCL, PoCL on the CPU here) against the NumPy reference: see
-plan_oracle.py for what is compared and the float32 tolerance."""
+"""backend="opencl" (PyOpenCL, PoCL on the CPU here): what only it has (its refusal of float64,
+auto's choice, its caches). The checks it shares with the other backends run from
+tests/ops/test_layers_on_backends.py (every layer type, check_layer) and
+test_plan_backends.py (whole networks against the NumPy reference, plan_oracle.py)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from netspec.ir.build import build_graph
 
 pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install netspec[opencl])")
 from netspec.runtime.opencl_backend import OpenCLNet, find_device  # noqa: E402
 
-from net_specs import (  # noqa: E402
-    BRANCHES,
-    FC_HEAD_BATCH_128,
-    SUBRANGE,
-    edge_case_specs,
-    one_gpu_grouped,
-)
-from plan_oracle import check_end_to_end, check_kernels_in_place  # noqa: E402
-
 if find_device() is None:
     pytest.skip("no OpenCL device (install pocl: pip install 'pyopencl[pocl]')",
                 allow_module_level=True)
-
-
-@pytest.mark.parametrize("spec", ["specs/alexnet.net", "examples/tiny-alexnet.net"])
-def test_network_matches_reference(root, spec):
-    g = build_graph(root / spec)
-    net = OpenCLNet(g, seed=3)
-    compared = check_kernels_in_place(net, g, 2, seed=3, train=True)
-    assert compared >= 4 * len([p for l in g.compute_layers for p in l.parts]) // 2
-    check_end_to_end(net, g, 2, seed=3, train=True)
-
-
-def test_fc_head_at_batch_128_matches_reference():
-    """AlexNet's fc head at the spec's batch (128) on 2 GPUs (net_specs.FC_HEAD_BATCH_128)."""
-    g = build_graph(FC_HEAD_BATCH_128)
-    net = OpenCLNet(g, seed=5)
-    check_kernels_in_place(net, g, 128, seed=5, train=True)
-    check_end_to_end(net, g, 128, seed=5, train=True)
-
-
-@pytest.mark.parametrize("which", ["branches", "subrange", "tiny-grouped-1gpu"])
-def test_grouped_and_shared_transfers_match_reference(root, which):
-    """Several parts on one GPU (groups), channel sub-ranges read across GPUs, one transfer
-    read by three layers: kernel by kernel and end to end against the NumPy reference."""
-    text = {"branches": BRANCHES, "subrange": SUBRANGE,
-            "tiny-grouped-1gpu": one_gpu_grouped((root / "examples/tiny-alexnet.net")
-                                                 .read_text())}[which]
-    g = build_graph(text)
-    net = OpenCLNet(g, seed=4)
-    check_kernels_in_place(net, g, 2, seed=4, train=True)
-    check_end_to_end(net, g, 2, seed=4, train=True)
-
-
-@settings(max_examples=5, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(edge_case_specs())
-def test_edge_cases_match_reference(case):
-    text, batch = case
-    g = build_graph(text)
-    net = OpenCLNet(g, seed=1)
-    for train in (True, False):
-        check_kernels_in_place(net, g, batch, seed=1, train=train)
-    check_end_to_end(net, g, batch, seed=1, train=True)
 
 
 def test_float64_is_refused(root):

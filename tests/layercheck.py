@@ -1,0 +1,324 @@
+"""check_layer: one layer type, checked on every backend in one line (tinygrad's
+`helper_test_op`), against the NumPy reference (the op's `forward`/`backward`) and against
+PyTorch (the op's `Op.torch()` form, autograd for the backward).
+
+    check_layer("conv", {"filters": 4, "size": 3, "pad": 1}, (3, 6, 6), gpus=2, relu=True)
+
+The network around the layer `t` under test (`layer_spec`):
+
+    input  (N·H·W) x H x W          one-hot: image n's channel n·H·W + p is 1 at pixel p
+    conv   probe filters C size 1   its weight holds the test input x (N, C, H, W):
+                                    x[n, c, p] = probe.weight[c, n·H·W + p], bias 0
+    <type> t ...                    the layer under test, reading x (C x H x W)
+    softmax prob                    the loss, over t's output flattened
+
+The probe makes x exact (each output a sum of one product by 1.0 and zeros) and, since
+dL/dprobe.weight[c, n·H·W + p] = dL/dx[n, c, p] exactly, gives the layer's input gradient
+through every backend's public API (`loss_and_grads`), parts, transfers and gradient sums
+included; on several GPUs the probe is split over them, so `connect same-gpu` and per-part
+layers see their inputs on different GPUs. A loss layer under test (softmax) is the head itself.
+
+What is compared, per backend (`netspec.runtime.BACKENDS`, every name) and dtype (float32, and
+float64 where the backend computes in it): test-time logits and probabilities, the training
+step's logits and loss (dropout with the mask the net draws), dL/dx and the layer's parameter
+gradients. The reference is the NumPy backend in float64; PyTorch (float64, the mirror of
+netspec/bench/vs_pytorch.py built from `Op.torch`) must agree with it to 1e-10 first.
+
+Tolerances, elementwise: |value − reference| <= RTOL·|reference| + ATOL·max|reference|, with
+(RTOL, ATOL) = TOLERANCE[dtype]: (1e-4, 1e-5) in float32, which sums in another order and
+rounds its products (the errors seen are under 1% of that), (1e-10, 1e-12) in float64; the
+loss within RTOL·max(1, |loss|).
+
+Near-ties: the inputs are distinct values on a grid ((k + ½)·δ, permuted), and before any
+backend runs the reference is recomputed with inputs and parameters moved by up to 1e-5 of
+their tensor's largest value (over a hundred times float32's rounding), both ways; every
+result must stay within 1e-3 of itself. A ReLU or
+max-pool decision within rounding of flipping would move a gradient by O(1) there, so such a
+draw is refused and the next seed drawn (`MAX_DRAWS`), never left to rounding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from netspec.bench.vs_pytorch import torch_layers, torch_loss
+from netspec.ir.build import build_graph
+from netspec.ops import OPS
+from netspec.runtime import BACKENDS, backend_class, build
+
+TOLERANCE = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float64): (1e-10, 1e-12)}
+AGREEMENT = (1e-10, 1e-12)          # NumPy float64 against PyTorch float64
+PERTURBATION, STABILITY = 1e-5, 1e-3
+MAX_DRAWS = 20
+BACKEND_NAMES = list(BACKENDS)
+
+
+# op x configuration; every case runs on every backend. Covered: conv with stride and
+# padding, fused ReLU, `groups`, two GPUs reading all parts and each its own (same-gpu); fc
+# with fused ReLU and on two GPUs; LRN within groups; both poolings (max overlapping, z > s);
+# ReLU; dropout (train-time mask and test time); softmax with its loss.
+# name: (op type, spec attributes, input C x H x W, check_layer's keywords)
+CASES = {
+    "conv-stride-pad-relu-2gpu-all": ("conv", {"filters": 4, "size": 3, "stride": 2, "pad": 1},
+                                      (4, 7, 7), {"gpus": 2, "connect": "all", "relu": True}),
+    "conv-groups": ("conv", {"filters": 4, "size": 3, "pad": 1}, (4, 5, 5), {"groups": 2}),
+    "conv-2gpu-same": ("conv", {"filters": 6, "size": 2, "pad": 1}, (4, 4, 4),
+                       {"gpus": 2, "connect": "same-gpu"}),
+    "fc-relu": ("fc", {"outputs": 5}, (3, 3, 3), {"relu": True}),
+    "fc-2gpu": ("fc", {"outputs": 6}, (4, 2, 2), {"gpus": 2, "connect": "all"}),
+    "lrn-groups": ("lrn", {"size": 3, "alpha": 0.05, "beta": 0.75, "k": 2}, (6, 3, 3),
+                   {"groups": 2}),
+    "maxpool": ("maxpool", {"size": 3, "stride": 2}, (3, 7, 7), {}),
+    "avgpool": ("avgpool", {"size": 2, "stride": 2}, (3, 5, 5), {}),
+    "relu": ("relu", {}, (3, 4, 4), {}),
+    "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
+    "softmax": ("softmax", {}, (3, 2, 2), {}),
+}
+
+
+# -- which backends can run here ------------------------------------------------------------
+def _opencl_missing() -> str | None:
+    try:
+        import pyopencl  # noqa: F401
+    except ImportError:
+        return "pyopencl is not installed (pip install netspec[opencl])"
+    from netspec.runtime.opencl_backend import find_device
+    if find_device() is None:
+        return "no OpenCL device (install pocl: pip install 'pyopencl[pocl]')"
+    return None
+
+
+def _cuda_missing() -> str | None:
+    from netspec.runtime.cuda_backend import cuda_unavailable_reason
+    return cuda_unavailable_reason()
+
+
+# the toolchain a backend needs, in the words tests/conftest.py recognises (a failure in CI)
+TOOLCHAIN_MISSING = {"opencl": _opencl_missing, "cuda": _cuda_missing}
+
+
+def backend_unavailable(name: str) -> str | None:
+    """Why backend `name` can't run here (None when it can)."""
+    missing = TOOLCHAIN_MISSING.get(name)
+    why = missing() if missing else None
+    if why:
+        return why
+    try:
+        cls = backend_class(name)
+    except ImportError as e:
+        return f"backend {name}: {e}"
+    if not cls.available():
+        return f"backend {name}: {getattr(cls, 'auto_refusal', 'not available here')}"
+    return None
+
+
+# -- the network around the layer -----------------------------------------------------------
+def _attr_text(attrs: dict) -> str:
+    return "".join(f" {k} {v}" for k, v in attrs.items())
+
+
+def layer_spec(op_type: str, attrs: dict, input_shape: tuple[int, int, int], *, gpus: int = 1,
+               groups: int = 1, connect: str | None = None, relu: bool = False,
+               batch: int = 2) -> str:
+    """The spec text of the probe network (module docstring) around one `op_type` layer."""
+    op = OPS[op_type]
+    c, h, w = input_shape
+    a = {k: d.default for k, d in op.attrs.items() if not d.required} | dict(attrs)
+    out = () if op.loss_layer else op.output_shape(a, input_shape)
+    lines = [f"network check_{op_type}", f"input {batch * h * w}x{h}x{w}",
+             f"classes {math.prod(out or input_shape)}", f"gpus {gpus}",
+             f"conv probe filters {c} size 1" + (" connect all" if gpus > 1 else "")]
+    if not op.loss_layer:
+        lines.append(f"{op_type} t{_attr_text(attrs)}" + (" relu" if relu else "")
+                     + (f" groups {groups}" if groups > 1 else "")
+                     + (f" connect {connect}" if connect else ""))
+    lines += [f"softmax {'t' if op.loss_layer else 'prob'}", "train", f"  batch {batch}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Draw:
+    """One test input: the net's input (one-hot), parameters, labels (float64 values that
+    float32 holds exactly)."""
+    x: np.ndarray            # the layer's input (N, C, H, W)
+    onehot: np.ndarray       # the network's input (N, N·H·W, H, W)
+    params: dict
+    labels: np.ndarray
+    noise_seed: int
+
+
+def draw(graph, batch: int, seed: int) -> Draw:
+    rng = np.random.default_rng(seed)
+    probe = graph.layer("probe")
+    c, h, w = probe.out_shape
+    m = batch * c * h * w
+    grid = (np.arange(m) - m / 2 + 0.5) * (2.0 / m)         # distinct, none within δ/2 of 0
+    x = rng.permutation(grid).reshape(batch, c, h, w)
+    onehot = np.zeros((batch, batch * h * w, h, w))
+    for n in range(batch):
+        onehot[n, n * h * w:(n + 1) * h * w].reshape(h * w, h * w)[...] = np.eye(h * w)
+    params = {}
+    for name, shape in graph.param_shapes().items():
+        if name.startswith("probe."):
+            continue
+        fan_in = math.prod(shape[1:]) or 1
+        std = math.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1
+        params[name] = rng.standard_normal(shape) * std
+    params["probe.weight"] = x.transpose(1, 0, 2, 3).reshape(c, batch * h * w, 1, 1)
+    params["probe.bias"] = np.zeros(c)
+    params = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
+    labels = rng.integers(0, graph.classes, batch)
+    return Draw(x.astype(np.float32).astype(np.float64), onehot, params, labels, seed + 1)
+
+
+# -- running it -----------------------------------------------------------------------------
+def _split_probe(grads: dict, batch: int, shape) -> dict:
+    """The layer's gradients, with dL/dx (N, C, H, W) read off the probe's weight gradient."""
+    c, h, w = shape
+    out = {k: np.asarray(v, np.float64) for k, v in grads.items() if not k.startswith("probe.")}
+    out["dL/dx"] = np.asarray(grads["probe.weight"], np.float64) \
+        .reshape(c, batch, h, w).transpose(1, 0, 2, 3)
+    return out
+
+
+def run_net(net, d: Draw) -> dict:
+    """Every compared result of one backend's net on draw d."""
+    dt = net.dtype
+    net.load_parameters({k: v.astype(dt) for k, v in d.params.items()})
+    x = d.onehot.astype(dt)
+    out = {"logits": net.forward(x), "probabilities": net.predict_proba(x)}
+    net.rng = np.random.default_rng(d.noise_seed)
+    loss, grads = net.loss_and_grads(x, d.labels, train=True)
+    out.update(loss=np.float64(loss), train_logits=net.last_logits)
+    out.update(_split_probe(grads, len(d.labels), net.graph.layer("probe").out_shape))
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def keep_masks(graph, d: Draw) -> dict:
+    """The draws a training step makes (netspec/runtime/net.py: one `draw_noise` per body
+    layer, in network order, from the net's generator)."""
+    rng, n = np.random.default_rng(d.noise_seed), len(d.labels)
+    masks = {}
+    for l in graph.compute_layers[:-1]:
+        noise = l.op.draw_noise(l.attrs, (n, *l.out_shape), rng)
+        if noise is not None:
+            masks[l.name] = noise
+    return masks
+
+
+def run_torch(graph, d: Draw) -> dict:
+    """The same results from PyTorch in float64: the layers' `Op.torch` forms (the mirror of
+    bench/vs_pytorch.py), the head's `torch_loss`, autograd for the gradients."""
+    import torch
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in d.params.items()}
+    x = torch.from_numpy(d.onehot)
+    head = graph.compute_layers[-1]
+
+    def body(train):
+        h = x
+        for _, fn, _ in torch_layers(graph, d.params, keep_masks=keep_masks(graph, d),
+                                     train=train):
+            h = fn(h, P)
+        return h
+
+    with torch.no_grad():
+        logits = body(False)
+        proba = head.op.torch(head.attrs)(logits)
+    z = body(True)
+    loss = torch_loss(graph)(z, torch.from_numpy(d.labels))
+    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    out = {"logits": logits.flatten(1), "probabilities": proba, "loss": loss,
+           "train_logits": z.flatten(1).detach()}
+    out.update(_split_probe({k: g.numpy() for k, g in grads.items()}, len(d.labels),
+                            graph.layer("probe").out_shape))
+    return {k: np.asarray(v.detach().numpy() if hasattr(v, "detach") else v, np.float64)
+            for k, v in out.items()}
+
+
+# -- comparing ------------------------------------------------------------------------------
+def compare(got: dict, ref: dict, tol: tuple[float, float], who: str) -> float:
+    """Every result of `got` against `ref` (module docstring's rule); the largest error in
+    units of the tolerance (<= 1 passes). AssertionError naming the result and element."""
+    rtol, atol = tol
+    assert got.keys() == ref.keys(), f"{who}: results {sorted(got)} != {sorted(ref)}"
+    worst = 0.0
+    for k, r in ref.items():
+        v = got[k].reshape(r.shape) if got[k].size == r.size else got[k]
+        assert v.shape == r.shape, f"{who} {k}: shape {v.shape} != {r.shape}"
+        scale = float(np.abs(r).max()) if r.size else 0.0
+        bound = rtol * np.abs(r) + atol * scale + 1e-300
+        if k == "loss":
+            bound = rtol * max(1.0, abs(float(r)))
+        ratio = np.abs(v - r) / bound
+        if (ratio > 1).any():
+            i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+            raise AssertionError(f"{who} {k}: {v[i]!r} vs reference {r[i]!r} at {i} (max |ref| "
+                                 f"{scale:.3g}, {(ratio > 1).sum()} of {ratio.size} off; rtol "
+                                 f"{rtol:g}, atol {atol:g} of max)")
+        worst = max(worst, float(ratio.max()) if ratio.size else 0.0)
+    return worst
+
+
+def stable(graph, d: Draw, ref: dict) -> bool:
+    """Whether the reference moves smoothly when every input and parameter moves by up to
+    PERTURBATION of its tensor's largest magnitude (one uniform random pattern, both ways: a
+    decision closer to its tie than the move flips in one of the two)."""
+    rng = np.random.default_rng(d.noise_seed + 1000)
+    steps = {k: PERTURBATION * float(np.abs(v).max(initial=0.0)) * rng.uniform(-1, 1, v.shape)
+             for k, v in d.params.items()}
+    for way in (1.0, -1.0):
+        moved = {k: v + way * steps[k] for k, v in d.params.items()}
+        near = run_net(build(graph, "numpy", dtype=np.float64),
+                       Draw(d.x, d.onehot, moved, d.labels, d.noise_seed))
+        try:
+            compare(near, ref, (STABILITY, STABILITY), "perturbed")
+        except AssertionError:
+            return False
+    return True
+
+
+def check_layer(op_type: str, attrs: dict | None = None,
+                input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
+                groups: int = 1, connect: str | None = None, relu: bool = False,
+                batch: int = 2, backends=None, seed: int = 0) -> dict:
+    """Run one `op_type` layer (spec attributes `attrs`, input C x H x W, on `gpus` logical
+    GPUs, `groups` channel groups, `connect` mode, fused `relu`) forward and backward on each
+    of `backends` (default: every name in netspec.runtime.BACKENDS) in float32, and float64
+    where the backend computes in it, against the NumPy float64 reference, itself checked
+    against PyTorch via Op.torch(). Returns {(backend, dtype): worst error in tolerance
+    units}. AssertionError on a mismatch; pytest.skip naming the toolchain when a backend
+    asked for can't run here (after the others ran)."""
+    text = layer_spec(op_type, attrs or {}, input_shape, gpus=gpus, groups=groups,
+                      connect=connect, relu=relu, batch=batch)
+    graph = build_graph(text)
+    for attempt in range(MAX_DRAWS):
+        d = draw(graph, batch, seed + 7919 * attempt)
+        ref = run_net(build(graph, "numpy", dtype=np.float64), d)
+        if stable(graph, d, ref):
+            break
+    else:
+        raise AssertionError(f"{op_type}: every one of {MAX_DRAWS} draws holds a decision "
+                             f"within {PERTURBATION:g} of a tie")
+    compare(run_torch(graph, d), ref, AGREEMENT, f"{op_type}: PyTorch against NumPy")
+    results, skipped = {}, []
+    for name in BACKEND_NAMES if backends is None else backends:
+        why = backend_unavailable(name)
+        if why:
+            skipped.append(f"{name}: {why}")
+            continue
+        for dtype in (np.float32, np.float64):
+            try:
+                net = build(graph, name, dtype=dtype, seed=seed)
+            except ValueError as e:
+                if "float32 only" in str(e) and dtype is np.float64:
+                    continue
+                raise
+            who = f"{op_type} on {name} ({np.dtype(dtype).name})"
+            results[name, np.dtype(dtype).name] = compare(run_net(net, d), ref,
+                                                          TOLERANCE[np.dtype(dtype)], who)
+    if skipped:
+        pytest.skip("; ".join(skipped))
+    return results
