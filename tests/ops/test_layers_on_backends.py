@@ -5,6 +5,7 @@ compiles its own kernels once per backend."""
 from __future__ import annotations
 
 import pytest
+
 from layercheck import BACKEND_NAMES, CASES, check_layer, draw, layer_spec, run_net, stable
 
 

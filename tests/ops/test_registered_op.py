@@ -14,7 +14,6 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from layercheck import BACKEND_NAMES, check_layer
 
 from netspec.codegen.compile import compile_network
 from netspec.codegen.sgd import layer_multipliers, sgd_update
@@ -23,6 +22,7 @@ from netspec.kernel import Call, Kernel, elementwise_launch, params
 from netspec.ops import OPS, Op, ParamDef, register, unregister
 from netspec.runtime import build
 
+from layercheck import BACKEND_NAMES, check_layer
 from numgrad import check_op_grads
 
 SIGMOID_FWD = r"""

@@ -108,9 +108,9 @@ def test_reversed_threads_and_streams_match_reference(root, spec):
 def test_layers_with_reversed_threads_and_streams(case):
     """One layer alone (check_layer) under the emulator's second pass; the modules are the ones
     tests/ops/test_layers_on_backends.py built for the same case."""
-    from layercheck import CASES, check_layer
-
     from netspec.runtime.cuda_emulator import cupy_model as emu
+
+    from layercheck import CASES, check_layer
     op_type, attrs, shape, kw = CASES[case]
     saved = emu.settings.thread_order, emu.settings.stream_order
     emu.settings.thread_order, emu.settings.stream_order = "reverse", "first"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from layercheck import BACKEND_NAMES, backend_unavailable
 
 from netspec.ir.build import build_graph
 from netspec.runtime import backend_class
 from netspec.runtime.executor import PlanNet
 
+from layercheck import BACKEND_NAMES, backend_unavailable
 from net_specs import BRANCHES, FC_HEAD_BATCH_128, SUBRANGE, edge_case_specs, one_gpu_grouped
 from plan_oracle import check_end_to_end, check_kernels_in_place
 
