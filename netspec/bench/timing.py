@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.sgd import layer_multipliers, sgd_update
 from ..ir.graph import INPUT, Graph
 from ..runtime import build
+from ..runtime.sgd import layer_multipliers, sgd_update
 
 DIRECTIONS = ("forward", "backward", "update")
 UPDATE_ROW = "sgd"          # the layer name of the SGD update's row

@@ -341,7 +341,7 @@ $kernel maxpool_bwd(const float *$restrict dy, const int *$restrict arg, float *
 """)
 
 # v <- μ·v − (λε)·w − ε·g ; w <- w + v, each product and difference rounded to float as
-# codegen/sgd.py's sgd_step does it, so the two agree bit for bit.
+# runtime/sgd.py's sgd_step does it, so the two agree bit for bit.
 _kernel("sgd", "f* f* f* l f f f", r"""
 $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, long n,
             float momentum, float decay_eps, float eps)

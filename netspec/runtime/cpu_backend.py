@@ -38,9 +38,9 @@ import sys
 import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
-from ..codegen.sgd import layer_multipliers, sgd_step
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
+from .sgd import layer_multipliers, sgd_step
 
 _BUILT: tuple | None = None
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
+from ..runtime.sgd import layer_multipliers, sgd_update
 from . import distributed
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate

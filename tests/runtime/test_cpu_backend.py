@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from test_numpy_vs_torch import check_alexnet_batch2_against_torch, he_parameters, rel
 
 import netspec
-from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
+from netspec.runtime.sgd import layer_multipliers, sgd_update
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped, tiny_four_gpus
 from plan_oracle import check_end_to_end, close, inputs

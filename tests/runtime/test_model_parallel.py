@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 import netspec
-from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.errors import DeviceError, NetspecError
 from netspec.ir.build import build_graph
 from netspec.runtime.cuda_backend import cuda_emulated, cuda_unavailable_reason
+from netspec.runtime.sgd import layer_multipliers, sgd_update
 
 from net_specs import one_gpu_grouped, tiny_four_gpus
 
