@@ -7,7 +7,7 @@ import functools
 from ...ir.graph import Graph, Layer, Part
 from .gradients import GradientSums
 from .memory import place_arena, place_persistent
-from .model import BufferKind, HostData, LaunchPlan, Phase, StepKind, When
+from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind, When
 from .roles import Landing, Wiring
 from .steps import StepRecorder
 from .update import launch_sgd, parameter_bindings
@@ -21,6 +21,11 @@ def build_plan(graph: Graph, batch: int, tiles: dict | None = None) -> LaunchPla
 
 
 class PlanBuilder:
+    """One plan, in stages: the input buffers, each part's roles and the transfers' landings
+    (`Wiring`), the forward steps, the backward steps with their gradient sums
+    (`GradientSums`), the parameter blocks and SGD launches, then the arena. Steps and buffers
+    go through one `StepRecorder`."""
+
     def __init__(self, g: Graph, batch: int, tiles: dict):
         self.g, self.B = g, batch
         self.rec = StepRecorder()
@@ -28,6 +33,8 @@ class PlanBuilder:
                          "masks": []}
         self.wiring = Wiring(g, batch, tiles, self.rec, self.io)
         self.roles = self.wiring.roles
+        self.sums: GradientSums | None = None      # during the backward
+        self.offsets: dict[str, int] = {}          # buffer name -> byte offset, once placed
 
     def build(self) -> LaunchPlan:
         data = self.g.layers[0]
@@ -73,7 +80,7 @@ class PlanBuilder:
             self.rec.layer_done(l.name)
         self.sums = None
 
-    def update(self) -> list:
+    def update(self) -> list[ParamBinding]:
         """Parameter-region offsets (`offsets`: buffer name -> byte offset), then the SGD
         launches; returns the parameter bindings."""
         rec = self.rec
@@ -83,7 +90,7 @@ class PlanBuilder:
         launch_sgd(rec, self.g.gpus, block_bytes, self.offsets, self.wiring.mults)
         return bindings
 
-    def finish(self, bindings: list) -> LaunchPlan:
+    def finish(self, bindings: list[ParamBinding]) -> LaunchPlan:
         """Shared kernels renamed, unused buffers dropped, the arena placed."""
         g, rec = self.g, self.rec
         if g.gpus > 1:                     # else no kernel runs on two GPUs

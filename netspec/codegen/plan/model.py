@@ -170,18 +170,21 @@ class LaunchPlan:
     gpus: int
     kernels: dict[str, Kernel]
     buffers: dict[str, Buffer]
-    planned_steps: list[Step] = field(repr=False)
+    planned_steps: list[Step] = field(repr=False)     # read `steps`: it has the deps
     parameters: list[ParamBinding]
     io: dict
     parts: list[dict] = field(default_factory=list)
     alignment: int = ALIGN
-    # planned steps -> the same steps with their deps
-    waits: Callable[[list[Step]], list[Step]] | None = field(default=None, repr=False,
-                                                             compare=False)
+    # gives each step of the list that waits for other streams its deps, in place
+    waits: Callable[[list[Step]], None] | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def steps(self) -> list[Step]:
-        return self.waits(self.planned_steps) if self.waits else self.planned_steps
+        """The steps in order, with their deps: `planned_steps`, where `waits` replaces each
+        step that waits by a copy with its deps on the first read."""
+        if self.waits is not None:
+            self.waits(self.planned_steps)
+        return self.planned_steps
 
     @property
     def _waits(self) -> Callable | None:

@@ -33,23 +33,22 @@ def touched(s: Step, buffers: dict[str, Buffer],
 
 
 def with_waits(steps: list[Step], buffers: dict[str, Buffer],
-               kernels: dict[str, Kernel]) -> list[Step]:
-    """`steps`, each step that must wait for other streams replaced by a copy with its
-    `deps` (the ids it waits for, ascending). One stream: the steps as they are."""
+               kernels: dict[str, Kernel]) -> None:
+    """Replace each step of `steps` that must wait for other streams by a copy with its
+    `deps` (the ids it waits for, ascending), in place. One stream: nothing to wait for."""
     if len({s.gpu for s in steps}) == 1:
-        return steps
+        return
     spans, bounds = _spans(steps, buffers, kernels)
     # per region, per elementary piece: {stream: [last writer, last toucher]}
     pieces = {k: [{} for _ in range(len(v) - 1)] for k, v in bounds.items()}
-    out = []
-    for s, sp in zip(steps, spans):
+    for i, (s, sp) in enumerate(zip(steps, spans)):
         hit = [(piece, w) for key, lo, hi, w in sp
                for piece in pieces[key][bisect.bisect_left(bounds[key], lo):
                                         bisect.bisect_left(bounds[key], hi)]]
         latest = _latest_conflicts(s.gpu, hit)
         _record(s, hit)
-        out.append(replace(s, deps=tuple(sorted(latest.values()))) if latest else s)
-    return out
+        if latest:
+            steps[i] = replace(s, deps=tuple(sorted(latest.values())))
 
 
 def _spans(steps: list[Step], buffers: dict[str, Buffer], kernels: dict[str, Kernel]
