@@ -93,7 +93,7 @@ def rss_child(kind: str, spec: str, backend: str, batch: int) -> None:
             def update(grads):
                 net.update(0.01, 0.9, 0.0005)
         else:                              # the NumPy backend: the host rule, as bench does
-            from netspec.codegen.sgd import layer_multipliers, sgd_update
+            from netspec.runtime.sgd import layer_multipliers, sgd_update
             lr_m, decay_m = layer_multipliers(graph)
             params = net.parameters()
             velocity = {k: np.zeros_like(v) for k, v in params.items()}

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.sgd import layer_multipliers, sgd_update
 from ..ir.graph import INPUT, Graph
 from ..runtime import build
 from ..runtime.clock import UPDATE_ROW
+from ..runtime.sgd import layer_multipliers, sgd_update
 
 DIRECTIONS = ("forward", "backward", "update")
 

@@ -59,7 +59,10 @@ def spec_sha256(graph: Graph) -> str:
     return hashlib.sha256(graph.spec.source.encode()).hexdigest()
 
 
-class _Builder:
+class OnnxBuilder:
+    """Graph + parameters -> an ONNX model: its nodes, initializers and constants, added
+    layer by layer."""
+
     def __init__(self, graph: Graph, params: Mapping[str, np.ndarray]):
         from onnx import helper
         self.h = helper
@@ -275,7 +278,7 @@ def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
 
     if opset < 17:
         raise ExportError(f"opset {opset}: netspec writes opset 17 or later")
-    b = _Builder(graph, params)
+    b = OnnxBuilder(graph, params)
     unknown = [n for n in params if n not in graph.param_shapes()]
     if unknown:
         raise ExportError(f"parameters not in network '{graph.name}': {', '.join(unknown)}")

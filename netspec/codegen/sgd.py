@@ -8,49 +8,20 @@ velocity v:
 decay_mult, μ the momentum. The paper states the rule for "weight w" without excepting biases,
 so netspec applies it to biases too; `decay_mult 0` on a layer turns decay off there.
 
-`sgd_step` is the rule on host arrays, in this operation order: (1) v ← μ·v, (2) v ← v − (λ·ε)·w,
-(3) v ← v − ε·g, (4) w ← w + v. The numpy backend's trainer (`sgd_update`, used by
-netspec/train and netspec/bench) runs it; the kernel below is the same four steps in the same
-order, one work-item per value, which tests/codegen/test_sgd.py checks against `sgd_step`.
+The kernel (`sgd_kernel`) computes it in this operation order: (1) v ← μ·v, (2) v ← v − (λ·ε)·w,
+(3) v ← v − ε·g, (4) w ← w + v, one work-item per value. netspec/runtime/sgd.py runs the same
+four steps in the same order on host arrays (`sgd_step`), and tests/codegen/test_sgd.py checks
+the kernel against it.
 
-The kernel: one per logical GPU. A GPU's parameters, gradients and momenta are three blocks with the same
-internal layout (codegen/plan.py), so one launch walks all of them; the tensors' extents and
-their layers' multipliers are compiled in as a table, and lr, momentum and weight decay are
-arguments, since the schedule changes lr.
+One kernel per logical GPU: a GPU's parameters, gradients and momenta are three blocks with the
+same internal layout (codegen/plan/memory.py), so one launch walks all of them; the tensors'
+extents and their layers' multipliers are compiled in as a table, and lr, momentum and weight
+decay are arguments, since the schedule changes lr.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..kernel import Kernel, elementwise_launch, params
 from ..kernel.dialects import _literal
-
-
-def sgd_step(w: np.ndarray, v: np.ndarray, g: np.ndarray, lr, momentum,
-             weight_decay) -> None:
-    """The rule (see the module doc) for one tensor, in place on `w` and `v`, in their dtype:
-    `lr` is ε (lr times lr_mult), `weight_decay` λ (weight decay times decay_mult). The
-    scalars are cast to w's dtype, λ·ε computed first, as the kernel does."""
-    t = w.dtype.type
-    v *= t(momentum)
-    v -= t(weight_decay * lr) * w
-    v -= t(lr) * g
-    w += v
-
-
-def sgd_update(params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-               velocity: dict[str, np.ndarray], lr: float, momentum: float,
-               weight_decay: float, lr_mults: dict[str, float] | None = None,
-               decay_mults: dict[str, float] | None = None) -> None:
-    """`sgd_step` on every tensor of `params` that has a gradient in `grads` (state that isn't
-    trainable has none), with its `velocity`, in place; the multipliers per tensor name
-    (default 1), as `layer_multipliers` gives them."""
-    for name in grads:
-        w = params[name]
-        eps = np.float32(lr * (lr_mults or {}).get(name, 1.0)) if w.dtype == np.float32 \
-            else lr * (lr_mults or {}).get(name, 1.0)
-        wd = weight_decay * (decay_mults or {}).get(name, 1.0)
-        sgd_step(w, velocity[name], grads[name], eps, momentum, wd)
 
 
 def layer_multipliers(graph) -> tuple[dict[str, float], dict[str, float]]:

@@ -74,12 +74,15 @@ def build_graph(source: Spec | str | os.PathLike | None = None, *, text: str | N
         where = text_or_path(source) if source is not None else {"text": text, "path": path}
         # the recipe's errors, if any, are reported with the layers' (not before them alone)
         spec, errs = load_spec_going_on(where.get("text"), path=where.get("path"))
-    g = _Builder(spec, errs).build()
+    g = GraphBuilder(spec, errs).build()
     errs.raise_if_any()
     return g
 
 
-class _Builder:
+class GraphBuilder:
+    """Spec -> Graph: layers read against their schemas, ordered, shaped and placed on the
+    GPUs, then the transfers between them; errors go to the collector."""
+
     def __init__(self, spec: Spec, errs: Collector):
         self.spec, self.errs = spec, errs
         # as the parser counts lines: at "\n" only
@@ -286,43 +289,13 @@ class _Builder:
         return True
 
     def place_weighted(self, l: Layer, srcs, all_src: list[Source], replicated: bool) -> bool:
-        gpus = self.spec.gpus
+        """Cut a weighted layer into parts (by `gpu`, `split`, or evenly over the GPUs, then at
+        group boundaries) and give each part its sources. Errors: reported, False returned."""
         out = l.out_shape[0]
-        pl = l._placement
-        ap = l.attr_pos
-        if pl["gpu"] is not None and pl["split"] is not None:
-            self.err(ap["gpu.key"], f"{l.name}: give either 'gpu' or 'split', not both")
+        bounds = self.weighted_bounds(l)
+        if bounds is None:
             return False
-        if pl["gpu"] is not None:
-            if pl["gpu"] >= gpus:
-                self.err(ap["gpu"], f"{l.name}: gpu {pl['gpu']} does not exist; the network "
-                                    f"has {gpus} (0..{gpus - 1})")
-                return False
-            bounds = [(pl["gpu"], out)]
-        elif pl["split"] is not None:
-            split = pl["split"]
-            if len(split) != gpus:
-                self.err(ap["split"], f"{l.name}: split gives {len(split)} part"
-                                      f"{'s' if len(split) != 1 else ''} but the network has "
-                                      f"{gpus} GPU{'s' if gpus != 1 else ''}")
-                return False
-            if sum(split) != out:
-                what = l.op.count_attr
-                self.err(ap["split"], f"{l.name}: split {','.join(map(str, split))} adds up to "
-                                      f"{sum(split)}, but the layer has {out} {what}")
-                return False
-            bounds = list(enumerate(split))
-        else:
-            if out % gpus:
-                what = l.op.count_attr
-                lo = out // gpus
-                self.err(ap.get(what, ap["name"]),
-                         f"{l.name}: {what} {out} cannot be split evenly over {gpus} GPUs "
-                         f"(give split {','.join([str(lo + 1)] * (out % gpus) + [str(lo)] * (gpus - out % gpus))})")
-                return False
-            bounds = [(g, out // gpus) for g in range(gpus)]
-        what = l.op.count_attr
-        if not self.check_groups(l, {"input channels": l.in_shape[0], what: out}):
+        if not self.check_groups(l, {"input channels": l.in_shape[0], l.op.count_attr: out}):
             return False
         start = 0
         parts = []
@@ -331,43 +304,87 @@ class _Builder:
                 parts.append(Part(len(parts), g, a, b))
             start += n
         for p in parts:
-            if l.groups > 1:
-                # group k reads input channels k·C/G .. (k+1)·C/G, wherever they are
-                cin = l.in_shape[0] // l.groups
-                k = p.start // (out // l.groups)
-                p.sources = _channel_range(all_src, k * cin, (k + 1) * cin)
-                if replicated:
-                    p.sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset, s.start)
-                                 for s in p.sources]
-            elif replicated:
-                # the input is on every GPU: each part reads its local copy, whole
-                p.sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset)
-                             for s in all_src]
-            elif l.connect == "same-gpu":
-                own = [s for s in all_src if s.gpu == p.gpu]
-                if not own:
-                    self.err(ap["connect"], f"{l.name}: connect same-gpu, but no part of "
-                                            f"{', '.join(l.inputs)} is on GPU {p.gpu}; use "
-                                            f"'connect all' or place the input there")
-                    return False
-                offset = 0
-                p.sources = []
-                for s in own:
-                    p.sources.append(Source(s.layer, s.part, s.gpu, s.channels, offset))
-                    offset += s.channels
-            else:
-                p.sources = list(all_src)
+            p.sources = self.part_sources(l, p, all_src, replicated)
+            if p.sources is None:
+                return False
         if l.connect == "same-gpu" and not replicated:
             used = {s.gpu for p in parts for s in p.sources}
             unread = [s for s in all_src if s.gpu not in used]
             if unread:
                 s = unread[0]
-                self.err(ap["connect"], f"{l.name}: connect same-gpu leaves {s.layer}'s part on "
-                                        f"GPU {s.gpu} unread, since {l.name} has no part there; "
-                                        f"the parts don't line up")
+                self.err(l.attr_pos["connect"],
+                         f"{l.name}: connect same-gpu leaves {s.layer}'s part on GPU {s.gpu} "
+                         f"unread, since {l.name} has no part there; the parts don't line up")
                 return False
         l.parts = parts
         return True
+
+    def weighted_bounds(self, l: Layer) -> list[tuple[int, int]] | None:
+        """(GPU, output channels) of each GPU's share of a weighted layer, in order: all on
+        `gpu`, as `split` gives, or evenly. None (errors reported) when they don't fit."""
+        gpus = self.spec.gpus
+        out = l.out_shape[0]
+        pl, ap, what = l._placement, l.attr_pos, l.op.count_attr
+        if pl["gpu"] is not None and pl["split"] is not None:
+            self.err(ap["gpu.key"], f"{l.name}: give either 'gpu' or 'split', not both")
+            return None
+        if pl["gpu"] is not None:
+            if pl["gpu"] >= gpus:
+                self.err(ap["gpu"], f"{l.name}: gpu {pl['gpu']} does not exist; the network "
+                                    f"has {gpus} (0..{gpus - 1})")
+                return None
+            return [(pl["gpu"], out)]
+        split = pl["split"]
+        if split is None:
+            if out % gpus:
+                lo = out // gpus
+                self.err(ap.get(what, ap["name"]),
+                         f"{l.name}: {what} {out} cannot be split evenly over {gpus} GPUs "
+                         f"(give split {','.join([str(lo + 1)] * (out % gpus) + [str(lo)] * (gpus - out % gpus))})")
+                return None
+            return [(g, out // gpus) for g in range(gpus)]
+        if len(split) != gpus:
+            self.err(ap["split"], f"{l.name}: split gives {len(split)} part"
+                                  f"{'s' if len(split) != 1 else ''} but the network has "
+                                  f"{gpus} GPU{'s' if gpus != 1 else ''}")
+            return None
+        if sum(split) != out:
+            self.err(ap["split"], f"{l.name}: split {','.join(map(str, split))} adds up to "
+                                  f"{sum(split)}, but the layer has {out} {what}")
+            return None
+        return list(enumerate(split))
+
+    def part_sources(self, l: Layer, p: Part, all_src: list[Source],
+                     replicated: bool) -> list[Source] | None:
+        """What part `p` of a weighted layer reads of its inputs' parts `all_src` (laid end to
+        end): its group's channels, its own GPU's parts (`connect same-gpu`), or all of them;
+        from its local copy when the input is on every GPU (`replicated`). None (error
+        reported) when `connect same-gpu` finds nothing on its GPU."""
+        if l.groups > 1:
+            # group k reads input channels k·C/G .. (k+1)·C/G, wherever they are
+            cin = l.in_shape[0] // l.groups
+            k = p.start // (l.out_shape[0] // l.groups)
+            sources = _channel_range(all_src, k * cin, (k + 1) * cin)
+            if replicated:
+                sources = [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset, s.start)
+                           for s in sources]
+            return sources
+        if replicated:
+            # the input is on every GPU: each part reads its local copy, whole
+            return [Source(s.layer, p.gpu, p.gpu, s.channels, s.offset) for s in all_src]
+        if l.connect != "same-gpu":
+            return list(all_src)
+        own = [s for s in all_src if s.gpu == p.gpu]
+        if not own:
+            self.err(l.attr_pos["connect"], f"{l.name}: connect same-gpu, but no part of "
+                                            f"{', '.join(l.inputs)} is on GPU {p.gpu}; use "
+                                            f"'connect all' or place the input there")
+            return None
+        sources, offset = [], 0
+        for s in own:
+            sources.append(Source(s.layer, s.part, s.gpu, s.channels, offset))
+            offset += s.channels
+        return sources
 
     def check_graph(self, g: Graph) -> None:
         spec = self.spec

@@ -38,10 +38,10 @@ import sys
 import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
-from ..codegen.sgd import layer_multipliers, sgd_step
 from ..kernel.dialects import C
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
+from .sgd import layer_multipliers, sgd_step
 
 _BUILT: tuple | None = None
 
@@ -545,7 +545,7 @@ class CpuNet(NumpyNet):
         """The paper's SGD step (§5), in place, with the gradients of the last
         loss_and_grads: per tensor v <- μ·v − (weight_decay·decay_mult)·(lr·lr_mult)·w −
         (lr·lr_mult)·g ; w <- w + v, one pass over w, v and g; the one rule of
-        codegen/sgd.py (`sgd_step`), its four steps rounded alike, its scalars computed as
+        runtime/sgd.py (`sgd_step`), its four steps rounded alike, its scalars computed as
         `sgd_update` computes them."""
         if self._grads is None:
             raise RuntimeError("update() needs the gradients of a loss_and_grads() call first")

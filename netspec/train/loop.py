@@ -22,10 +22,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..codegen.sgd import layer_multipliers, sgd_update
 from ..errors import NetspecError, RunError
 from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
+from ..runtime.sgd import layer_multipliers, sgd_update
 from . import data_parallel
 from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate

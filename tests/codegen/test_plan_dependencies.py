@@ -1,4 +1,4 @@
-"""The plan's cross-stream waits (`Step.deps`, netspec/codegen/plan.py `dependencies`), checked
+"""The plan's cross-stream waits (`Step.deps`, netspec/codegen/plan/waits.py), checked
 against every pair of steps by brute force: each pair of steps on different streams that touch
 the same memory (after placement), one of them writing, must be ordered by the waits and the
 streams' own order; and every wait must be such a pair."""

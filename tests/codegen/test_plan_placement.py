@@ -1,7 +1,7 @@
-"""The arena placement of netspec/codegen/plan.py on both of its paths (greedy by size up to
-GREEDY_MAX buffers per GPU, the step-order sweep beyond): buffers live at the same time never
-share bytes, offsets are aligned, and the arena is no smaller than the bytes live at once at
-the busiest step (a bound computed from the lifetimes alone) and within a margin of it."""
+"""The arena placement of netspec/codegen/plan/memory.py on both of its paths (greedy by size
+up to GREEDY_MAX buffers per GPU, the step-order sweep beyond): buffers live at the same time
+never share bytes, offsets are aligned, and the arena is no smaller than the bytes live at once
+at the busiest step (a bound computed from the lifetimes alone) and within a margin of it."""
 from __future__ import annotations
 
 import pytest

@@ -1,13 +1,14 @@
-"""The one SGD rule (netspec/codegen/sgd.py, paper §5): the NumPy form against PyTorch's SGD,
-and the generated kernel, run on PoCL, against the NumPy form."""
+"""The one SGD rule (netspec/codegen/sgd.py, paper §5): the NumPy form (netspec/runtime/sgd.py)
+against PyTorch's SGD, and the generated kernel, run on PoCL, against the NumPy form."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from netspec.codegen.sgd import sgd_kernel, sgd_step, sgd_update
+from netspec.codegen.sgd import sgd_kernel
 from netspec.kernel.dialects import OPENCL
+from netspec.runtime.sgd import sgd_step, sgd_update
 
 
 def test_numpy_rule_matches_torch_sgd():

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from netspec.codegen.compile import compile_network
-from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.ir.build import build_graph
 from netspec.kernel import Call, Kernel, elementwise_launch, params
 from netspec.ops import OPS, Op, ParamDef, register, unregister
 from netspec.runtime import build
+from netspec.runtime.sgd import layer_multipliers, sgd_update
 
 from layercheck import BACKEND_NAMES, check_layer
 from numgrad import check_op_grads

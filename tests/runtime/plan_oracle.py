@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from netspec.codegen.sgd import sgd_step
 from netspec.ir.graph import Graph
 from netspec.runtime.numpy_backend import NumpyNet
+from netspec.runtime.sgd import sgd_step
 
 RTOL, ATOL = 1e-3, 1e-4
 

@@ -1,6 +1,6 @@
 """backend="cpu" (host C + OpenMP kernels, BLAS GEMMs) against the NumPy reference, layer by
 layer on the OpenCL tests' hypothesis-drawn edge cases, and against PyTorch on AlexNet; its SGD
-against codegen/sgd.py's rule, bit for bit; its fallback without a compiler."""
+against runtime/sgd.py's rule, bit for bit; its fallback without a compiler."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from test_numpy_vs_torch import check_alexnet_batch2_against_torch, he_parameters, rel
 
 import netspec
-from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
 from netspec.runtime.numpy_backend import NumpyNet
+from netspec.runtime.sgd import layer_multipliers, sgd_update
 
 from net_specs import BRANCHES, SUBRANGE, edge_case_specs, one_gpu_grouped, tiny_four_gpus
 from plan_oracle import check_end_to_end, close, inputs
@@ -106,7 +106,7 @@ def test_alexnet_batch2_against_numpy_and_pytorch(root):
 
 
 def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
-    """One update on the cpu backend equals codegen/sgd.py's sgd_update on the same arrays
+    """One update on the cpu backend equals runtime/sgd.py's sgd_update on the same arrays
     exactly, with layer multipliers other than one."""
     text = (root / "examples/tiny-alexnet.net").read_text()
     g = build_graph(text)
@@ -133,7 +133,7 @@ def test_sgd_kernel_is_train_sgd_bit_for_bit(root):
 @pytest.mark.parametrize("winograd", ["off", "default"])
 def test_twenty_sgd_steps_track_the_numpy_reference(root, monkeypatch, winograd):
     """20 steps of loss_and_grads + update (dropout on, same masks) on the cpu backend against
-    NumpyNet + codegen/sgd.py.
+    NumpyNet + runtime/sgd.py.
 
     With im2col + GEMM throughout (winograd off) the two agree to float32 rounding all the way.
     With the default Winograd conv2 they differ by ~1e-6 per step, and training is chaotic: a

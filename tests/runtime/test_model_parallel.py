@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 import netspec
-from netspec.codegen.sgd import layer_multipliers, sgd_update
 from netspec.errors import DeviceError, NetspecError
 from netspec.ir.build import build_graph
 from netspec.runtime.cuda_backend import cuda_emulated, cuda_unavailable_reason
+from netspec.runtime.sgd import layer_multipliers, sgd_update
 
 from net_specs import one_gpu_grouped, tiny_four_gpus
 
@@ -241,7 +241,7 @@ def test_connect_all_gradient_sums_match_pytorch(backend):
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_twenty_sgd_steps_match_the_reference(backend):
     """tiny-alexnet, batch 2 (the kernels of the tests above), dropout on: 20 steps of the device's update() against
-    netspec.codegen.sgd.sgd_update on the NumPy net. Tolerance: every step's loss within 1e-5
+    netspec.runtime.sgd.sgd_update on the NumPy net. Tolerance: every step's loss within 1e-5
     (relative); each parameter's total change after 20 steps, w20 − w0, within 1e-4 of the
     reference's change in L2 norm (measured: <= 1e-5 on PoCL)."""
     ref = netspec.build(TINY, "numpy", seed=1)

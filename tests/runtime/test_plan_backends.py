@@ -1,4 +1,4 @@
-"""The backends that run the launch plan (runtime/executor.py: opencl on PoCL here, cuda on
+"""The backends that run the launch plan (runtime/plan_net.py: opencl on PoCL here, cuda on
 a device or on netspec's CPU emulator) on whole networks against the NumPy reference, kernel
 by kernel in place and end to end (plan_oracle.py): what one layer alone
 (tests/ops/test_layers_on_backends.py) can't reach: AlexNet's shapes, a transfer read by
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from netspec.ir.build import build_graph
 from netspec.runtime import backend_class
-from netspec.runtime.executor import PlanNet
+from netspec.runtime.plan_net import PlanNet
 
 from layercheck import BACKEND_NAMES, backend_unavailable
 from net_specs import BRANCHES, FC_HEAD_BATCH_128, SUBRANGE, edge_case_specs, one_gpu_grouped
