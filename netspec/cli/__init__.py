@@ -14,28 +14,60 @@ import every package, and nothing in netspec imports it.
 """
 from __future__ import annotations
 
-import gc
+# Before anything heavy is imported: a Ctrl-C while the command starts up (click, NumPy, the
+# backends) ends it with one line and status 130, as a shell reports an interrupted command,
+# instead of a KeyboardInterrupt traceback from inside an import. Nothing has been written
+# yet, so there is nothing to undo; _Group.invoke hands SIGINT back to Python once the
+# command runs, and reports its KeyboardInterrupt the same way.
+import os
+import signal
+import sys
 
-import click
 
-from .. import __version__
-from ..dsl.errors import SpecError
-from ..errors import NetspecError
-from .bench import bench
-from .compile import compile_cmd
-from .data import prepare
-from .evaluate import eval_cmd, predict
-from .export import export
-from .train import train_cmd
-from .viz import viz
+def _run_as_the_command() -> bool:
+    """True when this process is the `netspec` command (the console script, or `python -m
+    netspec[.cli]`), not a program or test that imports the cli."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(argv0)
+    return name.startswith("netspec") or (
+        name == "__main__.py" and os.path.basename(os.path.dirname(argv0)) in ("netspec", "cli"))
+
+
+def _interrupted_at_start_up(signum, frame):
+    os.write(2, b"netspec: interrupted\n")
+    os._exit(130)
+
+
+if _run_as_the_command():
+    signal.signal(signal.SIGINT, _interrupted_at_start_up)
+
+import gc  # noqa: E402
+
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..dsl.errors import SpecError  # noqa: E402
+from ..errors import NetspecError  # noqa: E402
+from .bench import bench  # noqa: E402
+from .compile import compile_cmd  # noqa: E402
+from .data import prepare  # noqa: E402
+from .evaluate import eval_cmd, predict  # noqa: E402
+from .export import export  # noqa: E402
+from .train import train_cmd  # noqa: E402
+from .viz import viz  # noqa: E402
 
 
 class _Group(click.Group):
     """Reports netspec's own errors as clean messages with exit status 2, never a traceback."""
 
     def invoke(self, ctx):
+        if signal.getsignal(signal.SIGINT) is _interrupted_at_start_up:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:       # Ctrl-C while the command runs: one line, no traceback
+            click.echo("netspec: interrupted", err=True)
+            ctx.exit(130)
         except SpecError as e:          # already FILE:LINE:COL: error: ..., line and caret
             click.echo(str(e), err=True)
             ctx.exit(e.exit_code)
