@@ -39,7 +39,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from netspec.data.augment import center_plan, draw_train_plan, write_planned_views, write_ten_crops
-from netspec.data.processes import fork_context, ignore_sigint
+from netspec.data.processes import bound_workers, fork_context, ignore_sigint
 from netspec.data.stats import PCA
 from netspec.errors import DataError
 
@@ -121,6 +121,9 @@ class Loader:
                 raise ValueError(f"shard {shard}: the rank must lie in 0..{k - 1}")
         self.shard = shard
         self.start_batch = start_batch
+        # -j 200 for 4 batches on 2 cores starts 2 workers, not 200 (each holds its slots)
+        self.workers_asked = workers
+        self.workers = bound_workers(workers, self.num_batches - start_batch)
         self._next = start_batch
         self._started = False
         self._closed = False

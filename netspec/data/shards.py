@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from netspec.data.decode import UnreadableImage, decode_image
-from netspec.data.processes import fork_context, ignore_sigint
+from netspec.data.processes import bound_workers, fork_context, ignore_sigint
 from netspec.data.stats import ImageStats
 
 
@@ -167,7 +167,8 @@ def run_shard_jobs(
         return
     ctx = fork_context()
     # The pool is forked before the progress bar starts its monitor thread.
-    with ctx.Pool(min(workers, len(jobs)), initializer=ignore_sigint) as pool:
+    with ctx.Pool(bound_workers(workers, len(jobs), "decoding"),
+                  initializer=ignore_sigint) as pool:
         with _progress_bar(total, done, desc, progress) as bar:
             for result in pool.imap_unordered(decode_shard, jobs):
                 bar.update(result.attempted)

@@ -19,6 +19,8 @@ Every entry is either an image file that is used, or skipped and counted under o
     empty file        a file of 0 bytes
     not an image      a file whose extension is not .jpeg/.jpg/.png (any case)
     not a file        a FIFO, socket or device node
+    too deep          a folder more than MAX_DEPTH (64) levels below the folder walked;
+                      not entered (the walk is iterative: no depth raises RecursionError)
 
 A folder whose name ends in ".jpg" is a folder: it is walked, never opened as an image.
 Nothing here raises for an odd entry; only a missing or unlistable top folder is a DataError
@@ -40,7 +42,10 @@ from netspec.data.decode import is_image_name
 HIDDEN_FOLDERS = ("__MACOSX",)
 
 KINDS = ("hidden", "odd name", "dangling symlink", "symlink loop", "folder seen twice",
-         "unreadable", "empty file", "not an image", "not a file", "no label")
+         "too deep", "unreadable", "empty file", "not an image", "not a file", "no label")
+# Folders below a class folder that are walked: ImageNet's layouts are 1 or 2 deep; a tree
+# hundreds deep is a mistake (or a bind-mount loop a link check can't see), not a dataset
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -163,9 +168,17 @@ def walk_images(folder: Path, root: Path, report: TreeReport, seen: set | None =
 
 def _walk(folder: Path, root: Path, report: TreeReport, seen: set, ancestors: tuple,
           found: list[str]) -> None:
+    """Depth first, in sorted order, with a stack of open folders instead of recursion: a
+    tree 1,100 folders deep is walked as any other (Python's recursion stops near 1,000).
+    A folder more than MAX_DEPTH levels below `folder` is not entered ("too deep")."""
     seen.add(ancestors[-1])
-    entries = list_entries(folder, root, report)
-    for entry in entries or ():
+    stack = [(iter(list_entries(folder, root, report) or ()), ancestors)]
+    while stack:
+        entries, ancestors = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
         kind, st = entry_kind(entry, root, report)
         rel = _rel(Path(entry.path), root)
         if kind == "dir":
@@ -174,8 +187,12 @@ def _walk(folder: Path, root: Path, report: TreeReport, seen: set, ancestors: tu
                 report.skip(rel, "symlink loop")
             elif identity in seen:
                 report.skip(rel, "folder seen twice")
+            elif len(ancestors) > MAX_DEPTH:
+                report.skip(rel, "too deep")
             else:
-                _walk(Path(entry.path), root, report, seen, ancestors + (identity,), found)
+                seen.add(identity)
+                stack.append((iter(list_entries(Path(entry.path), root, report) or ()),
+                              ancestors + (identity,)))
         elif kind == "file" and check_image_file(entry.path, st, rel, report):
             found.append(rel)
 
