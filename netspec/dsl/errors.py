@@ -106,10 +106,22 @@ class Collector:
     def __init__(self, path: str = "<spec>", source: str = ""):
         self.path, self.source = path, source
         self.diagnostics: list[Diagnostic] = []
+        # lines with a syntax error, read on as well as they could be: later errors on them
+        # would be about the guess, so they are not recorded
+        self.broken_lines: set[int] = set()
+        # lines of layer statements left out (no name, an unknown type, a name given twice):
+        # the layers after one may read another layer than meant, so their shapes are not
+        # checked in the same run
+        self.dropped_layers: set[int] = set()
 
     def error(self, pos: Pos, message) -> None:
         """Record an error at `pos`; `message` is its text, or a function giving it."""
+        if pos is not None and pos.line in self.broken_lines:
+            return
         self.diagnostics.append(Diagnostic(pos, message))
+
+    def lines_with_errors(self) -> set[int]:
+        return {d.pos.line for d in self.diagnostics if d.pos is not None}
 
     def raise_if_any(self) -> None:
         if self.diagnostics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -136,28 +137,59 @@ def _shift(item, lines: int):
     return Item(item.kind, value, Pos(item.pos.line + lines, item.pos.col), item.text)
 
 
-def _parse_lines(lines: list[str]) -> tuple[list[Statement], list[Diagnostic]]:
+def _parse_lines(lines: list[str], recover: bool = False
+                 ) -> tuple[list[Statement], list[Diagnostic]]:
     """Each line parsed alone (a statement is one line), so that a syntax error costs its
     line only and the lines after it are still read: every line's error is reported, as gcc
-    and rustc do. Used once the whole-file parse has failed."""
+    and rustc do. Used once the whole-file parse has failed.
+
+    recover: go on with a line that failed, for the later checks of the other lines (see
+    load_spec_going_on): each unexpected character is reported and read as a space
+    (`size=2` as `size 2`); a line that still fails is kept as its keyword and name only, so
+    that the layer exists for the lines that read it."""
     stmts: list[Statement] = []
     errors: list[Diagnostic] = []
     for n, line in enumerate(lines):
-        try:
-            parsed = _parser().parse(line + "\n")
-        except lark.exceptions.LarkError as e:
-            d = _syntax_error(e, line)
-            errors.append(Diagnostic(Pos(d.pos.line + n, d.pos.col), d.message))
-            continue
+        parsed, errs = _parse_line(line, recover)
+        errors.extend(Diagnostic(Pos(d.pos.line + n, d.pos.col), d.message) for d in errs)
         stmts.extend(_shift(st, n) for st in parsed)
     return stmts, errors
 
 
-def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
+_MAX_REPAIRS = 8                    # unexpected characters read as spaces, per line
+_KEYWORD_AND_NAME = re.compile(r"[ \t\f]*([A-Za-z_][A-Za-z0-9_\-]*)(?:[ \t\f]+([A-Za-z_][A-Za-z0-9_\-]*))?")
+
+
+def _parse_line(line: str, recover: bool) -> tuple[list, list[Diagnostic]]:
+    errors: list[Diagnostic] = []
+    text = line
+    for _ in range(_MAX_REPAIRS + 1):
+        try:
+            return _parser().parse(text + "\n"), errors
+        except lark.exceptions.LarkError as e:
+            errors.append(_syntax_error(e, text))
+            if not recover:
+                return [], errors
+            if not isinstance(e, lark.UnexpectedCharacters) or e.pos_in_stream >= len(text):
+                break
+            text = text[:e.pos_in_stream] + " " + text[e.pos_in_stream + 1:]
+    m = _KEYWORD_AND_NAME.match(line)
+    if not m:
+        return [], errors
+    kw = Item("word", m.group(1), Pos(1, m.start(1) + 1), m.group(1))
+    items = (Item("word", m.group(2), Pos(1, m.start(2) + 1), m.group(2)),) if m.group(2) \
+        else ()
+    return [Statement(kw.value, kw.pos, items, Pos(1, 0))], errors
+
+
+def parse_statements(text: str, path: str = "<spec>",
+                     errs: Collector | None = None) -> list[Statement]:
     """The spec's statements, each with its position and the end of its line.
 
     Raises SpecError with every syntax error (one per line, up to the cap), a NUL byte's
-    position, the lines longer than MAX_LINE characters, or more than MAX_LINES lines."""
+    position, the lines longer than MAX_LINE characters, or more than MAX_LINES lines. With
+    `errs` given, syntax errors are added to it instead and the lines are read on as
+    _parse_lines(recover=True) says; their line numbers are in `errs.broken_lines`."""
     n_lines = text.count("\n") + (not text.endswith("\n"))
     if n_lines > MAX_LINES:
         # refused before anything is built per line (blank lines too)
@@ -178,9 +210,12 @@ def parse_statements(text: str, path: str = "<spec>") -> list[Statement]:
     try:
         stmts = _parser().parse(text if text.endswith("\n") else text + "\n")
     except lark.exceptions.LarkError:
-        stmts, errors = _parse_lines(lines)
-        if errors:
+        stmts, errors = _parse_lines(lines, recover=errs is not None)
+        if errors and errs is None:
             raise SpecError(errors, path, text) from None
+        for d in errors:
+            errs.error(d.pos, d.message)
+        errs.broken_lines.update(d.pos.line for d in errors)
     # the end of each line, for "missing value" errors
     return [Statement(s.keyword, s.pos, s.items,
                       Pos(s.pos.line, len(lines[s.pos.line - 1]) + 1 if s.pos.line <= len(lines)
@@ -255,11 +290,13 @@ def text_or_path(source: str | os.PathLike) -> dict:
 
 def load_spec_going_on(text: str | None = None, *,
                        path: str | os.PathLike | None = None) -> tuple[Spec, Collector]:
-    """load_spec for a caller that checks on (the IR build): when every error found is in the
-    recipe, which the layers' checks don't read, the Spec is returned with those errors in the
-    Collector, so that the layers' errors are reported with them (`bias nan` on a layer and
-    `epochs -1` are two errors, not the second alone). Any other error raises SpecError here,
-    as a layer the parse dropped would make the later checks report its readers too."""
+    """load_spec for a caller that checks on (the IR build): the Spec is returned with the
+    errors found so far in the Collector, so that the later checks (a layer's keys, shapes,
+    the class count) report theirs with them in one run (a misspelt key, `size=2` and a
+    class-count mismatch are three errors of one compile, not three compiles). A line with a
+    syntax error is read on as _parse_lines(recover=True) says, and later errors on it are
+    not reported (`errs.broken_lines`). SpecError here only when the header lacks what a Spec
+    needs (network, input, classes)."""
     if (text is None) == (path is None):
         raise TypeError("load_spec_going_on: give the spec's text, or its file as path=..., "
                         "not both or neither")
@@ -271,8 +308,8 @@ def load_spec_going_on(text: str | None = None, *,
 def parse_spec(text: str, path: str = "<spec>", errs: Collector | None = None) -> Spec:
     """The Spec of spec text. SpecError with every error found; with `errs` given, errors
     only in the recipe stay in it instead (see load_spec_going_on)."""
-    stmts = parse_statements(text, path)
     going_on = errs is not None
+    stmts = parse_statements(text, path, errs)
     errs = errs if going_on else Collector(path, text)
     if not stmts:
         errs.error(Pos(1, 1), "empty spec: expected 'network NAME', 'input CxHxW', "
@@ -307,10 +344,7 @@ def parse_spec(text: str, path: str = "<spec>", errs: Collector | None = None) -
         if key not in header and key not in misspelt and key not in pos:
             errs.error(Pos(1, 1), f"missing '{what}' statement")
     recipe = _read_recipe(recipe_stmts, errs)
-    train = pos.get("train")
-    in_recipe = train is not None and all(d.pos is not None and d.pos.line > train.line
-                                          for d in errs.diagnostics)
-    if not (going_on and in_recipe):
+    if not going_on or any(k not in header for k in ("network", "input", "classes")):
         errs.raise_if_any()
     return Spec(path=path, source=text, network=header["network"],
                 input_shape=header["input"], classes=header["classes"],
@@ -402,6 +436,7 @@ def _read_layer(s: Statement, layers: list, errs: Collector, misspelt: set) -> N
         where = s.items[0].pos if s.items else s.end
         errs.error(where, f"'{s.keyword}' must be followed by a layer name, e.g. "
                           f"'{s.keyword} {s.keyword}1 ...'")
+        errs.dropped_layers.add(s.pos.line)
         return
     name = s.items[0]
     layers.append(LayerSpec(s.keyword, name.value, s.items[1:], s.pos, name.pos))

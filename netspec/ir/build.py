@@ -85,6 +85,7 @@ class GraphBuilder:
 
     def __init__(self, spec: Spec, errs: Collector):
         self.spec, self.errs = spec, errs
+        self.cycle = False
         # as the parser counts lines: at "\n" only
         self.line_lengths = [len(line.removesuffix("\r")) for line in spec.source.split("\n")]
 
@@ -102,13 +103,16 @@ class GraphBuilder:
                 self.err(ls.pos, f"unknown layer type '{ls.type}'"
                                  f"{suggest(ls.type, list(OPS) + list(HEADER))}; layer types: "
                                  f"{', '.join(sorted(OPS))}")
+                self.errs.dropped_layers.add(ls.pos.line)
                 continue
             if ls.name == INPUT:
                 self.err(ls.name_pos, f"'{INPUT}' is the network input's name; choose another")
+                self.errs.dropped_layers.add(ls.pos.line)
                 continue
             if ls.name in seen:
                 self.err(ls.name_pos, f"layer '{ls.name}' is defined twice (first at "
                                       f"{seen[ls.name]})")
+                self.errs.dropped_layers.add(ls.pos.line)
                 continue
             seen[ls.name] = ls.pos
             line_end = Pos(ls.pos.line, self.line_lengths[ls.pos.line - 1] + 1)
@@ -180,6 +184,7 @@ class GraphBuilder:
             pending = [l for l in layers if l.name not in placed]
             cyc = self._cycle(pending)
             first = by_name[cyc[0]]
+            self.cycle = True
             self.err(first.attr_pos.get("from", first.pos),
                      f"{first.name}: the inputs form a cycle: {' -> '.join(cyc)}")
         return done
@@ -202,18 +207,36 @@ class GraphBuilder:
                      replicated=True)
         data.parts = [Part(g, g, 0, spec.input_shape[0]) for g in range(spec.gpus)]
         layers = self.order(self.read_layers())
-        if self.errs.diagnostics:
-            return None
-        built = {INPUT: data}
-        for l in layers:
-            if not self.shape_and_place(l, built):
-                return None   # later layers depend on this one's shape
-            built[l.name] = l
+        clean = not self.errs.diagnostics
+        unshaped = self.shape_all(layers, {INPUT: data})
         graph = Graph(spec.network, spec.input_shape, spec.classes, spec.gpus,
                       [data] + layers, spec.recipe, spec)
-        self.check_graph(graph)
+        if clean and not unshaped:
+            self.check_graph(graph)
+        elif not self.cycle:
+            self.check_classes(graph, unshaped)
+            self.check_input(graph)
+        if self.errs.diagnostics:
+            return None
         graph.transfers = find_transfers(graph)
         return graph
+
+    def shape_all(self, layers: list[Layer], built: dict[str, Layer]) -> set[str]:
+        """Shapes and placement of every layer that can be checked: not one whose statement
+        had an error, nor one after a layer statement that was left out, nor one reading
+        such a layer (directly or not), whose shapes would be about a guess. Returns the
+        names of the layers left unshaped."""
+        unshaped: set[str] = set()
+        bad_lines = self.errs.lines_with_errors() | self.errs.broken_lines
+        gap = min(self.errs.dropped_layers, default=None)
+        for l in layers:
+            if l.pos.line in bad_lines or (gap is not None and l.pos.line > gap) or \
+                    any(i not in built for i in l.inputs) or \
+                    not self.shape_and_place(l, built):
+                unshaped.add(l.name)
+                continue
+            built[l.name] = l
+        return unshaped
 
     def shape_and_place(self, l: Layer, built: dict[str, Layer]) -> bool:
         op = l.op
@@ -406,12 +429,35 @@ class GraphBuilder:
                 self.err(l.attr_pos["name"], f"layer '{l.name}' is never used: no layer reads "
                                              f"it (add 'from {l.name}' to a layer, or remove it)")
         if softmaxes and softmaxes[-1] is last:
+            self.check_classes(g, set())
+        self.check_input(g)
+
+    def check_classes(self, g: Graph, unshaped: set[str]) -> None:
+        """The layer before the final softmax gives `classes` outputs. A layer left unshaped
+        (see shape_all) is checked by its count attribute (an fc's outputs, a conv's
+        filters), which its input does not change, when its own statement was read
+        cleanly."""
+        body = g.compute_layers
+        if not body or not body[-1].op.loss_layer or not body[-1].inputs:
+            return
+        last = body[-1]
+        src = g.layer(last.inputs[0])
+        if last.name not in unshaped:
             n = last.out_shape[0]
-            if n != spec.classes:
-                src = g.layer(last.inputs[0])
-                where = src.attr_pos.get("outputs", spec.pos.get("classes_value"))
-                self.err(where, f"classes is {spec.classes}, but the last layer before the "
-                                f"softmax, {src.name}, has {n} outputs")
+        elif src.name in unshaped and src.weighted and \
+                src.pos.line not in self.errs.lines_with_errors() | self.errs.broken_lines:
+            n = src.attrs.get(src.op.count_attr)
+        else:
+            return
+        spec = self.spec
+        if isinstance(n, int) and n != spec.classes:
+            where = src.attr_pos.get("outputs", spec.pos.get("classes_value"))
+            self.err(where, f"classes is {spec.classes}, but the last layer before the "
+                            f"softmax, {src.name}, has {n} outputs")
+
+    def check_input(self, g: Graph) -> None:
+        """The input is square and the recipe's crop is its size."""
+        spec = self.spec
         r = spec.recipe
         crop = r.crop or spec.input_shape[1]
         if len(spec.input_shape) == 3 and spec.input_shape[1] != spec.input_shape[2]:
