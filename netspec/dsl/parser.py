@@ -439,6 +439,14 @@ def _read_layer(s: Statement, layers: list, errs: Collector, misspelt: set) -> N
         errs.dropped_layers.add(s.pos.line)
         return
     name = s.items[0]
+    if "-" in name.value:
+        # kernels, buffers and generated C/CUDA/OpenCL functions are named after the layer
+        # (`c1_g0_fwd`): a layer name is a C identifier. The layer is kept, so that the lines
+        # reading it don't report it as unknown.
+        errs.error(Pos(name.pos.line, name.pos.col + name.value.index("-")),
+                   f"layer name '{name.value}': '-' is not allowed in a layer name (letters, "
+                   f"digits and '_', not starting with a digit: generated kernels are named "
+                   f"after it); use '{name.value.replace('-', '_')}'")
     layers.append(LayerSpec(s.keyword, name.value, s.items[1:], s.pos, name.pos))
 
 
