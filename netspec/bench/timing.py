@@ -148,7 +148,12 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     if net is None:
-        net = build(spec, backend, seed=seed)
+        from ..ir.build import build_graph
+        from ..ir.graph import Graph
+        from ..ir.memory import check_memory
+        g = spec if isinstance(spec, Graph) else build_graph(spec)
+        check_memory(g, batch_size or g.recipe.batch_size, True, "timing")
+        net = build(g, backend, seed=seed)
     g = net.graph
     n = batch_size or g.recipe.batch_size
     rng = np.random.default_rng(seed)

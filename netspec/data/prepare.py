@@ -29,6 +29,7 @@ from netspec.data.folder import list_image_folder
 from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
 from netspec.errors import DataError
+from netspec.ir.memory import check_bytes
 
 log = logging.getLogger("netspec.data")
 
@@ -49,6 +50,8 @@ def prepare_dataset(data_dir, out_dir, base: int | None = 256, workers: int | No
         base = DEMO_BASE if isinstance(data_dir, str) and data_dir == DEMO else DEFAULT_BASE
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise DataError(f"base must be a positive integer, not {base!r}")
+    # one decoded image (uint8) and the running mean image (at least float32) at base x base
+    check_bytes(base * base * 3 * 5, f"preparing images at base {base:,}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 0:
         raise DataError(f"workers must be >= 0, not {workers}")

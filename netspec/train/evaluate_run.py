@@ -34,6 +34,8 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
         raise RunError(f"{ckpt}: give --spec (the checkpoint has no run state naming one)")
     graph = (build_graph(path=spec) if spec is not None
              else build_graph(text=state["spec_text"]))
+    from ..ir.memory import check_memory
+    check_memory(graph, batch_size or graph.recipe.batch_size, False, "evaluating")
     data = data or state.get("data")
     if data is None:
         raise RunError("give --data (the checkpoint has no run state naming its data)")

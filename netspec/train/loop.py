@@ -23,6 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import NetspecError, RunError
+from ..ir.memory import check_memory
 from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
 from ..runtime.sgd import layer_multipliers, sgd_update
@@ -100,6 +101,9 @@ class Trainer:
             self.echo = echo
             self.opts = opts
             self.config = resolve_run(opts, tidy=self.is_root)
+            # before the run directory: a spec or --batch-size past the machine's memory is
+            # refused in one line, leaving nothing behind
+            check_memory(self.config.graph, self.config.recipe.batch_size, True, "training")
             self._open_run_dir()
             self._open_data()
             self._build_net()

@@ -54,6 +54,8 @@ class Predictor:
             raise RunError(f"{checkpoint}: the run state lacks {', '.join(missing)}; predict "
                            f"needs a run directory written by netspec train")
         graph = build_graph(state["spec_text"])
+        from ..ir.memory import check_memory
+        check_memory(graph, 1, False, "predicting with")
         channels = image_channels(graph)
         net = build(graph, backend)
         try:
