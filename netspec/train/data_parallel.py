@@ -306,6 +306,11 @@ def train_replica(replicas: Replicas, make_trainer, echo_err):
             raise
         replicas.agree(None)
         try:
+            replicas.check_alike(trainer.alike_items())
+        except SetupFailed:
+            trainer.abandon_start()        # rank 0's new run directory is removed again
+            raise
+        try:
             return trainer.run()
         finally:
             if trainer.data_parallel is not None:

@@ -113,6 +113,20 @@ class Trainer:
             discard_launch(self._launched)
             raise
 
+    def alike_items(self) -> dict[str, str]:
+        """What every data-parallel replica must have been started with, as text: the spec,
+        the recipe (overrides applied), the data, the seed and the step limit."""
+        cfg = self.config
+        recipe = {k: v for k, v in vars(cfg.recipe).items() if k != "pos"} \
+            if hasattr(cfg.recipe, "__dict__") else repr(cfg.recipe)
+        return {"spec": cfg.graph.spec.source, "recipe": repr(recipe), "data": str(cfg.data),
+                "seed": str(cfg.seed), "max_steps": str(cfg.max_steps)}
+
+    def abandon_start(self) -> None:
+        """Undo a new run's launch record after a start-up check failed (see __init__)."""
+        discard_launch(self._launched)
+        self._launched = None
+
     @property
     def is_root(self) -> bool:
         """True in a single process and in rank 0 of a data-parallel job."""

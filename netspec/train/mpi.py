@@ -8,6 +8,8 @@ which data_parallel.py does only when an MPI launcher started the process.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -110,6 +112,17 @@ class Replicas:
     def barrier(self, what: str = "barrier") -> None:
         self.wait(self.comm.Ibarrier(), what)
 
+    def check_alike(self, items: dict[str, str]) -> None:
+        """Every replica was started with the same `items` (name -> text: the spec, the
+        recipe, the seed ...), compared by digest before any gradient is exchanged; else each
+        raises the same SetupFailed naming the ranks and what differs (rank 0 reports it).
+        Different specs would otherwise meet only as an allreduce of unlike buffers."""
+        mine = json.dumps({k: fingerprint(v) for k, v in sorted(items.items())})
+        texts = self.allgather_text(mine, "start-up check of the spec and flags")
+        line = disagreement([json.loads(t) if t else {} for t in texts])
+        if line is not None:
+            raise SetupFailed(line, 2)
+
     def agree(self, error: BaseException | None) -> None:
         """After setup: if any replica failed, every replica learns it and raises the same
         `SetupFailed`, which only rank 0 reports; so a bad flag gives one message, not K."""
@@ -124,6 +137,30 @@ class Replicas:
             message = f"replica(s) {ranks} of {self.size} failed to start: {failed[0][1]}"
         code = error.exit_code if isinstance(error, NetspecError) else 2
         raise SetupFailed(message, code)
+
+
+def fingerprint(text: str) -> str:
+    """A short, stable digest of one thing the replicas must agree on."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def disagreement(items: list[dict[str, str]]) -> str | None:
+    """The line naming the ranks whose `items` (name -> fingerprint) differ from rank 0's and
+    in what, or None when every rank has rank 0's."""
+    first = items[0]
+    odd = {r: sorted(k for k in set(first) | set(it) if first.get(k) != it.get(k))
+           for r, it in enumerate(items) if it != first}
+    if not odd:
+        return None
+    names = sorted({k for ks in odd.values() for k in ks})
+    ranks = ", ".join(str(r) for r in odd)
+    detail = "; ".join(
+        f"{k}: {first.get(k, '-')} on rank 0, "
+        + ", ".join(f"{items[r].get(k, '-')} on rank {r}" for r in odd if k in odd[r])
+        for k in names)
+    return (f"the replicas were not started alike: rank{'s' if len(odd) > 1 else ''} {ranks} "
+            f"of {len(items)} differ from rank 0 in the {' and the '.join(names)} "
+            f"(sha256 prefixes: {detail}); give every rank the same --spec, data and flags")
 
 
 class SetupFailed(NetspecError):
