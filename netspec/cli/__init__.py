@@ -4,6 +4,7 @@
     train.py      train (--resume continues a run)
     evaluate.py   eval, predict
     export.py     export
+    import_.py    import (Caffe, ... as a spec and run)
     data.py       prepare
     viz.py        viz
     bench.py      bench
@@ -26,6 +27,7 @@ from .compile import compile_cmd
 from .data import prepare
 from .evaluate import eval_cmd, predict
 from .export import export
+from .import_ import import_cmd
 from .train import train_cmd
 from .viz import viz
 
@@ -58,5 +60,6 @@ def main():
     gc.set_threshold(200_000, 30, 30)
 
 
-for _command in (compile_cmd, train_cmd, eval_cmd, prepare, bench, export, predict, viz):
+for _command in (compile_cmd, train_cmd, eval_cmd, prepare, bench, export, predict, viz,
+                 import_cmd):
     main.add_command(_command)
