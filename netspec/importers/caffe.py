@@ -41,8 +41,7 @@ import numpy as np
 
 from ..dsl.errors import Pos, SpecError
 from . import protowire as pw
-from .model import (Imported, Layer, Problems, rename, reverse_input_channels,
-                    ungroup_before_lrn)
+from .model import Imported, Layer, Problems, rename, reverse_input_channels, ungroup_before_lrn
 from .prototxt import Enum, Message, parse_prototxt, read_text_file
 
 # V1LayerParameter's enum names -> the V2 type strings (caffe.proto's LayerType)
