@@ -32,7 +32,7 @@ def write_imported_run(run_dir: Path, imported) -> None:
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Class names, one per line in output order ('ID NAME' lines, as Caffe's "
                    "synset_words.txt, give ids and names).")
-@output_option("Where to write the spec (default: print it).", metavar="SPEC")
+@output_option("Where to write the spec (default: print it).", metavar="FILE.net")
 @out_dir_option("The run directory to write (the checkpoint and its state); needed with "
                 "--weights.")
 def import_cmd(model, weights, mean, classes_file, output, out):

@@ -333,18 +333,19 @@ def _convert_layers(sources, top, shape, problems) -> list[Layer]:
         if src.type == "Input":
             continue
         convert = CONVERT.get(src.type)
+        chained = src.bottoms == [top] and len(src.tops) == 1
+        before, top = top, (src.tops[0] if src.tops else top)   # one error per construct
         if convert is None:
             problems.error(src.pos(), _refusal(src))
             continue
-        if src.bottoms != [top] or len(src.tops) != 1:
+        if not chained:
             problems.error(src.pos("bottom" if src.bottoms else "type"),
                            f"layer '{src.name}' reads {src.bottoms or 'nothing'} and "
                            f"writes {src.tops}; netspec imports a chain, each layer reading "
-                           f"the one before it ('{top}'): branches need concat and eltwise "
+                           f"the one before it ('{before}'): branches need concat and eltwise "
                            f"(#29)")
             continue
         layer = convert(cx, src)
-        top = src.tops[0]
         if layer is None:
             continue
         layer.pos = src.pos()

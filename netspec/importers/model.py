@@ -184,6 +184,7 @@ def ungroup_before_lrn(layers: list[Layer], input_channels: int) -> None:
         if layer.type == "lrn" and grouped is not None:
             conv, cin = grouped
             g = conv.attrs.pop("groups")
+            conv.notes = [n for n in conv.notes if not n.endswith("as Caffe stores them")]
             conv.notes.append(f"Caffe's group: {g} written as one conv with zero weights "
                               f"across the groups, as the lrn '{layer.name}' after it spans "
                               f"all channels (a netspec lrn after a grouped conv normalises "

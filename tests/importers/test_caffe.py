@@ -96,7 +96,10 @@ def test_alexnet_v1_as_bvlc_alexnet_describes_it(tmp_path):
 def test_alexnet_full_size(tmp_path):
     proto, model = write_model(tmp_path, alexnet_v1(), v1=True, last_scale=0.01)
     imp = import_caffe(proto, model)
-    assert build_graph(imp.spec_text()).total_params == 60_965_224
+    from netspec.importers.caffe import read_caffemodel
+    assert sum(b.size for bs in read_caffemodel(model).values() for b in bs) == 60_965_224
+    # conv2 is written ungrouped (norm2 reads it): 256 x 48 x 5 x 5 zeros more
+    assert build_graph(imp.spec_text()).total_params == 60_965_224 + 307_200
     x = pixels((1, 3, 227, 227))
     close(netspec_net(imp).predict_proba(np.ascontiguousarray(x[:, ::-1])),
           opencv(proto, model, x))
