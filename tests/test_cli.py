@@ -279,7 +279,8 @@ def test_o_is_a_file_and_out_a_directory_in_every_command():
             if "--out" in p.opts:
                 assert p.opts == ["--out"] and p.metavar == "DIR", p.opts
                 seen.setdefault("dir", set()).add(command.name)
-    assert seen == {"file": {"viz", "export"}, "dir": {"compile", "train", "prepare"}}
+    assert seen == {"file": {"viz", "export", "import"},
+                    "dir": {"compile", "train", "prepare", "import"}}
 
 
 def test_compile_takes_its_old_o_for_the_directory(root, tmp_path):

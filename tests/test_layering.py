@@ -5,6 +5,8 @@ import inside a function, under `if TYPE_CHECKING:` or in a `try:` counts like a
     dsl, kernel  <-  ops  <-  ir  <-  codegen  <-  runtime  <-  train, bench  <-  cli
     data, viz                               side packages: read from ir (and below), plain
                                             arrays and saved runs
+    importers                               side package: other formats' files -> spec text
+                                            and arrays (the cli writes them)
 
 A package may import a package to its left, never one to its right nor its neighbour in the
 same place (train and bench don't import each other). train and bench may use data (images)
@@ -30,7 +32,8 @@ FOUNDATION = {"errors", "cachedir", "blas_env"}
 # left to right: each layer may import the foundation and every layer before it
 CHAIN = [{"dsl", "kernel"}, {"ops"}, {"ir"}, {"codegen"}, {"runtime"}, {"train", "bench"},
          {"cli"}]
-SIDE = {"data": {"dsl", "kernel", "ops", "ir"}, "viz": {"dsl", "kernel", "ops", "ir"}}
+SIDE = {"data": {"dsl", "kernel", "ops", "ir"}, "viz": {"dsl", "kernel", "ops", "ir"},
+        "importers": {"dsl", "kernel", "ops", "ir"}}   # other formats -> spec text, arrays
 # what the chain's layers may use of the side packages (besides the cli, which may use all)
 USES_SIDE = {"train": {"data", "viz"}, "bench": {"data", "viz"}}
 ENTRY = {"netspec.__main__": "cli"}      # `python -m netspec`: the cli's own entry

@@ -4,6 +4,7 @@
     train.py      train (--resume continues a run)
     evaluate.py   eval, predict
     export.py     export
+    import_.py    import (Caffe, ... as a spec and run)
     data.py       prepare
     viz.py        viz
     bench.py      bench
@@ -53,6 +54,7 @@ from .compile import compile_cmd  # noqa: E402
 from .data import prepare  # noqa: E402
 from .evaluate import eval_cmd, predict  # noqa: E402
 from .export import export  # noqa: E402
+from .import_ import import_cmd  # noqa: E402
 from .train import train_cmd  # noqa: E402
 from .viz import viz  # noqa: E402
 
@@ -90,5 +92,6 @@ def main():
     gc.set_threshold(200_000, 30, 30)
 
 
-for _command in (compile_cmd, train_cmd, eval_cmd, prepare, bench, export, predict, viz):
+for _command in (compile_cmd, train_cmd, eval_cmd, prepare, bench, export, predict, viz,
+                 import_cmd):
     main.add_command(_command)

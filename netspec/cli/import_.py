@@ -1,0 +1,68 @@
+"""`netspec import MODEL`: a Caffe network (and its weights) as a netspec spec and run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import out_dir_option, output_option
+
+
+def write_imported_run(run_dir: Path, imported) -> None:
+    """A run directory as `netspec train` leaves one at step 0 (checkpoint.safetensors with
+    the state, state.json), holding the imported weights, so that eval, predict, export and
+    train --init-from take it as they take a run."""
+    from ..errors import RunError
+    from ..train.checkpoint import save_checkpoint
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} is not empty; give another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"can't create {run_dir}: {e.strerror or e}") from None
+    save_checkpoint(run_dir, imported.parameters(), {}, imported.run_state())
+
+
+@click.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The trained weights (.caffemodel); written as a run's checkpoint to --out.")
+@click.option("--mean", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Caffe's mean image (.binaryproto), subtracted by predict and eval.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Class names, one per line in output order ('ID NAME' lines, as Caffe's "
+                   "synset_words.txt, give ids and names).")
+@output_option("Where to write the spec (default: print it).", metavar="FILE.net")
+@out_dir_option("The run directory to write (the checkpoint and its state); needed with "
+                "--weights.")
+def import_cmd(model, weights, mean, classes_file, output, out):
+    """Read MODEL (a Caffe deploy .prototxt) as a netspec spec; with --weights, also a run
+    directory that eval, predict, export and train --init-from take. Everything netspec can't
+    express is reported at once (exit 2) and nothing is written."""
+    from ..importers import import_model
+    from ..importers.model import read_class_list
+    from ..train.checkpoint import atomic_write
+
+    if weights and not out:
+        raise click.UsageError("--weights needs --out DIR: the run directory the checkpoint "
+                               "goes to")
+    imported = import_model(model, weights=weights, mean=mean)
+    if classes_file:
+        imported.classes, imported.class_names = read_class_list(classes_file,
+                                                                 imported.class_count)
+    text = imported.spec_text()
+    from ..ir.build import build_graph
+    build_graph(text=text)            # the spec written is one netspec compiles
+    if out:
+        write_imported_run(Path(out), imported)
+    if output:
+        atomic_write(Path(output), text.encode())
+    if not output and not out:
+        click.echo(text, nl=False)
+        return
+    what = [f"spec {output}"] if output else []
+    if out:
+        what.append(f"run {out} ({'weights' if imported.has_weights else 'no weights'})")
+    click.echo(f"imported {imported.network} from {imported.format}: {len(imported.layers)} "
+               f"layers, input {'x'.join(map(str, imported.input_shape))} "
+               f"({imported.channel_order}); wrote {', '.join(what)}")
