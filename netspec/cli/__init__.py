@@ -39,8 +39,11 @@ def _interrupted_at_start_up(signum, frame):
     os._exit(130)
 
 
-if _run_as_the_command():
+# SIGINT left ignored by the parent (a background job of a script) stays ignored, as Python
+# itself leaves it; a SIGINT held blocked until now is delivered to this handler
+if _run_as_the_command() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
     signal.signal(signal.SIGINT, _interrupted_at_start_up)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 import gc  # noqa: E402
 
