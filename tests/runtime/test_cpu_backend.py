@@ -10,6 +10,7 @@ from test_numpy_vs_torch import check_alexnet_batch2_against_torch, he_parameter
 
 import netspec
 from netspec.codegen.sgd import layer_multipliers, sgd_update
+from netspec.codegen.winograd import ERROR_BOUND
 from netspec.ir.build import build_graph
 from netspec.runtime import cpu_backend
 from netspec.runtime.cpu_backend import CpuNet
@@ -361,12 +362,13 @@ def test_winograd_conv_against_pytorch(monkeypatch, r, pad, m, c, o, h, w, relu,
     close(db, tb.grad.numpy(), "winograd bias gradient")
 
 
-@pytest.mark.parametrize("m,r", [(2, 3), (2, 5), (3, 5)])
-def test_winograd_error_against_float64(monkeypatch, m, r):
-    """The default tiles keep float32 accuracy on an AlexNet-sized layer (48 channels, 27×27):
-    output, input and weight gradients within 3e-5 of the largest value of PyTorch's float64
-    conv2d and autograd (F(3×3, 5×5) measured 7e-6, 6e-6, 1.4e-5; float32 im2col 7e-7, 5e-7,
-    3e-6). No ReLU, so no mask decided by a rounding."""
+@pytest.mark.parametrize("m,r,isa", [(m, r, level) for (m, r) in ERROR_BOUND
+                                     for level in ISA_LEVELS], indirect=["isa"])
+def test_winograd_error_against_float64(monkeypatch, m, r, isa):
+    """Each transform's stated error bound (netspec/codegen/winograd.py, ERROR_BOUND) holds on
+    an AlexNet-sized layer (48 channels, 27×27), at every ISA level: output, input and weight
+    gradients against PyTorch's float64 conv2d and autograd, relative to the largest float64
+    value. No ReLU, so no mask decided by a rounding."""
     import torch
     import torch.nn.functional as F
 
@@ -389,9 +391,11 @@ def test_winograd_error_against_float64(monkeypatch, m, r):
     tw = torch.tensor(params[0], dtype=torch.float64, requires_grad=True)
     ty = F.conv2d(tx, tw, torch.tensor(params[1], dtype=torch.float64), padding=pad)
     ty.backward(torch.tensor(dy, dtype=torch.float64))
-    for got, want in ((y, ty), (dx, tx.grad), (dw, tw.grad)):
+    for what, got, want, bound in zip(("output", "input gradient", "weight gradient"),
+                                      (y, dx, dw), (ty, tx.grad, tw.grad), ERROR_BOUND[m, r]):
         want = want.detach().numpy()
-        assert np.abs(got - want).max() <= 3e-5 * np.abs(want).max()
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert err <= bound, (what, err, bound)
 
 
 def test_winograd_layers_in_a_net_match_the_reference(root, monkeypatch):
