@@ -74,3 +74,72 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_missing_toolchain(outcome.get_result())
+
+
+# -- the suite writes only inside pytest's temporary folders ---------------------------------
+# netspec's caches ($NETSPEC_CACHE_DIR: statistics, compiled kernels, autotune, the demo set)
+# and every temporary file (TMPDIR, for this process and the subprocesses tests start) go to
+# one session folder under pytest's basetemp, removed at the end; compiled kernels are
+# built once per session there. tests/test_cachedir.py fails if a netspec cache write lands in
+# the user's own cache folder; at the end, any file changed there since the session began is
+# named (a warning, since another program, another run of the suite or a PoCL of the user's
+# may write there meanwhile).
+USER_CACHE: pathlib.Path | None = None
+SESSION_DIR: pathlib.Path | None = None
+_USER_CACHE_BEFORE: dict = {}
+
+
+def snapshot(folder: pathlib.Path) -> dict:
+    """{relative path: (size, mtime_ns)} of every file under folder ({} if it is absent)."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = pathlib.Path(dirpath) / f
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_configure(config):
+    global USER_CACHE, SESSION_DIR, _USER_CACHE_BEFORE
+    import tempfile
+
+    from _pytest.tmpdir import TempPathFactory
+
+    from netspec.cachedir import user_cache_dir
+    USER_CACHE = user_cache_dir()
+    _USER_CACHE_BEFORE = snapshot(USER_CACHE)
+    factory = getattr(config, "_tmp_path_factory", None) or \
+        TempPathFactory.from_config(config, _ispytest=True)
+    SESSION_DIR = factory.mktemp("netspec-session", numbered=True)
+    (SESSION_DIR / "tmp").mkdir()
+    os.environ["NETSPEC_CACHE_DIR"] = str(SESSION_DIR / "cache")
+    os.environ["TMPDIR"] = str(SESSION_DIR / "tmp")
+    tempfile.tempdir = None                  # gettempdir() reads TMPDIR again
+    config.netspec_isolation = (USER_CACHE, SESSION_DIR, user_cache_changes)
+
+
+def user_cache_changes() -> list[str]:
+    """Files added, changed or removed in the user's cache folder since the session began."""
+    if USER_CACHE is None:
+        return []
+    now = snapshot(USER_CACHE)
+    return sorted(k for k in now.keys() | _USER_CACHE_BEFORE.keys()
+                  if now.get(k) != _USER_CACHE_BEFORE.get(k))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = user_cache_changes()
+    if changed:
+        session.config.get_terminal_writer().line(
+            f"warning: {len(changed)} files changed in the user's cache {USER_CACHE} during "
+            f"the tests (by these tests, or by another program): {changed[:5]}", yellow=True)
+
+
+def pytest_unconfigure(config):
+    import shutil
+    if SESSION_DIR is not None:
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)

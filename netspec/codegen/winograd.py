@@ -23,11 +23,30 @@ The matrices come from interpolation points (0, ±1, ±2, ±1/2 ..., and ∞), c
 in rationals: Aᵀ[i][j] = p_jⁱ, G[j][k] = p_jᵏ / Π_{l≠j}(p_j − p_l), the ∞ point a last
 column/row of e_{m−1}/e_{r−1}, and Bᵀ the one matrix that makes the identity above hold for
 every g and d (solved here, checked exactly). The numbers are exact in float32 for F(2, 3).
+
+Error bounds (ERROR_BOUND), float32 against a float64 conv, as max |error| / max |value| of
+the output, the input gradient and the weight gradient; for C = 48 input channels on a 27×27
+plane, N(0, 1) inputs and output gradients (AlexNet's conv2-5 sizes; the error grows about as
+√(C·r²), and with the transform's largest coefficients, as larger m and r need points ±2, ±½):
+
+    transform      output   input gradient   weight gradient   (im2col + GEMM: ~1e-6)
+    F(2×2, 3×3)    2e-6     2e-6             2e-6
+    F(4×4, 3×3)    2e-5     2e-5             2e-5
+    F(2×2, 5×5)    2e-5     2e-5             8e-5
+    F(3×3, 5×5)    2e-5     2e-5             6e-5
+
+each about three times the largest error seen over three draws at -march native, x86-64-v3
+and x86-64 (tests/runtime/test_cpu_backend.py::test_winograd_error_against_float64 holds
+them). A weight gradient sums over N·H·W tiles, so it carries the most.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 from functools import cache
+
+# (m, r) -> bounds on (output, input gradient, weight gradient) errors; see the module doc
+ERROR_BOUND = {(2, 3): (2e-6, 2e-6, 2e-6), (4, 3): (2e-5, 2e-5, 2e-5),
+               (2, 5): (2e-5, 2e-5, 8e-5), (3, 5): (2e-5, 2e-5, 6e-5)}
 
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2),
           Fraction(1, 2), Fraction(-1, 2))

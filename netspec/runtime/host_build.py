@@ -2,9 +2,12 @@
 
 The compiler is $CC, else the first of cc, gcc, clang on PATH. The shared library is cached
 under `cache_dir("kernels")/host/<hash>.so` (netspec/cachedir.py), the hash over the source, the compiler's path and version and
-the flags, so a second build is a dlopen. Flags: -O3 -march=native (the machine the cache lives
-on), -fopenmp, and -ffp-contract=off with no fast-math, so each float operation is rounded as
-NumPy rounds it. `load_host_kernels()` returns None with a reason when there is no working
+the flags, so a second build is a dlopen. Flags (`host_flags()`): -O3, -march=$NETSPEC_HOST_MARCH
+(default `native`, the machine the cache lives on; `x86-64-v3` for AVX2 + FMA without AVX-512,
+`x86-64` for the baseline without FMA, which the tests also build to check every ISA level on
+one machine), -fopenmp, and -ffp-contract=off with no fast-math, so each float operation is
+rounded as NumPy rounds it. A -march value other than letters, digits, `-`, `_` and `.` is
+refused (ValueError naming the variable). `load_host_kernels()` returns None with a reason when there is no working
 compiler (or it lacks OpenMP); the CPU backend then falls back to NumPy.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +27,21 @@ from ..cachedir import cache_dir
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
          "-fPIC", "-shared", "-std=gnu99")
+MARCH_ENV = "NETSPEC_HOST_MARCH"
+
+
+def host_march() -> str:
+    """The -march value the host kernels are built for: $NETSPEC_HOST_MARCH, else native."""
+    march = os.environ.get(MARCH_ENV, "").strip() or "native"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", march):
+        raise ValueError(f"{MARCH_ENV}={march!r}: expected a -march value such as native, "
+                         f"x86-64-v3 or x86-64")
+    return march
+
+
+def host_flags() -> tuple[str, ...]:
+    """The compiler flags of a host build (module doc), with host_march()'s -march."""
+    return tuple(f"-march={host_march()}" if f == "-march=native" else f for f in FLAGS)
 
 _CTYPES = {"f*": ctypes.c_void_p, "i*": ctypes.c_void_p, "l": ctypes.c_long,
            "f": ctypes.c_float}
@@ -52,8 +71,9 @@ class HostKernels:
     """The built library: `lib.<kernel>(...)` with argtypes set from the signatures; NumPy
     arrays are passed with `ptr(a)`, which checks they are C-contiguous float32/int32."""
 
-    def __init__(self, lib: ctypes.CDLL, path: Path, compiler: str):
-        self.lib, self.path, self.compiler = lib, path, compiler
+    def __init__(self, lib: ctypes.CDLL, path: Path, compiler: str,
+                 flags: tuple[str, ...] = FLAGS):
+        self.lib, self.path, self.compiler, self.flags = lib, path, compiler, flags
 
     def __getattr__(self, name):
         return getattr(self.lib, name)
@@ -72,7 +92,11 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
     cc = find_compiler()
     if cc is None:
         return None, "no C compiler found (set CC or install gcc)"
-    ident = "\0".join([source, cc, _version(cc), *FLAGS])
+    try:
+        flags = host_flags()
+    except ValueError as e:
+        return None, str(e)
+    ident = "\0".join([source, cc, _version(cc), *flags])
     key = hashlib.sha256(ident.encode()).hexdigest()[:32]
     path = cache_dir("kernels") / "host" / f"{key}.so"
     if not path.exists():
@@ -82,7 +106,7 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
                 src = Path(tmp) / "kernels.c"
                 src.write_text(source)
                 out = Path(tmp) / "kernels.so"
-                r = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), "-lm"],
+                r = subprocess.run([cc, *flags, str(src), "-o", str(out), "-lm"],
                                    capture_output=True, text=True, timeout=300)
                 if r.returncode != 0:
                     first = (r.stderr.strip().splitlines() or ["?"])[0]
@@ -106,4 +130,4 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
         fn = getattr(lib, name)
         fn.argtypes = [_CTYPES[a] for a in args]
         fn.restype = None
-    return HostKernels(lib, path, cc), f"host kernels built by {cc}"
+    return HostKernels(lib, path, cc, flags), f"host kernels built by {cc} ({flags[1]})"

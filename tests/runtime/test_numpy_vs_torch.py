@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import netspec
+from netspec.runtime.numpy_backend import NumpyNet
+
+from near_ties import assert_no_near_ties, reference_following
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEXNET = ROOT / "specs" / "alexnet.net"
@@ -82,27 +85,55 @@ def alexnet():
     return netspec.build(ALEXNET, backend="numpy", seed=0)
 
 
+FLOAT64_MARGIN = 1e-9      # float64 rounding is ~1e-16 of a value: far below this
+
+
+def check_float32_against_torch(net, params, x, labels, *, train=False, keep=(None, None),
+                                **torch_kw):
+    """A float32 backend `net` (numpy or cpu) against PyTorch without a decision left to
+    rounding: PyTorch in float64 against the float64 NumPy reference, on inputs asserted to
+    hold no max-pool or ReLU decision within FLOAT64_MARGIN of a tie (tests/near_ties.py),
+    within 1e-10; then `net` in float32: its loss within 1e-5 of PyTorch's, its gradients
+    within 1e-4 of their largest value of the float64 reference deciding as `net` did
+    (float32 rounding, near 1e-6, never a flipped decision). Returns (loss, grads,
+    ref_grads)."""
+    net.load_parameters(params)
+    seed = 11
+    assert_no_near_ties(net.graph, params, x, noise_seed=seed if train else None,
+                        margin=FLOAT64_MARGIN)
+    _, ref_loss, ref_grads = torch_loss_and_grads(params, x, labels, torch.float64,
+                                                  keep6=keep[0], keep7=keep[1], **torch_kw)
+    net64 = NumpyNet(net.graph, dtype=np.float64)
+    net64.load_parameters({k: v.astype(np.float64) for k, v in params.items()})
+    net64.rng = np.random.default_rng(seed)
+    loss64, grads64 = net64.loss_and_grads(x.astype(np.float64), labels, train=train)
+    assert abs(loss64 - ref_loss) <= 1e-10 * abs(ref_loss)
+    assert max(rel(grads64[k], ref_grads[k]) for k in grads64) <= 1e-10
+    loss, grads, _, following, _ = reference_following(net, x, labels, train=train,
+                                                       noise_seed=seed)
+    assert list(grads) == list(following) == list(ref_grads)
+    assert max(rel(grads[k], following[k]) for k in grads) <= 1e-4
+    assert all(grads[k].dtype == np.float32 for k in grads)
+    assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    return loss, grads, ref_grads
+
+
 def check_alexnet_batch2_against_torch(net):
     """The one float32 check of a backend's AlexNet (specs/alexnet.net, batch 2, He-scaled
-    weights so activations are of order one) against the PyTorch Figure 2 net here: logits and
-    loss within 1e-4, every gradient within 1e-3 (relative to the largest PyTorch value), all in
-    float32. Returns (params, x, labels, logits, loss, grads) for further checks."""
+    weights so activations are of order one) against the PyTorch Figure 2 net here: logits
+    within 1e-4 of PyTorch float64's, loss and gradients as check_float32_against_torch.
+    Returns (params, x, labels, logits, loss, grads) for further checks."""
     params = he_parameters(net.param_shapes, seed=1)
-    net.load_parameters(params)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
     labels = np.array([7, 993])
-    ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
-        params, x, labels, torch.float32, conv1_stride=4, conv1_pad=2)
+    loss, grads, _ = check_float32_against_torch(net, params, x, labels, conv1_stride=4,
+                                                 conv1_pad=2)
+    ref_logits, _, _ = torch_loss_and_grads(params, x, labels, torch.float64, conv1_stride=4,
+                                            conv1_pad=2)
     logits = net.forward(x)
     assert logits.dtype == np.float32 and logits.shape == (2, 1000)
     assert rel(logits, ref_logits) <= 1e-4
-    loss, grads = net.loss_and_grads(x, labels)
-    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
-    assert list(grads) == list(ref_grads)
-    errors = {k: rel(grads[k], ref_grads[k]) for k in grads}
-    assert all(grads[k].dtype == np.float32 for k in grads)
-    assert max(errors.values()) <= 1e-3, errors
     return params, x, labels, logits, loss, grads
 
 
@@ -116,6 +147,7 @@ def test_alexnet_float64_at_the_spec_init(alexnet):
     params = net.parameters()
     x = np.random.default_rng(4).standard_normal((2, 3, 224, 224))
     labels = np.array([0, 500])
+    assert_no_near_ties(net.graph, params, x, margin=FLOAT64_MARGIN)
     ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
         params, x, labels, torch.float64, conv1_stride=4, conv1_pad=2)
     assert rel(net.forward(x), ref_logits) <= 1e-12
@@ -128,7 +160,12 @@ def test_alexnet_float64_at_the_spec_init(alexnet):
 def documented_dropout_masks(seed, n, width):
     """The masks the net draws on its first training step, re-derived from the documentation
     (netspec/runtime/net.py): second spawned stream, one float32 draw per dropout layer."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    return dropout_masks_from(np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1]),
+                              n, width)
+
+
+def dropout_masks_from(rng, n, width):
+    """drop6's and drop7's keep masks as a net whose generator is `rng` draws them."""
     keep6 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
     keep7 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
     return torch.from_numpy(keep6), torch.from_numpy(keep7)
@@ -138,17 +175,13 @@ def documented_dropout_masks(seed, n, width):
 def test_tiny_alexnet_float32(train):
     net = netspec.build(TINY, backend="numpy", seed=5)
     params = he_parameters(net.param_shapes, seed=6)
-    net.load_parameters(params)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 3, 64, 64), dtype=np.float32)
     labels = np.array([0, 9, 3, 3])
-    keep = documented_dropout_masks(5, 4, 256) if train else (None, None)
-    ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
-        params, x, labels, torch.float32, conv1_stride=2, conv1_pad=2,
-        keep6=keep[0], keep7=keep[1])
-    loss, grads = net.loss_and_grads(x, labels, train=train)
-    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
-    errors = {k: rel(grads[k], ref_grads[k]) for k in grads}
-    assert max(errors.values()) <= 1e-3, errors
+    keep = dropout_masks_from(np.random.default_rng(11), 4, 256) if train else (None, None)
+    check_float32_against_torch(net, params, x, labels, train=train, keep=keep,
+                                conv1_stride=2, conv1_pad=2)
     if not train:
+        ref_logits, _, _ = torch_loss_and_grads(params, x, labels, torch.float64,
+                                                conv1_stride=2, conv1_pad=2)
         assert rel(net.forward(x), ref_logits) <= 1e-4
