@@ -282,11 +282,13 @@ class GraphBuilder:
         if l.groups != 1 and not self.check_groups(l, {"channels": l.in_shape[0]}):
             return False
         l.parts = []
-        for p in src.parts:
-            lo, hi = (0, l.out_shape[0]) if src.replicated else (p.start, p.stop)
+        for run in _input_runs(src, l.op.spans_channels):
+            lo, hi = run[0][1], run[-1][2]
             for a, b in _cut(lo, hi, l.out_shape[0] // l.groups):
-                l.parts.append(Part(len(l.parts), p.gpu, a, b,
-                                    [Source(src.name, p.index, p.gpu, b - a, 0, a - lo)]))
+                l.parts.append(Part(len(l.parts), run[0][0].gpu, a, b, [
+                    Source(src.name, p.index, p.gpu, min(b, stop) - max(a, start),
+                           max(a, start) - a, max(a, start) - start)
+                    for p, start, stop in run if start < b and a < stop]))
         return True
 
     def check_groups(self, l: Layer, counts: dict[str, int]) -> bool:
@@ -514,6 +516,25 @@ def _all_sources(srcs: list[Layer]) -> list[Source]:
             out.append(Source(s.name, p.index, p.gpu, p.channels, offset))
             offset += p.channels
     return out
+
+
+def _input_runs(src: Layer, spans_channels: bool) -> list[list[tuple[Part, int, int]]]:
+    """The input's parts as runs of (part, first channel, end) that one reading part covers:
+    each part alone, or, for a layer whose maps interact across channels (`spans_channels`:
+    LRN), each run of consecutive parts on one GPU together, so that a grouped conv's groups
+    on one GPU are normalised as one set of maps (as Caffe's and PyTorch's AlexNet do) and
+    only GPUs, or the layer's own `groups`, bound the window."""
+    out = src.out_shape[0]
+    spans = [(p, 0, out) if src.replicated else (p, p.start, p.stop) for p in src.parts]
+    if not spans_channels or src.replicated:
+        return [[s] for s in spans]
+    runs: list[list[tuple[Part, int, int]]] = []
+    for s in sorted(spans, key=lambda s: s[1]):
+        if runs and runs[-1][-1][0].gpu == s[0].gpu and runs[-1][-1][2] == s[1]:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
 
 
 def _cut(start: int, stop: int, size: int) -> list[tuple[int, int]]:

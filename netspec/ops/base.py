@@ -89,6 +89,8 @@ class Op:
     weighted: bool = False          # has weights and biases, and a `connect` mode
     spatial_input: bool = False     # needs (C, H, W) input
     follows_input_parts: bool = True  # unweighted layers keep their input's parts
+    spans_channels: bool = False      # its maps interact across channels (LRN): one part per
+                                      # GPU's run of input parts, cut only by its own groups
     attrs: dict[str, AttrDef] = {}
     grouped: bool = False           # takes `groups G` (Caffe's group): each part one group
     tuned: bool = False             # its GEMMs (fwd, bwd_weight, bwd_data) are autotuned

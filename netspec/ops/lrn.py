@@ -49,6 +49,7 @@ class LRN(Op):
     type = "lrn"
     doc = "local response normalisation across adjacent maps (paper's formula)"
     grouped = True
+    spans_channels = True
     colour, label = "#93cbbf", "response norm."
     spatial_input = True
     attrs = {

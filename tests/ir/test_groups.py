@@ -118,3 +118,50 @@ def test_bad_groups(line, at_value, message):
 def test_groups_on_fc_is_unknown():
     at, col, msg = error(HEAD + "fc f outputs 2 groups 2\nsoftmax prob\n")
     assert at == 6 and msg.startswith("f: unknown keyword 'groups'")
+
+
+GROUPED_THEN_LRN = """network t
+input 3x12x12
+classes 5
+gpus 1
+conv c1 filters 8 size 3 pad 1 relu
+conv c2 filters 8 size 3 pad 1 relu groups 2
+lrn n2 size 5 alpha 1e-2 beta 0.75 k 2
+fc f outputs 5
+softmax prob
+train
+  batch 2
+"""
+
+
+def test_an_lrn_after_a_grouped_conv_on_one_gpu_spans_all_its_maps():
+    """As Caffe's and torchvision's one-GPU AlexNet: norm2 after the grouped conv2 normalises
+    across all of conv2's maps; only GPUs (and the lrn's own `groups`) bound its window. Its
+    one part reads both of conv2's group parts."""
+    g = build_graph(GROUPED_THEN_LRN)
+    n2 = next(l for l in g.layers if l.name == "n2")
+    assert [(p.gpu, p.start, p.stop, p.sources) for p in n2.parts] == [
+        (0, 0, 8, [Source("c2", 0, 0, 4, 0, 0), Source("c2", 1, 0, 4, 4, 0)])]
+    grouped = build_graph(GROUPED_THEN_LRN.replace("k 2", "k 2 groups 2"))
+    n2 = next(l for l in grouped.layers if l.name == "n2")
+    assert [(p.start, p.stop) for p in n2.parts] == [(0, 4), (4, 8)]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", "opencl", "cuda"])
+def test_that_lrn_equals_pytorchs_across_all_maps(backend):
+    import numpy as np
+    import torch
+
+    import netspec
+
+    from layercheck import backend_unavailable
+    why = backend_unavailable(backend)
+    if why:
+        pytest.skip(why)
+    g = build_graph(GROUPED_THEN_LRN)
+    net = netspec.build(g, backend, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    c2 = torch.from_numpy(net.features(x, "c2").astype(np.float64))
+    want = torch.nn.functional.local_response_norm(c2, 5, alpha=1e-2 * 5, beta=0.75, k=2)
+    got = net.features(x, "n2")
+    assert np.abs(got - want.numpy()).max() <= 1e-6 * np.abs(want.numpy()).max()
