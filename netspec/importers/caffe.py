@@ -41,7 +41,7 @@ import numpy as np
 
 from ..dsl.errors import Pos, SpecError
 from . import protowire as pw
-from .model import Imported, Layer, Problems, rename, reverse_input_channels, ungroup_before_lrn
+from .model import Imported, Layer, Problems, rename, reverse_input_channels
 from .prototxt import Enum, Message, parse_prototxt, read_text_file
 
 # V1LayerParameter's enum names -> the V2 type strings (caffe.proto's LayerType)
@@ -508,7 +508,6 @@ def import_caffe(prototxt, weights=None, mean=None) -> Imported:
     imp, names = read_deploy(prototxt)
     if weights is not None:
         attach_weights(imp, names, weights)
-    ungroup_before_lrn(imp.layers, imp.input_shape[0])
     c, h, w = imp.input_shape
     if mean is not None:
         m = read_mean(mean)

@@ -171,37 +171,6 @@ def reverse_input_channels(layers: list[Layer], input_shape) -> str | None:
     return "no conv or fc reads the input"
 
 
-def ungroup_before_lrn(layers: list[Layer], input_channels: int) -> None:
-    """Write a grouped conv that an lrn reads (through unweighted layers only) as one conv
-    with zero weights across groups: the same function, (filters, C, K, K) weights.
-
-    Why: netspec's IR gives a grouped conv one part per group, the layers without weights
-    after it keep those parts, and an lrn sums within its part; so on one GPU a netspec lrn
-    after `groups 2` normalises within each group, where Caffe's (AlexNet's norm2 after
-    conv2) spans all channels."""
-    c, grouped = input_channels, None
-    for layer in layers:
-        if layer.type == "lrn" and grouped is not None:
-            conv, cin = grouped
-            g = conv.attrs.pop("groups")
-            conv.notes = [n for n in conv.notes if not n.endswith("as Caffe stores them")]
-            conv.notes.append(f"Caffe's group: {g} written as one conv with zero weights "
-                              f"across the groups, as the lrn '{layer.name}' after it spans "
-                              f"all channels (a netspec lrn after a grouped conv normalises "
-                              f"within each group)")
-            if conv.weight is not None:
-                o, cg = conv.weight.shape[0] // g, cin // g
-                full = np.zeros((conv.weight.shape[0], cin) + conv.weight.shape[2:],
-                                np.float32)
-                for k in range(g):
-                    full[k * o:(k + 1) * o, k * cg:(k + 1) * cg] = conv.weight[k * o:(k + 1) * o]
-                conv.weight = full
-            grouped = None
-        if layer.type in ("conv", "fc"):
-            grouped = (layer, c) if layer.attrs.get("groups", 1) > 1 else None
-            c = layer.attrs.get("filters", layer.attrs.get("outputs"))
-
-
 class Problems(Collector):
     """Errors of one source file, gathered so that all are reported at once (a SpecError:
     `FILE:LINE:COL: error:` with a caret for text, `FILE: error:` naming the layer for

@@ -98,8 +98,8 @@ def test_alexnet_full_size(tmp_path):
     imp = import_caffe(proto, model)
     from netspec.importers.caffe import read_caffemodel
     assert sum(b.size for bs in read_caffemodel(model).values() for b in bs) == 60_965_224
-    # conv2 is written ungrouped (norm2 reads it): 256 x 48 x 5 x 5 zeros more
-    assert build_graph(imp.spec_text()).total_params == 60_965_224 + 307_200
+    # conv2 stays grouped: (256, 48, 5, 5), the paper's count
+    assert build_graph(imp.spec_text()).total_params == 60_965_224
     x = pixels((1, 3, 227, 227))
     close(netspec_net(imp).predict_proba(np.ascontiguousarray(x[:, ::-1])),
           opencv(proto, model, x))
@@ -220,11 +220,11 @@ def test_grouped_conv2_layout(tmp_path):
     close(net.predict_proba(x), opencv(proto, model, x))
 
 
-def test_grouped_conv_before_lrn_is_written_ungrouped(tmp_path):
-    """A netspec lrn after a grouped conv normalises within each group (the IR keeps the
-    conv's group parts); Caffe's spans all channels. So such a conv is written as one conv
-    with zero weights across groups, and matches OpenCV (grouped it would not: 0.2
-    relative error at AlexNet's norm2)."""
+def test_an_lrn_after_a_grouped_conv_spans_all_channels(tmp_path):
+    """Caffe's norm2 after the grouped conv2 normalises across all 256 channels; so does a
+    netspec lrn after a grouped conv on one GPU (the IR gives it one part over the groups).
+    The conv stays grouped and norm2 matches OpenCV (normalising within each group would be
+    0.2 relative error at AlexNet's norm2)."""
     text = GROUPED.replace('layers { name: "pool2"',
                            'layers { name: "norm2" type: LRN bottom: "conv2" top: "norm2" '
                            'lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }\n'
@@ -232,8 +232,8 @@ def test_grouped_conv_before_lrn_is_written_ungrouped(tmp_path):
                                                              'bottom: "norm2" top: "pool2"')
     proto, model = write_model(tmp_path, text, v1=True, last_scale=0.01)
     imp = import_caffe(proto, model)
-    assert "groups" not in imp.spec_text().split("conv    conv2")[1].split("\n")[0]
-    assert "zero weights across the groups" in imp.spec_text()
+    assert "groups 2" in imp.spec_text().split("conv    conv2")[1].split("\n")[0]
+    assert imp.parameters()["conv2.weight"].shape == (256, 48, 5, 5)
     x = pixels((2, 96, 15, 15))
     close(netspec_net(imp).features(x, "norm2"), opencv(proto, model, x, "norm2"))
 
