@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.data.shards import ShardJob, atomic_write, decode_shard, file_crc32
+from netspec.atomic import atomic_write
+from netspec.data.shards import ShardJob, decode_shard, file_crc32
 from netspec.data.sources import CacheSplit
 from netspec.data.stats import PCA
 from netspec.errors import DataError

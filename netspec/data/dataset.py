@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.atomic import atomic_write
 from netspec.cachedir import user_cache_dir
 from netspec.data.cache import read_cache
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
-from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
+from netspec.data.shards import ShardJob, run_shard_jobs
 from netspec.data.sources import FolderSplit
 from netspec.data.stats import PCA, ImageStats
 from netspec.data.walk import TreeReport, printable
@@ -276,6 +277,7 @@ def _write_folder_stats(path: Path, mean, pca: PCA, skipped) -> None:
     arrays = {"mean": mean, "eigenvalues": pca.eigenvalues, "eigenvectors": pca.eigenvectors,
               "meta": np.array(json.dumps({"skipped": [list(s) for s in skipped]}))}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as exc:
         log.warning("can't cache the dataset statistics in '%s' (%s); they will be computed "

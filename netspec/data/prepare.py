@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.atomic import atomic_write
 from netspec.data.cache import (
     CACHE_FORMAT,
     CACHE_VERSION,
@@ -26,7 +27,7 @@ from netspec.data.cache import (
 from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, describe_skipped, resolve_data_dir
 from netspec.data.demo import DEMO_BASE
 from netspec.data.folder import list_image_folder
-from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
+from netspec.data.shards import ShardJob, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
 from netspec.errors import DataError
 

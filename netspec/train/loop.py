@@ -12,7 +12,6 @@ set the starting state; then train.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -32,6 +31,7 @@ from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
 from .rundir import (
+    append_metrics,
     check_schedule_data,
     discard_launch,
     discard_new_run,
@@ -464,8 +464,7 @@ class Trainer:
         if self.data_parallel is not None:
             row.update(self.data_parallel.epoch_metrics())
         if self.is_root:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_metrics(self.run_dir, row)
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.net.parameters(), self.graph)
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "

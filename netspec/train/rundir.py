@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import RunError
-from .checkpoint import STATE, WEIGHTS, atomic_write, load_checkpoint
+from .checkpoint import STATE, WEIGHTS, load_checkpoint
 
 LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
@@ -119,6 +120,17 @@ def trim_metrics(run_dir: Path, epoch: int) -> None:
             kept.append(line)
     if kept != lines:
         atomic_write(path, "".join(kept).encode())
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Add one row to metrics.jsonl, atomically: the file is rewritten whole (one row per
+    epoch: small), so a kill mid-write never leaves a half row."""
+    path = Path(run_dir) / METRICS
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    atomic_write(path, [old, (json.dumps(row) + "\n").encode()])
 
 
 def nonfinite(tensors: dict[str, np.ndarray]) -> list[str]:
