@@ -15,6 +15,12 @@
 
 Images are stored planar (channels first) so that crops read contiguous rows.
 
+Tampered manifests. The manifest and plan.json are checked field by field (`manifest_schema`,
+`PLAN`, netspec/schema.py) before anything is used: a wrong type is a DataError naming the file
+and the field. Every file the manifest names must lie inside the cache once symbolic links and
+'..' are resolved, shard names are `<split>/NNNNN.npy` of their own split and split names are
+single folder names, so neither reading nor repairing a shard reaches outside the cache.
+
 Damaged shards. The manifest lists each shard's CRC-32 and size (`checksums`). Opening a cache
 checks every shard's size, and its CRC-32 unless it was verified before and its size, mtime
 and ctime have not changed since (verified.json; a copied or rewritten file gets a new ctime,
@@ -27,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +44,7 @@ from netspec.data.shards import ShardJob, decode_shard, file_crc32
 from netspec.data.sources import CacheSplit
 from netspec.data.stats import PCA
 from netspec.errors import DataError
+from netspec.schema import Any, Int, List, Map, Num, Obj, Opt, Str, Tuple, validate
 
 MANIFEST_NAME = "netspec-cache.json"
 PLAN_NAME = "plan.json"
@@ -165,12 +173,15 @@ def _repair_or_leave_out(root: Path, manifest: dict, bad: dict[str, str]) -> set
 
 def _reprepare(root: Path, manifest: dict, split: str, index: int, name: str) -> bool:
     try:
-        plan = json.loads((root / PLAN_NAME).read_text(encoding="utf-8"))
+        plan = read_plan(root)
         source = Path(plan["source"])
         size = plan["shard_size"]
         files = plan["splits"][split]
-    except (OSError, ValueError, KeyError):
+    except (DataError, KeyError) as exc:
+        log.warning("can't decode '%s' again: %s", root / name, exc)
         return False
+    if not (root / split).resolve().is_relative_to(root.resolve()):
+        return False                   # never write outside the cache
     if not source.is_dir():
         return False
     start = index * size
@@ -216,17 +227,97 @@ def _without(root: Path, info: dict, shards, labels, left_out: set[str]):
 
 
 def read_manifest(root: Path) -> dict:
+    """The manifest of the cache at `root`, checked against `manifest_schema(root)`: every
+    field's type, and every file it names inside the cache. DataError (naming the file and
+    the field) otherwise."""
     path = Path(root) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"can't read the prepared cache manifest '{path}' ({exc})") from None
-    if manifest.get("format") != CACHE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise DataError(f"'{path}' is not a netspec cache manifest")
     if manifest.get("version") != CACHE_VERSION:
         raise DataError(f"prepared cache '{root}' has format version {manifest.get('version')}, "
                         f"this netspec reads version {CACHE_VERSION}; prepare it again")
+    validate(manifest, manifest_schema(root), str(path), DataError, hint=_AGAIN)
+    for split, info in manifest["splits"].items():
+        for i, (name, _count) in enumerate(info["shards"]):
+            if not re.fullmatch(rf"{re.escape(split)}/\d{{5,}}\.npy", name):
+                raise DataError(f"{path}: field 'splits.{split}.shards[{i}][0]' should name a "
+                                f"shard of the split, '{split}/NNNNN.npy', not {name!r}; "
+                                f"{_AGAIN}")
     return manifest
+
+
+_AGAIN = "the cache was changed or damaged: prepare it again"
+
+
+def _plain_name(name: str) -> bool:
+    """A split's name: one path component, as the folder it is kept in."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
+def inside(root) -> Str:
+    """A string naming a file inside the folder `root`, once symbolic links and '..' are
+    resolved: what every name in a manifest must be."""
+    top = Path(root).resolve()
+
+    def test(name: str) -> bool:
+        if not name or "\0" in name or Path(name).is_absolute():
+            return False
+        target = (top / name).resolve()
+        return target != top and target.is_relative_to(top)
+
+    return Str(test=test, what=f"naming a file inside the cache '{root}'")
+
+
+def manifest_schema(root) -> Obj:
+    """The manifest's fields (see the module docstring); file names must stay inside `root`."""
+    name = inside(root)
+    split = Obj({"count": Int(min=0), "shards": List(Tuple((name, Int(min=0)))),
+                 "labels": name, "files": Opt(name),
+                 "checksums": Map(Obj({"crc32": Int(min=0), "bytes": Int(min=0)},
+                                      required=("crc32", "bytes")))},
+                required=("shards", "labels"))
+    return Obj({
+        "format": Str(), "version": Int(), "base": Int(min=1), "source": Opt(Str()),
+        "classes": List(Str()), "splits": Map(split, key=Str(test=_plain_name, what="naming "
+                                                              "one folder")),
+        "mean": name,
+        "pca": Obj({"eigenvalues": List(Num(min=0), length=3),
+                    "eigenvectors": List(List(Num(), length=3), length=3)},
+                   required=("eigenvalues", "eigenvectors")),
+        "skipped": List(Tuple((Str(), Str()))), "layout": Opt(Str()),
+        "labels_source": Opt(Str()), "class_names": Opt(List(Str())),
+        "tree_skipped": List(List(Any())),
+    }, required=("format", "version", "base", "classes", "splits", "mean", "pca"))
+
+
+def _relative_file(name: str) -> bool:
+    return bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+PLAN = Obj({
+    "source": Str(), "base": Int(min=1), "shard_size": Int(min=1), "classes": List(Str()),
+    "splits": Map(Obj({"paths": List(Str(test=_relative_file, what="naming a file inside "
+                                                                   "the source folder")),
+                       "labels": List(Int(min=0))}, required=("paths", "labels")),
+                  key=Str(test=_plain_name, what="naming one folder")),
+}, required=("source", "base", "shard_size", "splits"))
+
+
+def read_plan(root: Path) -> dict:
+    """plan.json of a cache being prepared, checked against PLAN; DataError otherwise."""
+    path = Path(root) / PLAN_NAME
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"'{path}' can't be read ({exc}); remove '{root}' and prepare "
+                        f"again") from None
+    return validate(plan, PLAN, str(path), DataError,
+                    hint=f"remove '{root}' and prepare again")
 
 
 def _load_array(path: Path) -> np.ndarray:

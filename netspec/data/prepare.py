@@ -22,6 +22,7 @@ from netspec.data.cache import (
     PLAN_NAME,
     is_prepared_cache,
     read_manifest,
+    read_plan,
     verify_shards,
 )
 from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, describe_skipped, resolve_data_dir
@@ -107,10 +108,7 @@ def _start_or_resume(out: Path, plan: dict) -> dict:
     """Write the plan into a new cache folder, or check that it matches the one there."""
     plan_path = out / PLAN_NAME
     if plan_path.is_file():
-        try:
-            stored = json.loads(plan_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DataError(f"'{plan_path}' is damaged; remove '{out}' and prepare again") from None
+        stored = read_plan(out)
         keys = ("format", "version", "source", "base", "classes", "splits")
         changed = [k for k in keys if stored.get(k) != plan[k]]
         if changed:

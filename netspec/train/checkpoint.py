@@ -30,6 +30,7 @@ from safetensors.numpy import load_file
 
 from ..atomic import atomic_open, atomic_write, fsync_dir, write_buffers
 from ..errors import RunError
+from .run_schema import check_state
 
 WEIGHTS = "checkpoint.safetensors"
 STATE = "state.json"
@@ -171,6 +172,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
             meta = f.metadata() or {}
         state = json.loads(meta[STATE_KEY])
         tensors = load_file(str(wpath))
+        check_state(state, f"{wpath} (the run state in its metadata)")
     except KeyError:
         raise RunError(f"{run_dir}: {WEIGHTS} holds no netspec run state") from None
     except (OSError, ValueError, SafetensorError) as e:

@@ -25,6 +25,8 @@ import numpy as np
 from ..atomic import atomic_write
 from ..errors import RunError
 from .checkpoint import STATE, WEIGHTS, load_checkpoint
+from .run_schema import LAUNCH as LAUNCH_RECORD
+from .run_schema import check_metrics_row, check_state
 
 LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
@@ -96,27 +98,32 @@ def open_run(run_dir: Path, tidy: bool = True) -> tuple[dict | None, dict | None
             tmp.unlink(missing_ok=True)
     if run_dir.is_dir() and not (run_dir / WEIGHTS).exists() and (run_dir / LAUNCH).exists():
         try:
-            return None, None, json.loads((run_dir / LAUNCH).read_text())
+            record = json.loads((run_dir / LAUNCH).read_text())
         except (OSError, ValueError) as e:
             raise RunError(f"{run_dir}: {LAUNCH} can't be read: {e}") from None
+        return None, None, check_state(record, run_dir / LAUNCH, LAUNCH_RECORD)
     return load_checkpoint(run_dir)
 
 
 def trim_metrics(run_dir: Path, epoch: int) -> None:
     """Drop metrics rows of epochs after `epoch` (the checkpoint's) and a half-written last
     line: what a run killed after logging an epoch but before its checkpoint left behind.
-    The resumed run writes those rows again, identically."""
+    The resumed run writes those rows again, identically. A RunError naming the line and the
+    field for a complete row that doesn't fit run_schema.METRICS_ROW."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
+        if not line.endswith("\n") or not line.strip():
+            continue                   # the half-written last row of a killed run; blank
         try:
             row = json.loads(line)
-        except ValueError:
-            continue
-        if line.endswith("\n") and row.get("epoch", 0) <= epoch:
+        except ValueError as e:
+            raise RunError(f"{path}:{n}: not a JSON object ({e}); fix or remove that "
+                           f"line") from None
+        if check_metrics_row(row, f"{path}:{n}")["epoch"] <= epoch:
             kept.append(line)
     if kept != lines:
         atomic_write(path, "".join(kept).encode())
