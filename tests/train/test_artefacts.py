@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mutations import mutations, name
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
@@ -25,7 +26,6 @@ from netspec.train.rundir import LAUNCH as LAUNCH_FILE
 from netspec.train.rundir import open_run, trim_metrics
 from netspec.train.saved_run import run_state
 
-from mutations import mutations, name
 from trainkit import make_folder
 
 MINI = """\
