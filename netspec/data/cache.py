@@ -236,10 +236,13 @@ def read_manifest(root: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise DataError(f"can't read the prepared cache manifest '{path}' ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
-        raise DataError(f"'{path}' is not a netspec cache manifest")
+        found = repr(manifest.get("format")) if isinstance(manifest, dict) else "no object"
+        raise DataError(f"'{path}' is not a netspec cache manifest (field 'format' should be "
+                        f"{CACHE_FORMAT!r}, not {found})")
     if manifest.get("version") != CACHE_VERSION:
-        raise DataError(f"prepared cache '{root}' has format version {manifest.get('version')}, "
-                        f"this netspec reads version {CACHE_VERSION}; prepare it again")
+        raise DataError(f"prepared cache '{root}' has format version {manifest.get('version')!r} "
+                        f"(field 'version' of {path}), this netspec reads version "
+                        f"{CACHE_VERSION}; prepare it again")
     validate(manifest, manifest_schema(root), str(path), DataError, hint=_AGAIN)
     for split, info in manifest["splits"].items():
         for i, (name, _count) in enumerate(info["shards"]):
