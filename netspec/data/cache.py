@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import numpy as np
 from netspec.atomic import atomic_write
 from netspec.data.shards import ShardJob, decode_shard, file_crc32
 from netspec.data.sources import CacheSplit
-from netspec.data.stats import PCA
+from netspec.data.stats import PCA, ImageStats, statistics_problem
 from netspec.errors import DataError
 from netspec.schema import Any, Int, List, Map, Num, Obj, Opt, Str, Tuple, validate
 
@@ -94,13 +95,10 @@ def read_cache(root) -> CacheContents:
             labels = labels[keep]
         splits[name] = CacheSplit(root, shards, labels, base, source_root=manifest.get("source"),
                                   files_list=info.get("files"), paths=paths)
-    mean = _load_array(root / manifest["mean"])
-    if mean.shape != (base, base, 3):
-        raise DataError(f"prepared cache '{root}': mean image has shape {mean.shape}, "
-                        f"expected ({base}, {base}, 3)")
+    mean, pca = _statistics(root, manifest, base)
     return CacheContents(
         root=root, base=base, classes=tuple(manifest["classes"]), splits=splits,
-        mean=mean.astype(np.float32), pca=PCA.from_dict(manifest["pca"]),
+        mean=mean, pca=pca,
         skipped=[tuple(s) for s in manifest.get("skipped", [])] + damaged,
         source=manifest.get("source"),
         class_names=tuple(manifest.get("class_names") or manifest["classes"]),
@@ -108,6 +106,44 @@ def read_cache(root) -> CacheContents:
         labels_source=manifest.get("labels_source") or "val/ class folder names",
         tree_skipped=tuple(tuple(s) for s in manifest.get("tree_skipped", [])),
     )
+
+
+def _statistics(root: Path, manifest: dict, base: int) -> tuple[np.ndarray, PCA]:
+    """The cache's mean image and PCA; rebuilt from the training shards' sidecars (their
+    exact integer sums) when mean.npy or the manifest's PCA is damaged, with a warning."""
+    try:
+        mean = np.load(root / manifest["mean"], allow_pickle=False)
+        problem = statistics_problem(mean, manifest["pca"]["eigenvalues"],
+                                     manifest["pca"]["eigenvectors"], base)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"{manifest['mean']} can't be read ({exc})"
+    if problem is None:
+        return mean.astype(np.float32), PCA.from_dict(manifest["pca"])
+    stats = ImageStats(base)
+    for name, _count in manifest["splits"].get("train", {}).get("shards", []):
+        sidecar = (root / name).with_suffix(".npz")
+        try:
+            with np.load(sidecar, allow_pickle=False) as arrays:
+                stats.merge(ImageStats.from_arrays(base, arrays))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"prepared cache '{root}': the statistics are damaged ({problem}) "
+                            f"and can't be rebuilt: '{sidecar}' can't be read ({exc}); prepare "
+                            f"it again") from None
+    mean, pca = stats.mean(), stats.pca()
+    rebuilt = statistics_problem(mean, pca.eigenvalues, pca.eigenvectors, base)
+    if rebuilt is not None:
+        raise DataError(f"prepared cache '{root}': the statistics are damaged ({problem}) and "
+                        f"the shards' sums are too ({rebuilt}); prepare it again")
+    log.warning("prepared cache '%s': the statistics were damaged (%s); rebuilt them from the "
+                "training shards' sums", root, problem)
+    try:
+        atomic_write(root / manifest["mean"], lambda f: np.save(f, mean))
+        manifest["pca"] = pca.to_dict()
+        atomic_write(root / MANIFEST_NAME,
+                     lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    except OSError:
+        pass                          # a read-only cache: rebuilt again next time
+    return mean, pca
 
 
 def verify_shards(root: Path, manifest: dict) -> dict[str, str]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, run_shard_jobs
 from netspec.data.sources import FolderSplit
-from netspec.data.stats import PCA, ImageStats
+from netspec.data.stats import PCA, ImageStats, statistics_problem
 from netspec.data.walk import TreeReport, printable
 from netspec.errors import DataError
 
@@ -203,7 +204,7 @@ class Dataset:
     def _scan_folder(self) -> None:
         listing = self._listing
         stats_file = user_cache_dir() / "stats" / f"{_fingerprint(listing, self.base)}.npz"
-        found = _read_folder_stats(stats_file)
+        found = _read_folder_stats(stats_file, self.base)
         if found is None:
             found = _compute_folder_stats(listing, self.base, self._scan_workers,
                                           self._scan_progress)
@@ -262,15 +263,29 @@ def _compute_folder_stats(listing: FolderListing, base: int, workers: int, progr
     return stats.mean(), stats.pca(), skipped
 
 
-def _read_folder_stats(path: Path):
+def _read_folder_stats(path: Path, base: int):
+    """(mean, pca, skipped) cached for a folder, or None when absent or damaged (a warning
+    says what was wrong; the caller computes them again and replaces the file)."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
             meta = json.loads(str(arrays["meta"]))
             pca = PCA(eigenvalues=np.array(arrays["eigenvalues"]),
                       eigenvectors=np.array(arrays["eigenvectors"]))
-            return np.array(arrays["mean"]), pca, [tuple(s) for s in meta["skipped"]]
-    except (OSError, ValueError, KeyError):
-        return None  # absent or damaged: scan again
+            mean = np.array(arrays["mean"])
+            skipped = [tuple(s) for s in meta["skipped"]]
+        problem = statistics_problem(mean, pca.eigenvalues, pca.eigenvectors, base)
+        if problem is None and not all(len(s) == 2 and all(isinstance(x, str) for x in s)
+                                       for s in skipped):
+            problem = "its list of skipped files is not (path, reason) pairs"
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        problem = f"it can't be read ({exc})"
+    if problem is None:
+        return mean.astype(np.float32), pca, skipped
+    log.warning("the cached dataset statistics '%s' are damaged (%s); computing them again",
+                path, problem)
+    return None
 
 
 def _write_folder_stats(path: Path, mean, pca: PCA, skipped) -> None:

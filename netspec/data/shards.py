@@ -87,19 +87,24 @@ def decode_shard(job: ShardJob) -> ShardResult:
 
 
 def read_sidecar(job: ShardJob) -> ShardResult | None:
-    """The result of a shard written earlier, or None if it isn't complete."""
+    """The result of a shard written earlier, or None if it isn't complete (or its sidecar
+    is damaged: the shard is then decoded again)."""
     path = job.sidecar_file()
     if not path.exists() or not job.image_file().exists():
         return None
-    with np.load(path, allow_pickle=False) as arrays:
-        meta = json.loads(str(arrays["meta"]))
-        return ShardResult(
-            split=job.split, index=job.index, attempted=len(job.paths),
-            labels=np.array(arrays["labels"], dtype=np.int64), paths=meta["paths"],
-            skipped=[tuple(s) for s in meta["skipped"]],
-            stats=ImageStats.from_arrays(job.base, arrays),
-            crc32=meta.get("crc32"), nbytes=meta.get("nbytes"),
-        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+            return ShardResult(
+                split=job.split, index=job.index, attempted=len(job.paths),
+                labels=np.array(arrays["labels"], dtype=np.int64), paths=list(meta["paths"]),
+                skipped=[tuple(s) for s in meta["skipped"]],
+                stats=ImageStats.from_arrays(job.base, arrays),
+                crc32=meta.get("crc32"), nbytes=meta.get("nbytes"),
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile):
+        return None
 
 
 def file_crc32(path: Path, chunk: int = 1 << 24) -> tuple[int, int]:
