@@ -11,6 +11,7 @@ so that the cache's manifest can list them and a damaged shard is found when it 
 from __future__ import annotations
 
 import json
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
