@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
+from .run_lock import RunLock
 from .rundir import (
     append_metrics,
     check_schedule_data,
@@ -37,6 +39,7 @@ from .rundir import (
     discard_new_run,
     divergence_message,
     entries,
+    holds_checkpoint,
     nonfinite,
     trim_metrics,
     write_launch,
@@ -93,19 +96,24 @@ class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
         self._launched = self._new_run = None
         self.data_parallel = None
+        self._lock = None
         try:
             self.replicas = data_parallel.current()
             if not self.is_root:
                 echo, opts = _silent, replace(opts, progress=False)
             self.echo = echo
             self.opts = opts
+            made = self._lock_run_dir(opts.resume or opts.out)
             self.config = resolve_run(opts, tidy=self.is_root)
-            self._open_run_dir()
+            if self._lock is None:
+                made = self._lock_run_dir(self.config.run_dir)
+            self._open_run_dir(made)
             self._open_data()
             self._build_net()
             self._start_state()
             self.tensorboard = self._open_tensorboard()
         except NetspecError:    # a start-up error leaves no run behind
+            self._unlock()
             discard_launch(self._launched)
             raise
 
@@ -140,15 +148,51 @@ class Trainer:
         return self.config.max_steps
 
     # -- setup ----------------------------------------------------------------------------
-    def _open_run_dir(self) -> None:
+    def _lock_run_dir(self, run_dir) -> tuple[bool, frozenset[str]] | None:
+        """Take the run directory's lock (rank 0; run_lock.py) before anything in it is read
+        or written: another process running it is refused here. A new run's directory is
+        made for the lock; returns (whether it was made, the names there before)."""
+        if run_dir is None or not self.is_root:
+            return None
+        run_dir = Path(run_dir)
+        if self.opts.resume and not run_dir.is_dir():
+            return None                # resolve_run says there is no such run
+        before = entries(run_dir)
+        created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"can't create the run directory {run_dir}: "
+                           f"{e.strerror or e}") from None
+        self._lock = RunLock(run_dir)
+        try:
+            note = self._lock.acquire()
+        except RunError:
+            self._lock = None
+            if created:
+                discard_new_run(run_dir, True, before)
+            raise
+        if note:
+            self.echo(f"note: {note}")
+        return created, before
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _open_run_dir(self, made) -> None:
         """Write a new run's launch record (rank 0): from here on the run directory can be
         resumed, even if killed in what follows."""
         cfg = self.config
         if not cfg.new or not self.is_root:
             return
-        before = entries(cfg.run_dir)
-        self._launched = write_launch(cfg.run_dir, cfg.launch_record())
-        self._new_run = (cfg.run_dir, self._launched[1], before)
+        created, before = made
+        if holds_checkpoint(cfg.run_dir):    # another run finished there since resolve_run
+            raise RunError(f"{cfg.run_dir} already holds a run; use --resume {cfg.run_dir} "
+                           f"or another --out")
+        self._launched = write_launch(cfg.run_dir, cfg.launch_record(), created)
+        self._new_run = (cfg.run_dir, created, before)
 
     def _open_data(self) -> None:
         """Open the data set and check it against the spec; the crop and base size."""
@@ -304,6 +348,8 @@ class Trainer:
                 self._close_logs()
                 discard_new_run(*self._new_run)
             raise
+        finally:
+            self._unlock()
 
     def _run(self) -> dict:
         r = self.recipe

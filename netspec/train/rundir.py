@@ -32,11 +32,12 @@ LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
 
 
-def write_launch(run_dir: Path, record: dict) -> tuple[Path, bool]:
+def write_launch(run_dir: Path, record: dict, created: bool | None = None) -> tuple[Path, bool]:
     """Create the run directory and record how the run was started (atomically).
-    Returns (run_dir, whether the directory was created), for discard_launch."""
+    Returns (run_dir, whether the directory was created), for discard_launch. created: the
+    caller made the directory (for its lock) and says whether it was new."""
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = not run_dir.exists() if created is None else created
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / LAUNCH, json.dumps(record, indent=1).encode())
