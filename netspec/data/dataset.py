@@ -20,7 +20,7 @@ import numpy as np
 
 from netspec.atomic import atomic_write
 from netspec.cachedir import user_cache_dir
-from netspec.data.cache import read_cache
+from netspec.data.cache import read_cache, read_manifest
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
 from netspec.data.shards import ShardJob, run_shard_jobs
@@ -132,6 +132,31 @@ class Dataset:
 
     def size(self, split: str) -> int:
         return len(self._split(split))
+
+    def fingerprint(self) -> dict[str, dict]:
+        """{split: {"files": count, "sha256": hex}}: what a run records of its data, so that
+        `--resume` notices images added, removed or rewritten since (train/loop.py). A
+        folder's: its files' relative paths, sizes and modification times (one stat each, no
+        decoding); a prepared cache's: its manifest's shards and checksums."""
+        out = {}
+        if self._listing is not None:
+            for name, split in self._listing.splits.items():
+                digest = hashlib.sha256()
+                for rel in sorted(split.paths):
+                    try:
+                        st = os.stat(self._listing.root / rel)
+                        size, mtime = st.st_size, st.st_mtime_ns
+                    except OSError:
+                        size = mtime = -1
+                    digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8",
+                                                                      "surrogateescape"))
+                out[name] = {"files": len(split.paths), "sha256": digest.hexdigest()}
+            return out
+        for name, info in read_manifest(self.root)["splits"].items():
+            text = json.dumps([info["shards"], info.get("checksums")], sort_keys=True)
+            out[name] = {"files": sum(count for _, count in info["shards"]),
+                         "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        return out
 
     def labels(self, split: str) -> np.ndarray:
         """int64 label of each image of the split, in index order."""

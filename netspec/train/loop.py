@@ -35,6 +35,7 @@ from .run_lock import RunLock
 from .rundir import (
     append_metrics,
     check_schedule_data,
+    describe_data_change,
     discard_launch,
     discard_new_run,
     divergence_message,
@@ -207,6 +208,7 @@ class Trainer:
         channels = image_channels(graph)  # before any image is read
         self.ds = _dataset(cfg.data, self.base, cfg.workers)
         self.ds.channels = channels
+        self.data_fingerprint = self.ds.fingerprint()
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
@@ -249,6 +251,7 @@ class Trainer:
         self.step = self.epoch = self.batch = 0
         self.meters_state = None
         self.saved_step = None
+        self.data_changes = []
         if cfg.resumed is not None:
             self._restore(cfg.resumed)
 
@@ -257,6 +260,7 @@ class Trainer:
         params, momentum, state = resumed.params, resumed.momentum, resumed.state
         if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
             raise RunError(f"{self.run_dir}: the data's classes differ from the run's")
+        self._check_data_unchanged(state)
         try:
             self.net.load_parameters(params)
         except ValueError as e:
@@ -282,6 +286,26 @@ class Trainer:
         self.saved_step = self.step
         if self.is_root:
             trim_metrics(self.run_dir, self.epoch)
+
+    def _check_data_unchanged(self, state: dict) -> None:
+        """Refuse to resume on data that changed since the run started (images added move the
+        mean image and change the epoch's length), unless --allow-data-change: then go on,
+        and record the change in the run's state (data_changes)."""
+        self.data_changes = list(state.get("data_changes", []))
+        before = state.get("data_fingerprint")
+        if before is None or before == self.data_fingerprint:
+            return
+        what = describe_data_change(before, self.data_fingerprint)
+        if not self.opts.allow_data_change:
+            raise RunError(f"{self.run_dir}: the data {self.config.data} changed since the run "
+                           f"started ({what}); resuming would move the mean image and the "
+                           f"epochs under it. Restore the data, or resume with "
+                           f"--allow-data-change (recorded in the run's state)")
+        self.echo(f"note: the data changed since the run started ({what}); going on as "
+                  f"--allow-data-change asks, recorded in {self.run_dir}/state.json")
+        self.data_changes.append({"step": int(state["step"]), "time": time.time(),
+                                  "change": what, "before": before,
+                                  "after": self.data_fingerprint})
 
     def _open_tensorboard(self):
         """Rank 0's TensorBoard writer; None elsewhere and without netspec[tensorboard]."""
@@ -321,6 +345,8 @@ class Trainer:
             "workers": cfg.workers,
             "max_steps": cfg.max_steps,
             "checkpoint_every": cfg.every, "keep": cfg.keep,
+            "data_fingerprint": self.data_fingerprint,
+            "data_changes": self.data_changes,
         }
 
     def save(self, meters=None) -> None:

@@ -46,6 +46,7 @@ class TrainOptions:
     dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
     checkpoint_every: int | None = None   # steps; None: the spec's `checkpoint every` (or epochs)
     keep: int | None = None              # checkpoints kept; None: the spec's (default 1)
+    allow_data_change: bool = False      # --resume although the data changed (recorded)
     overrides: dict = field(default_factory=dict)
 
 

@@ -141,6 +141,26 @@ def append_metrics(run_dir: Path, row: dict) -> None:
     atomic_write(path, [old, (json.dumps(row) + "\n").encode()])
 
 
+def describe_data_change(before: dict, after: dict) -> str:
+    """What changed between two data fingerprints (Dataset.fingerprint), split by split:
+    'train: 40 files then, 50 now; val: same count, files changed'."""
+    parts = []
+    for split in sorted(set(before) | set(after)):
+        old, new = before.get(split), after.get(split)
+        if old == new:
+            continue
+        if old is None:
+            parts.append(f"{split}: new, {new['files']} files")
+        elif new is None:
+            parts.append(f"{split}: gone (had {old['files']} files)")
+        elif old["files"] != new["files"]:
+            parts.append(f"{split}: {old['files']} files then, {new['files']} now")
+        else:
+            parts.append(f"{split}: same count ({new['files']}), but files renamed, resized "
+                         f"or rewritten")
+    return "; ".join(parts)
+
+
 def nonfinite(tensors: dict[str, np.ndarray]) -> list[str]:
     """Names of the tensors holding a NaN or an infinity."""
     return [k for k, v in tensors.items() if not np.isfinite(v).all()]
