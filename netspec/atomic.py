@@ -86,7 +86,11 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     mode = _CREATE_MODE
     with contextlib.suppress(OSError):
         mode = stat.S_IMODE(os.stat(path).st_mode)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        e.filename = str(path)         # the user's name, not the temporary one
+        raise
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb", closefd=False) as f:

@@ -7,9 +7,12 @@ however it dies. The file holds the owner's pid, host, start time and command li
 refusal's message. A clean end removes the file; a file found with an owner in it when the
 lock is free was left by a process that died (SIGKILL, a power cut): it is taken over, with a
 note. Readers (eval, predict, export, viz) take no lock: checkpoints are replaced atomically.
+A run directory where the lock file can't be made (read-only, a full disk) is not locked: no
+process can write a run there, and the run's first write reports why.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -57,9 +60,10 @@ class RunLock:
         for _ in range(20):            # the file may be removed by its owner meanwhile
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise RunError(f"can't lock the run directory {self.run_dir}: "
-                               f"{e.strerror or e}") from None
+            except OSError:
+                # a read-only or full run directory: no process can write this run there, so
+                # there is nothing to guard; the run's own first write reports the reason
+                return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -83,8 +87,11 @@ class RunLock:
         previous = _read_owner(fd)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "command": " ".join(["netspec", *sys.argv[1:]])}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        except OSError:
+            pass                       # a full disk: held all the same, its owner unnamed
         self.fd = fd
         if previous:
             return (f"{self.run_dir}: took over the lock of {_describe(previous)}, which is "
@@ -98,6 +105,7 @@ class RunLock:
         try:
             self.path.unlink(missing_ok=True)
         except OSError:
-            os.ftruncate(self.fd, 0)   # can't remove it: at least leave no owner in it
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)    # can't remove it: at least leave no owner in it
         os.close(self.fd)
         self.fd = None
