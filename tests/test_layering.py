@@ -1,7 +1,8 @@
 """Imports point one way (CONTRIBUTING.md, "Layers"). Read with `ast` from the source, so an
 import inside a function, under `if TYPE_CHECKING:` or in a `try:` counts like any other.
 
-    errors, cachedir, blas_env              foundation: import nothing from netspec
+    errors, cachedir, blas_env, atomic,     foundation: import nothing from netspec
+    schema
     dsl, kernel  <-  ops  <-  ir  <-  codegen  <-  runtime  <-  train, bench  <-  cli
     data, viz                               side packages: read from ir (and below), plain
                                             arrays and saved runs
@@ -28,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "netspec"
 
-FOUNDATION = {"errors", "cachedir", "blas_env"}
+FOUNDATION = {"errors", "cachedir", "blas_env", "atomic", "schema"}
 # left to right: each layer may import the foundation and every layer before it
 CHAIN = [{"dsl", "kernel"}, {"ops"}, {"ir"}, {"codegen"}, {"runtime"}, {"train", "bench"},
          {"cli"}]

@@ -50,25 +50,32 @@ from .options import (
                    "'checkpoint every N', else at epoch ends only).")
 @click.option("--keep", type=click.IntRange(min=1),
               help="Checkpoints to keep, the newest included (default: the spec's, else 1).")
+@click.option("--allow-data-change", is_flag=True,
+              help="With --resume: go on although the data changed since the run started "
+                   "(the change is recorded in the run's state).")
 def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, seed, workers,
-              out, resume, init_from, print_freq, no_progress, checkpoint_every, keep):
+              out, resume, init_from, print_freq, no_progress, checkpoint_every, keep,
+              allow_data_change):
     """Train a network as its spec's recipe says (§4-5 of the paper for AlexNet)."""
     from ..train.loop import TrainOptions, train
 
     if resume and (spec or data or epochs or batch_size or out):
         raise click.UsageError("--resume takes the spec, data and recipe from the run; give "
-                               "only --max-steps, --lr, --checkpoint-every, --keep (and "
-                               "--backend, --devices, -j) with it")
+                               "only --max-steps, --lr, --checkpoint-every, --keep, "
+                               "--allow-data-change (and --backend, --devices, -j) with it")
     if resume and init_from:
         raise click.UsageError("--init-from starts a new run from another run's weights; "
                                "--resume continues a run: give one of them")
+    if allow_data_change and not resume:
+        raise click.UsageError("--allow-data-change goes with --resume")
     if not resume and not (spec and data):
         raise click.UsageError("give --spec SPEC and --data DIR|CACHE|demo, or --resume RUN")
     opts = TrainOptions(spec=spec, data=data, backend=backend, devices=devices, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                         workers=workers, out=out, resume=resume, init_from=init_from,
                         print_freq=print_freq, progress=not no_progress,
-                        checkpoint_every=checkpoint_every, keep=keep)
+                        checkpoint_every=checkpoint_every, keep=keep,
+                        allow_data_change=allow_data_change)
     result = train(opts, echo=click.echo)
     if result.get("stopped"):
         sys.exit(130)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
 from ..kernel.dialects import DIALECTS, Dialect
@@ -103,9 +104,9 @@ class Compiled:
         out = {}
         for dialect in device_dialects():
             out[dialect.name] = d / f"kernels{dialect.suffix}"
-            out[dialect.name].write_text(self.source(dialect).text)
+            atomic_write(out[dialect.name], self.source(dialect).text)
         out["plan"] = d / "plan.json"
-        out["plan"].write_text(json.dumps(self.plan.to_json(), indent=1) + "\n")
+        atomic_write(out["plan"], json.dumps(self.plan.to_json(), indent=1) + "\n")
         return out
 
 

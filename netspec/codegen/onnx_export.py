@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import NetspecError
 from ..ir.graph import Graph, Layer
 
@@ -317,6 +318,5 @@ def write_onnx(graph: Graph, params: Mapping[str, np.ndarray], path, *,
     model = export_onnx(graph, params, classes=classes, class_names=class_names, opset=opset)
     data = model.SerializeToString()
     onnx.checker.check_model(model)
-    with open(path, "wb") as f:
-        f.write(data)
+    atomic_write(path, data)     # a kill mid-way leaves an existing file whole
     return len(data)

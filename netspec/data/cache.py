@@ -15,6 +15,12 @@
 
 Images are stored planar (channels first) so that crops read contiguous rows.
 
+Tampered manifests. The manifest and plan.json are checked field by field (`manifest_schema`,
+`PLAN`, netspec/schema.py) before anything is used: a wrong type is a DataError naming the file
+and the field. Every file the manifest names must lie inside the cache once symbolic links and
+'..' are resolved, shard names are `<split>/NNNNN.npy` of their own split and split names are
+single folder names, so neither reading nor repairing a shard reaches outside the cache.
+
 Damaged shards. The manifest lists each shard's CRC-32 and size (`checksums`). Opening a cache
 checks every shard's size, and its CRC-32 unless it was verified before and its size, mtime
 and ctime have not changed since (verified.json; a copied or rewritten file gets a new ctime,
@@ -27,15 +33,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from netspec.data.shards import ShardJob, atomic_write, decode_shard, file_crc32
+from netspec.atomic import atomic_write
+from netspec.data.shards import ShardJob, decode_shard, file_crc32
 from netspec.data.sources import CacheSplit
-from netspec.data.stats import PCA
+from netspec.data.stats import PCA, ImageStats, statistics_problem
 from netspec.errors import DataError
+from netspec.schema import Any, Int, List, Map, Num, Obj, Opt, Str, Tuple, validate
 
 MANIFEST_NAME = "netspec-cache.json"
 PLAN_NAME = "plan.json"
@@ -85,13 +95,10 @@ def read_cache(root) -> CacheContents:
             labels = labels[keep]
         splits[name] = CacheSplit(root, shards, labels, base, source_root=manifest.get("source"),
                                   files_list=info.get("files"), paths=paths)
-    mean = _load_array(root / manifest["mean"])
-    if mean.shape != (base, base, 3):
-        raise DataError(f"prepared cache '{root}': mean image has shape {mean.shape}, "
-                        f"expected ({base}, {base}, 3)")
+    mean, pca = _statistics(root, manifest, base)
     return CacheContents(
         root=root, base=base, classes=tuple(manifest["classes"]), splits=splits,
-        mean=mean.astype(np.float32), pca=PCA.from_dict(manifest["pca"]),
+        mean=mean, pca=pca,
         skipped=[tuple(s) for s in manifest.get("skipped", [])] + damaged,
         source=manifest.get("source"),
         class_names=tuple(manifest.get("class_names") or manifest["classes"]),
@@ -99,6 +106,44 @@ def read_cache(root) -> CacheContents:
         labels_source=manifest.get("labels_source") or "val/ class folder names",
         tree_skipped=tuple(tuple(s) for s in manifest.get("tree_skipped", [])),
     )
+
+
+def _statistics(root: Path, manifest: dict, base: int) -> tuple[np.ndarray, PCA]:
+    """The cache's mean image and PCA; rebuilt from the training shards' sidecars (their
+    exact integer sums) when mean.npy or the manifest's PCA is damaged, with a warning."""
+    try:
+        mean = np.load(root / manifest["mean"], allow_pickle=False)
+        problem = statistics_problem(mean, manifest["pca"]["eigenvalues"],
+                                     manifest["pca"]["eigenvectors"], base)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"{manifest['mean']} can't be read ({exc})"
+    if problem is None:
+        return mean.astype(np.float32), PCA.from_dict(manifest["pca"])
+    stats = ImageStats(base)
+    for name, _count in manifest["splits"].get("train", {}).get("shards", []):
+        sidecar = (root / name).with_suffix(".npz")
+        try:
+            with np.load(sidecar, allow_pickle=False) as arrays:
+                stats.merge(ImageStats.from_arrays(base, arrays))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"prepared cache '{root}': the statistics are damaged ({problem}) "
+                            f"and can't be rebuilt: '{sidecar}' can't be read ({exc}); prepare "
+                            f"it again") from None
+    mean, pca = stats.mean(), stats.pca()
+    rebuilt = statistics_problem(mean, pca.eigenvalues, pca.eigenvectors, base)
+    if rebuilt is not None:
+        raise DataError(f"prepared cache '{root}': the statistics are damaged ({problem}) and "
+                        f"the shards' sums are too ({rebuilt}); prepare it again")
+    log.warning("prepared cache '%s': the statistics were damaged (%s); rebuilt them from the "
+                "training shards' sums", root, problem)
+    try:
+        atomic_write(root / manifest["mean"], lambda f: np.save(f, mean))
+        manifest["pca"] = pca.to_dict()
+        atomic_write(root / MANIFEST_NAME,
+                     lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    except OSError:
+        pass                          # a read-only cache: rebuilt again next time
+    return mean, pca
 
 
 def verify_shards(root: Path, manifest: dict) -> dict[str, str]:
@@ -164,12 +209,15 @@ def _repair_or_leave_out(root: Path, manifest: dict, bad: dict[str, str]) -> set
 
 def _reprepare(root: Path, manifest: dict, split: str, index: int, name: str) -> bool:
     try:
-        plan = json.loads((root / PLAN_NAME).read_text(encoding="utf-8"))
+        plan = read_plan(root)
         source = Path(plan["source"])
         size = plan["shard_size"]
         files = plan["splits"][split]
-    except (OSError, ValueError, KeyError):
+    except (DataError, KeyError) as exc:
+        log.warning("can't decode '%s' again: %s", root / name, exc)
         return False
+    if not (root / split).resolve().is_relative_to(root.resolve()):
+        return False                   # never write outside the cache
     if not source.is_dir():
         return False
     start = index * size
@@ -215,17 +263,100 @@ def _without(root: Path, info: dict, shards, labels, left_out: set[str]):
 
 
 def read_manifest(root: Path) -> dict:
+    """The manifest of the cache at `root`, checked against `manifest_schema(root)`: every
+    field's type, and every file it names inside the cache. DataError (naming the file and
+    the field) otherwise."""
     path = Path(root) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"can't read the prepared cache manifest '{path}' ({exc})") from None
-    if manifest.get("format") != CACHE_FORMAT:
-        raise DataError(f"'{path}' is not a netspec cache manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        found = repr(manifest.get("format")) if isinstance(manifest, dict) else "no object"
+        raise DataError(f"'{path}' is not a netspec cache manifest (field 'format' should be "
+                        f"{CACHE_FORMAT!r}, not {found})")
     if manifest.get("version") != CACHE_VERSION:
-        raise DataError(f"prepared cache '{root}' has format version {manifest.get('version')}, "
-                        f"this netspec reads version {CACHE_VERSION}; prepare it again")
+        raise DataError(f"prepared cache '{root}' has format version {manifest.get('version')!r} "
+                        f"(field 'version' of {path}), this netspec reads version "
+                        f"{CACHE_VERSION}; prepare it again")
+    validate(manifest, manifest_schema(root), str(path), DataError, hint=_AGAIN)
+    for split, info in manifest["splits"].items():
+        for i, (name, _count) in enumerate(info["shards"]):
+            if not re.fullmatch(rf"{re.escape(split)}/\d{{5,}}\.npy", name):
+                raise DataError(f"{path}: field 'splits.{split}.shards[{i}][0]' should name a "
+                                f"shard of the split, '{split}/NNNNN.npy', not {name!r}; "
+                                f"{_AGAIN}")
     return manifest
+
+
+_AGAIN = "the cache was changed or damaged: prepare it again"
+
+
+def _plain_name(name: str) -> bool:
+    """A split's name: one path component, as the folder it is kept in."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
+def inside(root) -> Str:
+    """A string naming a file inside the folder `root`, once symbolic links and '..' are
+    resolved: what every name in a manifest must be."""
+    top = Path(root).resolve()
+
+    def test(name: str) -> bool:
+        if not name or "\0" in name or Path(name).is_absolute():
+            return False
+        target = (top / name).resolve()
+        return target != top and target.is_relative_to(top)
+
+    return Str(test=test, what=f"naming a file inside the cache '{root}'")
+
+
+def manifest_schema(root) -> Obj:
+    """The manifest's fields (see the module docstring); file names must stay inside `root`."""
+    name = inside(root)
+    split = Obj({"count": Int(min=0), "shards": List(Tuple((name, Int(min=0)))),
+                 "labels": name, "files": Opt(name),
+                 "checksums": Map(Obj({"crc32": Int(min=0), "bytes": Int(min=0)},
+                                      required=("crc32", "bytes")))},
+                required=("shards", "labels"))
+    return Obj({
+        "format": Str(), "version": Int(), "base": Int(min=1), "source": Opt(Str()),
+        "classes": List(Str()), "splits": Map(split, key=Str(test=_plain_name, what="naming "
+                                                              "one folder")),
+        "mean": name,
+        "pca": Obj({"eigenvalues": List(Num(min=0), length=3),
+                    "eigenvectors": List(List(Num(), length=3), length=3)},
+                   required=("eigenvalues", "eigenvectors")),
+        "skipped": List(Tuple((Str(), Str()))), "layout": Opt(Str()),
+        "labels_source": Opt(Str()), "class_names": Opt(List(Str())),
+        "tree_skipped": List(List(Any())),
+    }, required=("format", "version", "base", "classes", "splits", "mean", "pca"))
+
+
+def _relative_file(name: str) -> bool:
+    return bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+PLAN = Obj({
+    "source": Str(), "base": Int(min=1), "shard_size": Int(min=1), "classes": List(Str()),
+    "splits": Map(Obj({"paths": List(Str(test=_relative_file, what="naming a file inside "
+                                                                   "the source folder")),
+                       "labels": List(Int(min=0))}, required=("paths", "labels")),
+                  key=Str(test=_plain_name, what="naming one folder")),
+}, required=("source", "base", "shard_size", "splits"))
+
+
+def read_plan(root: Path) -> dict:
+    """plan.json of a cache being prepared, checked against PLAN; DataError otherwise."""
+    path = Path(root) / PLAN_NAME
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"'{path}' can't be read ({exc}); remove '{root}' and prepare "
+                        f"again") from None
+    return validate(plan, PLAN, str(path), DataError,
+                    hint=f"remove '{root}' and prepare again")
 
 
 def _load_array(path: Path) -> np.ndarray:

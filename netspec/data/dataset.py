@@ -13,17 +13,19 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from netspec.atomic import atomic_write
 from netspec.cachedir import user_cache_dir
-from netspec.data.cache import read_cache
+from netspec.data.cache import read_cache, read_manifest
 from netspec.data.folder import FolderListing, list_image_folder
 from netspec.data.loader import Loader
-from netspec.data.shards import ShardJob, atomic_write, run_shard_jobs
+from netspec.data.shards import ShardJob, run_shard_jobs
 from netspec.data.sources import FolderSplit
-from netspec.data.stats import PCA, ImageStats
+from netspec.data.stats import PCA, ImageStats, statistics_problem
 from netspec.data.walk import TreeReport, printable
 from netspec.errors import DataError
 
@@ -131,6 +133,31 @@ class Dataset:
     def size(self, split: str) -> int:
         return len(self._split(split))
 
+    def fingerprint(self) -> dict[str, dict]:
+        """{split: {"files": count, "sha256": hex}}: what a run records of its data, so that
+        `--resume` notices images added, removed or rewritten since (train/loop.py). A
+        folder's: its files' relative paths, sizes and modification times (one stat each, no
+        decoding); a prepared cache's: its manifest's shards and checksums."""
+        out = {}
+        if self._listing is not None:
+            for name, split in self._listing.splits.items():
+                digest = hashlib.sha256()
+                for rel in sorted(split.paths):
+                    try:
+                        st = os.stat(self._listing.root / rel)
+                        size, mtime = st.st_size, st.st_mtime_ns
+                    except OSError:
+                        size = mtime = -1
+                    digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8",
+                                                                      "surrogateescape"))
+                out[name] = {"files": len(split.paths), "sha256": digest.hexdigest()}
+            return out
+        for name, info in read_manifest(self.root)["splits"].items():
+            text = json.dumps([info["shards"], info.get("checksums")], sort_keys=True)
+            out[name] = {"files": sum(count for _, count in info["shards"]),
+                         "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        return out
+
     def labels(self, split: str) -> np.ndarray:
         """int64 label of each image of the split, in index order."""
         return self._split(split).labels.copy()
@@ -202,7 +229,7 @@ class Dataset:
     def _scan_folder(self) -> None:
         listing = self._listing
         stats_file = user_cache_dir() / "stats" / f"{_fingerprint(listing, self.base)}.npz"
-        found = _read_folder_stats(stats_file)
+        found = _read_folder_stats(stats_file, self.base)
         if found is None:
             found = _compute_folder_stats(listing, self.base, self._scan_workers,
                                           self._scan_progress)
@@ -261,21 +288,36 @@ def _compute_folder_stats(listing: FolderListing, base: int, workers: int, progr
     return stats.mean(), stats.pca(), skipped
 
 
-def _read_folder_stats(path: Path):
+def _read_folder_stats(path: Path, base: int):
+    """(mean, pca, skipped) cached for a folder, or None when absent or damaged (a warning
+    says what was wrong; the caller computes them again and replaces the file)."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
             meta = json.loads(str(arrays["meta"]))
             pca = PCA(eigenvalues=np.array(arrays["eigenvalues"]),
                       eigenvectors=np.array(arrays["eigenvectors"]))
-            return np.array(arrays["mean"]), pca, [tuple(s) for s in meta["skipped"]]
-    except (OSError, ValueError, KeyError):
-        return None  # absent or damaged: scan again
+            mean = np.array(arrays["mean"])
+            skipped = [tuple(s) for s in meta["skipped"]]
+        problem = statistics_problem(mean, pca.eigenvalues, pca.eigenvectors, base)
+        if problem is None and not all(len(s) == 2 and all(isinstance(x, str) for x in s)
+                                       for s in skipped):
+            problem = "its list of skipped files is not (path, reason) pairs"
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        problem = f"it can't be read ({exc})"
+    if problem is None:
+        return mean.astype(np.float32), pca, skipped
+    log.warning("the cached dataset statistics '%s' are damaged (%s); computing them again",
+                path, problem)
+    return None
 
 
 def _write_folder_stats(path: Path, mean, pca: PCA, skipped) -> None:
     arrays = {"mean": mean, "eigenvalues": pca.eigenvalues, "eigenvectors": pca.eigenvectors,
               "meta": np.array(json.dumps({"skipped": [list(s) for s in skipped]}))}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as exc:
         log.warning("can't cache the dataset statistics in '%s' (%s); they will be computed "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.atomic import atomic_write
 from netspec.data.cache import (
     CACHE_FORMAT,
     CACHE_VERSION,
@@ -21,12 +22,13 @@ from netspec.data.cache import (
     PLAN_NAME,
     is_prepared_cache,
     read_manifest,
+    read_plan,
     verify_shards,
 )
 from netspec.data.dataset import DEFAULT_BASE, DEMO, Dataset, describe_skipped, resolve_data_dir
 from netspec.data.demo import DEMO_BASE
 from netspec.data.folder import list_image_folder
-from netspec.data.shards import ShardJob, atomic_write, file_crc32, read_sidecar, run_shard_jobs
+from netspec.data.shards import ShardJob, file_crc32, read_sidecar, run_shard_jobs
 from netspec.data.stats import ImageStats
 from netspec.errors import DataError
 from netspec.ir.memory import check_bytes
@@ -109,10 +111,7 @@ def _start_or_resume(out: Path, plan: dict) -> dict:
     """Write the plan into a new cache folder, or check that it matches the one there."""
     plan_path = out / PLAN_NAME
     if plan_path.is_file():
-        try:
-            stored = json.loads(plan_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DataError(f"'{plan_path}' is damaged; remove '{out}' and prepare again") from None
+        stored = read_plan(out)
         keys = ("format", "version", "source", "base", "classes", "splits")
         changed = [k for k in keys if stored.get(k) != plan[k]]
         if changed:

@@ -3,15 +3,15 @@
 A shard is a run of consecutive files of one split. Decoding a shard yields the images that
 could be read (uint8, planar (n, 3, base, base)), their labels and source paths, the files
 that couldn't be read and why, and the training statistics (ImageStats) of its images. When
-the job names an output folder, the shard is written there atomically (temporary file, then
-rename): first the images, then a small sidecar; a shard whose sidecar exists is complete.
+the job names an output folder, the shard is written there atomically (netspec.atomic): first
+the images, then a small sidecar; a shard whose sidecar exists is complete.
 The CRC-32 and size of each image file are computed as it is written and kept in the sidecar,
 so that the cache's manifest can list them and a damaged shard is found when it is opened.
 """
 from __future__ import annotations
 
 import json
-import os
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from netspec.atomic import atomic_write
 from netspec.data.decode import UnreadableImage, decode_image
 from netspec.data.processes import bound_workers, fork_context, ignore_sigint
 from netspec.data.stats import ImageStats
@@ -79,6 +80,7 @@ def decode_shard(job: ShardJob) -> ShardResult:
     if writing:
         images = images[: len(paths)]
         counted = _Checksummed()
+        job.image_file().parent.mkdir(parents=True, exist_ok=True)
         atomic_write(job.image_file(), lambda f: np.save(counted.wrap(f), images))
         result.crc32, result.nbytes = counted.crc32, counted.nbytes
         atomic_write(job.sidecar_file(), lambda f: np.savez(f, **_sidecar_arrays(result)))
@@ -86,19 +88,24 @@ def decode_shard(job: ShardJob) -> ShardResult:
 
 
 def read_sidecar(job: ShardJob) -> ShardResult | None:
-    """The result of a shard written earlier, or None if it isn't complete."""
+    """The result of a shard written earlier, or None if it isn't complete (or its sidecar
+    is damaged: the shard is then decoded again)."""
     path = job.sidecar_file()
     if not path.exists() or not job.image_file().exists():
         return None
-    with np.load(path, allow_pickle=False) as arrays:
-        meta = json.loads(str(arrays["meta"]))
-        return ShardResult(
-            split=job.split, index=job.index, attempted=len(job.paths),
-            labels=np.array(arrays["labels"], dtype=np.int64), paths=meta["paths"],
-            skipped=[tuple(s) for s in meta["skipped"]],
-            stats=ImageStats.from_arrays(job.base, arrays),
-            crc32=meta.get("crc32"), nbytes=meta.get("nbytes"),
-        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+            return ShardResult(
+                split=job.split, index=job.index, attempted=len(job.paths),
+                labels=np.array(arrays["labels"], dtype=np.int64), paths=list(meta["paths"]),
+                skipped=[tuple(s) for s in meta["skipped"]],
+                stats=ImageStats.from_arrays(job.base, arrays),
+                crc32=meta.get("crc32"), nbytes=meta.get("nbytes"),
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile):
+        return None
 
 
 def file_crc32(path: Path, chunk: int = 1 << 24) -> tuple[int, int]:
@@ -132,21 +139,6 @@ def _sidecar_arrays(result: ShardResult) -> dict[str, np.ndarray]:
     meta = {"paths": result.paths, "skipped": result.skipped, "crc32": result.crc32,
             "nbytes": result.nbytes}
     return {"labels": result.labels, "meta": np.array(json.dumps(meta)), **result.stats.to_arrays()}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write a file through `write(fileobj)` into a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def run_shard_jobs(

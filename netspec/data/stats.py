@@ -56,6 +56,29 @@ class PCA:
         )
 
 
+def statistics_problem(mean, eigenvalues, eigenvectors, base: int) -> str | None:
+    """What is wrong with cached statistics for images of side `base`, or None: the mean image
+    must be float (base, base, 3) in 0..255, the PCA's eigenvalues (3,) finite and >= 0 (at
+    most 0.75: the covariance's trace, three variances of values in 0..1), its eigenvectors (3, 3) finite and unit
+    length. A damaged or tampered cache is rebuilt rather than trusted."""
+    checks = (("mean image", mean, (base, base, 3), 0.0, 255.0),
+              ("PCA eigenvalues", eigenvalues, (3,), 0.0, 0.75),
+              ("PCA eigenvectors", eigenvectors, (3, 3), -1.0, 1.0))
+    for what, a, shape, lo, hi in checks:
+        a = np.asarray(a)
+        if a.shape != shape:
+            return f"its {what} has shape {a.shape}, expected {shape}"
+        if a.dtype.kind not in "fiu":
+            return f"its {what} is not numeric ({a.dtype})"
+        if not np.isfinite(a).all():
+            return f"its {what} holds NaN or infinite values"
+        if a.min() < lo - 1e-6 or a.max() > hi + 1e-6:
+            return f"its {what} lies outside {lo:g}..{hi:g}"
+    if not np.allclose(np.linalg.norm(np.asarray(eigenvectors, np.float64), axis=0), 1, atol=1e-4):
+        return "its PCA eigenvectors are not of unit length"
+    return None
+
+
 def estimate_pca(pixels: np.ndarray) -> PCA:
     """PCA of RGB pixels given as (N, 3) values in 0..255."""
     pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)

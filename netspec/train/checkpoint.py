@@ -22,14 +22,15 @@ import errno
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 
+from ..atomic import atomic_open, atomic_write, fsync_dir, write_buffers
 from ..errors import RunError
+from .run_schema import check_state
 
 WEIGHTS = "checkpoint.safetensors"
 STATE = "state.json"
@@ -60,59 +61,11 @@ def safetensors_parts(tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
             *(memoryview(a.reshape(-1)).cast("B") for a in arrays if a.nbytes)]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_CREATE_MODE = 0o666 & ~_umask()     # a new file's mode under this process's umask
-
-
-def _write_temp(path: Path, data) -> str:
-    """`data` (bytes, or a list of buffers) in a hidden temporary file beside `path`,
-    written and fsynced; its name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _CREATE_MODE)      # as open() would make it, not mkstemp's 0600
-        for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
-            view = memoryview(part)
-            while view:
-                view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink(tmp)
-        raise
-    os.close(fd)
-    return tmp
-
-
 def _unlink(path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` atomically: temp file, fsync, rename, fsync of the directory."""
-    path = Path(path)
-    tmp = _write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
@@ -130,15 +83,10 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
     data = safetensors_parts(tensors, meta)
     wpath = run_dir / WEIGHTS
     try:
-        tmp = _write_temp(wpath, data)
-        try:
-            if keep > 1:
+        with atomic_open(wpath) as f:
+            write_buffers(f.fileno(), data)
+            if keep > 1:        # the current checkpoint's second name, before it is replaced
                 _keep_current(run_dir, state["step"])
-            os.replace(tmp, wpath)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        fsync_dir(run_dir)          # the new checkpoint is durable from here on
         atomic_write(run_dir / STATE, json.dumps(state, indent=1).encode())
         prune_checkpoints(run_dir, keep)
     except OSError as e:
@@ -186,8 +134,7 @@ def _keep_current(run_dir: Path, new_step: int) -> None:
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
             raise
-        _unlink(tmp)
-        os.replace(_write_temp(tmp, current.read_bytes()), tmp)   # no hard links here: a copy
+        atomic_write(tmp, current.read_bytes())          # no hard links here: a copy
     os.replace(tmp, name)
     _unlink(tmp)    # rename(2) between two links of one file does nothing, leaving tmp
 
@@ -225,6 +172,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
             meta = f.metadata() or {}
         state = json.loads(meta[STATE_KEY])
         tensors = load_file(str(wpath))
+        check_state(state, f"{wpath} (the run state in its metadata)")
     except KeyError:
         raise RunError(f"{run_dir}: {WEIGHTS} holds no netspec run state") from None
     except (OSError, ValueError, SafetensorError) as e:

@@ -12,13 +12,13 @@ set the starting state; then train.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -32,12 +32,16 @@ from .checkpoint import WEIGHTS, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
+from .run_lock import RunLock
 from .rundir import (
+    append_metrics,
     check_schedule_data,
+    describe_data_change,
     discard_launch,
     discard_new_run,
     divergence_message,
     entries,
+    holds_checkpoint,
     nonfinite,
     trim_metrics,
     write_launch,
@@ -94,23 +98,31 @@ class Trainer:
     def __init__(self, opts: TrainOptions, echo=print):
         self._launched = self._new_run = None
         self.data_parallel = None
+        self._lock = None
+        made = None
         try:
             self.replicas = data_parallel.current()
             if not self.is_root:
                 echo, opts = _silent, replace(opts, progress=False)
             self.echo = echo
             self.opts = opts
+            made = self._lock_run_dir(opts.resume or opts.out)
             self.config = resolve_run(opts, tidy=self.is_root)
             # before the run directory: a spec or --batch-size past the machine's memory is
             # refused in one line, leaving nothing behind
             check_memory(self.config.graph, self.config.recipe.batch_size, True, "training")
-            self._open_run_dir()
+            if self._lock is None:
+                made = self._lock_run_dir(self.config.run_dir)
+            self._open_run_dir(made)
             self._open_data()
             self._build_net()
             self._start_state()
             self.tensorboard = self._open_tensorboard()
         except NetspecError:    # a start-up error leaves no run behind
+            self._unlock()
             discard_launch(self._launched)
+            if made and made[0] and self._launched is None:     # the lock made the folder
+                discard_new_run(self._lock_dir, True, made[1])
             raise
 
     def alike_items(self) -> dict[str, str]:
@@ -158,15 +170,51 @@ class Trainer:
         return self.config.max_steps
 
     # -- setup ----------------------------------------------------------------------------
-    def _open_run_dir(self) -> None:
+    def _lock_run_dir(self, run_dir) -> tuple[bool, frozenset[str]] | None:
+        """Take the run directory's lock (rank 0; run_lock.py) before anything in it is read
+        or written: another process running it is refused here. A new run's directory is
+        made for the lock; returns (whether it was made, the names there before)."""
+        if run_dir is None or not self.is_root:
+            return None
+        run_dir = Path(run_dir)
+        if self.opts.resume and not run_dir.is_dir():
+            return None                # resolve_run says there is no such run
+        before = entries(run_dir)
+        created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"can't create the run directory {run_dir}: "
+                           f"{e.strerror or e}") from None
+        self._lock, self._lock_dir = RunLock(run_dir), run_dir
+        try:
+            note = self._lock.acquire()
+        except RunError:
+            self._lock = None
+            if created:
+                discard_new_run(run_dir, True, before)
+            raise
+        if note:
+            self.echo(f"note: {note}")
+        return created, before
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _open_run_dir(self, made) -> None:
         """Write a new run's launch record (rank 0): from here on the run directory can be
         resumed, even if killed in what follows."""
         cfg = self.config
         if not cfg.new or not self.is_root:
             return
-        before = entries(cfg.run_dir)
-        self._launched = write_launch(cfg.run_dir, cfg.launch_record())
-        self._new_run = (cfg.run_dir, self._launched[1], before)
+        created, before = made
+        if holds_checkpoint(cfg.run_dir):    # another run finished there since resolve_run
+            raise RunError(f"{cfg.run_dir} already holds a run; use --resume {cfg.run_dir} "
+                           f"or another --out")
+        self._launched = write_launch(cfg.run_dir, cfg.launch_record(), created)
+        self._new_run = (cfg.run_dir, created, before)
 
     def _open_data(self) -> None:
         """Open the data set and check it against the spec; the crop and base size."""
@@ -181,6 +229,7 @@ class Trainer:
         channels = image_channels(graph)  # before any image is read
         self.ds = _dataset(cfg.data, self.base, cfg.workers)
         self.ds.channels = channels
+        self.data_fingerprint = self.ds.fingerprint()
         if self.ds.base < self.crop:
             raise RunError(f"the data's images are {self.ds.base}x{self.ds.base}, smaller "
                            f"than the spec's crop {self.crop}")
@@ -223,6 +272,7 @@ class Trainer:
         self.step = self.epoch = self.batch = 0
         self.meters_state = None
         self.saved_step = None
+        self.data_changes = []
         if cfg.resumed is not None:
             self._restore(cfg.resumed)
 
@@ -231,6 +281,7 @@ class Trainer:
         params, momentum, state = resumed.params, resumed.momentum, resumed.state
         if state.get("classes") and list(state["classes"]) != list(self.ds.classes):
             raise RunError(f"{self.run_dir}: the data's classes differ from the run's")
+        self._check_data_unchanged(state)
         try:
             self.net.load_parameters(params)
         except ValueError as e:
@@ -256,6 +307,26 @@ class Trainer:
         self.saved_step = self.step
         if self.is_root:
             trim_metrics(self.run_dir, self.epoch)
+
+    def _check_data_unchanged(self, state: dict) -> None:
+        """Refuse to resume on data that changed since the run started (images added move the
+        mean image and change the epoch's length), unless --allow-data-change: then go on,
+        and record the change in the run's state (data_changes)."""
+        self.data_changes = list(state.get("data_changes", []))
+        before = state.get("data_fingerprint")
+        if before is None or before == self.data_fingerprint:
+            return
+        what = describe_data_change(before, self.data_fingerprint)
+        if not self.opts.allow_data_change:
+            raise RunError(f"{self.run_dir}: the data {self.config.data} changed since the run "
+                           f"started ({what}); resuming would move the mean image and the "
+                           f"epochs under it. Restore the data, or resume with "
+                           f"--allow-data-change (recorded in the run's state)")
+        self.echo(f"note: the data changed since the run started ({what}); going on as "
+                  f"--allow-data-change asks, recorded in {self.run_dir}/state.json")
+        self.data_changes.append({"step": int(state["step"]), "time": time.time(),
+                                  "change": what, "before": before,
+                                  "after": self.data_fingerprint})
 
     def _open_tensorboard(self):
         """Rank 0's TensorBoard writer; None elsewhere and without netspec[tensorboard]."""
@@ -295,6 +366,8 @@ class Trainer:
             "workers": cfg.workers,
             "max_steps": cfg.max_steps,
             "checkpoint_every": cfg.every, "keep": cfg.keep,
+            "data_fingerprint": self.data_fingerprint,
+            "data_changes": self.data_changes,
         }
 
     def save(self, meters=None) -> None:
@@ -322,6 +395,8 @@ class Trainer:
                 self._close_logs()
                 discard_new_run(*self._new_run)
             raise
+        finally:
+            self._unlock()
 
     def _run(self) -> dict:
         r = self.recipe
@@ -482,8 +557,7 @@ class Trainer:
         if self.data_parallel is not None:
             row.update(self.data_parallel.epoch_metrics())
         if self.is_root:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_metrics(self.run_dir, row)
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.net.parameters(), self.graph)
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "

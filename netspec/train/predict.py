@@ -18,6 +18,7 @@ from ..data.decode import UnreadableImage, decode_image
 from ..data.layouts import display_names
 from ..errors import RunError
 from .input_check import image_channels
+from .run_schema import PREDICT_STATE, check_state
 from .saved_run import read_run
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601-2, as the loader's grey
@@ -53,7 +54,12 @@ class Predictor:
         if missing:
             raise RunError(f"{checkpoint}: the run state lacks {', '.join(missing)}; predict "
                            f"needs a run directory written by netspec train")
+        check_state(state, checkpoint, PREDICT_STATE)
         graph = build_graph(state["spec_text"])
+        if len(state["classes"]) != graph.classes:
+            raise RunError(f"{checkpoint}: field 'classes' of the run state lists "
+                           f"{len(state['classes'])} classes, but the network has "
+                           f"{graph.classes} outputs")
         from ..ir.memory import check_memory
         check_memory(graph, 1, False, "predicting with")
         channels = image_channels(graph)
@@ -63,7 +69,11 @@ class Predictor:
         except ValueError as e:
             raise RunError(f"{checkpoint}: the checkpoint does not match its spec: {e}") \
                 from None
-        mean = np.asarray(state["data_mean"], np.float32)
+        try:
+            mean = np.asarray(state["data_mean"], np.float32)
+        except ValueError:                   # rows of different lengths
+            raise RunError(f"{checkpoint}: field 'data_mean' of the run state is not a "
+                           f"(base, base, 3) array: its rows differ in length") from None
         crop = graph.recipe.crop or graph.input_shape[1]
         if mean.ndim != 3 or mean.shape[0] != mean.shape[1] or mean.shape[2] != 3 \
                 or mean.shape[0] < crop:

@@ -17,6 +17,8 @@ import numpy as np
 from ..dsl.spec import Recipe
 from ..errors import RunError
 from ..ir.graph import Graph
+from .checkpoint import WEIGHTS
+from .run_schema import RESUME_STATE, check_state
 from .rundir import holds_checkpoint, open_run
 
 RECIPE_FLAGS = ("epochs", "batch_size", "lr")     # the recipe values a flag may override
@@ -44,6 +46,7 @@ class TrainOptions:
     dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
     checkpoint_every: int | None = None   # steps; None: the spec's `checkpoint every` (or epochs)
     keep: int | None = None              # checkpoints kept; None: the spec's (default 1)
+    allow_data_change: bool = False      # --resume although the data changed (recorded)
     overrides: dict = field(default_factory=dict)
 
 
@@ -145,6 +148,8 @@ def _new_start(opts: TrainOptions) -> _Start:
 
 def _resumed_start(opts: TrainOptions, tidy: bool) -> _Start:
     params, momentum, state = open_run(Path(opts.resume), tidy=tidy)
+    if params is not None:        # the launch record (killed early) was checked by open_run
+        check_state(state, Path(opts.resume) / WEIGHTS, RESUME_STATE)
     overrides = dict(state.get("overrides", {}))
     if opts.lr is not None:    # e.g. a lower rate after a divergence
         overrides["lr"] = opts.lr

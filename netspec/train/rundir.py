@@ -22,18 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import RunError
-from .checkpoint import STATE, WEIGHTS, atomic_write, load_checkpoint
+from .checkpoint import STATE, WEIGHTS, load_checkpoint
+from .run_schema import LAUNCH as LAUNCH_RECORD
+from .run_schema import check_metrics_row, check_state
 
 LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
 
 
-def write_launch(run_dir: Path, record: dict) -> tuple[Path, bool]:
+def write_launch(run_dir: Path, record: dict, created: bool | None = None) -> tuple[Path, bool]:
     """Create the run directory and record how the run was started (atomically).
-    Returns (run_dir, whether the directory was created), for discard_launch."""
+    Returns (run_dir, whether the directory was created), for discard_launch. created: the
+    caller made the directory (for its lock) and says whether it was new."""
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = not run_dir.exists() if created is None else created
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / LAUNCH, json.dumps(record, indent=1).encode())
@@ -95,30 +99,66 @@ def open_run(run_dir: Path, tidy: bool = True) -> tuple[dict | None, dict | None
             tmp.unlink(missing_ok=True)
     if run_dir.is_dir() and not (run_dir / WEIGHTS).exists() and (run_dir / LAUNCH).exists():
         try:
-            return None, None, json.loads((run_dir / LAUNCH).read_text())
+            record = json.loads((run_dir / LAUNCH).read_text())
         except (OSError, ValueError) as e:
             raise RunError(f"{run_dir}: {LAUNCH} can't be read: {e}") from None
+        return None, None, check_state(record, run_dir / LAUNCH, LAUNCH_RECORD)
     return load_checkpoint(run_dir)
 
 
 def trim_metrics(run_dir: Path, epoch: int) -> None:
     """Drop metrics rows of epochs after `epoch` (the checkpoint's) and a half-written last
     line: what a run killed after logging an epoch but before its checkpoint left behind.
-    The resumed run writes those rows again, identically."""
+    The resumed run writes those rows again, identically. A RunError naming the line and the
+    field for a complete row that doesn't fit run_schema.METRICS_ROW."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
+        if not line.endswith("\n") or not line.strip():
+            continue                   # the half-written last row of a killed run; blank
         try:
             row = json.loads(line)
-        except ValueError:
-            continue
-        if line.endswith("\n") and row.get("epoch", 0) <= epoch:
+        except ValueError as e:
+            raise RunError(f"{path}:{n}: not a JSON object ({e}); fix or remove that "
+                           f"line") from None
+        if check_metrics_row(row, f"{path}:{n}")["epoch"] <= epoch:
             kept.append(line)
     if kept != lines:
         atomic_write(path, "".join(kept).encode())
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Add one row to metrics.jsonl, atomically: the file is rewritten whole (one row per
+    epoch: small), so a kill mid-write never leaves a half row."""
+    path = Path(run_dir) / METRICS
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    atomic_write(path, [old, (json.dumps(row) + "\n").encode()])
+
+
+def describe_data_change(before: dict, after: dict) -> str:
+    """What changed between two data fingerprints (Dataset.fingerprint), split by split:
+    'train: 40 files then, 50 now; val: same count, files changed'."""
+    parts = []
+    for split in sorted(set(before) | set(after)):
+        old, new = before.get(split), after.get(split)
+        if old == new:
+            continue
+        if old is None:
+            parts.append(f"{split}: new, {new['files']} files")
+        elif new is None:
+            parts.append(f"{split}: gone (had {old['files']} files)")
+        elif old["files"] != new["files"]:
+            parts.append(f"{split}: {old['files']} files then, {new['files']} now")
+        else:
+            parts.append(f"{split}: same count ({new['files']}), but files renamed, resized "
+                         f"or rewritten")
+    return "; ".join(parts)
 
 
 def nonfinite(tensors: dict[str, np.ndarray]) -> list[str]:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import RunError
 from .checkpoint import KEPT, STATE, STATE_KEY, WEIGHTS, load_weights
+from .run_schema import check_state
 
 
 def read_run(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -26,7 +27,8 @@ def run_state(path) -> dict:
     A directory: its state.json, else the copy in its checkpoint's metadata. A .safetensors
     file: the copy in its own metadata (the state of that very step; every checkpoint and
     kept checkpoint-step<N>.safetensors carries one), else the state.json beside it when the
-    file is that run's checkpoint or one it kept. A RunError if the state can't be read."""
+    file is that run's checkpoint or one it kept. A RunError if the state can't be read or
+    doesn't fit run_schema.STATE (naming the file and the field)."""
     path = Path(path)
     if path.is_dir() and (path / STATE).exists():
         return _state_json(path / STATE)
@@ -39,9 +41,10 @@ def run_state(path) -> dict:
         raise RunError(f"{wpath}: the checkpoint can't be read: {e}") from None
     if text:
         try:
-            return json.loads(text)
+            state = json.loads(text)
         except ValueError as e:
             raise RunError(f"{wpath}: the run state can't be read: {e}") from None
+        return check_state(state, f"{wpath} (the run state in its metadata)")
     beside = wpath.parent / STATE
     if wpath.is_file() and (wpath.name == WEIGHTS or KEPT.fullmatch(wpath.name)) \
             and beside.exists():
@@ -51,6 +54,7 @@ def run_state(path) -> dict:
 
 def _state_json(p: Path) -> dict:
     try:
-        return json.loads(p.read_text())
+        state = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise RunError(f"{p.parent}: the run state can't be read: {e}") from None
+    return check_state(state, p)

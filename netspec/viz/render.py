@@ -1,9 +1,11 @@
-"""Write a layout to a file, the format chosen by the file's suffix."""
+"""Write a layout to a file, the format chosen by the file's suffix; atomically
+(netspec.atomic), so a kill mid-way leaves an existing figure whole."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from ..atomic import atomic_write
 from .errors import VizError
 from .layout import Layout
 from .png import render_png
@@ -27,7 +29,8 @@ def save_layout(layout: Layout, path: str | os.PathLike, width: int | None = Non
         raise VizError(f"width must be a positive number of pixels, not {width}")
     path = Path(path)
     if suffix == ".svg":
-        path.write_text(render_svg(layout, width), encoding="utf-8")
+        atomic_write(path, render_svg(layout, width))
     else:
-        render_png(layout, width).save(path, "PNG", optimize=True)
+        image = render_png(layout, width)
+        atomic_write(path, lambda f: image.save(f, "PNG", optimize=True))
     return path
