@@ -178,8 +178,9 @@ def _estimate_cycles(t: GemmTiles, M: int, N: int, K: int, batches: int, splits:
     per_sm = resident_blocks(t)
     if per_sm == 0:
         return math.inf
-    loads = ceil_div((t.BM + t.BN) * t.BK, t.threads) * 3 / t.BK     # per k-step, per thread
-    ffma_share = t.TM * t.TN / (t.TM * t.TN + (t.TM + t.TN) / 4 + loads + 2)
+    # the blocked loop issues ~24 instructions per k-step besides its TM·TN FFMAs (fragment
+    # loads, the slab's loads and index arithmetic: bench/sass.py's counts for AlexNet)
+    ffma_share = t.TM * t.TN / (t.TM * t.TN + (24 if t.layout == "blocked" else 60))
     warps = ceil_div(t.threads, 32)
 
     def wave(resident: int) -> float:        # cycles of `resident` blocks sharing one SM
@@ -224,7 +225,7 @@ def choose_gemm(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batch
         t, s = o
         blocks = ceil_div(M, t.BM) * ceil_div(N, t.BN) * batches * s
         filled = waves(blocks, t, sm_count) >= TARGET_WAVES
-        return _estimate_cycles(t, M, N, K, batches, s, sm_count) * (1.0 if filled else 1.15)
+        return _estimate_cycles(t, M, N, K, batches, s, sm_count) * (1.0 if filled else 1.5)
     return min(options, key=rank)
 
 
@@ -301,6 +302,8 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand,
     c = dict(consts or {})
     c.update(M=M, N=N, K=K, BM=t.BM, BN=t.BN, BK=t.BK, TM=t.TM, TN=t.TN, TX=t.TX, TY=t.TY,
              THREADS=t.threads, KS=ks)
+    if t.layout == "blocked":    # a register cap (more blocks per SM) made ptxas spill
+        c["MINBLOCKS"] = 1
     batches = max(batches, splits)
     groups = (ceil_div(N, t.BN), ceil_div(M, t.BM))
     launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
@@ -356,7 +359,7 @@ def gemm_scratch(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batc
 
 # -- the blocked template ----------------------------------------------------------------------
 _BLOCKED = r"""
-$kernel $name($params)
+$kernel NETSPEC_LAUNCH_BOUNDS(${THREADS}, ${MINBLOCKS}) $name($params)
 {
     $shared float As[2][${BK}][${BM} + 4] $align16;
     $shared float Bs[2][${BK}][${BN} + 4] $align16;
@@ -382,6 +385,7 @@ $kernel $name($params)
         if (kn < ke) {
 @FETCH@
         }
+        #pragma unroll
         for (int kk = 0; kk < ${BK}; ++kk) {
             float ra[${TM}], rb[${TN}];
             for (int c = 0; c < ${TM} / 4; ++c) {
