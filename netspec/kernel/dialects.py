@@ -23,9 +23,6 @@ Tokens a template may use:
     $gload4 $sload4 $sstore4   a cast that reads (writes) a float4 through a pointer to a
                  16-byte aligned float in global (shared) memory: `$gload4(&w[i])` is one
                  128-bit load (LDG.128 / LDS.128 in the machine code)
-    NETSPEC_LAUNCH_BOUNDS(threads, blocks)   (a macro each device dialect's prelude defines,
-                 between `$kernel` and the name): the block size, and (CUDA) the blocks an SM
-                 must hold at once, which caps the registers ptxas may use
     $align16     the attribute that aligns a shared array to 16 bytes, after its declarator
                  (CUDA's `$shared` already carries `__align__(16)`)
 
@@ -119,8 +116,7 @@ CUDA = Dialect(
     math={"exp": "expf", "log": "logf", "pow": "powf", "fmax": "fmaxf", "sqrt": "sqrtf",
           "rsqrt": "rsqrtf"},
     inf="__int_as_float(0x7f800000)",
-    prelude=("// CUDA C, rendered by netspec.codegen; load with cupy.RawModule\n"
-             "#define NETSPEC_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)\n"),
+    prelude="// CUDA C, rendered by netspec.codegen; load with cupy.RawModule\n",
     vector={"float4": "float4", "gload4": "*(const float4*)", "sload4": "*(const float4*)",
             "sstore4": "*(float4*)", "align16": ""},
 )
@@ -138,9 +134,7 @@ OPENCL = Dialect(
     math={"exp": "exp", "log": "log", "pow": "pow", "fmax": "fmax", "sqrt": "sqrt",
           "rsqrt": "rsqrt"},
     inf="INFINITY",
-    prelude=("// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n"
-             "#define NETSPEC_LAUNCH_BOUNDS(threads, blocks) "
-             "__attribute__((reqd_work_group_size(threads, 1, 1)))\n"),
+    prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
     vector={"float4": "float4", "gload4": "*(const __global float4*)",
             "sload4": "*(const __local float4*)", "sstore4": "*(__local float4*)",
             "align16": "__attribute__((aligned(16)))"},

@@ -302,8 +302,6 @@ def gemm_kernel(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand,
     c = dict(consts or {})
     c.update(M=M, N=N, K=K, BM=t.BM, BN=t.BN, BK=t.BK, TM=t.TM, TN=t.TN, TX=t.TX, TY=t.TY,
              THREADS=t.threads, KS=ks)
-    if t.layout == "blocked":    # a register cap (more blocks per SM) made ptxas spill
-        c["MINBLOCKS"] = 1
     batches = max(batches, splits)
     groups = (ceil_div(N, t.BN), ceil_div(M, t.BM))
     launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
@@ -359,7 +357,7 @@ def gemm_scratch(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batc
 
 # -- the blocked template ----------------------------------------------------------------------
 _BLOCKED = r"""
-$kernel NETSPEC_LAUNCH_BOUNDS(${THREADS}, ${MINBLOCKS}) $name($params)
+$kernel $name($params)
 {
     $shared float As[2][${BK}][${BM} + 4] $align16;
     $shared float Bs[2][${BK}][${BN} + 4] $align16;

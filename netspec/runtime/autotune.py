@@ -59,7 +59,7 @@ CANDIDATES = (
 )
 SPLITS = (1, 4, 16)
 REPEATS = 3
-_KEY_DROPPED = {"BM", "BN", "BK", "TM", "TN", "TX", "TY", "THREADS", "KS", "MINBLOCKS"}
+_KEY_DROPPED = {"BM", "BN", "BK", "TM", "TN", "TX", "TY", "THREADS", "KS"}
 
 
 def autotune_dir() -> Path:
