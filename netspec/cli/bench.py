@@ -28,6 +28,12 @@ from .options import backend_option, batch_size_option, json_option, seed_option
               help="Time nothing: print every kernel's sm_90 resources (nvcc --resource-usage: "
                    "registers, spills, shared memory, occupancy) and its roofline bound at H200 "
                    "peaks, compile-only.")
+@click.option("--sass", is_flag=True,
+              help="Time nothing: model every kernel on one H100 from its sm_90 machine code "
+                   "(nvdisasm, ptxas -v): the GEMMs' inner-loop instruction mix, bounds, "
+                   "occupancy and waves on 132 SMs, and a MODELLED step time, before and after "
+                   "the blocked GEMM family (bench/sass.py states the rules). Compile-only; "
+                   "needs nvcc and nvdisasm (pip install nvidia-cuda-nvdisasm).")
 @click.option("--vs-pytorch", is_flag=True,
               help="Alternate each netspec step with PyTorch's same step (same weights and "
                    "batch, torch.optim.SGD with the recipe's momentum and weight decay; on "
@@ -35,13 +41,20 @@ from .options import backend_option, batch_size_option, json_option, seed_option
                    "per layer type and "
                    'for the whole step. Needs torch: pip install "netspec[bench]".')
 def bench(spec, backend, batch_size, iterations, warmup, seed, show_kernels, as_json, tune,
-          tune_budget, roofline, vs_pytorch):
+          tune_budget, roofline, sass, vs_pytorch):
     """Time forward, backward and update of SPEC per layer: ms, GFLOP/s, share, images/s."""
     from ..bench.timing import bench as run_bench
     from ..bench.timing import format_table
 
     if vs_pytorch:
         _check_vs_pytorch(backend, roofline)
+    if sass:
+        from ..bench.sass import SassUnavailable, sass_report
+        try:
+            click.echo(sass_report(spec, batch_size, as_json=as_json))
+        except (SassUnavailable, RuntimeError) as e:
+            raise click.ClickException(str(e)) from None
+        return
     if roofline:
         from ..bench.roofline import roofline_report
         click.echo(roofline_report(spec, batch_size, as_json=as_json))

@@ -116,6 +116,7 @@ class PartContext:
     batch: int
     input_grad: bool                    # False when the input is the network's data
     tiles: dict = field(default_factory=dict)
+    sm_count: int = 132                 # the device's multiprocessors (H100/H200 without one)
 
     @property
     def prefix(self) -> str:

@@ -19,6 +19,12 @@ Tokens a template may use:
     $inf         positive infinity as a float expression
     $parallel    the pragma that splits the next loop over the host's threads (C only: the
                  GPU dialects are parallel by launch and render it empty)
+    $float4      the 4-float vector type (both device dialects: `float4`, components .x .y .z .w)
+    $gload4 $sload4 $sstore4   a cast that reads (writes) a float4 through a pointer to a
+                 16-byte aligned float in global (shared) memory: `$gload4(&w[i])` is one
+                 128-bit load (LDG.128 / LDS.128 in the machine code)
+    $align16     the attribute that aligns a shared array to 16 bytes, after its declarator
+                 (CUDA's `$shared` already carries `__align__(16)`)
 
 CUDA and OpenCL C render the plan's kernels for a device. The third dialect, `C` (C99 with
 OpenMP, built by the system compiler), renders the host kernels of the fast CPU backend
@@ -49,6 +55,7 @@ class Dialect:
     prelude: str = ""           # once at the top of a module
     parallel: str = ""          # a pragma line that parallelises the next loop (host C)
     host: bool = False          # no work-groups: shared memory, barriers and ids don't exist
+    vector: dict[str, str] = field(default_factory=dict)   # $float4, $gload4, ... (device only)
 
     def tokens(self) -> dict[str, str]:
         t = {"kernel": self.kernel, "buf": self.buf, "restrict": self.restrict,
@@ -63,6 +70,7 @@ class Dialect:
                                                  for d in range(3))):
                 del t[word]             # Template.substitute then raises KeyError naming it
         t.update(self.math)
+        t.update(self.vector)
         return t
 
     def render(self, template: str, **consts) -> str:
@@ -109,6 +117,8 @@ CUDA = Dialect(
           "rsqrt": "rsqrtf"},
     inf="__int_as_float(0x7f800000)",
     prelude="// CUDA C, rendered by netspec.codegen; load with cupy.RawModule\n",
+    vector={"float4": "float4", "gload4": "*(const float4*)", "sload4": "*(const float4*)",
+            "sstore4": "*(float4*)", "align16": ""},
 )
 
 OPENCL = Dialect(
@@ -125,6 +135,9 @@ OPENCL = Dialect(
           "rsqrt": "rsqrt"},
     inf="INFINITY",
     prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
+    vector={"float4": "float4", "gload4": "*(const __global float4*)",
+            "sload4": "*(const __local float4*)", "sstore4": "*(__local float4*)",
+            "align16": "__attribute__((aligned(16)))"},
 )
 
 C = Dialect(

@@ -1,49 +1,87 @@
-"""The tiled GEMM skeleton that conv and fc kernels are made of.
+"""The tiled GEMM family that conv and fc kernels are made of.
 
-C[m, n] = Σ_k A(m, k) · B(k, n) for m < M, n < N, k < K, where A and B are *load snippets*
-(C statements that set `v` from `m, k` or `k, n`): an implicit GEMM reads im2col columns or
-transposed weights straight from the activation buffers, and never materialises them.
-The `epilogue` snippet sees `m, n, v` (the sum) and writes the result (bias, ReLU, store).
+C[m, n] = Σ_k A(m, k) · B(k, n) for m < M, n < N, k < K. Each operand is an `Operand`: either
+dense (A(m, k) = buf[m·so + k·sk], one stride 1), which the kernel may read 4 floats at a time,
+or a gather written as two C snippets: `hoist` sets the ints h0, h1, h2 from the outer index
+alone (m for A, n for B: image and pixel of an im2col column, say), `load` sets `v` from `k`
+and those ints. An implicit GEMM reads im2col columns straight from the activations and never
+materialises them. The `epilogue` snippet sees `m, n, v` (the sum) and writes the result
+(bias, ReLU, store).
 
-Launch: a 2-D grid of groups, one per BM x BN tile of C (group index 0 along N, 1 along M);
-TX x TY = (BN/TN) x (BM/TM) work-items per group, each accumulating a TM x TN micro-tile in
-registers. K is walked in BK-wide slabs staged in shared memory: each work-item loads its share
-of the A (BM x BK) and B (BK x BN) slabs, a barrier, BK rank-1 updates, a barrier.
-Tile sizes are parameters (`GemmTiles`), so a later tuning pass can change them per layer.
-`batches` > 1 launches that many independent GEMMs of the same sizes along grid dimension 2;
-the snippets see their index as `z` (the conv data gradient's stride phases).
+Launch: a 2-D grid of groups, one per BM x BN tile of C (group index 0 along N, 1 along M), of
+TX x TY = (BN/TN) x (BM/TM) work-items. `batches` > 1 launches that many independent GEMMs of
+the same sizes along grid dimension 2; the snippets see their index as `z` (the conv data
+gradient's stride phases).
 
-Split-K (`splits` > 1, instead of batches): when M x N has few tiles but K is long (the conv
-weight gradient: K = images x pixels), grid dimension 2 cuts K into `splits` slices of KS
-(a multiple of BK); group z sums k in [z·KS, min(K, (z+1)·KS)) and its epilogue stores that
-partial sum at slice z of a scratch buffer, (splits, M, N); `split_k_reduce_kernel` then adds
-the slices in order. No atomics, and the result does not depend on the schedule.
+Two layouts of the per-work-item tile (`GemmTiles.layout`):
+
+- "blocked" (the default): work-item (tx, ty) owns TM/4 x TN/4 blocks of 4x4 outputs, block
+  (i, j) at rows i·BM/(TM/4) + 4·ty .. +3 and columns j·BN/(TN/4) + 4·tx .. +3, so every
+  shared-memory read is one float4 (LDS.128) and a quarter-warp reads 128 contiguous bytes (no
+  bank conflicts). Per k-step a work-item reads (TM + TN)/4 float4s for TM·TN FMAs: 16 FMAs per
+  shared load at 8x8. Shared memory is double-buffered: slab k0 + BK is fetched from global
+  memory into registers while slab k0 is multiplied, then stored to the other buffer, one
+  barrier per slab. Each work-item fetches a fixed set of (k, outer) lanes of every slab, so a
+  gather's `hoist` runs once before the K loop (when a work-item has at most 8 lanes; else
+  per load) and only its `load` (constant divisions of k) runs per slab. A dense operand whose
+  contiguous axis is a multiple of 4 long is read as float4s (LDG.128; netspec's buffers are
+  4096-byte aligned, codegen/plan/model.py), else as floats. BK must be a multiple of 4.
+- "strided": the earlier single-buffered template, kept as an autotune candidate and as the
+  baseline of `netspec bench --sass`: per-thread rows ty + i·TY (scalar LDS), one slab staged
+  with two barriers, loads recomputing the whole snippet per element.
+
+Split-K (`splits` > 1, batches 1): grid dimension 2 cuts K into `splits` slices of KS (a
+multiple of BK); group z sums k in [z·KS, min(K, (z+1)·KS)) and stores that partial sum at
+slice z of a scratch buffer (splits, M, N); `split_k_reduce_kernel` then adds the slices in
+order and runs the epilogue. No atomics, and the result does not depend on the schedule.
+`gemm_calls` builds both launches. How many slices, and which tile, `choose_gemm` decides
+from the device's SM count (module constants below; `netspec bench --sass` checks the result
+against the machine code).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
-from . import Kernel, Param, ceil_div, elementwise_launch, params
+from . import Call, Kernel, Param, ceil_div, elementwise_launch, params
+
+# The device the grid is sized for when none is attached: NVIDIA H100 SXM5 / H200, 132 SMs
+# (NVIDIA H100 Tensor Core GPU Architecture whitepaper, table 3).
+DEFAULT_SM_COUNT = 132
+TARGET_WAVES = 2            # at least this many waves of resident blocks per launch
+MIN_SLICE = 128             # split-K: no slice shallower than this many k
+# what `choose_gemm`'s estimate assumes of one SM (sm_90: 65,536 registers, 2,048 threads,
+# 128 FP32 lanes; HBM3 3.35 TB/s over 132 SMs) — only to rank candidates; bench/sass.py models
+# the compiled kernels themselves.
+_SM_REGS, _SM_THREADS, _SM_BLOCKS, _SM_LANES = 65536, 2048, 32, 128
+_BYTES_PER_CLK_PER_SM = 3.35e12 / 1.98e9 / 132
 
 
 @dataclass(frozen=True)
 class GemmTiles:
     """Tile sizes, in the usual names: each work-group (CUDA block) computes a BM x BN tile of
     C, walking K in BK-deep slabs; each of its work-items (threads) a TM x TN tile of that, in
-    registers. So a group has (BM/TM) x (BN/TN) work-items."""
+    registers. So a group has (BM/TM) x (BN/TN) work-items. `layout`: "blocked" or "strided"
+    (module doc); "blocked" needs TM, TN and BK multiples of 4."""
 
-    BM: int = 64
-    BN: int = 64
-    BK: int = 16
-    TM: int = 4
-    TN: int = 4
-    splits: int = 0            # split-K slices (GEMMs that allow it); 0: chosen by default_splits
+    BM: int = 128
+    BN: int = 128
+    BK: int = 8
+    TM: int = 8
+    TN: int = 8
+    splits: int = 0            # split-K slices (GEMMs that allow it); 0: chosen by choose_gemm
+    layout: str = "blocked"
 
     def __post_init__(self):
         if self.BM % self.TM or self.BN % self.TN:
             raise ValueError(f"tile {self.BM}x{self.BN} is not a multiple of the "
                              f"per-thread tile {self.TM}x{self.TN}")
+        if self.layout not in ("blocked", "strided"):
+            raise ValueError(f"GemmTiles.layout is 'blocked' or 'strided', not {self.layout!r}")
+        if self.layout == "blocked" and (self.TM % 4 or self.TN % 4 or self.BK % 4):
+            raise ValueError(f"a blocked tile needs TM, TN and BK multiples of 4, not "
+                             f"{self.TM}x{self.TN}x{self.BK}")
 
     @property
     def TX(self) -> int:
@@ -59,7 +97,22 @@ class GemmTiles:
 
     @property
     def shared_bytes(self) -> int:
-        return 4 * self.BK * ((self.BM + 1) + self.BN)
+        if self.layout == "strided":
+            return 4 * self.BK * ((self.BM + 1) + self.BN)
+        return 4 * 2 * self.BK * ((self.BM + 4) + (self.BN + 4))
+
+
+# The blocked family `choose_gemm` picks from, largest first (the autotuner's candidates add
+# these to the strided ones).
+VARIANTS = (
+    GemmTiles(128, 128, 8, 8, 8),
+    GemmTiles(128, 64, 8, 8, 8),
+    GemmTiles(64, 128, 8, 8, 8),
+    GemmTiles(64, 64, 8, 8, 8),
+    GemmTiles(64, 64, 8, 4, 4),
+    GemmTiles(32, 64, 8, 4, 4),
+    GemmTiles(64, 32, 8, 4, 4),
+)
 
 
 def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None, K: int | None = None) -> GemmTiles:
@@ -73,21 +126,16 @@ def fit_tiles(M: int, N: int, tiles: GemmTiles | None = None, K: int | None = No
     while BN > 4 and N <= BN // 2:
         BN //= 2
     BK = t.BK
-    while K is not None and BK > 2 and K <= BK // 2:   # fc's weight gradient at batch 2
+    floor = 4 if t.layout == "blocked" else 2
+    while K is not None and BK > floor and K <= BK // 2:   # fc's weight gradient at batch 2
         BK //= 2
-    TM, TN = max(1, min(TM, BM // 4)), max(1, min(TN, BN // 4))
-    return GemmTiles(BM, BN, BK, TM, TN, t.splits)
-
-
-def default_splits(M: int, N: int, K: int, tiles: GemmTiles | None = None) -> int:
-    """Split-K slices for a GEMM that allows them: enough to give ~64 work-groups in all (a GPU
-    has tens of multiprocessors to fill), at most 16, each slice at least 512 deep (so the
-    partial sums' extra traffic, splits x M x N floats, stays small against the K loop)."""
-    t = fit_tiles(M, N, tiles, K)
-    if t.splits:
-        return max(1, min(t.splits, ceil_div(K, t.BK)))
-    groups = ceil_div(M, t.BM) * ceil_div(N, t.BN)
-    return max(1, min(16, ceil_div(64, groups), K // 512))
+    if t.layout == "blocked":     # 4x4 blocks; 8 wide only where 8 or more rows of them fit
+        TM = min(TM, max(4, BM // 16))
+        TN = min(TN, max(4, BN // 16))
+        BM, BN = max(BM, TM), max(BN, TN)
+    else:
+        TM, TN = max(1, min(TM, BM // 4)), max(1, min(TN, BN // 4))
+    return GemmTiles(BM, BN, BK, TM, TN, t.splits, t.layout)
 
 
 def split_slice(K: int, splits: int, BK: int) -> tuple[int, int]:
@@ -97,7 +145,372 @@ def split_slice(K: int, splits: int, BK: int) -> tuple[int, int]:
     return ks, ceil_div(K, ks)
 
 
-GEMM_TEMPLATE = r"""
+def registers_estimate(t: GemmTiles) -> int:
+    """Registers per thread the compiled kernel is expected to need (ptxas reports the real
+    count; bench/sass.py): the accumulators, one k-step of operands, staging and addresses."""
+    if t.layout == "strided":
+        return 56
+    return min(255, t.TM * t.TN + t.TM + t.TN + 40)
+
+
+def resident_blocks(t: GemmTiles, registers: int | None = None) -> int:
+    """Blocks of these tiles one sm_90 SM holds at once (registers, threads, shared memory)."""
+    regs = registers or registers_estimate(t)
+    warps = ceil_div(t.threads, 32)
+    per_warp = ceil_div(regs * 32, 256) * 256
+    by_regs = (_SM_REGS // per_warp) // warps
+    by_smem = (228 * 1024) // (t.shared_bytes + 1024)
+    return max(0, min(_SM_BLOCKS, _SM_THREADS // (32 * warps), by_regs, by_smem))
+
+
+def waves(blocks: int, t: GemmTiles, sm_count: int = DEFAULT_SM_COUNT,
+          registers: int | None = None) -> float:
+    """Launch `blocks` blocks of tiles `t`: how many times they fill every SM's block slots."""
+    return blocks / max(1, sm_count * resident_blocks(t, registers))
+
+
+def _estimate_cycles(t: GemmTiles, M: int, N: int, K: int, batches: int, splits: int,
+                     sm_count: int) -> float:
+    """A rough SM-cycle count of one launch (and its reduction), to rank candidates: FMAs at
+    the loop's FFMA share of the issue slots, scheduled in waves, against compulsory traffic."""
+    blocks = ceil_div(M, t.BM) * ceil_div(N, t.BN) * batches * splits
+    ks = split_slice(K, splits, t.BK)[0] if splits > 1 else K
+    per_sm = resident_blocks(t)
+    if per_sm == 0:
+        return math.inf
+    # the blocked loop issues ~24 instructions per k-step besides its TM·TN FFMAs (fragment
+    # loads, the slab's loads and index arithmetic: bench/sass.py's counts for AlexNet)
+    ffma_share = t.TM * t.TN / (t.TM * t.TN + (24 if t.layout == "blocked" else 60))
+    warps = ceil_div(t.threads, 32)
+
+    def wave(resident: int) -> float:        # cycles of `resident` blocks sharing one SM
+        latency = min(1.0, resident * warps / 8)         # < 8 warps can't hide latency
+        return resident * t.BM * t.BN * ks / (_SM_LANES * ffma_share * latency)
+
+    full, rest = divmod(blocks, sm_count * per_sm)
+    cycles = full * wave(per_sm) + (wave(ceil_div(rest, sm_count)) if rest else 0.0)
+    bandwidth = _BYTES_PER_CLK_PER_SM * sm_count
+    traffic = 4 * (M * K + K * N * batches + M * N * batches * splits)
+    cycles = max(cycles, traffic / bandwidth)
+    if splits > 1:           # the reduction, a launch of its own: partials read, result written
+        cycles += 4 * (splits + 1) * M * N / bandwidth + 2e-6 * 1.98e9
+    return cycles
+
+
+def choose_gemm(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batches: int = 1,
+                split_ok: bool = True, sm_count: int = DEFAULT_SM_COUNT) -> tuple[GemmTiles, int]:
+    """(tiles, splits) for a GEMM: `tiles` as given (autotuned) fitted to the shape, with their
+    own split count or one chosen here; else the VARIANT and split count with the fewest
+    estimated cycles on `sm_count` SMs, preferring those that fill TARGET_WAVES waves. Slices
+    stay at least MIN_SLICE deep; a batched GEMM is never split."""
+    def splits_for(t: GemmTiles) -> list[int]:
+        if not split_ok or batches > 1:
+            return [1]
+        most = max(1, min(256, K // MIN_SLICE, ceil_div(K, t.BK)))
+        cands = sorted({1, *(s for s in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192,
+                                         256) if s <= most)})
+        return sorted({split_slice(K, s, t.BK)[1] for s in cands})
+
+    if tiles is not None:
+        t = fit_tiles(M, N, tiles, K)
+        if t.splits:
+            s = 1 if not split_ok or batches > 1 else split_slice(K, t.splits, t.BK)[1]
+            return t, s
+        options = [(t, s) for s in splits_for(t)]
+    else:
+        options = [(t, s) for t in dict.fromkeys(fit_tiles(M, N, v, K) for v in VARIANTS)
+                   for s in splits_for(t)]
+
+    def rank(o):
+        t, s = o
+        blocks = ceil_div(M, t.BM) * ceil_div(N, t.BN) * batches * s
+        filled = waves(blocks, t, sm_count) >= TARGET_WAVES
+        return _estimate_cycles(t, M, N, K, batches, s, sm_count) * (1.0 if filled else 1.5)
+    return min(options, key=rank)
+
+
+def default_splits(M: int, N: int, K: int, tiles: GemmTiles | None = None,
+                   sm_count: int = DEFAULT_SM_COUNT) -> int:
+    """The split-K slice count `choose_gemm` gives a GEMM that allows splitting."""
+    return choose_gemm(M, N, K, tiles, sm_count=sm_count)[1]
+
+
+@dataclass(frozen=True)
+class Operand:
+    """How a GEMM reads A(m, k) or B(k, n) (module doc). Dense: `buf` with strides
+    (`outer_stride`, `k_stride`), the outer index being m for A and n for B, one stride 1.
+    Gather: `load` sets `v` from `k`, the outer index, `z` and h0..h2, which `hoist` sets
+    from the outer index and `z` alone. `fast` is the axis consecutive work-items walk while
+    loading a slab ("outer" or "k"): the one along which the source is contiguous, so reads
+    coalesce."""
+
+    load: str = ""
+    hoist: str = ""
+    fast: str = "outer"
+    buf: str = ""
+    outer_stride: int = 0
+    k_stride: int = 0
+
+    @staticmethod
+    def dense(buf: str, outer_stride: int, k_stride: int) -> Operand:
+        if 1 not in (outer_stride, k_stride):
+            raise ValueError("a dense operand is contiguous along one axis")
+        return Operand(buf=buf, outer_stride=outer_stride, k_stride=k_stride,
+                       fast="k" if k_stride == 1 else "outer")
+
+    def scalar_load(self, outer: str) -> str:
+        if self.buf:
+            return f"v = {self.buf}[{outer} * {self.outer_stride} + k * {self.k_stride}];"
+        return self.load
+
+    def vector_axis(self, outer_extent: int, K: int) -> str | None:
+        """'k' or 'outer' when this operand can be read as float4s along that axis."""
+        if not self.buf:
+            return None
+        if self.k_stride == 1 and self.outer_stride % 4 == 0 and K % 4 == 0:
+            return "k"
+        if self.outer_stride == 1 and self.k_stride % 4 == 0 and outer_extent % 4 == 0:
+            return "outer"
+        return None
+
+
+def gemm_kernel(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand,
+                epilogue: str, params: tuple[Param, ...], consts: dict | None = None,
+                tiles: GemmTiles | None = None, doc: str = "", layer: str = "",
+                batches: int = 1, splits: int = 1) -> Kernel:
+    """A tiled GEMM kernel reading operands `a` and `b` and running `epilogue` (module doc).
+    `consts` are the snippets' own compile-time constants; `tiles` are used as given (after
+    `fit_tiles`). `splits` > 1 (with batches 1) splits K: the epilogue must store slice z's
+    partial sum; pass the number `split_slice` returns (`gemm_calls` does all this)."""
+    t = fit_tiles(M, N, tiles, K)
+    if splits > 1 and batches > 1:
+        raise ValueError("a GEMM is either batched or split along K, not both")
+    ks = K
+    if splits > 1:
+        ks, slices = split_slice(K, splits, t.BK)
+        if slices != splits:
+            raise ValueError(f"K={K} in slices of {ks} makes {slices} slices, not {splits}; "
+                             f"pass split_slice's count")
+    staged = batches > 1 or splits > 1
+    if t.layout == "strided":
+        template = _strided_template(_strided_load(a, "m"), _strided_load(b, "n"), epilogue,
+                                     staged, splits > 1)
+        local = (t.TX, t.TY)
+    else:
+        template = _blocked_template(a, b, epilogue, staged, splits > 1, t, M, N, K)
+        local = (t.threads, 1)
+    c = dict(consts or {})
+    c.update(M=M, N=N, K=K, BM=t.BM, BN=t.BN, BK=t.BK, TM=t.TM, TN=t.TN, TX=t.TX, TY=t.TY,
+             THREADS=t.threads, KS=ks)
+    batches = max(batches, splits)
+    groups = (ceil_div(N, t.BN), ceil_div(M, t.BM))
+    launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
+             f"groups of {t.threads} work-items, tile {t.BM}x{t.BN}x{t.BK}, " \
+             f"{t.TM}x{t.TN} outputs per work-item ({t.layout})"
+    gsize, lsize = (groups[0] * local[0], groups[1] * local[1]), local
+    if batches > 1:
+        gsize, lsize = (*gsize, batches), (*lsize, 1)
+    what = (f"GEMM split along K into {splits} slices of {ks}" if splits > 1 else
+            f"{batches} GEMMs" if batches > 1 else "GEMM")
+    return Kernel(name=name, template=template, params=params, consts=c,
+                  global_size=gsize, local_size=lsize,
+                  doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
+                  flops=2 * M * N * K * (1 if splits > 1 else batches),
+                  shared_bytes=t.shared_bytes, layer=layer)
+
+
+def gemm_calls(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand, epilogue: str,
+               reads: tuple[str, ...], writes: tuple[str, ...], scratch: str,
+               consts: dict | None = None, tiles: GemmTiles | None = None, doc: str = "",
+               layer: str = "", batches: int = 1, split_ok: bool = True,
+               sm_count: int = DEFAULT_SM_COUNT) -> list[Call]:
+    """The launches of one GEMM: the tiles and split count `choose_gemm` gives; split, the
+    GEMM stores partial sums in `scratch` (size: `gemm_scratch`) and a reduction adds them
+    and runs the epilogue. `reads` are the load snippets' buffers, `writes` the epilogue's
+    (param specs, "in b" / "out y"); buffer roles are the parameter names."""
+    t, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
+                            sm_count=sm_count)
+    load_params = params(*(f"in {r}" for r in reads))
+    if splits <= 1:
+        k = gemm_kernel(name, M, N, K, a=a, b=b, epilogue=epilogue,
+                        params=load_params + params(*writes), consts=consts, tiles=t, doc=doc,
+                        layer=layer, batches=batches)
+        return [Call(k, (*reads, *(w.split()[1] for w in writes)))]
+    gemm = gemm_kernel(name, M, N, K, a=a, b=b, splits=splits,
+                       epilogue="part[(z * ${M} + m) * ${N} + n] = v;",
+                       params=load_params + params("out part"), consts=consts, tiles=t,
+                       doc=f"{doc.strip()}; slice z of K into {scratch}[z]", layer=layer)
+    reduce = split_k_reduce_kernel(f"{name}_sum", M, N, splits, layer=layer,
+                                   epilogue=epilogue, writes=writes, consts=consts,
+                                   what=f"{doc.strip().splitlines()[0]}: ")
+    return [Call(gemm, (*reads, scratch)),
+            Call(reduce, (scratch, *(w.split()[1] for w in writes)))]
+
+
+def gemm_scratch(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batches: int = 1,
+                 split_ok: bool = True, sm_count: int = DEFAULT_SM_COUNT) -> int:
+    """Floats of split-K partial sums `gemm_calls` needs for this GEMM (0: not split)."""
+    _, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
+                            sm_count=sm_count)
+    return splits * M * N if splits > 1 else 0
+
+
+# -- the blocked template ----------------------------------------------------------------------
+_BLOCKED = r"""
+$kernel $name($params)
+{
+    $shared float As[2][${BK}][${BM} + 4] $align16;
+    $shared float Bs[2][${BK}][${BN} + 4] $align16;
+    const int tid = $lid0;
+    const int tx = tid % ${TX}, ty = tid / ${TX};
+    const int m0 = $grp1 * ${BM}, n0 = $grp0 * ${BN};
+    const int z = @Z@;
+    const int kb = @KBEGIN@, ke = @KEND@;
+    float acc[${TM}][${TN}];
+    for (int i = 0; i < ${TM}; ++i)
+        for (int j = 0; j < ${TN}; ++j)
+            acc[i][j] = 0.0f;
+@SETUP@
+    {
+        const int kn = kb;
+@FETCH@
+@STORE0@
+    }
+    $barrier
+    int buf = 0;
+    for (int k0 = kb; k0 < ke; k0 += ${BK}) {
+        const int kn = k0 + ${BK};
+        if (kn < ke) {
+@FETCH@
+        }
+        #pragma unroll
+        for (int kk = 0; kk < ${BK}; ++kk) {
+            float ra[${TM}], rb[${TN}];
+            for (int c = 0; c < ${TM} / 4; ++c) {
+                const $float4 t = $sload4(&As[buf][kk][c * (${BM} * 4 / ${TM}) + ty * 4]);
+                ra[4 * c] = t.x; ra[4 * c + 1] = t.y; ra[4 * c + 2] = t.z; ra[4 * c + 3] = t.w;
+            }
+            for (int c = 0; c < ${TN} / 4; ++c) {
+                const $float4 t = $sload4(&Bs[buf][kk][c * (${BN} * 4 / ${TN}) + tx * 4]);
+                rb[4 * c] = t.x; rb[4 * c + 1] = t.y; rb[4 * c + 2] = t.z; rb[4 * c + 3] = t.w;
+            }
+            for (int i = 0; i < ${TM}; ++i)
+                for (int j = 0; j < ${TN}; ++j)
+                    acc[i][j] += ra[i] * rb[j];
+        }
+        if (kn < ke) {
+@STORE1@
+        }
+        $barrier
+        buf ^= 1;
+    }
+    for (int i = 0; i < ${TM}; ++i) {
+        const int m = m0 + (i / 4) * (${BM} * 4 / ${TM}) + ty * 4 + i % 4;
+        if (m >= ${M})
+            continue;
+        for (int j = 0; j < ${TN}; ++j) {
+            const int n = n0 + (j / 4) * (${BN} * 4 / ${TN}) + tx * 4 + j % 4;
+            if (n >= ${N})
+                continue;
+            float v = acc[i][j];
+            @EPILOGUE@
+        }
+    }
+}
+"""
+
+_HOIST_LANES = 8        # a gather keeps h0..h2 per lane in registers up to this many lanes
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One operand's place in the template: A (outer m, tile BM, As) or B (n, BN, Bs)."""
+    tag: str        # "a" | "b"
+    outer: str      # "m" | "n"
+    tile: str       # "${BM}" | "${BN}"
+    base: str       # "m0" | "n0"
+    extent: str     # "${M}" | "${N}"
+    shared: str     # "As" | "Bs"
+
+
+_A = _Side("a", "m", "${BM}", "m0", "${M}", "As")
+_B = _Side("b", "n", "${BN}", "n0", "${N}", "Bs")
+
+
+def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, threads: int,
+               ) -> tuple[str, str, str, str]:
+    """(setup, fetch, store to buffer 0, store to buffer buf ^ 1) of one operand's loader."""
+    s, o = side.tag, side.outer
+    if vec:
+        total = tile * bk // 4
+    else:
+        total = tile * bk
+    lanes = ceil_div(total, threads)
+    guard = f"if (e < {total}) " if total % threads else ""
+    lane = f"const int e = tid + l * {threads};"
+    if vec == "k":
+        pos = f"const int oo = e / {bk // 4}, kk = (e % {bk // 4}) * 4;"
+    elif vec == "outer":
+        pos = f"const int kk = e / {tile // 4}, oo = (e % {tile // 4}) * 4;"
+    elif op.fast == "k":
+        pos = f"const int kk = e % {bk}, oo = e / {bk};"
+    else:
+        pos = f"const int oo = e % {tile}, kk = e / {tile};"
+    head = f"for (int l = 0; l < {lanes}; ++l) {{ {lane} {pos}"
+    setup, fetch = "", ""
+    hoisted = not vec and op.hoist and lanes <= _HOIST_LANES
+    if vec:
+        addr = (f"{o} * {op.outer_stride} + k" if vec == "k" else f"k * {op.k_stride} + {o}")
+        setup = f"$float4 {s}st[{lanes}];"
+        fetch = (f"{head} {guard}{{ const int {o} = {side.base} + oo, k = kn + kk; $float4 t; "
+                 f"if ({o} < {side.extent} && k < ke) t = $gload4(&{op.buf}[{addr}]); "
+                 f"else {{ t.x = 0.0f; t.y = 0.0f; t.z = 0.0f; t.w = 0.0f; }} "
+                 f"{s}st[l] = t; }} }}")
+        if vec == "k":
+            st = (f"{head} {guard}{{ {side.shared}[@BUF@][kk][oo] = {s}st[l].x; "
+                  f"{side.shared}[@BUF@][kk + 1][oo] = {s}st[l].y; "
+                  f"{side.shared}[@BUF@][kk + 2][oo] = {s}st[l].z; "
+                  f"{side.shared}[@BUF@][kk + 3][oo] = {s}st[l].w; }} }}")
+        else:
+            st = f"{head} {guard}$sstore4(&{side.shared}[@BUF@][kk][oo]) = {s}st[l]; }}"
+    else:
+        setup = f"float {s}st[{lanes}];"
+        if hoisted:
+            setup += (f"\nint {s}h0[{lanes}], {s}h1[{lanes}], {s}h2[{lanes}];\n"
+                      f"{head} {guard}{{ const int {o} = {side.base} + oo; "
+                      f"int h0 = 0, h1 = 0, h2 = 0; {_one_line(op.hoist)} "
+                      f"{s}h0[l] = h0; {s}h1[l] = h1; {s}h2[l] = h2; }} }}")
+            state = f"const int h0 = {s}h0[l], h1 = {s}h1[l], h2 = {s}h2[l];"
+        else:
+            state = f"int h0 = 0, h1 = 0, h2 = 0; {_one_line(op.hoist)}" if op.hoist else ""
+        fetch = (f"{head} {guard}{{ const int {o} = {side.base} + oo, k = kn + kk; "
+                 f"float v = 0.0f; if ({o} < {side.extent} && k < ke) {{ {state} "
+                 f"{_one_line(op.scalar_load(o))} }} {s}st[l] = v; }} }}")
+        st = f"{head} {guard}{side.shared}[@BUF@][kk][oo] = {s}st[l]; }}"
+    return setup, fetch, st.replace("@BUF@", "0"), st.replace("@BUF@", "buf ^ 1")
+
+
+@functools.lru_cache(maxsize=1024)
+def _blocked_template(a: Operand, b: Operand, epilogue: str, batched: bool, split: bool,
+                      t: GemmTiles, M: int, N: int, K: int) -> str:
+    """The blocked template with both loaders and the epilogue in: one string shared by every
+    kernel of the same operands, tiles and shape class."""
+    la = _lane_code(_A, a, a.vector_axis(M, K), t.BM, t.BK, t.threads)
+    lb = _lane_code(_B, b, b.vector_axis(N, K), t.BN, t.BK, t.threads)
+    ind = " " * 12
+    return (_BLOCKED.replace("@SETUP@", _indent(la[0] + "\n" + lb[0], 4, first=True))
+            .replace("@FETCH@", _indent(la[1] + "\n" + lb[1], 12, first=True))
+            .replace("@STORE0@", ind[:8] + la[2] + "\n" + ind[:8] + lb[2])
+            .replace("@STORE1@", ind + la[3] + "\n" + ind + lb[3])
+            .replace("@EPILOGUE@", _indent(epilogue, 12))
+            .replace("@Z@", "$grp2" if batched else "0")
+            .replace("@KBEGIN@", "z * ${KS}" if split else "0")
+            .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
+                     if split else "${K}"))
+
+
+# -- the strided template (the earlier kernel) ------------------------------------------------
+_STRIDED = r"""
 $kernel $name($params)
 {
     $shared float As[${BK}][${BM} + 1];   /* +1: consecutive loaders hit different banks */
@@ -157,49 +570,16 @@ $kernel $name($params)
 """
 
 
-def gemm_kernel(name: str, M: int, N: int, K: int, *, load_a: str, load_b: str,
-                epilogue: str, params: tuple[Param, ...], consts: dict | None = None,
-                tiles: GemmTiles | None = None, doc: str = "", layer: str = "",
-                batches: int = 1, splits: int = 1) -> Kernel:
-    """A tiled GEMM kernel with the given load and epilogue snippets (see the module doc).
-    `consts` are the snippets' own compile-time constants. `splits` > 1 (with batches 1)
-    splits K: the epilogue must store slice z's partial sum (see `split_k_reduce_kernel`);
-    pass the number `split_slice` returns."""
-    t = fit_tiles(M, N, tiles, K)
-    if splits > 1 and batches > 1:
-        raise ValueError("a GEMM is either batched or split along K, not both")
-    ks = K
-    if splits > 1:
-        ks, slices = split_slice(K, splits, t.BK)
-        if slices != splits:
-            raise ValueError(f"K={K} in slices of {ks} makes {slices} slices, not {splits}; "
-                             f"pass split_slice's count")
-    template = _gemm_template(load_a, load_b, epilogue, batches > 1 or splits > 1, splits > 1)
-    c = dict(consts or {})
-    c.update(M=M, N=N, K=K, BM=t.BM, BN=t.BN, BK=t.BK, TM=t.TM, TN=t.TN, TX=t.TX, TY=t.TY,
-             THREADS=t.threads, KS=ks)
-    batches = max(batches, splits)
-    groups = (ceil_div(N, t.BN), ceil_div(M, t.BM))
-    launch = f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} " \
-             f"groups of {t.TX} x {t.TY} work-items, " \
-             f"tile {t.BM}x{t.BN}x{t.BK}, {t.TM}x{t.TN} outputs per work-item"
-    gsize, lsize = (groups[0] * t.TX, groups[1] * t.TY), (t.TX, t.TY)
-    if batches > 1:
-        gsize, lsize = (*gsize, batches), (*lsize, 1)
-    what = (f"GEMM split along K into {splits} slices of {ks}" if splits > 1 else
-            f"{batches} GEMMs" if batches > 1 else "GEMM")
-    return Kernel(name=name, template=template, params=params, consts=c,
-                  global_size=gsize, local_size=lsize,
-                  doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
-                  flops=2 * M * N * K * (1 if splits > 1 else batches),
-                  shared_bytes=t.shared_bytes, layer=layer)
+def _strided_load(op: Operand, outer: str) -> str:
+    if op.buf or not op.hoist:
+        return op.scalar_load(outer)
+    return f"int h0 = 0, h1 = 0, h2 = 0;\n{op.hoist}\n{op.load}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _gemm_template(load_a: str, load_b: str, epilogue: str, batched: bool, split: bool) -> str:
-    """The GEMM template with its snippets in: one string shared by every kernel that uses
-    the same snippets (a network of many layers would otherwise hold one copy per kernel)."""
-    return (GEMM_TEMPLATE.replace("@LOAD_A@", _indent(load_a, 16))
+def _strided_template(load_a: str, load_b: str, epilogue: str, batched: bool,
+                      split: bool) -> str:
+    return (_STRIDED.replace("@LOAD_A@", _indent(load_a, 16))
             .replace("@LOAD_B@", _indent(load_b, 16))
             .replace("@EPILOGUE@", _indent(epilogue, 12))
             .replace("@Z@", "$grp2" if batched else "0")
@@ -212,27 +592,43 @@ SPLIT_K_REDUCE = r"""
 $kernel $name($params)
 {
     const int i = $gid0;
-    if (i >= ${MN})
+    if (i >= ${M} * ${N})
         return;
-    float s = part[i];
-    for (int z = 1; z < ${SPLITS}; ++z)
-        s += part[z * ${MN} + i];
-    out[i] = s;
+    const int m = i / ${N}, n = i % ${N};
+    float v = part[i];
+    for (int s = 1; s < ${SPLITS}; ++s)
+        v += part[s * (${M} * ${N}) + i];
+    @EPILOGUE@
 }
 """
 
 
-def split_k_reduce_kernel(name: str, elements: int, splits: int, layer: str = "",
-                          what: str = "") -> Kernel:
-    """out[i] = sum over z < splits of part[z, i], slices added in order."""
-    gs, ls = elementwise_launch(elements)
-    return Kernel(name=name, template=SPLIT_K_REDUCE, params=params("in part", "out out"),
-                  consts=dict(MN=elements, SPLITS=splits), global_size=gs, local_size=ls,
-                  flops=elements * (splits - 1), layer=layer,
-                  doc=f"{what}split-K reduction: out[i] = sum_z part[z, i] over {splits} "
-                      f"slices of {elements}\nlaunch: one work-item per output element")
+def split_k_reduce_kernel(name: str, M: int, N: int, splits: int, layer: str = "",
+                          what: str = "", epilogue: str = "out[m * ${N} + n] = v;",
+                          writes: tuple[str, ...] = ("out out",),
+                          consts: dict | None = None) -> Kernel:
+    """v = sum over z < splits of part[z, m, n], slices added in order, then `epilogue`
+    (which sees m, n, v) writes it; one work-item per (m, n)."""
+    gs, ls = elementwise_launch(M * N)
+    c = dict(consts or {})
+    c.update(M=M, N=N, SPLITS=splits)
+    return Kernel(name=name, template=SPLIT_K_REDUCE.replace("@EPILOGUE@", _indent(epilogue, 4)),
+                  params=params("in part", *writes), consts=c, global_size=gs,
+                  local_size=ls, flops=M * N * (splits - 1), layer=layer,
+                  doc=f"{what}split-K reduction: v[m, n] = sum_z part[z, m, n] over {splits} "
+                      f"slices of {M}x{N}, then the epilogue\n"
+                      f"launch: one work-item per output element")
 
 
-def _indent(snippet: str, spaces: int) -> str:
-    lines = [l.strip() for l in snippet.strip().splitlines()]
-    return ("\n" + " " * spaces).join(lines)
+def _one_line(snippet: str) -> str:
+    return " ".join(l.strip() for l in snippet.strip().splitlines())
+
+
+def _indent(snippet: str, spaces: int, first: bool = False) -> str:
+    lines = [l.strip() for l in snippet.strip().splitlines() if l.strip()]
+    out = ("\n" + " " * spaces).join(lines)
+    return " " * spaces + out if first else out
+
+
+def with_layout(t: GemmTiles, layout: str) -> GemmTiles:
+    return replace(t, layout=layout)

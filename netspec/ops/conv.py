@@ -15,13 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernel import Call, Kernel, ceil_div, elementwise_launch, params
-from ..kernel.gemm import (
-    default_splits,
-    fit_tiles,
-    gemm_kernel,
-    split_k_reduce_kernel,
-    split_slice,
-)
+from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
 from .base import AttrDef, Op
 
 
@@ -70,7 +64,7 @@ class Conv(Op):
     doc = "convolution; `relu` fuses the activation"
     grouped = True
     tuned = True
-    split_k = ("bwd_weight",)
+    split_k = ("fwd", "bwd_weight", "bwd_data")
     count_attr = "filters"
     colour, label = "#6a9fd4", "convolution"
     weighted = True
@@ -167,24 +161,44 @@ OP = Conv()
 # gradient in one reduction kernel that rewrites dy in place, read by the two GEMMs after it.
 
 
-# B(k, n) of the forward and of the weight gradient: xpad[c, img, oy·S + u, ox·S + q]
-CONV_LOAD_COLUMN = r"""
-const int c = KIDX / (${KH} * ${KW}), u = (KIDX / ${KW}) % ${KH}, q = KIDX % ${KW};
-const int img = NIDX / (${OH} * ${OW}), oy = (NIDX / ${OW}) % ${OH}, ox = NIDX % ${OW};
-const int iy = oy * ${S} - ${P} + u, ix = ox * ${S} - ${P} + q;
-if (iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W})
-    v = x[((c * ${NB} + img) * ${H} + iy) * ${W} + ix];
-"""
+# Operands of the three GEMMs (kernel/gemm.py `Operand`): `hoist` sets h0..h2 from the outer
+# index alone (once per work-item, before the K loop), `load` sets v from k and them.
+# B(k, n) of the forward: xpad[c, img, oy·S + u, ox·S + q], n = (img, oy, ox), k = (c, u, q);
+# h0 = the offset of (img, oy·S − P, ox·S − P) in a channel, (h1, h2) = that pixel.
+CONV_FWD_B = Operand(hoist=r"""
+const int img = n / (${OH} * ${OW}), oy = (n / ${OW}) % ${OH}, ox = n % ${OW};
+h1 = oy * ${S} - ${P}; h2 = ox * ${S} - ${P}; h0 = img * (${H} * ${W}) + h1 * ${W} + h2;
+""", load=r"""
+const int c = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
+if (h1 + u >= 0 && h1 + u < ${H} && h2 + q >= 0 && h2 + q < ${W})
+    v = x[c * (${NB} * ${H} * ${W}) + h0 + u * ${W} + q];
+""", fast="outer")
 
-# B(k, n) of the data gradient: k = (o, u, q), n = (img, iy, ix); the output pixel that read
-# input pixel (iy, ix) through kernel tap (u, q), if there is one.
-CONV_LOAD_DY_TAP = r"""
+# B(k, n) of the weight gradient: the same columns with k = (img, oy, ox), n = (c, u, q);
+# h0 = the offset of channel c shifted by (u − P, q − P), (h1, h2) = (u − P, q − P).
+CONV_WGRAD_B = Operand(hoist=r"""
+const int c = n / (${KH} * ${KW}), u = (n / ${KW}) % ${KH}, q = n % ${KW};
+h1 = u - ${P}; h2 = q - ${P}; h0 = c * (${NB} * ${H} * ${W}) + h1 * ${W} + h2;
+""", load=r"""
+const int img = k / (${OH} * ${OW}), oy = (k / ${OW}) % ${OH}, ox = k % ${OW};
+if (oy * ${S} + h1 >= 0 && oy * ${S} + h1 < ${H} && ox * ${S} + h2 >= 0 && ox * ${S} + h2 < ${W})
+    v = x[h0 + img * (${H} * ${W}) + oy * (${S} * ${W}) + ox * ${S}];
+""", fast="k")
+
+# The data gradient (stride 1): A(m, k) = w[o, m, u, q] with k = (o, u, q); B(k, n) = the
+# output pixel that read input pixel n = (img, iy, ix) through tap (u, q), if there is one.
+CONV_DGRAD_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=r"""
+v = w[(k / (${KH} * ${KW})) * (${CIN} * ${KH} * ${KW}) + h0 + k % (${KH} * ${KW})];
+""", fast="k")
+CONV_DGRAD_B = Operand(hoist=r"""
+const int img = n / (${H} * ${W});
+h0 = img * (${OH} * ${OW}); h1 = (n / ${W}) % ${H} + ${P}; h2 = n % ${W} + ${P};
+""", load=r"""
 const int o = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
-const int img = n / (${H} * ${W}), iy = (n / ${W}) % ${H}, ix = n % ${W};
-const int ty = iy + ${P} - u, tx = ix + ${P} - q;
-if (ty >= 0 && tx >= 0 && ty % ${S} == 0 && tx % ${S} == 0 && ty / ${S} < ${OH} && tx / ${S} < ${OW})
-    v = dy[((o * ${NB} + img) * ${OH} + ty / ${S}) * ${OW} + tx / ${S}];
-"""
+const int py = h1 - u, px = h2 - q;
+if (py >= 0 && px >= 0 && py % ${S} == 0 && px % ${S} == 0 && py / ${S} < ${OH} && px / ${S} < ${OW})
+    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + (py / ${S}) * ${OW} + px / ${S}];
+""", fast="outer")
 
 # The data gradient with stride S > 1, split by stride phase: input pixel (iy, ix) is reached
 # only by taps u ≡ (iy + P) mod S, so the pixels of phase z = (ry, rx) = ((iy + P) % S,
@@ -195,17 +209,19 @@ if (ty >= 0 && tx >= 0 && ty % ${S} == 0 && tx % ${S} == 0 && ty / ${S} < ${OH} 
 CONV_PHASE = r"""
 const int ry = z / ${S}, rx = z % ${S};
 """
-CONV_LOAD_W_PHASE = CONV_PHASE + r"""
+CONV_PHASE_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), u = ry + ${S} * ((k / ${KV}) % ${KU}), q = rx + ${S} * (k % ${KV});
 if (u < ${KH} && q < ${KW})
-    v = w[((o * ${CIN} + m) * ${KH} + u) * ${KW} + q];
-"""
-CONV_LOAD_DY_PHASE = CONV_PHASE + r"""
+    v = w[o * (${CIN} * ${KH} * ${KW}) + h0 + u * ${KW} + q];
+""", fast="k")
+CONV_PHASE_B = Operand(hoist=r"""
+h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}); h1 = (n / ${WQ}) % ${HQ}; h2 = n % ${WQ};
+""", load=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), du = (k / ${KV}) % ${KU}, dq = k % ${KV};
-const int img = n / (${HQ} * ${WQ}), oy = (n / ${WQ}) % ${HQ} - du, ox = n % ${WQ} - dq;
+const int oy = h1 - du, ox = h2 - dq;
 if (ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} && oy >= 0 && oy < ${OH} && ox >= 0 && ox < ${OW})
-    v = dy[((o * ${NB} + img) * ${OH} + oy) * ${OW} + ox];
-"""
+    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + oy * ${OW} + ox];
+""", fast="outer")
 CONV_STORE_DX_PHASE = CONV_PHASE + r"""
 const int img = n / (${HQ} * ${WQ});
 const int iy = ${S} * ((n / ${WQ}) % ${HQ}) + ry - ${P}, ix = ${S} * (n % ${WQ}) + rx - ${P};
@@ -332,22 +348,38 @@ def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, laye
     return calls
 
 
-def _weight_grad_splits(c) -> tuple[int, int, int, int]:
-    """(M, N, K, slices) of the weight-gradient GEMM, slices from the tiles or default_splits."""
+def _gemms(c) -> dict:
+    """direction -> (M, N, K, batches) of this part's GEMMs (bwd_data only with input_grad)."""
     g = _geometry(c)
-    m, n, k = c.out_shape[0], g["CIN"] * g["KH"] * g["KW"], c.batch * g["OH"] * g["OW"]
-    tiles = c.tiles.get("bwd_weight")
-    splits = default_splits(m, n, k, tiles)
-    if splits > 1:
-        splits = split_slice(k, splits, fit_tiles(m, n, tiles, k).BK)[1]
-    return m, n, k, splits
+    o, cin = c.out_shape[0], g["CIN"]
+    kk = cin * g["KH"] * g["KW"]
+    out = {"fwd": (o, c.batch * g["OH"] * g["OW"], kk, 1),
+           "bwd_weight": (o, kk, c.batch * g["OH"] * g["OW"], 1)}
+    if c.input_grad and g["S"] > 1:
+        s = g["S"]
+        p = _phases(g)
+        out["bwd_data"] = (cin, c.batch * p["HQ"] * p["WQ"], o * p["KU"] * p["KV"], s * s)
+    elif c.input_grad:
+        out["bwd_data"] = (cin, c.batch * g["H"] * g["W"], o * g["KH"] * g["KW"], 1)
+    return out
+
+
+def _phases(g: dict) -> dict:
+    s = g["S"]
+    return dict(g, KU=ceil_div(g["KH"], s), KV=ceil_div(g["KW"], s),
+                HQ=(g["H"] - 1 + g["P"]) // s + 1, WQ=(g["W"] - 1 + g["P"]) // s + 1)
+
+
+SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
 
 
 def scratch_buffers(c) -> dict:
     out = {}
-    m, n, _, splits = _weight_grad_splits(c)
-    if splits > 1:
-        out["dw_split"] = splits * m * n
+    for direction, (m, n, k, batches) in _gemms(c).items():
+        floats = gemm_scratch(m, n, k, c.tiles.get(direction), batches=batches,
+                              sm_count=c.sm_count)
+        if floats:
+            out[SCRATCH[direction]] = floats
     o, npix = c.out_shape[0], c.batch * c.out_shape[1] * c.out_shape[2]
     sl = bias_grad_slices(npix)
     if sl > 1:
@@ -363,23 +395,23 @@ def _geometry(c) -> dict:
                 OH=oh, OW=ow, NB=c.batch)
 
 
+def _gemm(c, direction: str, name: str, **kw) -> list:
+    m, n, k, batches = _gemms(c)[direction]
+    return gemm_calls(f"{c.prefix}_{name}", m, n, k, batches=batches, tiles=c.tiles.get(direction),
+                      scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count, **kw)
+
+
 def forward_kernels(c):
     g = _geometry(c)
-    o = c.out_shape[0]
-    kk = g["CIN"] * g["KH"] * g["KW"]
-    npix = c.batch * g["OH"] * g["OW"]
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
-    k = gemm_kernel(
-        f"{c.prefix}_fwd", M=o, N=npix, K=kk,
-        load_a="v = w[m * ${K} + k];",
-        load_b=CONV_LOAD_COLUMN.replace("KIDX", "k").replace("NIDX", "n"),
+    kk = g["CIN"] * g["KH"] * g["KW"]
+    return _gemm(
+        c, "fwd", "fwd", a=Operand.dense("w", kk, 1), b=CONV_FWD_B,
         epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;",
-        params=params("in x", "in w", "in b", "out y"), consts=g, tiles=c.tiles.get("fwd"),
-        layer=c.layer.name,
+        reads=("x", "w"), writes=("in b", "out y"), consts=g,
         doc=f"{c.layer.name} part {c.part.index} forward: y[o, (img, oy, ox)] = b[o] + "
             f"sum_(c, u, v) w[o, c, u, v] * xpad[c, img, oy*{g['S']} + u, ox*{g['S']} + v]"
             f"{', then ReLU' if c.layer.relu else ''}")
-    return [Call(k, ("x", "w", "b", "y"))]
 
 
 def backward_kernels(c):
@@ -387,52 +419,25 @@ def backward_kernels(c):
     o = c.out_shape[0]
     npix = c.batch * g["OH"] * g["OW"]
     calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name)
-    m, n, k, splits = _weight_grad_splits(c)
-    dw = gemm_kernel(
-        f"{c.prefix}_bwd_weight", M=m, N=n, K=k, splits=splits,
-        load_a="v = dy[m * ${K} + k];",
-        load_b=CONV_LOAD_COLUMN.replace("KIDX", "n").replace("NIDX", "k"),
-        epilogue=("dw[(z * ${M} + m) * ${N} + n] = v;" if splits > 1 else
-                  "dw[m * ${N} + n] = v;"),
-        params=params("in dy", "in x", "out dw"), consts=g, tiles=c.tiles.get("bwd_weight"),
-        layer=c.layer.name,
+    calls += _gemm(
+        c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
+        epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,
         doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
-            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]"
-            f"{'; slice z of K into dw_split[z]' if splits > 1 else ''}")
-    if splits > 1:
-        calls.append(Call(dw, ("dy", "x", "dw_split")))
-        calls.append(Call(split_k_reduce_kernel(
-            f"{c.prefix}_bwd_weight_sum", m * n, splits, c.layer.name,
-            f"{c.layer.name} part {c.part.index} weight gradient "), ("dw_split", "dw")))
-    else:
-        calls.append(Call(dw, ("dy", "x", "dw")))
+            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
     if c.input_grad and g["S"] > 1:
-        s = g["S"]
-        ph = dict(g, KU=ceil_div(g["KH"], s), KV=ceil_div(g["KW"], s),
-                  HQ=(g["H"] - 1 + g["P"]) // s + 1, WQ=(g["W"] - 1 + g["P"]) // s + 1)
-        dx = gemm_kernel(
-            f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * ph["HQ"] * ph["WQ"],
-            K=o * ph["KU"] * ph["KV"], batches=s * s,
-            load_a=CONV_LOAD_W_PHASE, load_b=CONV_LOAD_DY_PHASE, epilogue=CONV_STORE_DX_PHASE,
-            params=params("in dy", "in w", "out dx"), consts=ph, tiles=c.tiles.get("bwd_data"),
-            layer=c.layer.name,
+        calls += _gemm(
+            c, "bwd_data", "bwd_data", a=CONV_PHASE_A, b=CONV_PHASE_B,
+            epilogue=CONV_STORE_DX_PHASE, reads=("dy", "w"), writes=("out dx",),
+            consts=_phases(g),
             doc=f"{c.layer.name} part {c.part.index} data gradient, one GEMM per stride phase "
                 f"(ry, rx) = ((iy + P) % S, (ix + P) % S): dx[c, img, iy, ix] = "
                 f"sum_(o, u', v') w[o, c, ry + S u', rx + S v'] * dy[o, img, (iy + P) / S - u', "
                 f"(ix + P) / S - v'] over taps inside the kernel and the output")
-        calls.append(Call(dx, ("dy", "w", "dx")))
     elif c.input_grad:
-        dx = gemm_kernel(
-            f"{c.prefix}_bwd_data", M=g["CIN"], N=c.batch * g["H"] * g["W"],
-            K=o * g["KH"] * g["KW"],
-            load_a="v = w[((k / (${KH} * ${KW})) * ${CIN} + m) * (${KH} * ${KW}) "
-                   "+ k % (${KH} * ${KW})];",
-            load_b=CONV_LOAD_DY_TAP,
-            epilogue="dx[m * ${N} + n] = v;",
-            params=params("in dy", "in w", "out dx"), consts=g, tiles=c.tiles.get("bwd_data"),
-            layer=c.layer.name,
+        calls += _gemm(
+            c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=CONV_DGRAD_B,
+            epilogue="dx[m * ${N} + n] = v;", reads=("dy", "w"), writes=("out dx",), consts=g,
             doc=f"{c.layer.name} part {c.part.index} data gradient: dx[c, img, iy, ix] = "
                 f"sum_(o, u, v) w[o, c, u, v] * dy[o, img, (iy + P - u)/S, (ix + P - v)/S] "
                 f"over taps that land on an output pixel (divisible by S, in range)")
-        calls.append(Call(dx, ("dy", "w", "dx")))
     return calls

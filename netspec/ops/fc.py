@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 
-from ..kernel import Call, params
-from ..kernel.gemm import gemm_kernel
+from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
 from .base import AttrDef, Op
 from .conv import bias_grad_calls, bias_grad_slices
 from .relu import relu_mask_grad
@@ -20,6 +19,7 @@ class FC(Op):
     type = "fc"
     doc = "fully connected; `relu` fuses the activation"
     tuned = True
+    split_k = ("fwd", "bwd_weight", "bwd_data")
     colour, label = "#78bd76", "dense (fc)"
     weighted = True
     attrs = {"outputs": AttrDef("int", required=True, minimum=1, doc="neurons")}
@@ -79,8 +79,21 @@ OP = FC()
 # (kernel/gemm.py). Fused: bias + ReLU in the forward epilogue; ReLU backward + bias gradient
 # in the reduction kernel shared with conv.
 
-# x as a (K, N) matrix, K = C·HW: element (k, img)
-FC_X = "x[((KIDX / ${HW}) * ${NB} + NIDX) * ${HW} + KIDX % ${HW}]"
+# x as a (K, N) matrix, K = C·HW: element (k, img) = x[((k / HW)·NB + img)·HW + k % HW], dense
+# (x[k·NB + img]) after another fc (HW = 1)
+def _x_as_b(hw: int, nb: int) -> Operand:
+    if hw == 1:
+        return Operand.dense("x", 1, nb)
+    return Operand(hoist="h0 = n * ${HW};",
+                   load="v = x[(k / ${HW}) * (${NB} * ${HW}) + h0 + k % ${HW}];", fast="k")
+
+
+# x as the weight gradient's (K = images, N = C·HW) matrix: element (img, kin)
+def _x_as_wgrad_b(hw: int, nb: int) -> Operand:
+    if hw == 1:
+        return Operand.dense("x", nb, 1)
+    return Operand(hoist="h0 = (n / ${HW}) * (${NB} * ${HW}) + n % ${HW};",
+                   load="v = x[h0 + k * ${HW}];", fast="outer")
 
 
 def _sizes(c):
@@ -89,48 +102,61 @@ def _sizes(c):
     return c.out_shape[0], cin * hw, dict(HW=hw, NB=c.batch)
 
 
+def _gemms(c) -> dict:
+    """direction -> (M, N, K) of this part's GEMMs."""
+    o, kin, _ = _sizes(c)
+    out = {"fwd": (o, c.batch, kin), "bwd_weight": (o, kin, c.batch)}
+    if c.input_grad:
+        out["bwd_data"] = (kin, c.batch, o)
+    return out
+
+
+SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
+
+
 def scratch_buffers(c) -> dict:
+    out = {}
+    for direction, (m, n, k) in _gemms(c).items():
+        floats = gemm_scratch(m, n, k, c.tiles.get(direction), sm_count=c.sm_count)
+        if floats:
+            out[SCRATCH[direction]] = floats
     sl = bias_grad_slices(c.batch)
-    return {"db_split": c.out_shape[0] * sl} if sl > 1 else {}
+    if sl > 1:
+        out["db_split"] = c.out_shape[0] * sl
+    return out
+
+
+def _gemm(c, direction: str, **kw) -> list:
+    m, n, k = _gemms(c)[direction]
+    return gemm_calls(f"{c.prefix}_{direction}", m, n, k, tiles=c.tiles.get(direction),
+                      scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count,
+                      consts=_sizes(c)[2], **kw)
 
 
 def forward_kernels(c):
     o, kin, g = _sizes(c)
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
-    k = gemm_kernel(
-        f"{c.prefix}_fwd", M=o, N=c.batch, K=kin,
-        load_a="v = w[m * ${K} + k];",
-        load_b="v = " + FC_X.replace("KIDX", "k").replace("NIDX", "n") + ";",
-        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;",
-        params=params("in x", "in w", "in b", "out y"), consts=g, tiles=c.tiles.get("fwd"),
-        layer=c.layer.name,
+    return _gemm(
+        c, "fwd", a=Operand.dense("w", kin, 1), b=_x_as_b(g["HW"], c.batch),
+        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;", reads=("x", "w"),
+        writes=("in b", "out y"),
         doc=f"{c.layer.name} part {c.part.index} forward: y[o, img] = b[o] + "
             f"sum_k w[o, k] * x[k, img]{', then ReLU' if c.layer.relu else ''}")
-    return [Call(k, ("x", "w", "b", "y"))]
 
 
 def backward_kernels(c):
     o, kin, g = _sizes(c)
     calls = bias_grad_calls(c.prefix, o, c.batch, c.layer.relu, c.layer.name)
-    dw = gemm_kernel(
-        f"{c.prefix}_bwd_weight", M=o, N=kin, K=c.batch,
-        load_a="v = dy[m * ${K} + k];",
-        load_b="v = " + FC_X.replace("KIDX", "n").replace("NIDX", "k") + ";",
-        epilogue="dw[m * ${N} + n] = v;",
-        params=params("in dy", "in x", "out dw"), consts=g, tiles=c.tiles.get("bwd_weight"),
-        layer=c.layer.name,
+    calls += _gemm(
+        c, "bwd_weight", a=Operand.dense("dy", c.batch, 1), b=_x_as_wgrad_b(g["HW"], c.batch),
+        epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",),
         doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, k] = "
             f"sum_img dy[o, img] * x[k, img]")
-    calls.append(Call(dw, ("dy", "x", "dw")))
     if c.input_grad:
-        dx = gemm_kernel(
-            f"{c.prefix}_bwd_data", M=kin, N=c.batch, K=o,
-            load_a="v = w[k * ${M} + m];",
-            load_b="v = dy[k * ${N} + n];",
+        calls += _gemm(
+            c, "bwd_data", a=Operand.dense("w", 1, kin), b=Operand.dense("dy", 1, c.batch),
             epilogue="dx[((m / ${HW}) * ${NB} + n) * ${HW} + m % ${HW}] = v;",
-            params=params("in dy", "in w", "out dx"), consts=g,
-            tiles=c.tiles.get("bwd_data"), layer=c.layer.name,
+            reads=("dy", "w"), writes=("out dx",),
             doc=f"{c.layer.name} part {c.part.index} data gradient: dx[k, img] = "
                 f"sum_o w[o, k] * dy[o, img]")
-        calls.append(Call(dx, ("dy", "w", "dx")))
     return calls

@@ -43,19 +43,19 @@ from typing import Protocol
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, compile_network
 from ..kernel import PartContext
-from ..kernel.gemm import GemmTiles
+from ..kernel.gemm import VARIANTS, GemmTiles
 
-TUNE_VERSION = 2                        # 2: GemmTiles' fields are BM, BN, BK, TM, TN
+TUNE_VERSION = 3                        # 3: GemmTiles.layout, the blocked family
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
-# (BM, BN, BK, TM, TN): the default first; square and skewed tiles, 64 to 256 work-items,
-# register blocks of 4x4 and 8x4. All within CUDA's 1024 threads and 48 KiB of shared memory.
+# The blocked family (kernel/gemm.py VARIANTS, the first being the default) and the earlier
+# strided tiles: square and skewed, 64 to 256 work-items, all within CUDA's 1024 threads and
+# 48 KiB of shared memory. splits=0: the split-K count choose_gemm gives for the device.
 CANDIDATES = (
-    GemmTiles(64, 64, 16, 4, 4),
-    GemmTiles(32, 32, 16, 4, 4),
-    GemmTiles(128, 64, 8, 8, 4),
-    GemmTiles(64, 128, 8, 4, 8),
-    GemmTiles(32, 64, 32, 4, 4),
-    GemmTiles(64, 32, 32, 4, 4),
+    *VARIANTS,
+    GemmTiles(64, 64, 16, 4, 4, layout="strided"),
+    GemmTiles(32, 32, 16, 4, 4, layout="strided"),
+    GemmTiles(128, 64, 8, 8, 4, layout="strided"),
+    GemmTiles(64, 128, 8, 4, 8, layout="strided"),
 )
 SPLITS = (1, 4, 16)
 REPEATS = 3
@@ -114,7 +114,8 @@ def describe_stats(st: TuneStats) -> str:
         t = rec["tiles"]
         split = f" split {t['splits']}" if t.get("splits") else ""
         lines.append(f"  {layer:10s} {direction:10s} {t['BM']}x{t['BN']}x{t['BK']} "
-                     f"{t['TM']}x{t['TN']}{split}  {rec['ms']:.2f} ms")
+                     f"{t['TM']}x{t['TN']} {t.get('layout', 'strided')}{split}  "
+                     f"{rec['ms']:.2f} ms")
     return "\n".join(lines)
 
 

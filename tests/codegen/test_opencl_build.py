@@ -47,6 +47,7 @@ def test_build_error_points_at_the_generated_line(root):
 
 def test_device_limit_names_the_layer(root):
     g = build_graph(root / "examples/tiny-alexnet.net")
-    huge = {"conv3": {"fwd": GemmTiles(BM=128, BN=128, BK=16, TM=1, TN=1)}}
+    huge = {"conv3": {"fwd": GemmTiles(BM=128, BN=128, BK=16, TM=1, TN=1,
+                                        layout="strided")}}
     with pytest.raises(DeviceLimitError, match=r"layer 'conv3'.*work-groups of \d+ work-items.*at most 1024"):
         compile_network(g, 64, tiles=huge)

@@ -40,7 +40,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.delenv("NETSPEC_AUTOTUNE", raising=False)      # lookup mode
     # two candidates, one split: a bounded search that stays fast
     monkeypatch.setattr(autotune, "CANDIDATES", (GemmTiles(32, 32, 8, 4, 4),
-                                                 GemmTiles(16, 16, 8, 2, 2)))
+                                                 GemmTiles(16, 16, 8, 2, 2, layout="strided")))
     monkeypatch.setattr(autotune, "SPLITS", (3,))
     return tmp_path / "autotune"
 

@@ -3,7 +3,8 @@
 //
 // The subset of CUDA netspec's renderers use: `extern "C" __global__` functions, static
 // `__shared__` arrays, `__syncthreads`, threadIdx/blockIdx/blockDim/gridDim in x, y, z, float math
-// (expf, logf, sqrtf, rsqrtf, fmaxf, ...) and `__int_as_float`. No atomics, warp intrinsics or
+// (expf, logf, sqrtf, rsqrtf, fmaxf, ...), `__int_as_float` and `float4` (the GEMMs' 128-bit
+// loads through casts of aligned float pointers). No atomics, warp intrinsics or
 // dynamic shared memory: a kernel using them fails to compile here, saying so.
 //
 // Execution: the blocks of a grid run one after another; each thread of a block is a fiber
@@ -347,6 +348,9 @@ int launch_kernel(void (*fn)(A...), const unsigned* geometry, void** args, int b
 }
 
 // -- CUDA's device functions, as the kernels use them ------------------------------------------
+// float4 as CUDA declares it (16-byte aligned), so `*(const float4*)&p[i]` reads 4 floats at once
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
