@@ -18,7 +18,7 @@ import numpy as np
 from ..codegen.compile import Compiled, check_limits
 from ..codegen.plan import Step
 from .autotune import compile_tuned
-from .net import Net
+from .net import Gradients, Net
 
 
 @dataclass
@@ -145,15 +145,18 @@ class PlanNet(Net):
                                  [])
         self._dev_finish()
 
-    def _pull(self, inst: _Instance, key: str, layer: str | None = None) -> dict[str, np.ndarray]:
+    def _pull(self, inst: _Instance, key: str, layer: str | None = None,
+              names=None) -> dict[str, np.ndarray]:
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
         'buffer' (the parameters), 'grad' or 'velocity' (of the trainable ones); only one
-        layer's with `layer`."""
+        layer's with `layer`, only the tensors `names` with names."""
         out, reads = {}, []
         for b in inst.compiled.plan.parameters:
             if key != "buffer" and not b.trainable:
                 continue
             if layer is not None and b.name.split(".", 1)[0] != layer:
+                continue
+            if names is not None and b.name not in names:
                 continue
             full = np.empty(b.shape, np.float32)
             for p in b.parts:
@@ -307,8 +310,11 @@ class PlanNet(Net):
                                                      target.part_out_shape(p)))
         return np.concatenate(parts, axis=1)
 
-    def loss_and_grads(self, x: np.ndarray, labels: Any,
-                       train: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False, *,
+                       pull: bool = False) -> tuple[float, Gradients | dict[str, np.ndarray]]:
+        """Net.loss_and_grads, the gradients left on the device: a `Gradients` mapping that
+        downloads a tensor when it is read (update() uses the device's copy), or with
+        pull=True a dict of host arrays."""
         x = self._check_input(x)
         y = self._check_labels(labels, x.shape[0])
         if self.grad_hook is not None:
@@ -320,7 +326,16 @@ class PlanNet(Net):
         # the batch's logits, for training metrics, as the reference Net keeps them
         self.last_logits = self._device_layout_to_host(run.out["logits"], x.shape[0],
                                                        self.head.in_shape)
-        return loss, self._pull(inst, "grad")
+        grads = self._device_gradients(inst)
+        return loss, grads.pull() if pull else grads
+
+    def _device_gradients(self, inst: _Instance) -> Gradients:
+        """The gradients of the step just run, on the device until read."""
+        self._grad_generation = generation = getattr(self, "_grad_generation", 0) + 1
+        shapes = {b.name: tuple(b.shape) for b in inst.compiled.plan.parameters if b.trainable}
+        return Gradients(shapes, lambda names: self._pull(inst, "grad", names=set(names)),
+                         lambda: self._grad_generation == generation
+                         and self._grads_on_device is inst)
 
     def _run_with_grad_hook(self, x, y, train) -> tuple[_Instance, _Run]:
         """Forward and backward as _run_forward does, but once the backward step that writes a
@@ -402,6 +417,7 @@ class PlanNet(Net):
         self._execute(inst, steps, feeds, {}, run, observe)
         self._dev_finish()
         self._grads_on_device = inst
+        self._grad_generation = getattr(self, "_grad_generation", 0) + 1
         loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
         return loss, self._pull(inst, "grad"), record
 

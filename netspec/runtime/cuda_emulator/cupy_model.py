@@ -50,10 +50,12 @@ with pageable memory, and what PlanNet's contract says.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -94,6 +96,38 @@ class _Settings:
 
 
 settings = _Settings()
+
+
+@dataclass
+class Counters:
+    """What the host asked of the (emulated) GPU, counted at each CuPy call: bytes uploaded
+    (host -> device, `ndarray.set`) and downloaded (device -> host, `ndarray.get`), the uploads
+    and downloads themselves, host synchronisations (a stream's, an event's or a device's
+    `synchronize`, a blocking `get`, work on the legacy default stream), kernel launches, device
+    copies (memcpyAsync, memcpyPeerAsync) and CUDA Graph launches. A graph's replayed kernels
+    are not launches of the host's: it makes one call. `since(earlier)` gives the difference."""
+
+    h2d_bytes: int = 0
+    d2h_bytes: int = 0
+    uploads: int = 0
+    downloads: int = 0
+    syncs: int = 0
+    launches: int = 0
+    device_copies: int = 0
+    graph_launches: int = 0
+
+    def snapshot(self) -> Counters:
+        return dataclasses.replace(self)
+
+    def since(self, earlier: Counters) -> Counters:
+        return Counters(**{f.name: getattr(self, f.name) - getattr(earlier, f.name)
+                           for f in dataclasses.fields(self)})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+counters = Counters()
 _lock = threading.RLock()
 _device_stack: list[int] = []
 # live allocations and streams, by address; freed when nothing refers to them any more
@@ -128,7 +162,7 @@ class Device:
         return "90"
 
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Device.synchronize")
 
     def __repr__(self):
         return f"<CUDA Device {self.id} (emulated)>"
@@ -269,14 +303,21 @@ class ndarray:
         if arr.dtype != self.dtype:
             raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
         self._check_stream(stream, "set")
+        _refuse_in_capture("ndarray.set (a copy from pageable host memory)")
         data = np.ascontiguousarray(arr).copy()      # pageable memory: read at the call
         dst = self
+        counters.uploads += 1
+        counters.h2d_bytes += self.nbytes
 
         def run():
             dst._host()[...] = data.reshape(-1)
         _enqueue(stream, "set", run)
 
-    def get(self, stream=None, out=None) -> np.ndarray:
+    def get(self, stream=None, order="C", out=None, blocking=True) -> np.ndarray:
+        """CuPy's: the copy runs on `stream`; blocking (the default) synchronises that stream
+        before returning, as cupy/_core/core.pyx does, so it counts as a host synchronisation.
+        With blocking=False `out` is NaN until the host synchronises."""
+        _refuse_in_capture("ndarray.get (a read by the host)")
         if out is None:
             out = np.empty(self.shape, self.dtype)
         if out.shape != self.shape or out.dtype != self.dtype:
@@ -288,7 +329,11 @@ class ndarray:
 
         def run():
             out.reshape(-1)[...] = src._host()
+        counters.downloads += 1
+        counters.d2h_bytes += self.nbytes
         _enqueue(stream, "get", run)
+        if blocking and stream is not None:
+            _host_sync("a blocking ndarray.get")
         return out
 
 
@@ -314,7 +359,7 @@ class Stream:
         return event
 
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Stream.synchronize")
 
     def __enter__(self):
         return self
@@ -354,7 +399,7 @@ class Event:
         return self.done
 
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Event.synchronize")
 
 
 def get_elapsed_time(start: Event, end: Event) -> float:
@@ -381,9 +426,20 @@ def _null_stream() -> Stream:
     return _null_streams[d]
 
 
+def _host_sync(what: str) -> None:
+    """The host waits for the device: counted, refused while a stream captures a graph."""
+    _refuse_in_capture(what)
+    counters.syncs += 1
+    _drain()
+
+
+def _refuse_in_capture(what: str) -> None:
+    """Hook for graph capture (defined with it, below)."""
+
+
 def _enqueue(stream: Stream | None, what: str, run) -> None:
     if stream is None:                     # the legacy default stream: ordered after all work
-        _drain()
+        _host_sync(f"{what} on the legacy default stream")
         run()
     else:
         stream.queue.append(("op", run, what))
@@ -448,6 +504,7 @@ def _copy_op(dst: int, src: int, nbytes: int, stream_ptr: int, what: str, dst_de
 
     def run():
         ctypes.memmove(da.host + doff, sa.host + soff, nbytes)
+    counters.device_copies += 1
     _enqueue(stream, what, run)
 
 
@@ -593,6 +650,7 @@ class Function:
                 raise EmulatorFault(f"kernel {name}: {e}") from None
             for a in arrays:
                 a.data.mem.check_red_zone(f"kernel {name}")
+        counters.launches += 1
         _enqueue(stream, f"launch {name}", run)
 
 
