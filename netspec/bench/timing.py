@@ -94,6 +94,10 @@ class BenchResult:
     loss_grads_ms: float = 0.0          # median of loss_and_grads alone (no update)
     loss_grads_ms_all: list[float] = field(default_factory=list)
     sgemm_gflops: float | None = None   # this machine's NumPy sgemm, measured in the same run
+    # one untimed step's calls, where the backend counts them (Net.host_counters: the CUDA
+    # emulator): h2d_bytes, d2h_bytes, uploads, downloads, syncs, launches, device_copies,
+    # graph_launches
+    host_counters: dict | None = None
 
     @property
     def images_per_sec(self) -> float:
@@ -165,6 +169,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         timed = _timed_steps(net, clock, x, labels, update, iterations)
     finally:
         clock.close()
+    counted = _counted_step(net, x, labels, update)
     rows = _rows(net, timed.per_iter, n)
     kernel_rows = _kernel_rows(net, timed.kernel_iters, n)
 
@@ -178,7 +183,27 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
         kernels=kernel_rows, step_ms_all=timed.steps, load_average=list(os.getloadavg()),
         threads=os.cpu_count(), loss_grads_ms=statistics.median(timed.loss_grads),
-        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops)
+        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops, host_counters=counted)
+
+
+def _counted_step(net, x, labels, update) -> dict | None:
+    """The host's calls during one more training step, without the clock's events, where the
+    net counts them (Net.host_counters); None elsewhere."""
+    before = net.host_counters()
+    if before is None:
+        return None
+    _, grads = net.loss_and_grads(x, labels, train=True)
+    update(grads)
+    return net.host_counters().since(before).as_dict()
+
+
+def format_counters(c: dict) -> str:
+    """One step's counted host calls, in words (emulated: counted by the CUDA emulator)."""
+    return (f"per step (emulated, counted by the CUDA emulator): host->device "
+            f"{c['h2d_bytes']:,} B in {c['uploads']} uploads, device->host {c['d2h_bytes']:,} B "
+            f"in {c['downloads']} downloads, {c['syncs']} host syncs, {c['launches']} kernel "
+            f"launches, {c['device_copies']} device copies, {c['graph_launches']} graph "
+            f"launches")
 
 
 def _sgd_step(net):
@@ -312,6 +337,8 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
     if any((r.algorithm or "").startswith("winograd") for r in res.rows):
         out.append("* Winograd F(m×m, r×r): GFLOP/s counts the direct conv's FLOPs, an effective "
                    "rate; its GEMMs do fewer multiplies (2.25x fewer for F(2x2,3x3))")
+    if res.host_counters is not None:
+        out.append(format_counters(res.host_counters))
     if kernels and res.kernels:
         out.append("")
         out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")

@@ -136,6 +136,11 @@ class CudaNet(PlanNet):
 
     sharing = "one stream each"
 
+    def host_counters(self):
+        """The emulator's counters of every CuPy call (bytes each way, host synchronisations,
+        launches, device copies, graph launches), None on a real GPU."""
+        return getattr(self.cp, "model", None) and self.cp.model.counters.snapshot()
+
     def _dev_list(self) -> list[str]:
         n = cuda_device_count()
         if n == 0:

@@ -590,6 +590,12 @@ class Net:
         from .clock import HostClock
         return HostClock(self)
 
+    def host_counters(self):
+        """What the host has asked of the device so far, counted call by call, where the
+        backend can count it (the CUDA emulator: runtime/cuda_emulator/cupy_model.py's
+        `Counters`, with .snapshot() and .since(earlier)); None elsewhere."""
+        return None
+
     @property
     def device_name(self) -> str:
         """The physical device(s) this net runs on, in words."""
