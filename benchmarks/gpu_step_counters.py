@@ -43,10 +43,12 @@ def plan_calls(graph, batch: int) -> dict:
 
 
 def count(spec: str, batch: int, devices: list[int], steps: int, graphs: bool | None) -> dict:
-    import netspec
+    from netspec.bench.timing import step_options
+    from netspec.ir.build import build_graph
+    from netspec.runtime.cuda_backend import CudaNet
     from netspec.runtime.cuda_emulator import cupy_model as emu
     kw = {} if graphs is None else {"graphs": graphs}
-    net = netspec.build(spec, "cuda", seed=0, devices=devices, **kw)
+    net = CudaNet(build_graph(spec), seed=0, devices=devices, **kw)
     g = net.graph
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *g.input_shape), dtype=np.float32)
@@ -54,7 +56,7 @@ def count(spec: str, batch: int, devices: list[int], steps: int, graphs: bool | 
     t0 = time.perf_counter()
     for _ in range(steps):
         c0 = emu.counters.snapshot()
-        net.loss_and_grads(x, y, train=True)
+        net.loss_and_grads(x, y, train=True, **step_options(net))
         net.update(0.01, 0.9, 0.0005)
         c = emu.counters.since(c0)
     return {"batch": batch, "counters": c.as_dict(), "plan": plan_calls(g, batch),

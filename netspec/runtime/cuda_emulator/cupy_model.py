@@ -247,6 +247,7 @@ class MemoryPointer:
 
 
 def alloc(nbytes: int) -> MemoryPointer:
+    _refuse_in_capture("cupy.cuda.alloc (an allocation)")
     with _lock:
         a = _Allocation(_current(), int(nbytes))
         _allocations[a.base] = a
@@ -318,6 +319,7 @@ class ndarray:
         before returning, as cupy/_core/core.pyx does, so it counts as a host synchronisation.
         With blocking=False `out` is NaN until the host synchronises."""
         _refuse_in_capture("ndarray.get (a read by the host)")
+        pageable = out is None or not _is_pinned(out)
         if out is None:
             out = np.empty(self.shape, self.dtype)
         if out.shape != self.shape or out.dtype != self.dtype:
@@ -332,9 +334,38 @@ class ndarray:
         counters.downloads += 1
         counters.d2h_bytes += self.nbytes
         _enqueue(stream, "get", run)
-        if blocking and stream is not None:
-            _host_sync("a blocking ndarray.get")
+        if (blocking or pageable) and stream is not None:
+            # a copy into pageable memory waits for the stream even when asked not to block
+            # (CUDA stages it through a pinned buffer once the stream gets there)
+            _host_sync("a blocking ndarray.get" if blocking else
+                       "ndarray.get into pageable memory", lambda: not stream.queue)
         return out
+
+
+# -- pinned host memory ----------------------------------------------------------------------
+_pinned: weakref.WeakValueDictionary[int, PinnedMemory] = weakref.WeakValueDictionary()
+
+
+class PinnedMemory(bytearray):
+    """Page-locked host memory (cupy.cuda.alloc_pinned_memory): a device->host copy into it
+    can run without the host waiting. Has the buffer protocol, like CuPy's
+    PinnedMemoryPointer (numpy.frombuffer(mem, dtype, count))."""
+
+    def __init__(self, nbytes: int):
+        super().__init__(max(int(nbytes), 1))
+        self.size = int(nbytes)
+        self.ptr = np.frombuffer(self, np.uint8).ctypes.data
+        _pinned[self.ptr] = self
+
+
+def alloc_pinned_memory(nbytes: int) -> PinnedMemory:
+    _refuse_in_capture("alloc_pinned_memory (an allocation)")
+    return PinnedMemory(nbytes)
+
+
+def _is_pinned(a: np.ndarray) -> bool:
+    at = a.ctypes.data
+    return any(m.ptr <= at and at + a.nbytes <= m.ptr + m.size for m in _pinned.values())
 
 
 # -- streams and events ----------------------------------------------------------------------
@@ -346,12 +377,66 @@ class Stream:
             self.order = _next_stream[0]
             _next_stream[0] += 1
             self.ptr = 0x5000 + self.order
+            self.capture: _Capture | None = None
             _streams_by_ptr[self.ptr] = self
+
+    def _push(self, item) -> None:
+        """Queue an operation, or, while this stream captures, add it to the graph."""
+        if self.capture is not None:
+            self.capture.items.append((self, item))
+        else:
+            self.queue.append(item)
 
     def wait_event(self, event: Event) -> None:
         target = event._pending_record        # the latest record at the time of the call
-        if target is not None:
-            self.queue.append(("wait", target, None))
+        if target is None:
+            return
+        if target.capture in _captures and self.capture is None:
+            self.capture = target.capture      # waiting on a captured event joins the capture
+            target.capture.streams.append(self)
+        elif self.capture is not None and target.capture is not self.capture \
+                and not target.done:
+            _invalidate(self.capture)
+            raise CUDARuntimeError(905, "cudaErrorStreamCaptureIsolation: a capturing stream "
+                                        "waited for an event recorded outside the capture")
+        if self.capture is not None and target.capture is self.capture:
+            self.capture.waited.setdefault(self, set()).add(target)
+        self._push(("wait", target, None))
+
+    def is_capturing(self) -> bool:
+        return self.capture is not None
+
+    def begin_capture(self, mode=None) -> None:
+        """Start capturing this stream's work into a CUDA Graph (cudaStreamBeginCapture): until
+        end_capture, nothing it or a stream that joins it (by waiting on an event recorded in
+        the capture) is given runs; it is recorded. What CUDA refuses meanwhile (a host
+        synchronisation, an allocation, a copy to or from pageable host memory, work on the
+        legacy stream) raises cudaErrorStreamCaptureUnsupported and invalidates the capture."""
+        if self.capture is not None:
+            raise CUDARuntimeError(900, "cudaErrorIllegalState: the stream is already capturing")
+        self.capture = _Capture(self)
+        _captures.append(self.capture)
+
+    def end_capture(self) -> Graph:
+        """The captured graph (cudaStreamEndCapture). Every stream that joined must have been
+        joined back: the origin waited for an event recorded after its last work there
+        (else cudaErrorStreamCaptureUnjoined)."""
+        cap = self.capture
+        if cap is None or cap.origin is not self:
+            raise CUDARuntimeError(900, "cudaErrorIllegalState: end_capture on a stream that "
+                                        "did not begin one")
+        for st in cap.streams:
+            st.capture = None
+        _captures.remove(cap)
+        if not cap.live:
+            raise CUDARuntimeError(901, f"cudaErrorStreamCaptureInvalidated: {cap.why}")
+        waited = cap.waited.get(self, set())
+        for st in cap.streams[1:]:
+            last = [item for owner, item in cap.items if owner is st]
+            if last and not (last[-1][0] == "record" and last[-1][1] in waited):
+                raise CUDARuntimeError(904, "cudaErrorStreamCaptureUnjoined: a stream joined "
+                                            "the capture and was not joined back")
+        return Graph(cap.items, list(cap.streams))
 
     def record(self, event: Event | None = None) -> Event:
         event = event or Event()
@@ -359,7 +444,7 @@ class Stream:
         return event
 
     def synchronize(self) -> None:
-        _host_sync("Stream.synchronize")
+        _host_sync("Stream.synchronize", lambda: not self.queue)
 
     def __enter__(self):
         return self
@@ -369,8 +454,9 @@ class Stream:
 
 
 class _Record:
-    def __init__(self, event: Event):
+    def __init__(self, event: Event, capture: _Capture | None = None):
         self.event, self.done, self.time = event, False, None
+        self.capture = capture
 
 
 class Event:
@@ -388,18 +474,19 @@ class Event:
             raise EmulatorFault(f"an event of device {self.device} recorded on a stream of "
                                 f"device {stream.device} (cudaEventRecord: "
                                 f"invalid resource handle)")
-        rec = self._pending_record = _Record(self)
-        stream.queue.append(("record", rec, None))
+        rec = self._pending_record = _Record(self, stream.capture)
+        stream._push(("record", rec, None))
 
     @property
     def done(self) -> bool:
         return self._pending_record is None or self._pending_record.done
 
-    def query(self) -> bool:
-        return self.done
-
     def synchronize(self) -> None:
-        _host_sync("Event.synchronize")
+        _host_sync("Event.synchronize", lambda: self.done)
+
+    def query(self) -> bool:
+        _refuse_in_capture("Event.query")
+        return self.done
 
 
 def get_elapsed_time(start: Event, end: Event) -> float:
@@ -426,15 +513,12 @@ def _null_stream() -> Stream:
     return _null_streams[d]
 
 
-def _host_sync(what: str) -> None:
-    """The host waits for the device: counted, refused while a stream captures a graph."""
+def _host_sync(what: str, done=None) -> None:
+    """The host waits for the device (until done(), or for everything): counted, refused while
+    a stream captures a graph."""
     _refuse_in_capture(what)
     counters.syncs += 1
-    _drain()
-
-
-def _refuse_in_capture(what: str) -> None:
-    """Hook for graph capture (defined with it, below)."""
+    _drain(done)
 
 
 def _enqueue(stream: Stream | None, what: str, run) -> None:
@@ -442,17 +526,18 @@ def _enqueue(stream: Stream | None, what: str, run) -> None:
         _host_sync(f"{what} on the legacy default stream")
         run()
     else:
-        stream.queue.append(("op", run, what))
+        stream._push(("op", run, what))
 
 
-def _drain() -> None:
-    """Run every queued operation, respecting each stream's order and the recorded events; among
-    the streams that can run, the last created (or, stream_order 'first', the first) runs as far
-    as it can."""
+def _drain(done=None) -> None:
+    """Run queued operations, respecting each stream's order and the recorded events, until
+    done() (a stream's or an event's synchronize waits for no more than CUDA's does), or all
+    of them; among the streams that can run, the last created (or, stream_order 'first', the
+    first) runs as far as it can."""
     with _lock:
         order = sorted(_streams_by_ptr.values(), key=lambda s: -s.order if settings.stream_order == "last"
                        else s.order)
-        while True:
+        while done is None or not done():
             ran = False
             pending = False
             for s in order:
@@ -480,6 +565,85 @@ def _drain() -> None:
                 return
             if not ran:  # pragma: no cover - waits target records already queued
                 raise EmulatorFault("streams wait for each other in a cycle")
+
+
+# -- CUDA Graphs -----------------------------------------------------------------------------
+class _Capture:
+    def __init__(self, origin: Stream):
+        self.origin = origin
+        self.streams: list[Stream] = [origin]
+        self.items: list = []                  # (stream, queue item), in call order
+        self.waited: dict = {}                 # stream -> records of the capture it waited on
+        self.live, self.why = True, ""
+
+
+_captures: list[_Capture] = []
+
+
+def _invalidate(cap: _Capture, why: str = "") -> None:
+    cap.live, cap.why = False, why or cap.why
+
+
+def _refuse_in_capture(what: str) -> None:
+    """What CUDA refuses while a stream captures (cudaErrorStreamCaptureUnsupported), which
+    also invalidates the capture."""
+    if _captures:
+        why = f"{what} while a stream captures a graph"
+        for cap in _captures:
+            _invalidate(cap, why)
+        raise CUDARuntimeError(900, f"cudaErrorStreamCaptureUnsupported: {why}")
+
+
+class Graph:
+    """A captured graph (cupy.cuda.Graph): launch(stream) enqueues all of it as one
+    operation on `stream`, after what is queued there; inside, each captured stream's
+    operations run in their order and the captured events order them, as when captured
+    (adversarially otherwise, as _drain does)."""
+
+    def __init__(self, items: list, streams: list):
+        self.items, self.streams = items, streams
+
+    def launch(self, stream: Stream | None = None) -> None:
+        _refuse_in_capture("Graph.launch")
+        if stream is None:
+            _host_sync("a graph launched on the legacy default stream")
+        counters.graph_launches += 1
+        items = self.items
+
+        def run():
+            fresh: dict = {}                 # this replay's records
+            queues = {}
+            for st, (kind, obj, what) in items:
+                if kind in ("record", "wait"):
+                    obj = fresh.setdefault(id(obj), _Record(obj.event))
+                queues.setdefault(st, []).append((kind, obj, what))
+            _run_queues(sorted(queues.items(), key=lambda kv: -kv[0].order
+                               if settings.stream_order == "last" else kv[0].order))
+        (stream or _null_stream())._push(("op", run, "graph launch"))
+
+    def upload(self, stream=None) -> None:
+        pass
+
+
+def _run_queues(queues: list) -> None:
+    """Run (stream, [items]) lists to the end as _drain runs streams' queues."""
+    while any(q for _, q in queues):
+        ran = False
+        for _, q in queues:
+            while q:
+                kind, obj, _ = q[0]
+                if kind == "wait" and not obj.done:
+                    break
+                q.pop(0)
+                ran = True
+                if kind == "record":
+                    obj.done, obj.time = True, time.perf_counter()
+                elif kind == "op":
+                    obj()
+            if ran:
+                break
+        if not ran:  # pragma: no cover - records are captured before their waits
+            raise EmulatorFault("a graph's streams wait for each other in a cycle")
 
 
 # -- copies ----------------------------------------------------------------------------------
@@ -679,6 +843,7 @@ runtime = SimpleNamespace(
     memcpyDeviceToHost=memcpyDeviceToHost, CUDARuntimeError=CUDARuntimeError)
 compiler = SimpleNamespace(CompileException=CompileException)
 driver = SimpleNamespace(CUDADriverError=CUDADriverError)
-cuda = SimpleNamespace(Device=Device, Stream=Stream, Event=Event, alloc=alloc,
+cuda = SimpleNamespace(Device=Device, Stream=Stream, Event=Event, alloc=alloc, Graph=Graph,
+                       alloc_pinned_memory=alloc_pinned_memory,
                        MemoryPointer=MemoryPointer, get_elapsed_time=get_elapsed_time,
                        runtime=runtime, compiler=compiler, driver=driver)
