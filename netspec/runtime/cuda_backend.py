@@ -321,10 +321,6 @@ class CudaNet(PlanNet):
         with self._device(0):
             graph.launch(stream=self._stream(0))
 
-    def _dev_graph_done(self):
-        with self._device(0):
-            return self._record(self._stream(0))
-
     def _dev_barrier(self) -> None:
         """Every stream waits, on the device, for an event recorded at the end of every other
         stream's work: no host synchronisation."""

@@ -34,7 +34,8 @@ class _Instance:
     kept_logits: Any = None            # the last step's logits, kept on the device
     graphs: dict = field(default_factory=dict)     # key -> captured graph (or None: refused)
     staging: dict = field(default_factory=dict)    # buffer name -> device view uploads land in
-    kept_loss: Any = None              # the last captured step's per-image losses
+    kept_loss: Any = None              # the last step's per-image losses, on the device
+    stash: list = field(default_factory=list)      # (losses, logits) device views per slot
 
 
 @dataclass
@@ -65,6 +66,8 @@ class PlanNet(Net):
         self._device_params_current = False      # device holds the host parameters
         self._host_params_current = True         # host holds the device parameters
         self._grads_on_device = False
+        self._last_step = self._last_loss = self._last_logits = None
+        self._stashed: list = []
         # Net.__init__ maps the logical GPUs onto physical_devices(), then calls
         # _open_devices (-> _dev_open) before initialising the parameters
         super().__init__(graph, seed=seed, dtype=dtype, devices=devices)
@@ -348,14 +351,16 @@ class PlanNet(Net):
                        ) -> tuple[float | None, Gradients | dict[str, np.ndarray]]:
         """Net.loss_and_grads, the gradients left on the device: a `Gradients` mapping that
         downloads a tensor when it is read (update() uses the device's copy), or with
-        pull=True a dict of host arrays. The step is only enqueued: the per-image losses come
-        back by a non-blocking download, the logits stay on the device; wait=False returns
-        the loss as None without waiting (read it later as `last_loss`), `last_logits`
-        downloads the logits when read."""
+        pull=True a dict of host arrays. The step is only enqueued; its per-image losses and
+        logits are copied aside on the device. wait=False returns the loss as None without
+        waiting: `last_loss` and `last_logits` download them when read, or a training loop
+        stashes them (`stash_step_outputs`) and reads many steps' at once."""
         x = self._check_input(x)
         y = self._check_labels(labels, x.shape[0])
         inst = self._instance(x.shape[0])
-        run = _Run(redirect={"probs": None, "logits": self._kept_logits(inst)})
+        loss_buffer = inst.compiled.plan.io["loss"]
+        run = _Run(redirect={"probs": None, "logits": self._kept_logits(inst),
+                             "loss": self._kept(inst, "kept_loss", loss_buffer)})
         if self.grad_hook is not None:
             inst, run = self._run_with_grad_hook(x, y, train, run)
         elif self._graphs_wanted():
@@ -387,17 +392,58 @@ class PlanNet(Net):
     def last_loss(self) -> float | None:
         """The mean loss of the last loss_and_grads (float64 mean of the float32 per-image
         losses); the host waits for the device the first time it is read."""
-        if self._last_loss is None and getattr(self, "_last_step", None) is not None:
-            _, run, _ = self._last_step
+        if self._last_loss is None and self._last_step is not None:
+            inst = self._last_step[0]
+            b = inst.compiled.plan.buffers[inst.compiled.plan.io["loss"]]
+            self._dev_barrier()
+            flat = self._dev_download(b.gpu, inst.kept_loss, b.elements, [],
+                                      dtype=np.dtype(b.dtype), staged=True)
             self._dev_finish()
-            self._last_loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
+            self._last_loss = float(np.asarray(flat, dtype=np.float64).mean())
         return self._last_loss
+
+    def stash_step_outputs(self) -> None:
+        """Keep the last loss_and_grads' per-image losses and logits on the device, in a slot
+        of their own, until `collect_step_outputs`: a training loop reads them a print
+        interval at a time, so that a step never waits for the device. Device copies only."""
+        inst, _, n = self._last_step
+        plan = inst.compiled.plan
+        i = len(self._stashed)
+        if i == len(inst.stash):
+            inst.stash.append(tuple(self._new_view(plan.buffers[plan.io[w]])
+                                    for w in ("loss", "logits")))
+        self._dev_barrier()
+        for w, kept, to in zip(("loss", "logits"), (inst.kept_loss, inst.kept_logits),
+                               inst.stash[i]):
+            b = plan.buffers[plan.io[w]]
+            self._dev_copy(b.gpu, kept, 0, to, 0, b.nbytes, [])
+        self._stashed.append((inst, i, n))
+
+    def collect_step_outputs(self) -> list[tuple[float, np.ndarray]]:
+        """(mean loss, logits (N, classes)) of every step stashed since the last call, in
+        order: downloaded together, the host waits once. The loss is the float64 mean of the
+        float32 per-image losses, as loss_and_grads' own."""
+        self._dev_barrier()
+        reads = []
+        for inst, i, n in self._stashed:
+            plan = inst.compiled.plan
+            got = []
+            for w, view in zip(("loss", "logits"), inst.stash[i]):
+                b = plan.buffers[plan.io[w]]
+                got.append(self._dev_download(b.gpu, view, b.elements, [],
+                                              dtype=np.dtype(b.dtype), staged=True))
+            reads.append((got, n))
+        self._dev_finish()
+        self._stashed = []
+        return [(float(np.asarray(loss, dtype=np.float64).mean()),
+                 self._device_layout_to_host(logits, n, self.head.in_shape))
+                for (loss, logits), n in reads]
 
     @property
     def last_logits(self) -> np.ndarray | None:
         """The last loss_and_grads batch's logits (N, classes), for training metrics, as the
         reference Net keeps them: downloaded when first read."""
-        if self._last_logits is None and getattr(self, "_last_step", None) is not None:
+        if self._last_logits is None and self._last_step is not None:
             inst, _, n = self._last_step
             b = inst.compiled.plan.buffers[inst.compiled.plan.io["logits"]]
             self._dev_barrier()
@@ -536,18 +582,14 @@ class PlanNet(Net):
         Uploads can't be captured (pageable host memory), and an upload's buffer may share
         arena memory with buffers the step uses before it: so each upload lands, before the
         graph, in a staging buffer of its own (once per physical device for the input), and
-        the graph copies it into place where the plan uploads. The per-image losses are
-        copied aside in the graph and downloaded after it (non-blocking). Where capture is
+        the graph copies it into place where the plan uploads. Where capture is
         refused, the steps run as launches from then on (`_graphs_refused` says why)."""
-        plan = inst.compiled.plan
         self._dev_barrier()
         staged = {}
         for s in steps:
             if s.kind == "upload":
                 staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run)
         self._dev_barrier()          # the graph after the uploads, on every stream
-        if plan.io["loss"] is not None:
-            run.redirect["loss"] = self._kept(inst, "kept_loss", plan.io["loss"])
         body = self._staged_steps(inst, steps, staged)
         graph = inst.graphs.get(key)
         if graph is None:
@@ -561,21 +603,9 @@ class PlanNet(Net):
             except Exception as e:        # noqa: BLE001 - any refusal: launches instead
                 self._graphs_refused = f"{type(e).__name__}: {e}"
                 self._execute(inst, body, {}, scalars, run, barrier=False)
-                self._download_kept_loss(inst, steps, run, None)
                 return
             inst.graphs[key] = graph
         self._dev_graph_launch(graph)
-        self._download_kept_loss(inst, steps, run, self._dev_graph_done())
-
-    def _download_kept_loss(self, inst: _Instance, steps: list[Step], run: _Run,
-                            after) -> None:
-        """The per-image losses copied aside by the step, downloaded (non-blocking) once
-        `after` (an event, or None: stream order) has passed."""
-        if any(s.kind == "download" and s.what == "loss" for s in steps):
-            b = inst.compiled.plan.buffers[inst.compiled.plan.io["loss"]]
-            run.out["loss"] = self._dev_download(b.gpu, inst.kept_loss, b.elements,
-                                                 [] if after is None else [after],
-                                                 dtype=np.dtype(b.dtype), staged=True)
 
     def _staged_steps(self, inst: _Instance, steps: list[Step], staged: dict) -> list[Step]:
         """The steps with each upload replaced by a device copy from its staging buffer."""
@@ -607,11 +637,13 @@ class PlanNet(Net):
         step's `buffer` is copied to, to be read after the step: inst.<attr>."""
         kept = getattr(inst, attr)
         if kept is None:
-            b = inst.compiled.plan.buffers[buffer]
-            region = self._dev_alloc(b.gpu, b.nbytes)
-            kept = self._dev_view(region, 0, b.nbytes, np.dtype(b.dtype))
+            kept = self._new_view(inst.compiled.plan.buffers[buffer])
             setattr(inst, attr, kept)
         return kept
+
+    def _new_view(self, b):
+        """A device allocation of its own shaped like plan buffer `b`, on its GPU."""
+        return self._dev_view(self._dev_alloc(b.gpu, b.nbytes), 0, b.nbytes, np.dtype(b.dtype))
 
     # -- what a runtime supplies -----------------------------------------------------------
     # Logical GPU g (a plan step's `gpu`, the `stream` and `gpu` arguments below) runs on
@@ -668,10 +700,6 @@ class PlanNet(Net):
         raise NotImplementedError
 
     def _dev_graph_launch(self, graph) -> None:
-        raise NotImplementedError
-
-    def _dev_graph_done(self):
-        """An event completed when the last launched graph is."""
         raise NotImplementedError
 
     def _dev_barrier(self) -> None:

@@ -99,10 +99,9 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     """One training step as `netspec bench` runs it (loss not read, update on the device), on
     two logical GPUs sharing one device, counted by the emulator against a hand count from the
     shapes: the input crosses once as float32 (not once per logical GPU), then the labels and
-    the dropout masks the plan uploads; only the per-image losses come back (non-blocking,
-    into pinned memory); the host never synchronises. With launches: every launch and copy of
-    the plan once, plus the input's copy to the second logical GPU and the logits kept for
-    reading; replayed as CUDA Graphs: one graph launch for loss_and_grads and one for the
+    the dropout masks the plan uploads; nothing comes back; the host never synchronises.
+    With launches: every launch and copy of the plan once, plus the input's copy to the
+    second logical GPU and the losses and logits kept on the device for reading; replayed as CUDA Graphs: one graph launch for loss_and_grads and one for the
     update, nothing else. uint8 input is not done yet: the bound is float32's, not the
     issue's uint8 one."""
     from netspec.bench.timing import step_options
@@ -122,13 +121,13 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
                 if s.kind == "upload" and s.what == "mask")
     assert loss is None and grads.downloaded == ()
     assert c.h2d_bytes == n * int(np.prod(graph.input_shape)) * 4 + n * 4 + masks
-    assert c.d2h_bytes == n * 4 <= 1024 and c.downloads == 1
+    assert c.d2h_bytes == 0 and c.downloads == 0
     assert c.syncs == 0
     if graphs:
         assert (c.launches, c.device_copies, c.graph_launches) == (0, 0, 2)
     else:
         assert c.launches == sum(s.kind == "launch" for s in plan_steps)
-        assert c.device_copies == sum(s.kind == "copy" for s in plan_steps) + 1 + 1
+        assert c.device_copies == sum(s.kind == "copy" for s in plan_steps) + 1 + 2
         assert c.graph_launches == 0
     c0 = emu.counters.snapshot()            # read now: the host waits, once per stream
     assert np.isfinite(net.last_loss)
@@ -167,7 +166,7 @@ def test_graph_replay_computes_what_the_launches_do(root, devices, streams, monk
         assert all(np.array_equal(a[k], b[k]) for k in b)
     c, c_launches = with_graphs[3], without[3]
     assert (c.graph_launches, c.launches) == (2, 0) and c_launches.launches > 0
-    assert c.device_copies == 0 and c.downloads == 1
+    assert c.device_copies == 0 and c.downloads == 1      # the loss, read by the caller
 
 
 def test_a_sync_inside_capture_is_refused(root):
