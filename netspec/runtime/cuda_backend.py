@@ -10,6 +10,13 @@ logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct ov
 where peer access can be enabled, else staged by the driver); on a shared device it is a
 device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
+A training step makes the host wait nowhere: downloads are get(blocking=False) into pinned
+memory, runs are ordered after one another by events (`_dev_barrier`), and loss_and_grads and
+update are each captured once as a CUDA Graph (cupy.cuda.Stream.begin_capture/end_capture,
+Graph.launch on logical GPU 0's stream, which the other streams join by an event) and replayed.
+Where capture is refused the steps run as launches (PlanNet._graphs_refused says why);
+NETSPEC_GRAPHS=0 or CudaNet(..., graphs=False) turns graphs off.
+
 Without a GPU, NETSPEC_CUDA_EMULATE=1 runs this same code on netspec's CPU emulator
 (runtime/cuda_emulator: a model of the CuPy calls below, kernels.cu built with g++); devices
 then say "emulated on the CPU" and `auto` never picks this backend.

@@ -3,9 +3,11 @@ the real `CudaNet` runs unchanged when no CUDA device answers (NETSPEC_CUDA_EMUL
 
     cupy.cuda.Device (context manager, .id, .compute_capability, .synchronize)
     cupy.cuda.Stream(non_blocking=True)  .wait_event .synchronize .ptr
+        .begin_capture .end_capture -> Graph (.launch(stream));  .is_capturing
     cupy.cuda.Event(disable_timing=...)  .record .synchronize .done;  cupy.cuda.get_elapsed_time
-    cupy.cuda.alloc -> MemoryPointer (+ offset, .ptr, .device_id)
-    cupy.ndarray((n,), dtype, memptr=...)  [:k]  .set(host, stream)  .get(stream, out)  .data
+    cupy.cuda.alloc -> MemoryPointer (+ offset, .ptr, .device_id);  cupy.cuda.alloc_pinned_memory
+    cupy.ndarray((n,), dtype, memptr=...)  [:k]  .set(host, stream)
+        .get(stream, out, blocking)  .data
     cupy.RawModule(code=..., options=...).get_function(name)(grid, block, args, stream=...)
     cupy.cuda.runtime: getDeviceCount getDeviceProperties deviceCanAccessPeer
         deviceEnablePeerAccess memcpyAsync memcpyPeerAsync memcpyDeviceToDevice CUDARuntimeError
@@ -36,16 +38,27 @@ making the result wrong where a GPU would make it wrong only sometimes:
   `wait_event` between logical GPUs reads data that is not written yet. After a fault every
   queued operation is dropped (a GPU's context would be lost);
 - `settings.devices` (default 2, NETSPEC_CUDA_EMULATE_DEVICES) devices answer, so the peer-copy
-  path between devices runs.
+  path between devices runs;
+- a host synchronisation waits as CUDA's does: a stream's for that stream, an event's for its
+  record, a device's for everything; `get` blocks (and counts as a sync) unless
+  blocking=False *and* `out` is pinned memory (a copy into pageable memory waits for its
+  stream whatever CuPy is told);
+- CUDA Graphs: while a stream captures, its work (and the work of streams that joined by
+  waiting on a captured event) is recorded, not run; a synchronisation, an allocation, a
+  host read or a pageable copy, work on the legacy stream, or a wait on an event from outside
+  the capture is refused (cudaErrorStreamCaptureUnsupported / Isolation) and invalidates it;
+  end_capture refuses a fork not joined back; a launch replays the graph as one operation;
+- `counters` counts every call the host makes of the device (Counters: bytes each way,
+  uploads, downloads, syncs, launches, device copies, graph launches): what `netspec bench
+  --backend cuda` prints per step.
 
 What it cannot see: races between blocks of one launch (blocks run one after another); a race
 between threads of a block that neither thread order exposes; an out-of-bounds access that
 lands inside a live allocation (a view's neighbour in the same arena, say); warp-level
 behaviour; peer-access topology (every pair of devices can reach each other); the legacy
 default stream's implicit synchronization (stream=None runs at once); memory limits; and
-anything about speed: timing events measure the CPU's emulation. A `get` is treated as
-asynchronous (its array is NaN until a synchronize), as with pinned memory: stricter than CUDA
-with pageable memory, and what PlanNet's contract says.
+anything about speed: timing events measure the CPU's emulation; CUDA's rules on graph
+capture beyond those above (per-thread capture modes, captures across threads).
 """
 from __future__ import annotations
 
