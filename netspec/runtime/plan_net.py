@@ -175,8 +175,10 @@ class PlanNet(Net):
             full = np.empty(b.shape, np.float32)
             for p in b.parts:
                 a, z = p["rows"]
+                # weights and momenta (checkpoints) through pinned staging: one wait in all
                 flat = self._dev_download(p["gpu"], inst.views[p[key]],
-                                          inst.compiled.plan.buffers[p[key]].elements, [])
+                                          inst.compiled.plan.buffers[p[key]].elements, [],
+                                          staged=key != "grad")
                 reads.append((full, a, z, flat))
             out[b.name] = full
         self._dev_finish()          # a download's array is valid only after this

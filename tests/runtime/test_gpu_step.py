@@ -230,3 +230,24 @@ def test_capture_refuses_what_cuda_refuses():
         graph.launch(st)
         out = b.get(stream=st, out=np.zeros(4, np.float32))
     np.testing.assert_array_equal(out, [0, 1, 2, 3])
+
+
+def test_a_checkpoint_downloads_weights_and_momenta_once(root):
+    """What a checkpoint reads (parameters() and velocities()): every tensor once, through
+    pinned staging, so the host waits once per stream, not once per tensor part; a second
+    parameters() without a step between reads nothing."""
+    graph = build_graph(root / TINY)
+    net = CudaNet(graph, seed=0, devices=[0, 0])
+    x, y = batch(graph)
+    net.loss_and_grads(x, y, train=True, wait=False)
+    net.update(0.01, 0.9, 0.0005)
+    sizes = 4 * sum(int(np.prod(s)) for s in net.param_shapes.values())
+    c0 = emu.counters.snapshot()
+    params = net.parameters()
+    momenta = net.velocities()
+    c = emu.counters.since(c0)
+    assert c.d2h_bytes == 2 * sizes and c.syncs == 2 * 2
+    assert set(params) == set(momenta) == set(net.param_shapes)
+    c0 = emu.counters.snapshot()
+    net.parameters()
+    assert emu.counters.since(c0).d2h_bytes == 0
