@@ -37,6 +37,7 @@ import numpy as np
 from ..ir.graph import INPUT, Graph
 from ..runtime import build
 from ..runtime.clock import UPDATE_ROW
+from ..runtime.plan_net import PlanNet
 from ..runtime.sgd import layer_multipliers, sgd_update
 
 DIRECTIONS = ("forward", "backward", "update")
@@ -94,6 +95,10 @@ class BenchResult:
     loss_grads_ms: float = 0.0          # median of loss_and_grads alone (no update)
     loss_grads_ms_all: list[float] = field(default_factory=list)
     sgemm_gflops: float | None = None   # this machine's NumPy sgemm, measured in the same run
+    # one untimed step's calls, where the backend counts them (Net.host_counters: the CUDA
+    # emulator): h2d_bytes, d2h_bytes, uploads, downloads, syncs, launches, device_copies,
+    # graph_launches
+    host_counters: dict | None = None
 
     @property
     def images_per_sec(self) -> float:
@@ -161,7 +166,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
     labels = rng.integers(0, g.classes, n)
     update = _sgd_step(net)
     for _ in range(warmup):
-        _, grads = net.loss_and_grads(x, labels, train=True)
+        _, grads = net.loss_and_grads(x, labels, train=True, **step_options(net))
         update(grads)
 
     sgemm_gflops = measure_sgemm_gflops() if sgemm else None
@@ -170,6 +175,7 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         timed = _timed_steps(net, clock, x, labels, update, iterations)
     finally:
         clock.close()
+    counted = _counted_step(net, x, labels, update)
     rows = _rows(net, timed.per_iter, n)
     kernel_rows = _kernel_rows(net, timed.kernel_iters, n)
 
@@ -183,7 +189,35 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
         kernels=kernel_rows, step_ms_all=timed.steps, load_average=list(os.getloadavg()),
         threads=os.cpu_count(), loss_grads_ms=statistics.median(timed.loss_grads),
-        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops)
+        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops, host_counters=counted)
+
+
+def _counted_step(net, x, labels, update) -> dict | None:
+    """The host's calls during one more training step, without the clock's events, where the
+    net counts them (Net.host_counters); None elsewhere. Two steps run, the second counted:
+    without the clock a device net may capture its step as a graph the first time."""
+    if net.host_counters() is None:
+        return None
+    for _ in range(2):
+        before = net.host_counters()
+        _, grads = net.loss_and_grads(x, labels, train=True, **step_options(net))
+        update(grads)
+    return net.host_counters().since(before).as_dict()
+
+
+def step_options(net) -> dict:
+    """loss_and_grads' options for a step whose loss nobody reads: a device net (PlanNet)
+    then doesn't wait for it (wait=False), so the step enqueues without a host sync."""
+    return {"wait": False} if isinstance(net, PlanNet) else {}
+
+
+def format_counters(c: dict) -> str:
+    """One step's counted host calls, in words (emulated: counted by the CUDA emulator)."""
+    return (f"per step (emulated, counted by the CUDA emulator): host->device "
+            f"{c['h2d_bytes']:,} B in {c['uploads']} uploads, device->host {c['d2h_bytes']:,} B "
+            f"in {c['downloads']} downloads, {c['syncs']} host syncs, {c['launches']} kernel "
+            f"launches, {c['device_copies']} device copies, {c['graph_launches']} graph "
+            f"launches")
 
 
 def _sgd_step(net):
@@ -218,9 +252,11 @@ def _timed_steps(net, clock, x, labels, update, iterations: int) -> _Timed:
     for _ in range(iterations):
         clock.start()
         t0 = time.perf_counter()
-        _, grads = net.loss_and_grads(x, labels, train=True)
+        _, grads = net.loss_and_grads(x, labels, train=True, **step_options(net))
         t1 = time.perf_counter()
         update(grads)
+        if isinstance(net, PlanNet):
+            net.synchronize()           # the host clock's step ends when the device is done
         t2 = time.perf_counter()
         out.loss_grads.append((t1 - t0) * 1e3)
         out.steps.append(clock.step_ms((t2 - t0) * 1e3))
@@ -317,6 +353,8 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
     if any((r.algorithm or "").startswith("winograd") for r in res.rows):
         out.append("* Winograd F(m×m, r×r): GFLOP/s counts the direct conv's FLOPs, an effective "
                    "rate; its GEMMs do fewer multiplies (2.25x fewer for F(2x2,3x3))")
+    if res.host_counters is not None:
+        out.append(format_counters(res.host_counters))
     if kernels and res.kernels:
         out.append("")
         out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")

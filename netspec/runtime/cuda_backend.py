@@ -10,6 +10,13 @@ logical GPUs on different devices is a peer copy (cudaMemcpyPeerAsync, direct ov
 where peer access can be enabled, else staged by the driver); on a shared device it is a
 device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
+A training step makes the host wait nowhere: downloads are get(blocking=False) into pinned
+memory, runs are ordered after one another by events (`_dev_barrier`), and loss_and_grads and
+update are each captured once as a CUDA Graph (cupy.cuda.Stream.begin_capture/end_capture,
+Graph.launch on logical GPU 0's stream, which the other streams join by an event) and replayed.
+Where capture is refused the steps run as launches (PlanNet._graphs_refused says why);
+NETSPEC_GRAPHS=0 or CudaNet(..., graphs=False) turns graphs off.
+
 Without a GPU, NETSPEC_CUDA_EMULATE=1 runs this same code on netspec's CPU emulator
 (runtime/cuda_emulator: a model of the CuPy calls below, kernels.cu built with g++); devices
 then say "emulated on the CPU" and `auto` never picks this backend.
@@ -93,6 +100,16 @@ def cuda_unavailable_reason() -> str | None:
     return None if n > 0 else "no CUDA device answers (0 devices)"
 
 
+def missing_headers(error: str) -> str:
+    """What to do when CuPy can't find the CUDA headers NVRTC needs (its RuntimeError
+    "Failed to find CUDA headers" from compiling options)."""
+    return (f"backend 'cuda': NVRTC can't compile kernels.cu: {error.strip()}. The CUDA "
+            f"runtime headers (cuda_runtime.h) come from pip with CuPy's ctk extra: pip "
+            f"install 'cupy-cuda12x[ctk]' (or 'cupy-cuda13x[ctk]'), i.e. the cuda-toolkit "
+            f"wheel's cudart part (nvidia-cuda-runtime-cu12 on CUDA 12); or set CUDA_PATH to "
+            f"a full CUDA toolkit")
+
+
 # the options CudaNet gives cupy.RawModule (NVRTC); CuPy adds -ftz=true and -arch=sm_XX itself
 NVRTC_OPTIONS = ("-std=c++11",)
 
@@ -135,6 +152,11 @@ class CudaNet(PlanNet):
         return f"{n} CUDA device(s) answered" if n else None
 
     sharing = "one stream each"
+
+    def host_counters(self):
+        """The emulator's counters of every CuPy call (bytes each way, host synchronisations,
+        launches, device copies, graph launches), None on a real GPU."""
+        return getattr(self.cp, "model", None) and self.cp.model.counters.snapshot()
 
     def _dev_list(self) -> list[str]:
         n = cuda_device_count()
@@ -196,6 +218,10 @@ class CudaNet(PlanNet):
                 except cp.cuda.compiler.CompileException as e:
                     raise build_error(compiled.source(self.dialect), str(e),
                                       f"NVRTC (sm_{cc})") from None
+                except RuntimeError as e:
+                    if "CUDA headers" not in str(e):
+                        raise
+                    raise BackendUnavailableError(missing_headers(str(e))) from None
         return kernels
 
     def _dev_alloc(self, gpu: int, nbytes: int):
@@ -248,18 +274,70 @@ class CudaNet(PlanNet):
             view[:flat.size].set(flat, stream=st)
             return self._record(st)
 
-    def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32)):
+    def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32),
+                      staged=False):
+        """A non-blocking copy (CuPy's get(blocking=False)); staged reads land in pinned
+        memory kept per view, so the host needn't wait (a copy into pageable memory makes the
+        host wait for the stream, whatever `blocking` says)."""
         st = self._stream(stream)
         with self._device(stream):
             self._wait(st, wait)
-            out = np.empty(elements, dtype)
-            view[:elements].get(stream=st, out=out)
+            out = self._staging(view, elements, dtype) if staged else np.empty(elements, dtype)
+            view[:elements].get(stream=st, out=out, blocking=False)
             return out
+
+    def _staging(self, view, elements: int, dtype) -> np.ndarray:
+        pinned = self.__dict__.setdefault("_pinned", {})
+        key = (view.data.ptr, elements, np.dtype(dtype).str)
+        if key not in pinned:
+            mem = self.cp.cuda.alloc_pinned_memory(elements * np.dtype(dtype).itemsize)
+            pinned[key] = (mem, np.frombuffer(mem, dtype, elements))
+        return pinned[key][1]
 
     def _dev_finish(self) -> None:
         for d, st in self.streams_by_gpu.items():
             with self._device(d):
                 st.synchronize()
+
+    # CUDA Graphs: the origin is logical GPU 0's stream; every other stream joins the capture
+    # by waiting for an event recorded there, and is joined back before it ends
+    def _dev_can_capture(self) -> bool:
+        return hasattr(self.cp.cuda.Stream, "begin_capture")
+
+    def _dev_begin_capture(self) -> None:
+        streams = [self._stream(g) for g in range(len(self.device_map))]
+        origin = streams[0]
+        origin.begin_capture()
+        with self._device(0):
+            fork = self._record(origin)
+        for g, st in enumerate(streams[1:], 1):
+            with self._device(g):
+                st.wait_event(fork)
+
+    def _dev_end_capture(self):
+        origin = self._stream(0)
+        for g in range(1, len(self.device_map)):
+            with self._device(g):
+                ev = self._record(self._stream(g))
+            with self._device(0):
+                origin.wait_event(ev)
+        with self._device(0):
+            return origin.end_capture()
+
+    def _dev_graph_launch(self, graph) -> None:
+        with self._device(0):
+            graph.launch(stream=self._stream(0))
+
+    def _dev_barrier(self) -> None:
+        """Every stream waits, on the device, for an event recorded at the end of every other
+        stream's work: no host synchronisation."""
+        ends = {}
+        for g, st in self.streams_by_gpu.items():
+            with self._device(g):
+                ends[g] = self._record(st)
+        for g, st in self.streams_by_gpu.items():
+            with self._device(g):
+                self._wait(st, [ev for h, ev in ends.items() if h != g])
 
 
 class CudaClock(DeviceClock):

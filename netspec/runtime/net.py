@@ -65,6 +65,64 @@ from ..ir.graph import INPUT, Graph, Layer, Part
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class Gradients(Mapping):
+    """The gradients of one `loss_and_grads` call, keyed and shaped like `parameters()`,
+    left where the backend computed them: a tensor crosses to the host only when it is read
+    (`grads[name]`, then kept), or all at once with `pull()`. The trainer and `netspec bench`
+    hand it to a device `update()` unread, so on a GPU nothing is downloaded.
+
+    fetch(names) -> {name: host float array} downloads the named tensors; current() says
+    whether the device still holds them (a later loss_and_grads overwrites them in place). A
+    read after that is a RuntimeError, never a silent read of the newer gradients; read them
+    first, or ask loss_and_grads(..., pull=True). `shape(name)` needs no download."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], fetch, current=lambda: True):
+        self._shapes, self._fetch, self._current = dict(shapes), fetch, current
+        self._host: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._host:
+            if name not in self._shapes:
+                raise KeyError(name)
+            self._check_current()
+            self._host.update(self._fetch([name]))
+        return self._host[name]
+
+    def __iter__(self):
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    def __contains__(self, name) -> bool:
+        return name in self._shapes
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    @property
+    def downloaded(self) -> tuple[str, ...]:
+        """The tensors read so far (brought to the host)."""
+        return tuple(self._host)
+
+    def pull(self) -> dict[str, np.ndarray]:
+        """Every tensor on the host, in one batch of downloads: a plain dict."""
+        missing = [n for n in self._shapes if n not in self._host]
+        if missing:
+            self._check_current()
+            self._host.update(self._fetch(missing))
+        return {n: self._host[n] for n in self._shapes}
+
+    def _check_current(self) -> None:
+        if not self._current():
+            raise RuntimeError("these gradients were overwritten on the device by a later "
+                               "loss_and_grads(); read them before it, or call "
+                               "loss_and_grads(..., pull=True)")
+
+    def __repr__(self) -> str:
+        return (f"<Gradients of {len(self)} tensors, {len(self._host)} on the host>")
+
+
 @dataclass(frozen=True)
 class ParamSlot:
     """Where one layer part's tensors live: per tensor, in its op's order, the parameter's
@@ -531,6 +589,12 @@ class Net:
         """A clock hooked into this net for `netspec bench` (runtime/clock.py)."""
         from .clock import HostClock
         return HostClock(self)
+
+    def host_counters(self):
+        """What the host has asked of the device so far, counted call by call, where the
+        backend can count it (the CUDA emulator: runtime/cuda_emulator/cupy_model.py's
+        `Counters`, with .snapshot() and .since(earlier)); None elsewhere."""
+        return None
 
     @property
     def device_name(self) -> str:

@@ -188,7 +188,8 @@ class OpenCLNet(PlanNet):
         return self.cl.enqueue_copy(self._queue(stream), view, host, is_blocking=False,
                                     wait_for=wait or None)
 
-    def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32)):
+    def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32),
+                      staged=False):
         out = np.empty(elements, dtype)
         self.cl.enqueue_copy(self._queue(stream), out, view, is_blocking=False,
                              wait_for=wait or None)

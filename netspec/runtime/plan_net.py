@@ -10,6 +10,8 @@ Only float32: the kernels are float kernels.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 from ..codegen.compile import Compiled, check_limits
 from ..codegen.plan import Step
 from .autotune import compile_tuned
-from .net import Net
+from .net import Gradients, Net
 
 
 @dataclass
@@ -29,6 +31,11 @@ class _Instance:
     kernels: dict                      # name -> device kernel handle
     views: dict                        # buffer name -> device view
     arenas: list                       # per GPU
+    kept_logits: Any = None            # the last step's logits, kept on the device
+    graphs: dict = field(default_factory=dict)     # key -> captured graph (or None: refused)
+    staging: dict = field(default_factory=dict)    # buffer name -> device view uploads land in
+    kept_loss: Any = None              # the last step's per-image losses, on the device
+    stash: list = field(default_factory=list)      # (losses, logits) device views per slot
 
 
 @dataclass
@@ -37,6 +44,8 @@ class _Run:
     done: dict = field(default_factory=dict)          # stream -> [step ids]
     keep: list = field(default_factory=list)          # host arrays in flight
     out: dict = field(default_factory=dict)           # what -> host array
+    uploaded: dict = field(default_factory=dict)      # (id(host), device) -> (buffer, event)
+    redirect: dict = field(default_factory=dict)      # what -> device view to copy to, or None
 
 
 class PlanNet(Net):
@@ -57,6 +66,8 @@ class PlanNet(Net):
         self._device_params_current = False      # device holds the host parameters
         self._host_params_current = True         # host holds the device parameters
         self._grads_on_device = False
+        self._last_step = self._last_loss = self._last_logits = None
+        self._stashed: list = []
         # Net.__init__ maps the logical GPUs onto physical_devices(), then calls
         # _open_devices (-> _dev_open) before initialising the parameters
         super().__init__(graph, seed=seed, dtype=dtype, devices=devices)
@@ -123,6 +134,7 @@ class PlanNet(Net):
         missing = [b.name for b in buffers if b.name not in tensors]
         if missing:
             raise ValueError(f"load_{what}: missing {', '.join(missing)}")
+        self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         keep = []                         # the host arrays outlive their async uploads
         for b in buffers:
             host = np.asarray(tensors[b.name], np.float32)
@@ -136,6 +148,7 @@ class PlanNet(Net):
         self._dev_finish()
 
     def _zero_velocities(self, inst: _Instance) -> None:
+        self._dev_barrier()
         for b in inst.compiled.plan.parameters:
             if not b.trainable:
                 continue
@@ -145,21 +158,27 @@ class PlanNet(Net):
                                  [])
         self._dev_finish()
 
-    def _pull(self, inst: _Instance, key: str, layer: str | None = None) -> dict[str, np.ndarray]:
+    def _pull(self, inst: _Instance, key: str, layer: str | None = None,
+              names=None) -> dict[str, np.ndarray]:
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
         'buffer' (the parameters), 'grad' or 'velocity' (of the trainable ones); only one
-        layer's with `layer`."""
+        layer's with `layer`, only the tensors `names` with names."""
         out, reads = {}, []
+        self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         for b in inst.compiled.plan.parameters:
             if key != "buffer" and not b.trainable:
                 continue
             if layer is not None and b.name.split(".", 1)[0] != layer:
                 continue
+            if names is not None and b.name not in names:
+                continue
             full = np.empty(b.shape, np.float32)
             for p in b.parts:
                 a, z = p["rows"]
+                # weights and momenta (checkpoints) through pinned staging: one wait in all
                 flat = self._dev_download(p["gpu"], inst.views[p[key]],
-                                          inst.compiled.plan.buffers[p[key]].elements, [])
+                                          inst.compiled.plan.buffers[p[key]].elements, [],
+                                          staged=key != "grad")
                 reads.append((full, a, z, flat))
             out[b.name] = full
         self._dev_finish()          # a download's array is valid only after this
@@ -189,8 +208,10 @@ class PlanNet(Net):
 
     # -- running a plan --------------------------------------------------------------------
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
-                 run: _Run, observe=None) -> None:
+                 run: _Run, observe=None, barrier: bool = True) -> None:
         plan = inst.compiled.plan
+        if barrier:
+            self._dev_barrier()      # after all of the previous run, on every stream
         for s in steps:
             if observe is not None:
                 observe("before", s)
@@ -211,13 +232,16 @@ class PlanNet(Net):
                 ev = self._dev_copy(s.gpu, inst.views[s.src], 4 * s.src_offset,
                                     inst.views[s.dst], 4 * s.dst_offset, 4 * s.elements, wait)
             elif s.kind == "upload":
-                host = feeds[s.buffer]
-                run.keep.append(host)
-                ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
+                ev = self._upload_once(inst, s, feeds[s.buffer], wait, run)
+            elif s.kind == "download" and s.what in run.redirect:
+                ev, to = None, run.redirect[s.what]
+                if to is not None:             # kept on the device until read
+                    ev = self._dev_copy(s.gpu, inst.views[s.buffer], 0, to, 0,
+                                        plan.buffers[s.buffer].nbytes, wait)
             elif s.kind == "download":
                 b = plan.buffers[s.buffer]
                 run.out[s.what] = self._dev_download(s.gpu, inst.views[s.buffer], b.elements,
-                                                     wait, dtype=np.dtype(b.dtype))
+                                                     wait, dtype=np.dtype(b.dtype), staged=True)
                 ev = None
             else:  # pragma: no cover
                 raise ValueError(f"unknown step kind {s.kind}")
@@ -227,6 +251,20 @@ class PlanNet(Net):
                 self.step_hook("after", s, ev)
             if observe is not None:
                 observe("after", s)
+
+    def _upload_once(self, inst: _Instance, s: Step, host: np.ndarray, wait: list, run: _Run):
+        """An upload step: the host array crosses once per physical device; a logical GPU
+        sharing the device with one that has it already copies it there (device-local)."""
+        plan = inst.compiled.plan
+        nbytes = plan.buffers[s.buffer].nbytes
+        first = run.uploaded.get((id(host), self.device_map[s.gpu]))
+        if first is not None and plan.buffers[first[0]].nbytes == nbytes:
+            return self._dev_copy(s.gpu, inst.views[first[0]], 0, inst.views[s.buffer], 0,
+                                  nbytes, [*wait, first[1]])
+        run.keep.append(host)
+        ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
+        run.uploaded[(id(host), self.device_map[s.gpu])] = (s.buffer, ev)
+        return ev
 
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
         """The input (channel-major, on every GPU) and, at train time, the dropout masks:
@@ -253,23 +291,26 @@ class PlanNet(Net):
         return feeds
 
     def _device_layout_to_host(self, flat: np.ndarray, n: int, shape: tuple) -> np.ndarray:
-        """(C, N, *rest) device order -> (N, C, *rest)."""
-        return np.ascontiguousarray(np.moveaxis(flat.reshape(shape[0], n, *shape[1:]), 0, 1))
+        """(C, N, *rest) device order -> (N, C, *rest), a new array (`flat` may be a staging
+        buffer the next step reuses)."""
+        return np.moveaxis(flat.reshape(shape[0], n, *shape[1:]), 0, 1).copy()
 
     def _run_forward(self, x: np.ndarray, train: bool, with_backward: bool = False,
-                     labels: np.ndarray | None = None) -> tuple[_Instance, _Run]:
+                     labels: np.ndarray | None = None, run: _Run | None = None,
+                     finish: bool = True) -> tuple[_Instance, _Run]:
         n = x.shape[0]
         inst = self._instance(n)
         self._push_params(inst)
         plan = inst.compiled.plan
         feeds = self._forward_feeds(inst, x, train)
-        run = _Run()
+        run = run or _Run()
         steps = plan.steps_for("forward", train)
         if with_backward:
             feeds[plan.io["labels"]] = np.ascontiguousarray(labels, dtype=np.int32)
             steps = steps + plan.steps_for("backward", train)
         self._execute(inst, steps, feeds, {}, run)
-        self._dev_finish()
+        if finish:
+            self._dev_finish()
         return inst, run
 
     # -- the API ---------------------------------------------------------------------------
@@ -307,22 +348,126 @@ class PlanNet(Net):
                                                      target.part_out_shape(p)))
         return np.concatenate(parts, axis=1)
 
-    def loss_and_grads(self, x: np.ndarray, labels: Any,
-                       train: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False, *,
+                       pull: bool = False, wait: bool = True
+                       ) -> tuple[float | None, Gradients | dict[str, np.ndarray]]:
+        """Net.loss_and_grads, the gradients left on the device: a `Gradients` mapping that
+        downloads a tensor when it is read (update() uses the device's copy), or with
+        pull=True a dict of host arrays. The step is only enqueued; its per-image losses and
+        logits are copied aside on the device. wait=False returns the loss as None without
+        waiting: `last_loss` and `last_logits` download them when read, or a training loop
+        stashes them (`stash_step_outputs`) and reads many steps' at once."""
         x = self._check_input(x)
         y = self._check_labels(labels, x.shape[0])
+        inst = self._instance(x.shape[0])
+        loss_buffer = inst.compiled.plan.io["loss"]
+        run = _Run(redirect={"probs": None, "logits": self._kept_logits(inst),
+                             "loss": self._kept(inst, "kept_loss", loss_buffer)})
         if self.grad_hook is not None:
-            inst, run = self._run_with_grad_hook(x, y, train)
+            inst, run = self._run_with_grad_hook(x, y, train, run)
+        elif self._graphs_wanted():
+            self._push_params(inst)
+            plan = inst.compiled.plan
+            feeds = self._forward_feeds(inst, x, train)
+            feeds[plan.io["labels"]] = np.ascontiguousarray(y, dtype=np.int32)
+            self._run_captured(inst, ("step", train), plan.steps_for("forward", train)
+                               + plan.steps_for("backward", train), feeds, {}, run)
         else:
-            inst, run = self._run_forward(x, train, with_backward=True, labels=y)
+            inst, run = self._run_forward(x, train, with_backward=True, labels=y, run=run,
+                                          finish=False)
         self._grads_on_device = inst
-        loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
-        # the batch's logits, for training metrics, as the reference Net keeps them
-        self.last_logits = self._device_layout_to_host(run.out["logits"], x.shape[0],
-                                                       self.head.in_shape)
-        return loss, self._pull(inst, "grad")
+        self._last_step = (inst, run, x.shape[0])
+        self._last_loss = self._last_logits = None
+        grads = self._device_gradients(inst)
+        return self.last_loss if wait else None, grads.pull() if pull else grads
 
-    def _run_with_grad_hook(self, x, y, train) -> tuple[_Instance, _Run]:
+    def _kept_logits(self, inst: _Instance):
+        """Where the step's logits are copied for `last_logits`."""
+        return self._kept(inst, "kept_logits", inst.compiled.plan.io["logits"])
+
+    def synchronize(self) -> None:
+        """Wait until the device has done everything enqueued (a step's loss_and_grads and
+        update only enqueue)."""
+        self._dev_finish()
+
+    @property
+    def last_loss(self) -> float | None:
+        """The mean loss of the last loss_and_grads (float64 mean of the float32 per-image
+        losses); the host waits for the device the first time it is read."""
+        if self._last_loss is None and self._last_step is not None:
+            inst = self._last_step[0]
+            b = inst.compiled.plan.buffers[inst.compiled.plan.io["loss"]]
+            self._dev_barrier()
+            flat = self._dev_download(b.gpu, inst.kept_loss, b.elements, [],
+                                      dtype=np.dtype(b.dtype), staged=True)
+            self._dev_finish()
+            self._last_loss = float(np.asarray(flat, dtype=np.float64).mean())
+        return self._last_loss
+
+    def stash_step_outputs(self) -> None:
+        """Keep the last loss_and_grads' per-image losses and logits on the device, in a slot
+        of their own, until `collect_step_outputs`: a training loop reads them a print
+        interval at a time, so that a step never waits for the device. Device copies only."""
+        inst, _, n = self._last_step
+        plan = inst.compiled.plan
+        i = len(self._stashed)
+        if i == len(inst.stash):
+            inst.stash.append(tuple(self._new_view(plan.buffers[plan.io[w]])
+                                    for w in ("loss", "logits")))
+        self._dev_barrier()
+        for w, kept, to in zip(("loss", "logits"), (inst.kept_loss, inst.kept_logits),
+                               inst.stash[i]):
+            b = plan.buffers[plan.io[w]]
+            self._dev_copy(b.gpu, kept, 0, to, 0, b.nbytes, [])
+        self._stashed.append((inst, i, n))
+
+    def collect_step_outputs(self) -> list[tuple[float, np.ndarray]]:
+        """(mean loss, logits (N, classes)) of every step stashed since the last call, in
+        order: downloaded together, the host waits once. The loss is the float64 mean of the
+        float32 per-image losses, as loss_and_grads' own."""
+        self._dev_barrier()
+        reads = []
+        for inst, i, n in self._stashed:
+            plan = inst.compiled.plan
+            got = []
+            for w, view in zip(("loss", "logits"), inst.stash[i]):
+                b = plan.buffers[plan.io[w]]
+                got.append(self._dev_download(b.gpu, view, b.elements, [],
+                                              dtype=np.dtype(b.dtype), staged=True))
+            reads.append((got, n))
+        self._dev_finish()
+        self._stashed = []
+        return [(float(np.asarray(loss, dtype=np.float64).mean()),
+                 self._device_layout_to_host(logits, n, self.head.in_shape))
+                for (loss, logits), n in reads]
+
+    @property
+    def last_logits(self) -> np.ndarray | None:
+        """The last loss_and_grads batch's logits (N, classes), for training metrics, as the
+        reference Net keeps them: downloaded when first read."""
+        if self._last_logits is None and self._last_step is not None:
+            inst, _, n = self._last_step
+            b = inst.compiled.plan.buffers[inst.compiled.plan.io["logits"]]
+            self._dev_barrier()
+            flat = self._dev_download(b.gpu, inst.kept_logits, b.elements, [],
+                                      dtype=np.dtype(b.dtype))
+            self._dev_finish()
+            self._last_logits = self._device_layout_to_host(flat, n, self.head.in_shape)
+        return self._last_logits
+
+    @last_logits.setter
+    def last_logits(self, value) -> None:
+        self._last_logits = value
+
+    def _device_gradients(self, inst: _Instance) -> Gradients:
+        """The gradients of the step just run, on the device until read."""
+        self._grad_generation = generation = getattr(self, "_grad_generation", 0) + 1
+        shapes = {b.name: tuple(b.shape) for b in inst.compiled.plan.parameters if b.trainable}
+        return Gradients(shapes, lambda names: self._pull(inst, "grad", names=set(names)),
+                         lambda: self._grad_generation == generation
+                         and self._grads_on_device is inst)
+
+    def _run_with_grad_hook(self, x, y, train, run: _Run) -> tuple[_Instance, _Run]:
         """Forward and backward as _run_forward does, but once the backward step that writes a
         weighted layer's gradients last has been enqueued, wait for the queues, download that
         layer's gradients and hand them to `grad_hook` (Net's contract), so their allreduce
@@ -351,7 +496,6 @@ class PlanNet(Net):
                 self._dev_finish()
                 self.grad_hook(layer, self._pull(inst, "grad", layer=layer))
 
-        run = _Run()
         self._execute(inst, plan.steps_for("forward", train) + backward, feeds, {}, run,
                       observe)
         self._dev_finish()
@@ -402,6 +546,7 @@ class PlanNet(Net):
         self._execute(inst, steps, feeds, {}, run, observe)
         self._dev_finish()
         self._grads_on_device = inst
+        self._grad_generation = getattr(self, "_grad_generation", 0) + 1
         loss = float(np.asarray(run.out["loss"], dtype=np.float64).mean())
         return loss, self._pull(inst, "grad"), record
 
@@ -416,9 +561,91 @@ class PlanNet(Net):
         plan = inst.compiled.plan
         run = _Run()
         scalars = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        self._execute(inst, plan.steps_for("update", True), {}, scalars, run)
-        self._dev_finish()
+        if self._graphs_wanted():     # one graph per set of scalars (the lr changes rarely)
+            self._run_captured(inst, ("update", lr, momentum, weight_decay),
+                               plan.steps_for("update", True), {}, scalars, run)
+        else:
+            self._execute(inst, plan.steps_for("update", True), {}, scalars, run)
         self._host_params_current = False
+
+    # -- CUDA Graphs -----------------------------------------------------------------------
+    def _graphs_wanted(self) -> bool:
+        """Whether training steps run as captured graphs: the runtime can capture
+        (_dev_can_capture), neither graphs=False nor NETSPEC_GRAPHS=0 was given, and no hook needs the steps one by
+        one (bench's per-kernel clock, data-parallel's grad_hook)."""
+        wanted = self._options.get("graphs", os.environ.get("NETSPEC_GRAPHS", "1") != "0")
+        return (wanted and self.step_hook is None
+                and self.grad_hook is None and self._dev_can_capture()
+                and not getattr(self, "_graphs_refused", None))
+
+    def _run_captured(self, inst: _Instance, key, steps: list[Step], feeds: dict,
+                      scalars: dict, run: _Run) -> None:
+        """`steps` as one graph: captured the first time (per `key`), launched every time.
+        Uploads can't be captured (pageable host memory), and an upload's buffer may share
+        arena memory with buffers the step uses before it: so each upload lands, before the
+        graph, in a staging buffer of its own (once per physical device for the input), and
+        the graph copies it into place where the plan uploads. Where capture is
+        refused, the steps run as launches from then on (`_graphs_refused` says why)."""
+        self._dev_barrier()
+        staged = {}
+        for s in steps:
+            if s.kind == "upload":
+                staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run)
+        self._dev_barrier()          # the graph after the uploads, on every stream
+        body = self._staged_steps(inst, steps, staged)
+        graph = inst.graphs.get(key)
+        if graph is None:
+            try:
+                self._dev_begin_capture()
+                try:
+                    self._execute(inst, body, {}, scalars, _Run(redirect=run.redirect),
+                                  barrier=False)
+                finally:
+                    graph = self._dev_end_capture()
+            except Exception as e:        # noqa: BLE001 - any refusal: launches instead
+                self._graphs_refused = f"{type(e).__name__}: {e}"
+                self._execute(inst, body, {}, scalars, run, barrier=False)
+                return
+            inst.graphs[key] = graph
+        self._dev_graph_launch(graph)
+
+    def _staged_steps(self, inst: _Instance, steps: list[Step], staged: dict) -> list[Step]:
+        """The steps with each upload replaced by a device copy from its staging buffer."""
+        plan = inst.compiled.plan
+        return [dataclasses.replace(s, kind="copy", src=staged[s.buffer], dst=s.buffer,
+                                    src_offset=0, dst_offset=0,
+                                    elements=plan.buffers[s.buffer].nbytes // 4)
+                if s.kind == "upload" else s for s in steps]
+
+    def _stage(self, inst: _Instance, s: Step, host: np.ndarray, run: _Run) -> str:
+        """Upload `host` (an upload step's data) to its staging buffer, once per physical
+        device for one array; the staging buffer's name (a key of inst.views)."""
+        device = self.device_map[s.gpu]
+        first = run.uploaded.get((id(host), device))
+        if first is not None:
+            return first[0]
+        name = f"{s.buffer}.staging"
+        if name not in inst.views:
+            b = inst.compiled.plan.buffers[s.buffer]
+            region = self._dev_alloc(s.gpu, b.nbytes)
+            inst.views[name] = self._dev_view(region, 0, b.nbytes, np.dtype(b.dtype))
+        run.keep.append(host)
+        ev = self._dev_upload(s.gpu, inst.views[name], host, [])
+        run.uploaded[(id(host), device)] = (name, ev)
+        return name
+
+    def _kept(self, inst: _Instance, attr: str, buffer: str):
+        """A device buffer of its own (outside the arena, which later steps reuse) that a
+        step's `buffer` is copied to, to be read after the step: inst.<attr>."""
+        kept = getattr(inst, attr)
+        if kept is None:
+            kept = self._new_view(inst.compiled.plan.buffers[buffer])
+            setattr(inst, attr, kept)
+        return kept
+
+    def _new_view(self, b):
+        """A device allocation of its own shaped like plan buffer `b`, on its GPU."""
+        return self._dev_view(self._dev_alloc(b.gpu, b.nbytes), 0, b.nbytes, np.dtype(b.dtype))
 
     # -- what a runtime supplies -----------------------------------------------------------
     # Logical GPU g (a plan step's `gpu`, the `stream` and `gpu` arguments below) runs on
@@ -454,9 +681,31 @@ class PlanNet(Net):
         raise NotImplementedError
 
     def _dev_download(self, stream: int, view, elements: int, wait: list,
-                      dtype: np.dtype = np.dtype(np.float32)):
-        """Enqueue a read; the returned host array is valid after _dev_finish()."""
+                      dtype: np.dtype = np.dtype(np.float32), staged: bool = False):
+        """Enqueue a read; the returned host array is valid after _dev_finish(). staged: the
+        runtime may return a staging buffer of its own (pinned memory, so the host needn't
+        wait) that the next staged read of the same view overwrites."""
         raise NotImplementedError
 
     def _dev_finish(self) -> None:
         raise NotImplementedError
+
+    def _dev_can_capture(self) -> bool:
+        """Whether this runtime can capture a run's steps as a graph (CUDA Graphs)."""
+        return False
+
+    def _dev_begin_capture(self) -> None:
+        raise NotImplementedError
+
+    def _dev_end_capture(self):
+        """The graph of what was enqueued since _dev_begin_capture."""
+        raise NotImplementedError
+
+    def _dev_graph_launch(self, graph) -> None:
+        raise NotImplementedError
+
+    def _dev_barrier(self) -> None:
+        """Order what is enqueued next after everything enqueued so far, on every stream
+        (a run's steps reuse buffers other streams may still read). The host may wait here;
+        a runtime with events does it on the device."""
+        self._dev_finish()

@@ -61,6 +61,7 @@ class GradientBuckets:
         self.K = replicas.size
         self.buckets: list[Bucket] = []
         self.bucket_of: dict[str, Bucket] = {}
+        self.shapes = {n: tuple(sh) for _, shapes in layers for n, sh in shapes.items()}
         current: list[tuple[str, dict]] = []
         nbytes = 0
         itemsize = np.dtype(dtype).itemsize
@@ -140,9 +141,10 @@ class GradientBuckets:
         if not b.pending:
             self._submit(b)
 
-    def average(self, grads: dict) -> dict:
-        """Wait for every bucket (reducing any the hook didn't see) and write the averaged
-        gradients into `grads` (same keys and shapes)."""
+    def average(self, grads) -> dict:
+        """Wait for every bucket (reducing any the hook didn't see) and return the averaged
+        gradients: a dict of host arrays with `grads`' keys and shapes. `grads` may be a
+        backend's lazy `Gradients`: only the layers the hook didn't report are read from it."""
         t0 = time.perf_counter()
         for b in self.buckets:
             if b.pending:                      # layers the hook didn't report
@@ -152,16 +154,17 @@ class GradientBuckets:
         for b in self._submitted:
             b.done.wait()
         exposed = time.perf_counter() - t0
+        out = {}
         for b in self.buckets:
             for name in b.names:
                 a, z = b.offsets[name]
-                grads[name] = b.buffer[a:z].reshape(np.shape(grads[name])).copy()
+                out[name] = b.buffer[a:z].reshape(self.shapes[name]).copy()
             b.pending = set(b.layers)
         self.stats["allreduce_s"] += sum(b.seconds for b in self._submitted)
         self.stats["exposed_s"] += exposed
         self.stats["steps"] += 1
         self._submitted = []
-        return grads
+        return out
 
     def close(self) -> None:
         if self._thread is not None:

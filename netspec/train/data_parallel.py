@@ -20,7 +20,8 @@ What K replicas compute is what one process computes with the same global batch 
   gradients, on a communication thread, so it overlaps the rest of the backward pass (PyTorch
   DDP's gradient buckets and Horovod's background thread; buckets.py). numpy and opencl
   reduce host buffers with MPI; cuda reduces device buffers with NCCL (`NcclGradients`), or,
-  on the CUDA emulator (no NCCL), host buffers with MPI like opencl, and says so.
+  on the CUDA emulator (no NCCL), or where two replicas share a GPU (NCCL refuses a GPU
+  twice: `shared_nccl_devices`), host buffers with MPI like opencl, and says so.
 - Only rank 0 writes checkpoints, metrics.jsonl, the progress bar and figures. Training loss and
   accuracy are summed over the replicas each step, so rank 0's meters cover the global batch.
 - Validation is sharded the same way (every batch split into K near-equal pieces) and its
@@ -40,6 +41,7 @@ mpi4py is imported (by mpi.py) only when the process was started by an MPI launc
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -145,6 +147,22 @@ def nccl_unavailable_reason(net) -> str | None:
     return None
 
 
+def shared_nccl_devices(placements: list[str]) -> str | None:
+    """Why NCCL can't join these replicas (None: it can): `placements[r]` is replica r's
+    "host:d0,d1,..." (the physical device of each logical GPU). NCCL's communicator for
+    logical GPU g spans every replica's device for g, and it refuses a GPU that appears twice
+    ("Duplicate GPU detected"): e.g. two replicas on a machine with one GPU."""
+    seen: dict[tuple[int, str, str], int] = {}
+    for r, text in enumerate(placements):
+        host, _, devices = text.rpartition(":")
+        for g, d in enumerate(devices.split(",")):
+            other = seen.setdefault((g, host, d), r)
+            if other != r:
+                return (f"replicas {other} and {r} both run logical GPU {g} on cuda:{d} of "
+                        f"{host or 'this host'}, and NCCL refuses a GPU twice")
+    return None
+
+
 class NcclGradients:
     """The cuda backend's reduction: device gradient buffers summed with NCCL, one communicator
     per logical GPU across the replicas (its unique id made by rank 0 and broadcast with MPI),
@@ -173,6 +191,7 @@ class NcclGradients:
         nccl, net = self.nccl, self.net
         inst = net._grads_on_device
         t0 = time.perf_counter()
+        net._dev_barrier()           # every stream after the step (a graph runs on one)
         for b in reversed(inst.compiled.plan.parameters):
             for p in b.parts:
                 g = p["gpu"]
@@ -204,6 +223,9 @@ class DataParallel:
         self.collective = "MPI allreduce of host buffers"
         if getattr(net, "backend", "") == "cuda":
             why = nccl_unavailable_reason(net)
+            if why is None:
+                mine = f"{socket.gethostname()}:{','.join(map(str, net.device_map))}"
+                why = shared_nccl_devices(replicas.allgather_text(mine, "the replicas' devices"))
             if why is None:
                 self.nccl = NcclGradients(replicas, net)
                 self.collective = "NCCL allreduce of device buffers"

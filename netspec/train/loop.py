@@ -255,6 +255,12 @@ class Trainer:
         # kernel backends run the update on the device (one SGD launch per GPU, with the
         # layers' multipliers); the NumPy backend updates host arrays here
         self.device_update = callable(getattr(self.net, "update", None))
+        # a device net (PlanNet) on one process keeps each step's loss and logits on the
+        # device and they are read a print interval at a time (`_read_outputs`), so a step
+        # never waits for the device; the meters come out the same
+        self.deferred = (self.device_update and self.data_parallel is None
+                         and callable(getattr(self.net, "stash_step_outputs", None)))
+        self._pending: list = []           # (labels, step) of the stashed steps, in order
         self.params = self.net.parameters()
 
     def _start_state(self) -> None:
@@ -468,11 +474,15 @@ class Trainer:
         t0 = time.perf_counter()
         images = 0
         completed = True
+        every_read = max(self.config.print_freq or 0, 1) if self.config.progress else 10
         with loader:
             for x, y in loader:
                 loss = self._train_step(x, y, meters)
                 images += len(y) * (self.data_parallel.K if self.data_parallel else 1)
                 self.batch += 1
+                if self.deferred and (len(self._pending) >= every_read or self.batch >= total
+                                      or (self.every and self.step % self.every == 0)):
+                    loss = self._read_outputs(meters, bar)
                 rate = images / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1, loss=meters["loss"].avg, top1_err=1 - meters["top1"].avg,
                            rate=rate)
@@ -485,6 +495,8 @@ class Trainer:
                                                and self.step >= self.max_steps):
                     completed = self.batch >= total
                     break
+        if self._pending:                  # stopped between two reads
+            self._read_outputs(meters, bar)
         bar.close()
         self.images_per_sec = images / max(time.perf_counter() - t0, 1e-9)
         self.train_meters = meters
@@ -501,6 +513,13 @@ class Trainer:
                                                dp.first_image if dp else 0, len(y))
         if x.dtype != self.net.dtype:
             x = x.astype(self.net.dtype)
+        if self.deferred:
+            self.net.loss_and_grads(x, y, train=True, wait=False)
+            self.net.stash_step_outputs()
+            self._pending.append((np.array(y), self.step))     # the loader reuses y
+            self.net.update(self.schedule.lr, r.momentum, r.weight_decay)
+            self.step += 1
+            return 0.0                     # read with the others (_read_outputs)
         loss, grads = self.net.loss_and_grads(x, y, train=True)
         logits = getattr(self.net, "last_logits", None)
         a1 = a5 = None
@@ -529,6 +548,22 @@ class Trainer:
             self.net.load_parameters(params)
             self.params = params
         self.step += 1
+        return loss
+
+    def _read_outputs(self, meters, bar) -> float:
+        """The stashed steps' losses and logits, read at once, into the meters in step order,
+        as _train_step would have put them; a non-finite loss ends the run naming its step.
+        The last step's loss."""
+        pending, self._pending = self._pending, []
+        loss = 0.0
+        for (y, step), (loss, logits) in zip(pending, self.net.collect_step_outputs()):
+            a1, a5 = accuracy(logits, y, (1, 5))
+            meters["top1"].update(a1, len(y))
+            meters["top5"].update(a5, len(y))
+            meters["loss"].update(loss, len(y))
+            if not math.isfinite(loss):
+                bar.close()
+                self._diverged(f"the loss became {loss}", step + 1)
         return loss
 
     def _end_of_epoch(self) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from netspec.ir.build import build_graph
@@ -25,3 +26,25 @@ def test_bench_cuda_events(root):
     check_schema(doc, graph, 8)
     assert "CUDA events" in doc["timer"] and doc["kernels"]
     assert ("emulated on the CPU" in json.dumps(doc)) == cuda_emulated()
+
+
+@pytest.mark.skipif(not cuda_emulated(), reason="host calls are counted by the CUDA emulator")
+def test_command_prints_the_emulators_counters(root):
+    """`netspec bench --backend cuda` reports one step's counted host calls, JSON and table;
+    at least the batch (as bytes, one per value) crosses to the device, and nothing is
+    downloaded but the figures of the step (no gradient: AlexNet's would be MBs)."""
+    from click.testing import CliRunner
+
+    from netspec.cli.bench import bench as bench_cmd
+    graph = build_graph(root / TINY)
+    args = ["--spec", str(root / TINY), "--backend", "cuda", "--batch-size", "2",
+            "--iterations", "1", "--warmup", "1"]
+    r = CliRunner().invoke(bench_cmd, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.output)["host_counters"]
+    elements = 2 * int(np.prod(graph.input_shape))
+    assert c["h2d_bytes"] >= elements and c["d2h_bytes"] <= 1024
+    assert c["launches"] + c["graph_launches"] >= 1
+    r = CliRunner().invoke(bench_cmd, args)
+    assert r.exit_code == 0, r.output
+    assert "emulated, counted by the CUDA emulator" in r.output and "host syncs" in r.output

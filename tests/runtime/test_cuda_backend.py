@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.gpu,
                                  reason=str(cuda_unavailable_reason()))]
 
 
+@pytest.mark.skipif(cuda_device_count() < 2,
+                    reason=f"needs 2 CUDA devices for the peer copies, {cuda_device_count()} "
+                           f"answered (the emulator has 2 by default)")
 def test_alexnet_two_devices_matches_pytorch(root):
     """The paper's net on two devices (logical GPU g on device g: the transfers are peer copies)
     at batch 2 against PyTorch (test_numpy_vs_torch.py's Figure 2 implementation, same
@@ -127,3 +130,18 @@ def test_device_count_agrees():
     else:
         import cupy
         assert cuda_device_count() == cupy.cuda.runtime.getDeviceCount()
+
+
+def test_missing_cuda_headers_name_the_package(root, monkeypatch):
+    """CuPy raises RuntimeError("Failed to find CUDA headers") from its compile options where
+    NVRTC has no cuda_runtime.h (CUDA 12.2+ needs it): one line naming the pip package that
+    brings the headers, not a traceback from CuPy."""
+    from netspec.errors import BackendUnavailableError
+    net = CudaNet(build_graph(root / "examples/tiny-alexnet.net"), seed=0)
+
+    def no_headers(*a, **k):
+        raise RuntimeError("Failed to find CUDA headers. Please set CUDA_PATH")
+    monkeypatch.setattr(net.cp, "RawModule", no_headers)
+    with pytest.raises(BackendUnavailableError, match=r"cupy-cuda12x\[ctk\]") as e:
+        net.compiled(3)
+    assert "Failed to find CUDA headers" in str(e.value) and "\n" not in str(e.value)

@@ -228,7 +228,7 @@ def test_new_memory_is_nan_and_views_stop_at_their_allocation():
         p = emu.alloc(64)
         a = emu.ndarray((16,), np.float32, memptr=p)
         st = emu.Stream(non_blocking=True)
-        out = a.get(stream=st, out=np.zeros(16, np.float32))
+        out = a.get(stream=st, out=np.zeros(16, np.float32), blocking=False)
         assert np.isnan(out).all()            # before the synchronize: poisoned
         st.synchronize()
         assert np.isnan(out).all()            # after it: what the device holds, never written

@@ -3,9 +3,11 @@ the real `CudaNet` runs unchanged when no CUDA device answers (NETSPEC_CUDA_EMUL
 
     cupy.cuda.Device (context manager, .id, .compute_capability, .synchronize)
     cupy.cuda.Stream(non_blocking=True)  .wait_event .synchronize .ptr
+        .begin_capture .end_capture -> Graph (.launch(stream));  .is_capturing
     cupy.cuda.Event(disable_timing=...)  .record .synchronize .done;  cupy.cuda.get_elapsed_time
-    cupy.cuda.alloc -> MemoryPointer (+ offset, .ptr, .device_id)
-    cupy.ndarray((n,), dtype, memptr=...)  [:k]  .set(host, stream)  .get(stream, out)  .data
+    cupy.cuda.alloc -> MemoryPointer (+ offset, .ptr, .device_id);  cupy.cuda.alloc_pinned_memory
+    cupy.ndarray((n,), dtype, memptr=...)  [:k]  .set(host, stream)
+        .get(stream, out, blocking)  .data
     cupy.RawModule(code=..., options=...).get_function(name)(grid, block, args, stream=...)
     cupy.cuda.runtime: getDeviceCount getDeviceProperties deviceCanAccessPeer
         deviceEnablePeerAccess memcpyAsync memcpyPeerAsync memcpyDeviceToDevice CUDARuntimeError
@@ -36,24 +38,37 @@ making the result wrong where a GPU would make it wrong only sometimes:
   `wait_event` between logical GPUs reads data that is not written yet. After a fault every
   queued operation is dropped (a GPU's context would be lost);
 - `settings.devices` (default 2, NETSPEC_CUDA_EMULATE_DEVICES) devices answer, so the peer-copy
-  path between devices runs.
+  path between devices runs;
+- a host synchronisation waits as CUDA's does: a stream's for that stream, an event's for its
+  record, a device's for everything; `get` blocks (and counts as a sync) unless
+  blocking=False *and* `out` is pinned memory (a copy into pageable memory waits for its
+  stream whatever CuPy is told);
+- CUDA Graphs: while a stream captures, its work (and the work of streams that joined by
+  waiting on a captured event) is recorded, not run; a synchronisation, an allocation, a
+  host read or a pageable copy, work on the legacy stream, or a wait on an event from outside
+  the capture is refused (cudaErrorStreamCaptureUnsupported / Isolation) and invalidates it;
+  end_capture refuses a fork not joined back; a launch replays the graph as one operation;
+- `counters` counts every call the host makes of the device (Counters: bytes each way,
+  uploads, downloads, syncs, launches, device copies, graph launches): what `netspec bench
+  --backend cuda` prints per step.
 
 What it cannot see: races between blocks of one launch (blocks run one after another); a race
 between threads of a block that neither thread order exposes; an out-of-bounds access that
 lands inside a live allocation (a view's neighbour in the same arena, say); warp-level
 behaviour; peer-access topology (every pair of devices can reach each other); the legacy
 default stream's implicit synchronization (stream=None runs at once); memory limits; and
-anything about speed: timing events measure the CPU's emulation. A `get` is treated as
-asynchronous (its array is NaN until a synchronize), as with pinned memory: stricter than CUDA
-with pageable memory, and what PlanNet's contract says.
+anything about speed: timing events measure the CPU's emulation; CUDA's rules on graph
+capture beyond those above (per-thread capture modes, captures across threads).
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -94,6 +109,38 @@ class _Settings:
 
 
 settings = _Settings()
+
+
+@dataclass
+class Counters:
+    """What the host asked of the (emulated) GPU, counted at each CuPy call: bytes uploaded
+    (host -> device, `ndarray.set`) and downloaded (device -> host, `ndarray.get`), the uploads
+    and downloads themselves, host synchronisations (a stream's, an event's or a device's
+    `synchronize`, a blocking `get`, work on the legacy default stream), kernel launches, device
+    copies (memcpyAsync, memcpyPeerAsync) and CUDA Graph launches. A graph's replayed kernels
+    are not launches of the host's: it makes one call. `since(earlier)` gives the difference."""
+
+    h2d_bytes: int = 0
+    d2h_bytes: int = 0
+    uploads: int = 0
+    downloads: int = 0
+    syncs: int = 0
+    launches: int = 0
+    device_copies: int = 0
+    graph_launches: int = 0
+
+    def snapshot(self) -> Counters:
+        return dataclasses.replace(self)
+
+    def since(self, earlier: Counters) -> Counters:
+        return Counters(**{f.name: getattr(self, f.name) - getattr(earlier, f.name)
+                           for f in dataclasses.fields(self)})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+counters = Counters()
 _lock = threading.RLock()
 _device_stack: list[int] = []
 # live allocations and streams, by address; freed when nothing refers to them any more
@@ -128,7 +175,7 @@ class Device:
         return "90"
 
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Device.synchronize")
 
     def __repr__(self):
         return f"<CUDA Device {self.id} (emulated)>"
@@ -213,6 +260,7 @@ class MemoryPointer:
 
 
 def alloc(nbytes: int) -> MemoryPointer:
+    _refuse_in_capture("cupy.cuda.alloc (an allocation)")
     with _lock:
         a = _Allocation(_current(), int(nbytes))
         _allocations[a.base] = a
@@ -269,14 +317,22 @@ class ndarray:
         if arr.dtype != self.dtype:
             raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
         self._check_stream(stream, "set")
+        _refuse_in_capture("ndarray.set (a copy from pageable host memory)")
         data = np.ascontiguousarray(arr).copy()      # pageable memory: read at the call
         dst = self
+        counters.uploads += 1
+        counters.h2d_bytes += self.nbytes
 
         def run():
             dst._host()[...] = data.reshape(-1)
         _enqueue(stream, "set", run)
 
-    def get(self, stream=None, out=None) -> np.ndarray:
+    def get(self, stream=None, order="C", out=None, blocking=True) -> np.ndarray:
+        """CuPy's: the copy runs on `stream`; blocking (the default) synchronises that stream
+        before returning, as cupy/_core/core.pyx does, so it counts as a host synchronisation.
+        With blocking=False `out` is NaN until the host synchronises."""
+        _refuse_in_capture("ndarray.get (a read by the host)")
+        pageable = out is None or not _is_pinned(out)
         if out is None:
             out = np.empty(self.shape, self.dtype)
         if out.shape != self.shape or out.dtype != self.dtype:
@@ -288,8 +344,41 @@ class ndarray:
 
         def run():
             out.reshape(-1)[...] = src._host()
+        counters.downloads += 1
+        counters.d2h_bytes += self.nbytes
         _enqueue(stream, "get", run)
+        if (blocking or pageable) and stream is not None:
+            # a copy into pageable memory waits for the stream even when asked not to block
+            # (CUDA stages it through a pinned buffer once the stream gets there)
+            _host_sync("a blocking ndarray.get" if blocking else
+                       "ndarray.get into pageable memory", lambda: not stream.queue)
         return out
+
+
+# -- pinned host memory ----------------------------------------------------------------------
+_pinned: weakref.WeakValueDictionary[int, PinnedMemory] = weakref.WeakValueDictionary()
+
+
+class PinnedMemory(bytearray):
+    """Page-locked host memory (cupy.cuda.alloc_pinned_memory): a device->host copy into it
+    can run without the host waiting. Has the buffer protocol, like CuPy's
+    PinnedMemoryPointer (numpy.frombuffer(mem, dtype, count))."""
+
+    def __init__(self, nbytes: int):
+        super().__init__(max(int(nbytes), 1))
+        self.size = int(nbytes)
+        self.ptr = np.frombuffer(self, np.uint8).ctypes.data
+        _pinned[self.ptr] = self
+
+
+def alloc_pinned_memory(nbytes: int) -> PinnedMemory:
+    _refuse_in_capture("alloc_pinned_memory (an allocation)")
+    return PinnedMemory(nbytes)
+
+
+def _is_pinned(a: np.ndarray) -> bool:
+    at = a.ctypes.data
+    return any(m.ptr <= at and at + a.nbytes <= m.ptr + m.size for m in _pinned.values())
 
 
 # -- streams and events ----------------------------------------------------------------------
@@ -301,12 +390,66 @@ class Stream:
             self.order = _next_stream[0]
             _next_stream[0] += 1
             self.ptr = 0x5000 + self.order
+            self.capture: _Capture | None = None
             _streams_by_ptr[self.ptr] = self
+
+    def _push(self, item) -> None:
+        """Queue an operation, or, while this stream captures, add it to the graph."""
+        if self.capture is not None:
+            self.capture.items.append((self, item))
+        else:
+            self.queue.append(item)
 
     def wait_event(self, event: Event) -> None:
         target = event._pending_record        # the latest record at the time of the call
-        if target is not None:
-            self.queue.append(("wait", target, None))
+        if target is None:
+            return
+        if target.capture in _captures and self.capture is None:
+            self.capture = target.capture      # waiting on a captured event joins the capture
+            target.capture.streams.append(self)
+        elif self.capture is not None and target.capture is not self.capture \
+                and not target.done:
+            _invalidate(self.capture)
+            raise CUDARuntimeError(905, "cudaErrorStreamCaptureIsolation: a capturing stream "
+                                        "waited for an event recorded outside the capture")
+        if self.capture is not None and target.capture is self.capture:
+            self.capture.waited.setdefault(self, set()).add(target)
+        self._push(("wait", target, None))
+
+    def is_capturing(self) -> bool:
+        return self.capture is not None
+
+    def begin_capture(self, mode=None) -> None:
+        """Start capturing this stream's work into a CUDA Graph (cudaStreamBeginCapture): until
+        end_capture, nothing it or a stream that joins it (by waiting on an event recorded in
+        the capture) is given runs; it is recorded. What CUDA refuses meanwhile (a host
+        synchronisation, an allocation, a copy to or from pageable host memory, work on the
+        legacy stream) raises cudaErrorStreamCaptureUnsupported and invalidates the capture."""
+        if self.capture is not None:
+            raise CUDARuntimeError(900, "cudaErrorIllegalState: the stream is already capturing")
+        self.capture = _Capture(self)
+        _captures.append(self.capture)
+
+    def end_capture(self) -> Graph:
+        """The captured graph (cudaStreamEndCapture). Every stream that joined must have been
+        joined back: the origin waited for an event recorded after its last work there
+        (else cudaErrorStreamCaptureUnjoined)."""
+        cap = self.capture
+        if cap is None or cap.origin is not self:
+            raise CUDARuntimeError(900, "cudaErrorIllegalState: end_capture on a stream that "
+                                        "did not begin one")
+        for st in cap.streams:
+            st.capture = None
+        _captures.remove(cap)
+        if not cap.live:
+            raise CUDARuntimeError(901, f"cudaErrorStreamCaptureInvalidated: {cap.why}")
+        waited = cap.waited.get(self, set())
+        for st in cap.streams[1:]:
+            last = [item for owner, item in cap.items if owner is st]
+            if last and not (last[-1][0] == "record" and last[-1][1] in waited):
+                raise CUDARuntimeError(904, "cudaErrorStreamCaptureUnjoined: a stream joined "
+                                            "the capture and was not joined back")
+        return Graph(cap.items, list(cap.streams))
 
     def record(self, event: Event | None = None) -> Event:
         event = event or Event()
@@ -314,7 +457,7 @@ class Stream:
         return event
 
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Stream.synchronize", lambda: not self.queue)
 
     def __enter__(self):
         return self
@@ -324,8 +467,9 @@ class Stream:
 
 
 class _Record:
-    def __init__(self, event: Event):
+    def __init__(self, event: Event, capture: _Capture | None = None):
         self.event, self.done, self.time = event, False, None
+        self.capture = capture
 
 
 class Event:
@@ -343,18 +487,19 @@ class Event:
             raise EmulatorFault(f"an event of device {self.device} recorded on a stream of "
                                 f"device {stream.device} (cudaEventRecord: "
                                 f"invalid resource handle)")
-        rec = self._pending_record = _Record(self)
-        stream.queue.append(("record", rec, None))
+        rec = self._pending_record = _Record(self, stream.capture)
+        stream._push(("record", rec, None))
 
     @property
     def done(self) -> bool:
         return self._pending_record is None or self._pending_record.done
 
-    def query(self) -> bool:
-        return self.done
-
     def synchronize(self) -> None:
-        _drain()
+        _host_sync("Event.synchronize", lambda: self.done)
+
+    def query(self) -> bool:
+        _refuse_in_capture("Event.query")
+        return self.done
 
 
 def get_elapsed_time(start: Event, end: Event) -> float:
@@ -381,22 +526,31 @@ def _null_stream() -> Stream:
     return _null_streams[d]
 
 
+def _host_sync(what: str, done=None) -> None:
+    """The host waits for the device (until done(), or for everything): counted, refused while
+    a stream captures a graph."""
+    _refuse_in_capture(what)
+    counters.syncs += 1
+    _drain(done)
+
+
 def _enqueue(stream: Stream | None, what: str, run) -> None:
     if stream is None:                     # the legacy default stream: ordered after all work
-        _drain()
+        _host_sync(f"{what} on the legacy default stream")
         run()
     else:
-        stream.queue.append(("op", run, what))
+        stream._push(("op", run, what))
 
 
-def _drain() -> None:
-    """Run every queued operation, respecting each stream's order and the recorded events; among
-    the streams that can run, the last created (or, stream_order 'first', the first) runs as far
-    as it can."""
+def _drain(done=None) -> None:
+    """Run queued operations, respecting each stream's order and the recorded events, until
+    done() (a stream's or an event's synchronize waits for no more than CUDA's does), or all
+    of them; among the streams that can run, the last created (or, stream_order 'first', the
+    first) runs as far as it can."""
     with _lock:
         order = sorted(_streams_by_ptr.values(), key=lambda s: -s.order if settings.stream_order == "last"
                        else s.order)
-        while True:
+        while done is None or not done():
             ran = False
             pending = False
             for s in order:
@@ -426,6 +580,85 @@ def _drain() -> None:
                 raise EmulatorFault("streams wait for each other in a cycle")
 
 
+# -- CUDA Graphs -----------------------------------------------------------------------------
+class _Capture:
+    def __init__(self, origin: Stream):
+        self.origin = origin
+        self.streams: list[Stream] = [origin]
+        self.items: list = []                  # (stream, queue item), in call order
+        self.waited: dict = {}                 # stream -> records of the capture it waited on
+        self.live, self.why = True, ""
+
+
+_captures: list[_Capture] = []
+
+
+def _invalidate(cap: _Capture, why: str = "") -> None:
+    cap.live, cap.why = False, why or cap.why
+
+
+def _refuse_in_capture(what: str) -> None:
+    """What CUDA refuses while a stream captures (cudaErrorStreamCaptureUnsupported), which
+    also invalidates the capture."""
+    if _captures:
+        why = f"{what} while a stream captures a graph"
+        for cap in _captures:
+            _invalidate(cap, why)
+        raise CUDARuntimeError(900, f"cudaErrorStreamCaptureUnsupported: {why}")
+
+
+class Graph:
+    """A captured graph (cupy.cuda.Graph): launch(stream) enqueues all of it as one
+    operation on `stream`, after what is queued there; inside, each captured stream's
+    operations run in their order and the captured events order them, as when captured
+    (adversarially otherwise, as _drain does)."""
+
+    def __init__(self, items: list, streams: list):
+        self.items, self.streams = items, streams
+
+    def launch(self, stream: Stream | None = None) -> None:
+        _refuse_in_capture("Graph.launch")
+        if stream is None:
+            _host_sync("a graph launched on the legacy default stream")
+        counters.graph_launches += 1
+        items = self.items
+
+        def run():
+            fresh: dict = {}                 # this replay's records
+            queues = {}
+            for st, (kind, obj, what) in items:
+                if kind in ("record", "wait"):
+                    obj = fresh.setdefault(id(obj), _Record(obj.event))
+                queues.setdefault(st, []).append((kind, obj, what))
+            _run_queues(sorted(queues.items(), key=lambda kv: -kv[0].order
+                               if settings.stream_order == "last" else kv[0].order))
+        (stream or _null_stream())._push(("op", run, "graph launch"))
+
+    def upload(self, stream=None) -> None:
+        pass
+
+
+def _run_queues(queues: list) -> None:
+    """Run (stream, [items]) lists to the end as _drain runs streams' queues."""
+    while any(q for _, q in queues):
+        ran = False
+        for _, q in queues:
+            while q:
+                kind, obj, _ = q[0]
+                if kind == "wait" and not obj.done:
+                    break
+                q.pop(0)
+                ran = True
+                if kind == "record":
+                    obj.done, obj.time = True, time.perf_counter()
+                elif kind == "op":
+                    obj()
+            if ran:
+                break
+        if not ran:  # pragma: no cover - records are captured before their waits
+            raise EmulatorFault("a graph's streams wait for each other in a cycle")
+
+
 # -- copies ----------------------------------------------------------------------------------
 memcpyDeviceToDevice = 3
 memcpyHostToDevice = 1
@@ -448,6 +681,7 @@ def _copy_op(dst: int, src: int, nbytes: int, stream_ptr: int, what: str, dst_de
 
     def run():
         ctypes.memmove(da.host + doff, sa.host + soff, nbytes)
+    counters.device_copies += 1
     _enqueue(stream, what, run)
 
 
@@ -593,6 +827,7 @@ class Function:
                 raise EmulatorFault(f"kernel {name}: {e}") from None
             for a in arrays:
                 a.data.mem.check_red_zone(f"kernel {name}")
+        counters.launches += 1
         _enqueue(stream, f"launch {name}", run)
 
 
@@ -621,6 +856,7 @@ runtime = SimpleNamespace(
     memcpyDeviceToHost=memcpyDeviceToHost, CUDARuntimeError=CUDARuntimeError)
 compiler = SimpleNamespace(CompileException=CompileException)
 driver = SimpleNamespace(CUDADriverError=CUDADriverError)
-cuda = SimpleNamespace(Device=Device, Stream=Stream, Event=Event, alloc=alloc,
+cuda = SimpleNamespace(Device=Device, Stream=Stream, Event=Event, alloc=alloc, Graph=Graph,
+                       alloc_pinned_memory=alloc_pinned_memory,
                        MemoryPointer=MemoryPointer, get_elapsed_time=get_elapsed_time,
                        runtime=runtime, compiler=compiler, driver=driver)

@@ -1,0 +1,59 @@
+"""The training loop on a device net (PlanNet) reads each step's loss and logits a print
+interval at a time (Trainer._read_outputs), not after every step: the meters, metrics.jsonl,
+the weights and a resume must be what reading after every step gives, and a step must not
+wait for the device. On emulated CUDA (the CPU emulator counts every CuPy call)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from netspec.runtime.cuda_backend import cuda_unavailable_reason
+from netspec.train.checkpoint import load_checkpoint
+from netspec.train.loop import Trainer, TrainOptions
+
+from trainkit import tiny_spec
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cuda_unavailable_reason() is not None,
+                                                  reason=str(cuda_unavailable_reason()))]
+
+
+def run(spec, folder, out, deferred: bool, **kw):
+    """Train; each _train_step's counted host calls in t.counted (emulated CUDA only)."""
+    t = Trainer(TrainOptions(spec=str(spec), data=str(folder), backend="cuda", out=str(out),
+                             progress=False, **kw), echo=lambda *a, **k: None)
+    assert t.deferred                       # a device net on one process defers by default
+    t.deferred = deferred
+    t.counted = []
+    step = t._train_step
+
+    def counted(*a):
+        before = t.net.host_counters()
+        out = step(*a)
+        if before is not None:
+            t.counted.append(t.net.host_counters().since(before))
+        return out
+    t._train_step = counted
+    t.run()
+    return t
+
+
+def test_reading_every_print_interval_gives_every_steps_numbers(folder, tmp_path):
+    # 40 images / batch 8 = 5 steps an epoch: 7 steps end mid-epoch, the reads straddle it
+    spec = tmp_path / "tiny.net"
+    spec.write_text(tiny_spec())
+    each = run(spec, folder, tmp_path / "each", deferred=False, max_steps=7)
+    t = run(spec, folder, tmp_path / "deferred", deferred=True, max_steps=7)
+    assert t._pending == []
+    if t.counted:                           # emulated: a deferred step never waits
+        assert all(c.syncs == 0 and c.d2h_bytes == 0 for c in t.counted[1:])
+        assert all(c.syncs > 0 and c.d2h_bytes > 0 for c in each.counted[1:])
+    a_p, a_m, a_s = load_checkpoint(tmp_path / "each")
+    b_p, b_m, b_s = load_checkpoint(tmp_path / "deferred")
+    assert a_s["step"] == b_s["step"] == 7 and a_s["meters"] == b_s["meters"]
+    assert all(np.array_equal(a_p[k], b_p[k]) and np.array_equal(a_m[k], b_m[k]) for k in a_p)
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text()
+             .splitlines()] for d in ("each", "deferred")]
+    keys = ("train_loss", "train_top1_error", "train_top5_error", "val_loss")
+    assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
