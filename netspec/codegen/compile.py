@@ -16,6 +16,7 @@ from ..atomic import atomic_write
 from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
 from ..kernel.dialects import DIALECTS, Dialect
+from ..kernel.gemm import DEFAULT_SM_COUNT
 from .plan import LaunchPlan, build_plan
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
@@ -144,13 +145,15 @@ def check_limits(plan: LaunchPlan, max_threads: int, max_shared: int, device: st
 
 
 def compile_network(graph: Graph, batch_size: int | None = None,
-                    tiles: dict | None = None) -> Compiled:
+                    tiles: dict | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Compiled:
     """Plan and render every kernel of `graph` at `batch_size` (the spec's batch by default).
     `tiles` optionally maps a layer name to {"fwd"|"bwd_weight"|"bwd_data": GemmTiles}; the
     GEMMs it doesn't name take the default tiles. Nothing runs here: autotuned tiles come from
-    netspec.runtime.autotune (`compile_tuned`), which times kernels and then calls this."""
+    netspec.runtime.autotune (`compile_tuned`), which times kernels and then calls this.
+    `sm_count`: the CUDA device's multiprocessors, which GEMM grids and split-K fill (132, an
+    H100's or H200's, where no device says otherwise)."""
     batch = batch_size or graph.recipe.batch_size
-    plan = build_plan(graph, batch, tiles or {})
+    plan = build_plan(graph, batch, tiles or {}, sm_count)
     check_limits(plan, CUDA_MAX_THREADS, CUDA_MAX_SHARED, "a CUDA device")
     return Compiled(graph, batch, plan)
 

@@ -157,15 +157,17 @@ def resolve_tiles(graph, batch: int, tiles: dict | None, tune: bool | None,
 
 def compile_tuned(graph, batch_size: int | None = None, tiles: dict | None = None, *,
                   tune: bool | None = None, tune_budget_s: float | None = None,
-                  backend=None) -> Compiled:
-    """codegen's `compile_network` with the tiles `resolve_tiles` gives: `tiles` if given,
+                  backend=None, sm_count: int | None = None) -> Compiled:
+    """codegen's `compile_network` (for `sm_count` multiprocessors, default 132) with the tiles `resolve_tiles` gives: `tiles` if given,
     else autotuned ones. `tune=True` times the candidates not cached yet on the device
     `backend` (a Net subclass; default: the first registered one that tunes) tunes on, within
     `tune_budget_s`; None reads the cache only (NETSPEC_AUTOTUNE decides), False uses the
     default tiles."""
     batch = batch_size or graph.recipe.batch_size
-    return compile_network(graph, batch, resolve_tiles(graph, batch, tiles, tune, tune_budget_s,
-                                                       backend))
+    tiles = resolve_tiles(graph, batch, tiles, tune, tune_budget_s, backend)
+    if sm_count is None:
+        return compile_network(graph, batch, tiles)
+    return compile_network(graph, batch, tiles, sm_count)
 
 
 class Tuner:

@@ -178,6 +178,7 @@ class CudaNet(PlanNet):
         props = [cp.cuda.runtime.getDeviceProperties(d) for d in used]
         self._max_threads = min(int(p["maxThreadsPerBlock"]) for p in props)
         self._max_shared = min(int(p["sharedMemPerBlock"]) for p in props)
+        self._sm_count = min(int(p["multiProcessorCount"]) for p in props)
         # direct peer copies where the hardware allows (else the driver stages them)
         self.peer = {}
         for a in used:
@@ -199,6 +200,9 @@ class CudaNet(PlanNet):
             with self._device(s):
                 st = self.streams_by_gpu[s] = self.cp.cuda.Stream(non_blocking=True)
         return st
+
+    def _dev_sm_count(self) -> int:
+        return self._sm_count
 
     def _dev_limits(self):
         return self._max_threads, self._max_shared, f"CUDA device '{self.device_name}'"

@@ -87,7 +87,8 @@ class PlanNet(Net):
         if inst is not None:
             return inst
         # the tiles this backend's tuner chose, if cached
-        compiled = compile_tuned(self.graph, batch, backend=type(self))
+        compiled = compile_tuned(self.graph, batch, backend=type(self),
+                                 sm_count=self._dev_sm_count())
         plan = compiled.plan
         max_threads, max_shared, device = self._dev_limits()
         check_limits(plan, max_threads, max_shared, device)
@@ -657,6 +658,11 @@ class PlanNet(Net):
 
     def _dev_open(self) -> None:
         raise NotImplementedError
+
+    def _dev_sm_count(self) -> int | None:
+        """The fewest multiprocessors among the devices used, which GEMM grids are sized to
+        fill; None where the device doesn't say (the plan then assumes 132)."""
+        return None
 
     def _dev_limits(self) -> tuple[int, int, str]:
         raise NotImplementedError

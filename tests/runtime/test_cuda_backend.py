@@ -145,3 +145,25 @@ def test_missing_cuda_headers_name_the_package(root, monkeypatch):
     with pytest.raises(BackendUnavailableError, match=r"cupy-cuda12x\[ctk\]") as e:
         net.compiled(3)
     assert "Failed to find CUDA headers" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_plan_is_sized_for_the_devices_multiprocessors(root, monkeypatch):
+    """GEMM grids and split-K fill the device's SMs (kernel/gemm.py choose_gemm): the CUDA
+    backend plans for the fewest multiprocessors among its devices, as
+    getDeviceProperties reports them (the emulator: 132, an H100's; here 8)."""
+    from netspec.ir.build import build_graph
+    from netspec.runtime.autotune import compile_tuned
+    from netspec.runtime.cuda_backend import CudaNet
+    from netspec.runtime.cuda_emulator import cupy_model
+    real = cupy_model.getDeviceProperties
+    g = build_graph(root / "examples/tiny-alexnet.net")
+    many = {k: v["global"] for k, v in CudaNet(g, seed=0).compiled(64).plan.to_json()
+            ["kernels"].items()}
+    monkeypatch.setattr(cupy_model.runtime, "getDeviceProperties",
+                        lambda i: {**real(i), "multiProcessorCount": 8})
+    few = {k: v["global"] for k, v in CudaNet(g, seed=0).compiled(64).plan.to_json()
+           ["kernels"].items()}
+    want = {k: v["global"] for k, v in compile_tuned(g, 64, backend=CudaNet, sm_count=8)
+            .plan.to_json()["kernels"].items()}
+    assert few == want
+    assert few != many

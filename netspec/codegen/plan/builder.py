@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from ...ir.graph import Graph, Layer, Part
+from ...kernel.gemm import DEFAULT_SM_COUNT
 from .gradients import GradientSums
 from .memory import place_arena, place_persistent
 from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind, When
@@ -14,10 +15,12 @@ from .update import launch_sgd, parameter_bindings
 from .waits import with_waits
 
 
-def build_plan(graph: Graph, batch: int, tiles: dict | None = None) -> LaunchPlan:
+def build_plan(graph: Graph, batch: int, tiles: dict | None = None,
+               sm_count: int = DEFAULT_SM_COUNT) -> LaunchPlan:
     """The launch plan of `graph` at `batch` images a step. `tiles` optionally maps a layer
-    name to its GEMM tiles (see compile_network)."""
-    return PlanBuilder(graph, batch, tiles or {}).build()
+    name to its GEMM tiles (see compile_network); `sm_count` is the device's multiprocessors,
+    which the GEMMs' grids and split-K are sized for (kernel/gemm.py `choose_gemm`)."""
+    return PlanBuilder(graph, batch, tiles or {}, sm_count).build()
 
 
 class PlanBuilder:
@@ -26,12 +29,12 @@ class PlanBuilder:
     (`GradientSums`), the parameter blocks and SGD launches, then the arena. Steps and buffers
     go through one `StepRecorder`."""
 
-    def __init__(self, g: Graph, batch: int, tiles: dict):
+    def __init__(self, g: Graph, batch: int, tiles: dict, sm_count: int = DEFAULT_SM_COUNT):
         self.g, self.B = g, batch
         self.rec = StepRecorder()
         self.io: dict = {"input": [], "labels": None, "logits": None, "probs": None, "loss": None,
                          "masks": []}
-        self.wiring = Wiring(g, batch, tiles, self.rec, self.io)
+        self.wiring = Wiring(g, batch, tiles, self.rec, self.io, sm_count)
         self.roles = self.wiring.roles
         self.sums: GradientSums | None = None      # during the backward
         self.offsets: dict[str, int] = {}          # buffer name -> byte offset, once placed

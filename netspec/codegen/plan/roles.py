@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ...ir.graph import Graph, Layer, Part, Source, Transfer
 from ...kernel import PartContext
+from ...kernel.gemm import DEFAULT_SM_COUNT
 from .model import BufferKind
 from .steps import StepRecorder
 
@@ -38,8 +39,10 @@ class Wiring:
     transfer's landing (`transfers[(layer, part, receiving gpu)]`, and `outgoing[(layer,
     part)]` in the sender's order), and each trainable tensor's multipliers (`mults`)."""
 
-    def __init__(self, g: Graph, batch: int, tiles: dict, rec: StepRecorder, io: dict):
+    def __init__(self, g: Graph, batch: int, tiles: dict, rec: StepRecorder, io: dict,
+                 sm_count: int = DEFAULT_SM_COUNT):
         self.g, self.B, self.tiles, self.rec, self.io = g, batch, tiles, rec, io
+        self.sm_count = sm_count
         self.roles: dict[tuple[str, int], dict] = {}
         self.transfers: dict[tuple[str, int, int], Landing] = {}
         self.outgoing: dict[tuple[str, int], list[Landing]] = {}
@@ -63,7 +66,8 @@ class Wiring:
         return s.channels * self.B * math.prod(l.in_shape[1:])
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
-        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}))
+        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}),
+                           sm_count=self.sm_count)
 
     def y_name(self, s: Source) -> str:
         """The buffer of source `s`'s producer output (its roles' own string)."""

@@ -190,7 +190,7 @@ def getDeviceProperties(i: int) -> dict:
     return {"name": DEVICE_NAME.encode(), "maxThreadsPerBlock": 1024,
             "sharedMemPerBlock": 48 * 1024, "maxThreadsDim": (1024, 1024, 64),
             "maxGridSize": (2 ** 31 - 1, 65535, 65535), "major": 9, "minor": 0,
-            "multiProcessorCount": 1, "totalGlobalMem": 16 * 2 ** 30, "warpSize": 32}
+            "multiProcessorCount": 132, "totalGlobalMem": 16 * 2 ** 30, "warpSize": 32}
 
 
 def deviceCanAccessPeer(a: int, b: int) -> int:
