@@ -73,6 +73,18 @@ CASES = {
                    {"groups": 2}),
     "maxpool": ("maxpool", {"size": 3, "stride": 2}, (3, 7, 7), {}),
     "avgpool": ("avgpool", {"size": 2, "stride": 2}, (3, 5, 5), {}),
+    # padded and ceil-sized pools (Caffe's rule: the last window starts inside the input; at
+    # 6x6 size 3 stride 2 ceil it overhangs the input), global average pooling, on 2 GPUs
+    "maxpool-pad-ceil": ("maxpool", {"size": 3, "stride": 2, "pad": 1, "ceil": True}, (3, 6, 6),
+                         {}),
+    "maxpool-ceil-2gpu": ("maxpool", {"size": 3, "stride": 2, "ceil": True}, (4, 6, 6),
+                          {"gpus": 2}),
+    "maxpool-s1-pad": ("maxpool", {"size": 3, "stride": 1, "pad": 1}, (3, 5, 5), {}),
+    "avgpool-pad-ceil": ("avgpool", {"size": 3, "stride": 2, "pad": 1, "ceil": True}, (3, 6, 6),
+                         {}),
+    "avgpool-ceil-2gpu": ("avgpool", {"size": 3, "stride": 2, "ceil": True}, (4, 6, 6),
+                          {"gpus": 2}),
+    "avgpool-global": ("avgpool", {"global": True}, (4, 5, 5), {"gpus": 2}),
     "relu": ("relu", {}, (3, 4, 4), {}),
     "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
     "softmax": ("softmax", {}, (3, 2, 2), {}),
@@ -117,7 +129,7 @@ def backend_unavailable(name: str) -> str | None:
 
 # -- the network around the layer -----------------------------------------------------------
 def _attr_text(attrs: dict) -> str:
-    return "".join(f" {k} {v}" for k, v in attrs.items())
+    return "".join(f" {k}" if v is True else f" {k} {v}" for k, v in attrs.items())
 
 
 def layer_spec(op_type: str, attrs: dict, input_shape: tuple[int, int, int], *, gpus: int = 1,
@@ -322,3 +334,39 @@ def check_layer(op_type: str, attrs: dict | None = None,
     if skipped:
         pytest.skip("; ".join(skipped))
     return results
+
+
+# -- ONNX ----------------------------------------------------------------------------------
+def check_onnx(op_type: str, attrs: dict | None = None,
+               input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
+               groups: int = 1, connect: str | None = None, relu: bool = False,
+               batch: int = 2, seed: int = 0, rtol: float = 1e-5) -> float:
+    """The layer of `check_layer`'s probe network exported to ONNX (codegen/onnx_export.py)
+    and run by onnxruntime: its output tensor `t` (made a graph output) and the probabilities
+    against the NumPy backend's test-time forward, in float32. Returns the largest relative
+    error of `t`. pytest.skip when onnx or onnxruntime is missing."""
+    onnx = pytest.importorskip("onnx", reason="pip install 'netspec[onnx]' (in the test extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in netspec's test extra")
+    from netspec.codegen.onnx_export import export_onnx
+    text = layer_spec(op_type, attrs or {}, input_shape, gpus=gpus, groups=groups,
+                      connect=connect, relu=relu, batch=batch)
+    graph = build_graph(text)
+    d = draw(graph, batch, seed)
+    params = {k: v.astype(np.float32) for k, v in d.params.items()}
+    net = build(graph, "numpy", dtype=np.float32)
+    net.load_parameters(params)
+    x = d.onehot.astype(np.float32)
+    model = export_onnx(graph, params)
+    t = graph.layer("t")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        "t", onnx.TensorProto.FLOAT, ["N", *t.out_shape]))
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    proba, got = sess.run(None, {"data": x})
+    want = net.features(x, "t")
+    assert got.shape == want.shape, (got.shape, want.shape)
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+    assert err <= rtol, f"{op_type} ONNX output t: max error {err:.3g} of max |t|"
+    np.testing.assert_allclose(proba, net.predict_proba(x), rtol=1e-4, atol=1e-7)
+    return err
+
