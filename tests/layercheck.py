@@ -85,6 +85,10 @@ CASES = {
     "avgpool-ceil-2gpu": ("avgpool", {"size": 3, "stride": 2, "ceil": True}, (4, 6, 6),
                           {"gpus": 2}),
     "avgpool-global": ("avgpool", {"global": True}, (4, 5, 5), {"gpus": 2}),
+    # batch norm: train-time batch statistics and running-statistics update, test time with
+    # the running ones; per part on 2 GPUs; on vectors (after an fc) too
+    "batchnorm-2gpu": ("batchnorm", {}, (4, 3, 3), {"gpus": 2}),
+    "batchnorm-momentum-eps": ("batchnorm", {"momentum": 0.3, "eps": 0.01}, (3, 4, 4), {}),
     "relu": ("relu", {}, (3, 4, 4), {}),
     "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
     "softmax": ("softmax", {}, (3, 2, 2), {}),
@@ -179,6 +183,8 @@ def draw(graph, batch: int, seed: int) -> Draw:
         fan_in = math.prod(shape[1:]) or 1
         std = math.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1
         params[name] = rng.standard_normal(shape) * std
+        if name.endswith("running_var"):                  # a variance: positive
+            params[name] = rng.uniform(0.5, 2.0, shape)
     params["probe.weight"] = x.transpose(1, 0, 2, 3).reshape(c, batch * h * w, 1, 1)
     params["probe.bias"] = np.zeros(c)
     params = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
@@ -196,8 +202,15 @@ def _split_probe(grads: dict, batch: int, shape) -> dict:
     return out
 
 
+def state_names(graph) -> list[str]:
+    """The parameters that are state (ParamDef.trainable False: a running mean), by name."""
+    return sorted({name for l in graph.layers for _, pd, name, _ in l.param_table()
+                   if not pd.trainable})
+
+
 def run_net(net, d: Draw) -> dict:
-    """Every compared result of one backend's net on draw d."""
+    """Every compared result of one backend's net on draw d; state tensors (a running mean)
+    as they stand after the training step."""
     dt = net.dtype
     net.load_parameters({k: v.astype(dt) for k, v in d.params.items()})
     x = d.onehot.astype(dt)
@@ -206,6 +219,10 @@ def run_net(net, d: Draw) -> dict:
     loss, grads = net.loss_and_grads(x, d.labels, train=True)
     out.update(loss=np.float64(loss), train_logits=net.last_logits)
     out.update(_split_probe(grads, len(d.labels), net.graph.layer("probe").out_shape))
+    names = state_names(net.graph)
+    if names:
+        after = net.parameters()
+        out.update({f"state {n}": after[n] for n in names})
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
@@ -241,11 +258,14 @@ def run_torch(graph, d: Draw) -> dict:
         proba = head.op.torch(head.attrs)(logits)
     z = body(True)
     loss = torch_loss(graph)(z, torch.from_numpy(d.labels))
-    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    state = state_names(graph)
+    trained = [k for k in P if k not in state]
+    grads = dict(zip(trained, torch.autograd.grad(loss, [P[k] for k in trained])))
     out = {"logits": logits.flatten(1), "probabilities": proba, "loss": loss,
            "train_logits": z.flatten(1).detach()}
     out.update(_split_probe({k: g.numpy() for k, g in grads.items()}, len(d.labels),
                             graph.layer("probe").out_shape))
+    out.update({f"state {k}": P[k].detach() for k in state})   # updated in place by PyTorch
     return {k: np.asarray(v.detach().numpy() if hasattr(v, "detach") else v, np.float64)
             for k, v in out.items()}
 

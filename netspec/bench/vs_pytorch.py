@@ -111,7 +111,7 @@ def _torch_form(l: Layer, **kw):
                             f"({e})") from None
 
 
-def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
+def _weighted_fn(graph: Graph, l: Layer, params, train: bool = True) -> tuple:
     """(fn(h, P) -> h, parameter names) of a weighted layer: one (grouped) call where its
     parts form a regular grouping of stacked tensors, as PyTorch users would write it; else
     one call per part on the channels it reads, concatenated (uneven splits, sub-ranges)."""
@@ -137,12 +137,12 @@ def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
         raise NotComparable(f"{l.name}: parameters {names} are not all among the net's")
 
     if groups is not None:
-        op = _torch_form(l, relu=l.relu, groups=groups)
+        op = _torch_form(l, relu=l.relu, groups=groups, train=train)
 
         def fn(h, P, names=names):
             return op(h, *(P[n] for n in names))
     else:
-        op = _torch_form(l, relu=l.relu)
+        op = _torch_form(l, relu=l.relu, train=train)
         plan = [(ranges, by_part[p.index]) for p, ranges in parts]
 
         def fn(h, P, plan=plan):
@@ -198,7 +198,7 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
                                 f"(each reading the one before) is mirrored in PyTorch")
         prev = l.name
         if l.op.weighted:
-            fn, names = _weighted_fn(graph, l, params)
+            fn, names = _weighted_fn(graph, l, params, train)
         else:
             noise = None
             if keep_masks is not None and l.name in keep_masks:

@@ -245,6 +245,9 @@ class OnnxBuilder:
         self.op_node(layer, [x, w, b], out, **({"group": groups} if groups > 1 else {}))
 
     def layer(self, layer: Layer) -> None:
+        if layer.weighted and layer.op.channelwise:     # batchnorm: its tensors are inputs
+            tensors = [self.param(n) for n in layer.param_shapes()]
+            return self.op_node(layer, [self.whole_input(layer), *tensors], layer.name)
         if layer.weighted:
             return self.weighted(layer)
         if layer.op.onnx_per_part:                 # lrn: Split -> one node per part -> Concat

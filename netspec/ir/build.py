@@ -52,7 +52,9 @@ _SCHEMAS: dict = {}
 def _layer_schema(op) -> dict[str, AttrDef]:
     schema = dict(op.attrs)
     schema.update(FROM)
-    if op.weighted:
+    if op.weighted and op.channelwise:
+        schema.update({k: WEIGHTED[k] for k in ("lr_mult", "decay_mult")})
+    elif op.weighted:
         schema.update(WEIGHTED)
     elif not op.follows_input_parts:
         schema.update(PINNABLE)
@@ -123,6 +125,8 @@ class GraphBuilder:
                           attr_pos=pos)
             layer.attr_pos["name"] = ls.name_pos
             if op.weighted:
+                layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
+            if op.weighted and not op.channelwise:
                 layer.relu = bool(values["relu"])
                 layer.connect = values["connect"]
                 layer.init_std = self.spec.init_std if values["weight"] is None \
@@ -131,7 +135,6 @@ class GraphBuilder:
                     self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]
-                layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
             split, gpu = values.get("split"), values.get("gpu")
             layer._placement = _NO_PLACEMENT if split is None and gpu is None \
                 else {"split": split, "gpu": gpu}
@@ -242,7 +245,7 @@ class GraphBuilder:
             return False
         l.out_shape = op.output_shape(l.attrs, l.in_shape)
 
-        if op.weighted:
+        if op.weighted and not op.channelwise:
             return self.place_weighted(l, srcs, _all_sources(srcs),
                                        any(s.replicated for s in srcs))
         if not op.follows_input_parts:            # softmax: gather on one GPU

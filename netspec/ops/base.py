@@ -89,6 +89,8 @@ class Op:
     weighted: bool = False          # has weights and biases, and a `connect` mode
     spatial_input: bool = False     # needs (C, H, W) input
     follows_input_parts: bool = True  # unweighted layers keep their input's parts
+    channelwise: bool = False       # weighted, yet each channel alone (batchnorm): its parts
+    #                                 follow the input's, each with its channels' tensors
     attrs: dict[str, AttrDef] = {}
     grouped: bool = False           # takes `groups G` (Caffe's group): each part one group
     tuned: bool = False             # its GEMMs (fwd, bwd_weight, bwd_data) are autotuned
