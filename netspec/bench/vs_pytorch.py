@@ -173,7 +173,7 @@ def _unweighted_fn(graph: Graph, l: Layer, noise, train: bool = True):
 
 
 def torch_layers(graph: Graph, params, device=None, keep_masks=None,
-                 train: bool = True) -> list[tuple]:
+                 train: bool = True, chain: bool = True) -> list[tuple]:
     """[(layer, fn(h, P) -> h, [param names])] for the body (every compute layer but the
     loss head), in network order, each from its op's PyTorch form (`Op.torch`): the same math
     as netspec's (convs grouped as the parts read their inputs, LRN within each part with the
@@ -184,7 +184,9 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
     for a reproducible train-time dropout (y = x · m / (1 − p), as netspec's); without it
     PyTorch draws its own masks (the same work). train=False: test-time behaviour (dropout
     passes its input through). NotComparable for a layer type without a
-    PyTorch form, or a graph that is not a chain of layers, that the mirror does not build."""
+    PyTorch form, or a graph that is not a chain of layers, that the mirror does not build.
+    chain=False: any graph; each fn then takes its layer's inputs concatenated along
+    channels (the caller keeps the outputs by layer name)."""
     import torch
 
     out = []
@@ -193,7 +195,7 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
         raise NotComparable(f"{head.name}: the mirror ends in a softmax loss, not {head.type}")
     prev = INPUT
     for l in body:
-        if l.inputs != [prev]:
+        if chain and l.inputs != [prev]:
             raise NotComparable(f"{l.name}: reads {', '.join(l.inputs)}; only a chain of layers "
                                 f"(each reading the one before) is mirrored in PyTorch")
         prev = l.name

@@ -250,6 +250,13 @@ class OnnxBuilder:
             return self.op_node(layer, [self.whole_input(layer), *tensors], layer.name)
         if layer.weighted:
             return self.weighted(layer)
+        if layer.op.joins:                          # add: each input whole, summed
+            inputs = [self.channels(i, 0, self.g.layer(i).out_shape[0]) for i in layer.inputs]
+            out = f"{layer.name}.sum" if layer.attrs.get("relu") else layer.name
+            self.node(layer.op.onnx_node(layer.attrs)[0], inputs, [out], f"{layer.name}.sum")
+            if layer.attrs.get("relu"):
+                self.node("Relu", [out], [layer.name], f"{layer.name}.relu")
+            return None
         if layer.op.onnx_per_part:                 # lrn: Split -> one node per part -> Concat
             uniq, seen = [], set()
             for p in sorted(layer.parts, key=lambda p: p.start):

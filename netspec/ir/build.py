@@ -222,12 +222,15 @@ class GraphBuilder:
         op = l.op
         srcs = [built[i] for i in l.inputs]
         from_pos = l.attr_pos.get("from", l.pos)
-        if len(srcs) > 1 and not op.weighted:
-            self.err(from_pos, f"{l.name}: a {l.type} layer reads one input; only conv and fc "
-                               f"layers concatenate several")
-            return False
         shapes = [s.out_shape for s in srcs]
-        if len({sh[1:] for sh in shapes}) > 1:
+        if op.joins:
+            if len(srcs) < 2 or len(set(shapes)) > 1:
+                listing = ", ".join(f"{s.name} {_fmt_shape(s.out_shape)}" for s in srcs)
+                self.err(from_pos, f"{l.name}: {l.type} reads two or more inputs of "
+                                   f"one shape: {listing}")
+                return False
+            l.attrs["inputs"] = len(srcs)
+        elif len({sh[1:] for sh in shapes}) > 1:
             listing = ", ".join(f"{s.name} {_fmt_shape(s.out_shape)}" for s in srcs)
             self.err(from_pos, f"{l.name}: inputs to concatenate must agree in all but "
                                f"channels: {listing}")
@@ -257,16 +260,24 @@ class GraphBuilder:
                 return False
             l.parts = [Part(0, gpu, 0, l.out_shape[0], list(all_src))]
             return True
-        # unweighted: follow the input's parts, each on its own GPU, cut at group boundaries
-        src = srcs[0]
+        if op.joins:
+            l.parts = join_parts(srcs)
+            return True
+        # channel by channel: follow the inputs' parts (laid end to end when it reads several),
+        # each on its own GPU, cut at group boundaries
         if l.groups != 1 and not self.check_groups(l, {"channels": l.in_shape[0]}):
             return False
         l.parts = []
-        for p in src.parts:
-            lo, hi = (0, l.out_shape[0]) if src.replicated else (p.start, p.stop)
-            for a, b in _cut(lo, hi, l.out_shape[0] // l.groups):
-                l.parts.append(Part(len(l.parts), p.gpu, a, b,
-                                    [Source(src.name, p.index, p.gpu, b - a, 0, a - lo)]))
+        first = 0                               # the source's first channel in the input
+        for src in srcs:
+            c = src.out_shape[0]
+            for p in src.parts:
+                lo, hi = (0, c) if src.replicated else (p.start, p.stop)
+                for a, b in _cut(first + lo, first + hi, l.out_shape[0] // l.groups):
+                    l.parts.append(Part(len(l.parts), p.gpu, a, b,
+                                        [Source(src.name, p.index, p.gpu, b - a, 0,
+                                                a - first - lo)]))
+            first += c
         return True
 
     def check_groups(self, l: Layer, counts: dict[str, int]) -> bool:
@@ -459,6 +470,25 @@ def find_transfers(g: Graph) -> list[Transfer]:
             elements *= d
         out.append(Transfer(name, part, sp.gpu, dst, elements, tuple(consumers), a, b - a))
     return out
+
+
+def join_parts(srcs: list[Layer]) -> list[Part]:
+    """The parts of a layer joining inputs of one shape elementwise (add): the first input's
+    parts, each reading its channel range from every input, wherever that lies (a part on
+    another GPU is a transfer), the inputs' ranges laid end to end in the part's input."""
+    first = srcs[0]
+    c = first.out_shape[0]
+    parts = []
+    for p in first.parts:
+        lo, hi = (0, c) if first.replicated else (p.start, p.stop)
+        sources = []
+        for j, src in enumerate(srcs):
+            for s in _channel_range(_all_sources([src]), lo, hi):
+                gpu, part = (p.gpu, p.gpu) if src.replicated else (s.gpu, s.part)
+                sources.append(Source(s.layer, part, gpu, s.channels,
+                                      s.offset + j * (hi - lo), s.start))
+        parts.append(Part(len(parts), p.gpu, lo, hi, sources))
+    return parts
 
 
 def _all_sources(srcs: list[Layer]) -> list[Source]:

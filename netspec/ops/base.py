@@ -89,6 +89,9 @@ class Op:
     weighted: bool = False          # has weights and biases, and a `connect` mode
     spatial_input: bool = False     # needs (C, H, W) input
     follows_input_parts: bool = True  # unweighted layers keep their input's parts
+    joins: bool = False             # reads 2+ inputs of one shape and combines them (add):
+    #                                 attrs["inputs"] is their number, set by the IR; a part's
+    #                                 input is its channels of each input, end to end
     channelwise: bool = False       # weighted, yet each channel alone (batchnorm): its parts
     #                                 follow the input's, each with its channels' tensors
     attrs: dict[str, AttrDef] = {}
