@@ -89,6 +89,16 @@ CASES = {
     # the running ones; per part on 2 GPUs; on vectors (after an fc) too
     "batchnorm-2gpu": ("batchnorm", {}, (4, 3, 3), {"gpus": 2}),
     "batchnorm-momentum-eps": ("batchnorm", {"momentum": 0.3, "eps": 0.01}, (3, 4, 4), {}),
+    # activations (cuda-convnet's neurons, darknet's leaky); brelu's bound inside the inputs'
+    # range (−1, 1), so both of its kinks are crossed
+    "logistic": ("logistic", {}, (4, 3, 3), {"gpus": 2}),
+    "tanh": ("tanh", {}, (3, 3, 3), {}),
+    "tanh-ab": ("tanh", {"a": 1.7159, "b": 0.6667}, (3, 3, 3), {}),
+    "leaky": ("leaky", {}, (3, 3, 3), {}),
+    "abs": ("abs", {}, (3, 3, 3), {}),
+    "softrelu": ("softrelu", {}, (3, 3, 3), {}),
+    "brelu": ("brelu", {"a": 0.55}, (3, 3, 3), {}),
+    "square": ("square", {}, (3, 3, 3), {}),
     # joins: a residual add of 2 and of 3 inputs (fused ReLU), concatenation, and a max pool
     # and a conv reading two inputs; on 2 GPUs, the inputs' parts cross where they must
     "add-2gpu": ("add", {}, (4, 3, 3), {"gpus": 2, "inputs": 2}),

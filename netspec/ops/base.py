@@ -164,7 +164,9 @@ class Op:
         """The ONNX operator (opset 17) that computes this op at test time, and its
         attributes, as plain data (ops import no onnx). A weighted op's node takes (x, weight,
         bias), x flattened to (N, C·H·W) when the op's output is a vector; the exporter adds
-        `group` for grouped convolutions and the fused Relu."""
+        `group` for grouped convolutions and the fused Relu. Two keys are not attributes:
+        `_same_input` (the node reads x twice: Mul(x, x)) and `_float_inputs` (float scalars
+        after x, as constants: Clip's min and max)."""
         raise NotImplementedError(f"{self.type}: no ONNX form")
 
     # -- PyTorch form (bench/vs_pytorch.py's mirror, the tests' check_layer) ----------------
