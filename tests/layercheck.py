@@ -73,6 +73,41 @@ CASES = {
                    {"groups": 2}),
     "maxpool": ("maxpool", {"size": 3, "stride": 2}, (3, 7, 7), {}),
     "avgpool": ("avgpool", {"size": 2, "stride": 2}, (3, 5, 5), {}),
+    # padded and ceil-sized pools (Caffe's rule: the last window starts inside the input; at
+    # 6x6 size 3 stride 2 ceil it overhangs the input), global average pooling, on 2 GPUs
+    "maxpool-pad-ceil": ("maxpool", {"size": 3, "stride": 2, "pad": 1, "ceil": True}, (3, 6, 6),
+                         {}),
+    "maxpool-ceil-2gpu": ("maxpool", {"size": 3, "stride": 2, "ceil": True}, (4, 6, 6),
+                          {"gpus": 2}),
+    "maxpool-s1-pad": ("maxpool", {"size": 3, "stride": 1, "pad": 1}, (3, 5, 5), {}),
+    "avgpool-pad-ceil": ("avgpool", {"size": 3, "stride": 2, "pad": 1, "ceil": True}, (3, 6, 6),
+                         {}),
+    "avgpool-ceil-2gpu": ("avgpool", {"size": 3, "stride": 2, "ceil": True}, (4, 6, 6),
+                          {"gpus": 2}),
+    "avgpool-global": ("avgpool", {"global": True}, (4, 5, 5), {"gpus": 2}),
+    # batch norm: train-time batch statistics and running-statistics update, test time with
+    # the running ones; per part on 2 GPUs; on vectors (after an fc) too
+    "batchnorm-2gpu": ("batchnorm", {}, (4, 3, 3), {"gpus": 2}),
+    "batchnorm-momentum-eps": ("batchnorm", {"momentum": 0.3, "eps": 0.01}, (3, 4, 4), {}),
+    # activations (cuda-convnet's neurons, darknet's leaky); brelu's bound inside the inputs'
+    # range (−1, 1), so both of its kinks are crossed
+    "logistic": ("logistic", {}, (4, 3, 3), {"gpus": 2}),
+    "tanh": ("tanh", {}, (3, 3, 3), {}),
+    "tanh-ab": ("tanh", {"a": 1.7159, "b": 0.6667}, (3, 3, 3), {}),
+    "leaky": ("leaky", {}, (3, 3, 3), {}),
+    "abs": ("abs", {}, (3, 3, 3), {}),
+    "softrelu": ("softrelu", {}, (3, 3, 3), {}),
+    "brelu": ("brelu", {"a": 0.55}, (3, 3, 3), {}),
+    "square": ("square", {}, (3, 3, 3), {}),
+    # joins: a residual add of 2 and of 3 inputs (fused ReLU), concatenation, and a max pool
+    # and a conv reading two inputs; on 2 GPUs, the inputs' parts cross where they must
+    "add-2gpu": ("add", {}, (4, 3, 3), {"gpus": 2, "inputs": 2}),
+    "add-across-gpus": ("add", {}, (4, 3, 3), {"gpus": 2, "inputs": 2, "pin_last": True}),
+    "concat-across-gpus": ("concat", {}, (2, 3, 3), {"gpus": 2, "inputs": 2,
+                                                      "pin_last": True}),
+    "add3-relu": ("add", {"relu": True}, (3, 3, 3), {"inputs": 3}),
+    "concat-2gpu": ("concat", {}, (2, 3, 3), {"gpus": 2, "inputs": 2}),
+    "maxpool-from-two": ("maxpool", {"size": 2, "stride": 1}, (2, 4, 4), {"inputs": 2}),
     "relu": ("relu", {}, (3, 4, 4), {}),
     "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
     "softmax": ("softmax", {}, (3, 2, 2), {}),
@@ -117,22 +152,38 @@ def backend_unavailable(name: str) -> str | None:
 
 # -- the network around the layer -----------------------------------------------------------
 def _attr_text(attrs: dict) -> str:
-    return "".join(f" {k} {v}" for k, v in attrs.items())
+    return "".join(f" {k}" if v is True else f" {k} {v}" for k, v in attrs.items())
+
+
+def probe_names(inputs: int) -> list[str]:
+    """The probe convs of a layer reading `inputs` inputs: probe, probe1, probe2, ..."""
+    return ["probe"] + [f"probe{j}" for j in range(1, inputs)]
 
 
 def layer_spec(op_type: str, attrs: dict, input_shape: tuple[int, int, int], *, gpus: int = 1,
                groups: int = 1, connect: str | None = None, relu: bool = False,
-               batch: int = 2) -> str:
-    """The spec text of the probe network (module docstring) around one `op_type` layer."""
+               batch: int = 2, inputs: int = 1, pin_last: bool = False) -> str:
+    """The spec text of the probe network (module docstring) around one `op_type` layer;
+    with `inputs` k > 1, k probes (probe, probe1, ...) of C channels each, all read by t;
+    `pin_last`: the last probe whole on the last GPU, so t's parts elsewhere read it by a
+    transfer."""
     op = OPS[op_type]
     c, h, w = input_shape
     a = {k: d.default for k, d in op.attrs.items() if not d.required} | dict(attrs)
-    out = () if op.loss_layer else op.output_shape(a, input_shape)
+    if op.joins:
+        a["inputs"] = inputs
+    out = () if op.loss_layer else op.output_shape(a, (c * inputs, h, w))
+    probes = probe_names(inputs)
     lines = [f"network check_{op_type}", f"input {batch * h * w}x{h}x{w}",
-             f"classes {math.prod(out or input_shape)}", f"gpus {gpus}",
-             f"conv probe filters {c} size 1" + (" connect all" if gpus > 1 else "")]
+             f"classes {math.prod(out or input_shape)}", f"gpus {gpus}"]
+    lines += [f"conv {p} filters {c} size 1 from data"
+              + ((f" gpu {gpus - 1}" if pin_last and p == probes[-1] else " connect all")
+                 if gpus > 1 else "")
+              for p in probes]
     if not op.loss_layer:
-        lines.append(f"{op_type} t{_attr_text(attrs)}" + (" relu" if relu else "")
+        lines.append(f"{op_type} t{_attr_text(attrs)}"
+                     + (f" from {', '.join(probes)}" if inputs > 1 else "")
+                     + (" relu" if relu else "")
                      + (f" groups {groups}" if groups > 1 else "")
                      + (f" connect {connect}" if connect else ""))
     lines += [f"softmax {'t' if op.loss_layer else 'prob'}", "train", f"  batch {batch}"]
@@ -150,42 +201,63 @@ class Draw:
     noise_seed: int
 
 
+def _probes(graph) -> list[str]:
+    return [l.name for l in graph.compute_layers if l.name == "probe" or
+            (l.name.startswith("probe") and l.name[5:].isdigit())]
+
+
 def draw(graph, batch: int, seed: int) -> Draw:
     rng = np.random.default_rng(seed)
-    probe = graph.layer("probe")
-    c, h, w = probe.out_shape
-    m = batch * c * h * w
+    probes = _probes(graph)
+    c, h, w = graph.layer("probe").out_shape
+    k = len(probes)
+    m = batch * k * c * h * w
     grid = (np.arange(m) - m / 2 + 0.5) * (2.0 / m)         # distinct, none within δ/2 of 0
-    x = rng.permutation(grid).reshape(batch, c, h, w)
+    x = rng.permutation(grid).reshape(batch, k * c, h, w)
     onehot = np.zeros((batch, batch * h * w, h, w))
     for n in range(batch):
         onehot[n, n * h * w:(n + 1) * h * w].reshape(h * w, h * w)[...] = np.eye(h * w)
     params = {}
     for name, shape in graph.param_shapes().items():
-        if name.startswith("probe."):
+        if name.split(".")[0] in probes:
             continue
         fan_in = math.prod(shape[1:]) or 1
         std = math.sqrt(2.0 / fan_in) if len(shape) > 1 else 0.1
         params[name] = rng.standard_normal(shape) * std
-    params["probe.weight"] = x.transpose(1, 0, 2, 3).reshape(c, batch * h * w, 1, 1)
-    params["probe.bias"] = np.zeros(c)
+        if name.endswith("running_var"):                  # a variance: positive
+            params[name] = rng.uniform(0.5, 2.0, shape)
+    for j, p in enumerate(probes):
+        params[f"{p}.weight"] = x[:, j * c:(j + 1) * c].transpose(1, 0, 2, 3) \
+            .reshape(c, batch * h * w, 1, 1)
+        params[f"{p}.bias"] = np.zeros(c)
     params = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
     labels = rng.integers(0, graph.classes, batch)
     return Draw(x.astype(np.float32).astype(np.float64), onehot, params, labels, seed + 1)
 
 
 # -- running it -----------------------------------------------------------------------------
-def _split_probe(grads: dict, batch: int, shape) -> dict:
-    """The layer's gradients, with dL/dx (N, C, H, W) read off the probe's weight gradient."""
-    c, h, w = shape
-    out = {k: np.asarray(v, np.float64) for k, v in grads.items() if not k.startswith("probe.")}
-    out["dL/dx"] = np.asarray(grads["probe.weight"], np.float64) \
-        .reshape(c, batch, h, w).transpose(1, 0, 2, 3)
+def _split_probe(grads: dict, batch: int, graph) -> dict:
+    """The layer's gradients, with dL/dx (N, k·C, H, W) read off the probes' weight
+    gradients (each input's, end to end)."""
+    c, h, w = graph.layer("probe").out_shape
+    probes = _probes(graph)
+    out = {k: np.asarray(v, np.float64) for k, v in grads.items()
+           if k.split(".")[0] not in probes}
+    out["dL/dx"] = np.concatenate([np.asarray(grads[f"{p}.weight"], np.float64)
+                                   .reshape(c, batch, h, w).transpose(1, 0, 2, 3)
+                                   for p in probes], axis=1)
     return out
 
 
+def state_names(graph) -> list[str]:
+    """The parameters that are state (ParamDef.trainable False: a running mean), by name."""
+    return sorted({name for l in graph.layers for _, pd, name, _ in l.param_table()
+                   if not pd.trainable})
+
+
 def run_net(net, d: Draw) -> dict:
-    """Every compared result of one backend's net on draw d."""
+    """Every compared result of one backend's net on draw d; state tensors (a running mean)
+    as they stand after the training step."""
     dt = net.dtype
     net.load_parameters({k: v.astype(dt) for k, v in d.params.items()})
     x = d.onehot.astype(dt)
@@ -193,7 +265,11 @@ def run_net(net, d: Draw) -> dict:
     net.rng = np.random.default_rng(d.noise_seed)
     loss, grads = net.loss_and_grads(x, d.labels, train=True)
     out.update(loss=np.float64(loss), train_logits=net.last_logits)
-    out.update(_split_probe(grads, len(d.labels), net.graph.layer("probe").out_shape))
+    out.update(_split_probe(grads, len(d.labels), net.graph))
+    names = state_names(net.graph)
+    if names:
+        after = net.parameters()
+        out.update({f"state {n}": after[n] for n in names})
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
@@ -218,10 +294,10 @@ def run_torch(graph, d: Draw) -> dict:
     head = graph.compute_layers[-1]
 
     def body(train):
-        h = x
-        for _, fn, _ in torch_layers(graph, d.params, keep_masks=keep_masks(graph, d),
-                                     train=train):
-            h = fn(h, P)
+        outs = {"data": x}
+        for l, fn, _ in torch_layers(graph, d.params, keep_masks=keep_masks(graph, d),
+                                     train=train, chain=False):
+            outs[l.name] = h = fn(torch.cat([outs[i] for i in l.inputs], 1), P)
         return h
 
     with torch.no_grad():
@@ -229,11 +305,13 @@ def run_torch(graph, d: Draw) -> dict:
         proba = head.op.torch(head.attrs)(logits)
     z = body(True)
     loss = torch_loss(graph)(z, torch.from_numpy(d.labels))
-    grads = dict(zip(P, torch.autograd.grad(loss, list(P.values()))))
+    state = state_names(graph)
+    trained = [k for k in P if k not in state]
+    grads = dict(zip(trained, torch.autograd.grad(loss, [P[k] for k in trained])))
     out = {"logits": logits.flatten(1), "probabilities": proba, "loss": loss,
            "train_logits": z.flatten(1).detach()}
-    out.update(_split_probe({k: g.numpy() for k, g in grads.items()}, len(d.labels),
-                            graph.layer("probe").out_shape))
+    out.update(_split_probe({k: g.numpy() for k, g in grads.items()}, len(d.labels), graph))
+    out.update({f"state {k}": P[k].detach() for k in state})   # updated in place by PyTorch
     return {k: np.asarray(v.detach().numpy() if hasattr(v, "detach") else v, np.float64)
             for k, v in out.items()}
 
@@ -283,7 +361,8 @@ def stable(graph, d: Draw, ref: dict) -> bool:
 def check_layer(op_type: str, attrs: dict | None = None,
                 input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
                 groups: int = 1, connect: str | None = None, relu: bool = False,
-                batch: int = 2, backends=None, seed: int = 0) -> dict:
+                batch: int = 2, backends=None, seed: int = 0, inputs: int = 1,
+                pin_last: bool = False) -> dict:
     """Run one `op_type` layer (spec attributes `attrs`, input C x H x W, on `gpus` logical
     GPUs, `groups` channel groups, `connect` mode, fused `relu`) forward and backward on each
     of `backends` (default: every name in netspec.runtime.BACKENDS) in float32, and float64
@@ -292,7 +371,8 @@ def check_layer(op_type: str, attrs: dict | None = None,
     units}. AssertionError on a mismatch; pytest.skip naming the toolchain when a backend
     asked for can't run here (after the others ran)."""
     text = layer_spec(op_type, attrs or {}, input_shape, gpus=gpus, groups=groups,
-                      connect=connect, relu=relu, batch=batch)
+                      connect=connect, relu=relu, batch=batch, inputs=inputs,
+                      pin_last=pin_last)
     graph = build_graph(text)
     for attempt in range(MAX_DRAWS):
         d = draw(graph, batch, seed + 7919 * attempt)
@@ -322,3 +402,41 @@ def check_layer(op_type: str, attrs: dict | None = None,
     if skipped:
         pytest.skip("; ".join(skipped))
     return results
+
+
+# -- ONNX ----------------------------------------------------------------------------------
+def check_onnx(op_type: str, attrs: dict | None = None,
+               input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
+               groups: int = 1, connect: str | None = None, relu: bool = False,
+               batch: int = 2, seed: int = 0, rtol: float = 1e-5, inputs: int = 1,
+               pin_last: bool = False) -> float:
+    """The layer of `check_layer`'s probe network exported to ONNX (codegen/onnx_export.py)
+    and run by onnxruntime: its output tensor `t` (made a graph output) and the probabilities
+    against the NumPy backend's test-time forward, in float32. Returns the largest relative
+    error of `t`. pytest.skip when onnx or onnxruntime is missing."""
+    onnx = pytest.importorskip("onnx", reason="pip install 'netspec[onnx]' (in the test extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in netspec's test extra")
+    from netspec.codegen.onnx_export import export_onnx
+    text = layer_spec(op_type, attrs or {}, input_shape, gpus=gpus, groups=groups,
+                      connect=connect, relu=relu, batch=batch, inputs=inputs,
+                      pin_last=pin_last)
+    graph = build_graph(text)
+    d = draw(graph, batch, seed)
+    params = {k: v.astype(np.float32) for k, v in d.params.items()}
+    net = build(graph, "numpy", dtype=np.float32)
+    net.load_parameters(params)
+    x = d.onehot.astype(np.float32)
+    model = export_onnx(graph, params)
+    t = graph.layer("t")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        "t", onnx.TensorProto.FLOAT, ["N", *t.out_shape]))
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    proba, got = sess.run(None, {"data": x})
+    want = net.features(x, "t")
+    assert got.shape == want.shape, (got.shape, want.shape)
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+    assert err <= rtol, f"{op_type} ONNX output t: max error {err:.3g} of max |t|"
+    np.testing.assert_allclose(proba, net.predict_proba(x), rtol=1e-4, atol=1e-7)
+    return err
+

@@ -111,7 +111,7 @@ def _torch_form(l: Layer, **kw):
                             f"({e})") from None
 
 
-def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
+def _weighted_fn(graph: Graph, l: Layer, params, train: bool = True) -> tuple:
     """(fn(h, P) -> h, parameter names) of a weighted layer: one (grouped) call where its
     parts form a regular grouping of stacked tensors, as PyTorch users would write it; else
     one call per part on the channels it reads, concatenated (uneven splits, sub-ranges)."""
@@ -137,12 +137,12 @@ def _weighted_fn(graph: Graph, l: Layer, params) -> tuple:
         raise NotComparable(f"{l.name}: parameters {names} are not all among the net's")
 
     if groups is not None:
-        op = _torch_form(l, relu=l.relu, groups=groups)
+        op = _torch_form(l, relu=l.relu, groups=groups, train=train)
 
         def fn(h, P, names=names):
             return op(h, *(P[n] for n in names))
     else:
-        op = _torch_form(l, relu=l.relu)
+        op = _torch_form(l, relu=l.relu, train=train)
         plan = [(ranges, by_part[p.index]) for p, ranges in parts]
 
         def fn(h, P, plan=plan):
@@ -173,7 +173,7 @@ def _unweighted_fn(graph: Graph, l: Layer, noise, train: bool = True):
 
 
 def torch_layers(graph: Graph, params, device=None, keep_masks=None,
-                 train: bool = True) -> list[tuple]:
+                 train: bool = True, chain: bool = True) -> list[tuple]:
     """[(layer, fn(h, P) -> h, [param names])] for the body (every compute layer but the
     loss head), in network order, each from its op's PyTorch form (`Op.torch`): the same math
     as netspec's (convs grouped as the parts read their inputs, LRN within each part with the
@@ -184,7 +184,9 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
     for a reproducible train-time dropout (y = x · m / (1 − p), as netspec's); without it
     PyTorch draws its own masks (the same work). train=False: test-time behaviour (dropout
     passes its input through). NotComparable for a layer type without a
-    PyTorch form, or a graph that is not a chain of layers, that the mirror does not build."""
+    PyTorch form, or a graph that is not a chain of layers, that the mirror does not build.
+    chain=False: any graph; each fn then takes its layer's inputs concatenated along
+    channels (the caller keeps the outputs by layer name)."""
     import torch
 
     out = []
@@ -193,12 +195,12 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
         raise NotComparable(f"{head.name}: the mirror ends in a softmax loss, not {head.type}")
     prev = INPUT
     for l in body:
-        if l.inputs != [prev]:
+        if chain and l.inputs != [prev]:
             raise NotComparable(f"{l.name}: reads {', '.join(l.inputs)}; only a chain of layers "
                                 f"(each reading the one before) is mirrored in PyTorch")
         prev = l.name
         if l.op.weighted:
-            fn, names = _weighted_fn(graph, l, params)
+            fn, names = _weighted_fn(graph, l, params, train)
         else:
             noise = None
             if keep_masks is not None and l.name in keep_masks:

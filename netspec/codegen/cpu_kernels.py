@@ -300,11 +300,11 @@ $kernel lrn_bwd(const float *$restrict x, const float *$restrict scale,
 }
 """)
 
-_kernel("maxpool_fwd", "f* f* i* l l l l l", r"""
+_kernel("maxpool_fwd", "f* f* i* l l l l l l l l", r"""
 $kernel maxpool_fwd(const float *$restrict x, float *$restrict y, int *$restrict arg, long NC,
-                    long H, long W, long Z, long S)
+                    long H, long W, long Z, long S, long P, long Ho, long Wo)
 {
-    const long Ho = (H - Z) / S + 1, Wo = (W - Z) / S + 1;
+    /* window (oy, ox): input rows oy·S − P .. + Z − 1, cut to the input (ops/maxpool.py) */
     $parallel if (NC * H * W > SERIAL)
     for (long q = 0; q < NC; ++q) {
         const float *xp = x + q * H * W;
@@ -312,11 +312,14 @@ $kernel maxpool_fwd(const float *$restrict x, float *$restrict y, int *$restrict
         int *ap = arg + q * Ho * Wo;
         for (long oy = 0; oy < Ho; ++oy)
             for (long ox = 0; ox < Wo; ++ox) {
-                long best = oy * S * W + ox * S;
+                const long ty = oy * S - P, tx = ox * S - P;
+                const long y0 = ty > 0 ? ty : 0, x0 = tx > 0 ? tx : 0;
+                const long y1 = ty + Z < H ? ty + Z : H, x1 = tx + Z < W ? tx + Z : W;
+                long best = y0 * W + x0;
                 float m = xp[best];
-                for (long u = 0; u < Z; ++u)
-                    for (long v = 0; v < Z; ++v) {
-                        const long i = (oy * S + u) * W + ox * S + v;
+                for (long u = y0; u < y1; ++u)
+                    for (long v = x0; v < x1; ++v) {
+                        const long i = u * W + v;
                         if (xp[i] > m) { m = xp[i]; best = i; }
                     }
                 yp[oy * Wo + ox] = m;

@@ -72,6 +72,7 @@ class OnnxBuilder:
         self.nodes: list = []
         self.inits: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
+        self.fconsts: dict[str, np.ndarray] = {}       # float scalars (Clip's bounds)
         self._slices: dict[tuple[str, int, int], str] = {}
 
     # -- small emitters ----------------------------------------------------------------------
@@ -233,8 +234,15 @@ class OnnxBuilder:
         except NotImplementedError:
             raise ExportError(f"layer '{layer.name}': no ONNX form for layer type "
                               f"'{layer.type}'") from None
-        self.node(op_type, [self.flat(layer, inputs[0]), *inputs[1:]], [out],
-                  f"{out}.{op_type.lower()}", **attrs, **extra)
+        attrs = dict(attrs)
+        inputs = [self.flat(layer, inputs[0]), *inputs[1:]]
+        if attrs.pop("_same_input", False):            # Mul(x, x)
+            inputs.append(inputs[0])
+        for i, v in enumerate(attrs.pop("_float_inputs", ())):     # Clip's min and max
+            name = f"{layer.name}.input{i + 1}"
+            self.fconsts[name] = np.asarray(v, np.float32)
+            inputs.append(name)
+        self.node(op_type, inputs, [out], f"{out}.{op_type.lower()}", **attrs, **extra)
 
     def _op_type(self, layer: Layer) -> str | None:
         try:
@@ -246,8 +254,18 @@ class OnnxBuilder:
         self.op_node(layer, [x, w, b], out, **({"group": groups} if groups > 1 else {}))
 
     def layer(self, layer: Layer) -> None:
+        if layer.weighted and layer.op.channelwise:     # batchnorm: its tensors are inputs
+            tensors = [self.param(n) for n in layer.param_shapes()]
+            return self.op_node(layer, [self.whole_input(layer), *tensors], layer.name)
         if layer.weighted:
             return self.weighted(layer)
+        if layer.op.joins:                          # add: each input whole, summed
+            inputs = [self.channels(i, 0, self.g.layer(i).out_shape[0]) for i in layer.inputs]
+            out = f"{layer.name}.sum" if layer.attrs.get("relu") else layer.name
+            self.node(layer.op.onnx_node(layer.attrs)[0], inputs, [out], f"{layer.name}.sum")
+            if layer.attrs.get("relu"):
+                self.node("Relu", [out], [layer.name], f"{layer.name}.relu")
+            return None
         if layer.op.onnx_per_part:                 # lrn: Split -> one node per part -> Concat
             uniq, seen = [], set()
             for p in sorted(layer.parts, key=lambda p: p.start):
@@ -293,6 +311,7 @@ def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
                                              ["N", *head.out_shape])]
     inits = [numpy_helper.from_array(v, n) for n, v in b.inits.items()]
     inits += [numpy_helper.from_array(v, n) for n, v in b.consts.items()]
+    inits += [numpy_helper.from_array(v, n) for n, v in b.fconsts.items()]
     g = helper.make_graph(b.nodes, graph.name, inputs, outputs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="netspec", ir_version=IR_VERSION,

@@ -16,6 +16,7 @@ from pathlib import Path
 import lark
 
 from .attrs import INT_MAX, AttrDef, read_attrs, shown, suggest, valid, value_range
+from .blocks import expand_blocks
 from .errors import Collector, Diagnostic, Pos, SpecError
 from .spec import Item, LayerSpec, Recipe, Spec
 
@@ -315,6 +316,7 @@ def parse_spec(text: str, path: str = "<spec>", errs: Collector | None = None) -
         errs.error(Pos(1, 1), "empty spec: expected 'network NAME', 'input CxHxW', "
                               "'classes N' and layers")
         errs.raise_if_any()
+    stmts = expand_blocks(stmts, errs, HEADER)
     header: dict[str, object] = {}
     pos: dict[str, Pos] = {}
     layers: list[LayerSpec] = []

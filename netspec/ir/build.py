@@ -52,7 +52,9 @@ _SCHEMAS: dict = {}
 def _layer_schema(op) -> dict[str, AttrDef]:
     schema = dict(op.attrs)
     schema.update(FROM)
-    if op.weighted:
+    if op.weighted and op.channelwise:
+        schema.update({k: WEIGHTED[k] for k in ("lr_mult", "decay_mult")})
+    elif op.weighted:
         schema.update(WEIGHTED)
     elif not op.follows_input_parts:
         schema.update(PINNABLE)
@@ -127,6 +129,8 @@ class GraphBuilder:
                           attr_pos=pos)
             layer.attr_pos["name"] = ls.name_pos
             if op.weighted:
+                layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
+            if op.weighted and not op.channelwise:
                 layer.relu = bool(values["relu"])
                 layer.connect = values["connect"]
                 layer.init_std = self.spec.init_std if values["weight"] is None \
@@ -135,7 +139,6 @@ class GraphBuilder:
                     self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]
-                layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
             split, gpu = values.get("split"), values.get("gpu")
             layer._placement = _NO_PLACEMENT if split is None and gpu is None \
                 else {"split": split, "gpu": gpu}
@@ -242,12 +245,15 @@ class GraphBuilder:
         op = l.op
         srcs = [built[i] for i in l.inputs]
         from_pos = l.attr_pos.get("from", l.pos)
-        if len(srcs) > 1 and not op.weighted:
-            self.err(from_pos, f"{l.name}: a {l.type} layer reads one input; only conv and fc "
-                               f"layers concatenate several")
-            return False
         shapes = [s.out_shape for s in srcs]
-        if len({sh[1:] for sh in shapes}) > 1:
+        if op.joins:
+            if len(srcs) < 2 or len(set(shapes)) > 1:
+                listing = ", ".join(f"{s.name} {_fmt_shape(s.out_shape)}" for s in srcs)
+                self.err(from_pos, f"{l.name}: {l.type} reads two or more inputs of "
+                                   f"one shape: {listing}")
+                return False
+            l.attrs["inputs"] = len(srcs)
+        elif len({sh[1:] for sh in shapes}) > 1:
             listing = ", ".join(f"{s.name} {_fmt_shape(s.out_shape)}" for s in srcs)
             self.err(from_pos, f"{l.name}: inputs to concatenate must agree in all but "
                                f"channels: {listing}")
@@ -265,7 +271,7 @@ class GraphBuilder:
             return False
         l.out_shape = op.output_shape(l.attrs, l.in_shape)
 
-        if op.weighted:
+        if op.weighted and not op.channelwise:
             return self.place_weighted(l, srcs, _all_sources(srcs),
                                        any(s.replicated for s in srcs))
         if not op.follows_input_parts:            # softmax: gather on one GPU
@@ -277,18 +283,21 @@ class GraphBuilder:
                 return False
             l.parts = [Part(0, gpu, 0, l.out_shape[0], list(all_src))]
             return True
-        # unweighted: follow the input's parts, each on its own GPU, cut at group boundaries
-        src = srcs[0]
+        if op.joins:
+            l.parts = join_parts(srcs)
+            return True
+        # channel by channel: follow the inputs' parts (laid end to end when it reads several),
+        # each on its own GPU, cut at group boundaries
         if l.groups != 1 and not self.check_groups(l, {"channels": l.in_shape[0]}):
             return False
         l.parts = []
-        for run in _input_runs(src, l.op.spans_channels):
-            lo, hi = run[0][1], run[-1][2]
+        for run in _input_runs(srcs, l.op.spans_channels):
+            lo, hi = run[0][2], run[-1][3]
             for a, b in _cut(lo, hi, l.out_shape[0] // l.groups):
-                l.parts.append(Part(len(l.parts), run[0][0].gpu, a, b, [
+                l.parts.append(Part(len(l.parts), run[0][1].gpu, a, b, [
                     Source(src.name, p.index, p.gpu, min(b, stop) - max(a, start),
                            max(a, start) - a, max(a, start) - start)
-                    for p, start, stop in run if start < b and a < stop]))
+                    for src, p, start, stop in run if start < b and a < stop]))
         return True
 
     def check_groups(self, l: Layer, counts: dict[str, int]) -> bool:
@@ -506,6 +515,25 @@ def find_transfers(g: Graph) -> list[Transfer]:
     return out
 
 
+def join_parts(srcs: list[Layer]) -> list[Part]:
+    """The parts of a layer joining inputs of one shape elementwise (add): the first input's
+    parts, each reading its channel range from every input, wherever that lies (a part on
+    another GPU is a transfer), the inputs' ranges laid end to end in the part's input."""
+    first = srcs[0]
+    c = first.out_shape[0]
+    parts = []
+    for p in first.parts:
+        lo, hi = (0, c) if first.replicated else (p.start, p.stop)
+        sources = []
+        for j, src in enumerate(srcs):
+            for s in _channel_range(_all_sources([src]), lo, hi):
+                gpu, part = (p.gpu, p.gpu) if src.replicated else (s.gpu, s.part)
+                sources.append(Source(s.layer, part, gpu, s.channels,
+                                      s.offset + j * (hi - lo), s.start))
+        parts.append(Part(len(parts), p.gpu, lo, hi, sources))
+    return parts
+
+
 def _all_sources(srcs: list[Layer]) -> list[Source]:
     """The concatenated input parts of a layer reading `srcs`, in channel order (one copy of
     a replicated input)."""
@@ -518,19 +546,25 @@ def _all_sources(srcs: list[Layer]) -> list[Source]:
     return out
 
 
-def _input_runs(src: Layer, spans_channels: bool) -> list[list[tuple[Part, int, int]]]:
-    """The input's parts as runs of (part, first channel, end) that one reading part covers:
+def _input_runs(srcs: list[Layer], spans_channels: bool
+                ) -> list[list[tuple[Layer, Part, int, int]]]:
+    """The inputs' parts, laid end to end along channels (a layer reading several), as runs of
+    (source, part, first channel, end) in the reader's input that one reading part covers:
     each part alone, or, for a layer whose maps interact across channels (`spans_channels`:
     LRN), each run of consecutive parts on one GPU together, so that a grouped conv's groups
     on one GPU are normalised as one set of maps (as Caffe's and PyTorch's AlexNet do) and
     only GPUs, or the layer's own `groups`, bound the window."""
-    out = src.out_shape[0]
-    spans = [(p, 0, out) if src.replicated else (p, p.start, p.stop) for p in src.parts]
-    if not spans_channels or src.replicated:
+    spans, first = [], 0
+    for src in srcs:
+        c = src.out_shape[0]
+        spans += [(src, p, first, first + c) if src.replicated else
+                  (src, p, first + p.start, first + p.stop) for p in src.parts]
+        first += c
+    if not spans_channels or any(src.replicated for src in srcs):
         return [[s] for s in spans]
-    runs: list[list[tuple[Part, int, int]]] = []
-    for s in sorted(spans, key=lambda s: s[1]):
-        if runs and runs[-1][-1][0].gpu == s[0].gpu and runs[-1][-1][2] == s[1]:
+    runs: list[list[tuple[Layer, Part, int, int]]] = []
+    for s in sorted(spans, key=lambda s: s[2]):
+        if runs and runs[-1][-1][1].gpu == s[1].gpu and runs[-1][-1][3] == s[2]:
             runs[-1].append(s)
         else:
             runs.append([s])

@@ -151,7 +151,11 @@ class Layer:
 
     @property
     def params(self) -> int:
-        return sum(math.prod(s) for s in self.param_shapes().values())
+        """Trainable parameters (PyTorch's `parameters()` count: state such as a running mean
+        is a buffer there, not counted)."""
+        shapes = self.param_shapes()
+        state = {name for _, d, name, _ in self.param_table() if not d.trainable}
+        return sum(math.prod(s) for n, s in shapes.items() if n not in state)
 
     def gpu_split(self, gpus: int) -> list[int]:
         split = [0] * gpus

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +121,8 @@ class PartContext:
 
     @property
     def prefix(self) -> str:
-        return f"{self.layer.name}_g{self.part.index}"
+        # a C identifier: layer names may hold '-' (layer1-2-conv1), kernel names may not
+        return re.sub(r"\W", "_", f"{self.layer.name}_g{self.part.index}")
 
     @property
     def attrs(self) -> dict:

@@ -42,4 +42,43 @@ def unregister(type_name: str) -> None:
     OPS.pop(type_name, None)
 
 
-__all__ = ["AttrDef", "Op", "OPS", "ParamDef", "register", "unregister"]
+# -- the README's table of layer types, written from the ops (their `doc` and `attrs`), so the
+# documentation cannot drift from what the language accepts; tests/ops/test_language_table.py
+# checks the README holds exactly `layer_table()`.
+
+def _key_text(name, d) -> str:
+    if d.kind == "flag":
+        text = f"`{name}`"
+    else:
+        text = f"`{name} {d.kind.upper() if d.kind != 'gauss' else 'gauss(STD)'}`"
+        if d.choices:
+            text = f"`{name} {'|'.join(map(str, d.choices))}`"
+    if d.default is not None and d.default is not False and d.kind != "flag":
+        text += f" ({d.default:g})" if isinstance(d.default, float) else f" ({d.default})"
+    if d.required:
+        text += " required"
+    return text + (f": {d.doc}" if d.doc else "")
+
+
+def layer_table() -> str:
+    """Markdown: one row per layer type (sorted), its doc and every key with its default."""
+    rows = ["| type | what it computes | keys (defaults) |", "|---|---|---|"]
+    for name in sorted(OPS):
+        op = OPS[name]
+        keys = [_key_text(k, d) for k, d in op.attrs.items()]
+        extra = []
+        if op.weighted and not op.channelwise:
+            extra.append("the weighted keys below")
+        elif not op.follows_input_parts:
+            extra.append("`gpu G`")
+        if op.grouped:
+            extra.append("`groups G`")
+        if op.joins:
+            extra.append("reads 2+ inputs: `from a, b`")
+        text = "; ".join(keys + extra) or "—"
+        rows.append(f"| `{name}` | {op.doc.replace('|', chr(92) + '|')} | "
+                    f"{text.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
+__all__ = ["AttrDef", "Op", "OPS", "ParamDef", "layer_table", "register", "unregister"]

@@ -89,6 +89,11 @@ class Op:
     weighted: bool = False          # has weights and biases, and a `connect` mode
     spatial_input: bool = False     # needs (C, H, W) input
     follows_input_parts: bool = True  # unweighted layers keep their input's parts
+    joins: bool = False             # reads 2+ inputs of one shape and combines them (add):
+    #                                 attrs["inputs"] is their number, set by the IR; a part's
+    #                                 input is its channels of each input, end to end
+    channelwise: bool = False       # weighted, yet each channel alone (batchnorm): its parts
+    #                                 follow the input's, each with its channels' tensors
     spans_channels: bool = False      # its maps interact across channels (LRN): one part per
                                       # GPU's run of input parts, cut only by its own groups
     attrs: dict[str, AttrDef] = {}
@@ -161,7 +166,9 @@ class Op:
         """The ONNX operator (opset 17) that computes this op at test time, and its
         attributes, as plain data (ops import no onnx). A weighted op's node takes (x, weight,
         bias), x flattened to (N, C·H·W) when the op's output is a vector; the exporter adds
-        `group` for grouped convolutions and the fused Relu."""
+        `group` for grouped convolutions and the fused Relu. Two keys are not attributes:
+        `_same_input` (the node reads x twice: Mul(x, x)) and `_float_inputs` (float scalars
+        after x, as constants: Clip's min and max)."""
         raise NotImplementedError(f"{self.type}: no ONNX form")
 
     # -- PyTorch form (bench/vs_pytorch.py's mirror, the tests' check_layer) ----------------

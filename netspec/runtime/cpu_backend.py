@@ -39,6 +39,7 @@ import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..kernel.dialects import C
+from ..ops.maxpool import pool_geometry
 from .host_build import build_host_kernels, ptr
 from .numpy_backend import NumpyNet
 from .sgd import layer_multipliers, sgd_step
@@ -510,12 +511,11 @@ class CpuNet(NumpyNet):
         return dx, ()
 
     def _fwd_maxpool(self, layer, x, params):
-        z, s = layer.attrs["size"], layer.attrs["stride"]
         n, c, h, w = x.shape
-        ho, wo = (h - z) // s + 1, (w - z) // s + 1
+        z, s, p, ho, wo = pool_geometry(layer.attrs, x.shape[1:])
         y = np.empty((n, c, ho, wo), np.float32)
         arg = np.empty((n, c, ho, wo), np.int32)
-        self.k.maxpool_fwd(ptr(x), ptr(y), ptr(arg), n * c, h, w, z, s)
+        self.k.maxpool_fwd(ptr(x), ptr(y), ptr(arg), n * c, h, w, z, s, p, ho, wo)
         return y, ("cpu", x.shape, arg)
 
     def _bwd_maxpool(self, layer, dy, cache, input_grad):

@@ -272,6 +272,8 @@ class PlanNet(Net):
         drawn layer by layer in network order with the reference's own `draw_noise`, so the
         same units drop."""
         plan = inst.compiled.plan
+        if train and any(not b.trainable for b in plan.parameters):
+            self._host_params_current = False     # a training forward writes the state
         xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
         feeds = {name: xc for name in plan.io["input"]}
         if train:
