@@ -3,24 +3,25 @@ expanded into plain statements at parse time (before anything reads them), each 
 item keeping its source position.
 
     block basic(planes, stride)                   # define: a name and its parameters
-      conv      $name-c1 filters $planes size 3 stride $stride pad 1
-      batchnorm $name-b1
-      relu      $name-r1
-      conv      $name-c2 filters $planes size 3 pad 1
-      batchnorm $name-b2
-      add       $name from $name-b2, $in relu     # the residual: $in is the block's input
+      conv      c1_$name filters $planes size 3 stride $stride pad 1
+      batchnorm b1_$name
+      relu      r1_$name
+      conv      c2_$name filters $planes size 3 pad 1
+      batchnorm b2_$name
+      add       $name from b2_$name, $in relu     # the residual: $in is the block's input
     end
 
-    basic  layer1-0 planes 64 stride 1            # use: the block's name as the keyword,
-    repeat 2 basic layer2 planes 128 stride 1     # N uses: layer2-1, layer2-2, chained
+    basic  layer1_0 planes 64 stride 1            # use: the block's name as the keyword,
+    repeat 2 basic layer2 planes 128 stride 1     # N uses: layer2_1, layer2_2, chained
 
 Inside a block, `$p` is parameter p: a word that is exactly `$p` becomes the argument itself
 (its kind, its value, its position at the use, so a bad value is reported where it was
-given); `$p` inside a longer word is replaced by the argument's text (`$name-c1`). Two
+given); `$p` at the end of a longer word is replaced by the argument's text (`c1_$name`:
+a parameter's name runs to the end of the word, and layer names hold no `-`). Two
 parameters every use has: `$name`, the use's name, and `$in`, the layer just before the
 use (the block's input, `data` at the top). A block's statements read the layer before them
 as any statement does, so the first one reads the block's input, and the layer after a use
-reads the block's last. `repeat N BLOCK NAME ...` is N uses named NAME-1 .. NAME-N, each
+reads the block's last. `repeat N BLOCK NAME ...` is N uses named NAME_1 .. NAME_N, each
 reading the one before. Blocks may use blocks defined above them (not themselves).
 
 Why this form: it is the language's own shape (a keyword, a name, key-value pairs), so a
@@ -173,7 +174,7 @@ def _uses(s, blocks: dict, errs: Collector) -> list[tuple[Block, Item, dict]] | 
         return []
     if count == 1 and s.keyword != "repeat":
         return [(block, name, args)]
-    return [(block, replace(name, value=f"{name.value}-{n}", text=f"{name.value}-{n}"), args)
+    return [(block, replace(name, value=f"{name.value}_{n}", text=f"{name.value}_{n}"), args)
             for n in range(1, count + 1)]
 
 

@@ -88,6 +88,7 @@ class GraphBuilder:
     def __init__(self, spec: Spec, errs: Collector):
         self.spec, self.errs = spec, errs
         self.cycle = False
+        self.unreadable: set[str] = set()     # layers whose attributes had an error
         # as the parser counts lines: at "\n" only
         self.line_lengths = [len(line.removesuffix("\r")) for line in spec.source.split("\n")]
 
@@ -119,8 +120,12 @@ class GraphBuilder:
             seen[ls.name] = ls.pos
             line_end = Pos(ls.pos.line, self.line_lengths[ls.pos.line - 1] + 1)
             schema = layer_schema(op)
+            reported = len(self.errs.diagnostics)
             attrs = read_attrs(ls.items, schema, ls.name, self.errs, line_end)
             values = resolve(attrs, schema, ls.name, self.errs, ls.name_pos)
+            if len(self.errs.diagnostics) > reported:
+                # its values are guesses (the error may stand at a block's use, not its line)
+                self.unreadable.add(ls.name)
             pos = {k: a.value_pos for k, a in attrs.items()}
             pos.update({f"{k}.key": a.pos for k, a in attrs.items()})
             inputs = list(values.pop("from") or (prev,))
@@ -233,7 +238,8 @@ class GraphBuilder:
         bad_lines = self.errs.lines_with_errors() | self.errs.broken_lines
         gap = min(self.errs.dropped_layers, default=None)
         for l in layers:
-            if l.pos.line in bad_lines or (gap is not None and l.pos.line > gap) or \
+            if l.pos.line in bad_lines or l.name in self.unreadable or \
+                    (gap is not None and l.pos.line > gap) or \
                     any(i not in built for i in l.inputs) or \
                     not self.shape_and_place(l, built):
                 unshaped.add(l.name)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,8 +120,8 @@ class PartContext:
 
     @property
     def prefix(self) -> str:
-        # a C identifier: layer names may hold '-' (layer1-2-conv1), kernel names may not
-        return re.sub(r"\W", "_", f"{self.layer.name}_g{self.part.index}")
+        # a C identifier: the parser admits only those as layer names (dsl/parser.py)
+        return f"{self.layer.name}_g{self.part.index}"
 
     @property
     def attrs(self) -> dict:

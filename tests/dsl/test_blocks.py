@@ -15,12 +15,12 @@ input 3x8x8
 classes 4
 """
 BLOCK = """block basic(planes, stride)
-  conv      $name-c1 filters $planes size 3 stride $stride pad 1
-  batchnorm $name-b1
-  relu      $name-r1
-  conv      $name-c2 filters $planes size 3 pad 1
-  batchnorm $name-b2
-  add       $name from $name-b2, $in relu
+  conv      c1_$name filters $planes size 3 stride $stride pad 1
+  batchnorm b1_$name
+  relu      r1_$name
+  conv      c2_$name filters $planes size 3 pad 1
+  batchnorm b2_$name
+  add       $name from b2_$name, $in relu
 end
 """
 TAIL = """avgpool gap global
@@ -32,9 +32,9 @@ USES = "conv c0 filters 4 size 3 pad 1\nbasic l1 planes 4 stride 1\n" \
 
 
 def by_hand(name: str, prev: str) -> str:
-    return (f"conv {name}-c1 filters 4 size 3 stride 1 pad 1\nbatchnorm {name}-b1\n"
-            f"relu {name}-r1\nconv {name}-c2 filters 4 size 3 pad 1\nbatchnorm {name}-b2\n"
-            f"add {name} from {name}-b2, {prev} relu\n")
+    return (f"conv c1_{name} filters 4 size 3 stride 1 pad 1\nbatchnorm b1_{name}\n"
+            f"relu r1_{name}\nconv c2_{name} filters 4 size 3 pad 1\nbatchnorm b2_{name}\n"
+            f"add {name} from b2_{name}, {prev} relu\n")
 
 
 def _layers(g):
@@ -44,21 +44,21 @@ def _layers(g):
 def test_expansion_equals_the_network_written_out():
     g = build_graph(HEAD + BLOCK + USES + TAIL)
     written = HEAD + "conv c0 filters 4 size 3 pad 1\n" + by_hand("l1", "c0") + \
-        by_hand("l2-1", "l1") + by_hand("l2-2", "l2-1") + TAIL
+        by_hand("l2_1", "l1") + by_hand("l2_2", "l2_1") + TAIL
     assert _layers(g) == _layers(build_graph(written))
-    assert g.layer("l2-2").inputs == ["l2-2-b2", "l2-1"]     # $in: the layer before the use
+    assert g.layer("l2_2").inputs == ["b2_l2_2", "l2_1"]     # $in: the layer before the use
 
 
 def test_positions_are_the_blocks_lines():
     g = build_graph(HEAD + BLOCK + USES + TAIL)
-    assert g.layer("l2-1-c2").pos.line == 8                 # the block's own conv line
+    assert g.layer("c2_l2_1").pos.line == 8                 # the block's own conv line
 
 
 def test_a_block_may_use_one_defined_above():
-    nested = BLOCK + "block stage(planes)\n  basic $name-a planes $planes stride 1\n" \
-                     "  basic $name-b planes $planes stride 1\nend\n"
+    nested = BLOCK + "block stage(planes)\n  basic a_$name planes $planes stride 1\n" \
+                     "  basic b_$name planes $planes stride 1\nend\n"
     g = build_graph(HEAD + nested + "conv c0 filters 4 size 1\nstage s1 planes 4\n" + TAIL)
-    assert g.layer("s1-b").inputs == ["s1-b-b2", "s1-a"]
+    assert g.layer("b_s1").inputs == ["b2_b_s1", "a_s1"]
 
 
 def _error(text: str) -> str:
@@ -71,7 +71,7 @@ def _error(text: str) -> str:
     (("stride $stride", "stride $strid"), "5:52",
      "block basic: unknown parameter '$strid' (did you mean 'stride'?)"),
     (("basic l1 planes 4 stride 1", "basic l1 planes 4.5 stride 1"), "13:17",
-     "l1-c1: 'filters' needs an integer, found '4.5'"),
+     "c1_l1: 'filters' needs an integer, found '4.5'"),
     (("basic l1 planes 4 stride 1", "basic l1 planes 4 strid 1"), "13:19",
      "l1: block basic has no parameter 'strid' (did you mean 'stride'?)"),
     (("basic l1 planes 4 stride 1", "basic l1 planes 4"), "13:7",
