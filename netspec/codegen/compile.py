@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
 from ..kernel.dialects import DIALECTS, Dialect
+from .cpu_kernels import render_cpu_module
 from .plan import LaunchPlan, build_plan
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
@@ -96,14 +97,18 @@ class Compiled:
         return self.plan.memory_per_gpu
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
-        """kernels<suffix> for every device dialect (kernels.cu, kernels.cl) and plan.json in
-        `directory` (made if missing). Returns {dialect name | 'plan': path}."""
+        """kernels<suffix> for every device dialect (kernels.cu, kernels.cl), the host C +
+        OpenMP kernels the cpu backend builds (kernels.c: the same for every network, shapes
+        are arguments; codegen/cpu_kernels.py) and plan.json in `directory` (made if
+        missing). Returns {dialect name | 'host' | 'plan': path}."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         out = {}
         for dialect in device_dialects():
             out[dialect.name] = d / f"kernels{dialect.suffix}"
             out[dialect.name].write_text(self.source(dialect).text)
+        out["host"] = d / "kernels.c"
+        out["host"].write_text(render_cpu_module())
         out["plan"] = d / "plan.json"
         out["plan"].write_text(json.dumps(self.plan.to_json(), indent=1) + "\n")
         return out
