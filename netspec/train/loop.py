@@ -507,7 +507,21 @@ class Trainer:
                   + f"  {row['images_per_sec']:.0f} img/s"
                   + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
         self.save()
+        if self.is_root and self.config.figures:
+            self._write_figures()
         return row
+
+    def _write_figures(self) -> None:
+        """curves.png and filters.png into the run (figures.py); a figure that can't be
+        drawn is a line, not the end of the run."""
+        from ..viz.errors import VizError
+        from ..viz.run import read_metrics
+        from .figures import write_figures
+        try:
+            write_figures(self.run_dir, self.graph, self.net.parameters(),
+                          read_metrics(self.run_dir / "metrics.jsonl"))
+        except (VizError, OSError) as e:
+            self.echo(f"warning: no figures this epoch: {e}")
 
     def _summary(self, last) -> str:
         if last is None and self.epoch >= self.recipe.epochs:

@@ -1,6 +1,7 @@
-"""What `netspec train` and `netspec eval` print: the dropped partial batch, top-5 only with
-more than 5 classes (with 5 or fewer every label is in the top 5), counts in the singular,
-and `--resume` of a finished run saying so. Short numpy runs on a made folder."""
+"""What `netspec train` and `netspec eval` print and write: the dropped partial batch, top-5
+only with more than 5 classes (with 5 or fewer every label is in the top 5), counts in the
+singular, `--resume` of a finished run saying so, and the figures at each evaluation
+(netspec/train/figures.py). Short numpy runs on a made folder."""
 from __future__ import annotations
 
 from click.testing import CliRunner
@@ -61,6 +62,20 @@ def test_ten_classes_show_top5_and_no_drop_line(tmp_path):
     epoch = next(line for line in lines if line.startswith("epoch 1/1"))
     assert "val error top-1" in epoch and epoch.count("top-5") == 2
     assert lines[-1].startswith("done: 2 steps, 1 epoch;") and "top-5" in lines[-1]
+
+    # the figures written at the evaluation are viz --run's, from the checkpoint saved then
+    run_dir = tmp_path / "run"
+    for name, flags in (("curves.png", ["--curves"]), ("filters.png", ["--filters", "conv1"])):
+        again = tmp_path / f"viz-{name}"
+        r = CliRunner().invoke(main, ["viz", "--run", str(run_dir), *flags, "-o", str(again)])
+        assert r.exit_code == 0, r.output
+        assert (run_dir / name).read_bytes() == again.read_bytes(), name
+    assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]
+
+    lines = []
+    run({"spec": str(spec), "data": str(folder), "backend": "numpy", "figures": False,
+         "out": str(tmp_path / "plain")}, lines)
+    assert not list((tmp_path / "plain").glob("*.png"))
 
 
 def test_ensemble_table_top5_by_classes():
