@@ -290,7 +290,8 @@ def test_compile_takes_its_old_o_for_the_directory(root, tmp_path):
         out = tmp_path / flag.strip("-")
         r = CliRunner().invoke(main, ["compile", spec, flag, str(out)])
         assert r.exit_code == 0, r.output
-        assert {p.name for p in out.iterdir()} == {"kernels.cu", "kernels.cl", "plan.json"}
+        assert {p.name for p in out.iterdir()} == {"kernels.cu", "kernels.cl", "kernels.c",
+                                                  "plan.json"}
     r = CliRunner().invoke(main, ["compile", spec, "-o", str(tmp_path / "a"), "--out",
                                   str(tmp_path / "b")])
     assert r.exit_code == 2 and "give the directory once" in r.output

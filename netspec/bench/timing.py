@@ -27,6 +27,7 @@ dropout, softmax) have flops 0 and no GFLOP/s.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -329,6 +330,23 @@ def measure_sgemm_gflops(size: int = 1536, repeats: int = 3) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def winograd_footnotes(algorithms) -> list[str]:
+    """One footnote per Winograd transform among `algorithms` ("winograd F(3x3,5x5)"), in
+    order of appearance: its GEMMs do m²r²/(m+r-1)² fewer multiplies than the direct conv
+    (Lavin & Gray 2016), 2.25 for F(2x2,3x3), 4.59 for F(3x3,5x5)."""
+    lines = []
+    for algorithm in dict.fromkeys(a for a in algorithms if (a or "").startswith("winograd")):
+        m = re.fullmatch(r"winograd F\((\d+)x\1,(\d+)x\2\)", algorithm)
+        if m is None:
+            continue
+        tile, size = int(m.group(1)), int(m.group(2))
+        fewer = (tile * size) ** 2 / (tile + size - 1) ** 2
+        lines.append(f"* {algorithm[len('winograd '):]}: Winograd; GFLOP/s counts the direct "
+                     f"conv's FLOPs, an effective rate; its GEMMs do {fewer:.3g}x fewer "
+                     f"multiplies")
+    return lines
+
+
 def format_table(res: BenchResult, kernels: bool = False) -> str:
     out = [f"{res.network} on {res.backend} ({res.device}), batch {res.batch_size}, median of "
            f"{res.iterations} steps after {res.warmup} warm-up; timer: {res.timer}; load "
@@ -350,9 +368,7 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
     if res.sgemm_gflops:
         out.append(f"this machine's sgemm (NumPy BLAS, 1536^3, same run): "
                    f"{res.sgemm_gflops:.1f} GFLOP/s; 'of sgemm' is a GEMM row's share of it")
-    if any((r.algorithm or "").startswith("winograd") for r in res.rows):
-        out.append("* Winograd F(m×m, r×r): GFLOP/s counts the direct conv's FLOPs, an effective "
-                   "rate; its GEMMs do fewer multiplies (2.25x fewer for F(2x2,3x3))")
+    out.extend(winograd_footnotes(r.algorithm for r in res.rows))
     if res.host_counters is not None:
         out.append(format_counters(res.host_counters))
     if kernels and res.kernels:

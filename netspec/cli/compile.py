@@ -29,8 +29,8 @@ def _without_gc(f):
 @click.command("compile")
 @click.argument("spec", type=click.Path())
 @json_option()
-@out_dir_option("Write kernels.cu, kernels.cl and plan.json into this directory (made with "
-                "its parents).")
+@out_dir_option("Write kernels.cu, kernels.cl, kernels.c (host C + OpenMP) and plan.json into "
+                "this directory (made with its parents).")
 # -o was this directory's short spelling; -o names a file in every other command
 @click.option("-o", "out_short", type=click.Path(file_okay=False), hidden=True,
               help="The old spelling of --out.")
@@ -85,7 +85,8 @@ def compile_cmd(spec, as_json, out, out_short, batch_size, tune, tune_budget, re
         if replicas > 1:
             click.echo("\n" + format_data_parallel(info["data_parallel"]))
         if out:
-            click.echo(f"\nwrote {out}/kernels.cu, {out}/kernels.cl, {out}/plan.json")
+            click.echo(f"\nwrote {out}/kernels.cu, {out}/kernels.cl, {out}/kernels.c, "
+                       f"{out}/plan.json")
 
 
 def echo_lines(lines, chunk: int = 4096):

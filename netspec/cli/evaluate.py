@@ -46,10 +46,11 @@ def eval_cmd(spec, checkpoint, data, ten_crop, backend, devices, batch_size, wor
     if as_json:
         click.echo(json.dumps(result))
         return
+    top5 = (f", top-5 error {100 * result['top5_error']:.2f}%"
+            if len(result["per_class"]) > 5 else "")   # 5 classes or fewer: always right
     click.echo(f"{result['network']}: {result['images']} val images, "
                f"{'10-crop' if ten_crop else 'centre crop'}: top-1 error "
-               f"{100 * result['top1_error']:.2f}%, top-5 error "
-               f"{100 * result['top5_error']:.2f}%")
+               f"{100 * result['top1_error']:.2f}%{top5}")
     hardest = describe_hardest(result)
     if hardest:
         click.echo(hardest)

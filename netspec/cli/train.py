@@ -45,6 +45,8 @@ from .options import (
 @click.option("--print-freq", type=click.IntRange(min=1), default=10, show_default=True,
               help="Off a terminal (a log file, CI): a progress line every N batches.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-figures", is_flag=True,
+              help="Don't write curves.png and filters.png into the run at each evaluation.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
               help="Also checkpoint every N steps, mid-epoch (default: the spec's "
                    "'checkpoint every N', else at epoch ends only).")
@@ -54,8 +56,8 @@ from .options import (
               help="With --resume: go on although the data changed since the run started "
                    "(the change is recorded in the run's state).")
 def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, seed, workers,
-              out, resume, init_from, print_freq, no_progress, checkpoint_every, keep,
-              allow_data_change):
+              out, resume, init_from, print_freq, no_progress, no_figures, checkpoint_every,
+              keep, allow_data_change):
     """Train a network as its spec's recipe says (§4-5 of the paper for AlexNet)."""
     from ..train.loop import TrainOptions, train
 
@@ -73,7 +75,7 @@ def train_cmd(spec, data, backend, devices, epochs, batch_size, lr, max_steps, s
     opts = TrainOptions(spec=spec, data=data, backend=backend, devices=devices, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                         workers=workers, out=out, resume=resume, init_from=init_from,
-                        print_freq=print_freq, progress=not no_progress,
+                        print_freq=print_freq, progress=not no_progress, figures=not no_figures,
                         checkpoint_every=checkpoint_every, keep=keep,
                         allow_data_change=allow_data_change)
     result = train(opts, echo=click.echo)

@@ -17,6 +17,7 @@ from ..errors import DeviceLimitError, KernelBuildError
 from ..ir.graph import Graph
 from ..kernel.dialects import DIALECTS, Dialect
 from ..kernel.gemm import DEFAULT_SM_COUNT
+from .cpu_kernels import render_cpu_module
 from .plan import LaunchPlan, build_plan
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
@@ -98,14 +99,18 @@ class Compiled:
         return self.plan.memory_per_gpu
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
-        """kernels<suffix> for every device dialect (kernels.cu, kernels.cl) and plan.json in
-        `directory` (made if missing). Returns {dialect name | 'plan': path}."""
+        """kernels<suffix> for every device dialect (kernels.cu, kernels.cl), the host C +
+        OpenMP kernels the cpu backend builds (kernels.c: the same for every network, shapes
+        are arguments; codegen/cpu_kernels.py) and plan.json in `directory` (made if
+        missing). Returns {dialect name | 'host' | 'plan': path}."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         out = {}
         for dialect in device_dialects():
             out[dialect.name] = d / f"kernels{dialect.suffix}"
             atomic_write(out[dialect.name], self.source(dialect).text)
+        out["host"] = d / "kernels.c"
+        atomic_write(out["host"], render_cpu_module())
         out["plan"] = d / "plan.json"
         atomic_write(out["plan"], json.dumps(self.plan.to_json(), indent=1) + "\n")
         return out

@@ -31,7 +31,9 @@ Initializer names are the parameter names of `Graph.param_shapes()` (`conv2.weig
 an ONNX file and a netspec checkpoint name the same tensors alike. The model's metadata
 (`metadata_props`) holds `netspec.network`, `netspec.spec_sha256` (of the spec's text),
 `netspec.spec` (the text itself) and, when known, `netspec.classes` and `netspec.class_names`
-(JSON lists: class ids, human names).
+(JSON lists: class ids, human names), and `netspec.preprocessing`: the input `predict` gives
+the network, as JSON (`preprocessing_metadata`), with the run's mean image in
+`netspec.mean_image` (base64 of little-endian float32, shape (base, base, 3), RGB, 0..255).
 """
 from __future__ import annotations
 
@@ -283,14 +285,45 @@ class OnnxBuilder:
         self.op_node(layer, [self.whole_input(layer)], layer.name)
 
 
+def preprocessing_metadata(graph: Graph, mean: np.ndarray | None) -> dict[str, str]:
+    """The metadata that lets an onnxruntime user build `netspec predict`'s input: decode to
+    RGB, rescale the shorter side to `base` and take the centre square (bilinear,
+    antialiased: data/decode.py), subtract the mean image, take the centre `crop` x `crop`,
+    planar NCHW float32 in 0..255 (not divided by 255); a 1-channel network reads the
+    views' luma (train/input_check.py). mean: float32 (base, base, 3), or None when the
+    weights come from no run (then there is no mean to subtract and `base` is the crop)."""
+    import base64
+    crop = graph.recipe.crop or graph.input_shape[1]
+    info = {"channel_order": "RGB", "layout": "NCHW", "dtype": "float32",
+            "scale": "0..255, pixel values as they are (not divided by 255)",
+            "resize": "shorter side to base, centre square, bilinear (antialiased)",
+            "crop": crop, "views": "centre crop; or the average of 10 crops' probabilities "
+                                    "(4 corners and centre, and their mirror images)",
+            "channels": graph.input_shape[0]}
+    meta = {}
+    if mean is None:
+        info.update(base=crop, mean="none: exported without a run's data")
+    else:
+        mean = np.ascontiguousarray(mean, dtype="<f4")
+        if mean.ndim != 3 or mean.shape[0] != mean.shape[1] or mean.shape[2] != 3:
+            raise ExportError(f"the mean image has shape {mean.shape}, not (base, base, 3)")
+        info.update(base=int(mean.shape[0]), mean="subtract netspec.mean_image: base64 of "
+                    "little-endian float32, shape (base, base, 3), RGB, before the crop")
+        meta["netspec.mean_image"] = base64.b64encode(mean.tobytes()).decode("ascii")
+    meta["netspec.preprocessing"] = json.dumps(info)
+    return meta
+
+
 def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
                 classes: Sequence[str] | None = None,
-                class_names: Sequence[str] | None = None, opset: int = OPSET):
+                class_names: Sequence[str] | None = None, opset: int = OPSET,
+                mean: np.ndarray | None = None):
     """The network at test time as an `onnx.ModelProto` (see the module docstring).
 
     graph: a built IR graph. params: name -> array for every name of
     `graph.param_shapes()`, in those shapes (cast to float32). classes, class_names: the class
-    ids (folder names or wnids) and human names, for the metadata. Raises ExportError naming a missing or misshapen parameter, or a layer
+    ids (folder names or wnids) and human names, for the metadata. mean: the run's mean
+    image, float32 (base, base, 3), for the preprocessing metadata. Raises ExportError naming a missing or misshapen parameter, or a layer
     type ONNX can't express.
     """
     from onnx import TensorProto, helper, numpy_helper
@@ -323,18 +356,21 @@ def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
         meta["netspec.classes"] = json.dumps(list(classes))
     if class_names is not None:
         meta["netspec.class_names"] = json.dumps(list(class_names))
+    meta.update(preprocessing_metadata(graph, mean))
     helper.set_model_props(model, meta)
     return model
 
 
 def write_onnx(graph: Graph, params: Mapping[str, np.ndarray], path, *,
                classes: Sequence[str] | None = None,
-               class_names: Sequence[str] | None = None, opset: int = OPSET) -> int:
+               class_names: Sequence[str] | None = None, opset: int = OPSET,
+               mean: np.ndarray | None = None) -> int:
     """Export (see `export_onnx`), check with `onnx.checker`, write to `path`; the size in
     bytes."""
     import onnx
 
-    model = export_onnx(graph, params, classes=classes, class_names=class_names, opset=opset)
+    model = export_onnx(graph, params, classes=classes, class_names=class_names, opset=opset,
+                        mean=mean)
     data = model.SerializeToString()
     onnx.checker.check_model(model)
     atomic_write(path, data)     # a kill mid-way leaves an existing file whole

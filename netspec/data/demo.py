@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from netspec.cachedir import user_cache_dir
-from netspec.data.shards import ProgressBar
+from netspec.data.shards import ProgressBar, terminal_only
 from netspec.errors import DataError
 
 log = logging.getLogger("netspec.data")
@@ -127,7 +127,8 @@ def generate_demo(root: Path, seed: int = 0, train_per_class: int = TRAIN_PER_CL
     """Write the demo dataset's JPEGs under root/train and root/val, then root/demo.json."""
     root = Path(root)
     total = len(DEMO_CLASSES) * (train_per_class + val_per_class)
-    with ProgressBar(total=total, desc="demo dataset", unit="img", disable=not progress) as bar:
+    with ProgressBar(total=total, desc="demo dataset", unit="img",
+                     disable=terminal_only(progress)) as bar:
         for split, count in (("train", train_per_class), ("val", val_per_class)):
             for label, name in enumerate(DEMO_CLASSES):
                 folder = root / split / name

@@ -175,5 +175,11 @@ class ProgressBar(tqdm):
 
 
 def _progress_bar(total: int, done: int, desc: str, enabled: bool):
-    return ProgressBar(total=total, initial=done, desc=desc, unit="img", disable=not enabled,
-                       dynamic_ncols=True, leave=True)
+    return ProgressBar(total=total, initial=done, desc=desc, unit="img",
+                       disable=terminal_only(enabled), dynamic_ncols=True, leave=True)
+
+
+def terminal_only(enabled: bool) -> bool | None:
+    """tqdm's `disable`: None draws the bar only when stderr is a terminal, so a log file or
+    CI gets no carriage-return frames (the command's summary line says what was done)."""
+    return None if enabled else True

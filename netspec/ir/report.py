@@ -40,6 +40,57 @@ def device_rows(g: Graph, batch_size: int) -> list[dict[str, int]]:
             for gpu in range(g.gpus)]
 
 
+# The recipe's statements as the report shows them: (statement, key, Recipe field, where the
+# spec gave it: the key in Recipe.pos). A value the spec didn't give is netspec's default.
+RECIPE_KEYS = (("batch", "", "batch_size", "batch_size"), ("epochs", "", "epochs", "epochs"),
+               ("sgd", "lr", "lr", "lr"), ("sgd", "momentum", "momentum", "momentum"),
+               ("sgd", "weight_decay", "weight_decay", "weight_decay"),
+               ("schedule", "", "schedule", ("plateau", "at", "none")),
+               ("schedule", "at", "drop_epochs", "at"),
+               ("schedule", "factor", "factor", "factor"),
+               ("schedule", "patience", "patience", "patience"),
+               ("schedule", "max_drops", "max_drops", "max_drops"),
+               ("augment", "crop", "crop", "crop"), ("augment", "from", "base", "from"),
+               ("augment", "flip", "flip", "flip"), ("augment", "pca", "pca_sigma", "pca"),
+               ("test", "views", "test_views", "views"),
+               ("checkpoint", "every", "checkpoint_every", "every"),
+               ("checkpoint", "keep", "keep", "keep"))
+
+
+def recipe_rows(g: Graph) -> list[dict[str, Any]]:
+    """The training recipe, one row per value: statement, key, value (None: not set, e.g.
+    no crop), and whether it is netspec's default rather than the spec's (Recipe's
+    defaults, dsl/spec.py)."""
+    r = g.recipe
+    rows = []
+    for stmt, key, name, given in RECIPE_KEYS:
+        keys = given if isinstance(given, tuple) else (given,)
+        value = getattr(r, name)
+        rows.append({"statement": stmt, "key": key,
+                     "value": list(value) if isinstance(value, tuple) else value,
+                     "default": not any(k in r.pos for k in keys)})
+    return rows
+
+
+def _recipe_lines(rows: list[dict[str, Any]]):
+    by_stmt: dict[str, list[str]] = {}
+    for row in rows:
+        value, key = row["value"], row["key"]
+        if key == "at" and not value or key == "from" and value is None:
+            continue                       # only with `schedule at` / a random crop
+        if isinstance(value, bool):
+            text = key if value else f"no {key}"
+        elif value is None:
+            text = {"crop": "crop: the input size", "every": "at epoch ends only"}.get(key, key)
+        else:
+            value = ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}" \
+                if isinstance(value, float) else value
+            text = f"{key} {value}".strip()
+        by_stmt.setdefault(row["statement"], []).append(text + ("*" if row["default"] else ""))
+    for stmt, parts in by_stmt.items():
+        yield f"  {stmt:<10} {'  '.join(parts)}"
+
+
 def summary(g: Graph) -> dict[str, Any]:
     rows = layer_rows(g)   # the totals from its figures: each layer's MACs are worked out once
     return {
@@ -55,6 +106,7 @@ def summary(g: Graph) -> dict[str, Any]:
         "total_neurons": sum(l.neurons for l in g.weighted_layers),
         "layers": rows,
         "devices": device_rows(g, g.recipe.batch_size),
+        "recipe": recipe_rows(g),
         "transfers": [{"layer": t.layer, "part": t.part, "src_gpu": t.src_gpu,
                        "dst_gpu": t.dst_gpu, "elements_per_image": t.elements,
                        "consumers": list(t.consumers)} for t in g.transfers],
@@ -122,3 +174,7 @@ def table_lines(info: dict[str, Any]):
             extra += f"  total {_bytes(d['memory_bytes'])}"
         yield (f"  GPU {d['gpu']}: params {_bytes(d['param_bytes'])}{extra}  "
                f"sends {_bytes(d['sent_bytes_per_step'])}/step")
+    if info.get("recipe"):
+        yield ""
+        yield "training recipe (* netspec's default: not in the spec):"
+        yield from _recipe_lines(info["recipe"])

@@ -152,7 +152,7 @@ def run_ensemble(*, checkpoints: Sequence[str], spec=None, data=None, ten_crop=F
         rows.append({"checkpoint": ckpt, "network": graph.name, **scores(p, y)})
     ens = scores(total / len(members), labels)
     return {"members": rows, "ensemble": ens, "images": len(labels),
-            "views": 10 if ten_crop else 1, "data": str(data)}
+            "views": 10 if ten_crop else 1, "data": str(data), "classes": graph.classes}
 
 
 def format_ensemble(result: dict) -> str:
@@ -162,6 +162,8 @@ def format_ensemble(result: dict) -> str:
     lines = [(f"ensemble of {n} runs on {result['images']} val images of {result['data']}, "
              f"{'10-crop' if result['views'] == 10 else 'centre crop'} (softmax averaged, §6):")]
     for m in [*result["members"], {"checkpoint": "ensemble", **result["ensemble"]}]:
+        top5 = f"  top-5 error {100 * m['top5_error']:6.2f}%" if result.get(
+            "classes", 6) > 5 else ""        # 5 classes or fewer: top-5 is always right
         lines.append(f"  {m['checkpoint']:<{width}}  top-1 error {100 * m['top1_error']:6.2f}%"
-                     f"  top-5 error {100 * m['top5_error']:6.2f}%")
+                     f"{top5}")
     return "\n".join(lines)

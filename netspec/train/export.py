@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..codegen.onnx_export import ExportError, write_onnx
 from ..errors import RunError
 from .saved_run import read_run
@@ -27,7 +29,7 @@ def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
         raise ExportError("netspec export needs the onnx package: pip install "
                           "'netspec[onnx]'") from None
     graph = build_graph(os.fspath(spec))
-    classes = names = None
+    classes = names = mean = None
     if checkpoint is not None:
         params, state = read_run(checkpoint)
         wanted = graph.param_shapes()
@@ -39,11 +41,13 @@ def export_network(spec, output, *, checkpoint=None, seed: int = 0) -> dict:
             raise RunError(f"{checkpoint}: the checkpoint does not match {graph.name}'s spec: "
                            + "; ".join(problems))
         classes, names = state.get("classes"), state.get("class_names")
+        if state.get("data_mean") is not None:
+            mean = np.asarray(state["data_mean"], np.float32)
         weights = f"checkpoint {checkpoint}"
     else:
         params = build(graph, "numpy", seed=seed).parameters()
         weights = f"initial weights for seed {seed}"
     out = Path(output)
-    size = write_onnx(graph, params, out, classes=classes, class_names=names)
+    size = write_onnx(graph, params, out, classes=classes, class_names=names, mean=mean)
     return {"network": graph.name, "path": str(out), "bytes": size,
             "params": graph.total_params, "classes": graph.classes, "weights": weights}

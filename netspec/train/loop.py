@@ -439,9 +439,20 @@ class Trainer:
              f"{ds.size('train')} train / {val} val), run {self.run_dir}")
         if ds.layout != "class folders":
             echo(f"data layout: {ds.layout}; val labels from {ds.labels_source}")
+        self._announce_dropped(ds.size("train"))
         if self.config.overrides:
             echo(f"overrides of the spec's recipe: "
                  f"{', '.join(f'{k}={v}' for k, v in self.config.overrides.items())}")
+
+    def _announce_dropped(self, images: int) -> None:
+        """Say that the last partial batch of each epoch is left out (the loader drops it:
+        every step has the recipe's batch size). Not said for data-parallel runs, whose
+        replicas' shards decide it."""
+        batch = self.recipe.batch_size
+        if self.data_parallel is None and images > batch and images % batch:
+            self.echo(f"each epoch trains {images // batch} batches of {batch}: the last "
+                      f"{images % batch} of {images} training images (a different few each "
+                      f"epoch, the order being shuffled) are left out")
 
     def _close_logs(self) -> None:
         if self.tensorboard is not None:
@@ -595,22 +606,41 @@ class Trainer:
             append_metrics(self.run_dir, row)
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.net.parameters(), self.graph)
+        top5 = self.graph.classes > 5      # with 5 classes or fewer top-5 is always right
         self.echo(f"epoch {self.epoch}/{r.epochs}  step {self.step}  lr {lr_used:.3g}  "
                   f"train loss {row['train_loss']:.4f} error top-1 "
-                  f"{_pct(row['train_top1_error'])} top-5 {_pct(row['train_top5_error'])}  "
-                  f"val error top-1 {_pct(row['val_top1_error'])} top-5 "
-                  f"{_pct(row['val_top5_error'])}  "
-                  f"{row['images_per_sec']:.0f} img/s"
+                  f"{_pct(row['train_top1_error'])}"
+                  + (f" top-5 {_pct(row['train_top5_error'])}" if top5 else "")
+                  + f"  val error top-1 {_pct(row['val_top1_error'])}"
+                  + (f" top-5 {_pct(row['val_top5_error'])}" if top5 else "")
+                  + f"  {row['images_per_sec']:.0f} img/s"
                   + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
         self.save()
+        if self.is_root and self.config.figures:
+            self._write_figures()
         return row
 
+    def _write_figures(self) -> None:
+        """curves.png and filters.png into the run (figures.py); a figure that can't be
+        drawn is a line, not the end of the run."""
+        from ..viz.errors import VizError
+        from ..viz.run import read_metrics
+        from .figures import write_figures
+        try:
+            write_figures(self.run_dir, self.graph, self.net.parameters(),
+                          read_metrics(self.run_dir / "metrics.jsonl"))
+        except (VizError, OSError) as e:
+            self.echo(f"warning: no figures this epoch: {e}")
+
     def _summary(self, last) -> str:
+        if last is None and self.epoch >= self.recipe.epochs:
+            return (f"{self.run_dir} is finished: {_count(self.epoch, 'epoch')}, "
+                    f"{_count(self.step, 'step')}; nothing to train")
         if last is None:
             return f"stopped at step {self.step}; checkpoint in {self.run_dir}"
-        return (f"done: {self.step} steps, {self.epoch} epochs; val top-1 error "
-                f"{_pct(last['val_top1_error'])}, top-5 {_pct(last['val_top5_error'])}; "
-                f"run in {self.run_dir}")
+        top5 = (f", top-5 {_pct(last['val_top5_error'])}" if self.graph.classes > 5 else "")
+        return (f"done: {_count(self.step, 'step')}, {_count(self.epoch, 'epoch')}; val top-1 "
+                f"error {_pct(last['val_top1_error'])}{top5}; run in {self.run_dir}")
 
 
 def _by_class_name(ds, val: dict) -> dict:
@@ -619,6 +649,10 @@ def _by_class_name(ds, val: dict) -> dict:
     names = display_names(ds.classes, ds.class_names)
     return {name: err for name, err in zip(names, val.get("class_top1_error", ()))
             if err is not None}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _pct(v) -> str:

@@ -43,6 +43,7 @@ class TrainOptions:
     init_from: str | None = None     # fine-tuning: start from this run's weights (init_from.py)
     print_freq: int = 10
     progress: bool = True
+    figures: bool = True         # curves.png, filters.png at each evaluation (figures.py)
     dtype: str = "float32"       # float64 for gradient-exact comparisons in tests
     checkpoint_every: int | None = None   # steps; None: the spec's `checkpoint every` (or epochs)
     keep: int | None = None              # checkpoints kept; None: the spec's (default 1)
@@ -83,6 +84,7 @@ class RunConfig:
     max_steps: int | None       # a total over the whole run, resumed steps included
     print_freq: int
     progress: bool
+    figures: bool = True
 
     @property
     def spec_text(self) -> str:
@@ -133,7 +135,7 @@ def resolve_run(opts: TrainOptions, tidy: bool = True) -> RunConfig:
         init_from=start.init_from, run_dir=run_dir, new=not opts.resume,
         resumed=start.resumed, resume_lr=start.resume_lr, devices=opts.devices,
         dtype=np.dtype(opts.dtype), max_steps=opts.max_steps, print_freq=opts.print_freq,
-        progress=opts.progress)
+        progress=opts.progress, figures=opts.figures)
 
 
 def _new_start(opts: TrainOptions) -> _Start:

@@ -16,6 +16,7 @@ from .render import save_layout
 
 MARGIN = 24
 THUMB = 112
+OTHER_CLASS = "#c62828"   # a neighbour's name when its class isn't the query's
 GAP = 10
 SEPARATOR = 26        # between the query column and its neighbours
 CHUNK_ELEMENTS = 1 << 24   # train features per block: bounds the float64 distance work
@@ -87,6 +88,9 @@ def neighbours_layout(query_images: np.ndarray, neighbour_images: np.ndarray,
     cell_h = THUMB + (4 + captions * (c_asc + c_desc + 2) if captions else 0)
     grid_w = THUMB + SEPARATOR + k * THUMB + (k - 1) * GAP
     header = "nearest training images in the last hidden layer's features"
+    marked = query_names is not None and neighbour_names is not None
+    if marked:
+        header += " (red name: not the query's class)"
     width = math.ceil(max(grid_w + 2 * MARGIN, text_width(title, 18, True) + 2 * MARGIN,
                           THUMB + SEPARATOR + text_width(header, 12, True) + 2 * MARGIN))
     top = MARGIN + (t_asc + t_desc + 14 if title else 0)
@@ -104,16 +108,16 @@ def neighbours_layout(query_images: np.ndarray, neighbour_images: np.ndarray,
     layout.add("separator", Polyline(((sep_x, grid_top), (sep_x, height - MARGIN)), "#999999",
                                      1.0))
 
-    def thumb(img, x, y, cls, caption_lines, **data):
+    def thumb(img, x, y, cls, caption_lines, name_colour="#333333", **data):
         h, w = img.shape[:2]
         s = THUMB / max(h, w)
         shapes = [Bitmap(x + (THUMB - w * s) / 2, y + (THUMB - h * s) / 2, w * s, h * s, img,
                          pixelated=False)]
         cy = y + THUMB + 4
-        for line in caption_lines:
+        for i, line in enumerate(caption_lines):
             cy += c_asc
-            shapes.append(Text(x + THUMB / 2, cy, fit_text(line, 11, THUMB), 11, "#333333",
-                               "middle"))
+            shapes.append(Text(x + THUMB / 2, cy, fit_text(line, 11, THUMB), 11,
+                               name_colour if i == 0 else "#333333", "middle"))
             cy += c_desc + 2
         layout.add(cls, *shapes, **data)
 
@@ -128,7 +132,10 @@ def neighbours_layout(query_images: np.ndarray, neighbour_images: np.ndarray,
                 lines.append(str(neighbour_names[r][j]) if neighbour_names is not None else "")
             if distances is not None:
                 lines.append(f"d = {float(distances[r][j]):.3g}")
-            thumb(found[r, j], nx + j * (THUMB + GAP), y, "neighbour", lines, row=r, rank=j)
+            other = marked and str(neighbour_names[r][j]) != str(query_names[r])
+            thumb(found[r, j], nx + j * (THUMB + GAP), y, "neighbour", lines,
+                  OTHER_CLASS if other else "#333333", row=r, rank=j,
+                  other_class=int(bool(other)))
     return layout
 
 

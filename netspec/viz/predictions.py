@@ -68,11 +68,16 @@ def predictions_layout(images: np.ndarray, probs: np.ndarray, labels: np.ndarray
     cell_h = IMAGE + 8 + l_asc + l_desc + 6 + k * (BAR_H + 3)
     width = math.ceil(max(2 * MARGIN + cols * CELL_W + (cols - 1) * GAP_X,
                           2 * MARGIN + text_width(title, 18, True)))
-    top = MARGIN + t_asc + t_desc + 16 if title else MARGIN
+    legend = "bars: the top guesses, as long as their probability; red: the true label"
+    width = math.ceil(max(width, 2 * MARGIN + text_width(legend, 11)))
+    n_asc, n_desc = line_metrics(11)
+    legend_base = (MARGIN + t_asc + t_desc + 6 if title else MARGIN) + n_asc
+    top = legend_base + n_desc + 12
     layout = Layout(width, math.ceil(top + rows * cell_h + (rows - 1) * GAP_Y + MARGIN),
                     title=title or "predictions")
     if title:
         layout.add("title", Text(MARGIN, MARGIN + t_asc, title, 18, "#111111", bold=True))
+    layout.add("legend", Text(MARGIN, legend_base, legend, 11, "#333333"))
     x_start = (width - (cols * CELL_W + (cols - 1) * GAP_X)) / 2
     for i in range(n):
         r, c = divmod(i, cols)

@@ -106,3 +106,16 @@ def test_command_table(root):
 def test_iterations_must_be_positive(root):
     with pytest.raises(ValueError, match="iterations"):
         bench(build_graph(root / TINY), "numpy", batch_size=2, iterations=0)
+
+
+def test_winograd_footnote_per_transform():
+    """One footnote per transform the table shows, each with its own factor: F(m×m, r×r)
+    does m²r² multiplies per tile in the direct conv and (m+r-1)² in the Winograd GEMMs
+    (by hand: 36/16 = 2.25, 225/49 = 4.59)."""
+    from netspec.bench.timing import winograd_footnotes
+    lines = winograd_footnotes(["im2col+GEMM", "winograd F(3x3,5x5)", None,
+                                "winograd F(2x2,3x3)", "winograd F(3x3,5x5)"])
+    assert len(lines) == 2
+    assert lines[0].startswith("* F(3x3,5x5):") and "4.59x fewer" in lines[0]
+    assert lines[1].startswith("* F(2x2,3x3):") and "2.25x fewer" in lines[1]
+    assert winograd_footnotes(["im2col+GEMM", None]) == []
