@@ -44,6 +44,7 @@ class Wiring:
         self.transfers: dict[tuple[str, int, int], Landing] = {}
         self.outgoing: dict[tuple[str, int], list[Landing]] = {}
         self.mults: dict[str, tuple[float, float]] = {}
+        self.layer_index = {l.name: i for i, l in enumerate(g.compute_layers)}
 
     # -- names and sizes -----------------------------------------------------------------
     def y_of(self, layer: str, part: int, gpu: int) -> str:
@@ -63,7 +64,8 @@ class Wiring:
         return s.channels * self.B * math.prod(l.in_shape[1:])
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
-        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}))
+        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}),
+                           layer_index=self.layer_index[l.name])
 
     def y_name(self, s: Source) -> str:
         """The buffer of source `s`'s producer output (its roles' own string)."""
