@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import netspec
+from netspec.kernel.philox import uniforms
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEXNET = ROOT / "specs" / "alexnet.net"
@@ -125,13 +126,15 @@ def test_alexnet_float64_at_the_spec_init(alexnet):
     assert max(errors.values()) <= 1e-10, errors
 
 
-def documented_dropout_masks(seed, n, width):
+def documented_dropout_masks(graph, seed, n):
     """The masks the net draws on its first training step, re-derived from the documentation
-    (netspec/runtime/net.py): second spawned stream, one float32 draw per dropout layer."""
+    (netspec/runtime/net.py, runtime/noise.py): the second spawned stream gives one uint64, the
+    Philox seed; step 0, images 0..n-1, each dropout layer keyed by its compute-layer index."""
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-    keep6 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
-    keep7 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
-    return torch.from_numpy(keep6), torch.from_numpy(keep7)
+    key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
+    return tuple(torch.from_numpy(uniforms(key, 0, i, 0, n, l.out_shape[0])
+                                  >= np.float32(l.attrs["p"]))
+                 for i, l in enumerate(graph.compute_layers) if l.type == "dropout")
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -142,7 +145,7 @@ def test_tiny_alexnet_float32(train):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 3, 64, 64), dtype=np.float32)
     labels = np.array([0, 9, 3, 3])
-    keep = documented_dropout_masks(5, 4, 256) if train else (None, None)
+    keep = documented_dropout_masks(net.graph, 5, 4) if train else (None, None)
     ref_logits, ref_loss, ref_grads = torch_loss_and_grads(
         params, x, labels, torch.float32, conv1_stride=2, conv1_pad=2,
         keep6=keep[0], keep7=keep[1])
