@@ -46,6 +46,7 @@ import pytest
 
 from netspec.bench.vs_pytorch import torch_layers, torch_loss
 from netspec.ir.build import build_graph
+from netspec.kernel.philox import uniforms
 from netspec.ops import OPS
 from netspec.runtime import BACKENDS, backend_class, build
 
@@ -274,15 +275,29 @@ def run_net(net, d: Draw) -> dict:
 
 
 def keep_masks(graph, d: Draw) -> dict:
-    """The draws a training step makes (netspec/runtime/net.py: one `draw_noise` per body
-    layer, in network order, from the net's generator)."""
+    """The draws a training step makes (netspec/runtime/net.py: one uint64 from the net's
+    generator is the Philox seed; one `draw_noise` per body layer, given the uniforms of its
+    compute-layer index at step 0, images 0..n-1)."""
     rng, n = np.random.default_rng(d.noise_seed), len(d.labels)
+    key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
     masks = {}
-    for l in graph.compute_layers[:-1]:
-        noise = l.op.draw_noise(l.attrs, (n, *l.out_shape), rng)
+    for i, l in enumerate(graph.compute_layers[:-1]):
+        u = uniforms(key, 0, i, 0, n, int(np.prod(l.out_shape))).reshape(n, *l.out_shape)
+        noise = l.op.draw_noise(l.attrs, u.shape, _Uniforms(u))
         if noise is not None:
             masks[l.name] = noise
     return masks
+
+
+class _Uniforms:
+    """Hands `draw_noise` precomputed uniforms as its generator's `random`."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self, size, dtype=np.float64):
+        assert tuple(size) == self.u.shape
+        return self.u.astype(dtype)
 
 
 def run_torch(graph, d: Draw) -> dict:

@@ -20,6 +20,8 @@ outer loop spread over the cores by `$parallel`:
     maxpool_fwd/bwd  max and argmax (first in row-major order on ties) per window; the
                   backward adds each output's gradient at its argmax, outputs in row-major order
     sgd           the paper's update (§5) in one pass over w, v and g
+    dropout_uniforms  the dropout noise (kernel/philox.py): Philox4x32-10 per (image, 4
+                  elements), the reference's bits
     wino_*        Winograd's F(m×m, r×r) transforms of stride-1 convs, forward and adjoint
                   (codegen/winograd.py): the GEMMs between them are α² batched sgemms; a
                   different factorisation of the conv, so these agree with the reference to
@@ -32,6 +34,7 @@ sums the reference leaves to NumPy's pairwise summation (bias gradients) agree t
 from __future__ import annotations
 
 from ..kernel.dialects import C, Dialect
+from ..kernel.philox import HOST_UNIFORMS
 from .winograd import TB, kernel_templates
 
 # Every kernel: (name, argument types, template). Types: 'f*' float pointer, 'i*' int32 pointer,
@@ -359,6 +362,11 @@ $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, lo
     }
 }
 """)
+
+
+# The dropout noise's uniforms (kernel/philox.py's Philox4x32-10 text, the same bits as the
+# NumPy reference): u (N, E), key words and indices as longs
+_kernel("dropout_uniforms", "f* l l l l l l l", HOST_UNIFORMS)
 
 
 # Winograd's F(m×m, r×r) transforms (codegen/winograd.py) for the stride-1 convs with these

@@ -164,7 +164,7 @@ def readiness(compiled: Compiled, arch: str = "sm_90", with_ptxas: bool = True
             continue
         k = plan.kernels[s.kernel]
         nbytes = sum(plan.buffers[a].nbytes for p, a in zip(k.params, s.args)
-                     if p.kind != "float")
+                     if not p.scalar)
         blocks = math.prod(g // max(l, 1) for g, l in zip(k.global_size, k.local_size))
         row = KernelReadiness(k.name, s.layer, s.phase, k.threads, blocks, flops=k.flops,
                               bytes=nbytes, launches={s.gpu: 1} if train else {})

@@ -32,13 +32,20 @@ _PARAM_C = {
     "out": "float*",          # written (or read and written) float buffer
     "in_int": "const int*",   # read-only int32 buffer (labels)
     "float": "float",         # scalar, by value
+    "uint": "unsigned int",   # 32-bit unsigned scalar, by value (the dropout noise's key words)
 }
+SCALAR_KINDS = frozenset({"float", "uint"})   # passed by value: no buffer behind them
 
 
 @dataclass(frozen=True, slots=True)
 class Param:
     kind: str
     name: str
+
+    @property
+    def scalar(self) -> bool:
+        """Passed by value (a float or uint), not a buffer."""
+        return self.kind in SCALAR_KINDS
 
     def declare(self, d: Dialect) -> str:
         c = _PARAM_C[self.kind]
@@ -76,7 +83,7 @@ class Kernel:
 
 @functools.cache
 def params(*spec: str) -> tuple[Param, ...]:
-    """params("in x", "out y", "float lr") -> Param tuple."""
+    """params("in x", "out y", "float lr", "uint step") -> Param tuple."""
     out = []
     for s in spec:
         kind, name = s.split()
@@ -117,6 +124,9 @@ class PartContext:
     input_grad: bool                    # False when the input is the network's data
     tiles: dict = field(default_factory=dict)
     sm_count: int = 132                 # the device's multiprocessors (H100/H200 without one)
+    # the layer's index in the graph's compute layers: the `layer` of the dropout noise's key
+    # (runtime/noise.py); None where the builder doesn't say (autotune's GEMM contexts)
+    layer_index: int | None = None
 
     @property
     def prefix(self) -> str:

@@ -17,6 +17,7 @@ Tokens a template may use:
     $gid0        global index along dimension 0
     $exp $log $pow $fmax $sqrt $rsqrt   float math function names
     $inf         positive infinity as a float expression
+    $u64         the 64-bit unsigned integer type (Philox's 32x32 -> 64 bit products)
     $parallel    the pragma that splits the next loop over the host's threads (C only: the
                  GPU dialects are parallel by launch and render it empty)
     $float4      the 4-float vector type (both device dialects: `float4`, components .x .y .z .w)
@@ -56,11 +57,12 @@ class Dialect:
     parallel: str = ""          # a pragma line that parallelises the next loop (host C)
     host: bool = False          # no work-groups: shared memory, barriers and ids don't exist
     vector: dict[str, str] = field(default_factory=dict)   # $float4, $gload4, ... (device only)
+    uint64: str = "unsigned long long"
 
     def tokens(self) -> dict[str, str]:
         t = {"kernel": self.kernel, "buf": self.buf, "restrict": self.restrict,
              "shared": self.shared, "barrier": self.barrier, "inf": self.inf,
-             "parallel": self.parallel}
+             "parallel": self.parallel, "u64": self.uint64}
         for d in range(3):
             t[f"lid{d}"] = self.local_id[d]
             t[f"grp{d}"] = self.group_id[d]
@@ -134,6 +136,7 @@ OPENCL = Dialect(
     math={"exp": "exp", "log": "log", "pow": "pow", "fmax": "fmax", "sqrt": "sqrt",
           "rsqrt": "rsqrt"},
     inf="INFINITY",
+    uint64="ulong",
     prelude="// OpenCL C 1.2, rendered by netspec.codegen; build with pyopencl\n",
     vector={"float4": "float4", "gload4": "*(const __global float4*)",
             "sload4": "*(const __local float4*)", "sstore4": "*(__local float4*)",

@@ -196,8 +196,9 @@ class Op:
     def draw_noise(self, a: dict, shape: tuple[int, ...],
                    rng: np.random.Generator) -> np.ndarray | None:
         """The random numbers the whole layer needs for one training step, shape (N, C, ...);
-        sliced along axis 1 per part. The executor calls it once per layer per training step,
-        in network order, so backends reproduce it by replaying the same calls. None: no draw.
+        sliced along axis 1 per part. `rng.random(shape, dtype)` gives the layer's uniforms,
+        keyed by (seed, step, layer, image, element) (runtime/noise.py), so a device backend
+        reproduces them with the same key (dropout's mask kernel). None: no draw.
         """
         return None
 

@@ -1,15 +1,20 @@
 """dropout (inverted): at train time y = x · m / (1 − p), m ~ Bernoulli(1 − p); at test time y = x.
 
 In expectation this equals the paper's "multiply the outputs by 0.5 at test time" (§4.2).
-The mask comes from the network's seeded RNG: one draw per dropout layer per training step,
-for the whole layer at once, `rng.random((N, *out_shape), dtype=np.float32) >= p` (compared in
-float32), then sliced per part along axis 1. See `draw_noise`.
+The mask: one draw per dropout layer per training step, for the whole layer at once,
+`keep = rng.random((N, *out_shape), dtype=np.float32) >= np.float32(p)` (compared in float32),
+then sliced per part along axis 1. In a net, `rng` is the layer's Philox4x32-10 draw keyed by
+(seed, step, layer, image, element) (runtime/noise.py, kernel/philox.py), and the device
+backends compute the same mask on the device (`DROPOUT_MASK`). See `draw_noise`.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..kernel import Call, Kernel, elementwise_launch, params
+from ..kernel.philox import DROPOUT_MASK, mask_launch_consts
 from .base import AttrDef, Op
 
 
@@ -62,10 +67,12 @@ OP = Dropout()
 
 # -- kernel templates ----------------------------------------------------------------------------
 # Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
-# The mask is not drawn on the device: the host draws the layer's noise with the reference's
-# `draw_noise` (same generator, same order), turns it into the reference's keep mask, and
-# uploads this part's slice as 0/1 floats (`mask`, laid out like the activations). So both
-# backends drop exactly the units the NumPy reference drops.
+# At train time the part's keep mask (0/1 floats, laid out like the activations) is written on
+# the device by DROPOUT_MASK (kernel/philox.py): Philox4x32-10 at the key the reference draws
+# with, the seed, step and first image passed as scalars each step, the layer index compiled
+# in. So every backend drops exactly the units the NumPy reference drops, and no mask is
+# uploaded.
+NOISE_SCALARS = ("noise.key0", "noise.key1", "noise.step", "noise.first")
 
 DROPOUT_APPLY = r"""
 $kernel $name($params)
@@ -90,11 +97,31 @@ def scratch_buffers(c) -> dict:
     return {"mask": c.out_elements}
 
 
+def mask_kernel(c) -> Kernel:
+    """The keep mask of one part, drawn on the device: Philox4x32-10 keyed like
+    runtime/noise.py, one work-item per (image, 4 elements)."""
+    p = c.attrs["p"]
+    if c.layer_index is None:
+        raise ValueError(f"{c.layer.name}: the dropout mask kernel needs the layer's index")
+    hw = math.prod(c.out_shape[1:])
+    consts, items = mask_launch_consts(batch=c.batch, layer=c.layer_index,
+                                       channels=(c.part.start, c.part.stop), per_channel=hw,
+                                       p=p)
+    gs, ls = elementwise_launch(items)
+    return Kernel(f"{c.prefix}_mask", DROPOUT_MASK,
+                  params("out mask", "uint key0", "uint key1", "uint step", "uint first"),
+                  consts, gs, ls, layer=c.layer.name,
+                  doc=f"{c.layer.name} dropout mask (train): mask = [u >= {p}], u Philox4x32-10 "
+                      f"of (seed, step, layer {c.layer_index}, image, element)\n"
+                      f"launch: one work-item per image and 4 elements ({items})")
+
+
 def forward_kernels(c):
     n = c.out_elements
     gs, ls = elementwise_launch(n)
     scale = 1.0 / (1.0 - c.attrs["p"])
     return [
+        Call(mask_kernel(c), ("mask", *NOISE_SCALARS), when="train"),
         Call(Kernel(f"{c.prefix}_fwd", DROPOUT_APPLY, params("in src", "in mask", "out out"),
                     dict(N=n, SCALE=scale), gs, ls, flops=2 * n, layer=c.layer.name,
                     doc=f"{c.layer.name} dropout (train): y = x * mask / (1 - {c.attrs['p']})\n"

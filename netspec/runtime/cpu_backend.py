@@ -25,7 +25,8 @@ Where the time goes, and what this backend does about it (profile in README "Per
   step's peak memory stays below PyTorch's.
 Layouts are the reference's (NCHW activations, PyTorch's parameter layouts), so parameters,
 checkpoints and every other backend agree. Layers without a host kernel (ReLU on its own,
-dropout, average pooling, softmax: small next to the GEMMs) run the reference's NumPy code.
+dropout, average pooling, softmax: small next to the GEMMs) run the reference's NumPy code;
+dropout's uniforms come from the host C Philox kernel (`HostNoise`), the reference's bits.
 
 Float32 only: a float64 net (gradient checks) runs the NumPy reference throughout. Without a
 working C compiler with OpenMP, the backend says so in one line and runs NumPy.
@@ -39,12 +40,34 @@ import numpy as np
 
 from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..kernel.dialects import C
+from ..kernel.philox import seed_key
 from ..ops.maxpool import pool_geometry
 from .host_build import build_host_kernels, ptr
+from .noise import ImageNoise
 from .numpy_backend import NumpyNet
 from .sgd import layer_multipliers, sgd_step
 
 _BUILT: tuple | None = None
+
+
+class HostNoise(ImageNoise):
+    """The step's noise key, its uniforms drawn by the host C kernel `dropout_uniforms` (the
+    NumPy reference's bits, over every core)."""
+
+    def __init__(self, kernels, key: ImageNoise):
+        super().__init__(key.seed, key.step, key.first, key.count)
+        self.k = kernels
+
+    def uniforms(self, layer: int, elements: int) -> np.ndarray:
+        k0, k1 = seed_key(self.seed)
+        u = np.empty((self.count, elements), np.float32)
+        if u.size:
+            if self.step >= 1 << 32 or layer >= 1 << 32 or self.first + self.count > 1 << 32 \
+                    or elements > 1 << 34:
+                return super().uniforms(layer, elements)    # raises, saying which index
+            self.k.dropout_uniforms(ptr(u), self.count, elements, k0, k1, self.step,
+                                    self.first, layer)
+        return u
 
 
 def host_kernels():
@@ -183,6 +206,10 @@ class CpuNet(NumpyNet):
         return dw
 
     # -- layers -----------------------------------------------------------------------------
+    def _step_noise(self, n: int) -> ImageNoise:
+        key = super()._step_noise(n)
+        return key if self.k is None else HostNoise(self.k, key)
+
     def forward_part(self, layer, part, x, params, *, train, noise):
         fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
         if fn is None:

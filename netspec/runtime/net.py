@@ -28,9 +28,12 @@ but it has no gradient and SGD leaves it alone.
 
 Dropout draws
 -------------
-Each forward with `train=True` (also inside `loss_and_grads`) calls, for every layer in network
-order whose op draws (`Op.draw_noise`, today only dropout), once for the whole layer:
-    keep = self.rng.random((N, *layer.out_shape), dtype=float32) >= float32(p)
+Each forward with `train=True` (also inside `loss_and_grads`) takes its noise key from
+`self.rng` (runtime/noise.py `step_noise`: the trainer's per-step `ImageNoise`, or one uint64
+drawn from a numpy Generator as the seed) and calls, for every layer whose op draws
+(`Op.draw_noise`, today only dropout), once for the whole layer, with i the layer's index in
+the compute layers:
+    keep = uniforms(seed, step, i, images, elements) >= float32(p)      (Philox4x32-10)
 and gives part `q` the slice `keep[:, q.start:q.stop]`. A test-time forward draws nothing.
 Replace `net.rng` with a fresh `np.random.Generator` to reseed the masks.
 
@@ -61,6 +64,7 @@ import numpy as np
 
 from ..errors import DeviceError
 from ..ir.graph import INPUT, Graph, Layer, Part
+from .noise import ImageNoise, step_noise
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -377,6 +381,11 @@ class Net:
                              f"layers: {', '.join(names)}") from None
 
     # -- the walk -------------------------------------------------------------------------
+    def _step_noise(self, n: int) -> ImageNoise:
+        """The noise key of one training forward over n images (runtime/noise.py); a
+        backend may return a subclass that computes the same uniforms its own way."""
+        return step_noise(self.rng, n)
+
     def _forward_pass(self, x: np.ndarray, *, train: bool, keep_caches: bool,
                       stop_after: str | None = None):
         """Run the body (every layer but the softmax) part by part, in network order.
@@ -395,8 +404,9 @@ class Net:
             for name in layer.inputs:
                 last_reader[name] = i
         n = x.shape[0]
+        key = self._step_noise(n) if train else None
         for i, layer in enumerate(self.body):
-            noise = layer.op.draw_noise(layer.attrs, (n, *layer.out_shape), self.rng) \
+            noise = layer.op.draw_noise(layer.attrs, (n, *layer.out_shape), key.layer(i)) \
                 if train else None
             memo: dict[tuple, Any] = {}
             outs, layer_caches = [], []

@@ -1,8 +1,8 @@
 """`PlanNet`: the `Net` API (runtime/net.py) executed by walking a compiled launch plan.
 
 Everything device-independent lives here: compiling per batch size, the parameter region shared
-by every batch size, host <-> device layouts, dropout masks drawn exactly as the reference
-draws them, cross-stream waits, and the paper's SGD update on the device. A runtime
+by every batch size, host <-> device layouts, the dropout noise's key (the device draws the
+masks from it), cross-stream waits, and the paper's SGD update on the device. A runtime
 (opencl_backend.py, cuda_backend.py) only supplies the `_dev_*` primitives: build a module,
 allocate, view, launch, copy, upload, download, finish. So both run the same plan.
 
@@ -46,6 +46,11 @@ class _Run:
     out: dict = field(default_factory=dict)           # what -> host array
     uploaded: dict = field(default_factory=dict)      # (id(host), device) -> (buffer, event)
     redirect: dict = field(default_factory=dict)      # what -> device view to copy to, or None
+
+
+def _scalar(kind: str, value):
+    """A launch's scalar argument as its kernel parameter's type."""
+    return np.uint32(value) if kind == "uint" else np.float32(value)
 
 
 class PlanNet(Net):
@@ -226,8 +231,8 @@ class PlanNet(Net):
                     wait.append(run.events[ids[-1]])
             if s.kind == "launch":
                 k = plan.kernels[s.kernel]
-                args = [np.float32(scalars[a]) if p.kind == "float" else inst.views[a]
-                        for p, a in zip(k.params, s.args)]
+                args = [_scalar(p.kind, scalars[a] if a in scalars else feeds[a])
+                        if p.scalar else inst.views[a] for p, a in zip(k.params, s.args)]
                 ev = self._dev_launch(s.gpu, inst.kernels[s.kernel], k, args, wait)
             elif s.kind == "copy":
                 ev = self._dev_copy(s.gpu, inst.views[s.src], 4 * s.src_offset,
@@ -268,29 +273,15 @@ class PlanNet(Net):
         return ev
 
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
-        """The input (channel-major, on every GPU) and, at train time, the dropout masks:
-        drawn layer by layer in network order with the reference's own `draw_noise`, so the
-        same units drop."""
+        """The input (channel-major, on every GPU) and, at train time, the noise key's scalars
+        (runtime/noise.py): the dropout launches draw the masks on the device from them."""
         plan = inst.compiled.plan
         if train and any(not b.trainable for b in plan.parameters):
             self._host_params_current = False     # a training forward writes the state
         xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
         feeds = {name: xc for name in plan.io["input"]}
         if train:
-            n = x.shape[0]
-            masks = {(m["layer"], m["part"]): m for m in plan.io["masks"]}
-            for layer in self.body:
-                noise = layer.op.draw_noise(layer.attrs, (n, *layer.out_shape), self.rng)
-                if noise is None:
-                    continue
-                for p in layer.parts:
-                    m = masks.get((layer.name, p.index))
-                    if m is None:
-                        raise NotImplementedError(
-                            f"{self.backend}: layer '{layer.name}' draws noise but its kernels "
-                            f"take no mask")
-                    part = np.moveaxis(noise[:, p.start:p.stop], 1, 0)
-                    feeds[m["buffer"]] = np.ascontiguousarray(part, dtype=np.float32)
+            feeds.update(self._step_noise(x.shape[0]).scalars())
         return feeds
 
     def _device_layout_to_host(self, flat: np.ndarray, n: int, shape: tuple) -> np.ndarray:
@@ -534,7 +525,7 @@ class PlanNet(Net):
             self._dev_finish()
             k = plan.kernels[s.kernel]
             for p, a in zip(k.params, s.args):
-                if p.kind == "float" or plan.buffers[a].kind in ("param", "state", "velocity",
+                if p.scalar or plan.buffers[a].kind in ("param", "state", "velocity",
                                                                   "block"):
                     continue
                 if (when == "before") == (p.kind != "out") or p.kind == "out":

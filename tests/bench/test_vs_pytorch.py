@@ -22,6 +22,7 @@ import netspec
 from netspec.bench.vs_pytorch import NotComparable, torch_layers
 from netspec.cli import main
 from netspec.ir.build import build_graph
+from netspec.kernel.philox import uniforms
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
@@ -60,9 +61,12 @@ def rel(a, b) -> float:
 
 def documented_keep_masks(graph, rng, n) -> dict:
     """The keep masks a training step draws, re-derived from netspec/runtime/net.py's
-    documentation ("Dropout draws"): one float32 draw per dropout layer, in network order."""
-    return {l.name: rng.random((n, *l.out_shape), dtype=np.float32) >= np.float32(l.attrs["p"])
-            for l in graph.compute_layers if l.type == "dropout"}
+    documentation ("Dropout draws"): one uint64 from the generator is the Philox seed; step 0,
+    images 0..n-1, each dropout layer keyed by its compute-layer index."""
+    key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
+    return {l.name: uniforms(key, 0, i, 0, n, int(np.prod(l.out_shape)))
+            .reshape(n, *l.out_shape) >= np.float32(l.attrs["p"])
+            for i, l in enumerate(graph.compute_layers) if l.type == "dropout"}
 
 
 def check_mirror(spec, batch: int, seed: int) -> None:

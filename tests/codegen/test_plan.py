@@ -49,7 +49,7 @@ def _touched_whole(plan, s):
     if s.kind in ("upload", "download"):
         return [(s.buffer, s.kind == "upload")]
     k = plan.kernels[s.kernel]
-    return [(a, p.kind == "out") for p, a in zip(k.params, s.args) if p.kind != "float"]
+    return [(a, p.kind == "out") for p, a in zip(k.params, s.args) if not p.scalar]
 
 
 def test_every_read_follows_a_write(compiled):

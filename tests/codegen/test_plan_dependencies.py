@@ -40,7 +40,7 @@ def _spans(plan, s):
     else:
         k = plan.kernels[s.kernel]
         ranges = [(a, 0, plan.buffers[a].elements, p.kind == "out")
-                  for p, a in zip(k.params, s.args) if p.kind != "float"]
+                  for p, a in zip(k.params, s.args) if not p.scalar]
     for name, a, e, w in ranges:
         b = plan.buffers[name]
         out.append((b.gpu, b.region, b.offset + 4 * a, b.offset + 4 * e, w))

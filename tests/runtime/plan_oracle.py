@@ -152,7 +152,8 @@ def check_kernels_in_place(dev, graph: Graph, n: int, seed: int = 0,
             w_b = tuple(params[name][rows] for name, rows in zip(slot.names, slot.rows))
         noise = None
         if train and "mask" in roles:
-            noise = _host(first(roles["mask"], "before", "forward", layer.name, part.gpu), n,
+            # the mask as the launch that draws it on the device left it
+            noise = _host(first(roles["mask"], "after", "forward", layer.name, part.gpu), n,
                           oshape) != 0
         y_r, cache = op.forward(layer.attrs, xin, w_b, relu=layer.relu, train=train,
                                 noise=noise)

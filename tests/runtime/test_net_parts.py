@@ -14,6 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import netspec
+from netspec.kernel.philox import uniforms
 from netspec.ops.conv import conv_out
 
 
@@ -120,10 +121,14 @@ def test_logits_and_gradients_match_torch(cfg):
 def test_train_time_gradients_match_torch_with_the_documented_masks(cfg):
     net, params, x, labels = setup(cfg)
     loss, grads = net.loss_and_grads(x, labels, train=True)
-    # the first training step's mask: stream 2 of the seed, whole layer (N, C, H, W) at once
+    # the first training step's mask: one uint64 from stream 2 of the seed is the Philox seed;
+    # step 0, images 0 and 1, d2's compute-layer index, whole layer (N, C, H, W) at once
     rng = np.random.default_rng(np.random.SeedSequence(cfg["seed"] % 1000).spawn(2)[1])
-    shape = (2, *net.graph.layer("d2").out_shape)
-    keep = torch.from_numpy(rng.random(shape, dtype=np.float32) >= np.float32(0.5))
+    key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
+    layers = [l.name for l in net.graph.compute_layers]
+    shape = net.graph.layer("d2").out_shape
+    u = uniforms(key, 0, layers.index("d2"), 0, 2, int(np.prod(shape))).reshape(2, *shape)
+    keep = torch.from_numpy(u >= np.float32(0.5))
     P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     ref_loss = F.cross_entropy(torch_logits(P, torch.from_numpy(x), cfg, keep),
                                torch.from_numpy(labels))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import netspec
+from netspec.kernel.philox import uniforms
 from netspec.runtime.numpy_backend import NumpyNet
 
 from near_ties import assert_no_near_ties, reference_following
@@ -157,18 +158,21 @@ def test_alexnet_float64_at_the_spec_init(alexnet):
     assert max(errors.values()) <= 1e-10, errors
 
 
-def documented_dropout_masks(seed, n, width):
+def documented_dropout_masks(graph, seed, n):
     """The masks the net draws on its first training step, re-derived from the documentation
-    (netspec/runtime/net.py): second spawned stream, one float32 draw per dropout layer."""
+    (netspec/runtime/net.py, runtime/noise.py): the second spawned stream gives one uint64, the
+    Philox seed; step 0, images 0..n-1, each dropout layer keyed by its compute-layer index."""
     return dropout_masks_from(np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1]),
-                              n, width)
+                              graph, n)
 
 
-def dropout_masks_from(rng, n, width):
-    """drop6's and drop7's keep masks as a net whose generator is `rng` draws them."""
-    keep6 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
-    keep7 = rng.random((n, width), dtype=np.float32) >= np.float32(0.5)
-    return torch.from_numpy(keep6), torch.from_numpy(keep7)
+def dropout_masks_from(rng, graph, n):
+    """The keep masks of the dropout layers as a net whose generator is `rng` draws them on a
+    training forward of n images: one uint64 from `rng`, the Philox seed (runtime/noise.py)."""
+    key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
+    return tuple(torch.from_numpy(uniforms(key, 0, i, 0, n, l.out_shape[0])
+                                  >= np.float32(l.attrs["p"]))
+                 for i, l in enumerate(graph.compute_layers) if l.type == "dropout")
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -178,7 +182,8 @@ def test_tiny_alexnet_float32(train):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 3, 64, 64), dtype=np.float32)
     labels = np.array([0, 9, 3, 3])
-    keep = dropout_masks_from(np.random.default_rng(11), 4, 256) if train else (None, None)
+    keep = dropout_masks_from(np.random.default_rng(11), net.graph, 4) if train else \
+        (None, None)
     check_float32_against_torch(net, params, x, labels, train=train, keep=keep,
                                 conv1_stride=2, conv1_pad=2)
     if not train:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from netspec.errors import RunError
-from netspec.runtime.noise import DROPOUT_STREAM, ImageNoise
+from netspec.kernel.philox import philox4x32
+from netspec.runtime.noise import ImageNoise
 from netspec.train import buckets, data_parallel
 from netspec.train import mpi as transport
 from netspec.train.checkpoint import STATE, load_checkpoint
@@ -76,19 +77,24 @@ def test_shards_cover_a_batch_once():
 
 
 def test_dropout_noise_is_per_image_whatever_the_split():
-    """Image i's draws come from (seed, step, i) alone: three replicas' noise put together is
-    one process's, layer after layer; another step or seed differs."""
+    """Image i's draws come from (seed, step, layer, i) alone: three replicas' noise put
+    together is one process's, layer after layer; another step or seed differs."""
     whole = ImageNoise(7, 5, 0, 6)
     parts = [ImageNoise(7, 5, 2 * r, 2) for r in range(3)]
-    for shape in ((6, 4, 3), (6, 10)):
-        a = whole.random(shape, dtype=np.float32)
-        b = np.concatenate([p.random((2, *shape[1:]), dtype=np.float32) for p in parts])
+    for layer, shape in ((1, (6, 4, 3)), (3, (6, 10))):
+        a = whole.layer(layer).random(shape, dtype=np.float32)
+        b = np.concatenate([p.layer(layer).random((2, *shape[1:]), dtype=np.float32)
+                            for p in parts])
         assert a.dtype == np.float32 and np.array_equal(a, b)
-    assert not np.array_equal(ImageNoise(7, 6, 0, 6).random((6, 10)),
-                              ImageNoise(7, 5, 0, 6).random((6, 10)))
-    expect = np.random.default_rng([7, DROPOUT_STREAM, 5, 4]).random(
-        (4, 3), dtype=np.float32)
-    assert np.array_equal(ImageNoise(7, 5, 4, 1).random((1, 4, 3), dtype=np.float32)[0],
+    assert not np.array_equal(ImageNoise(7, 6, 0, 6).layer(3).random((6, 10)),
+                              ImageNoise(7, 5, 0, 6).layer(3).random((6, 10)))
+    assert not np.array_equal(ImageNoise(8, 5, 0, 6).layer(3).random((6, 10)),
+                              ImageNoise(7, 5, 0, 6).layer(3).random((6, 10)))
+    # image 4's uniforms, from Philox4x32-10 itself: element e is word e % 4 of counter
+    # (e // 4, 4, layer 2, step 5) under key (7, 0), its top 24 bits over 2^24
+    words = philox4x32((np.arange(3), 4, 2, 5), (7, 0)).T.reshape(-1)[:12]
+    expect = (words >> 8).astype(np.float64) / 2.0 ** 24
+    assert np.array_equal(ImageNoise(7, 5, 4, 1).layer(2).random((1, 4, 3))[0].reshape(-1),
                           expect)
 
 

@@ -6,8 +6,9 @@ Steps, in dependency order (each logical GPU is one stream; steps on a stream ru
 - `copy`     a contiguous block from one buffer to another: gathering a part's sources into
              its input, or a transfer between logical GPUs (`src_gpu != dst_gpu`); it runs on
              the sender's stream;
-- `upload` / `download`   host <-> device: the input, labels, dropout masks / probabilities,
-             per-image losses.
+- `upload` / `download`   host <-> device: the input, labels / probabilities, per-image
+             losses. Dropout masks never cross: a launch draws them on the device from the
+             run's noise key, passed as scalars (ops/dropout.py, kernel/philox.py).
 
 `deps` lists, per step, the steps on *other* streams it must wait for (the runtimes turn them
 into events).

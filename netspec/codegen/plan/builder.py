@@ -8,7 +8,7 @@ from ...ir.graph import Graph, Layer, Part
 from ...kernel.gemm import DEFAULT_SM_COUNT
 from .gradients import GradientSums
 from .memory import place_arena, place_persistent
-from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind, When
+from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind
 from .roles import Landing, Wiring
 from .steps import StepRecorder
 from .update import launch_sgd, parameter_bindings
@@ -32,8 +32,7 @@ class PlanBuilder:
     def __init__(self, g: Graph, batch: int, tiles: dict, sm_count: int = DEFAULT_SM_COUNT):
         self.g, self.B = g, batch
         self.rec = StepRecorder()
-        self.io: dict = {"input": [], "labels": None, "logits": None, "probs": None, "loss": None,
-                         "masks": []}
+        self.io: dict = {"input": [], "labels": None, "logits": None, "probs": None, "loss": None}
         self.wiring = Wiring(g, batch, tiles, self.rec, self.io, sm_count)
         self.roles = self.wiring.roles
         self.sums: GradientSums | None = None      # during the backward
@@ -119,12 +118,7 @@ class PlanBuilder:
         if rec.buffers[r["x"]].kind == "gather":
             self.gather(l, p, r["x"])
         for call in l.op.forward_kernels(w.context(l, p, "dx" in r)):
-            if "mask" in call.args:
-                rec.transfer(StepKind.UPLOAD, p.gpu, l.name, r["mask"], HostData.MASK,
-                             when=When.TRAIN)
-                self.io["masks"].append({"layer": l.name, "part": p.index, "buffer": r["mask"],
-                                         "channels": [p.start, p.stop]})
-            rec.launch(call, r, p.gpu, l.name, part=p.index)
+            rec.launch(call, r, p.gpu, l.name, part=p.index)   # dropout's mask: a launch too
         # send what other GPUs read of this part now, while this GPU computes on
         for t in w.outgoing.get((l.name, p.index), []):
             rec.copy(r["y"], t.t.start * t.per_ch, t.buffer, t.offset, t.t.channels * t.per_ch,

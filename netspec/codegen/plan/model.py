@@ -48,7 +48,6 @@ class HostData(StrEnum):
 
     INPUT = "input"
     LABELS = "labels"
-    MASK = "mask"          # a dropout layer's keep mask
     LOGITS = "logits"
     PROBS = "probs"
     LOSS = "loss"          # per-image losses

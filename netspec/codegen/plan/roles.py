@@ -47,6 +47,7 @@ class Wiring:
         self.transfers: dict[tuple[str, int, int], Landing] = {}
         self.outgoing: dict[tuple[str, int], list[Landing]] = {}
         self.mults: dict[str, tuple[float, float]] = {}
+        self.layer_index = {l.name: i for i, l in enumerate(g.compute_layers)}
 
     # -- names and sizes -----------------------------------------------------------------
     def y_of(self, layer: str, part: int, gpu: int) -> str:
@@ -67,7 +68,7 @@ class Wiring:
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
         return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}),
-                           sm_count=self.sm_count)
+                           sm_count=self.sm_count, layer_index=self.layer_index[l.name])
 
     def y_name(self, s: Source) -> str:
         """The buffer of source `s`'s producer output (its roles' own string)."""

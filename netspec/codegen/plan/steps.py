@@ -82,7 +82,7 @@ class StepRecorder:
         buffers, first, last = self.buffers, self.first, self.last
         i = len(self.steps)
         for p, a in zip(k.params, args):
-            if p.kind == "float":
+            if p.scalar:
                 continue
             if a not in buffers:
                 raise KeyError(f"{k.name}: no buffer for parameter {p.name} ({a})")

@@ -29,7 +29,7 @@ def touched(s: Step, buffers: dict[str, Buffer],
         return [(s.buffer, 0, buffers[s.buffer].elements, s.kind == "upload")]
     k = kernels[s.kernel]
     return [(a, 0, buffers[a].elements, p.kind == "out")
-            for p, a in zip(k.params, s.args) if p.kind != "float"]
+            for p, a in zip(k.params, s.args) if not p.scalar]
 
 
 def with_waits(steps: list[Step], buffers: dict[str, Buffer],
