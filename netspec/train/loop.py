@@ -28,16 +28,19 @@ from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
 from ..runtime.sgd import layer_multipliers, sgd_update
 from . import data_parallel
-from .checkpoint import WEIGHTS, save_checkpoint
+from .checkpoint import WEIGHTS, repair_best, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
 from .rundir import (
+    best_from_state,
+    best_summary,
     check_schedule_data,
     discard_launch,
     discard_new_run,
     divergence_message,
     entries,
+    improves,
     nonfinite,
     trim_metrics,
     write_launch,
@@ -223,6 +226,7 @@ class Trainer:
         self.step = self.epoch = self.batch = 0
         self.meters_state = None
         self.saved_step = None
+        self.best = None        # the best epoch's validation figures (rundir.best_from_state)
         if cfg.resumed is not None:
             self._restore(cfg.resumed)
 
@@ -254,8 +258,11 @@ class Trainer:
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self.meters_state = state.get("meters")
         self.saved_step = self.step
+        self.best = best_from_state(state, self.run_dir)
         if self.is_root:
             trim_metrics(self.run_dir, self.epoch)
+            if self.best is not None:
+                repair_best(self.run_dir, self.best["step"])
 
     def _open_tensorboard(self):
         """Rank 0's TensorBoard writer; None elsewhere and without netspec[tensorboard]."""
@@ -295,10 +302,12 @@ class Trainer:
             "workers": cfg.workers,
             "max_steps": cfg.max_steps,
             "checkpoint_every": cfg.every, "keep": cfg.keep,
+            "best": self.best,
         }
 
-    def save(self, meters=None) -> None:
-        """Write a checkpoint (rank 0; the replicas' weights are identical)."""
+    def save(self, meters=None, best: bool = False) -> None:
+        """Write a checkpoint (rank 0; the replicas' weights are identical); best: it is also
+        the run's best (checkpoint-best.safetensors)."""
         if not self.is_root:
             return
         if self.device_update:
@@ -306,7 +315,8 @@ class Trainer:
         bad = nonfinite(self.params) + nonfinite(self.momentum)
         if bad:      # never replace a good checkpoint by a diverged one
             self._diverged(f"the parameters became non-finite ({bad[0]})", self.step)
-        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters), self.keep)
+        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters), self.keep,
+                        best)
         self.saved_step = self.step
 
     def _diverged(self, what: str, step: int):
@@ -347,7 +357,7 @@ class Trainer:
                 last = self._end_of_epoch()
         echo(self._summary(last))
         self._close_logs()
-        return {"stopped": False, "step": self.step, "last": last}
+        return {"stopped": False, "step": self.step, "last": last, "best": self.best}
 
     def _announce(self) -> None:
         """The run's first lines: network, backend, data, run directory, overrides."""
@@ -471,6 +481,11 @@ class Trainer:
         self.epoch += 1
         self.batch = 0
         dropped = self.schedule.observe(self.epoch, val["top1_error"])
+        improved = improves(self.best, val)
+        if improved:
+            self.best = {"epoch": self.epoch, "step": self.step,
+                         "val_top1_error": float(val["top1_error"]),
+                         "val_top5_error": float(val["top5_error"])}
         row = {"epoch": self.epoch, "step": self.step, "lr": lr_used,
                "train_loss": m["loss"].avg,
                "train_top1_error": 1 - m["top1"].avg if m["top1"].count else None,
@@ -478,6 +493,8 @@ class Trainer:
                "val_loss": val["loss"], "val_top1_error": val["top1_error"],
                "val_top5_error": val["top5_error"],
                "val_class_top1_error": _by_class_name(self.ds, val),
+               "best_epoch": self.best["epoch"] if self.best else None,
+               "best_val_top1_error": self.best["val_top1_error"] if self.best else None,
                "images_per_sec": self.images_per_sec, "time": time.time()}
         if self.data_parallel is not None:
             row.update(self.data_parallel.epoch_metrics())
@@ -493,15 +510,17 @@ class Trainer:
                   f"{_pct(row['val_top5_error'])}  "
                   f"{row['images_per_sec']:.0f} img/s"
                   + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
-        self.save()
+        self.save(best=improved)
         return row
 
     def _summary(self, last) -> str:
+        """The run's last line: the last epoch's validation error and the best epoch's (the
+        figure to quote with its epoch; the error swings from epoch to epoch)."""
         if last is None:
             return f"stopped at step {self.step}; checkpoint in {self.run_dir}"
-        return (f"done: {self.step} steps, {self.epoch} epochs; val top-1 error "
+        return (f"done: {self.step} steps, {self.epoch} epochs; last val top-1 error "
                 f"{_pct(last['val_top1_error'])}, top-5 {_pct(last['val_top5_error'])}; "
-                f"run in {self.run_dir}")
+                f"{best_summary(self.best, self.run_dir)}run in {self.run_dir}")
 
 
 def _by_class_name(ds, val: dict) -> dict:

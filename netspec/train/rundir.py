@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from .checkpoint import STATE, WEIGHTS, atomic_write, load_checkpoint
+from .checkpoint import BEST, STATE, WEIGHTS, atomic_write, load_checkpoint
 
 LAUNCH = "launch.json"
 METRICS = "metrics.jsonl"
@@ -148,3 +148,43 @@ def check_schedule_data(recipe, has_val: bool, spec_name: str) -> None:
 
 def finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+_BEST_KEYS = {"epoch": int, "step": int, "val_top1_error": float, "val_top5_error": float}
+
+
+def best_from_state(state: dict, run_dir: Path) -> dict | None:
+    """The run's best epoch so far from a checkpoint's state: {"epoch", "step",
+    "val_top1_error", "val_top5_error"} (errors as fractions), None before the first
+    validation or in a run from before `checkpoint-best` was kept. A RunError naming the field
+    when the state's "best" is not of that form."""
+    best = state.get("best")
+    if best is None:
+        return None
+    if not isinstance(best, dict):
+        raise RunError(f"{run_dir}: the run state's field 'best' is not an object")
+    for key, kind in _BEST_KEYS.items():
+        value = best.get(key)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (kind is float or float(value).is_integer()))
+        if not ok:
+            raise RunError(f"{run_dir}: the run state's field 'best.{key}' is missing or not "
+                           f"a number")
+    return {k: kind(best[k]) for k, kind in _BEST_KEYS.items()}
+
+
+def improves(best: dict | None, val: dict) -> bool:
+    """Whether an epoch's validation figures (evaluate's, fractions) beat the best so far: a
+    finite top-1 error strictly lower (a tie keeps the earlier epoch, as PyTorch's ImageNet
+    example's `acc1 > best_acc1` does)."""
+    err = val.get("top1_error")
+    return finite(err) and (best is None or err < best["val_top1_error"])
+
+
+def best_summary(best: dict | None, run_dir: Path) -> str:
+    """The summary's clause on the best epoch and where its checkpoint is."""
+    if best is None:
+        return ""
+    return (f"best val top-1 error {100 * best['val_top1_error']:.1f}% at epoch "
+            f"{best['epoch']} (top-5 {100 * best['val_top5_error']:.1f}%, "
+            f"{Path(run_dir) / BEST}); ")
