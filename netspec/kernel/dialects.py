@@ -139,10 +139,7 @@ C = Dialect(
     inf="INFINITY",
     prelude=("// C99 with OpenMP, rendered by netspec.codegen; built by the system C compiler\n"
              "#include <math.h>\n#include <string.h>\n"),
-    # guided, not static: a thread the OS has descheduled (a busy machine, the loader's
-    # workers) leaves its share to the threads that run, instead of holding the team at the
-    # loop's end with half the iterations still its own
-    parallel="#pragma omp parallel for schedule(guided)",
+    parallel="#pragma omp parallel for schedule(static)",
     host=True,
 )
 

@@ -246,7 +246,7 @@ def test_c_dialect_refuses_work_group_words():
     with pytest.raises(KeyError):
         C.render("$kernel f() { $barrier }")
     assert C.render("$parallel\nfor(;;) $sqrt(x);") == \
-        "#pragma omp parallel for schedule(guided)\nfor(;;) sqrtf(x);"
+        "#pragma omp parallel for schedule(static)\nfor(;;) sqrtf(x);"
 
 
 def test_build_by_name_and_cli_choice(root):
