@@ -19,7 +19,8 @@ from .options import (
 @click.option("--spec", type=click.Path(), metavar="SPEC",
               help="The network (default: the run's own spec).")
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(), metavar="RUN",
-              help="A run directory or a .safetensors file; several: their ensemble (§6).")
+              help="A run directory, a .safetensors file or RUN/checkpoint-best (the run's "
+                   "best epoch); several: their ensemble (§6).")
 @click.option("--data", metavar="DIR|CACHE|demo",
               help="Image folder, prepared cache or 'demo' (default: the run's).")
 @click.option("--ten-crop", is_flag=True, help="Average the softmax over 10 crops (§4.1).")
@@ -68,8 +69,8 @@ def describe_hardest(result: dict, count: int = 5) -> str:
 
 @click.command("predict")
 @click.option("--checkpoint", required=True, type=click.Path(), metavar="RUN",
-              help="A run directory or its checkpoint.safetensors (the spec, classes and "
-                   "mean image come with it).")
+              help="A run directory, its checkpoint.safetensors or RUN/checkpoint-best (the "
+                   "spec, classes and mean image come with it).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--ten-crop", is_flag=True,
               help="Average the softmax over the paper's 10 views (§4.1) instead of the "

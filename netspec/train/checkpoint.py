@@ -15,6 +15,12 @@ gets a second name, `checkpoint-step<STEP>.safetensors` (a hard link, so no copy
 of those are unlinked only after the new checkpoint and the directory are fsynced. A write that
 fails (a full disk, a read-only run directory) is a RunError and leaves the previous checkpoint
 as it was.
+
+The best checkpoint (`checkpoint-best.safetensors`, what Caffe and PyTorch's ImageNet example
+users quote): when an epoch's validation top-1 error is lower than every earlier epoch's, the
+checkpoint just written at that epoch's end gets this second name too, the same way (a hard
+link under a temporary name, renamed into place). It is never pruned by `--keep`, and
+`RUN/checkpoint-best` names it wherever a checkpoint is read (`resolve_checkpoint`).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ STATE = "state.json"
 MOMENTUM = "momentum."
 STATE_KEY = "netspec.state"
 KEPT = re.compile(r"checkpoint-step(\d+)\.safetensors")
+BEST = "checkpoint-best.safetensors"
 
 
 _DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64",
@@ -69,12 +76,14 @@ def _unlink(path) -> None:
 
 
 def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
-                    momentum: dict[str, np.ndarray], state: dict, keep: int = 1) -> None:
+                    momentum: dict[str, np.ndarray], state: dict, keep: int = 1,
+                    best: bool = False) -> None:
     """Write the weights+momentum (with the state in their metadata), then `state.json`.
 
     keep: checkpoints kept in all, the new one included (older ones stay as
-    `checkpoint-step<STEP>.safetensors`). Raises RunError if the run directory can't be
-    written (ENOSPC, EROFS, EACCES...); the previous checkpoint is then left whole."""
+    `checkpoint-step<STEP>.safetensors`). best: the new checkpoint is also the run's best
+    (`checkpoint-best.safetensors`, see mark_best). Raises RunError if the run directory
+    can't be written (ENOSPC, EROFS, EACCES...); the previous checkpoint is then left whole."""
     run_dir = Path(run_dir)
     tensors = {k: np.ascontiguousarray(v) for k, v in params.items()}
     tensors.update({MOMENTUM + k: np.ascontiguousarray(v) for k, v in momentum.items()})
@@ -88,6 +97,8 @@ def save_checkpoint(run_dir: Path, params: dict[str, np.ndarray],
             if keep > 1:        # the current checkpoint's second name, before it is replaced
                 _keep_current(run_dir, state["step"])
         atomic_write(run_dir / STATE, json.dumps(state, indent=1).encode())
+        if best:
+            mark_best(run_dir)
         prune_checkpoints(run_dir, keep)
     except OSError as e:
         raise RunError(_write_error(run_dir, e, sum(len(p) for p in data))) from None
@@ -126,8 +137,13 @@ def _keep_current(run_dir: Path, new_step: int) -> None:
         return                       # not a readable checkpoint: nothing worth keeping
     if step == new_step:
         return
-    name = run_dir / f"checkpoint-step{step:09d}.safetensors"
-    tmp = run_dir / f".{name.name}.link.tmp"
+    _second_name(current, run_dir / f"checkpoint-step{step:09d}.safetensors")
+
+
+def _second_name(current: Path, name: Path) -> None:
+    """`name` becomes another name of the file `current` (a hard link; a copy where the file
+    system has none), atomically: linked under a temporary name, then renamed over `name`."""
+    tmp = name.parent / f".{name.name}.link.tmp"
     _unlink(tmp)
     try:
         os.link(current, tmp)
@@ -137,6 +153,48 @@ def _keep_current(run_dir: Path, new_step: int) -> None:
         atomic_write(tmp, current.read_bytes())          # no hard links here: a copy
     os.replace(tmp, name)
     _unlink(tmp)    # rename(2) between two links of one file does nothing, leaving tmp
+
+
+def mark_best(run_dir: Path) -> None:
+    """Name the run's current checkpoint `checkpoint-best.safetensors` too (see the module's
+    docstring); the previous best is replaced in one rename, then the directory is fsynced.
+    OSError as the other writes here (save_checkpoint turns it into a RunError)."""
+    run_dir = Path(run_dir)
+    _second_name(run_dir / WEIGHTS, run_dir / BEST)
+    fsync_dir(run_dir)
+
+
+def repair_best(run_dir: Path, best_step: int) -> None:
+    """After a kill between a best checkpoint's write and its second name: when the run state
+    says its best is the checkpoint at `best_step`, the current checkpoint is of that step and
+    `checkpoint-best.safetensors` is missing or of another step, name the current one best."""
+    run_dir = Path(run_dir)
+    try:
+        if checkpoint_step(run_dir / WEIGHTS) != best_step:
+            return
+    except (OSError, ValueError, KeyError, SafetensorError):
+        return                    # loading the checkpoint reports it
+    try:
+        if checkpoint_step(run_dir / BEST) == best_step:
+            return
+    except (OSError, ValueError, KeyError, SafetensorError):
+        pass                      # missing or unreadable: named again below
+    try:
+        mark_best(run_dir)
+    except OSError as e:
+        raise RunError(f"can't name the best checkpoint {run_dir / BEST}: "
+                       f"{e.strerror or e}") from None
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint path as the user gave it: `RUN/checkpoint-best` (or any `RUN/NAME` of a
+    `NAME.safetensors` file) names that file; anything else is returned unchanged."""
+    path = Path(path)
+    if not path.exists() and not path.suffix:
+        file = path.with_name(path.name + ".safetensors")
+        if file.is_file():
+            return file
+    return path
 
 
 def kept_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -183,8 +241,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """The weights alone, from a run directory or a .safetensors file."""
-    path = Path(path)
+    """The weights alone, from a run directory or a .safetensors file (or `RUN/checkpoint-best`,
+    see resolve_checkpoint)."""
+    path = resolve_checkpoint(path)
     if path.is_dir():
         path = path / WEIGHTS
     if not path.exists():

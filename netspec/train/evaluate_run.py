@@ -2,18 +2,17 @@
 then evaluate.evaluate (`netspec eval`; several checkpoints: ensemble.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import RunError
-from .checkpoint import STATE, WEIGHTS, load_weights
+from .checkpoint import STATE, WEIGHTS, load_weights, resolve_checkpoint
 from .evaluate import evaluate
 from .saved_run import run_state
 
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
              devices=None, batch_size=None, workers=0) -> dict:
-    """Top-1 and top-5 error of `checkpoint` (a run directory or a .safetensors file) on the
-    validation images of `data` (default: the run's), centre crop or 10 views.
+    """Top-1 and top-5 error of `checkpoint` (a run directory, a .safetensors file or
+    `RUN/checkpoint-best`, the run's best) on the validation images of `data` (default: the
+    run's), centre crop or 10 views.
 
     spec: the network (default: the run's own). Returns evaluate.evaluate's figures with
     network, checkpoint, data, views, layout, labels_source and per_class (class, name,
@@ -23,7 +22,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     from ..ir.build import build_graph
     from ..runtime import build
 
-    ckpt = Path(checkpoint)
+    ckpt = resolve_checkpoint(checkpoint)
     if not ckpt.exists():
         raise RunError(f"{ckpt}: no such run directory or checkpoint")
     # a .safetensors file's state: see saved_run.run_state. The weights are read after the

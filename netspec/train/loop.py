@@ -28,13 +28,15 @@ from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
 from ..runtime.sgd import layer_multipliers, sgd_update
 from . import data_parallel
-from .checkpoint import WEIGHTS, save_checkpoint
+from .checkpoint import WEIGHTS, repair_best, save_checkpoint
 from .evaluate import evaluate
 from .metrics import AverageMeter, accuracy
 from .run_config import Resumed, RunConfig, TrainOptions, resolve_run
 from .run_lock import RunLock
 from .rundir import (
     append_metrics,
+    best_from_state,
+    best_summary,
     check_schedule_data,
     describe_data_change,
     discard_launch,
@@ -42,6 +44,7 @@ from .rundir import (
     divergence_message,
     entries,
     holds_checkpoint,
+    improves,
     nonfinite,
     trim_metrics,
     write_launch,
@@ -279,6 +282,7 @@ class Trainer:
         self.meters_state = None
         self.saved_step = None
         self.data_changes = []
+        self.best = None        # the best epoch's validation figures (rundir.best_from_state)
         if cfg.resumed is not None:
             self._restore(cfg.resumed)
 
@@ -311,8 +315,11 @@ class Trainer:
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self.meters_state = state.get("meters")
         self.saved_step = self.step
+        self.best = best_from_state(state, self.run_dir)
         if self.is_root:
             trim_metrics(self.run_dir, self.epoch)
+            if self.best is not None:
+                repair_best(self.run_dir, self.best["step"])
 
     def _check_data_unchanged(self, state: dict) -> None:
         """Refuse to resume on data that changed since the run started (images added move the
@@ -374,10 +381,12 @@ class Trainer:
             "checkpoint_every": cfg.every, "keep": cfg.keep,
             "data_fingerprint": self.data_fingerprint,
             "data_changes": self.data_changes,
+            "best": self.best,
         }
 
-    def save(self, meters=None) -> None:
-        """Write a checkpoint (rank 0; the replicas' weights are identical)."""
+    def save(self, meters=None, best: bool = False) -> None:
+        """Write a checkpoint (rank 0; the replicas' weights are identical); best: it is also
+        the run's best (checkpoint-best.safetensors)."""
         if not self.is_root:
             return
         if self.device_update:
@@ -385,7 +394,8 @@ class Trainer:
         bad = nonfinite(self.params) + nonfinite(self.momentum)
         if bad:      # never replace a good checkpoint by a diverged one
             self._diverged(f"the parameters became non-finite ({bad[0]})", self.step)
-        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters), self.keep)
+        save_checkpoint(self.run_dir, self.params, self.momentum, self.state(meters), self.keep,
+                        best)
         self.saved_step = self.step
 
     def _diverged(self, what: str, step: int):
@@ -428,7 +438,7 @@ class Trainer:
                 last = self._end_of_epoch()
         echo(self._summary(last))
         self._close_logs()
-        return {"stopped": False, "step": self.step, "last": last}
+        return {"stopped": False, "step": self.step, "last": last, "best": self.best}
 
     def _announce(self) -> None:
         """The run's first lines: network, backend, data, run directory, overrides."""
@@ -592,6 +602,11 @@ class Trainer:
         self.epoch += 1
         self.batch = 0
         dropped = self.schedule.observe(self.epoch, val["top1_error"])
+        improved = improves(self.best, val)
+        if improved:
+            self.best = {"epoch": self.epoch, "step": self.step,
+                         "val_top1_error": float(val["top1_error"]),
+                         "val_top5_error": float(val["top5_error"])}
         row = {"epoch": self.epoch, "step": self.step, "lr": lr_used,
                "train_loss": m["loss"].avg,
                "train_top1_error": 1 - m["top1"].avg if m["top1"].count else None,
@@ -599,6 +614,8 @@ class Trainer:
                "val_loss": val["loss"], "val_top1_error": val["top1_error"],
                "val_top5_error": val["top5_error"],
                "val_class_top1_error": _by_class_name(self.ds, val),
+               "best_epoch": self.best["epoch"] if self.best else None,
+               "best_val_top1_error": self.best["val_top1_error"] if self.best else None,
                "images_per_sec": self.images_per_sec, "time": time.time()}
         if self.data_parallel is not None:
             row.update(self.data_parallel.epoch_metrics())
@@ -615,7 +632,7 @@ class Trainer:
                   + (f" top-5 {_pct(row['val_top5_error'])}" if top5 else "")
                   + f"  {row['images_per_sec']:.0f} img/s"
                   + (f"  -> lr {self.schedule.lr:.3g}" if dropped else ""))
-        self.save()
+        self.save(best=improved)
         if self.is_root and self.config.figures:
             self._write_figures()
         return row
@@ -633,14 +650,18 @@ class Trainer:
             self.echo(f"warning: no figures this epoch: {e}")
 
     def _summary(self, last) -> str:
+        """The run's last line: the last epoch's validation error and the best epoch's (the
+        figure to quote with its epoch; the error swings from epoch to epoch)."""
         if last is None and self.epoch >= self.recipe.epochs:
             return (f"{self.run_dir} is finished: {_count(self.epoch, 'epoch')}, "
                     f"{_count(self.step, 'step')}; nothing to train")
         if last is None:
             return f"stopped at step {self.step}; checkpoint in {self.run_dir}"
         top5 = (f", top-5 {_pct(last['val_top5_error'])}" if self.graph.classes > 5 else "")
-        return (f"done: {_count(self.step, 'step')}, {_count(self.epoch, 'epoch')}; val top-1 "
-                f"error {_pct(last['val_top1_error'])}{top5}; run in {self.run_dir}")
+        return (f"done: {_count(self.step, 'step')}, {_count(self.epoch, 'epoch')}; last val "
+                f"top-1 error {_pct(last['val_top1_error'])}{top5}; "
+                f"{best_summary(self.best, self.run_dir, self.graph.classes > 5)}"
+                f"run in {self.run_dir}")
 
 
 def _by_class_name(ds, val: dict) -> dict:

@@ -48,6 +48,9 @@ STATE = Obj({
     "init_from": Opt(Str()),
     "data_fingerprint": FINGERPRINT, "data_changes": List(Map()),
     "allow_data_change": Bool(),
+    "best": Opt(Obj({"epoch": Int(min=1), "step": COUNT, "val_top1_error": Num(min=0, max=1),
+                     "val_top5_error": Num(min=0, max=1)},
+                    required=("epoch", "step", "val_top1_error", "val_top5_error"))),
 })
 
 # what `--resume` reads from a checkpoint's state
@@ -68,7 +71,7 @@ METRICS_ROW = Obj({
     "train_top1_error": ERROR, "train_top5_error": ERROR,
     "val_loss": Opt(Num(finite=False)), "val_top1_error": ERROR, "val_top5_error": ERROR,
     "val_class_top1_error": Map(ERROR), "images_per_sec": Num(min=0, finite=False),
-    "time": Num(),
+    "time": Num(), "best_epoch": Opt(Int(min=1)), "best_val_top1_error": ERROR,
 }, required=("epoch",))
 
 

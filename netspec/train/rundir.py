@@ -24,7 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import RunError
-from .checkpoint import STATE, WEIGHTS, load_checkpoint
+from .checkpoint import BEST, STATE, WEIGHTS, load_checkpoint
 from .run_schema import LAUNCH as LAUNCH_RECORD
 from .run_schema import check_metrics_row, check_state
 
@@ -188,3 +188,44 @@ def check_schedule_data(recipe, has_val: bool, spec_name: str) -> None:
 
 def finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+_BEST_KEYS = {"epoch": int, "step": int, "val_top1_error": float, "val_top5_error": float}
+
+
+def best_from_state(state: dict, run_dir: Path) -> dict | None:
+    """The run's best epoch so far from a checkpoint's state: {"epoch", "step",
+    "val_top1_error", "val_top5_error"} (errors as fractions), None before the first
+    validation or in a run from before `checkpoint-best` was kept. A RunError naming the field
+    when the state's "best" is not of that form."""
+    best = state.get("best")
+    if best is None:
+        return None
+    if not isinstance(best, dict):
+        raise RunError(f"{run_dir}: the run state's field 'best' is not an object")
+    for key, kind in _BEST_KEYS.items():
+        value = best.get(key)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (kind is float or float(value).is_integer()))
+        if not ok:
+            raise RunError(f"{run_dir}: the run state's field 'best.{key}' is missing or not "
+                           f"a number")
+    return {k: kind(best[k]) for k, kind in _BEST_KEYS.items()}
+
+
+def improves(best: dict | None, val: dict) -> bool:
+    """Whether an epoch's validation figures (evaluate's, fractions) beat the best so far: a
+    finite top-1 error strictly lower (a tie keeps the earlier epoch, as PyTorch's ImageNet
+    example's `acc1 > best_acc1` does)."""
+    err = val.get("top1_error")
+    return finite(err) and (best is None or err < best["val_top1_error"])
+
+
+def best_summary(best: dict | None, run_dir: Path, top5: bool = True) -> str:
+    """The summary's clause on the best epoch and where its checkpoint is (its top-5 error
+    only where there are more than 5 classes)."""
+    if best is None:
+        return ""
+    t5 = f"top-5 {100 * best['val_top5_error']:.1f}%, " if top5 else ""
+    return (f"best val top-1 error {100 * best['val_top1_error']:.1f}% at epoch "
+            f"{best['epoch']} ({t5}{Path(run_dir) / BEST}); ")

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from .checkpoint import KEPT, STATE, STATE_KEY, WEIGHTS, load_weights
+from .checkpoint import KEPT, STATE, STATE_KEY, WEIGHTS, load_weights, resolve_checkpoint
 from .run_schema import check_state
 
 
 def read_run(path) -> tuple[dict[str, np.ndarray], dict]:
     """(weights, state) of a run directory or one of its .safetensors files (see run_state).
-    A RunError for a path that is neither."""
-    path = Path(path)
+    `RUN/checkpoint-best` names the run's best checkpoint. A RunError for a path that is
+    neither."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise RunError(f"{path}: no such run directory or checkpoint")
     params = load_weights(path)
