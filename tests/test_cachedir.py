@@ -50,5 +50,4 @@ def test_the_suite_never_writes_the_users_cache(tmp_path, pytestconfig):
     mine = {str(p.relative_to(session / "cache"))
             for p in (session / "cache").rglob("*") if p.is_file()}
     assert mine >= {"stats/probe", str(k.path.relative_to(session / "cache"))}
-    assert not mine & set(changes()), sorted(mine & set(changes()))
     assert not (user_cache / k.path.relative_to(session / "cache")).exists()

@@ -165,8 +165,9 @@ def _as_nobody(fn):
             out = json.dumps(fn()).encode()
             os.write(write, out)
             code = 0
-        except BaseException as exc:  # report it to the parent
-            os.write(write, json.dumps({"error": repr(exc)}).encode())
+        except BaseException:  # report it to the parent, with where it was raised
+            import traceback
+            os.write(write, json.dumps({"error": traceback.format_exc()}).encode())
         finally:
             os._exit(code)
     os.close(write)
@@ -181,7 +182,9 @@ def _as_nobody(fn):
 def test_unreadable_entries_are_counted_when_permissions_really_apply(monkeypatch):
     from netspec.train.loop import Trainer, TrainOptions
 
-    top = Path(tempfile.mkdtemp(prefix="netspec-perm-"))
+    # in the system's /tmp, not the suite's temporary folder: user nobody must be able to
+    # reach it, and pytest's folders are root's alone; removed below
+    top = Path(tempfile.mkdtemp(prefix="netspec-perm-", dir="/tmp"))
     try:
         top.chmod(0o777)
         data = top / "data"
@@ -197,7 +200,7 @@ def test_unreadable_entries_are_counted_when_permissions_really_apply(monkeypatc
         (data / "train" / "a" / "secret.png").chmod(0)
         (data / "train" / "a" / "locked").chmod(0)
         (top / "s.net").write_text(SPEC)
-        for sub in ("cache-dir", "out"):
+        for sub in ("cache-dir", "out", "tmp"):
             (top / sub).mkdir(mode=0o777)
             (top / sub).chmod(0o777)
         monkeypatch.setenv("NETSPEC_CACHE_DIR", str(top / "cache-dir"))
@@ -211,6 +214,7 @@ def test_unreadable_entries_are_counted_when_permissions_really_apply(monkeypatc
                     echo=lambda *a, **k: None).run()
 
         def as_nobody():
+            tempfile.tempdir = str(top / "tmp")    # the suite's (tests/conftest.py) is root's
             listing = list_image_folder(data)
             cache = prepare_dataset(data, top / "out" / "cache", base=8, workers=0,
                                     progress=False)
