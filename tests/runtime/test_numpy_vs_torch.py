@@ -110,6 +110,15 @@ def check_float32_against_torch(net, params, x, labels, *, train=False, keep=(No
     loss64, grads64 = net64.loss_and_grads(x.astype(np.float64), labels, train=train)
     assert abs(loss64 - ref_loss) <= 1e-10 * abs(ref_loss)
     assert max(rel(grads64[k], ref_grads[k]) for k in grads64) <= 1e-10
+    if not isinstance(net, NumpyNet):
+        # a plan backend (opencl, cuda) runs no per-part forward to follow: against PyTorch
+        # float64 at float32's tolerances (loss 1e-4, gradients 1e-3 of their largest value)
+        net.rng = np.random.default_rng(seed)
+        loss, grads = net.loss_and_grads(x, labels, train=train)
+        assert list(grads) == list(ref_grads)
+        assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+        assert max(rel(grads[k], ref_grads[k]) for k in grads) <= 1e-3
+        return loss, dict(grads), ref_grads
     loss, grads, _, following, _ = reference_following(net, x, labels, train=train,
                                                        noise_seed=seed)
     assert list(grads) == list(following) == list(ref_grads)
