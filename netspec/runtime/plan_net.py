@@ -580,6 +580,11 @@ class PlanNet(Net):
         graph, in a staging buffer of its own (once per physical device for the input), and
         the graph copies it into place where the plan uploads. Where capture is
         refused, the steps run as launches from then on (`_graphs_refused` says why)."""
+        if self._takes_step_scalars(inst, steps, scalars):
+            # a graph keeps its kernels' arguments as captured, and these change every step
+            # (the dropout noise's key and step): launched one by one
+            self._execute(inst, steps, feeds, scalars, run)
+            return
         self._dev_barrier()
         staged = {}
         for s in steps:
@@ -602,6 +607,15 @@ class PlanNet(Net):
                 return
             inst.graphs[key] = graph
         self._dev_graph_launch(graph)
+
+    @staticmethod
+    def _takes_step_scalars(inst: _Instance, steps: list[Step], scalars: dict) -> bool:
+        """Whether a launch among `steps` takes a scalar fed anew each step (not one of the
+        `scalars` a graph is captured for)."""
+        kernels = inst.compiled.plan.kernels
+        return any(p.scalar and a not in scalars
+                   for s in steps if s.kind == "launch"
+                   for p, a in zip(kernels[s.kernel].params, s.args))
 
     def _staged_steps(self, inst: _Instance, steps: list[Step], staged: dict) -> list[Step]:
         """The steps with each upload replaced by a device copy from its staging buffer."""

@@ -94,6 +94,15 @@ def test_device_update_uses_the_unread_gradients(root):
     assert all(rel(after[k], params[k]) <= 1e-6 for k in params)
 
 
+def without_dropout(root):
+    """tiny-alexnet without its dropout layers: a training step a graph captures whole (the
+    dropout noise's key and step are kernel arguments that change every step, so a step with
+    dropout runs as launches; see test_a_step_with_dropout_runs_as_launches)."""
+    text = (root / TINY).read_text()
+    return build_graph("".join(line for line in text.splitlines(keepends=True)
+                               if not line.startswith("dropout")))
+
+
 @pytest.mark.parametrize("graphs", [False, True])
 def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     """One training step as `netspec bench` runs it (loss not read, update on the device), on
@@ -105,7 +114,7 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     update, nothing else. uint8 input is not done yet: the bound is float32's, not the
     issue's uint8 one."""
     from netspec.bench.timing import step_options
-    graph = build_graph(root / TINY)
+    graph = without_dropout(root)
     net = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
     n = 4
     x, y = batch(graph, n)
@@ -157,7 +166,7 @@ def test_graph_replay_computes_what_the_launches_do(root, devices, streams, monk
     both of the emulator's stream orders; a replayed step is one graph launch for
     loss_and_grads and one for the update, no kernel launch of the host's."""
     monkeypatch.setattr(emu.settings, "stream_order", streams)
-    graph = build_graph(root / TINY)
+    graph = without_dropout(root)
     with_graphs = steps(CudaNet(graph, seed=0, devices=devices))
     without = steps(CudaNet(graph, seed=0, devices=devices, graphs=False))
     for (la, za), (lb, zb) in zip(with_graphs[0], without[0]):
@@ -169,6 +178,20 @@ def test_graph_replay_computes_what_the_launches_do(root, devices, streams, monk
     assert c.device_copies == 0 and c.downloads == 1      # the loss, read by the caller
 
 
+def test_a_step_with_dropout_runs_as_launches(root):
+    """A graph keeps its kernels' arguments as captured; the dropout noise's key and step
+    change every step, so loss_and_grads with dropout runs as launches (the update is still
+    one graph launch), and computes what graphs=False computes, masks included."""
+    graph = build_graph(root / TINY)
+    with_graphs = steps(CudaNet(graph, seed=0))
+    without = steps(CudaNet(graph, seed=0, graphs=False))
+    for (la, za), (lb, zb) in zip(with_graphs[0], without[0]):
+        assert la == lb and np.array_equal(za, zb)
+    assert all(np.array_equal(with_graphs[1][k], without[1][k]) for k in without[1])
+    c = with_graphs[3]
+    assert c.graph_launches == 1 and c.launches > 0 and c.syncs == without[3].syncs
+
+
 def test_a_sync_inside_capture_is_refused(root):
     """The mutation: a careless synchronize after each launch (as a debugging edit would add).
     Capturing the step then fails as CUDA fails it (cudaErrorStreamCaptureUnsupported, the
@@ -178,7 +201,7 @@ def test_a_sync_inside_capture_is_refused(root):
         ev = CudaNet._dev_launch(self, stream, handle, kernel, args, wait)
         self._stream(stream).synchronize()
         return ev
-    graph = build_graph(root / TINY)
+    graph = without_dropout(root)
     broken = type("SyncsInStep", (CudaNet,), {"_dev_launch": _dev_launch})(graph, seed=0)
     got = steps(broken, count=2)
     assert "cudaErrorStreamCapture" in broken._graphs_refused
