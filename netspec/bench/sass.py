@@ -374,7 +374,7 @@ def model_network(compiled: Compiled) -> list[KernelModel]:
     for name, s in first.items():
         k = plan.kernels[name]
         nbytes = sum(plan.buffers[a].nbytes for p, a in zip(k.params, s.args)
-                     if p.kind != "float")
+                     if not p.scalar)
         rows[name] = model_kernel(k, s, funcs.get(name), usage, counts[name], nbytes)
     return list(rows.values())
 

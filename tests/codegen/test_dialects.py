@@ -35,7 +35,7 @@ def test_rendered_sources_use_each_dialects_words(root):
     assert "$" not in cu and "$" not in cl            # every token substituted
     # static shapes are literals: conv1's 64x64 input, 5x5 kernel, stride 2
     assert "conv1_fwd" in c.plan.kernels
-    assert "* 64 + ix]" in cu
+    assert "h1 * 64 + h2" in cu and "% 5" in cu         # the row pitch and the kernel size
 
 
 def test_unknown_token_is_an_error():

@@ -221,7 +221,7 @@ def test_memory_per_gpu(compiled):
 
 def test_write_and_json(compiled, tmp_path):
     files = compiled.write(tmp_path)
-    assert set(files) == {"cuda", "opencl", "plan"}
+    assert set(files) == {"cuda", "opencl", "host", "plan"}
     data = json.loads(files["plan"].read_text())
     assert data["batch"] == 8 and len(data["memory"]) == compiled.graph.gpus
     kinds = {s["kind"] for s in data["steps"]}

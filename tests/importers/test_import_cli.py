@@ -92,7 +92,7 @@ def test_eval_takes_the_imported_run(imported, tmp_path):
     res = CliRunner().invoke(main, ["eval", "--checkpoint", str(run), "--data",
                                     str(tmp / "data"), "--json"])
     assert res.exit_code == 0, res.output
-    figures = json.loads(res.output[res.output.index("{"):])
+    figures = json.loads(res.stdout[res.stdout.index("{"):])
     assert figures["images"] == 8 and 0.0 <= figures["top1_error"] <= 1.0
 
 
