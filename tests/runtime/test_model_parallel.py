@@ -346,8 +346,10 @@ def test_two_opencl_devices(tmp_path):
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_no_synchronisation_inside_a_step(backend):
     """loss_and_grads enqueues the whole forward and backward, transfers included, before it
-    waits for anything: the streams are ordered by events only. The one wait comes when the
-    results go to the host (then the gradient downloads)."""
+    waits for anything: the streams are ordered by events only. The one wait inside the step
+    comes when the results go to the host (then the gradient downloads); a wait before its
+    first step (OpenCL's barrier behind the previous run, with nothing of this step enqueued)
+    is between steps, not inside one."""
     from netspec.runtime import backend_class
     cls = backend_class(backend)
 
@@ -373,7 +375,8 @@ def test_no_synchronisation_inside_a_step(backend):
     steps = plan.steps_for("forward", True) + plan.steps_for("backward", True)
     transfers = [s for s in steps if s.kind == "copy" and s.src_gpu != s.dst_gpu]
     assert len(transfers) == 2 * len(net.graph.transfers)
-    assert net.finishes and net.finishes[0] == len(steps), net.finishes
+    inside = [f for f in net.finishes if f > 0]
+    assert inside and inside[0] == len(steps), net.finishes
 
 
 # -- CUDA: peer copies and overlap -----------------------------------------------------------
