@@ -160,5 +160,5 @@ def test_a_tampered_best_in_the_run_state_is_one_clear_error(tmp_path, setup, mo
     params, momentum, state = load_checkpoint(run)
     from netspec.train.checkpoint import save_checkpoint
     save_checkpoint(run, params, momentum, {**state, "best": {"epoch": "two"}})
-    with pytest.raises(RunError, match=r"field 'best\.epoch'"):
+    with pytest.raises(RunError, match=r"field 'best\.(epoch|step)'"):
         Trainer(TrainOptions(resume=str(run), progress=False), echo=lambda *a: None)
