@@ -36,7 +36,7 @@ def test_four_classes_partial_batch_finished_resume(tmp_path):
             "(a different few each epoch, the order being shuffled) are left out") in text
     epoch = [line for line in lines if line.startswith("epoch 1/1")]
     assert len(epoch) == 1 and "top-1" in epoch[0] and "top-5" not in epoch[0]
-    assert lines[-1].startswith("done: 2 steps, 1 epoch; val top-1 error ")
+    assert lines[-1].startswith("done: 2 steps, 1 epoch; last val top-1 error ")
     assert "top-5" not in lines[-1]
 
     again: list[str] = []
