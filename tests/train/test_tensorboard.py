@@ -70,6 +70,7 @@ def test_events_hold_the_metrics_and_filters(tmp_path, folder):
 def test_without_the_extra_nothing_changes(tmp_path, folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     run = _train(tmp_path, folder, "plain", epochs=1)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "curves.png",
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-best.safetensors",
+                                                     "checkpoint.safetensors", "curves.png",
                                                      "filters.png", "metrics.jsonl",
                                                      "state.json"]
