@@ -26,25 +26,9 @@ from netspec.train.rundir import LAUNCH as LAUNCH_FILE
 from netspec.train.rundir import open_run, trim_metrics
 from netspec.train.saved_run import run_state
 
-from trainkit import make_folder
+from trainkit import make_folder, mini_spec
 
-MINI = """\
-network mini
-input   3x16x16
-classes 10
-gpus    1
-init weight gauss(0.05) bias 0
-conv    conv1  filters 4  size 3 stride 1 pad 1  relu
-maxpool pool1  size 3 stride 2
-fc      fc8    outputs 10
-softmax prob
-train
-  batch    8
-  epochs   3
-  sgd      lr 0.01 momentum 0.9 weight_decay 0.0005
-  schedule plateau
-  augment  crop 16 from 20 flip pca 0.1
-"""
+MINI = mini_spec(schedule="plateau", augment="crop 16 from 20 flip pca 0.1")
 
 
 @pytest.fixture(scope="module")

@@ -16,25 +16,9 @@ from PIL import Image
 from netspec.cli import main
 from netspec.data import open_dataset, prepare_dataset
 
-from trainkit import make_folder
+from trainkit import make_folder, mini_spec
 
-MINI = """\
-network mini
-input   3x16x16
-classes 10
-gpus    1
-init weight gauss(0.05) bias 0
-conv    conv1  filters 4  size 3 stride 1 pad 1  relu
-maxpool pool1  size 3 stride 2
-fc      fc8    outputs 10
-softmax prob
-train
-  batch    8
-  epochs   3
-  sgd      lr 0.0001 momentum 0.5 weight_decay 0.0005
-  schedule none
-  augment  crop 16 from 20
-"""
+MINI = mini_spec(sgd="lr 0.0001 momentum 0.5 weight_decay 0.0005")
 
 
 @pytest.fixture

@@ -18,28 +18,16 @@ import pytest
 from netspec.errors import RunError
 from netspec.train.run_lock import LOCK, RunLock
 
-from trainkit import make_folder
+from trainkit import make_folder, mini_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NETSPEC_AUTOTUNE": "0"}
 
-MINI = """\
-network mini
-input   3x16x16
-classes 10
-gpus    1
-init weight gauss(0.05) bias 0
-conv    conv1  filters 4  size 3 stride 1 pad 1  relu
-maxpool pool1  size 3 stride 2
-fc      fc8    outputs 10
-softmax prob
-train
-  batch    8
-  epochs   {epochs}
-  sgd      lr 0.00001 momentum 0.5 weight_decay 0.0005
-  schedule none
-  augment  crop 16 from 20
-"""                     # a rate that can't diverge: the first run must outlive the checks
+
+
+def mini(epochs: int) -> str:
+    # a rate that can't diverge: the first run must outlive the checks
+    return mini_spec(epochs=epochs, sgd="lr 0.00001 momentum 0.5 weight_decay 0.0005")
 
 
 def netspec(*args, **kw):
@@ -90,7 +78,7 @@ def refused(res, pid):
 @pytest.fixture
 def spec(tmp_path):
     p = tmp_path / "mini.net"
-    p.write_text(MINI.format(epochs=1000))
+    p.write_text(mini(1000))
     return p
 
 
@@ -122,7 +110,7 @@ def test_a_second_train_on_a_training_run_is_refused(tmp_path, spec, data):
 def test_resume_while_locked_touches_nothing_and_a_dead_owners_lock_is_taken_over(
         tmp_path, spec, data):
     run = tmp_path / "R"
-    spec.write_text(MINI.format(epochs=1))
+    spec.write_text(mini(1))
     res = netspec("train", "--spec", spec, "--data", data, "--out", run, "--backend", "numpy",
                   "--max-steps", "2", "--no-progress")
     assert res.returncode == 0, res.stderr

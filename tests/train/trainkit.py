@@ -16,6 +16,29 @@ def tiny_spec(**recipe) -> str:
     return out + "".join(f"  {k} {v}\n" for k, v in defaults.items() if v is not None)
 
 
+# a net small enough for a run to take seconds: one conv, one overlapping pool, the head
+MINI_NET = """\
+network mini
+input   3x16x16
+classes 10
+gpus    1
+init weight gauss(0.05) bias 0
+conv    conv1  filters 4  size 3 stride 1 pad 1  relu
+maxpool pool1  size 3 stride 2
+fc      fc8    outputs 10
+softmax prob
+"""
+
+
+def mini_spec(**recipe) -> str:
+    """MINI_NET with a recipe: batch 8, 3 epochs, no schedule, 16x16 crops of 20x20, unless
+    `recipe` replaces a line (e.g. epochs=1000, sgd='lr 0.01 momentum 0.9 ...')."""
+    lines = {"batch": "8", "epochs": "3", "sgd": "lr 0.01 momentum 0.9 weight_decay 0.0005",
+             "schedule": "none", "augment": "crop 16 from 20"}
+    lines.update(recipe)
+    return MINI_NET + "train\n" + "".join(f"  {k} {v}\n" for k, v in lines.items())
+
+
 def make_folder(root, classes=10, train=4, val=2, size=(80, 90), seed=0):
     """Blobs of a class-dependent colour on noise, as PNG/JPEG files."""
     rng = np.random.default_rng(seed)
