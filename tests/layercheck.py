@@ -116,7 +116,7 @@ CASES = {
 
 
 # -- which backends can run here ------------------------------------------------------------
-def _opencl_missing() -> str | None:
+def opencl_missing() -> str | None:
     try:
         import pyopencl  # noqa: F401
     except ImportError:
@@ -133,7 +133,7 @@ def _cuda_missing() -> str | None:
 
 
 # the toolchain a backend needs, in the words tests/conftest.py recognises (a failure in CI)
-TOOLCHAIN_MISSING = {"opencl": _opencl_missing, "cuda": _cuda_missing}
+TOOLCHAIN_MISSING = {"opencl": opencl_missing, "cuda": _cuda_missing}
 
 
 def backend_unavailable(name: str) -> str | None:

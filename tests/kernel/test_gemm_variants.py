@@ -28,6 +28,8 @@ from netspec.kernel import PartContext
 from netspec.kernel.dialects import CUDA, OPENCL
 from netspec.kernel.gemm import VARIANTS, GemmTiles, choose_gemm
 
+from layercheck import opencl_missing
+
 RTOL, ATOL = 1e-3, 1e-4
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,17 +40,6 @@ def _emulator_missing() -> str | None:
         return "g++ is not on the PATH (the CUDA emulator needs it)"
     if not cuda_emulated():
         return "the CUDA emulator is off (NETSPEC_CUDA_EMULATE=0) or a CUDA device answers"
-    return None
-
-
-def _opencl_missing() -> str | None:
-    try:
-        import pyopencl  # noqa: F401
-    except ImportError:
-        return "pyopencl is not installed (pip install netspec[opencl])"
-    from netspec.runtime.opencl_backend import find_device
-    if find_device() is None:
-        return "no OpenCL device (install pocl: pip install 'pyopencl[pocl]')"
     return None
 
 
@@ -98,7 +89,7 @@ def run_opencl(calls, arrays: dict) -> dict:
     return out
 
 
-RUNNERS = {"emulated-cuda": (_emulator_missing, run_emulated), "opencl": (_opencl_missing,
+RUNNERS = {"emulated-cuda": (_emulator_missing, run_emulated), "opencl": (opencl_missing,
                                                                           run_opencl)}
 
 
