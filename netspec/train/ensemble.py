@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import RunError
 from .metrics import accuracy
-from .saved_run import read_run
+from .saved_run import build_with_weights, read_run
 
 
 def class_difference(a_name: str, a: Sequence[str], b_name: str, b: Sequence[str]) -> str | None:
@@ -99,7 +99,6 @@ def run_ensemble(*, checkpoints: Sequence[str], spec=None, data=None, ten_crop=F
 
     from ..data import open_dataset
     from ..ir.build import build_graph
-    from ..runtime import build
 
     members = []
     for ckpt in checkpoints:
@@ -137,12 +136,7 @@ def run_ensemble(*, checkpoints: Sequence[str], spec=None, data=None, ten_crop=F
             if diff:
                 raise RunError(f"the classes of {data} differ from those {ckpt} was trained "
                                f"on: {diff}")
-        net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
-        try:
-            net.load_parameters(params)
-        except ValueError as e:
-            raise RunError(f"{ckpt}: the checkpoint does not match {graph.name}'s spec: {e}") \
-                from None
+        net = build_with_weights(graph, backend, devices, params, ckpt)
         p, y = member_probabilities(net, ds, crop=crop, batch_size=batch_size or r.batch_size,
                                     ten_crop=ten_crop, workers=workers)
         if labels is not None and not np.array_equal(labels, y):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import RunError
 from .checkpoint import STATE, WEIGHTS, load_weights, resolve_checkpoint
 from .evaluate import evaluate
-from .saved_run import run_state
+from .saved_run import build_with_weights, run_state
 
 
 def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto",
@@ -20,7 +20,6 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     data that was not given, or does not match the spec; DataError from the data."""
     from ..data import open_dataset
     from ..ir.build import build_graph
-    from ..runtime import build
 
     ckpt = resolve_checkpoint(checkpoint)
     if not ckpt.exists():
@@ -48,12 +47,7 @@ def run_eval(*, spec=None, checkpoint, data=None, ten_crop=False, backend="auto"
     if state.get("classes") and list(state["classes"]) != list(ds.classes):
         raise RunError(f"the classes of {data} differ from those the run was trained on")
     params = load_weights(ckpt)
-    net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
-    try:
-        net.load_parameters(params)
-    except ValueError as e:
-        raise RunError(f"{ckpt}: the checkpoint does not match {graph.name}'s spec: {e}") \
-            from None
+    net = build_with_weights(graph, backend, devices, params, ckpt)
     res = evaluate(net, ds, crop=crop, batch_size=batch_size or r.batch_size,
                    ten_crop=ten_crop, workers=workers)
     counts, errors = res.pop("class_images", []), res.pop("class_top1_error", [])

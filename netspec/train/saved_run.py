@@ -59,3 +59,16 @@ def _state_json(p: Path) -> dict:
     except (OSError, ValueError) as e:
         raise RunError(f"{p.parent}: the run state can't be read: {e}") from None
     return check_state(state, p)
+
+
+def build_with_weights(graph, backend: str, devices, params: dict, checkpoint):
+    """A net of `graph` on `backend` (on `devices` if given) holding a checkpoint's weights;
+    RunError naming `checkpoint` when they don't fit the spec."""
+    from ..runtime import build
+    net = build(graph, backend, **({"devices": list(devices)} if devices else {}))
+    try:
+        net.load_parameters(params)
+    except ValueError as e:
+        raise RunError(f"{checkpoint}: the checkpoint does not match {graph.name}'s spec: "
+                       f"{e}") from None
+    return net
