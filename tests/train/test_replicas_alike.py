@@ -4,27 +4,16 @@ allreduce of unlike buffers ("allreduce failed: MPI_ERR_OTHER")."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from netspec.train.mpi import disagreement, fingerprint
 
+from test_distributed import MPIRUN, mpi
 from trainkit import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-MPIRUN = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                      os.environ.get("PATH", "")]))
-try:
-    import mpi4py  # noqa: F401
-    HAVE_MPI4PY = True
-except ImportError:
-    HAVE_MPI4PY = False
-mpi = pytest.mark.skipif(MPIRUN is None or not HAVE_MPI4PY,
-                         reason="needs Open MPI and mpi4py: pip install 'netspec[mpi]'")
 
 
 def test_disagreement_names_the_ranks_and_the_items():
