@@ -498,15 +498,11 @@ def _blocked_template(a: Operand, b: Operand, epilogue: str, batched: bool, spli
     la = _lane_code(_A, a, a.vector_axis(M, K), t.BM, t.BK, t.threads)
     lb = _lane_code(_B, b, b.vector_axis(N, K), t.BN, t.BK, t.threads)
     ind = " " * 12
-    return (_BLOCKED.replace("@SETUP@", _indent(la[0] + "\n" + lb[0], 4, first=True))
+    text = (_BLOCKED.replace("@SETUP@", _indent(la[0] + "\n" + lb[0], 4, first=True))
             .replace("@FETCH@", _indent(la[1] + "\n" + lb[1], 12, first=True))
             .replace("@STORE0@", ind[:8] + la[2] + "\n" + ind[:8] + lb[2])
-            .replace("@STORE1@", ind + la[3] + "\n" + ind + lb[3])
-            .replace("@EPILOGUE@", _indent(epilogue, 12))
-            .replace("@Z@", "$grp2" if batched else "0")
-            .replace("@KBEGIN@", "z * ${KS}" if split else "0")
-            .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
-                     if split else "${K}"))
+            .replace("@STORE1@", ind + la[3] + "\n" + ind + lb[3]))
+    return _batch_and_split(text, epilogue, batched, split)
 
 
 # -- the strided template (the earlier kernel) ------------------------------------------------
@@ -579,9 +575,15 @@ def _strided_load(op: Operand, outer: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _strided_template(load_a: str, load_b: str, epilogue: str, batched: bool,
                       split: bool) -> str:
-    return (_STRIDED.replace("@LOAD_A@", _indent(load_a, 16))
-            .replace("@LOAD_B@", _indent(load_b, 16))
-            .replace("@EPILOGUE@", _indent(epilogue, 12))
+    text = (_STRIDED.replace("@LOAD_A@", _indent(load_a, 16))
+            .replace("@LOAD_B@", _indent(load_b, 16)))
+    return _batch_and_split(text, epilogue, batched, split)
+
+
+def _batch_and_split(text: str, epilogue: str, batched: bool, split: bool) -> str:
+    """What both templates share: the epilogue, the batch index (grid z when batched) and
+    the k range (one of the split-K slices of KS when split, else all of K)."""
+    return (text.replace("@EPILOGUE@", _indent(epilogue, 12))
             .replace("@Z@", "$grp2" if batched else "0")
             .replace("@KBEGIN@", "z * ${KS}" if split else "0")
             .replace("@KEND@", "(z + 1) * ${KS} < ${K} ? (z + 1) * ${KS} : ${K}"
