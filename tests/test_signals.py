@@ -42,8 +42,7 @@ def test_sigint_during_start_up_and_run_exits_130_with_one_line(delay, tmp_path)
     r = _interrupt_after(delay, BENCH, tmp_path)
     assert "Traceback" not in r.stderr, r.stderr
     # 130, or ended by the signal itself once the line is out (Python re-raises SIGINT when a
-    # KeyboardInterrupt ends the interpreter): a shell reports both as 130. Seen once in five
-    # full runs under load, at 0.2 s; the cause is not found yet
+    # KeyboardInterrupt ends the interpreter): a shell reports both as 130
     assert r.returncode in (130, -signal.SIGINT), (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines()[-1] == "netspec: interrupted"
     assert not any("KeyboardInterrupt" in line for line in r.stderr.splitlines())
