@@ -20,7 +20,8 @@ class AttrDef:
     """One attribute a layer statement accepts.
 
     kind: 'flag' (no value), 'int', 'float', 'word', 'ints' (one int or a list), 'words',
-    'gauss' (gauss(STD)).
+    'gauss' (gauss(STD), or the word `he`: N(0, 2/fan_in), He et al. 2015 §2.2, Caffe's
+    "msra" filler).
     """
 
     kind: str
@@ -43,7 +44,7 @@ MISSPELT = object()  # the value of a keyword that was misspelt (already reporte
 
 KIND_NAMES = {
     "int": "an integer", "float": "a number", "word": "a name", "ints": "an integer or a list "
-    "of integers", "words": "a name or a list of names", "gauss": "gauss(STD)",
+    "of integers", "words": "a name or a list of names", "gauss": "gauss(STD) or he",
 }
 
 
@@ -113,6 +114,8 @@ def _convert(item: Item, kind: str) -> tuple[bool, Any]:
         if item.kind == "call" and item.value[0] == "gauss" and len(item.value[1]) == 1 \
                 and item.value[1][0].kind == "number":
             return True, _float(item.value[1][0].value)
+        if item.kind == "word" and item.value == "he":
+            return True, "he"
         return False, None
     raise ValueError(f"unknown attribute kind {kind!r}")
 

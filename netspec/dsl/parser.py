@@ -22,7 +22,7 @@ from .spec import Item, LayerSpec, Recipe, Spec
 
 MAX_GPUS = 128    # logical GPUs a spec may ask for: the plan grows with their square (128: ~1 s)
 HEADER = ("network", "input", "classes", "gpus", "init", "train")
-INIT_SCHEMA = {"weight": AttrDef("gauss", doc="gauss(STD)"),
+INIT_SCHEMA = {"weight": AttrDef("gauss", doc="gauss(STD) or he"),
                "bias": AttrDef("float")}
 RECIPE_SCHEMAS: dict[str, dict[str, AttrDef]] = {
     "batch": {},
@@ -409,9 +409,10 @@ def _read_count(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
 def _read_init(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
     a = valid(read_attrs(s.items, INIT_SCHEMA, "init", errs, s.end))
     if not s.items:
-        errs.error(s.end, "'init' takes 'weight gauss(STD)' and/or 'bias VALUE'")
+        errs.error(s.end, "'init' takes 'weight gauss(STD)' (or 'weight he') and/or "
+                          "'bias VALUE'")
     if "weight" in a:
-        if a["weight"].value < 0:
+        if a["weight"].value != "he" and a["weight"].value < 0:
             errs.error(a["weight"].value_pos, "init: the weight std must not be negative")
         header["init_std"] = a["weight"].value
     if "bias" in a:

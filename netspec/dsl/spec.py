@@ -71,7 +71,7 @@ class Spec:
     input_shape: tuple[int, ...]
     classes: int
     gpus: int
-    init_std: float
+    init_std: float | str             # a std, or 'he'
     init_bias: float
     layers: tuple[LayerSpec, ...]
     recipe: Recipe

@@ -20,7 +20,8 @@ WEIGHTED = {
                        doc="which input parts each GPU's part reads"),
     "split": AttrDef("ints", minimum=1, doc="output channels per GPU, e.g. 48,48"),
     "gpu": AttrDef("int", minimum=0, doc="pin the layer to one GPU"),
-    "weight": AttrDef("gauss", doc="gauss(STD) initialisation of the weights"),
+    "weight": AttrDef("gauss", doc="initialisation of the weights: gauss(STD), or he for "
+                       "N(0, 2/fan_in)"),
     "bias": AttrDef("float", doc="constant initial bias"),
     "lr_mult": AttrDef("float", default=1.0, minimum=0.0, doc="learning-rate multiplier"),
     "decay_mult": AttrDef("float", default=1.0, minimum=0.0, doc="weight-decay multiplier"),
@@ -140,7 +141,7 @@ class GraphBuilder:
                 layer.connect = values["connect"]
                 layer.init_std = self.spec.init_std if values["weight"] is None \
                     else values["weight"]
-                if layer.init_std < 0:
+                if layer.init_std != "he" and layer.init_std < 0:
                     self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]

@@ -67,7 +67,7 @@ class Layer:
     parts: list[Part] = field(default_factory=list)
     connect: str | None = None         # 'same-gpu' | 'all' for weighted layers
     relu: bool = False                 # fused activation (conv, fc)
-    init_std: float = 0.01
+    init_std: float | str = 0.01     # or 'he'
     init_bias: float = 0.0
     lr_mult: float = 1.0
     decay_mult: float = 1.0

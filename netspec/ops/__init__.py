@@ -50,7 +50,7 @@ def _key_text(name, d) -> str:
     if d.kind == "flag":
         text = f"`{name}`"
     else:
-        text = f"`{name} {d.kind.upper() if d.kind != 'gauss' else 'gauss(STD)'}`"
+        text = f"`{name} {d.kind.upper() if d.kind != 'gauss' else 'gauss(STD)|he'}`"
         if d.choices:
             text = f"`{name} {'|'.join(map(str, d.choices))}`"
     if d.default is not None and d.default is not False and d.kind != "flag":

@@ -20,7 +20,9 @@ Initialisation, deterministic in the seed
 the parameters, the second (`self.rng`) draws dropout masks. With `g = default_rng(first)`, for
 each weighted layer in network order and each of its parameters in `param_shapes()` order
 (weight, bias; or part0.weight, part0.bias, part1.weight, ...):
-    init 'gauss' (weight) = (g.standard_normal(shape, dtype=float32) * float32(layer.init_std)),
+    init 'gauss' (weight) = (g.standard_normal(shape, dtype=float32) * float32(std)),
+             std = layer.init_std, or for 'he' sqrt(2 / fan_in), fan_in = prod(shape[1:]) (the
+             inputs one output reads, a part's own for a split layer: He et al. 2015 eq. 10),
              in float32, then cast to the net's dtype (float32 and float64 nets start identical);
     init 'bias'  (bias)   = layer.init_bias everywhere (draws nothing); 'zeros' / 'ones' likewise.
 A tensor its op marks not trainable is state: initialised, saved and loaded like the others,
@@ -56,6 +58,7 @@ activation once its last reader has run.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +128,15 @@ class Gradients(Mapping):
 
     def __repr__(self) -> str:
         return (f"<Gradients of {len(self)} tensors, {len(self._host)} on the host>")
+
+
+def init_std(rule: float | str, shape: tuple[int, ...]) -> float:
+    """The standard deviation of a weight's initial draw: `rule` itself, or for 'he'
+    sqrt(2 / fan_in) with fan_in = prod(shape[1:]) (He et al. 2015, "Delving deep into
+    rectifiers", eq. 10; Caffe's "msra" filler, PyTorch's kaiming_normal_(mode='fan_in'))."""
+    if rule == "he":
+        return math.sqrt(2.0 / max(1, math.prod(shape[1:])))
+    return float(rule)
 
 
 @dataclass(frozen=True)
@@ -286,7 +298,7 @@ class Net:
                 rule = init[name]
                 if rule == "gauss":
                     w = g.standard_normal(shape, dtype=np.float32)
-                    w *= np.float32(layer.init_std)
+                    w *= np.float32(init_std(layer.init_std, shape))
                     out[name] = w.astype(self.dtype, copy=False)
                 elif rule == "bias":
                     out[name] = np.full(shape, layer.init_bias, self.dtype)

@@ -73,6 +73,8 @@ CASES = [
      ["split 5,4 adds up to 9, but the layer has 8 filters"]),
     ("split-count", replace(6, "conv c1 filters 8 size 3 relu split 16"), 6, "16",
      ["split gives 1 part but the network has 2 GPUs"]),
+    ("init-rule", replace(6, "conv c1 filters 8 size 3 relu weight kaiming"), 6, "kaiming",
+     ["'weight' needs gauss(STD) or he, found 'kaiming'"]),
     ("gpu-out-of-range", replace(9, "fc f1 outputs 10 gpu 2"), 9, "2",
      ["gpu 2 does not exist"]),
     ("same-gpu-misaligned",

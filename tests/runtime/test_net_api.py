@@ -78,6 +78,37 @@ def test_initialisation_is_the_documented_draw():
             np.testing.assert_array_equal(value, np.full(value.shape, bias, np.float32))
 
 
+HE = """network he
+input 3x12x12
+classes 5
+init weight he bias 0
+conv c1 filters 64 size 5 pad 2 relu
+conv c2 filters 64 size 3 pad 1 relu weight gauss(0.02)
+fc f1 outputs 200 relu
+fc f2 outputs 5
+softmax prob
+"""
+
+
+def test_he_initialisation_draws_with_two_over_fan_in():
+    """`weight he`: N(0, 2/fan_in), fan_in the inputs one output reads (He et al. 2015,
+    eq. 10): 3*5*5 for c1, 64*12*12 for f1, 200 for f2; a layer's own `weight gauss(STD)`
+    still wins. The draw is the documented one, with the std computed by hand here."""
+    net = netspec.build(HE, backend="numpy", seed=5)
+    params = net.parameters()
+    g = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
+    fan_in = {"c1": 3 * 5 * 5, "f1": 64 * 12 * 12, "f2": 200}
+    for name, value in params.items():
+        if not name.endswith(".weight"):
+            assert (value == 0).all()
+            continue
+        layer = name.split(".")[0]
+        std = 0.02 if layer == "c2" else (2.0 / fan_in[layer]) ** 0.5
+        expected = g.standard_normal(value.shape, dtype=np.float32) * np.float32(std)
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+        assert abs(value.std() / std - 1) < 0.05, name
+
+
 def test_seed_determinism_and_dtypes():
     a = netspec.build(TINY, backend="numpy", seed=3).parameters()
     b = netspec.build(TINY, backend="numpy", seed=3).parameters()
