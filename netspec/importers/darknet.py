@@ -254,8 +254,8 @@ def _maxpool(r: Reader, sec: Section, x: Ref) -> Ref | None:
     if len(x.shape) != 3:
         r.problems.error(sec.pos, f"[maxpool] layer {sec.index} reads a vector")
         return None
-    k = sec.get("size", 1)
-    s = sec.get("stride", k)
+    s = sec.get("stride", 1)                    # darknet's defaults (parse_maxpool)
+    k = sec.get("size", s)
     padding = sec.get("padding", k - 1)
     for key in ("stride_x", "stride_y", "maxpool_depth", "antialiasing"):
         if sec.get(key, None, str) not in (None, "0"):
@@ -410,7 +410,7 @@ CONVERT = {"convolutional": _conv, "conv": _conv, "connected": _connected,
            "dropout": _dropout, "softmax": _softmax, "soft": _softmax,
            "shortcut": _shortcut, "route": _route, "crop": _crop, "cost": _cost}
 KNOWN = {"convolutional": {"filters", "size", "stride", "pad", "padding", "groups",
-                           "batch_normalize", "activation", "binary", "xnor"},
+                           "batch_normalize", "activation"},
          "connected": {"output", "batch_normalize", "activation"},
          "maxpool": {"size", "stride", "padding"}, "avgpool": set(),
          "dropout": {"probability"}, "softmax": {"groups", "temperature"},
@@ -458,7 +458,8 @@ def read_cfg(path) -> tuple[Imported, Reader]:
     if r.crop:
         shape = (shape[0], r.crop[0], r.crop[1])
     names = valid_names([Path(path).stem])
-    imp = Imported("darknet", [str(path)], names[0], shape, r.layers, r.notes)
+    imp = Imported("darknet", [str(path)], names[0], shape, r.layers, r.notes,
+                   outputs=math.prod(x.shape))
     imp.channel_order = "RGB" if shape[0] == 3 else f"{shape[0]} channels"
     _input_convention(imp, r)
     return imp, r

@@ -57,9 +57,12 @@ class Imported:
     mean: np.ndarray | None = None
     channel_order: str = "RGB"
     has_weights: bool = False
+    outputs: int | None = None      # what the softmax reads, where the importer knows it
 
     @property
     def class_count(self) -> int:
+        if self.outputs is not None:
+            return self.outputs
         for layer in reversed(self.layers):
             if layer.type == "fc":
                 return layer.attrs["outputs"]

@@ -592,13 +592,15 @@ def import_onnx(path, weights=None, mean=None) -> Imported:
     notes = [f"ONNX opset {r.opset}, made by {model.producer_name or 'an unnamed producer'}"
              f" {model.producer_version}".rstrip()]
     layers = r.layers
+    out = r.vals.get(r.g.output[0].name)
+    outputs = math.prod(out.shape) if out is not None else None
     if not layers or layers[-1].type != "softmax":
         layers.append(Layer("softmax", "prob", inputs=None, notes=[
             "added: a netspec network ends in softmax; the source ends without one"]))
     rename(layers)
     name = meta.get("netspec.network") or r.g.name or Path(path).stem
     imp = Imported("ONNX", [str(path)], valid_names([name])[0], shape, layers, notes,
-                   has_weights=True)
+                   has_weights=True, outputs=outputs)
     _metadata(imp, meta)
     return imp
 

@@ -285,3 +285,47 @@ def test_import_then_export_through_the_cli(tmp_path):
     runs = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
             .run(None, {"data": x})[0] for f in ("a.onnx", "b.onnx")]
     close(runs[1], runs[0])
+
+
+@pytest.mark.parametrize("op,pads,ceil", [("MaxPool", 0, 1), ("MaxPool", 1, 1),
+                                          ("AveragePool", 0, 1), ("AveragePool", 1, 1),
+                                          ("AveragePool", 1, 0)])
+def test_ceil_mode_and_padded_pooling(tmp_path, op, pads, ceil):
+    """Pooling sized with ceil (10x10, window 3, stride 2: ceil gives one more row and
+    column than floor) and padded, against onnxruntime; a max pool after a conv, so a tie
+    has no reason to be exact."""
+    rng = np.random.default_rng(8)
+    n = helper.make_node
+    extra = {"count_include_pad": 1} if op == "AveragePool" else {}
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             n(op, ["c"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[pads] * 4,
+               ceil_mode=ceil, **extra)]
+    out = -(-(10 + 2 * pads - 3) // 2) + 1 if ceil else (10 + 2 * pads - 3) // 2 + 1
+    model = helper_model(nodes, [init("w", rng.normal(0, 0.5, (4, 3, 3, 3))),
+                                 init("b", rng.normal(0, 0.1, 4))], (3, 10, 10),
+                         (4, out, out))
+    onnx.save(model, tmp_path / "p.onnx")
+    imp = import_onnx(tmp_path / "p.onnx")
+    assert build_graph(text=imp.spec_text()).layer("p").out_shape == (4, out, out)
+    x = rng.uniform(-2, 2, (2, 3, 10, 10)).astype(np.float32)
+    net = netspec.build(imp.spec_text(), backend="numpy")
+    net.load_parameters(imp.parameters())
+    close(net.features(x, "p"), run_ort(model, x))
+
+
+def test_lrn_alpha_is_divided_by_size(tmp_path):
+    """ONNX's LRN is x / (bias + alpha/size · Σx²)^beta (as Caffe's and PyTorch's); netspec's
+    alpha is the paper's, not divided: the spec's alpha is ONNX's / size. Pixel-sized
+    inputs, so the denominator is far from the bias and a wrong alpha shows."""
+    rng = np.random.default_rng(9)
+    n = helper.make_node
+    nodes = [n("LRN", ["x"], ["lrn"], size=5, alpha=1e-3, beta=0.75, bias=1.0),
+             n("Flatten", ["lrn"], ["f"], axis=1),
+             n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    model = helper_model(nodes, [init("w", rng.normal(0, 0.1, (4, 6 * 3 * 3))),
+                                 init("b", np.zeros(4))], (6, 3, 3), (4,))
+    onnx.save(model, tmp_path / "l.onnx")
+    imp = import_onnx(tmp_path / "l.onnx")
+    assert "lrn size 5 alpha 0.0002 beta 0.75 k 1" in " ".join(imp.spec_text().split())
+    x = rng.uniform(-100, 100, (2, 6, 3, 3)).astype(np.float32)
+    close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
