@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,7 @@ class Reader:
         last = self.layers[-1].name if self.layers else "data"
         if [v.name for v in src] != [last]:
             layer.inputs = [v.name for v in src]
-        layer.name = _layer_name(out)
+        layer.name = _layer_name(out, node)
         layer.source = f"{node.name or out} ({node.op_type})"
         self.layers.append(layer)
         self.vals[out] = Val(layer.name, shape)
@@ -139,14 +140,27 @@ def _inferred_shapes(model) -> dict[str, tuple]:
     return out
 
 
-def _layer_name(tensor: str) -> str:
-    """A readable layer name from a tensor's (PyTorch's '/features/features.0/Conv_output_0'
-    becomes 'features/features.0/Conv', which rename() then makes valid)."""
-    name = tensor.lstrip("/")
-    for tail in ("_output_0", ":0"):
-        if name.endswith(tail):
-            name = name[:-len(tail)]
-    return name or tensor
+def _generated(tensor: str) -> bool:
+    """A tensor name an exporter made up (PyTorch's '/layer1/layer1.0/conv1/Conv_output_0'),
+    not one a person chose (netspec's exports name each layer's output after the layer)."""
+    return tensor.startswith("/") or tensor.endswith("_output_0") or tensor.isdigit()
+
+
+def _layer_name(tensor: str, node=None) -> str:
+    """A readable, valid layer name: the output tensor's, or for made-up tensor names the
+    module path in the node's name ('/layer1/layer1.0/conv1/Conv' is layer1_0_conv1)."""
+    name = tensor
+    if _generated(tensor) and node is not None and node.name.strip("/"):
+        scopes: list[str] = []
+        for part in node.name.strip("/").split("/")[:-1] or node.name.strip("/").split("/"):
+            if scopes and part.startswith(scopes[-1] + "."):
+                scopes[-1] = part               # PyTorch repeats the parent: layer1/layer1.0
+            else:
+                scopes.append(part)
+        name = ".".join(scopes)
+    elif _generated(tensor):
+        name = tensor.strip("/").removesuffix("_output_0")
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", name) or "layer"
 
 
 def _attrs(node) -> dict:
@@ -364,7 +378,8 @@ def _fuse_relu(r: Reader, node, v: Val) -> bool:
         last.attrs["relu"] = True
     else:
         return False
-    last.name = _layer_name(node.output[0])
+    if not _generated(node.output[0]):
+        last.name = _layer_name(node.output[0])     # netspec's: 'conv1.linear' -> 'conv1'
     last.source += f" + {node.name or node.output[0]} (Relu)"
     r.vals[node.output[0]] = Val(last.name, v.shape)
     return True
@@ -372,7 +387,7 @@ def _fuse_relu(r: Reader, node, v: Val) -> bool:
 
 ACTIVATIONS = {"Relu": "relu", "Sigmoid": "logistic", "Tanh": "tanh", "LeakyRelu": "leaky",
                "Abs": "abs", "Softplus": "softrelu", "Clip": "brelu", "Mul": "square"}
-# "Sqrt": "sqrt",      # zoo's sqrt activation: switch on after merging (and in DOCS below)
+# ACTIVATIONS["Sqrt"] = "sqrt"   # zoo's sqrt: switch on after merging (before CONVERT)
 
 
 def _activation(r: Reader, node) -> None:
@@ -419,7 +434,7 @@ def _alias(r: Reader, node) -> None:
     last = r.layers[-1] if r.layers else None
     if r.uses.get(node.input[0], 0) == 1 and last is not None and last.name == v.name \
             and last.type == "concat" and id(last) not in r.renamed:
-        last.name = _layer_name(node.output[0])     # netspec's concat: Concat, then Identity
+        last.name = _layer_name(node.output[0], node)   # netspec's concat: Concat, Identity
         r.renamed.add(id(last))
         v = Val(last.name, v.shape, v.flat)
     r.vals[node.output[0]] = v
@@ -460,7 +475,11 @@ def _softmax(r: Reader, node) -> None:
     r.add(node, Layer("softmax", ""), [v], (math.prod(v.shape),))
 
 
+ELEMENTWISE = {"Add": "add", "Sum": "add", "Max": "eltmax"}
+
+
 def _add(r: Reader, node) -> None:
+    """Add, Sum (and Max, once eltmax is in netspec) of layers' outputs of one shape."""
     vals = [r.vals.get(t) for t in node.input]
     if any(t in r.consts for t in node.input):
         r.error(node, "adds a constant: netspec's add sums layers' outputs")
@@ -475,7 +494,7 @@ def _add(r: Reader, node) -> None:
         r.error(node, f"inputs of shapes {[v.shape for v in vals]}: netspec adds equal "
                       f"shapes, without broadcasting")
         return
-    layer = Layer("add", "", {})
+    layer = Layer(ELEMENTWISE[node.op_type], "", {})
     r.add(node, layer, vals, vals[0].shape)
     layer.inputs = [v.name for v in vals]           # add always names its inputs
 
@@ -528,7 +547,7 @@ CONVERT = {"Conv": _conv, "Gemm": _gemm, "MaxPool": _pool, "AveragePool": _pool,
            "Flatten": _flatten, "Reshape": _flatten, "Softmax": _softmax, "Add": _add,
            "Sum": _add, "Concat": _concat, "Split": _split,
            **{op: _activation for op in ACTIVATIONS}}
-# "Max": _eltmax,      # zoo's eltmax (elementwise max of layers): switch on after merging
+# CONVERT["Max"] = _add      # zoo's eltmax: switch on after merging (and drop MISSING's)
 
 MISSING = {"Max": "an elementwise Max of layers (the eltmax layer type is not in netspec "
                   "yet)",
@@ -598,7 +617,7 @@ def import_onnx(path, weights=None, mean=None) -> Imported:
         layers.append(Layer("softmax", "prob", inputs=None, notes=[
             "added: a netspec network ends in softmax; the source ends without one"]))
     rename(layers)
-    name = meta.get("netspec.network") or r.g.name or Path(path).stem
+    name = meta.get("netspec.network") or Path(path).stem
     imp = Imported("ONNX", [str(path)], valid_names([name])[0], shape, layers, notes,
                    has_weights=True, outputs=outputs)
     _metadata(imp, meta)

@@ -208,22 +208,29 @@ def test_a_helper_model_against_onnxruntime(tmp_path):
     assert "added: a netspec network ends in softmax" in spec
 
 
-def test_torchvision_squeezenet_exported_by_torch(tmp_path):
-    """torchvision's own squeezenet1_1, exported by torch.onnx (its node names, Constant
-    nodes, Flatten), against onnxruntime on the same file."""
+@pytest.mark.parametrize("module,name,size,line", [
+    ("squeezenet", "squeezenet1_1", 47, "concat features_3 from features_3_expand1x1, "
+                                        "features_3_expand3x3"),
+    ("resnet", "resnet18", 32, "add layer1_0 from layer1_0_conv2, maxpool relu")],
+    ids=["squeezenet1_1", "resnet18"])
+def test_torchvision_model_exported_by_torch(tmp_path, module, name, size, line):
+    """torchvision's own model, exported by torch.onnx (its node names, Constant and
+    Identity nodes, Flatten, batch norm folded into the convs), against onnxruntime on the
+    same file; the spec's layers are named after the modules."""
     torch = pytest.importorskip("torch")
     import sys
     sys.path.insert(0, str(ROOT / "tests" / "zoo"))
     from torchvision_models import torchvision_models
     torch.manual_seed(0)
-    model = torchvision_models("squeezenet").squeezenet1_1(num_classes=10).eval()
-    x = torch.rand(2, 3, 47, 47) * 2 - 1
-    path = tmp_path / "sq.onnx"
+    model = getattr(torchvision_models(module), name)(num_classes=10).eval()
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    path = tmp_path / f"{name}.onnx"
     torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"],
                       opset_version=17, dynamo=False)
     imp = import_onnx(path)
     got = netspec_net(imp.spec_text(), imp.parameters()).forward(x.numpy()).reshape(2, -1)
     close(got, run_ort(onnx.load(path), x.numpy()))
+    assert line in {" ".join(ln.split("   #")[0].split()) for ln in imp.spec_text().splitlines()}
 
 
 # -- what is refused ---------------------------------------------------------------------
