@@ -337,10 +337,7 @@ def _index(r: Reader, sec: Section, key: str, text: str) -> Ref | None:
         r.problems.error(sec.where(key), f"[{sec.name}] {key}={text}: layer {j} is not "
                                          f"before layer {sec.index}")
         return None
-    ref = r.outs[j]
-    if ref is None:
-        r.problems.error(sec.where(key), f"[{sec.name}] {key}: layer {j} was not imported")
-    return ref
+    return r.outs[j]            # None: refused, and reported where it stands
 
 
 def _shortcut(r: Reader, sec: Section, x: Ref) -> Ref | None:

@@ -79,6 +79,7 @@ class Reader:
             self.uses[o.name] = self.uses.get(o.name, 0) + 1
         self.shapes = _inferred_shapes(model)
         self.renamed: set[int] = set()
+        self.failed: set[str] = set()      # outputs of refused nodes: reported once, there
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, node, message: str) -> None:
@@ -87,7 +88,7 @@ class Reader:
     def val(self, node, i: int = 0) -> Val | None:
         name = node.input[i] if i < len(node.input) else ""
         v = self.vals.get(name)
-        if v is None:
+        if v is None and name not in self.failed:
             if name in self.consts:
                 self.error(node, f"input '{name}' is a constant; netspec layers read the "
                                  f"network's data")
@@ -636,8 +637,13 @@ def _walk(r: Reader) -> None:
         if convert is None:
             why = MISSING.get(node.op_type, f"{node.op_type} has no netspec layer type")
             r.error(node, f"{why} (netspec imports {', '.join(sorted(CONVERT))})")
-            continue
-        convert(r, node)
+        else:
+            convert(r, node)
+        for out in node.output:         # a refused node's readers go on with its shape
+            if out and out not in r.vals and tuple(node.output) not in r.skip:
+                if out in r.shapes:
+                    r.vals[out] = Val(_layer_name(out, node), r.shapes[out])
+                r.failed.add(out)
 
 
 def _check_output(r: Reader) -> None:
@@ -646,7 +652,8 @@ def _check_output(r: Reader) -> None:
                          f"one (its softmax)")
         return
     v = r.vals.get(r.g.output[0].name)
-    if v is not None and (not r.layers or v.name != r.layers[-1].name):
+    if v is not None and r.g.output[0].name not in r.failed and \
+            (not r.layers or v.name != r.layers[-1].name):
         r.problems.about(f"the output '{r.g.output[0].name}' is not the last layer's; "
                          f"netspec's network ends in its last layer")
 
