@@ -275,3 +275,20 @@ def test_import_writes_a_run_predict_takes(tmp_path):
         got[row["label"]] = row["probability"]
     x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255
     np.testing.assert_allclose(got, opencv(cfg, weights, x).reshape(-1), atol=1e-4)
+
+
+def test_pixels_over_255_are_folded_into_the_first_layer(tmp_path):
+    """darknet feeds pixels / 255; netspec feeds pixels: conv1's weight is the file's / 255
+    (its bias as it is), and no later layer's weight changes."""
+    cfg_text = (NET.format(h=6, w=6, c=3)
+                + section("maxpool", size=2, stride=2)
+                + section("convolutional", filters=4, size=3, pad=1, activation="relu")
+                + section("connected", output=5, activation="linear"))
+    cfg, weights = write(tmp_path, cfg_text)
+    floats = np.frombuffer(weights.read_bytes(), "<f4", offset=20)
+    imp = import_darknet(cfg, weights)
+    params = imp.parameters()
+    np.testing.assert_array_equal(params["conv1.bias"], floats[:4])
+    np.testing.assert_allclose(params["conv1.weight"].reshape(-1),
+                               floats[4:4 + 108] / np.float32(255), rtol=3e-7)
+    np.testing.assert_array_equal(params["fc1.weight"].reshape(-1), floats[4 + 108 + 5:])
