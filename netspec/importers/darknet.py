@@ -458,6 +458,8 @@ def read_cfg(path) -> tuple[Imported, Reader]:
     imp = Imported("darknet", [str(path)], names[0], shape, r.layers, r.notes,
                    outputs=math.prod(x.shape))
     imp.channel_order = "RGB" if shape[0] == 3 else f"{shape[0]} channels"
+    if shape[0] == 3:
+        imp.notes.append("darknet reads RGB, as netspec's pipeline does: no channel reversal")
     _input_convention(imp, r)
     return imp, r
 
