@@ -226,6 +226,10 @@ def _conv(r: Reader, node) -> None:
         return
     k, s, p = geo
     g = int(a.get("group", 1))
+    if w.shape[1] * g != v.shape[0] or w.shape[0] % g or (b is not None and b.size != len(w)):
+        r.error(node, f"a weight of shape {w.shape} (bias {None if b is None else b.shape}) "
+                      f"with group {g} doesn't fit {v.shape[0]} input channels")
+        return
     attrs = {"filters": int(w.shape[0]), "size": k}
     if s != 1:
         attrs["stride"] = s
@@ -261,8 +265,11 @@ def _gemm(r: Reader, node) -> None:
     if math.prod(v.shape) != inputs:
         r.error(node, f"the weight takes {inputs} inputs; its input has {math.prod(v.shape)}")
         return
+    if c is not None and c.size not in (1, n):
+        r.error(node, f"a bias of shape {c.shape}: netspec's fc adds one per output")
+        return
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-    bias = np.zeros(n, np.float32) if c is None else np.broadcast_to(c, (1, n)).reshape(n)
+    bias = np.zeros(n, np.float32) if c is None else np.broadcast_to(c.reshape(-1), (n,))
     layer = Layer("fc", "", {"outputs": int(n)}, weight=(alpha * w).astype(np.float32),
                   bias=(beta * bias).astype(np.float32))
     if not a.get("transB", 0):
@@ -356,6 +363,9 @@ def _batchnorm(r: Reader, node) -> None:
                       "test-time form")
         return
     g, b, m, var = (x.astype(np.float32).reshape(-1) for x in arrays)
+    if {x.size for x in (g, b, m, var)} != {v.shape[0]} or v.flat:
+        r.error(node, f"statistics of {g.size} channels for an input of shape {v.shape}")
+        return
     attrs = {}
     eps, momentum = float(a.get("epsilon", 1e-5)), 1.0 - float(a.get("momentum", 0.9))
     if abs(eps - 1e-5) > 1e-12:
@@ -568,8 +578,8 @@ def _input(r: Reader):
     dims = i.type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     if len(shape) != 4 or None in shape[1:]:
-        r.problems.about(f"input '{i.name}' has shape "
-                         f"{['N' if d is None else d for d in shape]}; netspec reads "
+        named = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
+        r.problems.about(f"input '{i.name}' has shape {named}; netspec reads "
                          f"(N, C, H, W) with C, H and W fixed")
         return None
     r.vals[i.name] = Val("data", shape[1:])

@@ -337,3 +337,16 @@ def test_lrn_alpha_is_divided_by_size(tmp_path):
     assert "lrn size 5 alpha 0.0002 beta 0.75 k 1" in " ".join(imp.spec_text().split())
     x = rng.uniform(-100, 100, (2, 6, 3, 3)).astype(np.float32)
     close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
+
+
+def test_an_input_of_free_size_is_refused(tmp_path):
+    rng = np.random.default_rng(10)
+    n = helper.make_node
+    model = helper_model([n("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+                          n("GlobalAveragePool", ["c"], ["y"])],
+                         [init("w", rng.normal(0, 1, (4, 3, 1, 1)))], (3, "H", "W"),
+                         (4, 1, 1))
+    onnx.save(model, tmp_path / "free.onnx")
+    with pytest.raises(SpecError, match=r"input 'x' has shape \['N', 3, 'H', 'W'\]; netspec "
+                                        r"reads \(N, C, H, W\) with C, H and W fixed"):
+        import_onnx(tmp_path / "free.onnx")
