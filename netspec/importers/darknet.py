@@ -457,7 +457,7 @@ def read_cfg(path) -> tuple[Imported, Reader]:
     names = valid_names([Path(path).stem])
     imp = Imported("darknet", [str(path)], names[0], shape, r.layers, r.notes,
                    outputs=math.prod(x.shape))
-    imp.channel_order = "RGB" if shape[0] == 3 else f"{shape[0]} channels"
+    imp.channel_order = {3: "RGB", 1: "grey"}.get(shape[0], f"{shape[0]} channels")
     if shape[0] == 3:
         imp.notes.append("darknet reads RGB, as netspec's pipeline does: no channel reversal")
     _input_convention(imp, r)

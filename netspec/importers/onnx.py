@@ -675,6 +675,7 @@ def _metadata(imp: Imported, meta: dict) -> None:
         imp.notes.append("written by `netspec export`: the input is RGB in 0..255 minus the "
                          "mean image of its metadata (carried over)")
     else:
+        imp.channel_order = "the source's"
         imp.notes.append("the input is taken as the source's maker fed it (channel order, "
                          "scale, mean): check before predict")
     try:
