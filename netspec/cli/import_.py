@@ -1,4 +1,5 @@
-"""`netspec import MODEL`: a Caffe network (and its weights) as a netspec spec and run."""
+"""`netspec import MODEL`: a Caffe, darknet or ONNX network (and its weights) as a netspec spec
+and run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,8 @@ def write_imported_run(run_dir: Path, imported) -> None:
 @click.command("import")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), metavar="FILE",
-              help="The trained weights (.caffemodel); written as a run's checkpoint to --out.")
+              help="The trained weights (.caffemodel, darknet .weights; an .onnx file holds its "
+                   "own); written as a run's checkpoint to --out.")
 @click.option("--mean", type=click.Path(dir_okay=False), metavar="FILE",
               help="Caffe's mean image (.binaryproto), subtracted by predict and eval.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -36,9 +38,10 @@ def write_imported_run(run_dir: Path, imported) -> None:
 @out_dir_option("The run directory to write (the checkpoint and its state); needed with "
                 "--weights.")
 def import_cmd(model, weights, mean, classes_file, output, out):
-    """Read MODEL (a Caffe deploy .prototxt) as a netspec spec; with --weights, also a run
-    directory that eval, predict, export and train --init-from take. Everything netspec can't
-    express is reported at once (exit 2) and nothing is written."""
+    """Read MODEL (a Caffe deploy .prototxt, a darknet .cfg or an .onnx file) as a netspec
+    spec; with --weights (an .onnx file brings its own) and --out, also a run directory that
+    eval, predict, export and train --init-from take. Everything netspec can't express is
+    reported at once (exit 2) and nothing is written."""
     from ..importers import import_model
     from ..importers.model import read_class_list
     from ..train.checkpoint import atomic_write

@@ -1,6 +1,8 @@
 """`netspec import`: networks from other frameworks' files, as spec text and arrays.
 
     caffe.py        deploy .prototxt (V1 and V2), .caffemodel, .binaryproto mean
+    darknet.py      .cfg and .weights
+    onnx.py         .onnx (with the onnx package)
     model.py        Imported / Layer: what every importer builds, and the spec it writes
     prototxt.py     protobuf text format reader (never evaluates anything)
     protowire.py    protobuf wire format reader
@@ -19,11 +21,12 @@ from pathlib import Path
 from ..dsl.errors import SpecError
 from .model import Imported, Layer
 
-FORMATS = {".prototxt": "caffe", ".pt": "caffe"}
+FORMATS = {".prototxt": "caffe", ".pt": "caffe", ".onnx": "onnx", ".cfg": "darknet"}
 
 
 def detect_format(path) -> str:
-    """The format of a model file, from its name: caffe (.prototxt)."""
+    """The format of a model file, from its name: caffe (.prototxt), onnx (.onnx),
+    darknet (.cfg)."""
     suffix = Path(path).suffix.lower()
     if suffix in FORMATS:
         return FORMATS[suffix]
@@ -38,6 +41,12 @@ def import_model(path, *, weights=None, mean=None) -> Imported:
     if fmt == "caffe":
         from .caffe import import_caffe
         return import_caffe(path, weights, mean)
+    if fmt == "onnx":
+        from .onnx import import_onnx
+        return import_onnx(path, weights, mean)
+    if fmt == "darknet":
+        from .darknet import import_darknet
+        return import_darknet(path, weights, mean)
     raise AssertionError(fmt)
 
 

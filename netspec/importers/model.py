@@ -36,6 +36,8 @@ class Layer:
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     pos: Pos | None = None
+    inputs: list[str] | None = None      # `from a, b`; None: the layer above
+    state: dict = field(default_factory=dict)   # more named arrays ('running_mean': ...)
 
 
 @dataclass
@@ -55,9 +57,12 @@ class Imported:
     mean: np.ndarray | None = None
     channel_order: str = "RGB"
     has_weights: bool = False
+    outputs: int | None = None      # what the softmax reads, where the importer knows it
 
     @property
     def class_count(self) -> int:
+        if self.outputs is not None:
+            return self.outputs
         for layer in reversed(self.layers):
             if layer.type == "fc":
                 return layer.attrs["outputs"]
@@ -78,8 +83,10 @@ class Imported:
         for layer in self.layers:
             out += [f"# {n}" for n in layer.notes]
             line = f"{layer.type:<{width}} {layer.name}"
+            if layer.inputs:
+                line += f" from {', '.join(layer.inputs)}"
             for k, v in layer.attrs.items():
-                line += f" {k} {_number(v)}"
+                line += f" {k}" if v is True else f" {k} {_number(v)}"
             if layer.relu:
                 line += " relu"
             if layer.source:
@@ -93,6 +100,8 @@ class Imported:
             if layer.weight is not None:
                 params[f"{layer.name}.weight"] = np.ascontiguousarray(layer.weight, np.float32)
                 params[f"{layer.name}.bias"] = np.ascontiguousarray(layer.bias, np.float32)
+                for k, v in layer.state.items():
+                    params[f"{layer.name}.{k}"] = np.ascontiguousarray(v, np.float32)
         return params
 
     def run_state(self) -> dict:
@@ -135,11 +144,17 @@ def valid_names(names: list[str]) -> list[str]:
 
 
 def rename(layers: list[Layer]) -> None:
-    """Give every layer a valid unique name, noting where the source's differs."""
+    """Give every layer a valid unique name, noting where the source's differs (and the
+    `from` lists following)."""
+    names = {}
     for layer, new in zip(layers, valid_names([layer.name for layer in layers])):
+        names[layer.name] = new
         if new != layer.name:
             layer.notes.append(f"named {layer.name!r} in the source")
             layer.name = new
+    for layer in layers:
+        if layer.inputs:
+            layer.inputs = [names.get(n, n) for n in layer.inputs]
 
 
 def reverse_input_channels(layers: list[Layer], input_shape) -> str | None:
