@@ -93,3 +93,28 @@ def test_tiny_alexnet_trains_the_demo_to_fp32s_accuracy(tmp_path):
     assert errors["fp32"] < 0.7, errors                 # it learned (chance: 0.9)
     for precision in ("tf32", "bf16"):
         assert abs(errors[precision] - errors["fp32"]) <= 0.1, errors
+
+
+def test_numpy_backend_rounds_the_gemm_operands_as_the_device():
+    """NumpyNet in float64 with `precision tf32` (operands rounded, products summed in
+    float64) against emulated CUDA's wmma (the same rounding, FP32 accumulation): gradients
+    within 1e-4 of the largest (float32 sums), while NumPy's own fp32 run is off by far
+    more — so both really round, and round alike."""
+    from netspec.runtime.numpy_backend import NumpyNet
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 3, 16, 16))
+    y = np.arange(16) % 10
+    grads = {}
+    for backend, precision in (("cuda", "tf32"), ("numpy", "tf32"), ("numpy", "fp32")):
+        graph = build_graph(SMALL + f"  precision {precision}\n")
+        net = CudaNet(graph, seed=0, devices=[0]) if backend == "cuda" else \
+            NumpyNet(graph, seed=0, dtype=np.float64)
+        _, g = net.loss_and_grads(x.astype(net.dtype if backend == "numpy" else np.float32),
+                                  y, train=False)
+        grads[backend, precision] = {k: np.asarray(v, np.float64) for k, v in dict(g).items()}
+
+    def rel(a, b):
+        return max(float(np.abs(a[k] - b[k]).max() / np.abs(b[k]).max()) for k in b)
+    dev, ref, exact = grads["cuda", "tf32"], grads["numpy", "tf32"], grads["numpy", "fp32"]
+    assert rel(dev, ref) <= 1e-4, rel(dev, ref)
+    assert rel(dev, exact) > 10 * rel(dev, ref), (rel(dev, exact), rel(dev, ref))
