@@ -108,13 +108,84 @@ def test_small_net_gemms_match_rounded_reference_emulated(small, precision):
     check(got, refs, f"{precision} on the emulator")
 
 
-# PoCL builds each kernel for a minute's share of this file: one conv with the batched data
-# gradient and one fc in TF32, one fc in BF16
-@pytest.mark.parametrize("precision,names", [("tf32", ("c1", "c2")), ("bf16", ("f3", "f4"))])
-def test_rounded_blocked_template_on_opencl(small, precision, names):
+# PoCL builds each kernel for a good part of this file's time: one conv with the batched data
+# gradient (stride 2) and one fc in TF32; the BF16 rounding function alone below
+def test_rounded_blocked_template_on_opencl(small):
     run = _runner("opencl")
-    got, refs = run_layers([small.layer(n) for n in names], 3, run, precision)
-    check(got, refs, f"{precision} on PoCL")
+    got, refs = run_layers([small.layer(n) for n in ("c1", "f3")], 3, run, "tf32")
+    check(got, refs, "tf32 on PoCL")
+
+
+def _edge_values() -> np.ndarray:
+    """Ties both ways, values next to ties, both signs, denormals, the largest finites
+    (which round to inf), inf, zero, and random floats."""
+    one = np.float32(1.0).view(np.uint32)
+    bits = [one + d for d in (0x1000, 0x0fff, 0x1001, 0x3000, 0x8000, 0x7fff, 0x8001, 0x18000,
+                               0x10000)]
+    bits += [0x00001000, 0x00000001, 0x007fffff, 0x7f7fffff, 0x7f7ff000, 0x7f800000, 0]
+    x = np.array(bits, np.uint32).view(np.float32)
+    rng = np.random.default_rng(2)
+    x = np.concatenate([x, -x, rng.standard_normal(256).astype(np.float32) * 1e3])
+    return x
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_opencl_rounding_is_numpys_bit_for_bit(precision):
+    """The dialects' rounding function (kernel/gemm.py _ROUND_FUNCS) on PoCL against
+    round_operands, bit for bit, on ties, near-ties, denormals and overflow to inf."""
+    missing, _ = RUNNERS["opencl"]
+    why = missing()
+    if why:
+        pytest.skip(why)
+    import pyopencl as cl
+
+    from netspec.kernel.gemm import _round_head
+    from netspec.runtime.opencl_backend import find_device
+    fn = "netspec_round_" + precision
+    src = (_round_head(precision) + f"__kernel void r(__global float* x) "
+           f"{{ int i = get_global_id(0); x[i] = {fn}(x[i]); }}")
+    ctx = cl.Context([find_device()])
+    queue = cl.CommandQueue(ctx)
+    x = _edge_values()
+    buf = cl.Buffer(ctx, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=x)
+    cl.Program(ctx, src).build().r(queue, (x.size,), None, buf)
+    out = np.empty_like(x)
+    cl.enqueue_copy(queue, out, buf)
+    queue.finish()
+    want = round_operands(x, precision)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_emulator_rounding_is_numpys_bit_for_bit(precision):
+    """The emulator's __float_to_tf32 and __float2bfloat16 (what the wmma kernels call)
+    against round_operands, bit for bit, on the same values."""
+    _runner("emulated-cuda")
+    from netspec.runtime.cuda_emulator import cupy_model as cp
+    expr = {"tf32": "nvcuda::wmma::__float_to_tf32(x[i])",
+            "bf16": "__bfloat162float(__float2bfloat16(x[i]))"}[precision]
+    src = ('#include <mma.h>\n#include <cuda_bf16.h>\nextern "C" __global__ void r(float* x) '
+           f'{{ const int i = blockIdx.x * blockDim.x + threadIdx.x; x[i] = {expr}; }}')
+    x = _edge_values()
+    d = cp.ndarray((x.size,), np.float32)
+    d.set(x)
+    cp.RawModule(code=src).get_function("r")((x.size,), (1,), (d,))
+    out = d.get()
+    np.testing.assert_array_equal(out.view(np.uint32),
+                                  round_operands(x, precision).view(np.uint32))
+
+
+def test_numpy_rounding_by_hand():
+    """round_operands against values worked by hand: TF32 keeps 10 mantissa bits (ulp at 1
+    is 2^-10) and breaks ties away from zero; BF16 keeps 7 (2^-7) and breaks ties to even."""
+    r = round_operands
+    assert r(1 + 2.0 ** -11, "tf32") == 1 + 2.0 ** -10            # tie: away from zero
+    assert r(-(1 + 2.0 ** -11), "tf32") == -(1 + 2.0 ** -10)
+    assert r(1 + 2.0 ** -11 - 2.0 ** -23, "tf32") == 1.0           # below the tie
+    assert r(1 + 2.0 ** -8, "bf16") == 1.0                         # tie: to even (down)
+    assert r(1 + 3 * 2.0 ** -8, "bf16") == 1 + 2.0 ** -6           # tie: to even (up)
+    assert r(np.float32(3.4028235e38), "tf32") == np.inf           # past TF32's largest
+    assert r(1.2345678, "fp32") == np.float32(1.2345678)
 
 
 # M, N and K past every variant's tile, none a multiple of 16
