@@ -13,7 +13,7 @@ import dataclasses
 
 from netspec.dsl.attrs import KIND_NAMES, value_range
 from netspec.dsl.parser import INIT_SCHEMA, RECIPE_SCHEMAS
-from netspec.dsl.spec import Recipe
+from netspec.dsl.spec import PRECISIONS, Recipe
 from netspec.ir.build import layer_schema
 from netspec.ops import OPS
 
@@ -108,7 +108,11 @@ def render_reference() -> str:
               _row("statement", "key", "takes", "default"), _row("---", "---", "---", "---")]
     defaults = recipe_defaults()
     for stmt, schema in RECIPE_SCHEMAS.items():
-        if not schema:
+        if stmt == "precision":
+            lines.append(_row("`precision P`", "", "one of " + ", ".join(
+                f"`{p}`" for p in PRECISIONS) + " ([GPU page](gpus.md#precision))",
+                defaults[stmt][""]))
+        elif not schema:
             lines.append(_row(f"`{stmt} N`", "", "an integer from 1", defaults[stmt][""]))
         for key, d in schema.items():
             lines.append(_row(f"`{stmt}`", f"`{key}`", _takes(d), defaults[stmt][key]))

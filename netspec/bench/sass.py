@@ -68,6 +68,13 @@ SCHEDULERS = 4
 SHARED_BYTES_PER_CLK = 128
 HBM_BYTES_PER_S = 3.35e12
 PEAK_FP32 = SM_COUNT * FP32_LANES * 2 * CLOCK_HZ
+# dense tensor-core peaks of the H100 SXM5 datasheet (FLOP/s, FP32 accumulation): the model
+# spreads them evenly over 132 SMs at CLOCK_HZ
+PEAK_TENSOR = {"tf32": 494e12, "bf16": 989e12}
+# PyTorch + cuDNN's AlexNet b128 fwd+bwd, estimated: soumith's convnet-benchmarks, cuDNN R4
+# fp32 on a Maxwell GTX Titan X, 81 ms; its FP32 peak 3072 lanes x 2 x 1.075 GHz = 6.6
+# TFLOP/s; scaled by the ratio of peaks (the same fraction of peak on an H100)
+CUDNN_ANCHOR_MS, CUDNN_ANCHOR_PEAK = 81.0, 6.6e12
 LAUNCH_US = 2.0
 LATENCY_WARPS = 8
 
@@ -281,6 +288,8 @@ class KernelModel:
     issue: float = 0.0              # SM clocks per k-step per warp
     fp32: float = 0.0
     shared_bw: float = 0.0
+    tensor: float = 0.0             # SM clocks per k-step per warp on the tensor cores
+    precision: str = "fp32"
     bound: str = ""
     flops: int = 0
     bytes: int = 0
@@ -298,6 +307,8 @@ def _gemm_tiles(k) -> GemmTiles | None:
     if not {"BM", "BN", "BK", "TM", "TN"} <= set(c) or "part" in (p.name for p in k.params
                                                                   if p.kind == "in"):
         return None
+    if getattr(k, "precision", "fp32") != "fp32":
+        return GemmTiles(c["BM"], c["BN"], c["BK"], c["WTM"], c["WTN"], layout="wmma")
     layout = "strided" if "As[${BK}][${BM} + 1]" in k.template else "blocked"
     return GemmTiles(c["BM"], c["BN"], c["BK"], c["TM"], c["TN"], layout=layout)
 
@@ -313,6 +324,23 @@ def _shared_wavefronts(t: GemmTiles, mix: Mix, steps: float) -> float:
         per_step = t.TM * ceil_div(a_rows * 4, 128) + t.TN * ceil_div(b_cols * 4, 128)
     stores = sum(n * (b // 32) for b, n in mix.sts.items()) / steps
     return per_step + stores
+
+
+def _tensor_bounds(row: KernelModel, t: GemmTiles, mix: Mix, precision: str) -> None:
+    """A wmma GEMM's bounds per k-step per warp (module doc): one loop iteration is one BK
+    slab; the warp's TM x TN x 1 MMA work at the SM's share of the dense tensor peak; shared
+    reads of the fragments (TM + TN operands per k-step, 4 bytes tf32, 2 bf16) and the
+    loop's stores, 128 bytes a wavefront."""
+    steps = t.BK
+    row.precision = precision
+    row.ksteps_per_iter = steps
+    row.issue = mix.total / SCHEDULERS / steps
+    row.fp32 = (mix.ffma + mix.fp32_other) * 32 / FP32_LANES / steps
+    per_clk = PEAK_TENSOR[precision] / (SM_COUNT * CLOCK_HZ)
+    row.tensor = 2 * t.TM * t.TN / per_clk
+    elem = 4 if precision == "tf32" else 2
+    stores = sum(n * (b // 32) for b, n in mix.sts.items()) / steps
+    row.shared_bw = (t.TM + t.TN) * elem / 128 + stores
 
 
 def model_kernel(k, step, sass_code, usage, launches: int, nbytes: int) -> KernelModel:
@@ -334,14 +362,17 @@ def model_kernel(k, step, sass_code, usage, launches: int, nbytes: int) -> Kerne
         row.bound = "roofline"
         return row
     row.gemm, row.mix = True, mix
-    steps = mix.ffma / (t.TM * t.TN)
-    row.ksteps_per_iter = steps
-    row.issue = mix.total / SCHEDULERS / steps
-    row.fp32 = (mix.ffma + mix.fp32_other) * 32 / FP32_LANES / steps
-    row.shared_bw = _shared_wavefronts(t, mix, steps)
-    row.ffma_per_lds = mix.ffma / max(1, mix.lds_count)
+    if t.layout == "wmma":
+        _tensor_bounds(row, t, mix, k.precision)
+    else:
+        steps = mix.ffma / (t.TM * t.TN)
+        row.ksteps_per_iter = steps
+        row.issue = mix.total / SCHEDULERS / steps
+        row.fp32 = (mix.ffma + mix.fp32_other) * 32 / FP32_LANES / steps
+        row.shared_bw = _shared_wavefronts(t, mix, steps)
+        row.ffma_per_lds = mix.ffma / max(1, mix.lds_count)
     per_step, row.bound = max((row.issue, "issue"), (row.fp32, "fp32"),
-                              (row.shared_bw, "shared"))
+                              (row.shared_bw, "shared"), (row.tensor, "tensor"))
     ks = k.consts.get("KS", k.consts["K"])
     warps = ceil_div(k.threads, 32)
 
@@ -406,51 +437,88 @@ def baseline_tiles(graph, batch: int) -> dict:
     return out
 
 
-def sass_report(spec, batch_size: int | None, as_json: bool = False) -> str:
-    """The before/after table of `spec` at `batch_size` (default: the spec's batch)."""
+def with_precision(graph, precision: str):
+    """`graph` as if its recipe said `precision` (the plan reads it from the recipe)."""
+    import dataclasses
+    return dataclasses.replace(graph, recipe=dataclasses.replace(graph.recipe,
+                                                                 precision=precision))
+
+
+def cudnn_estimate_ms(precision: str) -> float:
+    """PyTorch + cuDNN's AlexNet b128 step on one H100, ESTIMATED from the convnet-benchmarks
+    anchor scaled by peak (module constants). For tf32/bf16 the dense tensor peak: a lower
+    bound, as the anchor's pooling, LRN and ReLU kernels do not speed up with it."""
+    peak = PEAK_FP32 if precision == "fp32" else PEAK_TENSOR[precision]
+    return CUDNN_ANCHOR_MS * CUDNN_ANCHOR_PEAK / peak
+
+
+def sass_report(spec, batch_size: int | None, as_json: bool = False,
+                precisions: tuple[str, ...] = ("fp32", "tf32")) -> str:
+    """The before/after table of `spec` at `batch_size` (default: the spec's batch), and the
+    modelled step at each of `precisions` (the spec's own recipe statement is overridden)."""
     from ..ir.build import build_graph
     graph = build_graph(spec)
     n = batch_size or graph.recipe.batch_size
-    after = model_network(compile_network(graph, n))
-    before = model_network(compile_network(graph, n, tiles=baseline_tiles(graph, n)))
+    fp32 = with_precision(graph, "fp32")
+    after = model_network(compile_network(fp32, n))
+    before = model_network(compile_network(fp32, n, tiles=baseline_tiles(fp32, n)))
+    tc = {p: model_network(compile_network(with_precision(graph, p), n))
+          for p in precisions if p != "fp32"}
     if as_json:
         return json.dumps({"spec": graph.name, "batch": n, "device": "H100 SXM5 (modelled)",
                            "before": [r.to_json() for r in before],
                            "after": [r.to_json() for r in after],
                            "step_ms_before": step_seconds(before) * 1e3,
-                           "step_ms_after": step_seconds(after) * 1e3})
-    return format_report(graph.name, n, before, after)
+                           "step_ms_after": step_seconds(after) * 1e3,
+                           **{f"after_{p}": [r.to_json() for r in rows]
+                              for p, rows in tc.items()},
+                           **{f"step_ms_{p}": step_seconds(rows) * 1e3
+                              for p, rows in tc.items()},
+                           "cudnn_estimate_ms": {p: cudnn_estimate_ms(p) for p in precisions}})
+    return format_report(graph.name, n, before, after, tc)
 
 
 def _gemm_line(r: KernelModel) -> str:
     mix = r.mix.text() if r.mix else "-"
-    return (f"  {r.name:<22} {r.registers:>4} {r.spills:>3} {r.occupancy:4.2f} {r.blocks:>7} "
-            f"{r.waves:6.2f} {r.ffma_per_lds:5.1f} {r.issue:5.1f} {r.fp32:5.1f} "
-            f"{r.shared_bw:5.1f} {r.bound:>6} {r.seconds * r.launches * 1e6:9.1f}  {mix}")
+    return (f"  {r.name:<22} {r.precision:>4} {r.registers:>4} {r.spills:>3} {r.occupancy:4.2f} "
+            f"{r.blocks:>7} {r.waves:6.2f} {r.ffma_per_lds:5.1f} {r.issue:5.1f} {r.fp32:5.1f} "
+            f"{r.shared_bw:5.1f} {r.tensor:5.1f} {r.bound:>6} "
+            f"{r.seconds * r.launches * 1e6:9.1f}  {mix}")
 
 
-def format_report(name: str, batch: int, before, after) -> str:
-    head = (f"  {'kernel':<22} {'regs':>4} {'spl':>3} {'occ':>4} {'blocks':>7} {'waves':>6} "
-            f"{'F/LDS':>5} {'issue':>5} {'fp32':>5} {'smem':>5} {'bound':>6} "
-            f"{'model us':>9}  inner loop (SASS)")
+def format_report(name: str, batch: int, before, after, tc: dict | None = None) -> str:
+    tc = tc or {}
+    head = (f"  {'kernel':<22} {'prec':>4} {'regs':>4} {'spl':>3} {'occ':>4} {'blocks':>7} "
+            f"{'waves':>6} {'F/LDS':>5} {'issue':>5} {'fp32':>5} {'smem':>5} {'tens':>5} "
+            f"{'bound':>6} {'model us':>9}  inner loop (SASS)")
     out = [f"{name}, batch {batch}: SASS-level model on one H100 SXM5 (132 SMs, 1.98 GHz, "
            f"{PEAK_FP32 / 1e12:.1f} TFLOP/s FP32, {HBM_BYTES_PER_S / 1e12:.2f} TB/s) — "
            f"MODELLED, not measured",
            "issue / fp32 / smem: SM clocks per k-step per warp; model us: all of a training "
            "step's launches of that kernel"]
-    for title, rows in (("before (strided 64x64x16, 4x4 per thread)", before),
-                        ("after (blocked family, split-K for 132 SMs)", after)):
+    tables = [("before (strided 64x64x16, 4x4 per thread)", before),
+              ("after (blocked family, split-K for 132 SMs)", after),
+              *((f"precision {p} (wmma tensor-core GEMMs, {PEAK_TENSOR[p] / 1e12:.0f} TFLOP/s "
+                 f"dense)", rows) for p, rows in tc.items())]
+    for title, rows in tables:
         gemm = [r for r in rows if r.gemm]
         other = [r for r in rows if not r.gemm]
         g_s = sum(r.seconds * r.launches for r in gemm)
         o_s = sum(r.seconds * r.launches for r in other)
         fl = sum(r.flops * r.launches for r in gemm)
+        peak = PEAK_TENSOR.get(gemm[0].precision, PEAK_FP32) if gemm else PEAK_FP32
         out += ["", f"{title}: GEMMs {g_s * 1e3:.2f} ms ({fl / max(g_s, 1e-12) / 1e12:.1f} "
-                    f"TFLOP/s, {fl / max(g_s, 1e-12) / PEAK_FP32:.0%} of peak), other kernels "
+                    f"TFLOP/s, {fl / max(g_s, 1e-12) / peak:.0%} of peak), other kernels "
                     f"{o_s * 1e3:.2f} ms (roofline), step {(g_s + o_s) * 1e3:.2f} ms modelled",
                 head]
         out += [_gemm_line(r) for r in gemm]
     tb, ta = step_seconds(before), step_seconds(after)
     out += ["", f"modelled FP32 step: before {tb * 1e3:.2f} ms, after {ta * 1e3:.2f} ms "
-                f"({tb / ta:.1f}x)"]
+                f"({tb / ta:.1f}x); PyTorch + cuDNN estimated {cudnn_estimate_ms('fp32'):.1f} "
+                f"ms (convnet-benchmarks' {CUDNN_ANCHOR_MS:.0f} ms on a Titan X, scaled by "
+                f"FP32 peak)"]
+    for p, rows in tc.items():
+        out.append(f"modelled {p.upper()} step: {step_seconds(rows) * 1e3:.2f} ms; PyTorch + "
+                   f"cuDNN estimated >= {cudnn_estimate_ms(p):.1f} ms (the same anchor scaled "
+                   f"by the dense {p.upper()} peak: a lower bound)")
     return "\n".join(out)

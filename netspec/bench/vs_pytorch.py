@@ -248,8 +248,11 @@ class TorchStep:
         self.torch, self.graph = torch, graph
         self.device = device = torch.device(device_name)
         if device.type == "cuda":
-            torch.backends.cudnn.allow_tf32 = False          # cuDNN fp32, as netspec computes
-            torch.backends.cuda.matmul.allow_tf32 = False
+            # as netspec computes: cuDNN fp32, or TF32 where the recipe says `precision tf32`
+            # (PyTorch has no BF16 switch for fp32 tensors: a bf16 spec meets strict fp32)
+            tf32 = graph.recipe.precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True
         self.P = P = {k: torch.tensor(v, device=device, requires_grad=True)
                       for k, v in params.items()}

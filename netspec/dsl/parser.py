@@ -18,7 +18,7 @@ import lark
 from .attrs import INT_MAX, AttrDef, read_attrs, shown, suggest, valid, value_range
 from .blocks import expand_blocks
 from .errors import Collector, Diagnostic, Pos, SpecError
-from .spec import Item, LayerSpec, Recipe, Spec
+from .spec import PRECISIONS, Item, LayerSpec, Recipe, Spec
 
 MAX_GPUS = 128    # logical GPUs a spec may ask for: the plan grows with their square (128: ~1 s)
 HEADER = ("network", "input", "classes", "gpus", "init", "train")
@@ -38,6 +38,9 @@ RECIPE_SCHEMAS: dict[str, dict[str, AttrDef]] = {
     "test": {"views": AttrDef("int", choices=(1, 10))},
     # Caffe's `snapshot`: a checkpoint every N steps, the last K kept
     "checkpoint": {"every": AttrDef("int", minimum=1), "keep": AttrDef("int", minimum=1)},
+    # the GEMMs' operand precision (one bare word, PRECISIONS): fp32, or the tensor cores' tf32
+    # or bf16 operands with fp32 accumulation (kernel/gemm.py); weights and SGD stay fp32
+    "precision": {},
 }
 
 
@@ -366,7 +369,7 @@ def _one_value(s: Statement, kind: str, errs: Collector, what: str):
 
 EXAMPLES = {"network": "'network alexnet'", "input": "'input 3x224x224'",
             "classes": "'classes 1000'", "gpus": "'gpus 2'", "batch": "'batch 128'",
-            "epochs": "'epochs 90'"}
+            "epochs": "'epochs 90'", "precision": "'precision tf32'"}
 
 
 def _read_network(s: Statement, header: dict, pos: dict, errs: Collector) -> None:
@@ -512,11 +515,26 @@ def _recipe_checkpoint(s: Statement, a: dict, values: dict, rpos: dict,
     _copy(a, values, {"every": "checkpoint_every", "keep": "keep"})
 
 
-# recipe statement -> its reader; batch and epochs take one bare integer, the others key/value
-# items checked against RECIPE_SCHEMAS first
+def _recipe_precision(s: Statement, a: None, values: dict, rpos: dict, errs: Collector) -> None:
+    """`precision fp32 | tf32 | bf16`: one word of PRECISIONS."""
+    it = _one_value(s, "word", errs, f"one of {', '.join(PRECISIONS)}")
+    if it is None:
+        return
+    if it.value not in PRECISIONS:
+        errs.error(it.pos, f"'precision' is one of {', '.join(PRECISIONS)}, not "
+                           f"'{it.value}'{suggest(it.value, PRECISIONS)}")
+        return
+    values["precision"] = it.value
+    rpos["precision"] = it.pos
+
+
+# recipe statement -> its reader; batch, epochs and precision take one bare value, the others
+# key/value items checked against RECIPE_SCHEMAS first
 _RECIPE_READERS = {"batch": _recipe_count, "epochs": _recipe_count, "sgd": _recipe_sgd,
                    "schedule": _recipe_schedule, "augment": _recipe_augment,
-                   "test": _recipe_test, "checkpoint": _recipe_checkpoint}
+                   "test": _recipe_test, "checkpoint": _recipe_checkpoint,
+                   "precision": _recipe_precision}
+_BARE = ("batch", "epochs", "precision")
 
 
 def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
@@ -534,7 +552,7 @@ def _read_recipe(stmts: list[Statement], errs: Collector) -> Recipe:
             continue
         seen[s.keyword] = s.pos
         reader = _RECIPE_READERS.get(s.keyword)
-        if s.keyword in ("batch", "epochs"):
+        if s.keyword in _BARE:
             reader(s, None, values, rpos, errs)
             continue
         schema = RECIPE_SCHEMAS[s.keyword]

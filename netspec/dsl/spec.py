@@ -39,6 +39,12 @@ class LayerSpec:
     name_pos: Pos
 
 
+# The `precision` recipe statement's values: the GEMMs' operand format. fp32 keeps every
+# product exact in float; tf32 (10-bit mantissa) and bf16 (7-bit) round the operands as the
+# tensor cores read them and accumulate in fp32 (netspec/kernel/gemm.py).
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The training recipe (§4–5). Defaults are the paper's where the paper gives one."""
@@ -60,6 +66,7 @@ class Recipe:
     test_views: int = 1
     checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (Caffe's snapshot)
     keep: int = 1                     # checkpoints kept
+    precision: str = "fp32"           # GEMM operands: one of PRECISIONS (fp32: the paper's)
     pos: dict[str, Pos] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -54,7 +54,8 @@ RECIPE_KEYS = (("batch", "", "batch_size", "batch_size"), ("epochs", "", "epochs
                ("augment", "flip", "flip", "flip"), ("augment", "pca", "pca_sigma", "pca"),
                ("test", "views", "test_views", "views"),
                ("checkpoint", "every", "checkpoint_every", "every"),
-               ("checkpoint", "keep", "keep", "keep"))
+               ("checkpoint", "keep", "keep", "keep"),
+               ("precision", "", "precision", "precision"))
 
 
 def recipe_rows(g: Graph) -> list[dict[str, Any]]:

@@ -69,10 +69,15 @@ class Kernel:
     flops: int = 0
     shared_bytes: int = 0
     layer: str = ""                    # for error messages
+    # dialect name -> the template that dialect renders instead of `template` (the same math
+    # and launch: a tensor-core GEMM's wmma text for CUDA, kernel/gemm.py)
+    dialect_templates: dict = field(default_factory=dict)
+    precision: str = "fp32"            # a GEMM's operand format (kernel/gemm.py TC_FORMATS)
 
     def render(self, d: Dialect) -> str:
         params = ",\n    ".join(p.declare(d) for p in self.params)
-        body = d.render(self.template, name=self.name, params=params, **self.consts)
+        body = d.render(self.dialect_templates.get(d.name, self.template), name=self.name,
+                        params=params, **self.consts)
         comment = "".join(f"// {line}".rstrip() + "\n" for line in self.doc.strip().splitlines())
         return f"{comment}{body.strip()}\n"
 
@@ -124,6 +129,7 @@ class PartContext:
     input_grad: bool                    # False when the input is the network's data
     tiles: dict = field(default_factory=dict)
     sm_count: int = 132                 # the device's multiprocessors (H100/H200 without one)
+    precision: str = "fp32"             # the recipe's `precision`: the GEMMs' operand format
     # the layer's index in the graph's compute layers: the `layer` of the dropout noise's key
     # (runtime/noise.py); None where the builder doesn't say (autotune's GEMM contexts)
     layer_index: int | None = None

@@ -77,8 +77,12 @@ class GemmTiles:
         if self.BM % self.TM or self.BN % self.TN:
             raise ValueError(f"tile {self.BM}x{self.BN} is not a multiple of the "
                              f"per-thread tile {self.TM}x{self.TN}")
-        if self.layout not in ("blocked", "strided"):
-            raise ValueError(f"GemmTiles.layout is 'blocked' or 'strided', not {self.layout!r}")
+        if self.layout not in ("blocked", "strided", "wmma"):
+            raise ValueError(f"GemmTiles.layout is 'blocked', 'strided' or 'wmma', not "
+                             f"{self.layout!r}")
+        if self.layout == "wmma" and (self.TM % 16 or self.TN % 16 or self.BK % 16):
+            raise ValueError(f"a wmma tile needs warp tiles and BK multiples of 16, not "
+                             f"{self.TM}x{self.TN}x{self.BK}")
         if self.layout == "blocked" and (self.TM % 4 or self.TN % 4 or self.BK % 4):
             raise ValueError(f"a blocked tile needs TM, TN and BK multiples of 4, not "
                              f"{self.TM}x{self.TN}x{self.BK}")
@@ -323,23 +327,31 @@ def gemm_calls(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand, epi
                reads: tuple[str, ...], writes: tuple[str, ...], scratch: str,
                consts: dict | None = None, tiles: GemmTiles | None = None, doc: str = "",
                layer: str = "", batches: int = 1, split_ok: bool = True,
-               sm_count: int = DEFAULT_SM_COUNT) -> list[Call]:
+               sm_count: int = DEFAULT_SM_COUNT, precision: str = "fp32") -> list[Call]:
     """The launches of one GEMM: the tiles and split count `choose_gemm` gives; split, the
     GEMM stores partial sums in `scratch` (size: `gemm_scratch`) and a reduction adds them
     and runs the epilogue. `reads` are the load snippets' buffers, `writes` the epilogue's
-    (param specs, "in b" / "out y"); buffer roles are the parameter names."""
-    t, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
-                            sm_count=sm_count)
+    (param specs, "in b" / "out y"); buffer roles are the parameter names. `precision`
+    other than 'fp32' makes a tensor-core GEMM (`tc_gemm_kernel`, `choose_tc_gemm`; FP32
+    tiles given for the layer are ignored then)."""
+    if precision == "fp32":
+        t, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
+                                sm_count=sm_count)
+        make = gemm_kernel
+    else:
+        t, splits = choose_tc_gemm(M, N, K, precision, tiles, batches=batches,
+                                   split_ok=split_ok, sm_count=sm_count)
+        make = functools.partial(tc_gemm_kernel, precision=precision)
     load_params = params(*(f"in {r}" for r in reads))
     if splits <= 1:
-        k = gemm_kernel(name, M, N, K, a=a, b=b, epilogue=epilogue,
-                        params=load_params + params(*writes), consts=consts, tiles=t, doc=doc,
-                        layer=layer, batches=batches)
+        k = make(name, M, N, K, a=a, b=b, epilogue=epilogue,
+                 params=load_params + params(*writes), consts=consts, tiles=t, doc=doc,
+                 layer=layer, batches=batches)
         return [Call(k, (*reads, *(w.split()[1] for w in writes)))]
-    gemm = gemm_kernel(name, M, N, K, a=a, b=b, splits=splits,
-                       epilogue="part[(z * ${M} + m) * ${N} + n] = v;",
-                       params=load_params + params("out part"), consts=consts, tiles=t,
-                       doc=f"{doc.strip()}; slice z of K into {scratch}[z]", layer=layer)
+    gemm = make(name, M, N, K, a=a, b=b, splits=splits,
+                epilogue="part[(z * ${M} + m) * ${N} + n] = v;",
+                params=load_params + params("out part"), consts=consts, tiles=t,
+                doc=f"{doc.strip()}; slice z of K into {scratch}[z]", layer=layer)
     reduce = split_k_reduce_kernel(f"{name}_sum", M, N, splits, layer=layer,
                                    epilogue=epilogue, writes=writes, consts=consts,
                                    what=f"{doc.strip().splitlines()[0]}: ")
@@ -348,10 +360,15 @@ def gemm_calls(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand, epi
 
 
 def gemm_scratch(M: int, N: int, K: int, tiles: GemmTiles | None = None, *, batches: int = 1,
-                 split_ok: bool = True, sm_count: int = DEFAULT_SM_COUNT) -> int:
+                 split_ok: bool = True, sm_count: int = DEFAULT_SM_COUNT,
+                 precision: str = "fp32") -> int:
     """Floats of split-K partial sums `gemm_calls` needs for this GEMM (0: not split)."""
-    _, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
-                            sm_count=sm_count)
+    if precision == "fp32":
+        _, splits = choose_gemm(M, N, K, tiles, batches=batches, split_ok=split_ok,
+                                sm_count=sm_count)
+    else:
+        _, splits = choose_tc_gemm(M, N, K, precision, tiles, batches=batches,
+                                   split_ok=split_ok, sm_count=sm_count)
     return splits * M * N if splits > 1 else 0
 
 
@@ -438,9 +455,14 @@ _B = _Side("b", "n", "${BN}", "n0", "${N}", "Bs")
 
 
 def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, threads: int,
-               ) -> tuple[str, str, str, str]:
-    """(setup, fetch, store to buffer 0, store to buffer buf ^ 1) of one operand's loader."""
+               cvt: str = "") -> tuple[str, str, str, str]:
+    """(setup, fetch, store to buffer 0, store to buffer buf ^ 1) of one operand's loader.
+    `cvt`: a function every value goes through as it is stored (a tensor-core GEMM's operand
+    rounding); the stores are then scalar."""
     s, o = side.tag, side.outer
+
+    def conv(x: str) -> str:
+        return f"{cvt}({x})" if cvt else x
     if vec:
         total = tile * bk // 4
     else:
@@ -466,11 +488,13 @@ def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, th
                  f"if ({o} < {side.extent} && k < ke) t = $gload4(&{op.buf}[{addr}]); "
                  f"else {{ t.x = 0.0f; t.y = 0.0f; t.z = 0.0f; t.w = 0.0f; }} "
                  f"{s}st[l] = t; }} }}")
-        if vec == "k":
-            st = (f"{head} {guard}{{ {side.shared}[@BUF@][kk][oo] = {s}st[l].x; "
-                  f"{side.shared}[@BUF@][kk + 1][oo] = {s}st[l].y; "
-                  f"{side.shared}[@BUF@][kk + 2][oo] = {s}st[l].z; "
-                  f"{side.shared}[@BUF@][kk + 3][oo] = {s}st[l].w; }} }}")
+        if vec == "k" or cvt:
+            at = (("kk", "oo"), ("kk + 1", "oo"), ("kk + 2", "oo"), ("kk + 3", "oo")) \
+                if vec == "k" else (("kk", "oo"), ("kk", "oo + 1"), ("kk", "oo + 2"),
+                                    ("kk", "oo + 3"))
+            st = (f"{head} {guard}{{ " + " ".join(
+                f"{side.shared}[@BUF@][{r}][{c}] = {conv(f'{s}st[l].{x}')};"
+                for (r, c), x in zip(at, "xyzw")) + " } }")
         else:
             st = f"{head} {guard}$sstore4(&{side.shared}[@BUF@][kk][oo]) = {s}st[l]; }}"
     else:
@@ -486,7 +510,7 @@ def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, th
         fetch = (f"{head} {guard}{{ const int {o} = {side.base} + oo, k = kn + kk; "
                  f"float v = 0.0f; if ({o} < {side.extent} && k < ke) {{ {state} "
                  f"{_one_line(op.scalar_load(o))} }} {s}st[l] = v; }} }}")
-        st = f"{head} {guard}{side.shared}[@BUF@][kk][oo] = {s}st[l]; }}"
+        st = f"{head} {guard}{side.shared}[@BUF@][kk][oo] = {conv(f'{s}st[l]')}; }}"
     return setup, fetch, st.replace("@BUF@", "0"), st.replace("@BUF@", "buf ^ 1")
 
 
@@ -634,3 +658,305 @@ def _indent(snippet: str, spaces: int, first: bool = False) -> str:
 
 def with_layout(t: GemmTiles, layout: str) -> GemmTiles:
     return replace(t, layout=layout)
+
+
+# -- tensor cores: TF32 / BF16 operands, FP32 accumulation -----------------------------------
+# The `precision` recipe statement (dsl/spec.py PRECISIONS). A tensor-core GEMM computes
+#   C[m, n] = Σ_k r(A(m, k)) · r(B(k, n)),   accumulated in FP32,
+# where r rounds an FP32 operand to the precision's format once, as the loader stores it to
+# shared memory:
+#   tf32: 10-bit mantissa, 8-bit exponent; round to nearest, ties away from zero, as CUDA's
+#         __float_to_tf32 (PTX cvt.rna.tf32.f32) does;
+#   bf16: 7-bit mantissa, 8-bit exponent; round to nearest even (__float2bfloat16, cvt.rn).
+# Both products are exact in FP32 (11 x 11 and 8 x 8 significand bits fit in 24), so every
+# dialect computes the same sum up to the order of its FP32 additions: CUDA renders the wmma
+# template below (HMMA on sm_80+), every other dialect the blocked FP32 template with the same
+# rounding in its loader (same launch, same tiles' threads). Weights, gradients and the SGD
+# update stay FP32; only the GEMMs' operands are rounded.
+#
+# Tiles (`GemmTiles(..., layout="wmma")`): a block of BM x BN, warps of TM x TN (multiples of
+# 16; each warp holds (TM/16) x (TN/16) accumulator fragments of 16 x 16), BK a multiple of 16.
+# threads = 32 · (BM/TM) · (BN/TN). Shared memory: A as As[2][BK][BM + pad] (k-major, read as
+# col_major matrix_a fragments), B as Bs[2][BK][BN + pad] (row_major matrix_b), double-buffered
+# as the blocked template, plus one 16 x 16 FP32 staging tile per warp for the epilogue.
+TC_FORMATS = {
+    # precision -> (shared type, fragment element type, fragment k, row padding, CUDA rounding)
+    "tf32": ("float", "nvcuda::wmma::precision::tf32", 8, 4, "wmma::__float_to_tf32"),
+    "bf16": ("__nv_bfloat16", "__nv_bfloat16", 16, 8, "__float2bfloat16"),
+}
+# The same rounding for the dialects without tensor cores: a static function defined once per
+# module (a guard macro), on the float's bits. tf32: add half of the 13 dropped bits' range to
+# the magnitude and truncate (ties away from zero; +inf stays, the largest finites round to
+# inf as cvt.rna does). bf16: round half to even on the 16 dropped bits. NaNs are not
+# preserved bit-exactly (none reaches a GEMM in a finite run).
+_ROUND_FUNCS = {
+    "tf32": ("netspec_round_tf32",
+             "static inline float netspec_round_tf32(float x) { union { float f; unsigned int u; }"
+             " c; c.f = x; c.u = (c.u + 0x1000u) & 0xffffe000u; return c.f; }"),
+    "bf16": ("netspec_round_bf16",
+             "static inline float netspec_round_bf16(float x) { union { float f; unsigned int u; }"
+             " c; c.f = x; c.u = (c.u + 0x7fffu + ((c.u >> 16) & 1u)) & 0xffff0000u; "
+             "return c.f; }"),
+}
+_TC_PEAK = {"tf32": 494e12, "bf16": 989e12}     # H100 SXM dense, NVIDIA H100 datasheet
+
+TC_VARIANTS = (
+    GemmTiles(128, 128, 16, 64, 32, layout="wmma"),
+    GemmTiles(128, 64, 16, 64, 32, layout="wmma"),
+    GemmTiles(64, 128, 16, 32, 64, layout="wmma"),
+    GemmTiles(64, 64, 16, 32, 32, layout="wmma"),
+    GemmTiles(64, 32, 16, 32, 16, layout="wmma"),
+    GemmTiles(32, 64, 16, 16, 32, layout="wmma"),
+)
+
+
+def tc_threads(t: GemmTiles) -> int:
+    """Threads of a wmma block: one warp per TM x TN warp tile."""
+    return 32 * (t.BM // t.TM) * (t.BN // t.TN)
+
+
+def tc_shared_bytes(t: GemmTiles, precision: str) -> int:
+    """Static shared memory of a wmma block: both slab buffers and the warps' staging."""
+    elem = 4 if TC_FORMATS[precision][0] == "float" else 2
+    pad = TC_FORMATS[precision][3]
+    return (2 * t.BK * (t.BM + pad + t.BN + pad) * elem
+            + (tc_threads(t) // 32) * 256 * 4)
+
+
+def fit_tc_tiles(M: int, N: int, t: GemmTiles) -> GemmTiles:
+    """A wmma tile shrunk along an axis much smaller than it (fc at a small batch), keeping
+    warp tiles of at least 16 x 16 and 512 outputs (so the other dialects' blocked template
+    has the same threads with 4x4 blocks: `_tc_portable_tiles`)."""
+    BM, BN, TM, TN = t.BM, t.BN, t.TM, t.TN
+    while BM > 32 and M <= BM // 2:
+        BM //= 2
+    while BN > 32 and N <= BN // 2:
+        BN //= 2
+    TM, TN = min(TM, BM), min(TN, BN)
+    while TM * TN < 512:
+        if TM < BM:
+            TM *= 2
+        elif TN < BN:
+            TN *= 2
+        else:
+            break
+    return GemmTiles(BM, BN, t.BK, TM, TN, t.splits, "wmma")
+
+
+def _tc_portable_tiles(t: GemmTiles) -> GemmTiles:
+    """The blocked tiles that do a wmma tile's work with its thread count (other dialects)."""
+    per = t.TM * t.TN // 32                         # outputs per thread
+    tm = 8 if per >= 32 and t.BM >= 64 else 4
+    tn = per // tm
+    return GemmTiles(t.BM, t.BN, t.BK, tm, tn)
+
+
+# instructions a warp issues per operand element it loads into shared memory in the wmma
+# loop (bench/sass.py's counts on AlexNet: ~36 for an im2col gather, ~20 dense, with the MMA
+# and fragment loads spread over them); the loop is issue-bound where this exceeds the MMAs
+_TC_ISSUE_PER_ELEMENT = 28
+
+
+def _tc_estimate(t: GemmTiles, M: int, N: int, K: int, batches: int, splits: int,
+                 precision: str, sm_count: int) -> float:
+    """Rough SM cycles of a tensor-core launch, to rank candidates: per k-step a block costs
+    the larger of its MMAs at the SM's share of the dense peak and its loaders' instructions
+    at 4 per clock (bench/sass.py's issue bound), in waves of resident blocks, against the
+    compulsory traffic."""
+    blocks = ceil_div(M, t.BM) * ceil_div(N, t.BN) * batches * splits
+    ks = split_slice(K, splits, t.BK)[0] if splits > 1 else K
+    threads = tc_threads(t)
+    regs = min(255, 8 * (t.TM // 16) * (t.TN // 16) + 120)
+    warps = threads // 32
+    per_warp = ceil_div(regs * 32, 256) * 256
+    resident = max(0, min(_SM_BLOCKS, _SM_THREADS // threads, (_SM_REGS // per_warp) // warps,
+                          (228 * 1024) // (tc_shared_bytes(t, precision) + 1024)))
+    if resident == 0:
+        return math.inf
+    flop_per_clk = _TC_PEAK[precision] / 1.98e9 / DEFAULT_SM_COUNT
+    per_kstep = max(2 * t.BM * t.BN / flop_per_clk, (t.BM + t.BN) * _TC_ISSUE_PER_ELEMENT / 128)
+
+    def wave(n: int) -> float:                 # n blocks sharing one SM
+        return n * ks * per_kstep / min(1.0, n * warps / 8)
+
+    full, rest = divmod(blocks, sm_count * resident)
+    cycles = full * wave(resident) + (wave(ceil_div(rest, sm_count)) if rest else 0.0)
+    bandwidth = _BYTES_PER_CLK_PER_SM * sm_count
+    cycles = max(cycles, 4 * (M * K + K * N * batches + M * N * batches * splits) / bandwidth)
+    if splits > 1:
+        cycles += 4 * (splits + 1) * M * N / bandwidth + 2e-6 * 1.98e9
+    return cycles
+
+
+def choose_tc_gemm(M: int, N: int, K: int, precision: str, tiles: GemmTiles | None = None, *,
+                   batches: int = 1, split_ok: bool = True,
+                   sm_count: int = DEFAULT_SM_COUNT) -> tuple[GemmTiles, int]:
+    """(wmma tiles, splits) for a tensor-core GEMM, as `choose_gemm` does for FP32: `tiles`
+    (a wmma tile) as given, else the TC_VARIANT and split with the fewest estimated cycles."""
+    if precision not in TC_FORMATS:
+        raise ValueError(f"precision {precision!r} has no tensor-core format; one of "
+                         f"{', '.join(TC_FORMATS)}")
+    cands = [tiles] if tiles is not None and tiles.layout == "wmma" else TC_VARIANTS
+    options = []
+    for v in dict.fromkeys(fit_tc_tiles(M, N, c) for c in cands):
+        most = 1 if not split_ok or batches > 1 else max(1, min(256, K // MIN_SLICE,
+                                                                ceil_div(K, v.BK)))
+        for s in sorted({split_slice(K, s, v.BK)[1] for s in (1, 2, 3, 4, 6, 8, 12, 16, 24,
+                                                              32, 48, 64) if s <= most}):
+            options.append((v, s))
+
+    def rank(o):
+        v, s = o
+        blocks = ceil_div(M, v.BM) * ceil_div(N, v.BN) * batches * s
+        filled = blocks >= TARGET_WAVES * sm_count
+        return _tc_estimate(v, M, N, K, batches, s, precision, sm_count) * (1.0 if filled
+                                                                            else 1.5)
+    return min(options, key=rank)
+
+
+_WMMA = r"""
+$kernel $name($params)
+{
+    namespace wmma = nvcuda::wmma;
+    __shared__ __align__(32) @T@ As[2][${BK}][${BM} + @PAD@];
+    __shared__ __align__(32) @T@ Bs[2][${BK}][${BN} + @PAD@];
+    __shared__ __align__(32) float Cs[${WARPS}][16 * 16];
+    const int tid = $lid0;
+    const int warp = tid / 32, lane = tid % 32;
+    const int wm = (warp / ${WCOLS}) * ${WTM}, wn = (warp % ${WCOLS}) * ${WTN};
+    const int m0 = $grp1 * ${BM}, n0 = $grp0 * ${BN};
+    const int z = @Z@;
+    const int kb = @KBEGIN@, ke = @KEND@;
+    wmma::fragment<wmma::accumulator, 16, 16, @FK@, float> acc[${WTM} / 16][${WTN} / 16];
+    for (int i = 0; i < ${WTM} / 16; ++i)
+        for (int j = 0; j < ${WTN} / 16; ++j)
+            wmma::fill_fragment(acc[i][j], 0.0f);
+@SETUP@
+    {
+        const int kn = kb;
+@FETCH@
+@STORE0@
+    }
+    $barrier
+    int buf = 0;
+    for (int k0 = kb; k0 < ke; k0 += ${BK}) {
+        const int kn = k0 + ${BK};
+        if (kn < ke) {
+@FETCH@
+        }
+        #pragma unroll
+        for (int kk = 0; kk < ${BK}; kk += @FK@) {
+            wmma::fragment<wmma::matrix_a, 16, 16, @FK@, @P@, wmma::col_major> fa[${WTM} / 16];
+            wmma::fragment<wmma::matrix_b, 16, 16, @FK@, @P@, wmma::row_major> fb[${WTN} / 16];
+            for (int i = 0; i < ${WTM} / 16; ++i)
+                wmma::load_matrix_sync(fa[i], &As[buf][kk][wm + 16 * i], ${BM} + @PAD@);
+            for (int j = 0; j < ${WTN} / 16; ++j)
+                wmma::load_matrix_sync(fb[j], &Bs[buf][kk][wn + 16 * j], ${BN} + @PAD@);
+            for (int i = 0; i < ${WTM} / 16; ++i)
+                for (int j = 0; j < ${WTN} / 16; ++j)
+                    wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
+        if (kn < ke) {
+@STORE1@
+        }
+        $barrier
+        buf ^= 1;
+    }
+    for (int i = 0; i < ${WTM} / 16; ++i)
+        for (int j = 0; j < ${WTN} / 16; ++j) {
+            wmma::store_matrix_sync(Cs[warp], acc[i][j], 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                const int m = m0 + wm + 16 * i + e / 16, n = n0 + wn + 16 * j + e % 16;
+                if (m < ${M} && n < ${N}) {
+                    float v = Cs[warp][e];
+                    @EPILOGUE@
+                }
+            }
+            __syncwarp();
+        }
+}
+"""
+
+_CUDA_TC_HEAD = ("#ifndef NETSPEC_WMMA_HEADERS\n#define NETSPEC_WMMA_HEADERS\n"
+                 "#include <mma.h>\n#include <cuda_bf16.h>\n#endif\n")
+
+
+def _round_head(precision: str) -> str:
+    fn, body = _ROUND_FUNCS[precision]
+    guard = f"NETSPEC_{fn.upper()}"
+    return f"#ifndef {guard}\n#define {guard}\n{body}\n#endif\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _tc_templates(a: Operand, b: Operand, epilogue: str, batched: bool, split: bool,
+                  t: GemmTiles, M: int, N: int, K: int, precision: str) -> tuple[str, str]:
+    """(CUDA wmma template, the other dialects' rounded blocked template)."""
+    shared_t, frag_t, fk, pad, cvt = TC_FORMATS[precision]
+    threads = tc_threads(t)
+    la = _lane_code(_A, a, a.vector_axis(M, K), t.BM, t.BK, threads, cvt)
+    lb = _lane_code(_B, b, b.vector_axis(N, K), t.BN, t.BK, threads, cvt)
+    ind = " " * 12
+    cuda = (_WMMA.replace("@SETUP@", _indent(la[0] + "\n" + lb[0], 4, first=True))
+            .replace("@FETCH@", _indent(la[1] + "\n" + lb[1], 12, first=True))
+            .replace("@STORE0@", ind[:8] + la[2] + "\n" + ind[:8] + lb[2])
+            .replace("@STORE1@", ind + la[3] + "\n" + ind + lb[3])
+            .replace("@T@", shared_t).replace("@PAD@", str(pad)).replace("@FK@", str(fk))
+            .replace("@P@", frag_t))
+    cuda = _CUDA_TC_HEAD + _batch_and_split(cuda, epilogue, batched, split)
+    p = _tc_portable_tiles(t)
+    rnd = _ROUND_FUNCS[precision][0]
+    pa = _lane_code(_A, a, a.vector_axis(M, K), p.BM, p.BK, threads, rnd)
+    pb = _lane_code(_B, b, b.vector_axis(N, K), p.BN, p.BK, threads, rnd)
+    portable = (_BLOCKED.replace("@SETUP@", _indent(pa[0] + "\n" + pb[0], 4, first=True))
+                .replace("@FETCH@", _indent(pa[1] + "\n" + pb[1], 12, first=True))
+                .replace("@STORE0@", ind[:8] + pa[2] + "\n" + ind[:8] + pb[2])
+                .replace("@STORE1@", ind + pa[3] + "\n" + ind + pb[3])
+                .replace("${TM}", "${PTM}").replace("${TN}", "${PTN}")
+                .replace("${TX}", "${PTX}"))
+    portable = _round_head(precision) + _batch_and_split(portable, epilogue, batched, split)
+    return cuda, portable
+
+
+def tc_gemm_kernel(name: str, M: int, N: int, K: int, *, a: Operand, b: Operand,
+                   epilogue: str, params: tuple[Param, ...], precision: str,
+                   consts: dict | None = None, tiles: GemmTiles | None = None, doc: str = "",
+                   layer: str = "", batches: int = 1, splits: int = 1) -> Kernel:
+    """A tensor-core GEMM (the tensor-core section above): as `gemm_kernel`, with operands
+    rounded to `precision` ('tf32' | 'bf16') and FP32 accumulation. The CUDA dialect renders
+    wmma (Kernel.dialect_templates), the others the blocked template with the same rounding
+    and the same launch. `tiles`: a wmma GemmTiles (fitted here; default TC_VARIANTS[0])."""
+    t = fit_tc_tiles(M, N, tiles if tiles is not None and tiles.layout == "wmma"
+                     else TC_VARIANTS[0])
+    if splits > 1 and batches > 1:
+        raise ValueError("a GEMM is either batched or split along K, not both")
+    ks = K
+    if splits > 1:
+        ks, slices = split_slice(K, splits, t.BK)
+        if slices != splits:
+            raise ValueError(f"K={K} in slices of {ks} makes {slices} slices, not {splits}; "
+                             f"pass split_slice's count")
+    staged = batches > 1 or splits > 1
+    cuda, portable = _tc_templates(a, b, epilogue, staged, splits > 1, t, M, N, K, precision)
+    p = _tc_portable_tiles(t)
+    threads = tc_threads(t)
+    c = dict(consts or {})
+    c.update(M=M, N=N, K=K, BM=t.BM, BN=t.BN, BK=t.BK, TM=t.TM, TN=t.TN, KS=ks,
+             WTM=t.TM, WTN=t.TN, WCOLS=t.BN // t.TN, WARPS=threads // 32,
+             PTM=p.TM, PTN=p.TN, PTX=p.TX, TY=p.TY, THREADS=threads)
+    batches = max(batches, splits)
+    groups = (ceil_div(N, t.BN), ceil_div(M, t.BM))
+    launch = (f"launch: {groups[0]} x {groups[1]}{f' x {batches}' if batches > 1 else ''} "
+              f"groups of {threads} work-items ({threads // 32} warps of {t.TM}x{t.TN}), tile "
+              f"{t.BM}x{t.BN}x{t.BK}, {precision} operands, fp32 accumulation (CUDA: wmma)")
+    gsize, lsize = (groups[0] * threads, groups[1]), (threads, 1)
+    if batches > 1:
+        gsize, lsize = (*gsize, batches), (*lsize, 1)
+    what = (f"GEMM split along K into {splits} slices of {ks}" if splits > 1 else
+            f"{batches} GEMMs" if batches > 1 else "GEMM")
+    return Kernel(name=name, template=portable, params=params, consts=c,
+                  global_size=gsize, local_size=lsize,
+                  doc=f"{doc.strip()}\n{what} M={M} N={N} K={K}; {launch}",
+                  flops=2 * M * N * K * (1 if splits > 1 else batches),
+                  shared_bytes=max(tc_shared_bytes(t, precision), p.shared_bytes), layer=layer,
+                  dialect_templates={"cuda": cuda}, precision=precision)

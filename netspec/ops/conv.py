@@ -377,7 +377,7 @@ def scratch_buffers(c) -> dict:
     out = {}
     for direction, (m, n, k, batches) in _gemms(c).items():
         floats = gemm_scratch(m, n, k, c.tiles.get(direction), batches=batches,
-                              sm_count=c.sm_count)
+                              sm_count=c.sm_count, precision=c.precision)
         if floats:
             out[SCRATCH[direction]] = floats
     o, npix = c.out_shape[0], c.batch * c.out_shape[1] * c.out_shape[2]
@@ -398,7 +398,8 @@ def _geometry(c) -> dict:
 def _gemm(c, direction: str, name: str, **kw) -> list:
     m, n, k, batches = _gemms(c)[direction]
     return gemm_calls(f"{c.prefix}_{name}", m, n, k, batches=batches, tiles=c.tiles.get(direction),
-                      scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count, **kw)
+                      scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count,
+                      precision=c.precision, **kw)
 
 
 def forward_kernels(c):

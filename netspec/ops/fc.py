@@ -117,7 +117,8 @@ SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
 def scratch_buffers(c) -> dict:
     out = {}
     for direction, (m, n, k) in _gemms(c).items():
-        floats = gemm_scratch(m, n, k, c.tiles.get(direction), sm_count=c.sm_count)
+        floats = gemm_scratch(m, n, k, c.tiles.get(direction), sm_count=c.sm_count,
+                              precision=c.precision)
         if floats:
             out[SCRATCH[direction]] = floats
     sl = bias_grad_slices(c.batch)
@@ -130,6 +131,7 @@ def _gemm(c, direction: str, **kw) -> list:
     m, n, k = _gemms(c)[direction]
     return gemm_calls(f"{c.prefix}_{direction}", m, n, k, tiles=c.tiles.get(direction),
                       scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count,
+                      precision=c.precision,
                       consts=_sizes(c)[2], **kw)
 
 

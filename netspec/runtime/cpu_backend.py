@@ -212,6 +212,8 @@ class CpuNet(NumpyNet):
 
     def forward_part(self, layer, part, x, params, *, train, noise):
         fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
+        if self.rounds_operands(layer):      # `precision tf32|bf16`: NumPy's rounded GEMMs
+            fn = None
         if fn is None:
             return super().forward_part(layer, part, x, params, train=train, noise=noise)
         if layer.type == "conv":

@@ -11,6 +11,7 @@ import platform
 import numpy as np
 
 from ..ir.graph import Layer, Part
+from ..kernel.precision import round_operands
 from .net import Net
 
 
@@ -43,12 +44,29 @@ class NumpyNet(Net):
         slot = self._slots[layer.name, part.index]
         return tuple(self._params[n][r] for n, r in zip(slot.names, slot.rows))
 
+    def rounds_operands(self, layer: Layer) -> bool:
+        """Whether this layer's GEMMs round their operands (the recipe's `precision` other
+        than fp32, on a layer whose GEMMs are the tensor cores' on CUDA: `Op.tuned`)."""
+        return self.graph.recipe.precision != "fp32" and layer.op.tuned
+
+    def _rounded(self, a):
+        return round_operands(a, self.graph.recipe.precision).astype(a.dtype, copy=False)
+
     def forward_part(self, layer, part, x, params, *, train, noise):
+        if self.rounds_operands(layer):      # r(x), r(w): what the device's loaders store
+            x, params = self._rounded(x), (self._rounded(params[0]), *params[1:])
         return layer.op.forward(layer.attrs, x, params, relu=layer.relu, train=train,
                                 noise=noise)
 
     def backward_part(self, layer, part, dy, cache, *, input_grad):
-        return layer.op.backward(layer.attrs, dy, cache, input_grad=input_grad)
+        if not self.rounds_operands(layer):
+            return layer.op.backward(layer.attrs, dy, cache, input_grad=input_grad)
+        # the weight and data gradients are GEMMs of r(dy) (rounding commutes with the ReLU
+        # mask: r(0) = 0); the other gradients (the bias: a sum) take dy as it is
+        dx, grads = layer.op.backward(layer.attrs, self._rounded(dy), cache,
+                                      input_grad=input_grad)
+        _, exact = layer.op.backward(layer.attrs, dy, cache, input_grad=False)
+        return dx, (grads[0], *exact[1:])
 
     def softmax_loss(self, z, labels):
         return self.head.op.loss(z, labels)

@@ -102,3 +102,43 @@ def test_bench_sass_prints_both_tables(root):
     assert r.exit_code == 0, r.output
     assert "MODELLED" in r.output and "before (strided" in r.output and "after (blocked" in r.output
     assert f"{SM_COUNT} SMs" in r.output and "modelled FP32 step" in r.output
+    # the tensor-core table: every GEMM row in tf32, HMMA in its loop, and the step beside
+    # cuDNN's estimate
+    assert "precision tf32 (wmma" in r.output and "modelled TF32 step" in r.output
+    tf32 = r.output.split("precision tf32 (wmma")[1].split("modelled FP32 step")[0]
+    rows = [line for line in tf32.splitlines() if "_fwd " in line or "_bwd_" in line]
+    assert len(rows) == 23 and all(" tf32 " in x and "HMMA 0 " not in x for x in rows), tf32
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_every_tensor_core_variant_compiles_to_hmma_without_spills(request, precision):
+    """Each wmma variant on conv3's forward shape (an im2col gather) and fc7's (dense
+    operands): HMMA in the K loop, as many as its warp tile needs per slab (m16n8k8 for
+    bf16, m16n8k4 for tf32 on sm_90: 2 or 4 per 16x16 fragment per mma k-step), no FFMA
+    there, no spills."""
+    import dataclasses
+
+    from netspec.bench.sass import compile_sass, ptxas_report
+    from netspec.kernel.dialects import CUDA
+    from netspec.kernel.gemm import TC_FORMATS, TC_VARIANTS
+    root = request.config.rootpath
+    graph = build_graph(root / "specs/alexnet.net")
+    src, names = [CUDA.prelude], []
+    for layer_name in ("conv3", "fc7"):
+        layer = graph.layer(layer_name)
+        for i, t in enumerate(TC_VARIANTS):
+            ctx = PartContext(layer, layer.parts[0], 128, True,
+                              {"fwd": dataclasses.replace(t, splits=1)}, precision=precision)
+            k = layer.op.forward_kernels(ctx)[0].kernel
+            k.name = f"{layer_name}_{precision}_v{i}"
+            names.append((k.name, k.consts))
+            src.append(k.render(CUDA))
+    sass, report = compile_sass("\n".join(src))
+    funcs, usage = functions(sass), ptxas_report(report)
+    fk = TC_FORMATS[precision][2]
+    for name, c in names:
+        assert usage[name]["spills"] == 0, name
+        mix = inner_loop(funcs[name])
+        assert mix.ffma == 0, (name, mix.text())
+        frags = (c["WTM"] // 16) * (c["WTN"] // 16) * (c["BK"] // fk)
+        assert mix.hmma == frags * (2 if precision == "bf16" else 4), (name, mix.text())

@@ -109,6 +109,12 @@ CASES = [
      ["'every' must be at least 1"]),
     ("checkpoint-misspelt", insert(13, "  checkpoint evry 100"), 14, "evry",
      ["unknown keyword 'evry'", "did you mean 'every'"]),
+    ("precision-unknown", insert(13, "  precision tf23"), 14, "tf23",
+     ["'precision' is one of fp32, tf32, bf16, not 'tf23'", "did you mean 'tf32'"]),
+    ("precision-number", insert(13, "  precision 16"), 14, "16",
+     ["'precision' takes one of fp32, tf32, bf16"]),
+    ("precision-twice", insert(13, "  precision bf16\n  precision tf32"), 15, "precision",
+     ["'precision' is given twice"]),
     ("layer-after-train", insert(13, "conv c9 filters 8 size 3"), 14, "conv",
      ["unknown recipe statement 'conv'", "layers go before 'train'"]),
     ("spatial-after-fc", insert(9, "maxpool p9 size 2 stride 2"), 10, "maxpool",
@@ -136,6 +142,15 @@ def test_error_position_and_message(text, line, needle, words):
 def test_good_spec_builds():
     g = build_graph(GOOD)
     assert [l.name for l in g.compute_layers] == ["c1", "p1", "c2", "f1", "prob"]
+
+
+@pytest.mark.parametrize("line,want", [(None, "fp32"), ("  precision tf32", "tf32"),
+                                       ("  precision bf16", "bf16"),
+                                       ("  precision fp32", "fp32")])
+def test_precision_statement_reaches_the_recipe(line, want):
+    # fp32 without the statement: the paper's numbers stay exact unless a spec asks
+    g = build_graph(GOOD if line is None else insert(13, line))
+    assert g.recipe.precision == want
 
 
 def test_all_errors_reported_at_once():

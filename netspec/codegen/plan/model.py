@@ -226,7 +226,10 @@ class LaunchPlan:
             "kernels": {k.name: {"layer": k.layer, "global": list(k.global_size),
                                  "local": list(k.local_size),
                                  "params": [[p.kind, p.name] for p in k.params],
-                                 "shared_bytes": k.shared_bytes, "flops": k.flops}
+                                 "shared_bytes": k.shared_bytes, "flops": k.flops,
+                                 # a tensor-core GEMM's operand format (kernel/gemm.py)
+                                 **({"precision": k.precision} if k.precision != "fp32"
+                                    else {})}
                         for k in self.kernels.values()},
             "buffers": {b.name: {"gpu": b.gpu, "elements": b.elements, "dtype": b.dtype,
                                  "kind": b.kind, "region": b.region, "offset": b.offset,

@@ -68,7 +68,8 @@ class Wiring:
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
         return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}),
-                           sm_count=self.sm_count, layer_index=self.layer_index[l.name])
+                           sm_count=self.sm_count, layer_index=self.layer_index[l.name],
+                           precision=self.g.recipe.precision)
 
     def y_name(self, s: Source) -> str:
         """The buffer of source `s`'s producer output (its roles' own string)."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = Path(__file__).with_name("cuda_emulation.h")
+# <mma.h> and <cuda_bf16.h> for a source that includes them: empty, the header defines the lot
+INCLUDE = Path(__file__).with_name("include")
 # the exported names, and nothing else (not even the linker's __start_/__stop_ symbols)
 EXPORT_MAP = "{ global: netspec_launch_*; netspec_signature_*; local: *; };\n"
 KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
@@ -62,7 +64,7 @@ def compiler() -> str:
 def flags(defines: tuple[str, ...] = ()) -> list[str]:
     opt = os.environ.get("NETSPEC_CUDA_EMULATE_OPT", "-O2")
     return ["-std=c++17", opt, "-fPIC", "-shared", "-fvisibility=hidden",
-            "-ffp-contract=off", "-fno-strict-aliasing",
+            "-ffp-contract=off", "-fno-strict-aliasing", f"-I{INCLUDE}",
  *[f"-D{d}" for d in defines]]
 
 

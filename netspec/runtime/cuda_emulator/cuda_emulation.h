@@ -4,8 +4,10 @@
 // The subset of CUDA netspec's renderers use: `extern "C" __global__` functions, static
 // `__shared__` arrays, `__syncthreads`, threadIdx/blockIdx/blockDim/gridDim in x, y, z, float math
 // (expf, logf, sqrtf, rsqrtf, fmaxf, ...), `__int_as_float` and `float4` (the GEMMs' 128-bit
-// loads through casts of aligned float pointers). No atomics, warp intrinsics or
-// dynamic shared memory: a kernel using them fails to compile here, saying so.
+// loads through casts of aligned float pointers), and for the tensor-core GEMMs nvcuda::wmma
+// (opaque fragments), `__float_to_tf32`, `__nv_bfloat16` and `__syncwarp` (the <mma.h> and
+// <cuda_bf16.h> a source includes are empty files in include/ beside this header). No atomics,
+// warp intrinsics or dynamic shared memory: a kernel using them fails to compile here, saying so.
 //
 // Execution: the blocks of a grid run one after another; each thread of a block is a fiber
 // (its own stack); `__syncthreads()` switches to the next fiber. When every live thread of the
@@ -359,6 +361,147 @@ inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 
+// -- tensor-core operands: TF32 and BF16 (kernel/gemm.py's tensor-core GEMMs) -----------------
+// __nv_bfloat16: the upper half of a float's bits. __float2bfloat16 rounds to nearest even
+// (cvt.rn.bf16.f32); a NaN stays a (quiet) NaN.
+struct __nv_bfloat16 { unsigned short bits; };
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return __nv_bfloat16{static_cast<unsigned short>((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __nv_bfloat16{static_cast<unsigned short>(u >> 16)};
+}
+inline float __bfloat162float(__nv_bfloat16 b) {
+    uint32_t u = uint32_t(b.bits) << 16; float f; memcpy(&f, &u, 4); return f;
+}
+
+// nvcuda::wmma, the subset the GEMMs use. A fragment is opaque to a kernel (CUDA leaves the
+// thread-to-element layout unspecified); here every thread's fragment holds the whole tile,
+// so each thread of a warp loads, multiplies and stores all of it and a kernel that relied on
+// one layout would see it differ from a GPU's only in who holds what, never in the values.
+// load_matrix_sync reads what the tensor core reads: a tf32 operand's 13 low mantissa bits are
+// cut (a kernel that forgot __float_to_tf32 gets truncated, not rounded, operands and fails its
+// test), a bf16 operand is the bf16 value. mma_sync computes d = c + a·b per element with the
+// products in float (exact: 11 x 11 or 8 x 8 significand bits) and the sum over k in order in
+// float (FP32 accumulation; the GPU's order within one mma is unspecified).
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+struct row_major {}; struct col_major {};
+namespace precision { struct tf32 {}; }
+enum layout_t { mem_row_major, mem_col_major };
+
+// __float_to_tf32 (in nvcuda::wmma, as <mma.h> declares it): PTX cvt.rna.tf32.f32, round to
+// nearest with ties away from zero, kept in a float with the 13 low mantissa bits zero (add
+// half of their range to the magnitude, then cut).
+inline float __float_to_tf32(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u)          // inf and NaN pass unchanged
+        u = (u + 0x1000u) & 0xffffe000u;
+    memcpy(&f, &u, 4); return f;
+}
+
+template <typename Use, int M, int N, int K> struct fragment_shape;
+template <int M, int N, int K> struct fragment_shape<matrix_a, M, N, K> {
+    static constexpr int rows = M, cols = K; };
+template <int M, int N, int K> struct fragment_shape<matrix_b, M, N, K> {
+    static constexpr int rows = K, cols = N; };
+template <int M, int N, int K> struct fragment_shape<accumulator, M, N, K> {
+    static constexpr int rows = M, cols = N; };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+    static constexpr int rows = fragment_shape<Use, M, N, K>::rows;
+    static constexpr int cols = fragment_shape<Use, M, N, K>::cols;
+    float netspec_tile[rows * cols];      // row-major, the whole tile (see above)
+};
+
+inline float operand_value(float v, precision::tf32) {
+    uint32_t u; memcpy(&u, &v, 4); u &= 0xffffe000u; memcpy(&v, &u, 4); return v;
+}
+inline float operand_value(__nv_bfloat16 v, __nv_bfloat16) { return __bfloat162float(v); }
+inline float operand_value(float v, float) { return v; }
+
+template <typename Use, int M, int N, int K, typename T, typename L, typename S>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const S* p, unsigned ldm) {
+    typedef fragment<Use, M, N, K, T, L> F;
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c) {
+            const S v = std::is_same<L, col_major>::value ? p[size_t(c) * ldm + r]
+                                                          : p[size_t(r) * ldm + c];
+            f.netspec_tile[r * F::cols + c] = operand_value(v, T());
+        }
+}
+
+template <int M, int N, int K, typename T>
+inline void fill_fragment(fragment<accumulator, M, N, K, T>& f, T v) {
+    for (float& e : f.netspec_tile) e = v;
+}
+
+// The 32 lanes of a warp multiply the same tiles: the first lane to reach its n-th mma since
+// the last barrier computes it, and a later lane whose operands and accumulator are equal,
+// value for value (memcmp), copies that result instead of recomputing it. A lane whose inputs
+// differ computes its own, so the memo changes the time, never a value.
+struct MmaMemo {
+    static constexpr int kSlots = 64, kFloats = 256;
+    float a[kFloats], b[kFloats], c[kFloats], d[kFloats];
+    int size_a = -1, size_b = -1;
+};
+inline MmaMemo* mma_memo(int warp, unsigned n) {
+    static MmaMemo* memo = nullptr;                 // 32 warps x kSlots, made on first use
+    if (!memo) memo = new MmaMemo[32 * MmaMemo::kSlots];
+    return &memo[(warp % 32) * MmaMemo::kSlots + n % MmaMemo::kSlots];
+}
+inline unsigned& mma_count(int tid) {
+    static unsigned count[1024];
+    return count[tid % 1024];
+}
+
+template <int M, int N, int K, typename T, typename LA, typename LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
+                     const fragment<matrix_a, M, N, K, T, LA>& a,
+                     const fragment<matrix_b, M, N, K, T, LB>& b,
+                     const fragment<accumulator, M, N, K, float>& c) {
+    static_assert(M * K <= MmaMemo::kFloats && K * N <= MmaMemo::kFloats &&
+                  M * N <= MmaMemo::kFloats, "mma tile larger than the memo's slots");
+    const int tid = int(emu.threadIdx.x + emu.blockDim.x * (emu.threadIdx.y +
+                                                              emu.blockDim.y * emu.threadIdx.z));
+    MmaMemo* m = mma_memo(tid / 32, mma_count(tid)++);
+    const size_t sa = sizeof(float) * M * K, sb = sizeof(float) * K * N,
+                 sc = sizeof(float) * M * N;
+    if (m->size_a == M * K && m->size_b == K * N && !memcmp(m->a, a.netspec_tile, sa) &&
+        !memcmp(m->b, b.netspec_tile, sb) && !memcmp(m->c, c.netspec_tile, sc)) {
+        memcpy(d.netspec_tile, m->d, sc);
+        return;
+    }
+    // k outside j: each element still sums its k in order; the j loop vectorises
+    float out[M * N];
+    memcpy(out, c.netspec_tile, sizeof out);
+    for (int i = 0; i < M; ++i)
+        for (int k = 0; k < K; ++k) {
+            const float aik = a.netspec_tile[i * K + k];
+            for (int j = 0; j < N; ++j)
+                out[i * N + j] += aik * b.netspec_tile[k * N + j];
+        }
+    memcpy(m->a, a.netspec_tile, sa);
+    memcpy(m->b, b.netspec_tile, sb);
+    memcpy(m->c, c.netspec_tile, sc);
+    memcpy(m->d, out, sc);
+    m->size_a = M * K;
+    m->size_b = K * N;
+    memcpy(d.netspec_tile, out, sizeof out);
+}
+
+template <int M, int N, int K>
+inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
+                              unsigned ldm, layout_t layout) {
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c)
+            p[layout == mem_row_major ? size_t(r) * ldm + c : size_t(c) * ldm + r] =
+                f.netspec_tile[r * N + c];
+}
+}}  // namespace nvcuda::wmma
+
 }  // namespace
 
 // the CUDA words, as macros over the emulator's state
@@ -378,6 +521,9 @@ inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : 
 #define gridDim (emu.gridDim)
 #define warpSize 32
 #define __syncthreads() barrier(__LINE__)
+// a warp's threads share nothing through wmma here (each holds whole tiles), so the warp
+// barrier that orders a warp's staging-tile store and reads on a GPU has nothing to order
+#define __syncwarp(...) ((void)0)
 typedef netspec_uint3 uint3;
 typedef netspec_dim3 dim3;
 
