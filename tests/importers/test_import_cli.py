@@ -46,7 +46,7 @@ def test_predict_takes_the_imported_run(imported):
     path = tmp / "image.png"
     cv2.imwrite(str(path), image)                      # written and read back BGR
     res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), str(path), "--json",
-                                    "--top", "4"])
+                                    "--top", "4", "--backend", "numpy"])
     assert res.exit_code == 0, res.output
     top = json.loads(next(line for line in res.output.splitlines()
                           if line.startswith("{")))["top"]
