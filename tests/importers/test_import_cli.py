@@ -98,12 +98,12 @@ def test_eval_takes_the_imported_run(imported, tmp_path):
 
 def test_refusals_exit_2_and_write_nothing(tmp_path):
     proto = tmp_path / "bad.prototxt"
-    proto.write_text(LRN_NET.replace('type: "LRN"', 'type: "BatchNorm"')
-                     .replace('type: "InnerProduct"', 'type: "Scale"'))
+    proto.write_text(LRN_NET.replace('type: "LRN"', 'type: "ELU"')
+                     .replace('type: "InnerProduct"', 'type: "PReLU"'))
     run, spec = tmp_path / "run", tmp_path / "bad.net"
     res = CliRunner().invoke(main, ["import", str(proto), "--out", str(run), "-o", str(spec)])
     assert res.exit_code == 2
-    assert "BatchNorm" in res.output and "Scale" in res.output and "2 errors" in res.output
+    assert "ELU" in res.output and "PReLU" in res.output and "2 errors" in res.output
     assert "Traceback" not in res.output
     assert not run.exists() and not spec.exists()
 
