@@ -17,10 +17,15 @@ layers) are ignored.
 Conventions converted (each is written as a comment in the spec):
 - LRN: Caffe's across-channel LRN divides alpha by local_size (x / (k + alpha/n · Σx²)^beta,
   BVLC/caffe#1453; k defaults to 1); netspec's alpha is the paper's, not divided: alpha/n.
-- Pooling: Caffe sizes pooled maps with ceil ((H + 2·pad − k) / s rounded up, + 1), netspec
-  with floor. Where the two agree (AlexNet's 55→27→13→6) the layer is converted as it is;
-  where ceil gives one more row, or there is padding, the layer is refused: netspec pooling
-  has neither yet (#29 adds them).
+- Pooling: Caffe sizes pooled maps with ceil ((H + 2·pad − k) / s rounded up, + 1, less one
+  where the last window would start in the padding); netspec's `ceil` is that rule. Where
+  floor gives the same size (AlexNet's 55→27→13→6) the layer is written without it.
+- BatchNorm stores mean·f, variance·f and f (batch_norm_layer.cpp); the Scale after it holds
+  gamma and beta: the two become one `batchnorm` (Caffe's moving_average_fraction m is
+  netspec's momentum 1 − m). A Scale anywhere else is refused.
+- Graphs: a layer reads its bottoms by name (Eltwise SUM → `add`, MAX → `max`, Concat over
+  channels → `concat`); a top written in place names the newest layer from then on. A ReLU
+  is fused into the conv, fc or add before it when nothing else reads that layer's output.
 - Input: Caffe's models read BGR (OpenCV's imread order). netspec's pipeline gives RGB, so
   the first conv's (or fc's) input channels are reversed in the weights, and the mean image
   is stored RGB; the network then reads what `netspec predict` and `eval` feed it.
@@ -56,8 +61,6 @@ V1_TYPES = {
     "EUCLIDEAN_LOSS": "EuclideanLoss", "THRESHOLD": "Threshold", "SILENCE": "Silence",
     "WINDOW_DATA": "WindowData", "IM2COL": "Im2col", "DUMMY_DATA": "DummyData",
 }
-# the types #29 brings to netspec: refused until then, with that said
-COMING = {"BatchNorm", "Scale", "Eltwise", "Concat", "Sigmoid", "TanH", "PReLU", "ELU"}
 
 
 @dataclass
@@ -80,8 +83,25 @@ class Source:
 @dataclass
 class Context:
     problems: Problems
-    shape: tuple                 # the current top's shape, (C, H, W) or (N,)
+    shape: tuple                 # the shape of the layer's (first) bottom, (C, H, W) or (N,)
     layers: list[Layer] = field(default_factory=list)
+    # blob name -> (the netspec layer that writes it now, or None for the input; its shape)
+    blobs: dict = field(default_factory=dict)
+    bottoms: list = field(default_factory=list)       # this source's, as blobs' values
+    read: set = field(default_factory=set)            # netspec layers some layer has read
+    readers: dict = field(default_factory=dict)       # blob name -> how many sources read it
+    scale_of: dict = field(default_factory=dict)      # batchnorm layer -> its Scale's name
+
+    def producer(self) -> Layer | None:
+        """The netspec layer writing this source's only bottom, if no other layer read it."""
+        name = self.bottoms[0][0] if len(self.bottoms) == 1 else None
+        for layer in reversed(self.layers):
+            if layer.name == name:
+                return None if name in self.read else layer
+        return None
+
+
+FUSED = object()     # a converter's result: merged into the layer writing its bottom
 
 
 # -- the layer types ---------------------------------------------------------------------
@@ -189,52 +209,128 @@ def _pool(cx: Context, src: Source) -> Layer | None:
         cx.problems.error(src.pos(), f"layer '{src.name}': pooling a vector")
         return None
     c, h, w = cx.shape
-    notes = []
     if p.one("global_pooling", False):
-        if h != w:
-            cx.problems.error(p.where("global_pooling"), f"layer '{src.name}': global "
-                              f"pooling of {h}x{w} maps; netspec's windows are square")
-            return None
-        k, s, pad = h, 1, 0
-        notes.append(f"global_pooling in Caffe: a {h}x{h} window")
-    else:
-        k = _square(cx, src, p, "kernel_size", None)
-        s = _square(cx, src, p, "stride", 1)
-        pad = _square(cx, src, p, "pad", 0)
-        if None in (k, s, pad):
-            return None
+        cx.shape = (c, 1, 1)
+        return Layer(kind, src.name, {"global": True}, source=f"{src.name} ({src.type})",
+                     notes=[f"global_pooling in Caffe: one window over the {h}x{w} map"])
+    k = _square(cx, src, p, "kernel_size", None)
+    s = _square(cx, src, p, "stride", 1)
+    pad = _square(cx, src, p, "pad", 0)
+    if None in (k, s, pad):
+        return None
+    caffe_h, caffe_w = _caffe_pooled(h, k, s, pad), _caffe_pooled(w, k, s, pad)
+    floor_h, floor_w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    attrs = {"size": k, "stride": s}
     if pad:
-        cx.problems.error(p.where("pad"), f"layer '{src.name}': pooling with pad {pad}; "
-                          f"netspec's pooling has no padding yet (#29)")
-        return None
-    ceil_h, ceil_w = (-(-(h - k) // s) + 1, -(-(w - k) // s) + 1)
-    floor_h, floor_w = (h - k) // s + 1, (w - k) // s + 1
-    if (ceil_h, ceil_w) != (floor_h, floor_w):
-        cx.problems.error(src.pos(), f"layer '{src.name}': Caffe pools with ceil: "
-                          f"{h}x{w} with window {k} stride {s} gives {ceil_h}x{ceil_w}, "
-                          f"netspec's floor gives {floor_h}x{floor_w}; ceil-mode pooling "
-                          f"comes with #29")
-        return None
-    notes.append(f"Caffe sizes pooling with ceil, netspec with floor: both give "
-                 f"{floor_h}x{floor_w} here")
-    cx.shape = (c, floor_h, floor_w)
-    return Layer(kind, src.name, {"size": k, "stride": s}, source=f"{src.name} ({src.type})",
-                 notes=notes)
+        attrs["pad"] = pad
+    if (caffe_h, caffe_w) != (floor_h, floor_w):
+        attrs["ceil"] = True
+        note = (f"Caffe sizes pooling with ceil (a last window starting inside the input): "
+                f"{caffe_h}x{caffe_w}, so 'ceil' (floor would give {floor_h}x{floor_w})")
+    else:
+        note = (f"Caffe sizes pooling with ceil, netspec by default with floor: both give "
+                f"{floor_h}x{floor_w} here")
+    cx.shape = (c, caffe_h, caffe_w)
+    return Layer(kind, src.name, attrs, source=f"{src.name} ({src.type})", notes=[note])
+
+
+def _caffe_pooled(d: int, k: int, s: int, pad: int) -> int:
+    """Caffe's pooled size (pooling_layer.cpp): ceil((d + 2·pad − k) / s) + 1, less one
+    where padding would make the last window start in the padding."""
+    out = -(-(d + 2 * pad - k) // s) + 1
+    if pad and (out - 1) * s >= d + pad:
+        out -= 1
+    return out
 
 
 def _relu(cx: Context, src: Source) -> Layer | None:
     slope = float(src.param("relu_param").one("negative_slope", 0.0))
     if slope:
-        cx.problems.error(src.param("relu_param").where("negative_slope"),
-                          f"layer '{src.name}': a leaky ReLU (negative_slope {slope:g}); "
-                          f"netspec's relu is max(0, x)")
-        return None
-    last = cx.layers[-1] if cx.layers else None
-    if last is not None and last.type in ("conv", "fc") and not last.relu:
+        return Layer("leaky", src.name, {"slope": slope}, source=f"{src.name} ({src.type})")
+    last = cx.producer()
+    in_place = src.tops == src.bottoms
+    if last is not None and last.type in ("conv", "fc", "add") and not last.relu and \
+            (in_place or cx.readers.get(src.bottoms[0], 0) == 1):
         last.relu = True
         last.source += f" + {src.name} ({src.type})"
-        return None
+        return FUSED
     return Layer("relu", src.name, source=f"{src.name} ({src.type})")
+
+
+def _activation(kind: str, note: str = ""):
+    def convert(cx: Context, src: Source) -> Layer | None:
+        return Layer(kind, src.name, source=f"{src.name} ({src.type})",
+                     notes=[note] if note else [])
+    return convert
+
+
+def _batchnorm(cx: Context, src: Source) -> Layer | None:
+    p = src.param("batch_norm_param")
+    if len(cx.shape) != 3:
+        cx.problems.error(src.pos(), f"layer '{src.name}': batch norm of a vector")
+        return None
+    frac = float(p.one("moving_average_fraction", 0.999))
+    layer = Layer("batchnorm", src.name, {"eps": float(p.one("eps", 1e-5)),
+                                          "momentum": round(1.0 - frac, 9)},
+                  source=f"{src.name} ({src.type})")
+    layer.notes.append(f"Caffe's moving_average_fraction {frac:g} is netspec's (PyTorch's) "
+                       f"momentum 1 - {frac:g}; its stored mean and variance are divided by "
+                       f"its scale factor blob")
+    layer.notes.append("no Scale after it in the source: gamma 1, beta 0")
+    return layer
+
+
+def _scale(cx: Context, src: Source) -> Layer | None:
+    """Caffe's Scale after a BatchNorm is batchnorm's gamma and beta (Caffe splits them)."""
+    last = cx.producer()
+    p = src.param("scale_param")
+    if last is None or last.type != "batchnorm" or last.name in cx.scale_of or \
+            len(src.bottoms) != 1 or int(p.one("axis", 1)) != 1:
+        cx.problems.error(src.pos(), f"layer '{src.name}': a Scale that does not follow a "
+                                     f"BatchNorm (netspec's batchnorm holds gamma and beta; "
+                                     f"it has no scale layer of its own)")
+        return None
+    cx.scale_of[last.name] = (src.name, bool(p.one("bias_term", False)))
+    last.notes[-1] = f"gamma and beta from Caffe's Scale '{src.name}'" + \
+        ("" if p.one("bias_term", False) else " (bias_term false: beta 0)")
+    last.source += f" + {src.name} ({src.type})"
+    return FUSED
+
+
+def _eltwise(cx: Context, src: Source) -> Layer | None:
+    p = src.param("eltwise_param")
+    op = p.one("operation", "SUM")
+    op = {0: "PROD", 1: "SUM", 2: "MAX"}.get(op, op)
+    coeff = [float(v.value) for v in p.all("coeff")]
+    if op == "SUM" and any(c != 1.0 for c in coeff):
+        cx.problems.error(p.where("coeff"), f"layer '{src.name}': Eltwise SUM with "
+                                            f"coefficients {coeff}: netspec's add sums as is")
+        return None
+    kind = {"SUM": "add", "MAX": "max"}.get(str(op))
+    from ..ops import OPS
+    if kind not in OPS:
+        cx.problems.error(p.where("operation") if p.all("operation") else src.pos(),
+                          f"layer '{src.name}': Eltwise {op}: netspec joins by add"
+                          + (" and max" if "max" in OPS else ""))
+        return None
+    if len({b[1] for b in cx.bottoms}) != 1:
+        cx.problems.error(src.pos(), f"layer '{src.name}': Eltwise of shapes "
+                                     f"{[b[1] for b in cx.bottoms]}")
+        return None
+    return Layer(kind, src.name, source=f"{src.name} ({src.type})")
+
+
+def _concat(cx: Context, src: Source) -> Layer | None:
+    p = src.param("concat_param")
+    axis = int(p.one("axis", p.one("concat_dim", 1)))
+    shapes = [b[1] for b in cx.bottoms]
+    if axis != 1 or len({sh[1:] for sh in shapes}) != 1:
+        cx.problems.error(src.pos(), f"layer '{src.name}': Concat over axis {axis} of "
+                                     f"shapes {shapes}: netspec concatenates channels of "
+                                     f"maps of one size")
+        return None
+    cx.shape = (sum(sh[0] for sh in shapes), *shapes[0][1:])
+    return Layer("concat", src.name, source=f"{src.name} ({src.type})")
 
 
 def _dropout(cx: Context, src: Source) -> Layer | None:
@@ -254,7 +350,12 @@ def _softmax(cx: Context, src: Source) -> Layer | None:
 
 # Caffe's type -> its converter to a netspec layer (None: fused into the layer before)
 CONVERT = {"Convolution": _conv, "InnerProduct": _fc, "LRN": _lrn, "Pooling": _pool,
-           "ReLU": _relu, "Dropout": _dropout, "Softmax": _softmax}
+           "ReLU": _relu, "Dropout": _dropout, "Softmax": _softmax,
+           "Sigmoid": _activation("logistic"), "TanH": _activation("tanh"),
+           "AbsVal": _activation("abs"),
+           "BNLL": _activation("softrelu", "Caffe's BNLL, log(1 + exp(x)), is softrelu"),
+           "BatchNorm": _batchnorm, "Scale": _scale, "Eltwise": _eltwise, "Concat": _concat}
+JOINS = {"Eltwise", "Concat"}          # the types that read several bottoms
 
 
 # -- the deploy file ---------------------------------------------------------------------
@@ -320,41 +421,75 @@ def _lr_notes(src: Source) -> tuple[dict, list[str]]:
 
 
 def _refusal(src: Source) -> str:
-    if src.type in COMING:
-        return (f"layer '{src.name}': Caffe's {src.type} has no netspec layer type yet "
-                f"(it comes with #29)")
     return (f"layer '{src.name}': Caffe's {src.type} has no netspec layer type (netspec "
             f"imports {', '.join(sorted(CONVERT))})")
 
 
-def _convert_layers(sources, top, shape, problems) -> list[Layer]:
-    cx = Context(problems, shape)
+BROKEN = (None, None)    # a blob whose writer was refused: its readers are not reported again
+
+
+def _convert_layers(sources, top, shape, problems) -> tuple[list[Layer], dict]:
+    """The netspec layers of the deploy file's layers, and each one's input shape. A layer
+    reads its bottoms by name (a graph, not only a chain); a top written in place (ReLU,
+    BatchNorm, Scale, Dropout with top = bottom) names the new layer from then on."""
+    cx = Context(problems, shape, blobs={top: (None, shape)})
+    for src in sources:
+        for b in src.bottoms:
+            cx.readers[b] = cx.readers.get(b, 0) + 1
+    in_shapes = {}
     for src in sources:
         if src.type == "Input":
             continue
-        convert = CONVERT.get(src.type)
-        chained = src.bottoms == [top] and len(src.tops) == 1
-        before, top = top, (src.tops[0] if src.tops else top)   # one error per construct
-        if convert is None:
-            problems.error(src.pos(), _refusal(src))
-            continue
-        if not chained:
-            problems.error(src.pos("bottom" if src.bottoms else "type"),
-                           f"layer '{src.name}' reads {src.bottoms or 'nothing'} and "
-                           f"writes {src.tops}; netspec imports a chain, each layer reading "
-                           f"the one before it ('{before}'): branches need concat and eltwise "
-                           f"(#29)")
-            continue
-        layer = convert(cx, src)
-        if layer is None:
+        layer = _convert_one(cx, src)
+        out = BROKEN if layer is None else \
+            (cx.bottoms[0][0], cx.shape) if layer is FUSED else (layer.name, cx.shape)
+        in_place = bool(src.tops) and src.tops[0] in src.bottoms
+        for t in src.tops[:1]:
+            if out is not BROKEN or not in_place:     # refused in place: the blob stays
+                cx.blobs[t] = out
+        if layer is None or layer is FUSED:
             continue
         layer.pos = src.pos()
         if layer.type in ("conv", "fc"):
             extra, notes = _lr_notes(src)
             layer.attrs.update(extra)
             layer.notes += notes
+        producers = [b[0] for b in cx.bottoms]
+        previous = cx.layers[-1].name if cx.layers else None
+        if layer.type in ("add", "max", "concat") or producers != [previous]:
+            layer.inputs = producers
+        cx.read.update(producers)
+        in_shapes[layer.name] = cx.bottoms[0][1]
         cx.layers.append(layer)
-    return cx.layers
+    return cx.layers, in_shapes, cx.scale_of
+
+
+def _convert_one(cx: Context, src: Source):
+    """The netspec layer of one source layer, FUSED, or None after an error."""
+    convert = CONVERT.get(src.type)
+    if convert is None:
+        cx.problems.error(src.pos(), _refusal(src))
+        return None
+    if any(cx.blobs.get(b) == BROKEN for b in src.bottoms):
+        return None
+    unknown = [b for b in src.bottoms if b not in cx.blobs]
+    many = len(src.bottoms) != 1 and src.type not in JOINS
+    if unknown or not src.bottoms or many or len(src.tops) != 1:
+        why = f"reads {unknown[0]!r}, which no layer before it writes" if unknown else \
+            "reads nothing" if not src.bottoms else \
+            f"reads {len(src.bottoms)} blobs (only Eltwise and Concat join)" if many else \
+            f"writes {len(src.tops)} blobs; netspec's layers write one"
+        cx.problems.error(src.pos("bottom" if src.bottoms else "type"),
+                          f"layer '{src.name}' {why}")
+        return None
+    cx.bottoms = [cx.blobs[b] for b in src.bottoms]
+    if any(b[0] is None for b in cx.bottoms) and cx.layers:
+        cx.problems.error(src.pos("bottom"), f"layer '{src.name}' reads the network's input "
+                                             f"after other layers; netspec's input is read "
+                                             f"by the first layer")
+        return None
+    cx.shape = cx.bottoms[0][1]
+    return convert(cx, src)
 
 
 def read_deploy(path) -> tuple[Imported, dict]:
@@ -365,7 +500,8 @@ def read_deploy(path) -> tuple[Imported, dict]:
     problems = Problems(str(path), text)
     sources = _sources(net, problems)
     top, shape = _input(net, sources, problems)
-    layers = _convert_layers(sources, top, shape, problems) if shape else []
+    layers, in_shapes, scale_of = _convert_layers(sources, top, shape, problems) if shape \
+        else ([], {}, {})
     for layer in layers[:-1]:
         if layer.type == "softmax":
             problems.error(layer.pos, f"layer '{layer.name}': a softmax before the last "
@@ -376,11 +512,24 @@ def read_deploy(path) -> tuple[Imported, dict]:
         layers.append(Layer("softmax", "prob", notes=["added: a netspec network ends in "
                                                       "softmax; the source ends without one"]))
     names = {id(layer): layer.name for layer in layers}
+    origin = {id(layer): Origin(layer.name, in_shapes.get(layer.name),
+                                scale_of.get(layer.name)) for layer in layers}
     rename(layers)
     dialect = "V1 'layers'" if net.all("layers") else "V2 'layer'"
     imp = Imported(f"Caffe ({dialect})", [str(path)], _network_name(net, path), shape, layers,
                    notes)
+    imp.origins = {layer.name: origin[id(layer)] for layer in layers}
     return imp, {layer.name: names[id(layer)] for layer in layers}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a netspec layer's weights are in the .caffemodel: its source layer's name, its
+    input shape, and (for batchnorm) the Scale layer holding gamma and beta."""
+
+    source: str
+    in_shape: tuple | None
+    scale: tuple | None = None          # (Scale layer's name, bias_term)
 
 
 def _network_name(net: Message, path) -> str:
@@ -440,30 +589,16 @@ def _fit(blob: np.ndarray, shape: tuple, what: str, problems: Problems) -> np.nd
 
 
 def attach_weights(imp: Imported, source_names: dict, path) -> None:
-    """Fill each conv and fc layer's weight and bias from the .caffemodel at `path`; every
-    layer missing or of the wrong shape is reported at once (SpecError)."""
+    """Fill each conv and fc layer's weight and bias, and each batchnorm's gamma, beta, mean
+    and variance, from the .caffemodel at `path`; every layer missing or of the wrong shape is
+    reported at once (SpecError)."""
     blobs = read_caffemodel(path)
     problems = Problems(str(path), "")
-    shape = imp.input_shape
     for layer in imp.layers:
-        src = source_names.get(layer.name, layer.name)
-        if layer.type == "conv":
-            c = shape[0]
-            g = layer.attrs.get("groups", 1)
-            k = layer.attrs["size"]
-            n = layer.attrs["filters"]
-            wshape = (n, c // g, k, k)
-            s, p = layer.attrs.get("stride", 1), layer.attrs.get("pad", 0)
-            shape = (n, (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
-        elif layer.type == "fc":
-            n = layer.attrs["outputs"]
-            wshape = (n, math.prod(shape))
-            shape = (n,)
-        else:
-            if layer.type in ("maxpool", "avgpool"):
-                k, s = layer.attrs["size"], layer.attrs["stride"]
-                shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+        origin = imp.origins.get(layer.name)
+        if layer.type not in ("conv", "fc", "batchnorm") or origin is None:
             continue
+        src = origin.source
         got = blobs.get(src)
         if got is None:
             problems.about(f"layer '{src}': not in the weights file")
@@ -471,6 +606,16 @@ def attach_weights(imp: Imported, source_names: dict, path) -> None:
         if not got:
             problems.about(f"layer '{src}': the weights file holds no blobs for it")
             continue
+        if layer.type == "batchnorm":
+            _attach_batchnorm(layer, origin, got, blobs, problems)
+            continue
+        shape = origin.in_shape
+        if layer.type == "conv":
+            n, k, g = layer.attrs["filters"], layer.attrs["size"], layer.attrs.get("groups", 1)
+            wshape = (n, shape[0] // g, k, k)
+        else:
+            n = layer.attrs["outputs"]
+            wshape = (n, math.prod(shape))
         transposed = any("transpose: true" in note for note in layer.notes)
         w = got[0]
         if transposed:
@@ -484,6 +629,42 @@ def attach_weights(imp: Imported, source_names: dict, path) -> None:
     problems.raise_if_any()
     imp.sources.append(str(path))
     imp.has_weights = True
+
+
+def _attach_batchnorm(layer: Layer, origin: Origin, got, blobs, problems: Problems) -> None:
+    """Caffe's BatchNorm blobs are (mean·f, var·f, f), f the moving-average normaliser
+    (batch_norm_layer.cpp divides by it; f = 0 means the statistics are zero); its Scale's
+    are (gamma, beta)."""
+    c = origin.in_shape[0]
+    src = origin.source
+    if len(got) != 3:
+        problems.about(f"layer '{src}': a BatchNorm holds 3 blobs (mean, variance, scale "
+                       f"factor), the weights file has {len(got)}")
+        return
+    mean, var = (_fit(x, (c,), f"layer '{src}' {what}", problems)
+                 for x, what in ((got[0], "mean"), (got[1], "variance")))
+    if mean is None or var is None:
+        return
+    f = float(got[2].reshape(-1)[0]) if got[2].size else 0.0
+    norm = np.float32(0.0 if f == 0 else 1.0 / f)
+    gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+    if origin.scale is not None:
+        name, bias_term = origin.scale
+        sb = blobs.get(name)
+        if not sb:
+            problems.about(f"layer '{name}': not in the weights file")
+            return
+        gamma = _fit(sb[0], (c,), f"layer '{name}' scale", problems)
+        if bias_term:
+            beta = _fit(sb[1], (c,), f"layer '{name}' bias", problems) if len(sb) > 1 \
+                else None
+            if beta is None:
+                problems.about(f"layer '{name}': bias_term true but no bias blob")
+                return
+        if gamma is None:
+            return
+    layer.weight, layer.bias = gamma, beta
+    layer.state = {"running_mean": mean * norm, "running_var": var * norm}
 
 
 def read_mean(path) -> np.ndarray:

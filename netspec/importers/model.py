@@ -57,6 +57,7 @@ class Imported:
     mean: np.ndarray | None = None
     channel_order: str = "RGB"
     has_weights: bool = False
+    origins: dict = field(default_factory=dict)   # the importer's own: where weights are
     outputs: int | None = None      # what the softmax reads, where the importer knows it
 
     @property

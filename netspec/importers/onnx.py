@@ -498,9 +498,6 @@ def _add(r: Reader, node) -> None:
     if None in vals:
         r.val(node, vals.index(None))
         return
-    if len(set(node.input)) != len(node.input):
-        r.error(node, "the same tensor added to itself: netspec's add reads distinct layers")
-        return
     if len({v.shape for v in vals}) != 1 or any(v.flat for v in vals):
         r.error(node, f"inputs of shapes {[v.shape for v in vals]}: netspec adds equal "
                       f"shapes, without broadcasting")

@@ -434,7 +434,7 @@ class Net:
             if keep_caches:
                 caches[layer.name] = layer_caches
             else:
-                for name in layer.inputs:
+                for name in dict.fromkeys(layer.inputs):     # a layer may read one twice
                     if last_reader.get(name) == i and name != stop_after:
                         del acts[name]
             if layer.name == stop_after:

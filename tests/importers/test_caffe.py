@@ -47,8 +47,12 @@ def write_model(tmp: Path, text: str, *, v1: bool, legacy: bool = False, seed: i
     return proto, model
 
 
-def opencv(proto, model, x, layer=None):
+def opencv(proto, model, x, layer=None, fusion=True):
+    """OpenCV's output at `layer` (a layer's name), else the network's. fusion=False where an
+    inner layer is read that OpenCV would fold into another (BatchNorm, Scale and ReLU into
+    the conv before them: the folded layer's own output is then not what its name says)."""
     net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+    net.enableFusion(fusion)
     net.setInput(x)
     return net.forward(layer) if layer else net.forward()
 
@@ -178,19 +182,31 @@ layer { name: "prob" type: "Softmax" bottom: "pool1" top: "prob" }
 """
 
 
-def test_ceil_pooling_is_refused_where_it_differs_from_floor(tmp_path):
-    """Caffe: ceil((6 - 3) / 2) + 1 = 3; netspec's floor: 2. Refused (until #29 brings ceil
-    mode), at the layer's type, with a caret; where they agree (AlexNet's 55 -> 27 -> 13 -> 6,
-    above) the layer is converted and says so."""
-    proto = tmp_path / "ceil.prototxt"
-    proto.write_text(CEIL)
-    with pytest.raises(SpecError) as e:
-        import_caffe(proto)
-    text = str(e.value)
-    assert f"{proto}:6:29: error: layer 'pool1': Caffe pools with ceil" in text
-    assert "gives 3x3, netspec's floor gives 2x2" in text and "^" in text
-    proto.write_text(CEIL.replace("input_dim: 8 input_dim: 8", "input_dim: 9 input_dim: 9"))
-    assert "both give 3x3 here" in import_caffe(proto).spec_text()
+@pytest.mark.parametrize("size,stride,pad,ceil", [(8, 2, 0, True), (9, 2, 0, False),
+                                                  (6, 2, 1, True), (7, 2, 1, False),
+                                                  (7, 3, 1, False)])
+def test_ceil_pooling_is_converted(tmp_path, size, stride, pad, ceil):
+    """Caffe sizes pooling with ceil((d + 2p - k) / s) + 1, less one where the last window
+    would start in the padding. conv1's 6x6 pooled 3/2 is 3x3 (floor: 2x2), so the layer is
+    written with 'ceil'; 4x4 with pad 1 likewise; where the two agree it says so; 5x5 pooled
+    3/3 with pad 1 is ceil's 3x3 less Caffe's correction, 2x2, which floor gives. Against
+    OpenCV at the pool."""
+    text = CEIL.replace("input_dim: 8 input_dim: 8", f"input_dim: {size} input_dim: {size}")
+    text = text.replace("kernel_size: 3 stride: 2 }", f"kernel_size: 3 stride: {stride} pad: {pad} }}")
+    text = text.replace('layer { name: "prob" type: "Softmax" bottom: "pool1"',
+                        'layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc"\n'
+                        '        inner_product_param { num_output: 5 } }\n'
+                        'layer { name: "prob" type: "Softmax" bottom: "fc"')
+    proto, model = write_model(tmp_path, text, v1=False)
+    imp = import_caffe(proto, model)
+    spec = " ".join(imp.spec_text().split())
+    line = f"maxpool pool1 size 3 stride {stride}" + (f" pad {pad}" if pad else "") + \
+        (" ceil" if ceil else "")
+    assert line + " " in spec, spec
+    assert ("so 'ceil'" in spec) == ceil and ("both give" in spec) == (not ceil)
+    x = pixels((2, 3, size, size))
+    close(netspec_net(imp).features(np.ascontiguousarray(x[:, ::-1]), "pool1"),
+          opencv(proto, model, x, "pool1"))
 
 
 GROUPED = """name: "conv2"
@@ -257,17 +273,101 @@ def test_bgr_input_and_binaryproto_mean(tmp_path):
           opencv(proto, model, np.ascontiguousarray(bgr)))
 
 
+BRANCHES = """name: "branches"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 10 dim: 10 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1"
+        batch_norm_param { eps: 0.001 } }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
+        scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "a" type: "Convolution" bottom: "pool1" top: "a"
+        convolution_param { num_output: 8 kernel_size: 1 } }
+layer { name: "a_bn" type: "BatchNorm" bottom: "a" top: "a_bn" }
+layer { name: "sum" type: "Eltwise" bottom: "pool1" bottom: "a_bn" top: "sum" }
+layer { name: "sum_relu" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "b" type: "Convolution" bottom: "sum" top: "b"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "b_sig" type: "Sigmoid" bottom: "b" top: "b" }
+layer { name: "c" type: "Convolution" bottom: "sum" top: "c"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "c_tanh" type: "TanH" bottom: "c" top: "c" }
+layer { name: "d" type: "Convolution" bottom: "sum" top: "d"
+        convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "d_leaky" type: "ReLU" bottom: "d" top: "d" relu_param { negative_slope: 0.2 } }
+layer { name: "d_abs" type: "AbsVal" bottom: "d" top: "d" }
+layer { name: "d_bnll" type: "BNLL" bottom: "d" top: "d" }
+layer { name: "cat" type: "Concat" bottom: "b" bottom: "c" bottom: "d" top: "cat" }
+layer { name: "gap" type: "Pooling" bottom: "cat" top: "gap"
+        pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "gap" top: "fc"
+        inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def test_batch_norm_scale_eltwise_concat_and_activations(tmp_path):
+    """A branching V2 net (the ResNet and Inception constructs): BatchNorm + Scale in place
+    (Caffe's mean, variance and scale-factor blobs), a BatchNorm alone, an in-place ReLU fused
+    into an Eltwise SUM, three branches concatenated, Sigmoid/TanH/leaky ReLU/AbsVal/BNLL,
+    padded ceil max-pooling and global average pooling: against OpenCV's Caffe reader."""
+    proto = tmp_path / "branches.prototxt"
+    proto.write_text(BRANCHES)
+    rng = np.random.default_rng(3)
+    r = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)      # noqa: E731
+    pos = lambda n: rng.uniform(0.5, 2.0, n).astype(np.float32)          # noqa: E731
+    factor = np.array([4.0], np.float32)            # Caffe stores mean·f and var·f, and f
+    layers = [("conv1", "Convolution", [r(8, 3, 3, 3)]),
+              ("bn1", "BatchNorm", [r(8) * factor, pos(8) * factor, factor]),
+              ("scale1", "Scale", [pos(8), r(8)]),
+              ("a", "Convolution", [r(8, 8, 1, 1), r(8)]),
+              ("a_bn", "BatchNorm", [r(8), pos(8), np.array([1.0], np.float32)]),
+              ("b", "Convolution", [r(4, 8, 3, 3), r(4)]),
+              ("c", "Convolution", [r(4, 8, 3, 3), r(4)]),
+              ("d", "Convolution", [r(4, 8, 1, 1), r(4)]),
+              ("fc", "InnerProduct", [r(5, 12) * 0.05, r(5)])]
+    model = tmp_path / "branches.caffemodel"
+    model.write_bytes(caffemodel(layers))
+    imp = import_caffe(proto, model)
+    spec = " ".join(imp.spec_text().split())
+    for line in ("batchnorm bn1 eps 0.001 momentum 0.001",
+                 "maxpool pool1 size 3 stride 2 pad 1 ceil", "add sum from pool1, a_bn relu",
+                 "conv c from sum filters 4 size 3 pad 1", "logistic b_sig", "tanh c_tanh",
+                 "leaky d_leaky slope 0.2", "abs d_abs", "softrelu d_bnll",
+                 "concat cat from b_sig, c_tanh, d_bnll", "avgpool gap global"):
+        assert line + " " in spec, (line, imp.spec_text())
+    assert "gamma and beta from Caffe's Scale 'scale1'" in spec
+    x = pixels((2, 3, 10, 10)) / 50
+    net = netspec_net(imp)
+    rgb = np.ascontiguousarray(x[:, ::-1])
+    for layer, theirs in (("bn1", "scale1"), ("a_bn", "a_bn"), ("sum", "sum_relu"),
+                          ("cat", "cat"), ("fc", "fc")):
+        close(net.features(rgb, layer), opencv(proto, model, x, theirs, fusion=False))
+    p = net.predict_proba(rgb)
+    close(p, opencv(proto, model, x))
+    assert 0.3 < p.max() < 0.99
+
+
 def test_unsupported_constructs_are_all_reported(tmp_path):
     text = """name: "bad"
 layer { name: "data" type: "Input" top: "data"
         input_param { shape { dim: 1 dim: 3 dim: 9 dim: 9 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
         convolution_param { num_output: 4 kernel_h: 3 kernel_w: 5 } }
-layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" relu_param { negative_slope: 0.1 } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "sc" type: "Scale" bottom: "conv2" top: "conv2" }
+layer { name: "pool1" type: "Pooling" bottom: "conv2" top: "pool1"
         pooling_param { pool: STOCHASTIC kernel_size: 2 } }
-layer { name: "sum" type: "Eltwise" bottom: "pool1" bottom: "conv1" top: "sum" }
+layer { name: "prod" type: "Eltwise" bottom: "conv2" bottom: "conv2" top: "prod"
+        eltwise_param { operation: PROD } }
+layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" top: "sum" }
+layer { name: "elu" type: "ELU" bottom: "conv2" top: "elu" }
+layer { name: "after" type: "ReLU" bottom: "elu" top: "after" }
 """
     proto = tmp_path / "bad.prototxt"
     proto.write_text(text)
@@ -275,11 +375,12 @@ layer { name: "sum" type: "Eltwise" bottom: "pool1" bottom: "conv1" top: "sum" }
         import_caffe(proto)
     msg = str(e.value)
     assert "kernel_size 3 x 5 differs between height and width" in msg
-    assert ":6:27: error: layer 'bn1': Caffe's BatchNorm has no netspec layer type yet" in msg
-    assert "a leaky ReLU (negative_slope 0.1)" in msg
+    assert ":8:26: error: layer 'sc': a Scale that does not follow a BatchNorm" in msg
     assert "pool STOCHASTIC" in msg
-    assert "layer 'sum': Caffe's Eltwise" in msg
-    assert msg.rstrip().endswith("5 errors")
+    assert "layer 'prod': Eltwise PROD" in msg
+    assert "layer 'elu': Caffe's ELU has no netspec layer type" in msg
+    assert "'sum'" not in msg and "'after'" not in msg     # readers of refused layers: no echo
+    assert msg.rstrip().endswith("5 errors"), msg
 
 
 def test_prototxt_syntax_error_points_at_the_token(tmp_path):

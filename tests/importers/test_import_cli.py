@@ -46,7 +46,7 @@ def test_predict_takes_the_imported_run(imported):
     path = tmp / "image.png"
     cv2.imwrite(str(path), image)                      # written and read back BGR
     res = CliRunner().invoke(main, ["predict", "--checkpoint", str(run), str(path), "--json",
-                                    "--top", "4"])
+                                    "--top", "4", "--backend", "numpy"])
     assert res.exit_code == 0, res.output
     top = json.loads(next(line for line in res.output.splitlines()
                           if line.startswith("{")))["top"]
@@ -98,12 +98,12 @@ def test_eval_takes_the_imported_run(imported, tmp_path):
 
 def test_refusals_exit_2_and_write_nothing(tmp_path):
     proto = tmp_path / "bad.prototxt"
-    proto.write_text(LRN_NET.replace('type: "LRN"', 'type: "BatchNorm"')
-                     .replace('type: "InnerProduct"', 'type: "Scale"'))
+    proto.write_text(LRN_NET.replace('type: "LRN"', 'type: "ELU"')
+                     .replace('type: "InnerProduct"', 'type: "PReLU"'))
     run, spec = tmp_path / "run", tmp_path / "bad.net"
     res = CliRunner().invoke(main, ["import", str(proto), "--out", str(run), "-o", str(spec)])
     assert res.exit_code == 2
-    assert "BatchNorm" in res.output and "Scale" in res.output and "2 errors" in res.output
+    assert "ELU" in res.output and "PReLU" in res.output and "2 errors" in res.output
     assert "Traceback" not in res.output
     assert not run.exists() and not spec.exists()
 

@@ -350,3 +350,21 @@ def test_an_input_of_free_size_is_refused(tmp_path):
     with pytest.raises(SpecError, match=r"input 'x' has shape \['N', 3, 'H', 'W'\]; netspec "
                                         r"reads \(N, C, H, W\) with C, H and W fixed"):
         import_onnx(tmp_path / "free.onnx")
+
+
+def test_a_tensor_added_to_itself(tmp_path):
+    """Add(c, c), as PyTorch exports `x + x`: `add from c, c`, 2·c, against onnxruntime."""
+    rng = np.random.default_rng(4)
+    n = helper.make_node
+    model = helper_model(
+        [n("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3]),
+         n("Add", ["c", "c"], ["twice"]), n("Flatten", ["twice"], ["fl"], axis=1),
+         n("Gemm", ["fl", "w2", "b2"], ["logits"], transB=1)],
+        [init("w1", rng.normal(0, 0.3, (4, 3, 3, 3))), init("b1", rng.normal(0, 0.3, 4)),
+         init("w2", rng.normal(0, 0.1, (5, 4 * 4 * 4))), init("b2", rng.normal(0, 0.3, 5))],
+        (3, 6, 6), (5,))
+    onnx.save(model, tmp_path / "twice.onnx")
+    imp = import_onnx(tmp_path / "twice.onnx")
+    assert "from c, c" in imp.spec_text()
+    x = rng.uniform(-2, 2, (2, 3, 6, 6)).astype(np.float32)
+    close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
