@@ -250,7 +250,23 @@ class OnnxBuilder:
             name = f"{layer.name}.input{i + 1}"
             self.fconsts[name] = np.asarray(v, np.float32)
             inputs.append(name)
-        self.node(op_type, inputs, [out], f"{out}.{op_type.lower()}", **attrs, **extra)
+        then = attrs.pop("_then", ())                  # nodes after it (linear: Mul, Add)
+        first = f"{out}.{op_type.lower()}" if then else out
+        self.node(op_type, inputs, [first], f"{out}.{op_type.lower()}", **attrs, **extra)
+        for j, (next_type, next_attrs) in enumerate(then):
+            self.then_node(layer, j, next_type, next_attrs, first,
+                           out if j == len(then) - 1 else f"{out}.then{j}")
+            first = f"{out}.then{j}"
+
+    def then_node(self, layer: Layer, j: int, op_type: str, attrs: dict, x: str,
+                  out: str) -> None:
+        """Node j of an op's `_then` chain, on x (its float scalars as constants)."""
+        attrs, inputs = dict(attrs), [x]
+        for i, v in enumerate(attrs.pop("_float_inputs", ())):
+            name = f"{layer.name}.then{j}.input{i + 1}"
+            self.fconsts[name] = np.asarray(v, np.float32)
+            inputs.append(name)
+        self.node(op_type, inputs, [out], f"{out}.then{j}.{op_type.lower()}", **attrs)
 
     def _op_type(self, layer: Layer) -> str | None:
         try:
