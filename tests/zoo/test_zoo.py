@@ -149,3 +149,28 @@ def test_parameter_shapes_and_totals(name):
     assert graph.total_params == params
     assert sum(p.numel() for p in model.parameters()) == params
     assert round(graph.total_macs / 1e9, 3) == pytest.approx(gmacs, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
+def test_onnx_export_matches_onnxruntime(name):
+    """The whole net as ONNX (batch norm, residual adds, inception concats, padded and
+    ceil-sized pools, global pooling) on onnxruntime against netspec's numpy forward, float32,
+    with torchvision-like tensors (running statistics drawn)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from netspec.codegen.onnx_export import export_onnx
+    graph = with_input(name, 64)
+    rng = np.random.default_rng(2)
+    params, _ = copy_tensors(graph, torch_model(name), rng)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    net = build(graph, "numpy", dtype=np.float32)
+    net.load_parameters(params)
+    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    model = export_onnx(graph, params)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(     # the logits too
+        "fc", onnx.TensorProto.FLOAT, ["N", 1000]))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    proba, logits = sess.run(None, {"data": x})
+    want = net.features(x, "fc")
+    assert np.abs(logits - want).max() <= 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(proba, net.predict_proba(x), rtol=1e-4, atol=1e-7)
