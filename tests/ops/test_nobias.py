@@ -72,3 +72,11 @@ def test_onnx_grouped_and_per_part():
                groups=2)
     check_onnx("conv", {"filters": 6, "size": 2, "pad": 1, "nobias": True}, (4, 4, 4),
                gpus=2, connect="same-gpu", relu=True)
+
+
+def test_an_initial_bias_on_a_layer_without_one_is_an_error():
+    from netspec.dsl.errors import SpecError
+    text = SPEC.replace("size 3 pad 1 nobias relu", "size 3 pad 1 nobias relu bias 0.1")
+    with pytest.raises(SpecError, match=r":4:\d+: error: c1: 'bias' sets the initial bias of "
+                                        r"a layer with 'nobias'"):
+        build_graph(text)
