@@ -69,6 +69,16 @@ CASES = {
     "conv-2gpu-same": ("conv", {"filters": 6, "size": 2, "pad": 1}, (4, 4, 4),
                        {"gpus": 2, "connect": "same-gpu"}),
     "fc-relu": ("fc", {"outputs": 5}, (3, 3, 3), {"relu": True}),
+    # without a bias (`nobias`, a conv before batch norm): with and without the fused ReLU,
+    # stride 1 and 2 (the two data-gradient kernels), on 2 GPUs
+    "conv-nobias-relu-2gpu": ("conv", {"filters": 4, "size": 3, "stride": 2, "pad": 1,
+                                       "nobias": True}, (4, 7, 7),
+                              {"gpus": 2, "connect": "all", "relu": True}),
+    "conv-nobias": ("conv", {"filters": 4, "size": 3, "pad": 1, "nobias": True}, (3, 5, 5),
+                    {}),
+    "fc-nobias-relu": ("fc", {"outputs": 5, "nobias": True}, (3, 3, 3), {"relu": True}),
+    "fc-nobias-2gpu": ("fc", {"outputs": 6, "nobias": True}, (4, 2, 2),
+                       {"gpus": 2, "connect": "all"}),
     "fc-2gpu": ("fc", {"outputs": 6}, (4, 2, 2), {"gpus": 2, "connect": "all"}),
     "lrn-groups": ("lrn", {"size": 3, "alpha": 0.05, "beta": 0.75, "k": 2}, (6, 3, 3),
                    {"groups": 2}),
@@ -100,6 +110,8 @@ CASES = {
     "softrelu": ("softrelu", {}, (3, 3, 3), {}),
     "brelu": ("brelu", {"a": 0.55}, (3, 3, 3), {}),
     "square": ("square", {}, (3, 3, 3), {}),
+    "linear": ("linear", {"a": -1.5, "b": 0.25}, (3, 3, 3), {}),
+    "sqrt": ("sqrt", {}, (3, 3, 3), {"positive": True}),
     # joins: a residual add of 2 and of 3 inputs (fused ReLU), concatenation, and a max pool
     # and a conv reading two inputs; on 2 GPUs, the inputs' parts cross where they must
     "add-2gpu": ("add", {}, (4, 3, 3), {"gpus": 2, "inputs": 2}),
@@ -108,6 +120,11 @@ CASES = {
                                                       "pin_last": True}),
     "add3-relu": ("add", {"relu": True}, (3, 3, 3), {"inputs": 3}),
     "concat-2gpu": ("concat", {}, (2, 3, 3), {"gpus": 2, "inputs": 2}),
+    # eltmax over 2 inputs on 2 GPUs (one pinned: its parts cross) and over 3 inputs; the
+    # grid's distinct values keep every maximum clear of a tie
+    "max-2gpu": ("max", {}, (4, 3, 3), {"gpus": 2, "inputs": 2}),
+    "max-across-gpus": ("max", {}, (4, 3, 3), {"gpus": 2, "inputs": 2, "pin_last": True}),
+    "max3": ("max", {}, (3, 3, 3), {"inputs": 3}),
     "maxpool-from-two": ("maxpool", {"size": 2, "stride": 1}, (2, 4, 4), {"inputs": 2}),
     "relu": ("relu", {}, (3, 4, 4), {}),
     "dropout": ("dropout", {"p": 0.5}, (3, 4, 4), {}),
@@ -207,13 +224,17 @@ def _probes(graph) -> list[str]:
             (l.name.startswith("probe") and l.name[5:].isdigit())]
 
 
-def draw(graph, batch: int, seed: int) -> Draw:
+def draw(graph, batch: int, seed: int, positive: bool = False) -> Draw:
+    """`positive`: inputs in (0.25, 1.25) instead of (−1, 1), for a layer defined on x > 0
+    (sqrt), its gradient there within 2 of 1."""
     rng = np.random.default_rng(seed)
     probes = _probes(graph)
     c, h, w = graph.layer("probe").out_shape
     k = len(probes)
     m = batch * k * c * h * w
     grid = (np.arange(m) - m / 2 + 0.5) * (2.0 / m)         # distinct, none within δ/2 of 0
+    if positive:
+        grid = grid / 2 + 0.75
     x = rng.permutation(grid).reshape(batch, k * c, h, w)
     onehot = np.zeros((batch, batch * h * w, h, w))
     for n in range(batch):
@@ -377,7 +398,7 @@ def check_layer(op_type: str, attrs: dict | None = None,
                 input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
                 groups: int = 1, connect: str | None = None, relu: bool = False,
                 batch: int = 2, backends=None, seed: int = 0, inputs: int = 1,
-                pin_last: bool = False) -> dict:
+                pin_last: bool = False, positive: bool = False) -> dict:
     """Run one `op_type` layer (spec attributes `attrs`, input C x H x W, on `gpus` logical
     GPUs, `groups` channel groups, `connect` mode, fused `relu`) forward and backward on each
     of `backends` (default: every name in netspec.runtime.BACKENDS) in float32, and float64
@@ -390,7 +411,7 @@ def check_layer(op_type: str, attrs: dict | None = None,
                       pin_last=pin_last)
     graph = build_graph(text)
     for attempt in range(MAX_DRAWS):
-        d = draw(graph, batch, seed + 7919 * attempt)
+        d = draw(graph, batch, seed + 7919 * attempt, positive)
         ref = run_net(build(graph, "numpy", dtype=np.float64), d)
         if stable(graph, d, ref):
             break
@@ -424,7 +445,7 @@ def check_onnx(op_type: str, attrs: dict | None = None,
                input_shape: tuple[int, int, int] = (4, 6, 6), *, gpus: int = 1,
                groups: int = 1, connect: str | None = None, relu: bool = False,
                batch: int = 2, seed: int = 0, rtol: float = 1e-5, inputs: int = 1,
-               pin_last: bool = False) -> float:
+               pin_last: bool = False, positive: bool = False) -> float:
     """The layer of `check_layer`'s probe network exported to ONNX (codegen/onnx_export.py)
     and run by onnxruntime: its output tensor `t` (made a graph output) and the probabilities
     against the NumPy backend's test-time forward, in float32. Returns the largest relative
@@ -436,7 +457,7 @@ def check_onnx(op_type: str, attrs: dict | None = None,
                       connect=connect, relu=relu, batch=batch, inputs=inputs,
                       pin_last=pin_last)
     graph = build_graph(text)
-    d = draw(graph, batch, seed)
+    d = draw(graph, batch, seed, positive)
     params = {k: v.astype(np.float32) for k, v in d.params.items()}
     net = build(graph, "numpy", dtype=np.float32)
     net.load_parameters(params)

@@ -180,29 +180,35 @@ class OnnxBuilder:
         parts = layer.parts
         rs = [self.ranges(layer, p) for p in parts]
         pre = f"{layer.name}.linear" if layer.relu else layer.name
+        # a conv or fc without a bias (`nobias`): Conv and Gemm take none (an optional input)
+        bias = any(n.endswith(".bias") for n in names)
         if stacked and all(r == rs[0] for r in rs):                 # connect all: one op
             x = self.join(rs[0], f"{layer.name}.input")
             self.linear(layer, x, self.param(f"{layer.name}.weight"),
-                        self.param(f"{layer.name}.bias"), pre, groups=1)
+                        self.param(f"{layer.name}.bias") if bias else None, pre, groups=1)
         elif (stacked and self._op_type(layer) == "Conv"         # ONNX groups only Conv
               and len({p.channels for p in parts}) == 1
               and self._grouped(layer, rs)):                        # same-gpu, even: group
             src = rs[0][0][0]
             self.linear(layer, src, self.param(f"{layer.name}.weight"),
-                        self.param(f"{layer.name}.bias"), pre, groups=len(parts))
+                        self.param(f"{layer.name}.bias") if bias else None, pre,
+                        groups=len(parts))
         else:                                                       # Split / op / Concat
             xs = self.part_inputs(layer, parts)
+            bs = [None] * len(parts)
             if stacked:
                 ws = [f"{layer.name}.part{p.index}.weight" for p in parts]
-                bs = [f"{layer.name}.part{p.index}.bias" for p in parts]
                 sizes = self.const(f"{layer.name}.rows", [p.channels for p in parts])
                 self.node("Split", [self.param(f"{layer.name}.weight"), sizes], ws,
                           f"{layer.name}.weight.split", axis=0)
-                self.node("Split", [self.param(f"{layer.name}.bias"), sizes], bs,
-                          f"{layer.name}.bias.split", axis=0)
+                if bias:
+                    bs = [f"{layer.name}.part{p.index}.bias" for p in parts]
+                    self.node("Split", [self.param(f"{layer.name}.bias"), sizes], bs,
+                              f"{layer.name}.bias.split", axis=0)
             else:
                 ws = [self.param(f"{layer.name}.part{p.index}.weight") for p in parts]
-                bs = [self.param(f"{layer.name}.part{p.index}.bias") for p in parts]
+                if bias:
+                    bs = [self.param(f"{layer.name}.part{p.index}.bias") for p in parts]
             outs = []
             for p, x, w, b in zip(parts, xs, ws, bs):
                 o = f"{layer.name}.part{p.index}.output"
@@ -244,7 +250,23 @@ class OnnxBuilder:
             name = f"{layer.name}.input{i + 1}"
             self.fconsts[name] = np.asarray(v, np.float32)
             inputs.append(name)
-        self.node(op_type, inputs, [out], f"{out}.{op_type.lower()}", **attrs, **extra)
+        then = attrs.pop("_then", ())                  # nodes after it (linear: Mul, Add)
+        first = f"{out}.{op_type.lower()}" if then else out
+        self.node(op_type, inputs, [first], f"{out}.{op_type.lower()}", **attrs, **extra)
+        for j, (next_type, next_attrs) in enumerate(then):
+            self.then_node(layer, j, next_type, next_attrs, first,
+                           out if j == len(then) - 1 else f"{out}.then{j}")
+            first = f"{out}.then{j}"
+
+    def then_node(self, layer: Layer, j: int, op_type: str, attrs: dict, x: str,
+                  out: str) -> None:
+        """Node j of an op's `_then` chain, on x (its float scalars as constants)."""
+        attrs, inputs = dict(attrs), [x]
+        for i, v in enumerate(attrs.pop("_float_inputs", ())):
+            name = f"{layer.name}.then{j}.input{i + 1}"
+            self.fconsts[name] = np.asarray(v, np.float32)
+            inputs.append(name)
+        self.node(op_type, inputs, [out], f"{out}.then{j}.{op_type.lower()}", **attrs)
 
     def _op_type(self, layer: Layer) -> str | None:
         try:
@@ -252,8 +274,10 @@ class OnnxBuilder:
         except NotImplementedError:
             return None
 
-    def linear(self, layer: Layer, x: str, w: str, b: str, out: str, groups: int) -> None:
-        self.op_node(layer, [x, w, b], out, **({"group": groups} if groups > 1 else {}))
+    def linear(self, layer: Layer, x: str, w: str, b: str | None, out: str,
+               groups: int) -> None:
+        self.op_node(layer, [x, w] + ([b] if b is not None else []), out,
+                     **({"group": groups} if groups > 1 else {}))
 
     def layer(self, layer: Layer) -> None:
         if layer.weighted and layer.op.channelwise:     # batchnorm: its tensors are inputs

@@ -145,6 +145,9 @@ class GraphBuilder:
                     self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]
+                if values.get("nobias") and values["bias"] is not None:
+                    self.err(pos["bias"], f"{ls.name}: 'bias' sets the initial bias of a "
+                                          f"layer with 'nobias' (it has none)")
             split, gpu = values.get("split"), values.get("gpu")
             layer._placement = _NO_PLACEMENT if split is None and gpu is None \
                 else {"split": split, "gpu": gpu}

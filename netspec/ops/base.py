@@ -168,7 +168,8 @@ class Op:
         bias), x flattened to (N, C·H·W) when the op's output is a vector; the exporter adds
         `group` for grouped convolutions and the fused Relu. Two keys are not attributes:
         `_same_input` (the node reads x twice: Mul(x, x)) and `_float_inputs` (float scalars
-        after x, as constants: Clip's min and max)."""
+        after x, as constants: Clip's min and max); `_then`, a list of (operator, attributes)
+        applied in turn to the node's output (linear's Mul then Add)."""
         raise NotImplementedError(f"{self.type}: no ONNX form")
 
     # -- PyTorch form (bench/vs_pytorch.py's mirror, the tests' check_layer) ----------------

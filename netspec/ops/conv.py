@@ -1,6 +1,8 @@
 """conv: 2-D convolution, cross-correlation as in PyTorch, with stride and zero padding.
 
 y[n, o, i, j] = b[o] + Σ_c Σ_u Σ_v w[o, c, u, v] · xpad[n, c, i·s + u, j·s + v]
+(no b with `nobias`: PyTorch's bias=False, Caffe's bias_term: false; a conv before batch norm,
+whose shift would cancel any bias)
 Output size is floor((H + 2·pad − size) / stride) + 1.
 A part reads the input channels its `connect` mode gives it (its own GPU's for `same-gpu`,
 all for `all`), so a `same-gpu` layer is a grouped convolution.
@@ -74,6 +76,7 @@ class Conv(Op):
         "size": AttrDef("int", required=True, minimum=1, doc="kernel size (square)"),
         "stride": AttrDef("int", default=1, minimum=1),
         "pad": AttrDef("int", default=0, minimum=0),
+        "nobias": AttrDef("flag", doc="no bias (PyTorch's bias=False; before a batchnorm)"),
     }
 
     def describe(self, a):
@@ -99,8 +102,11 @@ class Conv(Op):
     def part_macs(self, a, in_shape, out_shape, in_ch, out_ch):
         return out_ch * out_shape[1] * out_shape[2] * in_ch * a["size"] ** 2
 
+    def parameters(self, a, in_shape, in_ch, out_ch):
+        return without_bias(a, super().parameters(a, in_shape, in_ch, out_ch))
+
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
-        w, b = params
+        w, b = params if len(params) == 2 else (params[0], np.zeros(len(params[0]), x.dtype))
         k, stride, pad = a["size"], a["stride"], a["pad"]
         n, _, h, wd = x.shape
         o = w.shape[0]
@@ -125,14 +131,14 @@ class Conv(Op):
         else:
             np.copyto(dyt, dy3)
         dyt = dyt.reshape(o, n * ho * wo)
-        db = dyt.sum(axis=1)
         dw = (cols @ dyt.T).T.reshape(w.shape)               # as colsᵀ-last GEMM: much faster
+        grads = (dw,) if a.get("nobias") else (dw, dyt.sum(axis=1))
 
         if not input_grad:
-            return None, (dw, db)
+            return None, grads
         # dcols overwrites cols, which this backward was the last to need
         dcols = np.matmul(w.reshape(o, -1).T, dyt, out=cols)
-        return col2im(dcols, x_shape, a["size"], a["stride"], a["pad"]), (dw, db)
+        return col2im(dcols, x_shape, a["size"], a["stride"], a["pad"]), grads
 
 
     def onnx_node(self, a):
@@ -142,10 +148,15 @@ class Conv(Op):
     def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
         import torch.nn.functional as F
 
-        def conv(x, w, b):
+        def conv(x, w, b=None):
             y = F.conv2d(x, w, b, stride=a["stride"], padding=a["pad"], groups=groups)
             return F.relu(y) if relu else y
         return conv
+
+
+def without_bias(a: dict, defs: tuple) -> tuple:
+    """A weighted op's tensors less its bias when `nobias` is set (conv, fc)."""
+    return tuple(d for d in defs if d.name != "bias") if a.get("nobias") else defs
 
 
 OP = Conv()
@@ -299,6 +310,17 @@ $kernel $name($params)
 """
 
 
+# Without a bias (`nobias`) only ReLU's backward is left: dy <- dy · [y > 0] in place.
+RELU_MASK_IN_PLACE = r"""
+$kernel $name($params)
+{
+    const int i = $gid0;
+    if (i < ${N} && !(y[i] > 0.0f))
+        dy[i] = 0.0f;
+}
+"""
+
+
 def bias_grad_slices(per_output: int, slice_elements: int = 4096) -> int:
     """Stage-1 groups per output channel: one per `slice_elements` of its P (one when P is
     small, as for fc, and then stage 1 writes db itself)."""
@@ -306,9 +328,21 @@ def bias_grad_slices(per_output: int, slice_elements: int = 4096) -> int:
 
 
 def bias_grad_calls(prefix: str, outputs: int, per_output: int, relu: bool, layer: str,
-                    threads: int = 64):
+                    threads: int = 64, bias: bool = True):
     """The Calls of the bias gradient: stage 1 into `db` (one slice) or into the `db_split`
-    scratch (outputs x slices), then stage 2. `scratch_buffers` sizes db_split the same way."""
+    scratch (outputs x slices), then stage 2. `scratch_buffers` sizes db_split the same way.
+    Without a bias, ReLU's mask alone (one elementwise kernel), or nothing."""
+    if not bias:
+        if not relu:
+            return []
+        n = outputs * per_output
+        gs, ls = elementwise_launch(n)
+        return [Call(Kernel(
+            name=f"{prefix}_bwd_relu", template=RELU_MASK_IN_PLACE,
+            params=params("out dy", "in y"), consts=dict(N=n), global_size=gs,
+            local_size=ls, layer=layer, flops=n,
+            doc=f"ReLU backward: dy <- dy * [y > 0] in place\nlaunch: one work-item per "
+                f"element ({n})"), ("dy", "y"))]
     if per_output <= 64:
         gs, ls = elementwise_launch(outputs, 64)
         return [Call(Kernel(
@@ -382,7 +416,7 @@ def scratch_buffers(c) -> dict:
             out[SCRATCH[direction]] = floats
     o, npix = c.out_shape[0], c.batch * c.out_shape[1] * c.out_shape[2]
     sl = bias_grad_slices(npix)
-    if sl > 1:
+    if sl > 1 and not c.attrs.get("nobias"):
         out["db_split"] = o * sl
     return out
 
@@ -406,11 +440,13 @@ def forward_kernels(c):
     g = _geometry(c)
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
     kk = g["CIN"] * g["KH"] * g["KW"]
+    bias = not c.attrs.get("nobias")
     return _gemm(
         c, "fwd", "fwd", a=Operand.dense("w", kk, 1), b=CONV_FWD_B,
-        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;",
-        reads=("x", "w"), writes=("in b", "out y"), consts=g,
-        doc=f"{c.layer.name} part {c.part.index} forward: y[o, (img, oy, ox)] = b[o] + "
+        epilogue=f"{'v += b[m];' if bias else ''} {relu} y[m * ${{N}} + n] = v;",
+        reads=("x", "w"), writes=("in b", "out y") if bias else ("out y",), consts=g,
+        doc=f"{c.layer.name} part {c.part.index} forward: y[o, (img, oy, ox)] = "
+            f"{'b[o] + ' if bias else ''}"
             f"sum_(c, u, v) w[o, c, u, v] * xpad[c, img, oy*{g['S']} + u, ox*{g['S']} + v]"
             f"{', then ReLU' if c.layer.relu else ''}")
 
@@ -419,7 +455,8 @@ def backward_kernels(c):
     g = _geometry(c)
     o = c.out_shape[0]
     npix = c.batch * g["OH"] * g["OW"]
-    calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name)
+    calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name,
+                            bias=not c.attrs.get("nobias"))
     calls += _gemm(
         c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
         epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,

@@ -1,4 +1,5 @@
-"""fc: fully connected. y = x_flat · Wᵀ + b, the input flattened in (C, H, W) order.
+"""fc: fully connected. y = x_flat · Wᵀ + b, the input flattened in (C, H, W) order (no b
+with `nobias`).
 
 A part holds a slice of the output neurons and reads every input part (`all`), or only its own
 GPU's parts (`same-gpu`), concatenated in channel order before flattening.
@@ -11,7 +12,7 @@ import numpy as np
 
 from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
 from .base import AttrDef, Op
-from .conv import bias_grad_calls, bias_grad_slices
+from .conv import bias_grad_calls, bias_grad_slices, without_bias
 from .relu import relu_mask_grad
 
 
@@ -22,7 +23,8 @@ class FC(Op):
     split_k = ("fwd", "bwd_weight", "bwd_data")
     colour, label = "#78bd76", "dense (fc)"
     weighted = True
-    attrs = {"outputs": AttrDef("int", required=True, minimum=1, doc="neurons")}
+    attrs = {"outputs": AttrDef("int", required=True, minimum=1, doc="neurons"),
+             "nobias": AttrDef("flag", doc="no bias (PyTorch's bias=False)")}
 
     def describe(self, a):
         return "dense"
@@ -36,13 +38,17 @@ class FC(Op):
     def part_macs(self, a, in_shape, out_shape, in_ch, out_ch):
         return out_ch * in_ch * math.prod(in_shape[1:])
 
+    def parameters(self, a, in_shape, in_ch, out_ch):
+        return without_bias(a, super().parameters(a, in_shape, in_ch, out_ch))
+
     def forward(self, a, x, params=(), *, relu=False, train=False, noise=None):
-        w, b = params
+        w = params[0]
         x2 = x.reshape(x.shape[0], -1)                        # (N, C·H·W), C-order
         # the same product as x2 @ w.T, but with the large operand untransposed: OpenBLAS's
         # sgemm is several times faster on this form for a small batch (N << O, K)
         y = np.ascontiguousarray((w @ x2.T).T)
-        y += b
+        if len(params) > 1:
+            y += params[1]
         if relu:
             np.maximum(y, y.dtype.type(0), out=y)
         return y, (x.shape, x2, w, y if relu else None)
@@ -51,7 +57,7 @@ class FC(Op):
         x_shape, x2, w, y = cache
         g = relu_mask_grad(dy, y) if y is not None else dy
         # (x2ᵀ g)ᵀ = gᵀ x2 and (wᵀ gᵀ)ᵀ = g w, in the faster orientation as in forward
-        grads = ((x2.T @ g).T, g.sum(axis=0))
+        grads = ((x2.T @ g).T,) if a.get("nobias") else ((x2.T @ g).T, g.sum(axis=0))
         return ((w.T @ g.T).T.reshape(x_shape) if input_grad else None), grads
 
 
@@ -63,7 +69,7 @@ class FC(Op):
         if groups != 1:
             raise NotImplementedError("fc: PyTorch has no grouped linear layer")
 
-        def linear(x, w, b):
+        def linear(x, w, b=None):
             y = F.linear(x.flatten(1), w, b)
             return F.relu(y) if relu else y
         return linear
@@ -122,7 +128,7 @@ def scratch_buffers(c) -> dict:
         if floats:
             out[SCRATCH[direction]] = floats
     sl = bias_grad_slices(c.batch)
-    if sl > 1:
+    if sl > 1 and not c.attrs.get("nobias"):
         out["db_split"] = c.out_shape[0] * sl
     return out
 
@@ -138,17 +144,20 @@ def _gemm(c, direction: str, **kw) -> list:
 def forward_kernels(c):
     o, kin, g = _sizes(c)
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
+    bias = not c.attrs.get("nobias")
     return _gemm(
         c, "fwd", a=Operand.dense("w", kin, 1), b=_x_as_b(g["HW"], c.batch),
-        epilogue=f"v += b[m]; {relu} y[m * ${{N}} + n] = v;", reads=("x", "w"),
-        writes=("in b", "out y"),
-        doc=f"{c.layer.name} part {c.part.index} forward: y[o, img] = b[o] + "
+        epilogue=f"{'v += b[m];' if bias else ''} {relu} y[m * ${{N}} + n] = v;",
+        reads=("x", "w"), writes=("in b", "out y") if bias else ("out y",),
+        doc=f"{c.layer.name} part {c.part.index} forward: y[o, img] = "
+            f"{'b[o] + ' if bias else ''}"
             f"sum_k w[o, k] * x[k, img]{', then ReLU' if c.layer.relu else ''}")
 
 
 def backward_kernels(c):
     o, kin, g = _sizes(c)
-    calls = bias_grad_calls(c.prefix, o, c.batch, c.layer.relu, c.layer.name)
+    calls = bias_grad_calls(c.prefix, o, c.batch, c.layer.relu, c.layer.name,
+                            bias=not c.attrs.get("nobias"))
     calls += _gemm(
         c, "bwd_weight", a=Operand.dense("dy", c.batch, 1), b=_x_as_wgrad_b(g["HW"], c.batch),
         epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",),

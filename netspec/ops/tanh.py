@@ -1,5 +1,5 @@
 """tanh: y = a · tanh(b · x), cuda-convnet's `tanh[a,b]` neuron (a = b = 1: PyTorch's tanh).
-dy/dx = a b (1 − (y / a)²). The kernels write tanh(z) = 1 − 2 / (e^{2z} + 1) (exact in
+dy/dx = a b (1 − (y / a)²). ONNX: Tanh, or Mul, Tanh, Mul when a or b is not 1. The kernels write tanh(z) = 1 − 2 / (e^{2z} + 1) (exact in
 float32 to its rounding; e^{2z} overflowing to inf gives 1, as it should)."""
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ class Tanh(Activation):
         return a["a"] * a["b"] * (1 - t * t)
 
     def onnx_node(self, a):
-        if (a["a"], a["b"]) != (1.0, 1.0):
-            raise NotImplementedError("tanh with a or b other than 1 has no single ONNX node")
-        return "Tanh", {}
+        if (a["a"], a["b"]) == (1.0, 1.0):
+            return "Tanh", {}
+        # a · tanh(b · x): Mul, Tanh, Mul
+        return "Mul", {"_float_inputs": [float(a["b"])],
+                       "_then": [("Tanh", {}), ("Mul", {"_float_inputs": [float(a["a"])]})]}
 
     def torch(self, a, **kw):
         import torch

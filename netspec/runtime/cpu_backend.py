@@ -342,9 +342,9 @@ class CpuNet(NumpyNet):
             group = [part]
         if len(group) > 1:
             return group, self._group_weights(layer, group), \
-                [self.part_params(layer, q) for q in group]
+                [_with_bias(self.part_params(layer, q)) for q in group]
         w = params[0]
-        return group, w.reshape(w.shape[0], -1), [params]
+        return group, w.reshape(w.shape[0], -1), [_with_bias(params)]
 
     def _cols_for(self, layer, part, floats: int) -> tuple[np.ndarray, bool]:
         """A buffer for `floats` columns, and whether they are kept for the backward: a
@@ -448,7 +448,7 @@ class CpuNet(NumpyNet):
             np.matmul(U.transpose(0, 2, 1), dM, out=dV)
             dx = np.empty(x.shape, np.float32)
             getattr(self.k, "wino_din" + fn)(ptr(dV), ptr(dx), n, c, h, wd, pad, th, tw)
-        return dx, (dw, db)
+        return dx, _grads(layer, dw, db)
 
     def _bwd_conv(self, layer, dy, cache, input_grad):
         if cache[-1] is not None:
@@ -486,10 +486,10 @@ class CpuNet(NumpyNet):
                 np.matmul(w2.T, g, out=dcols)               # dcols, over the columns
                 self.k.col2im(ptr(dcols), ptr(dx[i:j]), j - i, c, *x.shape[2:], k, s, p, ho,
                               wo)
-        return dx, (dwt.T.reshape(w.shape), db)
+        return dx, _grads(layer, dwt.T.reshape(w.shape), db)
 
     def _fwd_fc(self, layer, x, params):
-        w, b = params
+        w, b = _with_bias(params)
         n = x.shape[0]
         x2 = x.reshape(n, -1)
         o = w.shape[0]
@@ -509,12 +509,12 @@ class CpuNet(NumpyNet):
         dw = self._dw_array(w.shape)
         np.matmul(gt, x2, out=dw)                  # fc6: 151 MB, written once, in place
         if not input_grad:
-            return None, (dw, db)
+            return None, _grads(layer, dw, db)
         dxt = self._buffer("fc_dxt", (x2.shape[1], n))
         np.matmul(w.T, gt, out=dxt)
         dx = np.empty((n, x2.shape[1]), np.float32)      # never a view of the scratch
         np.copyto(dx, dxt.T)
-        return dx.reshape(x_shape), (dw, db)
+        return dx.reshape(x_shape), _grads(layer, dw, db)
 
     def _fwd_lrn(self, layer, x, params):
         a = layer.attrs
@@ -614,3 +614,14 @@ class CpuNet(NumpyNet):
             raise ValueError(f"load_velocities: missing {', '.join(missing)}")
         self._velocity = {n: np.array(velocities[n], dtype=self.dtype, copy=True, order="C")
                           .reshape(self._params[n].shape) for n in trained}
+
+
+def _with_bias(params: tuple) -> tuple:
+    """(w, b) of a conv or fc part; a zero b for one without a bias (`nobias`), so that the
+    host kernels' fused epilogue serves both."""
+    return params if len(params) == 2 else (params[0], np.zeros(len(params[0]), np.float32))
+
+
+def _grads(layer, dw, db) -> tuple:
+    """The gradients of a conv or fc part's tensors: (dw,) without a bias."""
+    return (dw,) if layer.attrs.get("nobias") else (dw, db)

@@ -8,6 +8,14 @@ per group.
 Each column has a header (layer name, kernel size and stride); each box is labelled with its
 part's shape, H×W×C as in the paper.
 
+Branches lie side by side: a layer's column is one past its deepest input's (so the branches
+of an inception module or a residual block share columns), and where one layer feeds several,
+each reader after the first starts a row of its own below it within the lane (`_grid`); the
+join that reads them back takes the highest of their rows. A layer on a lower row has its
+header over its box, inside the lane. An arrow that skips columns runs along its source's row
+when that row is empty up to the reader (a branch's end reaching its join), else along a track
+below the lane (a residual connection: drawn under the path it bypasses).
+
 Arrows are the parts' sources: one per (source part, reading part). An arrow between parts on
 the same GPU stays in its lane; one between GPUs crosses lanes, red and dashed where a
 `connect all` layer reads another GPU's part, purple and dotted where a layer gathers all parts
@@ -183,10 +191,36 @@ def _spread(n: int, half: float) -> list[float]:
     return [(i - (n - 1) / 2) * step for i in range(n)]
 
 
+def _grid(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
+    """Each layer's column and row. Column: one past its inputs' deepest (longest path from
+    the input). Row: a layer with one input takes that input's row plus its rank among the
+    input's single-input readers (its first reader stays on the row, the next go below); a
+    join takes its inputs' highest row; a row taken in that column pushes it further down."""
+    col: dict[str, int] = {}
+    row: dict[str, int] = {}
+    rank: dict[str, int] = {}          # single-input readers of a layer placed so far
+    taken: set[tuple[int, int]] = set()
+    for l in graph.layers:
+        srcs = [s for s in l.inputs if s in col]
+        col[l.name] = 1 + max((col[s] for s in srcs), default=-1)
+        if len(srcs) == 1:
+            want = row[srcs[0]] + rank.get(srcs[0], 0)
+            rank[srcs[0]] = rank.get(srcs[0], 0) + 1
+        else:
+            want = min((row[s] for s in srcs), default=0)
+        while (col[l.name], want) in taken:
+            want += 1
+        row[l.name] = want
+        taken.add((col[l.name], want))
+    return col, row
+
+
 def diagram_layout(graph: Graph) -> Layout:
     """Lay out the architecture of `graph`: lanes, boxes, labels, arrows, legend, title."""
     layers = graph.layers
-    col = {l.name: i for i, l in enumerate(layers)}
+    col, row = _grid(graph)
+    ncols = max(col.values()) + 1
+    rows = max(row.values()) + 1
     gpus = graph.gpus
     sizes = _box_sizes(graph)
     edges = graph_edges(graph)
@@ -201,23 +235,26 @@ def diagram_layout(graph: Graph) -> Layout:
 
     # -- columns: as wide as their widest box or label ---------------------------------------
     headers = [(l.name, detail_label(l)) for l in layers]
-    col_w = []
+    col_w = [0.0] * ncols
     for l, (name, det) in zip(layers, headers):
         widths = [text_width(name, NAME, True), text_width(det, DETAIL)]
         for p in l.parts:
             s = sizes[(l.name, p.index)]
             widths += [s.w + s.d, text_width(shape_label(l.part_out_shape(p)), SHAPE)]
-        col_w.append(max(widths) + 6)
+        col_w[col[l.name]] = max(col_w[col[l.name]], max(widths) + 6)
 
     # -- gaps: room for arrows; wider where arrows cross lanes or detour ---------------------
-    skips = [e for e in edges if col[e.dst] > col[e.src] + 1]
-    leaving = [0] * len(layers)      # skip detours turning down in the gap after a column
-    entering = [0] * len(layers)     # ... and up into the gap before one
+    taken = {(col[l.name], row[l.name]) for l in layers}
+    along_row = {e for e in edges if col[e.dst] > col[e.src] + 1 and not any(
+        (k, row[e.src]) in taken for k in range(col[e.src] + 1, col[e.dst]))}
+    skips = [e for e in edges if col[e.dst] > col[e.src] + 1 and e not in along_row]
+    leaving = [0] * ncols            # skip detours turning down in the gap after a column
+    entering = [0] * ncols           # ... and up into the gap before one
     for e in skips:
         leaving[col[e.src]] += 1
         entering[col[e.dst]] += 1
     gaps = []
-    for i in range(len(layers) - 1):
+    for i in range(ncols - 1):
         crossing = any(e.src_gpu != e.dst_gpu for e in edges
                        if col[e.src] == i and col[e.dst] == i + 1)
         gap = 30 + (16 + 8 * gpus if crossing else 0)
@@ -246,33 +283,43 @@ def diagram_layout(graph: Graph) -> Layout:
     lanes_top = det_base + det_desc + 10
 
     # A layer with several parts on one GPU (`groups`) stacks them in that GPU's lane, each
-    # box with its shape label under it; a lane is as tall as its tallest stack.
+    # box with its shape label under it; a row is as tall as its tallest stack, and a row
+    # below the first has its layers' headers over its boxes.
     above = max(s.above for s in sizes.values())
     below = max(s.below for s in sizes.values())
     label_drop = below + 6 + shp_asc          # a box's axis to its shape label's baseline
+    header_h = name_asc + name_desc + 3 + det_asc + det_desc + 6
     tracks = max([sum(1 for e in skips if e.src_gpu == g) for g in range(gpus)] + [0])
     pad = 12
-    up, down = [above] * gpus, [0.0] * gpus   # lane extent above / below its middle axis
+    # each lane's rows: extent above / below the row's middle axis
+    up = [[above] * rows for _ in range(gpus)]
+    down = [[0.0] * rows for _ in range(gpus)]
     pitch = {}
     for (name, g), idx in stacks.items():
         top = max(sizes[(name, i)].above for i in idx)
         pitch[(name, g)] = top + label_drop + shp_desc + 10
         half = (len(idx) - 1) / 2 * pitch[(name, g)]
-        up[g] = max(up[g], half + top)
-        down[g] = max(down[g], half)
-    lane_top, lane_hs, axis, track_top = [], [], [], []
+        up[g][row[name]] = max(up[g][row[name]], half + top)
+        down[g][row[name]] = max(down[g][row[name]], half)
+    lane_top, lane_hs, row_axis, track_top = [], [], [], []
     y = lanes_top
     for g in range(gpus):
-        track_off = pad + up[g] + down[g] + label_drop + shp_desc + 8
         lane_top.append(y)
-        axis.append(y + pad + up[g])
+        ys = [y + pad + up[g][0]]
+        for r in range(1, rows):
+            ys.append(ys[-1] + down[g][r - 1] + label_drop + shp_desc + 8 + header_h
+                      + up[g][r])
+        row_axis.append(ys)
+        track_off = ys[-1] - y + down[g][-1] + label_drop + shp_desc + 8
         track_top.append(y + track_off)
         lane_hs.append(track_off + 7 * tracks + pad - (8 if not tracks else 0))
         y += lane_hs[-1]
+    axis = [ys[0] for ys in row_axis]
     part_axis = {}
     for (name, g), idx in stacks.items():
         for k, i in enumerate(idx):
-            part_axis[(name, i)] = axis[g] + (k - (len(idx) - 1) / 2) * pitch[(name, g)]
+            part_axis[(name, i)] = row_axis[g][row[name]] + \
+                (k - (len(idx) - 1) / 2) * pitch[(name, g)]
 
     layout = Layout(width, 0, title=f"{graph.name}: architecture on {gpus} GPU"
                                     f"{'s' if gpus != 1 else ''}")
@@ -293,7 +340,8 @@ def diagram_layout(graph: Graph) -> Layout:
 
     # -- arrows first, so the boxes sit on top of their starts -------------------------------
     box_x = {}
-    for l, x in zip(layers, xs):
+    for l in layers:
+        x = xs[col[l.name]]
         for p in l.parts:
             s = sizes[(l.name, p.index)]
             box_x[(l.name, p.index)] = x + (col_w[col[l.name]] - s.w - s.d) / 2
@@ -312,8 +360,8 @@ def diagram_layout(graph: Graph) -> Layout:
         for e, off in zip(es, _spread(len(es), sizes[key].h * 0.35)):
             y_in[e] = part_axis[key] + off
 
-    used_down = [0] * len(layers)
-    used_up = [0] * len(layers)
+    used_down = [0] * ncols
+    used_up = [0] * ncols
     used_track = [0] * gpus
     for e in edges:
         i, j = col[e.src], col[e.dst]
@@ -324,6 +372,8 @@ def diagram_layout(graph: Graph) -> Layout:
         left_d = xs[j]                      # the gap before the reading column ends here
         if j == i + 1:
             pts = [start, (right + 4, start[1]), (left_d - 8, tip[1]), tip]
+        elif e in along_row:                # a branch's end: along its empty row to the join
+            pts = [start, (xs[j - 1] + col_w[j - 1] + 4, start[1]), (left_d - 8, tip[1]), tip]
         else:
             down_x = right + 8 + 6 * used_down[i]
             up_x = left_d - 10 - 6 * used_up[j]
@@ -344,11 +394,17 @@ def diagram_layout(graph: Graph) -> Layout:
                    src_gpu=e.src_gpu, dst_gpu=e.dst_gpu, kind=e.kind)
 
     # -- boxes, their shape labels, and the column headers -----------------------------------
-    for l, x, (name, det) in zip(layers, xs, headers):
+    for l, (name, det) in zip(layers, headers):
+        x = xs[col[l.name]]
         cx = x + col_w[col[l.name]] / 2
         colour = type_colour(l.type)
-        layout.add("header", Text(cx, name_base, name, NAME, "#111111", "middle", True),
-                   Text(cx, det_base, det, DETAIL, "#555555", "middle"), layer=l.name)
+        n_base, d_base = name_base, det_base
+        if row[l.name]:                     # over its box, in the lane of its first part
+            g = min(p.gpu for p in l.parts)
+            d_base = row_axis[g][row[l.name]] - up[g][row[l.name]] - 4 - det_desc
+            n_base = d_base - det_asc - 3 - name_desc
+        layout.add("header", Text(cx, n_base, name, NAME, "#111111", "middle", True),
+                   Text(cx, d_base, det, DETAIL, "#555555", "middle"), layer=l.name)
         for p in l.parts:
             key = (l.name, p.index)
             shape = l.part_out_shape(p)

@@ -1,6 +1,6 @@
 """The activation layer types (ops/activation.py's Activation: logistic, tanh, leaky, abs,
-softrelu, brelu, square) against PyTorch and finite differences, their ONNX nodes on
-onnxruntime, and the ones ONNX can't take alone refused by name. Every backend:
+softrelu, brelu, square, linear, sqrt) against PyTorch and finite differences, their ONNX nodes on
+onnxruntime (the scaled ones as a chain of nodes). Every backend:
 tests/layercheck.py's CASES."""
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from netspec.codegen.onnx_export import ExportError
 from netspec.ops import OPS
 
 from layercheck import CASES, check_onnx
 from numgrad import check_op_grads, rel_error
 
 ACTS = {"logistic": {}, "tanh": {"a": 1.7159, "b": 0.6667}, "leaky": {"slope": 0.1},
-        "abs": {}, "softrelu": {}, "brelu": {"a": 0.55}, "square": {}}
+        "abs": {}, "softrelu": {}, "brelu": {"a": 0.55}, "square": {},
+        "linear": {"a": -1.5, "b": 0.25}, "sqrt": {}}
+POSITIVE = {"sqrt"}           # defined for x >= 0: drawn in (0.5, 6.5)
 
 
 @pytest.mark.parametrize("kind", list(ACTS))
@@ -23,6 +24,8 @@ def test_matches_torch_and_finite_differences(kind):
     op, a = OPS[kind], ACTS[kind]
     n = 2 * 3 * 5 * 5
     x = ((np.random.default_rng(0).permutation(n) - n / 2 + 0.5) * (6.0 / n)).reshape(2, 3, 5, 5)
+    if kind in POSITIVE:
+        x = x + 3.5
     y, cache = op.forward(a, x)
     tx = torch.tensor(x, requires_grad=True)
     ty = op.torch(a)(tx)
@@ -40,13 +43,32 @@ def test_softrelu_does_not_overflow():
 
 
 @pytest.mark.parametrize("case", ["logistic", "tanh", "leaky", "abs", "softrelu", "brelu",
-                                  "square"])
+                                  "square", "linear", "sqrt"])
 def test_onnx_export_matches_onnxruntime(case):
     op_type, attrs, shape, kw = CASES[case]
     check_onnx(op_type, attrs, shape, **kw)
 
 
-def test_scaled_tanh_is_refused_by_onnx_by_name():
+def test_scaled_tanh_exports_as_mul_tanh_mul():
     op_type, attrs, shape, kw = CASES["tanh-ab"]
-    with pytest.raises(ExportError, match="layer 't': no ONNX form for layer type 'tanh'"):
-        check_onnx(op_type, attrs, shape, **kw)
+    check_onnx(op_type, attrs, shape, **kw)
+
+
+@pytest.mark.parametrize("a,b,nodes", [(1.0, 0.0, ["Identity"]), (2.5, 0.0, ["Mul"]),
+                                       (1.0, -0.5, ["Add"]), (-1.5, 0.25, ["Mul", "Add"])])
+def test_linear_exports_the_nodes_it_needs(a, b, nodes):
+    """linear a,b as ONNX: the identity, a Mul, an Add, or both; onnxruntime agrees."""
+    onnx = pytest.importorskip("onnx")
+    from netspec.codegen.onnx_export import export_onnx
+    from netspec.ir.build import build_graph
+    from netspec.runtime import build
+
+    from layercheck import layer_spec
+    check_onnx("linear", {"a": a, "b": b}, (3, 3, 3))
+    graph = build_graph(layer_spec("linear", {"a": a, "b": b}, (3, 3, 3)))
+    model = export_onnx(graph, build(graph, "numpy").parameters())
+    onnx.checker.check_model(model)
+    # the nodes computing t (the softmax after it flattens t: not one of them)
+    ops = [n.op_type for n in model.graph.node if n.name.startswith("t.")
+           and n.op_type != "Flatten"]
+    assert ops == nodes

@@ -2,6 +2,7 @@
 where parts read another GPU's parts, and nothing drawn over a label."""
 from __future__ import annotations
 
+import pathlib
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from netspec.ir.build import build_graph
 from netspec.viz import VizError, diagram_layout, render_diagram
-from netspec.viz.layout import Text
+from netspec.viz.layout import Polyline, Text
 
 from .conftest import FOUR_GPUS, SHIPPED
 from .legibility import assert_legible
@@ -171,3 +172,53 @@ def test_text_in_svg_is_escaped():
     root = ET.fromstring(render_svg(layout).encode())
     assert root.find(f"{SVG}g/{SVG}text").text == 'a < b & "c"'
     assert root.find(f"{SVG}g").get("data-note") == "<&>"
+
+
+ZOO = pathlib.Path(__file__).resolve().parents[2] / "specs" / "zoo"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "squeezenet1_1"])
+def test_zoo_diagrams_are_legible(name):
+    assert_legible(diagram_layout(build_graph(path=ZOO / f"{name}.net")))
+
+
+def _block_x_y(layout) -> dict[str, tuple[float, float]]:
+    """Each layer's first box: (its centre x, its top y); a column's boxes are centred."""
+    out = {}
+    for b in layout.find("block"):
+        out.setdefault(b.data["layer"], ((b.box[0] + b.box[2]) / 2, b.box[1]))
+    return out
+
+
+def _arrow_points(arrow) -> list[tuple[float, float]]:
+    return [p for s in arrow.shapes if isinstance(s, Polyline) for p in s.points]
+
+
+def test_inception_branches_lie_side_by_side():
+    """An inception module's four branches start in one column, one row each, and end
+    along their rows at the concat (no detour below the lane)."""
+    layout = diagram_layout(build_graph(path=ZOO / "googlenet.net"))
+    pos = _block_x_y(layout)
+    starts = ["b1_inception3a", "b2a_inception3a", "b3a_inception3a", "b4_pool_inception3a"]
+    assert len({round(pos[n][0], 6) for n in starts}) == 1
+    ys = [pos[n][1] for n in starts]
+    assert ys == sorted(ys) and len(set(ys)) == 4
+    into_concat = [a for a in layout.find("arrow") if a.data["dst"].startswith("inception3a:")]
+    assert len(into_concat) == 4
+    lowest_box = max(b.box[3] for b in layout.find("block"))
+    for a in into_concat:                   # none on the tracks below every box
+        assert max(y for _, y in _arrow_points(a)) < lowest_box, a.data
+
+
+def test_resnet_shortcuts_are_drawn_as_such():
+    """An identity shortcut runs under the block it bypasses; a projection (1x1 conv and
+    batch norm) sits on its own row beside the block's first conv."""
+    graph = build_graph(path=ZOO / "resnet18.net")
+    layout = diagram_layout(graph)
+    pos = _block_x_y(layout)
+    lowest_box = max(b.box[3] for b in layout.find("block"))
+    skip = next(a for a in layout.find("arrow")
+                if a.data["src"] == "layer1_1:0" and a.data["dst"] == "layer1_2:0")
+    assert max(y for _, y in _arrow_points(skip)) > lowest_box     # under every box: the tracks
+    assert pos["downsample_layer2_1"][0] == pytest.approx(pos["conv1_layer2_1"][0])
+    assert pos["downsample_layer2_1"][1] > pos["conv1_layer2_1"][1]

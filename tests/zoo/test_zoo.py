@@ -3,12 +3,14 @@ torchvision's model (its model file, random weights, nothing downloaded: torchvi
 copies its tensors into netspec by order (netspec's weighted layers in the spec's order,
 torchvision's Conv2d/Linear/BatchNorm2d modules in definition order), and compares, in float64
 at batch 2, the logits (1e-6 relative to the largest) and every copied tensor's gradient
-(1e-5), on the numpy backend. The compile report's parameter totals against the published
-ones.
+(1e-5), on the numpy backend. The compile report's parameter and multiply-add totals against
+the published ones (torchvision's weights tables: `num_params`, and `_ops` in G, which
+torchvision counts as multiply-adds).
 
-Input sizes: ResNet-18 and SqueezeNet 1.1 end in global pooling, so they run at 64x64 here
-(the spec says 224; `with_input` changes only the input line). VGG-16's classifier reads
-7x7 maps, so it needs 224x224: its full comparison runs with NETSPEC_RUN_SLOW=1, its fast
+Input sizes: the nets that end in global pooling run small here (the spec says 224; `with_input`
+changes only the input line): ResNet-18, SqueezeNet 1.1 and GoogLeNet at 64x64, ResNet-50 at
+32x32 (its last stage then sees 1x1 maps; 64x64 with NETSPEC_RUN_SLOW=1). VGG-16's classifier
+reads 7x7 maps, so it needs 224x224: its full comparison runs with NETSPEC_RUN_SLOW=1, its fast
 variant checks the parameters' shapes and total."""
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ from netspec.ir.build import build_graph
 from netspec.runtime import build
 
 ZOO = pathlib.Path(__file__).resolve().parents[2] / "specs" / "zoo"
-PUBLISHED = {"resnet18": 11_689_512, "vgg16": 138_357_544, "squeezenet1_1": 1_235_496}
+# name: (parameters, G multiply-adds at 224x224), torchvision's published figures
+PUBLISHED = {"resnet18": (11_689_512, 1.814), "resnet50": (25_557_032, 4.089),
+             "vgg16": (138_357_544, 15.47), "squeezenet1_1": (1_235_496, 0.349),
+             "googlenet": (6_624_904, 1.498)}
 SLOW = os.environ.get("NETSPEC_RUN_SLOW") == "1"
 
 
@@ -37,9 +42,11 @@ def with_input(name: str, size: int | None = None):
 
 
 def torch_model(name: str):
-    module = {"resnet18": "resnet", "vgg16": "vgg", "squeezenet1_1": "squeezenet"}[name]
+    module = {"resnet18": "resnet", "resnet50": "resnet", "vgg16": "vgg",
+              "squeezenet1_1": "squeezenet", "googlenet": "googlenet"}[name]
+    kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     torch.manual_seed(0)
-    return getattr(torchvision_models(module), name)().double()
+    return getattr(torchvision_models(module), name)(**kw).double()
 
 
 def pairs(graph, model):
@@ -56,9 +63,9 @@ def pairs(graph, model):
 
 
 def copy_tensors(graph, model, rng) -> tuple[dict, dict]:
-    """netspec parameters holding torchvision's tensors (a conv bias torchvision lacks: 0;
-    running statistics drawn, so test time is not the identity), and name -> torch tensor of
-    each trainable netspec tensor with a torchvision counterpart."""
+    """netspec parameters holding torchvision's tensors (running statistics drawn, so test
+    time is not the identity), and name -> torch tensor of each trainable netspec tensor with
+    a torchvision counterpart. A tensor one side has and the other lacks fails the test."""
     params, counterpart = {}, {}
     shapes = graph.param_shapes()
     with torch.no_grad():
@@ -73,8 +80,8 @@ def copy_tensors(graph, model, rng) -> tuple[dict, dict]:
                 tensors.update(running_mean=m.running_mean, running_var=m.running_var)
             for key, t in tensors.items():
                 name = f"{l.name}.{key}"
+                assert (t is None) == (name not in shapes), name
                 if t is None:
-                    params[name] = np.zeros(shapes[name])
                     continue
                 params[name] = t.detach().numpy().reshape(shapes[name]).copy()
                 if not key.startswith("running"):
@@ -113,11 +120,18 @@ def compare(name: str, size: int, train: bool):
     return err, worst
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("squeezenet1_1", 64)])
+@pytest.mark.parametrize("name,size", [("resnet18", 64), ("squeezenet1_1", 64),
+                                       ("googlenet", 64), ("resnet50", 32)])
 def test_equals_torchvision(name, size):
-    # ResNet-18 trains its batch norm on the batch (train mode; no dropout in it); SqueezeNet's
-    # dropout makes train mode random, so its gradients are compared at test time
-    compare(name, size, train=name == "resnet18")
+    # the ResNets train their batch norm on the batch (train mode; no dropout in them);
+    # SqueezeNet's and GoogLeNet's dropout makes train mode random, so their gradients are
+    # compared at test time
+    compare(name, size, train=name.startswith("resnet"))
+
+
+@pytest.mark.skipif(not SLOW, reason="ResNet-50 at 64x64 in float64: NETSPEC_RUN_SLOW=1")
+def test_resnet50_at_64_equals_torchvision():
+    compare("resnet50", 64, train=True)
 
 
 @pytest.mark.skipif(not SLOW, reason="VGG-16 at 224x224 in float64: NETSPEC_RUN_SLOW=1")
@@ -131,8 +145,32 @@ def test_parameter_shapes_and_totals(name):
     model = torch_model(name)
     for l, m in pairs(graph, model):
         assert tuple(m.weight.shape) == graph.param_shapes()[f"{l.name}.weight"], l.name
-    extra = sum(l.out_shape[0] for l, m in pairs(graph, model) if m.bias is None)
-    assert graph.total_params == PUBLISHED[name] + extra
-    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[name]
-    # the gap: torchvision's bias-free convs (ResNet) hold a netspec bias each
-    assert extra == {"resnet18": 4_800}.get(name, 0)
+    params, gmacs = PUBLISHED[name]
+    assert graph.total_params == params
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert round(graph.total_macs / 1e9, 3) == pytest.approx(gmacs, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
+def test_onnx_export_matches_onnxruntime(name):
+    """The whole net as ONNX (batch norm, residual adds, inception concats, padded and
+    ceil-sized pools, global pooling) on onnxruntime against netspec's numpy forward, float32,
+    with torchvision-like tensors (running statistics drawn)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from netspec.codegen.onnx_export import export_onnx
+    graph = with_input(name, 64)
+    rng = np.random.default_rng(2)
+    params, _ = copy_tensors(graph, torch_model(name), rng)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    net = build(graph, "numpy", dtype=np.float32)
+    net.load_parameters(params)
+    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    model = export_onnx(graph, params)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(     # the logits too
+        "fc", onnx.TensorProto.FLOAT, ["N", 1000]))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    proba, logits = sess.run(None, {"data": x})
+    want = net.features(x, "fc")
+    assert np.abs(logits - want).max() <= 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(proba, net.predict_proba(x), rtol=1e-4, atol=1e-7)
