@@ -397,8 +397,8 @@ def _fuse_relu(r: Reader, node, v: Val) -> bool:
 
 
 ACTIVATIONS = {"Relu": "relu", "Sigmoid": "logistic", "Tanh": "tanh", "LeakyRelu": "leaky",
-               "Abs": "abs", "Softplus": "softrelu", "Clip": "brelu", "Mul": "square"}
-# ACTIVATIONS["Sqrt"] = "sqrt"   # zoo's sqrt: switch on after merging (before CONVERT)
+               "Abs": "abs", "Softplus": "softrelu", "Clip": "brelu", "Mul": "square",
+               "Sqrt": "sqrt"}
 
 
 def _activation(r: Reader, node) -> None:
@@ -486,11 +486,11 @@ def _softmax(r: Reader, node) -> None:
     r.add(node, Layer("softmax", ""), [v], (math.prod(v.shape),))
 
 
-ELEMENTWISE = {"Add": "add", "Sum": "add", "Max": "eltmax"}
+ELEMENTWISE = {"Add": "add", "Sum": "add", "Max": "max"}
 
 
 def _add(r: Reader, node) -> None:
-    """Add, Sum (and Max, once eltmax is in netspec) of layers' outputs of one shape."""
+    """Add and Sum (add), Max (max) of layers' outputs of one shape."""
     vals = [r.vals.get(t) for t in node.input]
     if any(t in r.consts for t in node.input):
         r.error(node, "adds a constant: netspec's add sums layers' outputs")
@@ -553,14 +553,10 @@ CONVERT = {"Conv": _conv, "Gemm": _gemm, "MaxPool": _pool, "AveragePool": _pool,
            "GlobalMaxPool": _global_pool, "GlobalAveragePool": _global_pool, "LRN": _lrn,
            "BatchNormalization": _batchnorm, "Dropout": _dropout, "Identity": _alias,
            "Flatten": _flatten, "Reshape": _flatten, "Softmax": _softmax, "Add": _add,
-           "Sum": _add, "Concat": _concat, "Split": _split,
+           "Sum": _add, "Max": _add, "Concat": _concat, "Split": _split,
            **{op: _activation for op in ACTIVATIONS}}
-# CONVERT["Max"] = _add      # zoo's eltmax: switch on after merging (and drop MISSING's)
 
-MISSING = {"Max": "an elementwise Max of layers (the eltmax layer type is not in netspec "
-                  "yet)",
-           "Sqrt": "Sqrt (the sqrt activation is not in netspec yet)",
-           "MatMul": "MatMul: netspec reads a fully-connected layer as Gemm"}
+MISSING = {"MatMul": "MatMul: netspec reads a fully-connected layer as Gemm"}
 
 
 def _input(r: Reader):

@@ -246,7 +246,7 @@ def test_unsupported_nodes_are_all_reported_and_nothing_is_written(tmp_path):
              n("Conv", ["x", "w"], ["c2"], name="oblong", kernel_shape=[3, 3],
                pads=[1, 0, 1, 0]),
              n("Elu", ["c2"], ["e"], name="elu1"),
-             n("Max", ["c2", "c2"], ["mx"], name="max1"),
+             n("Erf", ["c2"], ["mx"], name="erf1"),
              n("Softmax", ["mx"], ["y"], name="sm", axis=1)]
     model = helper_model(nodes, [init("w", rng.normal(0, 1, (4, 3, 3, 3)))], (3, 8, 8),
                          (4, 8, 6))
@@ -257,7 +257,7 @@ def test_unsupported_nodes_are_all_reported_and_nothing_is_written(tmp_path):
     assert "node 'dilated' (Conv): dilations [2, 2]" in msg
     assert "node 'oblong' (Conv): pads [1, 0, 1, 0] differ between the sides" in msg
     assert "node 'elu1' (Elu): Elu has no netspec layer type" in msg
-    assert "node 'max1' (Max): an elementwise Max of layers" in msg
+    assert "node 'erf1' (Erf): Erf has no netspec layer type" in msg
     assert "could not import" not in msg           # one error per construct, no echoes
     assert msg.count("error:") == 5, msg           # and the softmax over 8x6 maps
     res = CliRunner().invoke(main, ["import", str(tmp_path / "bad.onnx"), "-o",
@@ -366,5 +366,29 @@ def test_a_tensor_added_to_itself(tmp_path):
     onnx.save(model, tmp_path / "twice.onnx")
     imp = import_onnx(tmp_path / "twice.onnx")
     assert "from c, c" in imp.spec_text()
+    x = rng.uniform(-2, 2, (2, 3, 6, 6)).astype(np.float32)
+    close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
+
+
+def test_max_and_sqrt(tmp_path):
+    """Max of two layers ('max', cuda-convnet's eltmax) and Sqrt ('sqrt') against
+    onnxruntime; the inputs to Sqrt are positive (Sigmoid), and the Max inputs' values are
+    continuous draws (no ties)."""
+    rng = np.random.default_rng(5)
+    n = helper.make_node
+    model = helper_model(
+        [n("Conv", ["x", "w1", "b1"], ["a"], kernel_shape=[3, 3]),
+         n("Conv", ["x", "w2", "b2"], ["b"], kernel_shape=[3, 3]),
+         n("Max", ["a", "b"], ["m"]), n("Sigmoid", ["m"], ["s"]), n("Sqrt", ["s"], ["r"]),
+         n("Flatten", ["r"], ["fl"], axis=1),
+         n("Gemm", ["fl", "w3", "b3"], ["logits"], transB=1)],
+        [init("w1", rng.normal(0, 0.3, (4, 3, 3, 3))), init("b1", rng.normal(0, 0.3, 4)),
+         init("w2", rng.normal(0, 0.3, (4, 3, 3, 3))), init("b2", rng.normal(0, 0.3, 4)),
+         init("w3", rng.normal(0, 0.3, (5, 4 * 4 * 4))), init("b3", rng.normal(0, 0.3, 5))],
+        (3, 6, 6), (5,))
+    onnx.save(model, tmp_path / "mx.onnx")
+    imp = import_onnx(tmp_path / "mx.onnx")
+    spec = " ".join(imp.spec_text().split())
+    assert "max m from a, b" in spec and "sqrt r" in spec, spec
     x = rng.uniform(-2, 2, (2, 3, 6, 6)).astype(np.float32)
     close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
