@@ -61,6 +61,7 @@ class PlanBuilder:
         for l in g.compute_layers:
             for p in l.parts:
                 self.forward_part(l, p)
+        w.dp.keep_inputs(self.io["input"])
         soft = g.compute_layers[-1]
         self.io["probs"] = self.roles[(soft.name, 0)]["y"]
         self.io["logits"] = self.roles[(soft.name, 0)]["x"]

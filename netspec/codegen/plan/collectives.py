@@ -100,6 +100,17 @@ class DataParallel:
             self.rec.copy(src, ((s.start + ch) * self.B + a) * per, x,
                           (s.offset + ch) * (b - a) * per, (b - a) * per, l.name)
 
+    def keep_inputs(self, inputs: list[str]) -> None:
+        """The inputs stay placed through the whole forward. A runtime may fill a logical
+        GPU's input by a copy from another's on the same device (runtime/plan_net.py
+        `_upload_once`), a read the plan does not see; reading the input once at the start,
+        as data-parallel slices do, would otherwise free its memory for the next layer while
+        that copy may still be to come."""
+        if self.active:
+            end = len(self.rec.steps) - 1
+            for name in inputs:
+                self.rec.last[name] = max(self.rec.last.get(name, end), end)
+
     # -- backward ---------------------------------------------------------------------------
     def deliver(self, sums: GradientSums, l: Layer, p: Part, s: Source, dx: str, off: int,
                 per_ch: int) -> None:
