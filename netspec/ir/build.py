@@ -3,6 +3,7 @@ on logical GPUs and find the transfers. Every error names the layer, the paramet
 source position, and one pass reports all it finds."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from types import MappingProxyType
 
@@ -83,6 +84,24 @@ def build_graph(source: Spec | str | os.PathLike | None = None, *, text: str | N
     g = GraphBuilder(spec, errs).build()
     errs.raise_if_any()
     return g
+
+
+def model_parallel_twin(spec: Spec, gpus: int | None = None) -> Graph:
+    """The graph of `spec` with every `parallel data` dropped (each layer's channels split
+    over the GPUs again), on `gpus` logical GPUs if given: the net a hybrid spec computes the
+    same as (gpus=1), or its pure model-parallel form. SpecError when it can't be placed."""
+    layers = []
+    for ls in spec.layers:
+        items, i = [], 0
+        while i < len(ls.items):
+            if ls.items[i].kind == "word" and ls.items[i].value == "parallel":
+                i += 2
+                continue
+            items.append(ls.items[i])
+            i += 1
+        layers.append(dataclasses.replace(ls, items=tuple(items)))
+    return build_graph(dataclasses.replace(spec, layers=tuple(layers),
+                                           gpus=spec.gpus if gpus is None else gpus))
 
 
 class GraphBuilder:

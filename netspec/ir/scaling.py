@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .build import model_parallel_twin
 from .graph import INPUT, Graph, Layer, batch_slices
 
 FLOAT_BYTES = 4
@@ -184,25 +185,6 @@ def sent_bytes_per_gpu(g: Graph, batch: int) -> list[dict[str, int]]:
     return out
 
 
-def model_parallel_twin(g: Graph) -> Graph:
-    """The same spec with every `parallel data` dropped: each layer's channels split over the
-    GPUs (SpecError when they can't be)."""
-    from dataclasses import replace
-
-    from .build import build_graph
-    layers = []
-    for ls in g.spec.layers:
-        items, i = [], 0
-        while i < len(ls.items):
-            if ls.items[i].kind == "word" and ls.items[i].value == "parallel":
-                i += 2
-                continue
-            items.append(ls.items[i])
-            i += 1
-        layers.append(replace(ls, items=tuple(items)))
-    return build_graph(replace(g.spec, layers=tuple(layers)))
-
-
 def hybrid_schemes(g: Graph, link_gbps: float = 100.0, gpu: str = "H200",
                    per_gpu_batch: int = 128) -> dict[str, Any]:
     """Pure data, pure model and hybrid parallelism of `g` (a spec with data-parallel layers)
@@ -230,7 +212,7 @@ def hybrid_schemes(g: Graph, link_gbps: float = 100.0, gpu: str = "H200",
                    {w: max(d[w] for d in sent) for w in SENDERS}),
     }
     try:
-        twin = model_parallel_twin(g)
+        twin = model_parallel_twin(g.spec)
         schemes["model"] = (max(twin.sent_elements_per_gpu()) * b * FLOAT_BYTES,
                             sum(layer_seconds(l, l.macs, l.params, b, peak)
                                 for l in twin.compute_layers) / k, None)

@@ -190,3 +190,15 @@ def test_what_cannot_work_is_a_spec_error(edit, where, message):
     out = str(e.value)
     assert message in out
     assert re.search(r"<spec>:\d+:\d+: error: ", out)
+
+
+def test_onnx_export_is_the_one_gpu_net():
+    """At test time a hybrid net is its one-GPU form: the exported model (onnxruntime) gives
+    the hybrid net's probabilities."""
+    ort = pytest.importorskip("onnxruntime")
+    from netspec.codegen.onnx_export import export_onnx
+    net = build(HYBRID.format(gpus=4), "numpy", seed=3)
+    session = ort.InferenceSession(export_onnx(net.graph, net.parameters()).SerializeToString())
+    x, _ = batch()
+    (probs,) = session.run(None, {session.get_inputs()[0].name: x})
+    close(probs, net.predict_proba(x), 1e-5)
