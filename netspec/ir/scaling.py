@@ -202,9 +202,11 @@ def hybrid_schemes(g: Graph, link_gbps: float = 100.0, gpu: str = "H200",
     b = per_gpu_batch * k
     layers = g.compute_layers
     t1 = sum(layer_seconds(l, l.macs, l.params, per_gpu_batch, peak) for l in layers)
-    hybrid_compute = sum(layer_seconds(l, l.macs, l.params, per_gpu_batch, peak)
-                         if l.data_parallel else
-                         layer_seconds(l, l.macs, l.params, b, peak) / k for l in layers)
+    data_compute = sum(layer_seconds(l, l.macs, l.params, per_gpu_batch, peak)
+                       for l in layers if l.data_parallel)
+    model_compute = sum(layer_seconds(l, l.macs, l.params, b, peak) / k
+                        for l in layers if not l.data_parallel)
+    hybrid_compute = data_compute + model_compute
     sent = sent_bytes_per_gpu(g, b)
     schemes = {
         "data": (ring_allreduce_bytes(g.total_params * FLOAT_BYTES, k), t1, None),
@@ -231,6 +233,18 @@ def hybrid_schemes(g: Graph, link_gbps: float = 100.0, gpu: str = "H200",
             if extra:
                 row["by_collective"] = extra
         rows.append(row)
+    hyb = rows[-1]
+    if "by_collective" in hyb:
+        # the paper's scheme (b): the fc layers take one GPU's slice at a time while the next
+        # slice is in flight, so their exchange hides behind their compute (and the
+        # allreduce behind nothing: counted in full)
+        fc_comm = link_seconds(sum(v for w, v in hyb["by_collective"].items()
+                                   if w != "allreduce"), link_gbps)
+        step = data_compute + max(model_compute, fc_comm) + \
+            link_seconds(hyb["by_collective"]["allreduce"], link_gbps)
+        rows.append({"scheme": "hybrid (b)", "sent_bytes_per_gpu": hyb["sent_bytes_per_gpu"],
+                     "comm_ms": hyb["comm_ms"], "compute_ms": hyb["compute_ms"],
+                     "step_ms": 1e3 * step, "speedup": k * t1 / step, "overlapped": True})
     return {"gpus": k, "link_gbps": link_gbps, "gpu": peak.name, "per_gpu_batch": per_gpu_batch,
             "global_batch": b, "one_gpu_step_ms": 1e3 * t1, "schemes": rows,
             "paper_speedup": PAPER_SPEEDUP.get(k)}
@@ -241,24 +255,27 @@ def format_hybrid(d: dict[str, Any]) -> str:
     lines = [f"data / model / hybrid parallelism on {d['gpus']} GPUs, one {d['link_gbps']:g} "
              f"Gb/s link each, {d['per_gpu_batch']} images per GPU (global batch "
              f"{d['global_batch']}), {d['gpu']} (roofline; modelled, not measured):",
-             f"  {'scheme':<8}{'sent/GPU/step':>15}{'comm ms':>10}{'compute ms':>12}"
+             f"  {'scheme':<11}{'sent/GPU/step':>15}{'comm ms':>10}{'compute ms':>12}"
              f"{'step ms':>10}{'speedup':>9}"]
     for r in d["schemes"]:
         if "error" in r:
-            lines.append(f"  {r['scheme']:<8}  cannot be placed: {r['error']}")
+            lines.append(f"  {r['scheme']:<11}  cannot be placed: {r['error']}")
             continue
-        lines.append(f"  {r['scheme']:<8}{r['sent_bytes_per_gpu'] / mb:>12.1f} MB"
+        lines.append(f"  {r['scheme']:<11}{r['sent_bytes_per_gpu'] / mb:>12.1f} MB"
                      f"{r['comm_ms']:>10.2f}{r['compute_ms']:>12.2f}{r['step_ms']:>10.2f}"
                      f"{r['speedup']:>8.2f}x")
     hyb = next(r for r in d["schemes"] if r["scheme"] == "hybrid")
     if "by_collective" in hyb:
         lines.append("  hybrid, busiest GPU: " + ", ".join(
             f"{w} {v / mb:.1f} MB" for w, v in hyb["by_collective"].items()))
-    lines.append(f"  (step = compute + communication, no overlap; speedup over one GPU at "
-                 f"{d['one_gpu_step_ms']:.2f} ms a step of {d['per_gpu_batch']})")
+    lines.append(f"  (step = compute + communication, no overlap, except hybrid (b): the fc "
+                 f"exchange behind the fc compute, one slice at a time; speedup over one GPU "
+                 f"at {d['one_gpu_step_ms']:.2f} ms a step of {d['per_gpu_batch']})")
     if d["paper_speedup"]:
         paper = ", ".join(f"{v:.2f}x ({k})" for k, v in d["paper_speedup"].items())
-        frac = hyb.get("speedup", 0) / max(d["paper_speedup"].values())
+        best = max(d["paper_speedup"].values())
+        ours = ", ".join(f"{r['scheme']} {r['speedup'] / best:.2f}" for r in d["schemes"]
+                         if r["scheme"].startswith("hybrid") and "speedup" in r)
         lines.append(f"  Krizhevsky 2014, Table 1, measured on {d['gpus']} GPUs: {paper}; "
-                     f"the modelled hybrid is {frac:.2f} of the paper's best")
+                     f"modelled here against the paper's best: {ours}")
     return "\n".join(lines)
