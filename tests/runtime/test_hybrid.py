@@ -110,7 +110,7 @@ def test_hybrid_matches_pytorch(gpus):
         close(grads[k], v.grad.numpy(), 1e-10)
 
 
-@pytest.mark.parametrize("backend", ["opencl"])
+@pytest.mark.parametrize("backend", ["opencl", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_sgd_steps_keep_the_replicas_equal(backend):
     """Two SGD steps on the hybrid net and on the 1-GPU one: the same parameters, and the
     same logits after them (each slice's logits come from its own GPU's replica)."""
