@@ -202,3 +202,25 @@ def test_onnx_export_is_the_one_gpu_net():
     x, _ = batch()
     (probs,) = session.run(None, {session.get_inputs()[0].name: x})
     close(probs, net.predict_proba(x), 1e-5)
+
+
+def test_bytes_counted_as_the_backend_runs_them():
+    """The copies between logical GPUs a training step runs on the plan backend (counted by a
+    step hook as they are enqueued) move exactly the bytes collective_bytes reads off the
+    plan: the figure the report gives."""
+    if backend_unavailable("opencl"):
+        pytest.skip(backend_unavailable("opencl"))
+    net = build(HYBRID.format(gpus=4), "opencl")
+    moved = []
+
+    def hook(when, step, event):
+        if when == "before" and step.kind == "copy" and step.src_gpu != step.dst_gpu:
+            moved.append(4 * step.elements)
+
+    x, y = batch()
+    net.step_hook = hook
+    net.loss_and_grads(x, y)
+    net.update(0.01)
+    net.step_hook = None
+    plan = build_plan(net.graph, BATCH)
+    assert sum(moved) == sum(collective_bytes(plan).values()) > 0
