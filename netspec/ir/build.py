@@ -22,13 +22,13 @@ WEIGHTED = {
                        doc="which input parts each GPU's part reads"),
     "split": AttrDef("ints", minimum=1, doc="output channels per GPU, e.g. 48,48"),
     "gpu": AttrDef("int", minimum=0, doc="pin the layer to one GPU"),
-    "parallel": AttrDef("word", default="model", choices=("model", "data"),
-                        doc="model: split the channels over the GPUs (default); data: the "
-                            "weights on every GPU, a slice of the batch on each"),
     "weight": AttrDef("gauss", doc="gauss(STD) initialisation of the weights"),
     "bias": AttrDef("float", doc="constant initial bias"),
     "lr_mult": AttrDef("float", default=1.0, minimum=0.0, doc="learning-rate multiplier"),
     "decay_mult": AttrDef("float", default=1.0, minimum=0.0, doc="weight-decay multiplier"),
+    "parallel": AttrDef("word", default="model", choices=("model", "data"),
+                        doc="model: split the channels over the GPUs (default); data: the "
+                            "weights on every GPU, a slice of the batch on each"),
 }
 PINNABLE = {"gpu": WEIGHTED["gpu"]}
 # `groups G` splits a layer's channels into G groups, as Caffe's `group` and PyTorch's `groups`:
@@ -159,6 +159,7 @@ class GraphBuilder:
             if op.weighted:
                 layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
             if op.weighted and not op.channelwise:
+                layer.data_parallel = values["parallel"] == "data"
                 layer.relu = bool(values["relu"])
                 layer.connect = values["connect"]
                 layer.init_std = self.spec.init_std if values["weight"] is None \
@@ -167,7 +168,6 @@ class GraphBuilder:
                     self.err(pos["weight"], f"{ls.name}: the weight std must not be negative")
                 layer.init_bias = self.spec.init_bias if values["bias"] is None \
                     else values["bias"]
-                layer.data_parallel = values["parallel"] == "data"
             split, gpu = values.get("split"), values.get("gpu")
             layer._placement = _NO_PLACEMENT if split is None and gpu is None \
                 else {"split": split, "gpu": gpu}
