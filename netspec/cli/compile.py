@@ -78,12 +78,17 @@ def compile_cmd(spec, as_json, out, out_short, batch_size, tune, tune_budget, re
     from ..ir.scaling import data_parallel, format_data_parallel
     info["data_parallel"] = data_parallel(graph, replicas, link_gbps, roofline_gpu,
                                           info["batch_size"], rows=info["layers"])
+    if any(l.data_parallel for l in graph.layers):       # `parallel data` layers: hybrid
+        from ..ir.scaling import format_hybrid, hybrid_schemes
+        info["hybrid"] = hybrid_schemes(graph, link_gbps, roofline_gpu)
     if as_json:
         click.echo(json.dumps(info))
     else:
         echo_lines(table_lines(info))
         if replicas > 1:
             click.echo("\n" + format_data_parallel(info["data_parallel"]))
+        if "hybrid" in info:
+            click.echo("\n" + format_hybrid(info["hybrid"]))
         if out:
             click.echo(f"\nwrote {out}/kernels.cu, {out}/kernels.cl, {out}/kernels.c, "
                        f"{out}/plan.json")

@@ -45,7 +45,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..atomic import atomic_write
+from ..dsl.errors import SpecError
 from ..errors import NetspecError
+from ..ir.build import model_parallel_twin
 from ..ir.graph import Graph, Layer
 
 OPSET = 17
@@ -354,6 +356,13 @@ def export_onnx(graph: Graph, params: Mapping[str, np.ndarray], *,
 
     if opset < 17:
         raise ExportError(f"opset {opset}: netspec writes opset 17 or later")
+    if any(l.data_parallel for l in graph.layers):
+        # at test time a hybrid net is its one-GPU form, with the same parameters
+        try:
+            graph = model_parallel_twin(graph.spec, gpus=1)
+        except SpecError as e:
+            raise ExportError(f"{graph.name}: its data-parallel layers have no one-GPU form "
+                              f"to export: {str(e).splitlines()[0]}") from None
     b = OnnxBuilder(graph, params)
     unknown = [n for n in params if n not in graph.param_shapes()]
     if unknown:

@@ -3,6 +3,7 @@ on logical GPUs and find the transfers. Every error names the layer, the paramet
 source position, and one pass reports all it finds."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from types import MappingProxyType
 
@@ -11,6 +12,7 @@ from ..dsl.errors import Collector, Pos
 from ..dsl.parser import HEADER, load_spec_going_on, text_or_path
 from ..dsl.spec import Spec
 from ..ops import OPS
+from ..ops.base import Op
 from .graph import INPUT, Graph, Layer, Part, Source, Transfer
 
 FROM = {"from": AttrDef("words", doc="input layer name(s)")}
@@ -25,6 +27,9 @@ WEIGHTED = {
     "bias": AttrDef("float", doc="constant initial bias"),
     "lr_mult": AttrDef("float", default=1.0, minimum=0.0, doc="learning-rate multiplier"),
     "decay_mult": AttrDef("float", default=1.0, minimum=0.0, doc="weight-decay multiplier"),
+    "parallel": AttrDef("word", default="model", choices=("model", "data"),
+                        doc="model: split the channels over the GPUs (default); data: the "
+                            "weights on every GPU, a slice of the batch on each"),
 }
 PINNABLE = {"gpu": WEIGHTED["gpu"]}
 # `groups G` splits a layer's channels into G groups, as Caffe's `group` and PyTorch's `groups`:
@@ -82,6 +87,24 @@ def build_graph(source: Spec | str | os.PathLike | None = None, *, text: str | N
     return g
 
 
+def model_parallel_twin(spec: Spec, gpus: int | None = None) -> Graph:
+    """The graph of `spec` with every `parallel data` dropped (each layer's channels split
+    over the GPUs again), on `gpus` logical GPUs if given: the net a hybrid spec computes the
+    same as (gpus=1), or its pure model-parallel form. SpecError when it can't be placed."""
+    layers = []
+    for ls in spec.layers:
+        items, i = [], 0
+        while i < len(ls.items):
+            if ls.items[i].kind == "word" and ls.items[i].value == "parallel":
+                i += 2
+                continue
+            items.append(ls.items[i])
+            i += 1
+        layers.append(dataclasses.replace(ls, items=tuple(items)))
+    return build_graph(dataclasses.replace(spec, layers=tuple(layers),
+                                           gpus=spec.gpus if gpus is None else gpus))
+
+
 class GraphBuilder:
     """Spec -> Graph: layers read against their schemas, ordered, shaped and placed on the
     GPUs, then the transfers between them; errors go to the collector."""
@@ -137,6 +160,7 @@ class GraphBuilder:
             if op.weighted:
                 layer.lr_mult, layer.decay_mult = values["lr_mult"], values["decay_mult"]
             if op.weighted and not op.channelwise:
+                layer.data_parallel = values["parallel"] == "data"
                 layer.relu = bool(values["relu"])
                 layer.connect = values["connect"]
                 layer.init_std = self.spec.init_std if values["weight"] is None \
@@ -281,9 +305,12 @@ class GraphBuilder:
             return False
         l.out_shape = op.output_shape(l.attrs, l.in_shape)
 
+        data = self.place_data_parallel(l, srcs)
+        if data is not None:
+            return data
         if op.weighted and not op.channelwise:
             return self.place_weighted(l, srcs, _all_sources(srcs),
-                                       any(s.replicated for s in srcs))
+                                       any(s.replicated or s.data_parallel for s in srcs))
         if not op.follows_input_parts:            # softmax: gather on one GPU
             all_src = _all_sources(srcs)
             gpu = l._placement.get("gpu") or 0
@@ -291,6 +318,9 @@ class GraphBuilder:
                 self.err(l.attr_pos["gpu"], f"{l.name}: gpu {gpu} does not exist; the network "
                                             f"has {self.spec.gpus} (0..{self.spec.gpus - 1})")
                 return False
+            # a data-parallel input is all-gathered on this GPU: read there, no transfer
+            all_src = [Source(s.layer, gpu, gpu, s.channels, s.offset)
+                       if self.is_data_parallel(s.layer, srcs) else s for s in all_src]
             l.parts = [Part(0, gpu, 0, l.out_shape[0], list(all_src))]
             return True
         if op.joins:
@@ -308,6 +338,69 @@ class GraphBuilder:
                     Source(src.name, p.index, p.gpu, min(b, stop) - max(a, start),
                            max(a, start) - a, max(a, start) - start)
                     for src, p, start, stop in run if start < b and a < stop]))
+        return True
+
+    @staticmethod
+    def is_data_parallel(name: str, srcs: list[Layer]) -> bool:
+        return any(s.name == name and s.data_parallel for s in srcs)
+
+    def place_data_parallel(self, l: Layer, srcs: list[Layer]) -> bool | None:
+        """Place a data-parallel layer: one part per GPU, every channel, batch slice g on GPU g
+        (`Part.slice`), reading slice g of each input on its own GPU. A layer is data-parallel
+        when it says `parallel data`, or is unweighted, keeps its input's parts and reads
+        data-parallel layers. None when `l` is not data-parallel (a weighted layer or the
+        softmax reading one reads the whole batch, gathered on its GPU). False (errors
+        reported) for what can't be: data-parallel next to channel placement, a data-parallel
+        layer reading a channel-split one, batch statistics or dropout over a slice."""
+        dp = [s for s in srcs if s.data_parallel]
+        channelwise = l.op.weighted and l.op.channelwise
+        if not l.data_parallel and (not dp or (l.op.weighted and not channelwise)
+                                    or not l.op.follows_input_parts):
+            if dp and len(dp) + sum(s.replicated for s in srcs) < len(srcs):
+                split = next(s for s in srcs if not s.data_parallel and not s.replicated)
+                self.err(l.attr_pos.get("from", l.pos),
+                         f"{l.name}: reads data-parallel {dp[0].name} and {split.name}, whose "
+                         f"channels are split over the GPUs; read one kind only")
+                return False
+            return None
+        where = l.attr_pos.get("parallel", l.attr_pos["name"])
+        split = [s for s in srcs if not s.data_parallel and not s.replicated]
+        if split:
+            self.err(where if l.data_parallel else l.attr_pos.get("from", l.pos),
+                     f"{l.name}: a data-parallel layer reads the input or data-parallel "
+                     f"layers, but {split[0].name} has its channels split over the GPUs "
+                     f"(model parallel); the batch is not sliced again after that (give "
+                     f"{split[0].name} 'parallel data', or {l.name} 'parallel model')")
+            return False
+        why = None
+        if channelwise:
+            why = "its batch statistics would be a slice's, not the batch's"
+        elif type(l.op).draw_noise is not Op.draw_noise:
+            why = "its masks are drawn for the whole batch"
+        elif l.groups != 1:
+            why = "groups are not supported in data-parallel layers yet"
+        if why:
+            self.err(l.pos, f"{l.name}: a {l.type} layer cannot read data-parallel "
+                            f"{dp[0].name}: {why}; put it after the model-parallel layers")
+            return False
+        placed = [k for k in ("split", "gpu") if l._placement.get(k) is not None]
+        if l.connect == "same-gpu" and "connect" in l.attr_pos:
+            placed.append("connect")
+        if placed:
+            self.err(l.attr_pos[f"{placed[0]}.key"],
+                     f"{l.name}: '{placed[0]}' places channels on GPUs, but a data-parallel "
+                     f"layer has all of its channels on every GPU; remove it or drop "
+                     f"'parallel data'")
+            return False
+        l.data_parallel = True
+        l.parts = []
+        for g in range(self.spec.gpus):
+            sources, offset = [], 0
+            for src in srcs:
+                c = src.out_shape[0]
+                sources.append(Source(src.name, g, g, c, offset))
+                offset += c
+            l.parts.append(Part(g, g, 0, l.out_shape[0], sources, slice=g))
         return True
 
     def check_groups(self, l: Layer, counts: dict[str, int]) -> bool:
@@ -505,7 +598,7 @@ def find_transfers(g: Graph) -> list[Transfer]:
         for p in l.parts:
             for s in p.sources:
                 src = g.layer(s.layer)
-                if src.replicated or s.gpu == p.gpu:
+                if src.replicated or src.data_parallel or s.gpu == p.gpu:
                     continue
                 key = (s.layer, s.part, p.gpu)
                 need.setdefault(key, [])
@@ -550,7 +643,7 @@ def _all_sources(srcs: list[Layer]) -> list[Source]:
     out: list[Source] = []
     offset = 0
     for s in srcs:
-        for p in s.parts if not s.replicated else s.parts[:1]:
+        for p in s.parts if not (s.replicated or s.data_parallel) else s.parts[:1]:
             out.append(Source(s.name, p.index, p.gpu, p.channels, offset))
             offset += p.channels
     return out

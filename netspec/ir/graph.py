@@ -8,6 +8,15 @@ sub-range of the producer's part. Where a source part sits on another GPU, a `Tr
 carries it (forward: activations; backward: their gradients go back the same way).
 
 The network input `data` is replicated on every GPU, so reading it never crosses GPUs.
+
+A data-parallel layer (`parallel data`, and the unweighted layers reading one) is the other
+way round: one part per logical GPU, each with every channel (and, for a weighted layer, a
+full replica of the weights) but only its slice of the batch (`Part.slice`; the images of
+slice g are `batch_slices(N, G)[g]`). Where a layer that is not data-parallel reads one, it
+reads the whole batch on its own GPU (the slices all-gathered there, no `Transfer`); its
+gradient goes back as a reduce-scatter, and the replicas' weight gradients are summed over the
+GPUs (an allreduce). Krizhevsky (2014), "One weird trick for parallelizing convolutional
+neural networks", section 2; the plan's steps: codegen/plan/collectives.py.
 """
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ class Part:
     start: int                  # first output channel/neuron of the layer held here
     stop: int
     sources: list[Source] = field(default_factory=list)
+    slice: int | None = None    # a data-parallel part: its batch slice (= its GPU); else None
 
     @property
     def channels(self) -> int:
@@ -73,6 +83,7 @@ class Layer:
     decay_mult: float = 1.0
     groups: int = 1                    # conv, lrn: channel groups (Caffe's `group`)
     replicated: bool = False           # the input: a full copy on every GPU
+    data_parallel: bool = False        # one part per GPU: all channels, a slice of the batch
     _placement: dict = field(default_factory=dict, repr=False, compare=False)  # split/gpu asked
 
     @property
@@ -98,6 +109,10 @@ class Layer:
     def macs(self) -> int:
         if self.replicated:
             return 0
+        if self.data_parallel:          # per image: each part does all of it for its slice
+            p = self.parts[0]
+            return self.op.part_macs(self.attrs, self.part_in_shape(p), self.part_out_shape(p),
+                                     p.in_channels, p.channels)
         return sum(self.op.part_macs(self.attrs, self.part_in_shape(p), self.part_out_shape(p),
                                      p.in_channels, p.channels) for p in self.parts)
 
@@ -125,6 +140,8 @@ class Layer:
         defs = [self.param_defs(p) for p in self.parts]
         if not defs or not defs[0]:
             return {}
+        if self.data_parallel:          # replicas: every part holds the whole tensor
+            return {f"{self.name}.{d.name}": d.shape for d in defs[0]}
         if all(len({ds[i].shape[1:] for ds in defs}) == 1 for i in range(len(defs[0]))):
             return {f"{self.name}.{d.name}": (sum(ds[i].shape[0] for ds in defs), *d.shape[1:])
                     for i, d in enumerate(defs[0])}
@@ -142,7 +159,9 @@ class Layer:
         for p in self.parts:
             for d in self.param_defs(p):
                 whole = f"{self.name}.{d.name}"
-                if whole in shapes:
+                if self.data_parallel:
+                    out.append((p, d, whole, slice(0, d.shape[0])))
+                elif whole in shapes:
                     out.append((p, d, whole, slice(p.start, p.stop)))
                 else:
                     out.append((p, d, f"{self.name}.part{p.index}.{d.name}",
@@ -162,6 +181,21 @@ class Layer:
         for p in self.parts:
             split[p.gpu] += p.channels
         return split
+
+
+def batch_slices(n: int, k: int) -> list[tuple[int, int]]:
+    """The images [first, end) of each of `k` data-parallel slices of a batch of `n`: as even
+    as can be, the larger ones first (n=10, k=4: 3, 3, 2, 2). ValueError when n < k (a slice
+    would be empty)."""
+    if n < k:
+        raise ValueError(f"a batch of {n} image{'s' if n != 1 else ''} cannot be cut into "
+                         f"{k} data-parallel slices; use a batch of at least {k}")
+    out, a = [], 0
+    for g in range(k):
+        b = a + n // k + (g < n % k)
+        out.append((a, b))
+        a = b
+    return out
 
 
 @dataclass(frozen=True)

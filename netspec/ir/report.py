@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from .graph import Graph
+from .scaling import sent_bytes_per_gpu
 
 FLOAT_BYTES = 4
 
@@ -21,7 +22,7 @@ def layer_rows(g: Graph) -> list[dict[str, Any]]:
             "neurons": l.neurons,
             "macs": l.macs,
             "gpu_split": l.gpu_split(g.gpus),
-            "connect": l.connect,
+            "connect": "data" if l.data_parallel else l.connect,
             "line": l.pos.line,
         })
     return rows
@@ -34,10 +35,12 @@ def device_rows(g: Graph, batch_size: int) -> list[dict[str, int]]:
     for l in g.weighted_layers:
         for p in l.parts:
             params[p.gpu] += math.prod(l.weight_shape(p)) + p.channels
-    sent = g.sent_elements_per_gpu()
+    if any(l.data_parallel for l in g.layers):      # with the collectives of hybrid layers
+        sent = [sum(d.values()) for d in sent_bytes_per_gpu(g, batch_size)]
+    else:
+        sent = [n * batch_size * FLOAT_BYTES for n in g.sent_elements_per_gpu()]
     return [{"gpu": gpu, "param_bytes": params[gpu] * FLOAT_BYTES,
-             "sent_bytes_per_step": sent[gpu] * batch_size * FLOAT_BYTES}
-            for gpu in range(g.gpus)]
+             "sent_bytes_per_step": sent[gpu]} for gpu in range(g.gpus)]
 
 
 # The recipe's statements as the report shows them: (statement, key, Recipe field, where the

@@ -190,7 +190,7 @@ class CpuNet(NumpyNet):
 
     def _grad_view(self, layer, part):
         """This part's rows of its weight gradient in the arrays being filled, or None."""
-        if self._backward_grads is None:
+        if self._backward_grads is None or layer.data_parallel:   # replicas' are summed
             return None
         slot = self._slots[layer.name, part.index]
         # conv's and fc's first tensor is their weight (Op.parameters)

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceError
-from ..ir.graph import INPUT, Graph, Layer, Part
+from ..ir.graph import INPUT, Graph, Layer, Part, batch_slices
 from .noise import ImageNoise, step_noise
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -448,16 +448,33 @@ class Net:
         if key not in memo:
             arrays = []
             for s in part.sources:
-                a = acts[s.layer][s.part]
+                a = self._source_batch(part, s, acts)
                 if (s.start, s.channels) != (0, a.shape[1]):
                     a = self.slice_channels(a, s.start, s.start + s.channels)
                 arrays.append(a)
             memo[key] = arrays[0] if len(arrays) == 1 else self.concat_channels(arrays)
         return memo[key]
 
+    def _source_batch(self, part: Part, s, acts: dict):
+        """Source `s`'s producer part as `part` reads it: a data-parallel part reads its batch
+        slice of the input (the input is whole on every GPU); a part that is not reads a
+        data-parallel layer's slices all-gathered; otherwise the producer part as it is."""
+        src = self.graph.layer(s.layer)
+        if part.slice is not None and src.replicated:
+            a = acts[s.layer][s.part]
+            lo, hi = batch_slices(a.shape[0], len(self.graph.layer(s.layer).parts))[part.slice]
+            return a[lo:hi]
+        if part.slice is None and src.data_parallel:
+            return self._gather(src, acts)
+        return acts[s.layer][s.part]
+
     def _gather(self, layer: Layer, acts: dict):
-        """A layer's whole output (its parts concatenated along channels), on the device."""
+        """A layer's whole output (its parts concatenated along channels, a data-parallel
+        layer's slices along the batch), on the device."""
         arrays = acts[layer.name]
+        if layer.data_parallel:
+            return arrays[0] if len(arrays) == 1 else self.to_device(
+                np.concatenate([self.to_host(a) for a in arrays]))
         if layer.replicated or len(arrays) == 1:
             return arrays[0]
         return self.concat_channels(arrays)
@@ -487,7 +504,9 @@ class Net:
                              if t]
                     for (name, rows), d in zip(owned, pgrads, strict=True):
                         target, d = grads[name][rows], self.to_host(d)
-                        if not np.may_share_memory(target, d):   # a backend may write there
+                        if layer.data_parallel and p.index:      # replicas: their sum
+                            target += d
+                        elif not np.may_share_memory(target, d):   # a backend may write there
                             target[...] = d
             if layer.weighted and self.grad_hook is not None:
                 self.grad_hook(layer.name, {n: grads[n] for n in layer.param_shapes()
@@ -511,6 +530,13 @@ class Net:
             if g.layer(s.layer).replicated:
                 continue
             piece = dx if whole else self.slice_channels(dx, s.offset, s.offset + s.channels)
+            src = g.layer(s.layer)
+            if part.slice is None and src.data_parallel:     # the reduce-scatter: by slice
+                cut = batch_slices(piece.shape[0], len(src.parts))
+                for q, (lo, hi) in zip(src.parts, cut):
+                    dacts.setdefault((s.layer, q.index), []).append(
+                        (s.start, s.start + s.channels, piece[lo:hi]))
+                continue
             dacts.setdefault((s.layer, s.part), []).append((s.start, s.start + s.channels,
                                                             piece))
 

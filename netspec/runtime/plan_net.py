@@ -19,6 +19,7 @@ import numpy as np
 
 from ..codegen.compile import Compiled, check_limits
 from ..codegen.plan import Step
+from ..ir.graph import batch_slices
 from .autotune import compile_tuned
 from .net import Gradients, Net
 
@@ -338,9 +339,10 @@ class PlanNet(Net):
             name = f"{target.name}.g{p.index}.y"
             flat = self._dev_download(p.gpu, inst.views[name], plan.buffers[name].elements, [])
             self._dev_finish()
-            parts.append(self._device_layout_to_host(np.asarray(flat), n,
+            a, b = (0, n) if p.slice is None else batch_slices(n, len(target.parts))[p.slice]
+            parts.append(self._device_layout_to_host(np.asarray(flat), b - a,
                                                      target.part_out_shape(p)))
-        return np.concatenate(parts, axis=1)
+        return np.concatenate(parts, axis=0 if target.data_parallel else 1)  # slices: by image
 
     def loss_and_grads(self, x: np.ndarray, labels: Any, train: bool = False, *,
                        pull: bool = False, wait: bool = True

@@ -60,6 +60,9 @@ ARROWS = {
     "same-gpu": ArrowStyle("#4d4d4d", 1.4, None, "stays on its GPU"),
     "all": ArrowStyle("#d62728", 1.7, (7.0, 4.0), "connect all: crosses to another GPU"),
     "gather": ArrowStyle("#7b3fa0", 1.7, (2.0, 3.0), "gathered onto one GPU"),
+    "batch": ArrowStyle("#1f77b4", 1.7, (4.0, 2.0, 1.0, 2.0),
+                        "all-gather of the batch slices (parallel data: every GPU a replica); "
+                        "reduce-scatter back"),
 }
 
 
@@ -73,7 +76,7 @@ class Edge:
     dst: str
     dst_part: int
     dst_gpu: int
-    kind: str           # same-gpu | all | gather
+    kind: str           # same-gpu | all | gather | batch
 
 
 def graph_edges(graph: Graph) -> list[Edge]:
@@ -82,6 +85,12 @@ def graph_edges(graph: Graph) -> list[Edge]:
     for layer in graph.layers:
         for p in layer.parts:
             for s in p.sources:
+                src = graph.layer(s.layer)
+                if p.slice is None and src.data_parallel:      # every GPU's slice comes
+                    edges += [Edge(s.layer, q.index, q.gpu, layer.name, p.index, p.gpu,
+                                   "batch" if q.gpu != p.gpu else "same-gpu")
+                              for q in src.parts]
+                    continue
                 if s.gpu == p.gpu:
                     kind = "same-gpu"
                 elif layer.connect == "all":

@@ -61,6 +61,7 @@ class PlanBuilder:
         for l in g.compute_layers:
             for p in l.parts:
                 self.forward_part(l, p)
+        w.dp.keep_inputs(self.io["input"])
         soft = g.compute_layers[-1]
         self.io["probs"] = self.roles[(soft.name, 0)]["y"]
         self.io["logits"] = self.roles[(soft.name, 0)]["x"]
@@ -79,6 +80,8 @@ class PlanBuilder:
             for p in l.parts:
                 self.backward_part(l, p)
             self.sums.sum_all()
+            self.wiring.dp.reduce_scatter(self.sums, self.roles)
+            self.wiring.dp.all_reduce(self.sums, l, self.roles)
             self.rec.layer_done(l.name)
         self.sums = None
 
@@ -123,16 +126,22 @@ class PlanBuilder:
         for t in w.outgoing.get((l.name, p.index), []):
             rec.copy(r["y"], t.t.start * t.per_ch, t.buffer, t.offset, t.t.channels * t.per_ch,
                      l.name)
+        if l.data_parallel:
+            w.dp.all_gather(l, p, r["y"])
 
     def gather(self, l: Layer, p: Part, x: str) -> None:
         """Copy each source's channels into the part's input `x`, from the producer's output
         on this GPU or from where its transfer landed."""
         rec, w = self.rec, self.wiring
         for s in p.sources:
-            n = w.block(l, s)
+            if p.slice is not None and w.dp.crosses(p, s):
+                w.dp.slice_input(l, p, s, w.y_name(s), x)
+                continue
+            n = w.block(l, s, p)
             per_ch = n // s.channels
             if s.gpu == p.gpu:
-                rec.copy(w.y_name(s), s.start * per_ch, x, s.offset * per_ch, n, l.name)
+                rec.copy(w.source_buffer(p, s), s.start * per_ch, x, s.offset * per_ch, n,
+                         l.name)
                 continue
             t = w.transfers[(s.layer, s.part, p.gpu)]
             if t.direct == (l.name, p.index):
@@ -165,8 +174,11 @@ class PlanBuilder:
         for s in p.sources:
             if self.g.layer(s.layer).replicated:
                 continue
-            per_ch = w.block(l, s) // s.channels
+            per_ch = w.block(l, s, p) // s.channels
             off = s.offset * per_ch
+            if w.dp.crosses(p, s):           # the whole batch of a data-parallel layer
+                w.dp.deliver(self.sums, l, p, s, dx, off, per_ch)
+                continue
             dy = w.dy_name(s)
             if s.gpu != p.gpu:
                 t = w.transfers[(s.layer, s.part, p.gpu)]

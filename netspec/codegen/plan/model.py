@@ -70,6 +70,8 @@ class BufferKind(StrEnum):
     GRADIENT = "gradient"
     STAGING = "staging"      # gradient slices from other GPUs, side by side, awaiting their sum
     SCRATCH = "scratch"      # an op's working memory
+    GATHERED = "gathered"    # a data-parallel layer's whole batch, its slices all-gathered
+    PACKED = "packed"        # one batch slice of a gathered gradient, packed to be sent
 
 
 PARAMETER_KINDS = (BufferKind.PARAM, BufferKind.STATE)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ...ir.graph import Graph, Layer, Part, Source, Transfer
 from ...kernel import PartContext
 from ...kernel.gemm import DEFAULT_SM_COUNT
+from .collectives import DataParallel
 from .model import BufferKind
 from .steps import StepRecorder
 
@@ -48,6 +49,7 @@ class Wiring:
         self.outgoing: dict[tuple[str, int], list[Landing]] = {}
         self.mults: dict[str, tuple[float, float]] = {}
         self.layer_index = {l.name: i for i, l in enumerate(g.compute_layers)}
+        self.dp = DataParallel(g, batch, rec)
 
     # -- names and sizes -----------------------------------------------------------------
     def y_of(self, layer: str, part: int, gpu: int) -> str:
@@ -62,14 +64,22 @@ class Wiring:
         """Elements of one channel of a layer's output in a buffer: (N, H, W)."""
         return self.B * math.prod(self.g.layer(layer).out_shape[1:])
 
-    def block(self, l: Layer, s: Source) -> int:
-        """Elements of one source's channels in a part's input."""
-        return s.channels * self.B * math.prod(l.in_shape[1:])
+    def block(self, l: Layer, s: Source, p: Part | None = None) -> int:
+        """Elements of one source's channels in a part's input (part `p`'s batch slice)."""
+        batch = self.B if p is None else self.dp.batch_of(p)
+        return s.channels * batch * math.prod(l.in_shape[1:])
 
     def context(self, l: Layer, p: Part, input_grad: bool) -> PartContext:
-        return PartContext(l, p, self.B, input_grad, self.tiles.get(l.name, {}),
+        return PartContext(l, p, self.dp.batch_of(p), input_grad, self.tiles.get(l.name, {}),
                            sm_count=self.sm_count, layer_index=self.layer_index[l.name],
                            precision=self.g.recipe.precision)
+
+    def source_buffer(self, p: Part, s: Source) -> str:
+        """Where part `p` reads source `s` on its GPU: the producer's output, or, for a
+        data-parallel producer read by the whole batch, its all-gathered buffer there."""
+        if p.slice is None and self.g.layer(s.layer).data_parallel:
+            return self.dp.gathered[(s.layer, p.gpu)]
+        return self.y_name(s)
 
     def y_name(self, s: Source) -> str:
         """The buffer of source `s`'s producer output (its roles' own string)."""
@@ -91,11 +101,12 @@ class Wiring:
         for l in g.compute_layers:
             for p in l.parts:
                 for s in p.sources:
-                    if not g.layer(s.layer).replicated:
+                    if not (g.layer(s.layer).replicated or self.dp.crosses(p, s)):
                         readers.setdefault((s.layer, s.part), []).append((l, p, s))
                         if s.gpu != p.gpu:
                             remote.setdefault((s.layer, s.part, p.gpu), []).append((l, p, s))
         self.land_transfers(remote)
+        self.dp.wire()
         for l in g.compute_layers:
             for p in l.parts:
                 self.roles[(l.name, p.index)] = self.part_roles(l, p, readers)
@@ -131,13 +142,17 @@ class Wiring:
         source's `.dy`: the flags are read off them), and a source's names are its own roles'
         strings, not equal copies, so a long chain keeps one of each."""
         rec, key = self.rec, f"{l.name}.g{p.index}"
-        out_el = self.elements(l.part_out_shape(p))
+        batch = self.dp.batch_of(p)
+        out_el = batch * math.prod(l.part_out_shape(p))
         r = {"y": rec.buf(f"{key}.y", p.gpu, out_el, BufferKind.ACTIVATION),
              "dy": rec.buf(f"{key}.dy", p.gpu, out_el, BufferKind.GRADIENT)}
-        in_el = self.elements(l.part_in_shape(p))
+        in_el = batch * math.prod(l.part_in_shape(p))
         s = p.sources[0]
         single = len(p.sources) == 1 and s.gpu == p.gpu and self.whole(s)
-        if single:
+        if single and p.slice is None and self.g.layer(s.layer).data_parallel:
+            r["x"] = self.source_buffer(p, s)
+            single = False               # its gradient is the whole batch's: never the source's
+        elif single and not self.dp.crosses(p, s):
             r["x"] = self.y_name(s)
         else:
             r["x"] = self.received_input(p) or rec.buf(f"{key}.x", p.gpu, in_el,
@@ -151,7 +166,7 @@ class Wiring:
         self.tensor_roles(l, p, r)
         for role, n in l.op.scratch_buffers(self.context(l, p, input_grad)).items():
             r[role] = rec.buf(f"{key}.{role}", p.gpu, n, BufferKind.SCRATCH)
-        if l.op.loss_layer:
+        if l.op.loss_layer:      # the whole batch (a loss layer is never data-parallel)
             r["labels"] = rec.buf("labels", p.gpu, self.B, BufferKind.LABELS, dtype="int32")
             r["loss"] = rec.buf("loss", p.gpu, self.B, BufferKind.LOSS)
             self.io["labels"], self.io["loss"] = "labels", "loss"
