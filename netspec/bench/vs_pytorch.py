@@ -87,13 +87,19 @@ def torch_device_for(backend: str) -> str:
 # -- PyTorch, built from the same IR -------------------------------------------------------
 def _part_inputs(graph: Graph, l: Layer) -> list[tuple]:
     """(part, [(first, count), ...]) per part in output-channel order: the input channels the
-    part reads, as ranges of the previous layer's whole output, adjacent ranges joined."""
+    part reads, as ranges of the layer's inputs' whole outputs concatenated in `l.inputs`
+    order, adjacent ranges joined."""
+    base, at = {}, 0
+    for name in l.inputs:
+        base.setdefault(name, at)
+        at += graph.input_shape[0] if name == INPUT else graph.layer(name).out_shape[0]
     out = []
     for p in sorted(l.parts, key=lambda p: p.start):
         ranges: list[list[int]] = []
         for s in sorted(p.sources, key=lambda s: s.offset):
-            src = graph.layer(s.layer)
-            first = s.start if src.replicated else src.parts[s.part].start + s.start
+            src = None if s.layer == INPUT else graph.layer(s.layer)
+            first = base[s.layer] + (s.start if src is None or src.replicated
+                                     else src.parts[s.part].start + s.start)
             if ranges and sum(ranges[-1]) == first:
                 ranges[-1][1] += s.channels
             else:
@@ -211,6 +217,12 @@ def torch_layers(graph: Graph, params, device=None, keep_masks=None,
     return out
 
 
+def trainable_names(graph: Graph) -> set[str]:
+    """The parameters SGD trains (not state such as batch norm's running statistics)."""
+    return {name for l in graph.weighted_layers for _, d, name, _ in l.param_table()
+            if d.trainable}
+
+
 def torch_loss(graph: Graph):
     """fn(logits, labels) -> the mean loss: the head's `Op.torch_loss`."""
     head = graph.compute_layers[-1]
@@ -260,15 +272,17 @@ class TorchStep:
         self.x = torch.tensor(rng.standard_normal((batch, *graph.input_shape),
                                                   dtype=np.float32), device=device)
         self.labels = torch.tensor(rng.integers(0, graph.classes, batch), device=device)
-        self.layers = torch_layers(graph, params, device)
+        self.layers = torch_layers(graph, params, device, chain=False)
         self.loss = torch_loss(graph)
         self.clock = TorchTimer(device)
         r = graph.recipe
         # the update PyTorch users run: torch.optim.SGD (its own momentum and decay form, the
         # same work per parameter); the per-layer rows time it on the layered step's gradients
-        self.opt = torch.optim.SGD(list(P.values()), lr=r.lr or 0.01, momentum=r.momentum,
+        self.opt = torch.optim.SGD([P[n] for n in P if n in trainable_names(graph)],
+                                   lr=r.lr or 0.01, momentum=r.momentum,
                                    weight_decay=r.weight_decay)
-        self.names = list(P)
+        # batch norm's running statistics are state: no gradient, no update
+        self.names = [n for n in P if n in trainable_names(graph)]
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -279,13 +293,18 @@ class TorchStep:
             self.P[n].grad = grads[n]
         self.opt.step()
 
+    def _inputs(self, outs: dict, l):
+        """The layer's inputs concatenated along channels, as its mirror takes them."""
+        xs = [outs[i] for i in l.inputs]
+        return xs[0] if len(xs) == 1 else self.torch.cat(xs, 1)
+
     def whole_step(self) -> tuple[float, float]:
         """(loss and gradients ms, whole step ms) of one autograd step plus SGD."""
         P = self.P
         t0 = time.perf_counter()
-        h = self.x
-        for _, fn, _ in self.layers:
-            h = fn(h, P)
+        outs = {INPUT: self.x}
+        for l, fn, _ in self.layers:
+            outs[l.name] = h = fn(self._inputs(outs, l), P)
         loss = self.loss(h, self.labels)
         g = self.torch.autograd.grad(loss, [P[n] for n in self.names])
         self._sync()
@@ -296,31 +315,42 @@ class TorchStep:
         return (t1 - t0) * 1e3, (t2 - t0) * 1e3
 
     def layered_step(self, times) -> None:
-        """One step timed per (layer, direction) into `times` (ms, summed)."""
+        """One step timed per (layer, direction) into `times` (ms, summed). Each layer runs
+        on detached inputs; backwards, a layer's input gradient is split by channels among
+        the layers it read and summed there (a layer read twice, or by several, gets each
+        reader's share), so any graph is timed as its layers."""
         torch, P, clock = self.torch, self.P, self.clock
         acts = []
-        h = self.x
+        outs = {INPUT: self.x}
         for l, fn, names in self.layers:
-            inp = h.detach().requires_grad_(any(n != INPUT for n in l.inputs))
+            inp = self._inputs(outs, l).detach().requires_grad_(
+                any(i != INPUT for i in l.inputs))
             out, ms = clock(lambda fn=fn, inp=inp: fn(inp, P))
             times[l.name, "forward"] += ms
             acts.append((l, inp, out, names))
-            h = out
-        logits = h.detach().requires_grad_()
+            outs[l.name] = out
+        logits = outs[self.layers[-1][0].name].detach().requires_grad_()
         head = self.graph.compute_layers[-1].name
         (loss, dz), ms = clock(lambda: (lambda lo: (lo, torch.autograd.grad(lo, logits)[0]))(
             self.loss(logits, self.labels)))
         times[head, "forward"] += ms
-        grad = dz
+        dy = {self.layers[-1][0].name: dz}
+        trainable = trainable_names(self.graph)
         grads = {}
         for l, inp, out, names in reversed(acts):
+            grad = dy.pop(l.name, None)
+            names = [n for n in names if n in trainable]
             wrt = ([inp] if inp.requires_grad else []) + [P[n] for n in names]
-            if not wrt:
+            if grad is None or not wrt:
                 continue
             gs, ms = clock(lambda out=out, wrt=wrt, grad=grad: torch.autograd.grad(out, wrt, grad))
             times[l.name, "backward"] += ms
             if inp.requires_grad:
-                grad, gs = gs[0], gs[1:]
+                sizes = [outs[i].shape[1] for i in l.inputs]
+                for i, part in zip(l.inputs, gs[0].split(sizes, 1)):
+                    if i != INPUT:
+                        dy[i] = part if i not in dy else dy[i] + part
+                gs = gs[1:]
             grads.update(zip(names, gs))
         _, ms = clock(lambda: self.update(grads))
         times[UPDATE_ROW, "update"] += ms
@@ -503,7 +533,7 @@ def _torch_worker(conn, source: str, batch: int, device_name: str, seed: int) ->
         from ..ir.build import build_graph
         graph = build_graph(source)
         require_torch()
-        torch_layers(graph, graph.param_shapes())
+        torch_layers(graph, graph.param_shapes(), chain=False)
         conn.send(("ok", None))
         params = conn.recv()
         step = TorchStep(graph, params, batch, device_name, seed)
@@ -604,7 +634,7 @@ def compare_with_torch(graph: Graph, backend: str = "auto", *, batch_size: int |
     theirs_step = None
     if on_cuda:
         require_torch()
-        torch_layers(graph, graph.param_shapes())     # NotComparable before anything is built
+        torch_layers(graph, graph.param_shapes(), chain=False)   # NotComparable before anything is built
     else:
         if not torch_importable():
             require_torch()                            # the ImportError with the install hint
