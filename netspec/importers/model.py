@@ -59,6 +59,7 @@ class Imported:
     has_weights: bool = False
     origins: dict = field(default_factory=dict)   # the importer's own: where weights are
     outputs: int | None = None      # what the softmax reads, where the importer knows it
+    recipe: list[str] = field(default_factory=list)   # the spec's `train` lines, if known
 
     @property
     def class_count(self) -> int:
@@ -93,6 +94,8 @@ class Imported:
             if layer.source:
                 line += f"   # {layer.source}"
             out.append(line)
+        if self.recipe:
+            out += ["", *self.recipe]
         return "\n".join(out) + "\n"
 
     def parameters(self) -> dict[str, np.ndarray]:
