@@ -561,6 +561,11 @@ REFUSED = {
     "cost.binomialcrossent": "cost.binomialcrossent: netspec's head is softmax + logistic loss",
     "cost.logreg.multiview": "multi-view logreg: netspec's test views are in its recipe",
     "cmpool": "cross-map pooling (cmpool): netspec pools within maps",
+    **{t: f"{t}: cuda-convnet's in-network image processing ({what}); netspec's data pipeline "
+          f"does its preprocessing" for t, what in (
+              ("blur", "a Gaussian blur"), ("nailbed", "a bed-of-nails subsampling"),
+              ("resize", "a resize"), ("rgb2yuv", "a colour transform"),
+              ("rgb2lab", "a colour transform"), ("rscale", "a random rescale"))},
 }
 
 
