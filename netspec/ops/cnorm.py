@@ -30,6 +30,7 @@ from .base import AttrDef, Op
 from .lrn import negative_power
 from .rnorm import (
     ADJOINT,
+    HOST_HELPERS,
     WIN,
     onnx_normalise,
     torch_window_sum,
@@ -241,3 +242,91 @@ def backward_kernels(c):
               ("dy", "scale", "dd", "dx"), 2 * z2 + 6,
               "dx_q = dy_q s_q^-beta + dd_q - sum_(p: q in win(p)) dd_p / cells(p)"),
     ]
+
+
+# -- host kernels (the cpu backend: codegen/cpu_kernels.py collects HOST_KERNELS) --------------
+# As rnorm's (its helpers host_window and host_neg_pow, behind their include guard): one
+# (image, channel) plane per work item, the reference's passes in turn within it.
+
+HOST_CNORM_FWD = r"""
+$kernel cnorm_fwd(const float *$restrict x, float *$restrict y, float *$restrict scale,
+                  float *$restrict diff, long P, long H, long W, long n, float alpha_n,
+                  float beta, float k)
+{
+    $parallel if (P * H * W * n * n > SERIAL)
+    for (long pl = 0; pl < P; ++pl) {
+        const long o = pl * H * W;
+        const float *xp = x + o;
+        float *dp = diff + o, *yp = y + o, *sp = scale + o;
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j) {
+                const long lo = n / 2;
+                const long r = (i - lo + n < H ? i - lo + n : H) - (i - lo > 0 ? i - lo : 0);
+                const long c = (j - lo + n < W ? j - lo + n : W) - (j - lo > 0 ? j - lo : 0);
+                dp[i * W + j] = xp[i * W + j]
+                                - host_window(xp, H, W, n, i, j, 0) / (float)(r * c);
+            }
+        for (long p = 0; p < H * W; ++p) yp[p] = dp[p] * dp[p];    /* d² staged in y */
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j)
+                sp[i * W + j] = host_window(yp, H, W, n, i, j, 0) * alpha_n + k;
+        for (long p = 0; p < H * W; ++p) yp[p] = xp[p] * host_neg_pow(sp[p], beta);
+    }
+}
+"""
+
+# t = dy·x·r/s; e = coef · d · Σ_adj t (coef = −2β·α/n²); dx = dy·r + e − Σ_adj(e / cells)
+HOST_CNORM_BWD = r"""
+$kernel cnorm_bwd(const float *$restrict x, const float *$restrict scale,
+                  const float *$restrict diff, const float *$restrict dy, float *$restrict t,
+                  float *$restrict e, float *$restrict dx, long P, long H, long W, long n,
+                  float beta, float coef)
+{
+    $parallel if (P * H * W * n * n > SERIAL)
+    for (long pl = 0; pl < P; ++pl) {
+        const long o = pl * H * W, lo = n / 2;
+        for (long p = o; p < o + H * W; ++p)
+            t[p] = dy[p] * x[p] * host_neg_pow(scale[p], beta) / scale[p];
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j) {
+                const long p = o + i * W + j;
+                e[p] = host_window(t + o, H, W, n, i, j, 1) * diff[p] * coef;
+            }
+        for (long i = 0; i < H; ++i)                     /* t <- e / cells, for the gather */
+            for (long j = 0; j < W; ++j) {
+                const long r = (i - lo + n < H ? i - lo + n : H) - (i - lo > 0 ? i - lo : 0);
+                const long c = (j - lo + n < W ? j - lo + n : W) - (j - lo > 0 ? j - lo : 0);
+                t[o + i * W + j] = e[o + i * W + j] / (float)(r * c);
+            }
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j) {
+                const long p = o + i * W + j;
+                dx[p] = dy[p] * host_neg_pow(scale[p], beta) + e[p]
+                        - host_window(t + o, H, W, n, i, j, 1);
+            }
+    }
+}
+"""
+
+HOST_KERNELS = [("cnorm_fwd", "f* f* f* f* l l l l f f f", HOST_HELPERS + HOST_CNORM_FWD),
+                ("cnorm_bwd", "f* f* f* f* f* f* f* l l l l f f", HOST_CNORM_BWD)]
+
+
+def host_forward(run, a, x, params=(), *, relu=False):
+    """The forward on the host kernels: (y, cache)."""
+    n = a["size"]
+    y, s, d = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    run("cnorm_fwd", x, y, s, d, x.shape[0] * x.shape[1], x.shape[2], x.shape[3], n,
+        float(np.float32(a["alpha"]) / np.float32(n * n)), a["beta"], a["k"])
+    return y, (x, s, d)
+
+
+def host_backward(run, a, dy, cache, *, input_grad=True):
+    if not input_grad:
+        return None, ()
+    x, s, d = cache
+    n = a["size"]
+    t, e, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    run("cnorm_bwd", x, s, d, dy, t, e, dx, x.shape[0] * x.shape[1], x.shape[2], x.shape[3],
+        n, a["beta"], float(-2.0 * a["beta"] * a["alpha"] / (n * n)))
+    return dx, ()

@@ -266,3 +266,123 @@ def backward_kernels(c):
             "dx[c, img, iy, ix] = sum_(o, u, v) w[o, oy, ox, c, u, v] * dy[o, img, oy, ox] "
             "over the taps with oy*S + u = iy + P, ox*S + v = ix + P"))
     return calls
+
+
+# -- host kernels (the cpu backend: codegen/cpu_kernels.py collects HOST_KERNELS) --------------
+# C with OpenMP, layouts the reference's (x NCHW, w (O, Ho, Wo, C, K, K), b (O, Ho, Wo)). The
+# forward and the weight gradient run over the output pixels' filter banks (each work item
+# owns its rows of w and dw); the data gradient over images (each owns its dx[n]).
+
+HOST_LOCAL_FWD = r"""
+$kernel local_fwd(const float *$restrict x, const float *$restrict w,
+                  const float *$restrict b, float *$restrict y, long N, long C, long H, long W,
+                  long O, long K, long S, long P, long Ho, long Wo, long relu)
+{
+    $parallel collapse(2) if (N * O * Ho * Wo * C * K * K > SERIAL)
+    for (long n = 0; n < N; ++n)
+        for (long m = 0; m < O * Ho * Wo; ++m) {
+            const long oy = (m / Wo) % Ho, ox = m % Wo;
+            const float *wm = w + m * C * K * K;
+            float v = 0.0f;
+            for (long c = 0; c < C; ++c)
+                for (long u = 0; u < K; ++u) {
+                    const long iy = oy * S - P + u;
+                    if (iy < 0 || iy >= H)
+                        continue;
+                    for (long q = 0; q < K; ++q) {
+                        const long ix = ox * S - P + q;
+                        if (ix >= 0 && ix < W)
+                            v += wm[(c * K + u) * K + q] * x[((n * C + c) * H + iy) * W + ix];
+                    }
+                }
+            v += b[m];
+            y[n * O * Ho * Wo + m] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+}
+"""
+
+# g = dy · [y > 0] (relu) into g; db = Σ_n g; dw[m, (c, u, q)] = Σ_n g[n, m] · x; and, with
+# input_grad, dx[n] = Σ_(m, c, u, q) w · g (zeroed first)
+HOST_LOCAL_BWD = r"""
+$kernel local_bwd(const float *$restrict x, const float *$restrict w,
+                  const float *$restrict y, const float *$restrict dy, float *$restrict g,
+                  float *$restrict dw, float *$restrict db, float *$restrict dx, long N, long C,
+                  long H, long W, long O, long K, long S, long P, long Ho, long Wo, long relu,
+                  long input_grad)
+{
+    const long M = O * Ho * Wo;
+    for (long i = 0; i < N * M; ++i)
+        g[i] = relu && !(y[i] > 0.0f) ? 0.0f : dy[i];
+    $parallel if (N * M * C * K * K > SERIAL)
+    for (long m = 0; m < M; ++m) {
+        const long oy = (m / Wo) % Ho, ox = m % Wo;
+        float s = 0.0f;
+        for (long n = 0; n < N; ++n)
+            s += g[n * M + m];
+        db[m] = s;
+        for (long c = 0; c < C; ++c)
+            for (long u = 0; u < K; ++u)
+                for (long q = 0; q < K; ++q) {
+                    const long iy = oy * S - P + u, ix = ox * S - P + q;
+                    float a = 0.0f;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                        for (long n = 0; n < N; ++n)
+                            a += g[n * M + m] * x[((n * C + c) * H + iy) * W + ix];
+                    dw[(m * C + c) * K * K + u * K + q] = a;
+                }
+    }
+    if (!input_grad)
+        return;
+    $parallel if (N * M * C * K * K > SERIAL)
+    for (long n = 0; n < N; ++n) {
+        float *dxn = dx + n * C * H * W;
+        for (long i = 0; i < C * H * W; ++i)
+            dxn[i] = 0.0f;
+        for (long m = 0; m < M; ++m) {
+            const long oy = (m / Wo) % Ho, ox = m % Wo;
+            const float gm = g[n * M + m];
+            const float *wm = w + m * C * K * K;
+            for (long c = 0; c < C; ++c)
+                for (long u = 0; u < K; ++u) {
+                    const long iy = oy * S - P + u;
+                    if (iy < 0 || iy >= H)
+                        continue;
+                    for (long q = 0; q < K; ++q) {
+                        const long ix = ox * S - P + q;
+                        if (ix >= 0 && ix < W)
+                            dxn[(c * H + iy) * W + ix] += wm[(c * K + u) * K + q] * gm;
+                    }
+                }
+        }
+    }
+}
+"""
+
+HOST_KERNELS = [("local_fwd", "f* f* f* f* l l l l l l l l l l l", HOST_LOCAL_FWD),
+                ("local_bwd", "f* f* f* f* f* f* f* f* l l l l l l l l l l l l",
+                 HOST_LOCAL_BWD)]
+
+
+def _host_geometry(a, x_shape, b_shape):
+    n, c, h, w = x_shape
+    o, ho, wo = b_shape
+    return n, c, h, w, o, a["size"], a["stride"], a["pad"], ho, wo
+
+
+def host_forward(run, a, x, params=(), *, relu=False):
+    """The forward on the host kernels: (y, cache)."""
+    w, b = (np.ascontiguousarray(p, np.float32) for p in params)
+    n, _, _, _, o, _, _, _, ho, wo = geo = _host_geometry(a, x.shape, b.shape)
+    y = np.empty((n, o, ho, wo), np.float32)
+    run("local_fwd", x, w, b, y, *geo, int(bool(relu)))
+    return y, (x, w, b.shape, y, bool(relu))
+
+
+def host_backward(run, a, dy, cache, *, input_grad=True):
+    x, w, b_shape, y, relu = cache
+    geo = _host_geometry(a, x.shape, b_shape)
+    g = np.empty_like(dy)
+    dw, db = np.empty_like(w), np.empty(b_shape, np.float32)
+    dx = np.empty_like(x) if input_grad else g
+    run("local_bwd", x, w, y, dy, g, dw, db, dx, *geo, int(relu), int(bool(input_grad)))
+    return (dx if input_grad else None), (dw, db)

@@ -255,3 +255,108 @@ def backward_kernels(c):
             f"2 beta alpha/n^2 x_q sum_(p: q in win(p)) dy_p y_p / s_p\n"
             f"launch: one work-item per element ({k['NE']})"),
         ("dy", "x", "y", "scale", "dx"))]
+
+
+# -- host kernels (the cpu backend: codegen/cpu_kernels.py collects HOST_KERNELS) --------------
+# C with OpenMP over (image, channel) planes, layout NCHW as the reference's; each window sum
+# is added in window_sum's order (rows, then columns, of the offsets), s^−β as
+# negative_power; the helpers sit behind an include guard, so every module that uses them
+# renders them. `host_forward`/`host_backward` run them: run(name, *args) passes arrays
+# (C-contiguous float32) by pointer and numbers as they are.
+
+HOST_HELPERS = r"""
+#ifndef NETSPEC_WINDOW_HELPERS
+#define NETSPEC_WINDOW_HELPERS
+static inline float host_neg_pow(float s, float beta)
+{
+    if (beta == 0.75f) { float q = $sqrt(s); q *= $sqrt(q); return 1.0f / q; }
+    if (beta == 0.5f) return 1.0f / $sqrt(s);
+    if (beta == 1.0f) return 1.0f / s;
+    return $pow(s, -beta);
+}
+
+/* Σ of v over win(i, j) (adj 0) or over the pixels whose window holds (i, j) (adj 1), in an
+   H x W plane, window rows [i - lo, i - lo + n) clipped (adjoint: (i + lo - n, i + lo]) */
+static inline float host_window(const float *$restrict v, long H, long W, long n, long i,
+                                long j, int adj)
+{
+    const long lo = n / 2;
+    const long a = adj ? i + lo - n + 1 : i - lo, b = adj ? j + lo - n + 1 : j - lo;
+    const long y0 = a > 0 ? a : 0, y1 = a + n < H ? a + n : H;
+    const long x0 = b > 0 ? b : 0, x1 = b + n < W ? b + n : W;
+    float s = 0.0f;
+    if (adj) {                         /* offsets in window_sum's adjoint order: -d rising */
+        for (long y = y1 - 1; y >= y0; --y)
+            for (long x = x1 - 1; x >= x0; --x)
+                s += v[y * W + x];
+    } else {
+        for (long y = y0; y < y1; ++y)
+            for (long x = x0; x < x1; ++x)
+                s += v[y * W + x];
+    }
+    return s;
+}
+#endif
+"""
+
+HOST_RNORM_FWD = r"""
+$kernel rnorm_fwd(const float *$restrict x, float *$restrict y, float *$restrict scale,
+                  long P, long H, long W, long n, float alpha_n, float beta, float k)
+{
+    $parallel if (P * H * W * n * n > SERIAL)
+    for (long pl = 0; pl < P; ++pl) {
+        const float *xp = x + pl * H * W;
+        float *yp = y + pl * H * W, *sp = scale + pl * H * W, *sq = sp;
+        for (long p = 0; p < H * W; ++p) yp[p] = xp[p] * xp[p];    /* x² staged in y */
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j)
+                sq[i * W + j] = host_window(yp, H, W, n, i, j, 0) * alpha_n + k;
+        for (long p = 0; p < H * W; ++p) yp[p] = xp[p] * host_neg_pow(sp[p], beta);
+    }
+}
+"""
+
+# dx = dy·r + coef · x · Σ_adj(dy·x·r/s), coef = −2β·α/n²; t is scratch of x's shape
+HOST_RNORM_BWD = r"""
+$kernel rnorm_bwd(const float *$restrict x, const float *$restrict scale,
+                  const float *$restrict dy, float *$restrict t, float *$restrict dx,
+                  long P, long H, long W, long n, float beta, float coef)
+{
+    $parallel if (P * H * W * n * n > SERIAL)
+    for (long pl = 0; pl < P; ++pl) {
+        const long o = pl * H * W;
+        for (long p = 0; p < H * W; ++p)
+            t[o + p] = dy[o + p] * x[o + p] * host_neg_pow(scale[o + p], beta) / scale[o + p];
+        for (long i = 0; i < H; ++i)
+            for (long j = 0; j < W; ++j) {
+                const long p = o + i * W + j;
+                dx[p] = host_window(t + o, H, W, n, i, j, 1) * x[p] * coef
+                        + dy[p] * host_neg_pow(scale[p], beta);
+            }
+    }
+}
+"""
+
+HOST_KERNELS = [("rnorm_fwd", "f* f* f* l l l l f f f", HOST_HELPERS + HOST_RNORM_FWD),
+                ("rnorm_bwd", "f* f* f* f* f* l l l l f f", HOST_RNORM_BWD)]
+
+
+def host_forward(run, a, x, params=(), *, relu=False):
+    """The forward on the host kernels: (y, cache), as `forward`'s."""
+    n = a["size"]
+    y, s = np.empty_like(x), np.empty_like(x)
+    planes = x.shape[0] * x.shape[1]
+    run("rnorm_fwd", x, y, s, planes, x.shape[2], x.shape[3], n,
+        float(np.float32(a["alpha"]) / np.float32(n * n)), a["beta"], a["k"])
+    return y, (x, s)
+
+
+def host_backward(run, a, dy, cache, *, input_grad=True):
+    if not input_grad:
+        return None, ()
+    x, s = cache
+    n = a["size"]
+    t, dx = np.empty_like(x), np.empty_like(x)
+    run("rnorm_bwd", x, s, dy, t, dx, x.shape[0] * x.shape[1], x.shape[2], x.shape[3], n,
+        a["beta"], float(-2.0 * a["beta"] * a["alpha"] / (n * n)))
+    return dx, ()
