@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ..dsl.errors import Pos, SpecError
 from ..errors import NetspecError
-from .model import Imported, Layer, Problems, rename, valid_names
+from .model import Imported, Layer, Problems, valid_names
 from .prototxt import read_text_file
 
 SECTION = re.compile(r"\[([^\]]*)\]\s*$")
@@ -655,6 +655,19 @@ def recipe(cx: Cx, have_params: bool) -> tuple[list[str], list[str]]:
 
 # -- the whole file ------------------------------------------------------------------------
 
+def _rename(layers: list[Layer]) -> None:
+    """Valid, unique spec names for the layers (cuda-convnet's may hold '-'), in their `from`
+    lists too, each change noted."""
+    new = dict(zip([layer.name for layer in layers], valid_names([l.name for l in layers])))
+    for layer in layers:
+        if new[layer.name] != layer.name:
+            layer.notes.append(f"named {layer.name!r} in the source")
+            layer.name = new[layer.name]
+        if "from" in layer.attrs:
+            layer.attrs["from"] = ", ".join(new.get(s, s)
+                                            for s in layer.attrs["from"].split(", "))
+
+
 class BothFiles(SpecError):
     """The errors of the layer file and of the params file, reported together."""
 
@@ -722,7 +735,7 @@ def import_cudaconvnet(path, params=None, input_shape=None, weights=None) -> Imp
                  "head is a softmax")
     lines, notes = recipe(cx, params is not None)
     _raise_all([p for p in (lp, pp) if p is not None])
-    rename(cx.layers)
+    _rename(cx.layers)
     orphans = sorted(set(psections) - {s.name for s in sections})
     if orphans:
         notes.append(f"layer-params sections without a layer, ignored as cuda-convnet does: "

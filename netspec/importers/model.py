@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dsl.errors import Collector, Pos
 
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")     # the spec grammar's WORD
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")     # a layer name the spec parser admits
 
 
 @dataclass
@@ -132,13 +132,14 @@ def _number(v) -> str:
 
 
 def valid_names(names: list[str]) -> list[str]:
-    """Each source name made a spec name (letters, digits, _ and -, not starting with a digit
-    or '-'; other characters become _), unique in the list."""
+    """Each source name made a spec name (letters, digits and _, not starting with a digit:
+    the parser refuses '-' in a layer name, since kernels are named after it; other characters
+    become _), unique in the list."""
     out, taken = [], set()
     for name in names:
-        new = re.sub(r"[^A-Za-z0-9_\-]", "_", name) or "layer"
+        new = re.sub(r"[^A-Za-z0-9_]", "_", name) or "layer"
         if not NAME.fullmatch(new):
-            new = "l" + new if new[0].isdigit() else "l_" + new.lstrip("-")
+            new = "l" + new
         base, k = new, 2
         while new in taken:
             new, k = f"{base}_{k}", k + 1

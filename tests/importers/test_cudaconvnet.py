@@ -344,3 +344,66 @@ def test_a_darknet_cfg_is_not_taken_for_cuda_convnet(tmp_path):
         assert detect_format(dark) != "cudaconvnet"
     except SpecError:
         pass                     # no darknet importer here: "can't tell the format"
+
+
+RESIDUAL = """\
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[conv-a]
+type=conv
+inputs=data
+channels=3
+filters=4
+padding=1
+filterSize=3
+neuron=relu
+[conv-b]
+type=conv
+inputs=conv-a
+channels=4
+filters=4
+padding=1
+filterSize=3
+[sum]
+type=eltsum
+inputs=conv-a,conv-b
+neuron=relu
+[cat]
+type=concat
+inputs=sum,conv-a
+[fc]
+type=fc
+inputs=cat
+outputs=3
+[probs]
+type=softmax
+inputs=fc
+[cost]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+
+def test_joins_and_names_the_parser_refuses(tmp_path):
+    """eltsum (a residual add with its neuron) and concat, reading layers named with '-'
+    (refused in spec layer names): renamed, in their `from` lists too."""
+    imp, g = imported_graph(tmp_path, RESIDUAL, None, shape=(3, 5, 5))
+    assert [l.name for l in g.compute_layers] == \
+        ["conv_a", "conv_b", "sum", "sum_neuron", "cat", "fc", "probs"]
+    assert g.layer("sum").inputs == ["conv_a", "conv_b"]
+    assert g.layer("cat").inputs == ["sum_neuron", "conv_a"]
+    assert g.layer("cat").out_shape == (8, 5, 5)
+    params = draw(g, 8)
+    x = np.random.default_rng(9).standard_normal((2, 3, 5, 5))
+    net = build(g, "numpy", dtype=np.float64)
+    net.load_parameters(params)
+    P = {k: torch.from_numpy(v) for k, v in params.items()}
+    conv = torch.nn.functional.conv2d
+    a = torch.relu(conv(torch.from_numpy(x), P["conv_a.weight"], P["conv_a.bias"], padding=1))
+    b = conv(a, P["conv_b.weight"], P["conv_b.bias"], padding=1)
+    z = torch.cat([torch.relu(a + b), a], 1).flatten(1) @ P["fc.weight"].T + P["fc.bias"]
+    assert np.abs(net.forward(x) - z.numpy()).max() <= 1e-10 * np.abs(z.numpy()).max()
