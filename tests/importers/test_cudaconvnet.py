@@ -130,6 +130,18 @@ def test_the_zoo_specs_are_the_imported_ones(tmp_path):
                 {k: v for k, v in b.attrs.items() if k != "weight"}, a.name
         assert (g.spec.recipe.lr, g.spec.recipe.momentum, g.spec.recipe.weight_decay) == \
             (z.spec.recipe.lr, z.spec.recipe.momentum, z.spec.recipe.weight_decay)
+        compare_with_cfg_model(z, layers, params, seed=11)
+
+
+def test_zoo_parameter_totals_by_hand():
+    zoo = Path(__file__).resolve().parents[2] / "specs" / "zoo"
+    convs = (32 * 3 * 25 + 32) + (32 * 32 * 25 + 32) + (64 * 32 * 25 + 64)
+    want = {"cifar10-18pct": convs + 64 * 16 * 10 + 10,                 # 89,578
+            "cifar10-80sec": convs + 64 * 16 * 64 + 64 + 64 * 10 + 10}  # 145,578
+    for name, total in want.items():
+        g = build_graph((zoo / f"{name}.net").read_text())
+        assert sum(int(np.prod(v)) for v in g.param_shapes().values()) == total
+        assert f"{total:,} parameters" in (zoo / f"{name}.net").read_text()
 
 
 NORMS = """\
