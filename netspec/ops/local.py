@@ -270,19 +270,21 @@ def backward_kernels(c):
 
 # -- host kernels (the cpu backend: codegen/cpu_kernels.py collects HOST_KERNELS) --------------
 # C with OpenMP, layouts the reference's (x NCHW, w (O, Ho, Wo, C, K, K), b (O, Ho, Wo)). The
-# forward and the weight gradient run over the output pixels' filter banks (each work item
-# owns its rows of w and dw); the data gradient over images (each owns its dx[n]).
+# forward and the weight gradient run over the output pixels' filter banks, each work item
+# one bank for every image (the bank read from memory once); the data gradient over blocks of
+# 8 images, each work item owning its images' dx.
 
 HOST_LOCAL_FWD = r"""
 $kernel local_fwd(const float *$restrict x, const float *$restrict w,
                   const float *$restrict b, float *$restrict y, long N, long C, long H, long W,
                   long O, long K, long S, long P, long Ho, long Wo, long relu)
 {
-    $parallel collapse(2) if (N * O * Ho * Wo * C * K * K > SERIAL)
-    for (long n = 0; n < N; ++n)
-        for (long m = 0; m < O * Ho * Wo; ++m) {
-            const long oy = (m / Wo) % Ho, ox = m % Wo;
-            const float *wm = w + m * C * K * K;
+    const long M = O * Ho * Wo;
+    $parallel if (N * M * C * K * K > SERIAL)
+    for (long m = 0; m < M; ++m) {                 /* one filter bank, kept in cache, per item */
+        const long oy = (m / Wo) % Ho, ox = m % Wo;
+        const float *wm = w + m * C * K * K;
+        for (long n = 0; n < N; ++n) {
             float v = 0.0f;
             for (long c = 0; c < C; ++c)
                 for (long u = 0; u < K; ++u) {
@@ -296,13 +298,15 @@ $kernel local_fwd(const float *$restrict x, const float *$restrict w,
                     }
                 }
             v += b[m];
-            y[n * O * Ho * Wo + m] = relu && !(v > 0.0f) ? 0.0f : v;
+            y[n * M + m] = relu && !(v > 0.0f) ? 0.0f : v;
         }
+    }
 }
 """
 
-# g = dy · [y > 0] (relu) into g; db = Σ_n g; dw[m, (c, u, q)] = Σ_n g[n, m] · x; and, with
-# input_grad, dx[n] = Σ_(m, c, u, q) w · g (zeroed first)
+# g = dy · [y > 0] (relu) into g; per filter bank m: db = Σ_n g, dw[m] = Σ_n g[n, m] · its
+# window of x[n] (the bank's row stays in cache); with input_grad, dx by blocks of LOCAL_IMAGES
+# images (each work item owns its images' dx, and reads w once per block), zeroed first
 HOST_LOCAL_BWD = r"""
 $kernel local_bwd(const float *$restrict x, const float *$restrict w,
                   const float *$restrict y, const float *$restrict dy, float *$restrict g,
@@ -310,38 +314,19 @@ $kernel local_bwd(const float *$restrict x, const float *$restrict w,
                   long H, long W, long O, long K, long S, long P, long Ho, long Wo, long relu,
                   long input_grad)
 {
-    const long M = O * Ho * Wo;
+    const long M = O * Ho * Wo, B = 8, blocks = (N + B - 1) / B;
     for (long i = 0; i < N * M; ++i)
         g[i] = relu && !(y[i] > 0.0f) ? 0.0f : dy[i];
     $parallel if (N * M * C * K * K > SERIAL)
     for (long m = 0; m < M; ++m) {
         const long oy = (m / Wo) % Ho, ox = m % Wo;
+        float *dwm = dw + m * C * K * K;
         float s = 0.0f;
-        for (long n = 0; n < N; ++n)
-            s += g[n * M + m];
-        db[m] = s;
-        for (long c = 0; c < C; ++c)
-            for (long u = 0; u < K; ++u)
-                for (long q = 0; q < K; ++q) {
-                    const long iy = oy * S - P + u, ix = ox * S - P + q;
-                    float a = 0.0f;
-                    if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                        for (long n = 0; n < N; ++n)
-                            a += g[n * M + m] * x[((n * C + c) * H + iy) * W + ix];
-                    dw[(m * C + c) * K * K + u * K + q] = a;
-                }
-    }
-    if (!input_grad)
-        return;
-    $parallel if (N * M * C * K * K > SERIAL)
-    for (long n = 0; n < N; ++n) {
-        float *dxn = dx + n * C * H * W;
-        for (long i = 0; i < C * H * W; ++i)
-            dxn[i] = 0.0f;
-        for (long m = 0; m < M; ++m) {
-            const long oy = (m / Wo) % Ho, ox = m % Wo;
+        for (long i = 0; i < C * K * K; ++i)
+            dwm[i] = 0.0f;
+        for (long n = 0; n < N; ++n) {
             const float gm = g[n * M + m];
-            const float *wm = w + m * C * K * K;
+            s += gm;
             for (long c = 0; c < C; ++c)
                 for (long u = 0; u < K; ++u) {
                     const long iy = oy * S - P + u;
@@ -350,9 +335,37 @@ $kernel local_bwd(const float *$restrict x, const float *$restrict w,
                     for (long q = 0; q < K; ++q) {
                         const long ix = ox * S - P + q;
                         if (ix >= 0 && ix < W)
-                            dxn[(c * H + iy) * W + ix] += wm[(c * K + u) * K + q] * gm;
+                            dwm[(c * K + u) * K + q] += gm * x[((n * C + c) * H + iy) * W + ix];
                     }
                 }
+        }
+        db[m] = s;
+    }
+    if (!input_grad)
+        return;
+    $parallel if (N * M * C * K * K > SERIAL)
+    for (long bl = 0; bl < blocks; ++bl) {
+        const long n0 = bl * B, n1 = n0 + B < N ? n0 + B : N;
+        for (long i = n0 * C * H * W; i < n1 * C * H * W; ++i)
+            dx[i] = 0.0f;
+        for (long m = 0; m < M; ++m) {
+            const long oy = (m / Wo) % Ho, ox = m % Wo;
+            const float *wm = w + m * C * K * K;
+            for (long n = n0; n < n1; ++n) {
+                const float gm = g[n * M + m];
+                float *dxn = dx + n * C * H * W;
+                for (long c = 0; c < C; ++c)
+                    for (long u = 0; u < K; ++u) {
+                        const long iy = oy * S - P + u;
+                        if (iy < 0 || iy >= H)
+                            continue;
+                        for (long q = 0; q < K; ++q) {
+                            const long ix = ox * S - P + q;
+                            if (ix >= 0 && ix < W)
+                                dxn[(c * H + iy) * W + ix] += wm[(c * K + u) * K + q] * gm;
+                        }
+                    }
+            }
         }
     }
 }
