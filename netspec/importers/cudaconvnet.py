@@ -132,6 +132,7 @@ class Layerdef:
 
     section: Section
     params: Section | None
+    inputs: int = 1                 # how many inputs its per-input parameters list
 
     @property
     def name(self) -> str:
@@ -169,8 +170,9 @@ class Layerdef:
             return default
         return e[0].value
 
-    def number(self, key: str, default=None, kind=float, lo=None):
-        raw = self.text(key, None if default is None else str(default))
+    def number(self, key: str, default=None, kind=float, lo=None, raw: str | None = None):
+        if raw is None:
+            raw = self.text(key, None if default is None else str(default))
         try:
             if kind is int:
                 v = int(raw.strip())
@@ -192,14 +194,17 @@ class Layerdef:
         return v
 
     def single(self, key: str, default=None, kind=float, lo=None):
-        """A parameter cuda-convnet takes per input (a ','-list): one value here, since netspec
-        reads these layers from one input."""
+        """A parameter cuda-convnet takes per input (a ','-list): one value here, since a
+        netspec layer has one (a list of one value per input, all equal, is that value)."""
         raw = self.text(key, None if default is None else str(default))
         if "," in raw:
-            self.error(key, f"parameter '{key}' lists a value per input ({raw}); netspec reads "
-                            f"this layer from one input")
-            raise Missing(key)
-        return self.number(key, default, kind, lo)
+            values = {v.strip() for v in raw.split(",")}
+            if len(raw.split(",")) != self.inputs or len(values) != 1:
+                self.error(key, f"parameter '{key}' lists {raw}: netspec's layer has one value "
+                                f"for all of its {self.inputs} input(s)")
+                raise Missing(key)
+            raw = values.pop()
+        return self.number(key, default, kind, lo, raw)
 
 
 KIND_WORDS = {int: "an integer", float: "a number", bool: "0 or 1"}
@@ -373,11 +378,22 @@ def convert_local(d: Layerdef, cx: Cx) -> None:
 
 
 def convert_fc(d: Layerdef, cx: Cx) -> None:
-    (src,) = _inputs(d, cx)
+    srcs = _inputs(d, cx, None)
+    d.inputs = len(srcs)
+    shapes = [cx.shapes[s] for s in srcs]
+    if len({len(sh) for sh in shapes}) > 1 or len({sh[1:] for sh in shapes}) > 1:
+        d.error("inputs", f"inputs of shapes {', '.join('x'.join(map(str, sh)) for sh in shapes)}"
+                          f": netspec's fc concatenates its inputs along channels, so their maps "
+                          f"(or vectors) must match")
+        raise Missing("inputs")
     n = d.single("outputs", kind=int, lo=1)
     layer = Layer("fc", d.name, {"outputs": n}, source=f"{d.name} (fc)")
+    if len(srcs) > 1:
+        layer.notes.append(f"inputs={d.text('inputs')}: cuda-convnet sums one weight matrix per "
+                           f"input, which is one fc over their concatenation (channel-major, "
+                           f"input by input)")
     _rates_and_init(layer, d, cx)
-    cx.add(layer, (n,), [src])
+    cx.add(layer, (n,), srcs)
     cx.out[d.name] = layer.name
     _after(d, cx, layer)
 

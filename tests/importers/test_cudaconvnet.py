@@ -419,3 +419,59 @@ def test_joins_and_names_the_parser_refuses(tmp_path):
     b = conv(a, P["conv_b.weight"], P["conv_b.bias"], padding=1)
     z = torch.cat([torch.relu(a + b), a], 1).flatten(1) @ P["fc.weight"].T + P["fc.bias"]
     assert np.abs(net.forward(x) - z.numpy()).max() <= 1e-10 * np.abs(z.numpy()).max()
+
+
+TWO_INPUT_FC = """\
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[c1]
+type=conv
+inputs=data
+channels=3
+filters=4
+filterSize=3
+[c2]
+type=conv
+inputs=data
+channels=3
+filters=2
+filterSize=3
+[fc]
+type=fc
+inputs=c1,c2
+outputs=3
+initW=0.01,0.01
+[probs]
+type=softmax
+inputs=fc
+[cost]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+
+def test_fc_over_several_inputs_sums_their_matrices(tmp_path):
+    """cuda-convnet's fc with inputs=c1,c2 is W1·x1 + W2·x2 + b: netspec's fc over the
+    channel concatenation, whose weight is [W1 | W2]; per-input lists of one value accepted,
+    of several refused."""
+    _, g = imported_graph(tmp_path, TWO_INPUT_FC, None, shape=(3, 6, 6))
+    assert g.layer("fc").inputs == ["c1", "c2"]
+    params = draw(g, 12)
+    x = np.random.default_rng(13).standard_normal((2, 3, 6, 6))
+    net = build(g, "numpy", dtype=np.float64)
+    net.load_parameters(params)
+    P = {k: torch.from_numpy(v) for k, v in params.items()}
+    conv = torch.nn.functional.conv2d
+    x1 = conv(torch.from_numpy(x), P["c1.weight"], P["c1.bias"]).flatten(1)
+    x2 = conv(torch.from_numpy(x), P["c2.weight"], P["c2.bias"]).flatten(1)
+    w1, w2 = P["fc.weight"][:, :x1.shape[1]], P["fc.weight"][:, x1.shape[1]:]
+    z = (x1 @ w1.T + x2 @ w2.T + P["fc.bias"]).numpy()
+    assert np.abs(net.forward(x) - z).max() <= 1e-10 * np.abs(z).max()
+    lp, _ = write(tmp_path, TWO_INPUT_FC.replace("initW=0.01,0.01", "initW=0.01,0.02"))
+    with pytest.raises(SpecError, match=r":23:7: error: layer 'fc': parameter 'initw' lists "
+                                        r"0.01,0.02"):
+        import_model(lp, input_shape=(3, 6, 6))
