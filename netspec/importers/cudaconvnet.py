@@ -24,6 +24,8 @@ Conventions converted (each written as a comment in the spec):
   is fused (`relu`). Neurons: relu, logistic, tanh[a,b], abs, softrelu, brelu[a], square,
   ident (no layer); linear[a,b] and sqrt are refused.
 - softmax + cost.logreg is netspec's softmax head (mean multinomial logistic loss).
+- an fc over several inputs (one weight matrix per input, summed) is netspec's fc over their
+  concatenation; a conv or local over several is refused.
 - layer-params: the update rule is the paper's (weights.cu: inc = mom·inc + eps·grad −
   wc·eps·w), so the first weighted layer's epsW, momW and wc are the recipe's lr, momentum
   and weight_decay, and each layer's epsW and wc are its lr_mult and decay_mult against them.
@@ -752,6 +754,8 @@ def import_cudaconvnet(path, params=None, input_shape=None, weights=None) -> Imp
     lines, notes = recipe(cx, params is not None)
     _raise_all([p for p in (lp, pp) if p is not None])
     _rename(cx.layers)
+    notes.append("cuda-convnet's data mean is in its data provider's batches.meta, a pickle: "
+                 "not read (netspec's data pipeline subtracts the mean of the data it prepares)")
     orphans = sorted(set(psections) - {s.name for s in sections})
     if orphans:
         notes.append(f"layer-params sections without a layer, ignored as cuda-convnet does: "
