@@ -48,7 +48,7 @@ from pathlib import Path
 
 from ..dsl.errors import Pos, SpecError
 from ..errors import NetspecError
-from .model import Imported, Layer, Problems, valid_names
+from .model import Imported, Layer, Problems, rename, valid_names
 from .prototxt import read_text_file
 
 SECTION = re.compile(r"\[([^\]]*)\]\s*$")
@@ -234,7 +234,7 @@ class Cx:
 
     def add(self, layer: Layer, shape, inputs: list[str]) -> None:
         if inputs != [self.last_name()]:
-            layer.attrs["from"] = ", ".join(inputs)
+            layer.inputs = list(inputs)
         self.layers.append(layer)
         self.shapes[layer.name] = shape
 
@@ -533,7 +533,7 @@ def _joined(d: Layerdef, cx: Cx, kind: str) -> None:
         shape = cx.shapes[srcs[0]]
     layer = Layer(kind, d.name, source=f"{d.name} ({d.text('type').strip()})")
     cx.add(layer, shape, srcs)
-    layer.attrs["from"] = ", ".join(srcs)
+    layer.inputs = list(srcs)
     cx.out[d.name] = layer.name
     _after(d, cx, layer)
 
@@ -673,19 +673,6 @@ def recipe(cx: Cx, have_params: bool) -> tuple[list[str], list[str]]:
 
 # -- the whole file ------------------------------------------------------------------------
 
-def _rename(layers: list[Layer]) -> None:
-    """Valid, unique spec names for the layers (cuda-convnet's may hold '-'), in their `from`
-    lists too, each change noted."""
-    new = dict(zip([layer.name for layer in layers], valid_names([l.name for l in layers])))
-    for layer in layers:
-        if new[layer.name] != layer.name:
-            layer.notes.append(f"named {layer.name!r} in the source")
-            layer.name = new[layer.name]
-        if "from" in layer.attrs:
-            layer.attrs["from"] = ", ".join(new.get(s, s)
-                                            for s in layer.attrs["from"].split(", "))
-
-
 class BothFiles(SpecError):
     """The errors of the layer file and of the params file, reported together."""
 
@@ -753,7 +740,7 @@ def import_cudaconvnet(path, params=None, input_shape=None, weights=None) -> Imp
                  "head is a softmax")
     lines, notes = recipe(cx, params is not None)
     _raise_all([p for p in (lp, pp) if p is not None])
-    _rename(cx.layers)
+    rename(cx.layers)
     notes.append("cuda-convnet's data mean is in its data provider's batches.meta, a pickle: "
                  "not read (netspec's data pipeline subtracts the mean of the data it prepares)")
     orphans = sorted(set(psections) - {s.name for s in sections})

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dsl.errors import Collector, Pos
 
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")     # a layer name the spec parser admits
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")     # the spec grammar's WORD
 
 
 @dataclass
@@ -132,14 +132,13 @@ def _number(v) -> str:
 
 
 def valid_names(names: list[str]) -> list[str]:
-    """Each source name made a spec name (letters, digits and _, not starting with a digit:
-    the parser refuses '-' in a layer name, since kernels are named after it; other characters
-    become _), unique in the list."""
+    """Each source name made a spec name (letters, digits, _ and -, not starting with a digit
+    or '-'; other characters become _), unique in the list."""
     out, taken = [], set()
     for name in names:
-        new = re.sub(r"[^A-Za-z0-9_]", "_", name) or "layer"
+        new = re.sub(r"[^A-Za-z0-9_\-]", "_", name) or "layer"
         if not NAME.fullmatch(new):
-            new = "l" + new
+            new = "l" + new if new[0].isdigit() else "l_" + new.lstrip("-")
         base, k = new, 2
         while new in taken:
             new, k = f"{base}_{k}", k + 1
@@ -152,7 +151,10 @@ def rename(layers: list[Layer]) -> None:
     """Give every layer a valid unique name, noting where the source's differs (and the
     `from` lists following)."""
     names = {}
-    for layer, new in zip(layers, valid_names([layer.name for layer in layers])):
+    # a layer name is a C identifier (kernels are named after it): no '-', which a network's
+    # name may hold
+    for layer, new in zip(layers, valid_names([layer.name.replace("-", "_")
+                                               for layer in layers])):
         names[layer.name] = new
         if new != layer.name:
             layer.notes.append(f"named {layer.name!r} in the source")
