@@ -24,6 +24,16 @@ def write_imported_run(run_dir: Path, imported) -> None:
     save_checkpoint(run_dir, imported.parameters(), {}, imported.run_state())
 
 
+def _input_size(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"'{text}' is not CxHxW (three positive integers, e.g. "
+                                 f"3x32x32)", param_hint="--input")
+    return tuple(int(p) for p in parts)
+
+
 @click.command("import")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), metavar="FILE",
@@ -34,14 +44,20 @@ def write_imported_run(run_dir: Path, imported) -> None:
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Class names, one per line in output order ('ID NAME' lines, as Caffe's "
                    "synset_words.txt, give ids and names).")
+@click.option("--params", type=click.Path(dir_okay=False), metavar="FILE",
+              help="cuda-convnet's layer-params.cfg (epsW, momW, wc: the recipe).")
+@click.option("--input", "input_size", metavar="CxHxW",
+              help="The image size, for cuda-convnet's layers.cfg (its data provider has "
+                   "it, not the file), e.g. 3x32x32.")
 @output_option("Where to write the spec (default: print it).", metavar="FILE.net")
 @out_dir_option("The run directory to write (the checkpoint and its state); needed with "
                 "--weights.")
-def import_cmd(model, weights, mean, classes_file, output, out):
-    """Read MODEL (a Caffe deploy .prototxt, a darknet .cfg or an .onnx file) as a netspec
-    spec; with --weights (an .onnx file brings its own) and --out, also a run directory that
-    eval, predict, export and train --init-from take. Everything netspec can't express is
-    reported at once (exit 2) and nothing is written."""
+def import_cmd(model, weights, mean, classes_file, params, input_size, output, out):
+    """Read MODEL (a Caffe deploy .prototxt, a darknet .cfg, an .onnx file, or a cuda-convnet
+    layers.cfg with --params and --input) as a netspec spec; with --weights (an .onnx file
+    brings its own) and --out, also a run directory that eval, predict, export and train
+    --init-from take. Everything netspec can't express is reported at once (exit 2) and
+    nothing is written."""
     from ..importers import import_model
     from ..importers.model import read_class_list
     from ..train.checkpoint import atomic_write
@@ -49,7 +65,8 @@ def import_cmd(model, weights, mean, classes_file, output, out):
     if weights and not out:
         raise click.UsageError("--weights needs --out DIR: the run directory the checkpoint "
                                "goes to")
-    imported = import_model(model, weights=weights, mean=mean)
+    imported = import_model(model, weights=weights, mean=mean, params=params,
+                            input_shape=_input_size(input_size))
     if classes_file:
         imported.classes, imported.class_names = read_class_list(classes_file,
                                                                  imported.class_count)

@@ -377,6 +377,21 @@ for _m, _r in WINOGRAD_TILES:
         _kernel(_name, _args, _body)
 
 
+# Host kernels that a layer type's own module declares (HOST_KERNELS: (name, argument types,
+# template), run by its host_forward/host_backward through the cpu backend): ops/rnorm.py,
+# ops/cnorm.py, ops/local.py. In module order, so the rendered source is the same every run.
+def _op_host_kernels() -> None:
+    import sys
+
+    from ..ops import OPS
+    for module in sorted({type(op).__module__ for op in OPS.values()}):
+        for name, args, body in getattr(sys.modules.get(module), "HOST_KERNELS", ()):
+            _kernel(name, args, body)
+
+
+_op_host_kernels()
+
+
 # Below this many elements a kernel runs on one thread: waking the others costs more than the
 # work, and on a loaded machine a region waits for its slowest thread to be scheduled.
 SERIAL = 1 << 15

@@ -281,7 +281,23 @@ class OnnxBuilder:
         self.op_node(layer, [x, w] + ([b] if b is not None else []), out,
                      **({"group": groups} if groups > 1 else {}))
 
+    def subgraph(self, layer: Layer) -> bool:
+        """An op that ONNX computes with several nodes declares them: `Op.onnx_graph(a, x,
+        out)` -> (nodes as (op_type, inputs, outputs, attributes), float scalar constants by
+        name), plain data (rnorm, cnorm). False when the op has none."""
+        build = getattr(layer.op, "onnx_graph", None)
+        if build is None:
+            return False
+        nodes, floats = build(layer.attrs, self.whole_input(layer), layer.name)
+        for name, v in floats.items():
+            self.fconsts[name] = np.asarray(v, np.float32)
+        for op_type, inputs, outputs, attrs in nodes:
+            self.node(op_type, inputs, outputs, f"{outputs[0]}.{op_type.lower()}", **attrs)
+        return True
+
     def layer(self, layer: Layer) -> None:
+        if self.subgraph(layer):
+            return None
         if layer.weighted and layer.op.channelwise:     # batchnorm: its tensors are inputs
             tensors = [self.param(n) for n in layer.param_shapes()]
             return self.op_node(layer, [self.whole_input(layer), *tensors], layer.name)

@@ -59,6 +59,7 @@ class Imported:
     has_weights: bool = False
     origins: dict = field(default_factory=dict)   # the importer's own: where weights are
     outputs: int | None = None      # what the softmax reads, where the importer knows it
+    recipe: list[str] = field(default_factory=list)   # the spec's `train` lines, if known
 
     @property
     def class_count(self) -> int:
@@ -93,6 +94,8 @@ class Imported:
             if layer.source:
                 line += f"   # {layer.source}"
             out.append(line)
+        if self.recipe:
+            out += ["", *self.recipe]
         return "\n".join(out) + "\n"
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -148,7 +151,10 @@ def rename(layers: list[Layer]) -> None:
     """Give every layer a valid unique name, noting where the source's differs (and the
     `from` lists following)."""
     names = {}
-    for layer, new in zip(layers, valid_names([layer.name for layer in layers])):
+    # a layer name is a C identifier (kernels are named after it): no '-', which a network's
+    # name may hold
+    for layer, new in zip(layers, valid_names([layer.name.replace("-", "_")
+                                               for layer in layers])):
         names[layer.name] = new
         if new != layer.name:
             layer.notes.append(f"named {layer.name!r} in the source")

@@ -214,6 +214,10 @@ class CpuNet(NumpyNet):
         fn = getattr(self, f"_fwd_{layer.type}", None) if self.k is not None else None
         if self.rounds_operands(layer):      # `precision tf32|bf16`: NumPy's rounded GEMMs
             fn = None
+        elif fn is None and self.k is not None and self._op_host(layer, "host_forward"):
+            y, cache = self._op_host(layer, "host_forward")(
+                self._run_host, layer.attrs, np.ascontiguousarray(x), params, relu=layer.relu)
+            return y, ("cpu-op", cache)
         if fn is None:
             return super().forward_part(layer, part, x, params, train=train, noise=noise)
         if layer.type == "conv":
@@ -221,11 +225,26 @@ class CpuNet(NumpyNet):
         return fn(layer, np.ascontiguousarray(x), params)
 
     def backward_part(self, layer, part, dy, cache, *, input_grad):
+        if isinstance(cache, tuple) and cache and isinstance(cache[0], str) and \
+                cache[0] == "cpu-op":
+            return self._op_host(layer, "host_backward")(
+                self._run_host, layer.attrs, np.ascontiguousarray(dy), cache[1],
+                input_grad=input_grad)
         fn = getattr(self, f"_bwd_{layer.type}", None) if self.k is not None else None
         if fn is None or not (isinstance(cache, tuple) and cache and cache[0] == "cpu"):
             return super().backward_part(layer, part, dy, cache, input_grad=input_grad)
         self._dw_out = self._grad_view(layer, part) if layer.weighted else None
         return fn(layer, np.ascontiguousarray(dy), cache[1:], input_grad)
+
+    # A layer type whose module declares host kernels (HOST_KERNELS, collected by
+    # codegen/cpu_kernels.py) runs them through its host_forward/host_backward(run, attrs,
+    # ...), `run(name, *args)` calling kernel `name` with arrays by pointer.
+    @staticmethod
+    def _op_host(layer, name: str):
+        return layer.op._module_function(name, required=False)
+
+    def _run_host(self, name: str, *args) -> None:
+        getattr(self.k, name)(*(ptr(a) if isinstance(a, np.ndarray) else a for a in args))
 
     # The columns of at most this many floats at a time: a conv can run image block by image
     # block, so that one block's buffer is all the column memory a step needs. Each block is
