@@ -30,7 +30,7 @@ Conventions converted (each is written as a comment in the spec):
   the first conv's (or fc's) input channels are reversed in the weights, and the mean image
   is stored RGB; the network then reads what `netspec predict` and `eval` feed it.
 - `group: G` is `groups G`: Caffe's grouped weight (256, 48, 5, 5) is netspec's layout.
-- A ReLU after a conv or fc is fused into it (`relu`); `bias_term: false` is a zero bias;
+- A ReLU after a conv or fc is fused into it (`relu`); `bias_term: false` is `nobias`;
   `blobs_lr`/`lr_mult` of the weight is the layer's `lr_mult` (its bias's is noted where it
   differs: netspec has one multiplier per layer).
 
@@ -154,7 +154,7 @@ def _conv(cx: Context, src: Source) -> Layer | None:
         layer.notes.append(f"Caffe's group: {groups}; weights ({filters}, {c // groups}, {k}, "
                            f"{k}) as Caffe stores them")
     if not p.one("bias_term", True):
-        layer.notes.append("bias_term: false in Caffe: a zero bias")
+        attrs["nobias"] = True
     cx.shape = (filters, (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1)
     return layer
 
@@ -171,7 +171,7 @@ def _fc(cx: Context, src: Source) -> Layer | None:
         layer.notes.append("transpose: true in Caffe: the weight is stored (inputs, outputs), "
                            "transposed here")
     if not p.one("bias_term", True):
-        layer.notes.append("bias_term: false in Caffe: a zero bias")
+        layer.attrs["nobias"] = True
     cx.shape = (n,)
     return layer
 
@@ -623,7 +623,8 @@ def attach_weights(imp: Imported, source_names: dict, path) -> None:
             w = None if w is None else np.ascontiguousarray(w.T)
         else:
             w = _fit(w, wshape, f"layer '{src}' weight", problems)
-        b = _fit(got[1], (n,), f"layer '{src}' bias", problems) if len(got) > 1 else \
+        b = None if layer.attrs.get("nobias") else \
+            _fit(got[1], (n,), f"layer '{src}' bias", problems) if len(got) > 1 else \
             np.zeros(n, np.float32)
         layer.weight, layer.bias = w, b
     problems.raise_if_any()

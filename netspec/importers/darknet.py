@@ -229,7 +229,8 @@ def _conv(r: Reader, sec: Section, x: Ref) -> Ref | None:
     out = r.append(conv, [x], shape, sec)
     norm = None
     if bn:
-        conv.notes.append("batch_normalize: no bias before the batchnorm (zero here); "
+        conv.attrs["nobias"] = True
+        conv.notes.append("batch_normalize: no bias before the batchnorm (nobias); "
                           "darknet's biases are the batchnorm's shift")
         norm = Layer("batchnorm", f"{name}_bn", {"eps": 1e-6})
         out = r.append(norm, [out], shape, sec)
@@ -244,6 +245,7 @@ def _connected(r: Reader, sec: Section, x: Ref) -> Ref | None:
     out = r.append(fc, [x], (n,), sec)
     norm = None
     if sec.get("batch_normalize", 0):
+        fc.attrs["nobias"] = True
         norm = Layer("batchnorm", f"{name}_bn", {"eps": 1e-6})
         out = r.append(norm, [out], (n,), sec)
     r.weighted.append((sec, fc, norm, math.prod(x.shape)))
@@ -571,7 +573,7 @@ def read_weights(path, r: Reader, imp: Imported) -> None:
         if norm is None:
             layer.bias = biases
         else:
-            layer.bias = np.zeros(n, np.float32)
+            layer.bias = None
             norm.weight, norm.bias = stats[0], biases
             norm.state = {"running_mean": stats[1], "running_var": stats[2]}
         if r.input_scale and r.input_scale[0] == layer.name:

@@ -103,7 +103,8 @@ class Imported:
         for layer in self.layers:
             if layer.weight is not None:
                 params[f"{layer.name}.weight"] = np.ascontiguousarray(layer.weight, np.float32)
-                params[f"{layer.name}.bias"] = np.ascontiguousarray(layer.bias, np.float32)
+                if layer.bias is not None:          # None: a layer without one (nobias)
+                    params[f"{layer.name}.bias"] = np.ascontiguousarray(layer.bias, np.float32)
                 for k, v in layer.state.items():
                     params[f"{layer.name}.{k}"] = np.ascontiguousarray(v, np.float32)
         return params

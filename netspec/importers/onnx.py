@@ -237,10 +237,10 @@ def _conv(r: Reader, node) -> None:
         attrs["pad"] = p
     if g != 1:
         attrs["groups"] = g
-    layer = Layer("conv", "", attrs, weight=w.astype(np.float32),
-                  bias=(b if b is not None else np.zeros(w.shape[0])).astype(np.float32))
     if b is None:
-        layer.notes.append("no bias in the source: a zero bias")
+        attrs["nobias"] = True
+    layer = Layer("conv", "", attrs, weight=w.astype(np.float32),
+                  bias=None if b is None else b.astype(np.float32))
     c, h, wd = v.shape
     shape = (w.shape[0], (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1)
     r.add(node, layer, [v], shape)
@@ -269,9 +269,10 @@ def _gemm(r: Reader, node) -> None:
         r.error(node, f"a bias of shape {c.shape}: netspec's fc adds one per output")
         return
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-    bias = np.zeros(n, np.float32) if c is None else np.broadcast_to(c.reshape(-1), (n,))
-    layer = Layer("fc", "", {"outputs": int(n)}, weight=(alpha * w).astype(np.float32),
-                  bias=(beta * bias).astype(np.float32))
+    bias = None if c is None else (beta * np.broadcast_to(c.reshape(-1), (n,)))
+    layer = Layer("fc", "", {"outputs": int(n)} | ({"nobias": True} if c is None else {}),
+                  weight=(alpha * w).astype(np.float32),
+                  bias=None if bias is None else bias.astype(np.float32))
     if not a.get("transB", 0):
         layer.notes.append("Gemm transB 0: the weight is stored (inputs, outputs), "
                            "transposed here")

@@ -334,7 +334,7 @@ def test_batch_norm_scale_eltwise_concat_and_activations(tmp_path):
     model.write_bytes(caffemodel(layers))
     imp = import_caffe(proto, model)
     spec = " ".join(imp.spec_text().split())
-    for line in ("batchnorm bn1 eps 0.001 momentum 0.001",
+    for line in ("conv conv1 filters 8 size 3 pad 1 nobias", "batchnorm bn1 eps 0.001 momentum 0.001",
                  "maxpool pool1 size 3 stride 2 pad 1 ceil", "add sum from pool1, a_bn relu",
                  "conv c from sum filters 4 size 3 pad 1", "logistic b_sig", "tanh c_tanh",
                  "leaky d_leaky slope 0.2", "abs d_abs", "softrelu d_bnll",

@@ -117,7 +117,7 @@ def test_yoloish_network_against_opencv(tmp_path):
     x = np.random.default_rng(1).uniform(0, 1, (2, 3, 19, 19)).astype(np.float32)
     close(netspec_out(imp, 255 * x, True), opencv(cfg, weights, x))
     spec = imp.spec_text()
-    for line in ("conv conv1 filters 16 size 3 pad 1", "batchnorm conv1_bn eps 1e-06",
+    for line in ("conv conv1 filters 16 size 3 pad 1 nobias", "batchnorm conv1_bn eps 1e-06",
                  "leaky conv1_bn_leaky slope 0.1", "maxpool maxpool1 size 2 stride 2 ceil",
                  "conv conv2 filters 16 size 3 pad 1 groups 4 relu",
                  "add shortcut1 from conv3_bn_logistic, maxpool1",
