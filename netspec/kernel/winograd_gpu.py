@@ -1,0 +1,251 @@
+"""Winograd's F(m×m, r×r) for stride-1 convs on a GPU (CUDA C and OpenCL C from one template):
+the forward and the data gradient as four launches each, the GEMMs between the transforms
+being the blocked GEMM family of kernel/gemm.py, batched over the α² transformed elements.
+
+A stride-1 correlation of an r×r filter g with an α×α input tile d (α = m + r − 1) gives the
+m×m output tile Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A (Lavin & Gray 2016, §4; the matrices are
+codegen/winograd.py's, exact rationals, handed in through `WinogradTiles`). So a conv with
+O outputs, C inputs and T = N·⌈Ho/m⌉·⌈Wo/m⌉ output tiles is
+
+    U[ξ](O, C) = (G g Gᵀ)[ξ]           wino_filter: one work-item per (o, c)
+    V[ξ](C, T) = (Bᵀ d B)[ξ]           wino_input:  one work-item per (c, tile)
+    M[ξ](O, T) = U[ξ] @ V[ξ]           α² GEMMs, one launch (grid z = ξ)
+    y = Aᵀ M A (+ bias, ReLU)          wino_output: one work-item per (o, tile)
+
+α²·O·C·T multiplies in the GEMMs against the direct conv's m²·r²·O·C·T (2.25× fewer for
+F(2×2, 3×3), 4× for F(4×4, 3×3), before the ragged tiles at the edges). The data gradient
+of a stride-1 conv with pad P is the same computation on dy, padded by r − 1 − P, with the
+filter flipped and its two channel axes swapped: dx[c] = Σ_o flip(w[o, c]) ⋆ dy[o]; the
+weight gradient stays a GEMM (ops/conv.py).
+
+Layouts: x, y, dy, dx (C, N, H, W); w (O, C, r, r); U (α², M, K), V (α², K, T), M (α², M, T)
+with M, K the GEMM's rows and reduction (O and C forward, C and O for the data gradient);
+tile t = (img·TH + ty)·TW + tx. Error against a float64 conv: codegen/winograd.py's
+ERROR_BOUND (the same transforms in the same float32 arithmetic, the products summed in
+another order); tests/kernel/test_winograd_gpu.py holds them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from . import Call, Kernel, ceil_div, elementwise_launch, params
+from .gemm import GemmTiles, Operand, gemm_calls
+
+
+@dataclass(frozen=True)
+class WinogradTiles:
+    """The choice to run one conv direction ("fwd" or "bwd_data") as Winograd's F(m×m, r×r):
+    its matrices (Aᵀ m×α, G α×r, Bᵀ α×α, rows of Fractions, from codegen/winograd.py's
+    `matrices`) and the tiles of its batched GEMM (None: chosen by `choose_gemm`). Stands in
+    a PartContext's `tiles` where a GemmTiles would."""
+
+    m: int
+    r: int
+    at: tuple
+    g: tuple
+    bt: tuple
+    gemm: GemmTiles | None = None
+
+    @property
+    def alpha(self) -> int:
+        return self.m + self.r - 1
+
+
+def _lit(v: Fraction) -> str:
+    return f"{float(v)!r}f"
+
+
+def _lincomb(coeffs, names) -> str:
+    """Σ coeffs[k]·names[k] as C, zero terms dropped, ±1 as plain adds and subtracts."""
+    terms = []
+    for c, x in zip(coeffs, names):
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        terms.append((sign, x if abs(c) == 1 else f"{_lit(abs(c))} * {x}"))
+    if not terms:
+        return "0.0f"
+    head = ("-" if terms[0][0] == "-" else "") + terms[0][1]
+    return " ".join([head] + [f"{s} {x}" for s, x in terms[1:]])
+
+
+def straight_line(L, R, src, dst) -> str:
+    """C statements for dst(i, j) = Σ_k Σ_l L[i][k]·src(k, l)·R[j][l] (L, R rows of
+    Fractions): the loads into s_k_l, the row pass into t_i_l, then one dst(i, j, expr) per
+    output. `src(k, l)` and `dst(i, j, e)` return C text."""
+    p, q = len(L[0]), len(R[0])
+    lines = [f"const float s{k}_{l} = {src(k, l)};" for k in range(p) for l in range(q)]
+    lines += [f"const float t{i}_{l} = "
+              f"{_lincomb([L[i][k] for k in range(p)], [f's{k}_{l}' for k in range(p)])};"
+              for i in range(len(L)) for l in range(q)]
+    lines += [dst(i, j, _lincomb([R[j][l] for l in range(q)], [f"t{i}_{l}" for l in range(q)]))
+              for i in range(len(L)) for j in range(len(R))]
+    return "\n    ".join(lines)
+
+
+_FILTER = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${MO} * ${KC})
+        return;
+    const int i = e / ${KC}, j = e % ${KC};
+    @BODY@
+}
+"""
+
+_INPUT = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${KC} * ${T})
+        return;
+    const int c = e / ${T}, t = e % ${T};
+    const int img = t / (${TH} * ${TW}), ty = (t / ${TW}) % ${TH}, tx = t % ${TW};
+    const int y0 = ty * ${MT} - ${P}, x0 = tx * ${MT} - ${P};
+    const int base = (c * ${NB} + img) * (${H} * ${W});
+    @BODY@
+}
+"""
+
+_OUTPUT = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${MO} * ${T})
+        return;
+    const int o = e / ${T}, t = e % ${T};
+    const int img = t / (${TH} * ${TW}), ty = (t / ${TW}) % ${TH}, tx = t % ${TW};
+    const int base = (o * ${NB} + img) * (${OH} * ${OW}) + ty * ${MT} * ${OW} + tx * ${MT};
+    @BODY@
+}
+"""
+
+
+@dataclass(frozen=True)
+class WinogradConv:
+    """One stride-1 conv direction as Winograd: GEMM rows MO (outputs), reduction KC
+    (inputs), an NB×KC×H×W source padded by P, an NB×MO×OH×OW result."""
+
+    MO: int
+    KC: int
+    NB: int
+    H: int
+    W: int
+    OH: int
+    OW: int
+    P: int
+
+    def tiles_hw(self, m: int) -> tuple[int, int]:
+        return ceil_div(self.OH, m), ceil_div(self.OW, m)
+
+    def consts(self, m: int) -> dict:
+        th, tw = self.tiles_hw(m)
+        return dict(MO=self.MO, KC=self.KC, NB=self.NB, H=self.H, W=self.W, OH=self.OH,
+                    OW=self.OW, P=self.P, MT=m, TH=th, TW=tw, T=self.NB * th * tw)
+
+    def scratch(self, m: int, r: int) -> dict:
+        """Floats of the three scratch buffers (roles wino_u, wino_v, wino_m)."""
+        a2 = (m + r - 1) ** 2
+        t = self.consts(m)["T"]
+        return {"wino_u": a2 * self.MO * self.KC, "wino_v": a2 * self.KC * t,
+                "wino_m": a2 * self.MO * t}
+
+
+def filter_kernel(name: str, conv: WinogradConv, wt: WinogradTiles, flip: bool,
+                  layer: str = "") -> Kernel:
+    """U[ξ][i][j] = (G g Gᵀ)[ξ] with g = w[i, j] (forward: i = o, j = c) or, `flip`,
+    g = w[j, i] rotated by 180° (the data gradient: i = c, j = o)."""
+    r, a = wt.r, wt.alpha
+    if flip:
+        def src(k, l):
+            return f"w[(j * ${{MO}} + i) * {r * r} + {(r - 1 - k) * r + (r - 1 - l)}]"
+    else:
+        def src(k, l):
+            return f"w[(i * ${{KC}} + j) * {r * r} + {k * r + l}]"
+    body = straight_line(wt.g, wt.g, src,
+                         lambda i, j, e: f"wino_u[({i * a + j} * ${{MO}} + i) * ${{KC}} + j] = {e};")
+    gs, ls = elementwise_launch(conv.MO * conv.KC)
+    return Kernel(name=name, template=_FILTER.replace("@BODY@", body),
+                  params=params("in w", "out wino_u"), consts=conv.consts(wt.m), global_size=gs,
+                  local_size=ls, layer=layer, flops=conv.MO * conv.KC * 2 * (a * r * r + a * a * r),
+                  doc=f"Winograd F({wt.m}x{wt.m},{r}x{r}) filter transform: wino_u[xi, i, j] = "
+                      f"(G g G^T)[xi], g = {'flip(w[j, i])' if flip else 'w[i, j]'}\n"
+                      f"launch: one work-item per (i, j) of {conv.MO}x{conv.KC}")
+
+
+def input_kernel(name: str, src_role: str, conv: WinogradConv, wt: WinogradTiles,
+                 layer: str = "") -> Kernel:
+    """V[ξ][c][t] = (Bᵀ d B)[ξ], d the α×α tile of the padded source at (ty·m − P, tx·m − P)."""
+    a, c = wt.alpha, conv.consts(wt.m)
+
+    def src(k, l):
+        inside = " && ".join(x for x in (
+            f"y0 >= {-k}" if k < conv.P else "", f"y0 < {conv.H - k}",
+            f"x0 >= {-l}" if l < conv.P else "", f"x0 < {conv.W - l}") if x)
+        return f"({inside}) ? {src_role}[base + (y0 + {k}) * ${{W}} + x0 + {l}] : 0.0f"
+    body = straight_line(wt.bt, wt.bt, src,
+                         lambda i, j, e: f"wino_v[({i * a + j} * ${{KC}} + c) * ${{T}} + t] = {e};")
+    gs, ls = elementwise_launch(conv.KC * c["T"])
+    return Kernel(name=name, template=_INPUT.replace("@BODY@", body),
+                  params=params(f"in {src_role}", "out wino_v"), consts=c, global_size=gs,
+                  local_size=ls, layer=layer, flops=conv.KC * c["T"] * 4 * a * a * a,
+                  doc=f"Winograd F({wt.m}x{wt.m},{wt.r}x{wt.r}) input transform: wino_v[xi, c, t] "
+                      f"= (B^T d B)[xi], d = {src_role}[c, img, ty*{wt.m} - {conv.P} + "
+                      f"(0..{a - 1}), tx*{wt.m} - {conv.P} + (0..{a - 1})] (zero outside)\n"
+                      f"launch: one work-item per (c, tile) of {conv.KC}x{c['T']}")
+
+
+def output_kernel(name: str, dst_role: str, conv: WinogradConv, wt: WinogradTiles,
+                  bias: bool, relu: bool, layer: str = "") -> Kernel:
+    """dst[o, img, ty·m + i, tx·m + j] = (Aᵀ M A)[i][j] (+ b[o], then ReLU) inside the
+    output."""
+    a, m, c = wt.alpha, wt.m, conv.consts(wt.m)
+    post = (" + b[o]" if bias else "")
+
+    def dst(i, j, e):
+        v = f"$fmax({e}{post}, 0.0f)" if relu else f"{e}{post}"
+        guard = " && ".join(x for x in (f"ty * {m} + {i} < ${{OH}}" if conv.OH % m else "",
+                                        f"tx * {m} + {j} < ${{OW}}" if conv.OW % m else "") if x)
+        store = f"{dst_role}[base + {i * conv.OW + j}] = {v};"
+        return f"if ({guard}) {store}" if guard else store
+    body = straight_line(wt.at, wt.at,
+                         lambda k, l: f"wino_m[({k * a + l} * ${{MO}} + o) * ${{T}} + t]", dst)
+    gs, ls = elementwise_launch(conv.MO * c["T"])
+    reads = ("in wino_m", "in b") if bias else ("in wino_m",)
+    return Kernel(name=name, template=_OUTPUT.replace("@BODY@", body),
+                  params=params(*reads, f"out {dst_role}"), consts=c, global_size=gs,
+                  local_size=ls, layer=layer, flops=conv.MO * c["T"] * 2 * (m * a * a + m * m * a),
+                  doc=f"Winograd F({m}x{m},{wt.r}x{wt.r}) output transform: "
+                      f"{dst_role}[o, img, ty*{m} + i, tx*{m} + j] = (A^T M A)[i, j]"
+                      f"{' + b[o]' if bias else ''}{', then ReLU' if relu else ''}\n"
+                      f"launch: one work-item per (o, tile) of {conv.MO}x{c['T']}")
+
+
+# the batched GEMM's operands: A = U[z] (M × K, contiguous along k), B = V[z] (K × N,
+# contiguous along n), each a gather only because its batch offset depends on z
+_U = Operand(hoist="h0 = (z * ${M} + m) * ${K};", load="v = wino_u[h0 + k];", fast="k")
+_V = Operand(hoist="h0 = z * (${K} * ${N}) + n;", load="v = wino_v[h0 + k * ${N}];", fast="outer")
+
+
+def winograd_calls(prefix: str, conv: WinogradConv, wt: WinogradTiles, *, src: str, dst: str,
+                   flip: bool, bias: bool = False, relu: bool = False, layer: str = "",
+                   sm_count: int = 132, what: str = "") -> list[Call]:
+    """The four launches of one conv direction (module doc): filter and input transforms, the
+    α² GEMMs, the output transform. Buffer roles: w, `src`, wino_u, wino_v, wino_m, b (with
+    `bias`), `dst`."""
+    a2 = wt.alpha ** 2
+    t = conv.consts(wt.m)["T"]
+    gemm = gemm_calls(f"{prefix}_gemm", conv.MO, t, conv.KC, a=_U, b=_V,
+                      epilogue="wino_m[(z * ${M} + m) * ${N} + n] = v;", reads=("wino_u", "wino_v"),
+                      writes=("out wino_m",), scratch="wino_m", tiles=wt.gemm, layer=layer,
+                      batches=a2, split_ok=False, sm_count=sm_count,
+                      doc=f"{what}Winograd F({wt.m}x{wt.m},{wt.r}x{wt.r}): wino_m[xi] = wino_u[xi] @ "
+                          f"wino_v[xi] for each of the {a2} transformed elements xi")
+    out = [Call(filter_kernel(f"{prefix}_wfilter", conv, wt, flip, layer), ("w", "wino_u")),
+           Call(input_kernel(f"{prefix}_winput", src, conv, wt, layer), (src, "wino_v"))]
+    out += gemm
+    k = output_kernel(f"{prefix}_woutput", dst, conv, wt, bias, relu, layer)
+    out.append(Call(k, ("wino_m", "b", dst) if bias else ("wino_m", dst)))
+    return out
