@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import Call, Kernel, ceil_div, elementwise_launch, params
-from .gemm import GemmTiles, Operand, gemm_calls
+from .gemm import (
+    _BYTES_PER_CLK_PER_SM,
+    GemmTiles,
+    Operand,
+    _estimate_cycles,
+    choose_gemm,
+    gemm_calls,
+)
 
 
 @dataclass(frozen=True)
@@ -249,3 +256,54 @@ def winograd_calls(prefix: str, conv: WinogradConv, wt: WinogradTiles, *, src: s
     k = output_kernel(f"{prefix}_woutput", dst, conv, wt, bias, relu, layer)
     out.append(Call(k, ("wino_m", "b", dst) if bias else ("wino_m", dst)))
     return out
+
+
+# -- when it wins --------------------------------------------------------------------------------
+LAUNCH_CYCLES = 2e-6 * 1.98e9      # a launch's overhead (bench/sass.py's LAUNCH_US) in SM clocks
+
+
+def direct_cycles(M: int, N: int, K: int, sm_count: int = 132) -> float:
+    """`choose_gemm`'s estimate of the implicit GEMM this direction would otherwise be."""
+    t, s = choose_gemm(M, N, K, sm_count=sm_count)
+    return _estimate_cycles(t, M, N, K, 1, s, sm_count) + LAUNCH_CYCLES
+
+
+def winograd_cycles(conv: WinogradConv, m: int, r: int, sm_count: int = 132) -> float:
+    """The same estimate of the four Winograd launches: the batched GEMM as `choose_gemm`
+    ranks it, each transform its compulsory traffic (read once, written once) at HBM rate."""
+    a2 = (m + r - 1) ** 2
+    c = conv.consts(m)
+    t, _ = choose_gemm(conv.MO, c["T"], conv.KC, batches=a2, split_ok=False, sm_count=sm_count)
+    gemm = _estimate_cycles(t, conv.MO, c["T"], conv.KC, a2, 1, sm_count)
+    s = conv.scratch(m, r)
+    floats = (conv.MO * conv.KC * r * r + s["wino_u"]                       # filter
+              + conv.KC * conv.NB * conv.H * conv.W + s["wino_v"]           # input
+              + s["wino_m"] + conv.MO * conv.NB * conv.OH * conv.OW)        # output
+    return gemm + 4 * floats / (_BYTES_PER_CLK_PER_SM * sm_count) + 4 * LAUNCH_CYCLES
+
+
+def choose_winograd(conv: WinogradConv, r: int, candidates: tuple[int, ...],
+                    sm_count: int = 132) -> int | None:
+    """The output tile m of the F(m×m, r×r) among `candidates` with the fewest estimated
+    cycles, if fewer than the direct GEMM's; else None."""
+    direct = direct_cycles(conv.MO, conv.NB * conv.OH * conv.OW, conv.KC * r * r, sm_count)
+    best = min(candidates, key=lambda m: winograd_cycles(conv, m, r, sm_count), default=None)
+    if best is None or winograd_cycles(conv, best, r, sm_count) >= direct:
+        return None
+    return best
+
+
+def conv_direction(ctx, direction: str) -> WinogradConv | None:
+    """The Winograd geometry of a conv part's "fwd" or "bwd_data" (a PartContext of ops/conv),
+    None where Winograd does not apply: stride > 1, a pad of r or more, no input gradient."""
+    a = ctx.attrs
+    r, p = a["size"], a["pad"]
+    if a["stride"] != 1 or p >= r or (direction == "bwd_data" and not ctx.input_grad):
+        return None
+    cin, h, w = ctx.in_shape
+    o, oh, ow = ctx.out_shape
+    if direction == "fwd":
+        return WinogradConv(o, cin, ctx.batch, h, w, oh, ow, p)
+    if direction == "bwd_data":
+        return WinogradConv(cin, o, ctx.batch, oh, ow, h, w, r - 1 - p)
+    return None

@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernel import Call, Kernel, ceil_div, elementwise_launch, params
 from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
+from ..kernel.winograd_gpu import WinogradTiles, conv_direction, winograd_calls
 from .base import AttrDef, Op
 
 
@@ -376,6 +377,11 @@ SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
 def scratch_buffers(c) -> dict:
     out = {}
     for direction, (m, n, k, batches) in _gemms(c).items():
+        wt = _winograd(c, direction)
+        if wt:
+            for role, floats in conv_direction(c, direction).scratch(wt.m, wt.r).items():
+                out[role] = max(out.get(role, 0), floats)
+            continue
         floats = gemm_scratch(m, n, k, c.tiles.get(direction), batches=batches,
                               sm_count=c.sm_count)
         if floats:
@@ -401,8 +407,19 @@ def _gemm(c, direction: str, name: str, **kw) -> list:
                       scratch=SCRATCH[direction], layer=c.layer.name, sm_count=c.sm_count, **kw)
 
 
+def _winograd(c, direction: str) -> WinogradTiles | None:
+    """The Winograd choice for this direction (codegen/winograd_gpu.py puts it in the tiles)."""
+    t = c.tiles.get(direction)
+    return t if isinstance(t, WinogradTiles) and conv_direction(c, direction) else None
+
+
 def forward_kernels(c):
     g = _geometry(c)
+    wt = _winograd(c, "fwd")
+    if wt:
+        return winograd_calls(f"{c.prefix}_fwd", conv_direction(c, "fwd"), wt, src="x", dst="y",
+                              flip=False, bias=True, relu=c.layer.relu, layer=c.layer.name,
+                              sm_count=c.sm_count, what=f"{c.layer.name} forward: ")
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
     kk = g["CIN"] * g["KH"] * g["KW"]
     return _gemm(
@@ -433,6 +450,11 @@ def backward_kernels(c):
                 f"(ry, rx) = ((iy + P) % S, (ix + P) % S): dx[c, img, iy, ix] = "
                 f"sum_(o, u', v') w[o, c, ry + S u', rx + S v'] * dy[o, img, (iy + P) / S - u', "
                 f"(ix + P) / S - v'] over taps inside the kernel and the output")
+    elif c.input_grad and _winograd(c, "bwd_data"):
+        calls += winograd_calls(f"{c.prefix}_bwd_data", conv_direction(c, "bwd_data"),
+                                _winograd(c, "bwd_data"), src="dy", dst="dx", flip=True,
+                                layer=c.layer.name, sm_count=c.sm_count,
+                                what=f"{c.layer.name} data gradient: ")
     elif c.input_grad:
         calls += _gemm(
             c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=CONV_DGRAD_B,

@@ -1,0 +1,40 @@
+"""Which conv directions of a network run as Winograd on a GPU (kernel/winograd_gpu.py): the
+choice `compile_network` makes for every GEMM the caller's tiles don't name, from the same
+cycle estimate that ranks GEMM tiles (kernel/gemm.py `choose_gemm`), with the transform
+matrices of codegen/winograd.py. `netspec bench --sass` models the result from machine code.
+
+Candidates (CANDIDATES): r = 3 by F(2×2, 3×3) only, r = 5 by F(2×2, 5×5) only. Larger tiles
+cut more multiplies (F(4×4, 3×3): 4× against 2.25×) but carry ten times the error
+(codegen/winograd.py's ERROR_BOUND: 2e-5 against 2e-6 of the largest value), beyond what the
+float32 reference tests allow an FP32 path; F(2×2, 5×5)'s 2e-5 is the smallest 5×5 has.
+"""
+from __future__ import annotations
+
+from ..kernel import PartContext
+from ..kernel.winograd_gpu import WinogradTiles, choose_winograd, conv_direction
+from .winograd import matrices
+
+CANDIDATES = {3: (2,), 5: (2,)}
+DIRECTIONS = ("fwd", "bwd_data")
+
+
+def winograd_tiles(graph, batch: int, tiles: dict, sm_count: int,
+                   candidates: dict | None = None) -> dict:
+    """`tiles` (layer -> {direction: GemmTiles}) with a WinogradTiles added for each stride-1
+    conv direction it doesn't name where the estimate says Winograd wins (the layer's first
+    part decides for all: its parts have one shape)."""
+    cands = CANDIDATES if candidates is None else candidates
+    out = {name: dict(d) for name, d in tiles.items()}
+    for layer in graph.compute_layers:
+        if layer.type != "conv" or layer.attrs["size"] not in cands:
+            continue
+        r = layer.attrs["size"]
+        for direction in DIRECTIONS:
+            if direction in out.get(layer.name, {}):
+                continue
+            ctx = PartContext(layer, layer.parts[0], batch, True, {}, sm_count=sm_count)
+            conv = conv_direction(ctx, direction)
+            m = conv and choose_winograd(conv, r, cands[r], sm_count)
+            if m:
+                out.setdefault(layer.name, {})[direction] = WinogradTiles(m, r, *matrices(m, r))
+    return out
