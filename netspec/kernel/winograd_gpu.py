@@ -152,12 +152,12 @@ class WinogradConv:
         return dict(MO=self.MO, KC=self.KC, NB=self.NB, H=self.H, W=self.W, OH=self.OH,
                     OW=self.OW, P=self.P, MT=m, TH=th, TW=tw, T=self.NB * th * tw)
 
-    def scratch(self, m: int, r: int) -> dict:
-        """Floats of the three scratch buffers (roles wino_u, wino_v, wino_m)."""
+    def scratch(self, m: int, r: int, tag: str = "wino") -> dict:
+        """Floats of the three scratch buffers U, V, M (roles `tag`_u, _v, _m)."""
         a2 = (m + r - 1) ** 2
         t = self.consts(m)["T"]
-        return {"wino_u": a2 * self.MO * self.KC, "wino_v": a2 * self.KC * t,
-                "wino_m": a2 * self.MO * t}
+        return {f"{tag}_u": a2 * self.MO * self.KC, f"{tag}_v": a2 * self.KC * t,
+                f"{tag}_m": a2 * self.MO * t}
 
 
 def filter_kernel(name: str, conv: WinogradConv, wt: WinogradTiles, flip: bool,
@@ -238,10 +238,10 @@ _V = Operand(hoist="h0 = z * (${K} * ${N}) + n;", load="v = wino_v[h0 + k * ${N}
 
 def winograd_calls(prefix: str, conv: WinogradConv, wt: WinogradTiles, *, src: str, dst: str,
                    flip: bool, bias: bool = False, relu: bool = False, layer: str = "",
-                   sm_count: int = 132, what: str = "") -> list[Call]:
+                   sm_count: int = 132, what: str = "", tag: str = "wino") -> list[Call]:
     """The four launches of one conv direction (module doc): filter and input transforms, the
-    α² GEMMs, the output transform. Buffer roles: w, `src`, wino_u, wino_v, wino_m, b (with
-    `bias`), `dst`."""
+    α² GEMMs, the output transform. Buffer roles: w, `src`, `tag`_u, _v, _m (sized by
+    `WinogradConv.scratch`), b (with `bias`), `dst`."""
     a2 = wt.alpha ** 2
     t = conv.consts(wt.m)["T"]
     gemm = gemm_calls(f"{prefix}_gemm", conv.MO, t, conv.KC, a=_U, b=_V,
@@ -255,7 +255,8 @@ def winograd_calls(prefix: str, conv: WinogradConv, wt: WinogradTiles, *, src: s
     out += gemm
     k = output_kernel(f"{prefix}_woutput", dst, conv, wt, bias, relu, layer)
     out.append(Call(k, ("wino_m", "b", dst) if bias else ("wino_m", dst)))
-    return out
+    roles = {f"wino_{x}": f"{tag}_{x}" for x in "uvm"}
+    return [Call(c.kernel, tuple(roles.get(a, a) for a in c.args)) for c in out]
 
 
 # -- when it wins --------------------------------------------------------------------------------

@@ -372,6 +372,8 @@ def _phases(g: dict) -> dict:
 
 
 SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
+# Winograd's U, V, M of a direction: its own roles, live only while that direction runs
+WINO_TAG = {"fwd": "wino_fwd", "bwd_data": "wino_dx"}
 
 
 def scratch_buffers(c) -> dict:
@@ -379,8 +381,7 @@ def scratch_buffers(c) -> dict:
     for direction, (m, n, k, batches) in _gemms(c).items():
         wt = _winograd(c, direction)
         if wt:
-            for role, floats in conv_direction(c, direction).scratch(wt.m, wt.r).items():
-                out[role] = max(out.get(role, 0), floats)
+            out.update(conv_direction(c, direction).scratch(wt.m, wt.r, WINO_TAG[direction]))
             continue
         floats = gemm_scratch(m, n, k, c.tiles.get(direction), batches=batches,
                               sm_count=c.sm_count)
@@ -419,7 +420,8 @@ def forward_kernels(c):
     if wt:
         return winograd_calls(f"{c.prefix}_fwd", conv_direction(c, "fwd"), wt, src="x", dst="y",
                               flip=False, bias=True, relu=c.layer.relu, layer=c.layer.name,
-                              sm_count=c.sm_count, what=f"{c.layer.name} forward: ")
+                              sm_count=c.sm_count, what=f"{c.layer.name} forward: ",
+                              tag=WINO_TAG["fwd"])
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
     kk = g["CIN"] * g["KH"] * g["KW"]
     return _gemm(
@@ -454,7 +456,7 @@ def backward_kernels(c):
         calls += winograd_calls(f"{c.prefix}_bwd_data", conv_direction(c, "bwd_data"),
                                 _winograd(c, "bwd_data"), src="dy", dst="dx", flip=True,
                                 layer=c.layer.name, sm_count=c.sm_count,
-                                what=f"{c.layer.name} data gradient: ")
+                                what=f"{c.layer.name} data gradient: ", tag=WINO_TAG["bwd_data"])
     elif c.input_grad:
         calls += _gemm(
             c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=CONV_DGRAD_B,
