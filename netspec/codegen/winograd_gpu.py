@@ -3,7 +3,8 @@ choice `compile_network` makes for every GEMM the caller's tiles don't name, fro
 cycle estimate that ranks GEMM tiles (kernel/gemm.py `choose_gemm`), with the transform
 matrices of codegen/winograd.py. `netspec bench --sass` models the result from machine code.
 
-Candidates (CANDIDATES): r = 3 by F(2×2, 3×3) only, r = 5 by F(2×2, 5×5) only. Larger tiles
+Candidates (CANDIDATES): r = 3 by F(2×2, 3×3) only, r = 5 by F(2×2, 5×5) only; the weight
+gradient (WGRAD_CANDIDATES) 3×3 only. Larger tiles
 cut more multiplies (F(4×4, 3×3): 4× against 2.25×) but carry ten times the error
 (codegen/winograd.py's ERROR_BOUND: 2e-5 against 2e-6 of the largest value), beyond what the
 float32 reference tests allow an FP32 path; F(2×2, 5×5)'s 2e-5 is the smallest 5×5 has.
@@ -11,11 +12,14 @@ float32 reference tests allow an FP32 path; F(2×2, 5×5)'s 2e-5 is the smallest
 from __future__ import annotations
 
 from ..kernel import PartContext
-from ..kernel.winograd_gpu import WinogradTiles, choose_winograd, conv_direction
+from ..kernel.winograd_gpu import WinogradTiles, choose_wgrad, choose_winograd, conv_direction
 from .winograd import matrices
 
 CANDIDATES = {3: (2,), 5: (2,)}
-DIRECTIONS = ("fwd", "bwd_data")
+# the weight gradient sums over every tile of the batch, which F(2×2, 5×5) leaves with 8e-5
+# of the largest value (ERROR_BOUND): 3×3 only
+WGRAD_CANDIDATES = {3: (2,)}
+DIRECTIONS = ("fwd", "bwd_data", "bwd_weight")
 
 
 def winograd_tiles(graph, batch: int, tiles: dict, sm_count: int,
@@ -34,7 +38,15 @@ def winograd_tiles(graph, batch: int, tiles: dict, sm_count: int,
                 continue
             ctx = PartContext(layer, layer.parts[0], batch, True, {}, sm_count=sm_count)
             conv = conv_direction(ctx, direction)
-            m = conv and choose_winograd(conv, r, cands[r], sm_count)
+            if conv is None:
+                continue
+            if direction == "bwd_weight":
+                wc = WGRAD_CANDIDATES if candidates is None else candidates
+                best = r in wc and choose_wgrad(conv, r, wc[r], sm_count)
+                m, slices = best or (None, 1)
+            else:
+                m, slices = choose_winograd(conv, r, cands[r], sm_count), 1
             if m:
-                out.setdefault(layer.name, {})[direction] = WinogradTiles(m, r, *matrices(m, r))
+                out.setdefault(layer.name, {})[direction] = WinogradTiles(
+                    m, r, *matrices(m, r), slices=slices)
     return out

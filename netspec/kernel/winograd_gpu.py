@@ -32,17 +32,20 @@ from fractions import Fraction
 from . import Call, Kernel, ceil_div, elementwise_launch, params
 from .gemm import (
     _BYTES_PER_CLK_PER_SM,
+    TARGET_WAVES,
     GemmTiles,
     Operand,
     _estimate_cycles,
     choose_gemm,
     gemm_calls,
+    waves,
 )
 
 
 @dataclass(frozen=True)
 class WinogradTiles:
-    """The choice to run one conv direction ("fwd" or "bwd_data") as Winograd's F(m×m, r×r):
+    """The choice to run one conv direction ("fwd", "bwd_data", "bwd_weight") as Winograd's
+    F(m×m, r×r):
     its matrices (Aᵀ m×α, G α×r, Bᵀ α×α, rows of Fractions, from codegen/winograd.py's
     `matrices`) and the tiles of its batched GEMM (None: chosen by `choose_gemm`). Stands in
     a PartContext's `tiles` where a GemmTiles would."""
@@ -53,6 +56,7 @@ class WinogradTiles:
     g: tuple
     bt: tuple
     gemm: GemmTiles | None = None
+    slices: int = 1            # the weight gradient: its sum over tiles cut into this many
 
     @property
     def alpha(self) -> int:
@@ -295,7 +299,8 @@ def choose_winograd(conv: WinogradConv, r: int, candidates: tuple[int, ...],
 
 
 def conv_direction(ctx, direction: str) -> WinogradConv | None:
-    """The Winograd geometry of a conv part's "fwd" or "bwd_data" (a PartContext of ops/conv),
+    """The Winograd geometry of a conv part's "fwd", "bwd_data" or "bwd_weight" (the forward's
+    geometry; a PartContext of ops/conv),
     None where Winograd does not apply: stride > 1, a pad of r or more, no input gradient."""
     a = ctx.attrs
     r, p = a["size"], a["pad"]
@@ -303,8 +308,176 @@ def conv_direction(ctx, direction: str) -> WinogradConv | None:
         return None
     cin, h, w = ctx.in_shape
     o, oh, ow = ctx.out_shape
-    if direction == "fwd":
+    if direction in ("fwd", "bwd_weight"):
         return WinogradConv(o, cin, ctx.batch, h, w, oh, ow, p)
     if direction == "bwd_data":
         return WinogradConv(cin, o, ctx.batch, oh, ow, h, w, r - 1 - p)
     return None
+
+
+# -- the weight gradient ------------------------------------------------------------------------
+# The adjoint of each forward step (codegen/winograd.py's module doc), with the forward's
+# geometry (MO = O, KC = C):
+#     dM[ξ](O, T) = (A dY Aᵀ)[ξ] per output tile      wino_dout: one work-item per (o, tile)
+#     V[ξ](C, T)  = (Bᵀ d B)[ξ], as the forward's       wino_input, recomputed
+#     dU[ξ, s](O, C) = dM[ξ][:, slice s] @ V[ξ][:, slice s]ᵀ
+#                                                     α²·S GEMMs, one launch (z = ξ·S + s)
+#     dw[o, c] = Gᵀ (Σ_s dU[ξ, s]) G                    wino_dfilter: one work-item per (o, c)
+# The sum over T = N·tiles is cut into S slices so that α²·S·(O/BM)·(C/BN) blocks fill the
+# GPU (a batched GEMM is never split along K; the slices are batches), and the slices are
+# added in order, so the result does not depend on the schedule.
+
+_DOUT = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${MO} * ${T})
+        return;
+    const int o = e / ${T}, t = e % ${T};
+    const int img = t / (${TH} * ${TW}), ty = (t / ${TW}) % ${TH}, tx = t % ${TW};
+    const int base = (o * ${NB} + img) * (${OH} * ${OW}) + ty * ${MT} * ${OW} + tx * ${MT};
+    @BODY@
+}
+"""
+
+_DFILTER = r"""
+$kernel $name($params)
+{
+    const int e = $gid0;
+    if (e >= ${MO} * ${KC})
+        return;
+    const int o = e / ${KC}, c = e % ${KC};
+    float u[${A2}];
+    for (int q = 0; q < ${A2}; ++q) {
+        float s = 0.0f;
+        for (int sl = 0; sl < ${NS}; ++sl)
+            s += wino_u[((q * ${NS} + sl) * ${MO} + o) * ${KC} + c];
+        u[q] = s;
+    }
+    @BODY@
+}
+"""
+
+
+def _tr(mat):
+    return tuple(zip(*mat))
+
+
+def dout_kernel(name: str, conv: WinogradConv, wt: WinogradTiles, layer: str = "") -> Kernel:
+    """dM[ξ][o][t] = (A dY Aᵀ)[ξ], dY the m×m tile of dy at (ty·m, tx·m), zero outside."""
+    a, m, c = wt.alpha, wt.m, conv.consts(wt.m)
+
+    def src(k, l):
+        guard = " && ".join(x for x in (f"ty * {m} + {k} < ${{OH}}" if conv.OH % m else "",
+                                        f"tx * {m} + {l} < ${{OW}}" if conv.OW % m else "") if x)
+        load = f"dy[base + {k * conv.OW + l}]"
+        return f"({guard}) ? {load} : 0.0f" if guard else load
+    body = straight_line(_tr(wt.at), _tr(wt.at), src,
+                         lambda i, j, e: f"wino_m[({i * a + j} * ${{MO}} + o) * ${{T}} + t] = {e};")
+    gs, ls = elementwise_launch(conv.MO * c["T"])
+    return Kernel(name=name, template=_DOUT.replace("@BODY@", body),
+                  params=params("in dy", "out wino_m"), consts=c, global_size=gs,
+                  local_size=ls, layer=layer, flops=conv.MO * c["T"] * 2 * (a * m * m + a * a * m),
+                  doc=f"Winograd F({m}x{m},{wt.r}x{wt.r}) output-gradient transform: "
+                      f"wino_m[xi, o, t] = (A dY A^T)[xi], dY = dy[o, img, ty*{m} + (0..{m - 1}), "
+                      f"tx*{m} + (0..{m - 1})] (zero outside)\n"
+                      f"launch: one work-item per (o, tile) of {conv.MO}x{c['T']}")
+
+
+def dfilter_kernel(name: str, conv: WinogradConv, wt: WinogradTiles, layer: str = "") -> Kernel:
+    """dw[o, c] = Gᵀ (Σ_s dU[ξ, s][o][c]) G, the slices added in order."""
+    a, r = wt.alpha, wt.r
+    body = straight_line(_tr(wt.g), _tr(wt.g), lambda k, l: f"u[{k * a + l}]",
+                         lambda i, j, e: f"dw[e * {r * r} + {i * r + j}] = {e};")
+    gs, ls = elementwise_launch(conv.MO * conv.KC)
+    c = dict(conv.consts(wt.m), A2=a * a, NS=wt.slices)
+    return Kernel(name=name, template=_DFILTER.replace("@BODY@", body),
+                  params=params("in wino_u", "out dw"), consts=c, global_size=gs,
+                  local_size=ls, layer=layer,
+                  flops=conv.MO * conv.KC * (a * a * wt.slices + 2 * (r * a * a + r * r * a)),
+                  doc=f"Winograd F({wt.m}x{wt.m},{r}x{r}) filter-gradient transform: dw[o, c] "
+                      f"= G^T (sum over {wt.slices} slices of wino_u[xi, s, o, c]) G\n"
+                      f"launch: one work-item per (o, c) of {conv.MO}x{conv.KC}")
+
+
+def wgrad_slices(conv: WinogradConv, m: int, slices: int) -> tuple[int, int]:
+    """(SL, S): tiles per slice, a multiple of 8 (the GEMMs' BK), and the slices that makes."""
+    t = conv.consts(m)["T"]
+    sl = ceil_div(ceil_div(t, slices), 8) * 8
+    return sl, ceil_div(t, sl)
+
+
+def wgrad_scratch(conv: WinogradConv, m: int, r: int, slices: int, tag: str) -> dict:
+    """Floats of the weight gradient's dU (slices of it), V and dM (roles `tag`_u, _v, _m)."""
+    out = conv.scratch(m, r, tag)
+    out[f"{tag}_u"] *= slices
+    return out
+
+
+def wgrad_calls(prefix: str, conv: WinogradConv, wt: WinogradTiles, *, layer: str = "",
+                sm_count: int = 132, what: str = "", tag: str = "wino") -> list[Call]:
+    """The four launches of the weight gradient (above). Buffer roles: x, dy, dw and the
+    scratch `tag`_u, _v, _m (`wgrad_scratch`)."""
+    a2 = wt.alpha ** 2
+    sl, ns = wgrad_slices(conv, wt.m, wt.slices)
+    if ns != wt.slices:
+        raise ValueError(f"{wt.slices} slices of {conv.consts(wt.m)['T']} tiles make {ns}; "
+                         f"pass wgrad_slices' count")
+    c = dict(TT=conv.consts(wt.m)["T"], SL=sl, NS=ns)
+    # A(o, k) = dM[ξ][o][s·SL + k], B(k, c) = V[ξ][c][s·SL + k], both contiguous along k
+    dm = Operand(hoist="h1 = (z % ${NS}) * ${SL}; h0 = ((z / ${NS}) * ${M} + m) * ${TT} + h1;",
+                 load="if (h1 + k < ${TT}) v = wino_m[h0 + k];", fast="k")
+    v = Operand(hoist="h1 = (z % ${NS}) * ${SL}; h0 = ((z / ${NS}) * ${N} + n) * ${TT} + h1;",
+                load="if (h1 + k < ${TT}) v = wino_v[h0 + k];", fast="k")
+    gemm = gemm_calls(f"{prefix}_gemm", conv.MO, conv.KC, sl, a=dm, b=v,
+                      epilogue="wino_u[(z * ${M} + m) * ${N} + n] = v;",
+                      reads=("wino_m", "wino_v"), writes=("out wino_u",), scratch="wino_u",
+                      tiles=wt.gemm, layer=layer, batches=a2 * ns, split_ok=False,
+                      sm_count=sm_count, consts=c,
+                      doc=f"{what}Winograd F({wt.m}x{wt.m},{wt.r}x{wt.r}) weight gradient: "
+                          f"wino_u[xi, s] = wino_m[xi][:, slice s] @ wino_v[xi][:, slice s]^T "
+                          f"for the {a2} elements xi and {ns} slices s of {sl} tiles")
+    out = [Call(input_kernel(f"{prefix}_winput", "x", conv, wt, layer), ("x", "wino_v")),
+           Call(dout_kernel(f"{prefix}_wdout", conv, wt, layer), ("dy", "wino_m")),
+           *gemm,
+           Call(dfilter_kernel(f"{prefix}_wdfilter", conv, wt, layer), ("wino_u", "dw"))]
+    roles = {f"wino_{x}": f"{tag}_{x}" for x in "uvm"}
+    return [Call(k.kernel, tuple(roles.get(a, a) for a in k.args)) for k in out]
+
+
+def wgrad_cycles(conv: WinogradConv, m: int, r: int, slices: int, sm_count: int = 132) -> float:
+    """`winograd_cycles`' estimate for the weight gradient in `slices` slices."""
+    a2 = (m + r - 1) ** 2
+    sl, ns = wgrad_slices(conv, m, slices)
+    t, _ = choose_gemm(conv.MO, conv.KC, sl, batches=a2 * ns, split_ok=False, sm_count=sm_count)
+    gemm = _estimate_cycles(t, conv.MO, conv.KC, sl, a2 * ns, 1, sm_count)
+    s = wgrad_scratch(conv, m, r, ns, "w")
+    floats = (conv.KC * conv.NB * conv.H * conv.W + s["w_v"]                # input
+              + conv.MO * conv.NB * conv.OH * conv.OW + s["w_m"]            # dout
+              + s["w_u"] + conv.MO * conv.KC * r * r)                       # dfilter
+    return gemm + 4 * floats / (_BYTES_PER_CLK_PER_SM * sm_count) + 4 * LAUNCH_CYCLES
+
+
+WGRAD_SLICES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def choose_wgrad(conv: WinogradConv, r: int, candidates: tuple[int, ...],
+                 sm_count: int = 132) -> tuple[int, int] | None:
+    """(m, slices) of the weight gradient's F(m×m, r×r) with the fewest estimated cycles, if
+    fewer than the implicit GEMM's (split along K as `choose_gemm` would); else None."""
+    direct = direct_cycles(conv.MO, conv.KC * r * r, conv.NB * conv.OH * conv.OW, sm_count)
+    opts = {(m, wgrad_slices(conv, m, s)[1]) for m in candidates for s in WGRAD_SLICES}
+
+    def rank(o):            # choose_gemm's rule: prefer what fills TARGET_WAVES waves
+        m, ns = o
+        sl = wgrad_slices(conv, m, ns)[0]
+        a2 = (m + r - 1) ** 2
+        t, _ = choose_gemm(conv.MO, conv.KC, sl, batches=a2 * ns, split_ok=False,
+                           sm_count=sm_count)
+        blocks = ceil_div(conv.MO, t.BM) * ceil_div(conv.KC, t.BN) * a2 * ns
+        filled = waves(blocks, t, sm_count) >= TARGET_WAVES
+        return wgrad_cycles(conv, m, r, ns, sm_count) * (1.0 if filled else 1.5)
+    best = min(opts, key=rank, default=None)
+    if best is None or wgrad_cycles(conv, best[0], r, best[1], sm_count) >= direct:
+        return None
+    return best

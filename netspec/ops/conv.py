@@ -16,7 +16,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernel import Call, Kernel, ceil_div, elementwise_launch, params
 from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
-from ..kernel.winograd_gpu import WinogradTiles, conv_direction, winograd_calls
+from ..kernel.winograd_gpu import (
+    WinogradTiles,
+    conv_direction,
+    wgrad_calls,
+    wgrad_scratch,
+    winograd_calls,
+)
 from .base import AttrDef, Op
 
 
@@ -373,13 +379,17 @@ def _phases(g: dict) -> dict:
 
 SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
 # Winograd's U, V, M of a direction: its own roles, live only while that direction runs
-WINO_TAG = {"fwd": "wino_fwd", "bwd_data": "wino_dx"}
+WINO_TAG = {"fwd": "wino_fwd", "bwd_data": "wino_dx", "bwd_weight": "wino_dw"}
 
 
 def scratch_buffers(c) -> dict:
     out = {}
     for direction, (m, n, k, batches) in _gemms(c).items():
         wt = _winograd(c, direction)
+        if wt and direction == "bwd_weight":
+            out.update(wgrad_scratch(conv_direction(c, direction), wt.m, wt.r, wt.slices,
+                                     WINO_TAG[direction]))
+            continue
         if wt:
             out.update(conv_direction(c, direction).scratch(wt.m, wt.r, WINO_TAG[direction]))
             continue
@@ -438,11 +448,17 @@ def backward_kernels(c):
     o = c.out_shape[0]
     npix = c.batch * g["OH"] * g["OW"]
     calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name)
-    calls += _gemm(
-        c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
-        epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,
-        doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
-            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
+    wt = _winograd(c, "bwd_weight")
+    if wt:
+        calls += wgrad_calls(f"{c.prefix}_bwd_weight", conv_direction(c, "bwd_weight"), wt,
+                             layer=c.layer.name, sm_count=c.sm_count, tag=WINO_TAG["bwd_weight"],
+                             what=f"{c.layer.name} weight gradient: ")
+    else:
+        calls += _gemm(
+            c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
+            epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,
+            doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
+                f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
     if c.input_grad and g["S"] > 1:
         calls += _gemm(
             c, "bwd_data", "bwd_data", a=CONV_PHASE_A, b=CONV_PHASE_B,

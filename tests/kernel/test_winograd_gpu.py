@@ -1,14 +1,14 @@
 """Winograd on the GPU (netspec/kernel/winograd_gpu.py, chosen by codegen/winograd_gpu.py).
 
 The transforms' kernels run on the CUDA emulator (and PoCL) for the forward (bias and ReLU
-fused) and the data gradient, against PyTorch's float64 conv and the op's own NumPy reference,
+fused), the data gradient and the weight gradient (its tile sum in slices), against PyTorch's float64 conv and the op's own NumPy reference,
 within codegen/winograd.py's ERROR_BOUND for that transform (max |error| / max |value|;
 stated there for 48 channels on 27x27 planes, larger than these shapes, so an upper bound
 here; a wrong coefficient or index errs by O(1)). Shapes leave ragged tiles on both axes
 (7x9 outputs in 2x2 and 4x4 tiles) and pads that reach past the first row of taps. Then the
 plan: forced onto a small conv, Winograd runs end to end on the CUDA emulator and PoCL through
 check_layer; on AlexNet at batch 128 the estimate picks it for conv2-conv5's forward and data
-gradient and the SASS model finds no spills in the transforms."""
+gradient and conv3-conv5's weight gradient, and the SASS model finds no spills in the transforms."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 
 from netspec.codegen.winograd import ERROR_BOUND, matrices
-from netspec.kernel.winograd_gpu import WinogradConv, WinogradTiles, winograd_calls
+from netspec.kernel.winograd_gpu import (
+    WinogradConv,
+    WinogradTiles,
+    wgrad_calls,
+    wgrad_scratch,
+    wgrad_slices,
+    winograd_calls,
+)
 from netspec.ops.conv import OP as CONV
 
 from layercheck import check_layer, opencl_missing
@@ -94,6 +101,27 @@ def test_winograd_kernels_on_the_emulator(m, r):
     assert _relative(dx, ndx.transpose(1, 0, 2, 3)) < in_bound
 
 
+@pytest.mark.parametrize("m,r,slices", [(2, 3, 3), (4, 3, 1), (2, 5, 2)])
+def test_winograd_weight_gradient_on_the_emulator(m, r, slices):
+    """dw by the adjoint transforms, the sum over tiles cut into `slices` batches; against
+    PyTorch's float64 weight gradient within ERROR_BOUND's third column."""
+    why = GV._emulator_missing()
+    if why:
+        pytest.skip(why)
+    torch = pytest.importorskip("torch")
+    x, w, b, dy, p, wt = _case(m, r)
+    conv = WinogradConv(O, C, N, H, W, H, W, p)
+    _, ns = wgrad_slices(conv, m, slices)
+    wt = WinogradTiles(m, r, wt.at, wt.g, wt.bt, slices=ns)
+    dw = GV.run_emulated(wgrad_calls("t_dw", conv, wt), dict(
+        x=x, dy=dy, dw=np.zeros(w.size), **{
+            k: np.zeros(v) for k, v in wgrad_scratch(conv, m, r, ns, "wino").items()}))["dw"]
+    wt_ = torch.tensor(w).requires_grad_()
+    y = torch.nn.functional.conv2d(torch.tensor(x).permute(1, 0, 2, 3), wt_, padding=p)
+    y.backward(torch.tensor(dy).permute(1, 0, 2, 3))
+    assert _relative(dw.reshape(w.shape), wt_.grad.numpy()) < ERROR_BOUND[(m, r)][2]
+
+
 def test_winograd_kernels_on_pocl():
     why = opencl_missing()
     if why:
@@ -109,6 +137,8 @@ def forced(monkeypatch):
     """Winograd for every stride-1 3x3 and 5x5 conv direction, whatever the estimate says."""
     import netspec.codegen.winograd_gpu as wg
     monkeypatch.setattr(wg, "choose_winograd", lambda conv, r, cands, sm_count=132: cands[0])
+    monkeypatch.setattr(wg, "choose_wgrad", lambda conv, r, cands, sm_count=132: (
+        cands[0], wgrad_slices(conv, cands[0], 2)[1]))
 
 
 @pytest.mark.parametrize("attrs,shape,gpus,backends", [
@@ -125,6 +155,7 @@ def test_forced_winograd_layer_on_backends(forced, attrs, shape, gpus, backends)
                                                   batch=2)), 2).plan
     names = " ".join(plan.kernels)
     assert "fwd_winput" in names and "bwd_data_woutput" in names
+    assert ("bwd_weight_wdfilter" in names) == (attrs["size"] == 3)    # 3x3 only
     check_layer("conv", attrs, shape, gpus=gpus, relu=True, backends=backends)
 
 
@@ -137,7 +168,7 @@ def test_the_estimate_picks_winograd_only_where_it_wins(root):
     chosen = {(layer, d): (t.m, t.r) for layer, ds in winograd_tiles(graph, 128, {}, 132).items()
               for d, t in ds.items()}
     assert chosen == {(f"conv{i}", d): (2, 5 if i == 2 else 3) for i in (2, 3, 4, 5)
-                      for d in ("fwd", "bwd_data")}
+                      for d in ("fwd", "bwd_data", "bwd_weight") if (i, d) != (2, "bwd_weight")}
     # a 4-channel conv on a 6x6 plane: four launches' overhead, no GEMM to save
     tiny = build_graph(layer_spec("conv", {"filters": 4, "size": 3, "pad": 1}, (4, 6, 6),
                                   batch=2))
