@@ -3,11 +3,12 @@ choice `compile_network` makes for every GEMM the caller's tiles don't name, fro
 cycle estimate that ranks GEMM tiles (kernel/gemm.py `choose_gemm`), with the transform
 matrices of codegen/winograd.py. `netspec bench --sass` models the result from machine code.
 
-Candidates (CANDIDATES): r = 3 by F(2×2, 3×3) only, r = 5 by F(2×2, 5×5) only; the weight
-gradient (WGRAD_CANDIDATES) 3×3 only. Larger tiles
-cut more multiplies (F(4×4, 3×3): 4× against 2.25×) but carry ten times the error
-(codegen/winograd.py's ERROR_BOUND: 2e-5 against 2e-6 of the largest value), beyond what the
-float32 reference tests allow an FP32 path; F(2×2, 5×5)'s 2e-5 is the smallest 5×5 has.
+Candidates (CANDIDATES): r = 3 by F(2×2, 3×3) only, r = 5 by F(2×2, 5×5) or F(3×3, 5×5);
+the weight gradient (WGRAD_CANDIDATES) 3×3 only. Larger tiles cut more multiplies (F(4×4,
+3×3): 4× against 2.25×) but carry ten times the error (codegen/winograd.py's ERROR_BOUND: 2e-5
+against 2e-6 of the largest value), beyond what an FP32 path should add to a 3×3 conv; for
+5×5, 2e-5 is the least any transform has, F(2×2, 5×5) and F(3×3, 5×5) alike, and the larger
+tile expands the data less (49/9 against 36/4 floats per output), so both are candidates.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..kernel import PartContext
 from ..kernel.winograd_gpu import WinogradTiles, choose_wgrad, choose_winograd, conv_direction
 from .winograd import matrices
 
-CANDIDATES = {3: (2,), 5: (2,)}
+CANDIDATES = {3: (2,), 5: (2, 3)}
 # the weight gradient sums over every tile of the batch, which F(2×2, 5×5) leaves with 8e-5
 # of the largest value (ERROR_BOUND): 3×3 only
 WGRAD_CANDIDATES = {3: (2,)}
