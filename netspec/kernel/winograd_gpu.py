@@ -1,5 +1,6 @@
 """Winograd's F(m×m, r×r) for stride-1 convs on a GPU (CUDA C and OpenCL C from one template):
-the forward and the data gradient as four launches each, the GEMMs between the transforms
+the forward, the data gradient and the weight gradient as four launches each, the GEMMs between
+the transforms
 being the blocked GEMM family of kernel/gemm.py, batched over the α² transformed elements.
 
 A stride-1 correlation of an r×r filter g with an α×α input tile d (α = m + r − 1) gives the
@@ -15,8 +16,8 @@ O outputs, C inputs and T = N·⌈Ho/m⌉·⌈Wo/m⌉ output tiles is
 α²·O·C·T multiplies in the GEMMs against the direct conv's m²·r²·O·C·T (2.25× fewer for
 F(2×2, 3×3), 4× for F(4×4, 3×3), before the ragged tiles at the edges). The data gradient
 of a stride-1 conv with pad P is the same computation on dy, padded by r − 1 − P, with the
-filter flipped and its two channel axes swapped: dx[c] = Σ_o flip(w[o, c]) ⋆ dy[o]; the
-weight gradient stays a GEMM (ops/conv.py).
+filter flipped and its two channel axes swapped: dx[c] = Σ_o flip(w[o, c]) ⋆ dy[o]. The
+weight gradient runs the adjoints of these steps ("the weight gradient" below).
 
 Layouts: x, y, dy, dx (C, N, H, W); w (O, C, r, r); U (α², M, K), V (α², K, T), M (α², M, T)
 with M, K the GEMM's rows and reduction (O and C forward, C and O for the data gradient);
