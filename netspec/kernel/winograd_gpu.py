@@ -1,7 +1,7 @@
 """Winograd's F(m×m, r×r) for stride-1 convs on a GPU (CUDA C and OpenCL C from one template):
-the forward, the data gradient and the weight gradient as four launches each, the GEMMs between
-the transforms
-being the blocked GEMM family of kernel/gemm.py, batched over the α² transformed elements.
+the forward, the data gradient and the weight gradient as four launches each, the GEMMs
+between the transforms being the blocked GEMM family of kernel/gemm.py, batched over the α²
+transformed elements.
 
 A stride-1 correlation of an r×r filter g with an α×α input tile d (α = m + r − 1) gives the
 m×m output tile Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A (Lavin & Gray 2016, §4; the matrices are
