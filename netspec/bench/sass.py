@@ -30,7 +30,8 @@ takes resident_blocks × warps × k-steps × bound cycles, divided by min(1, res
 (fewer than 8 warps per SM cannot hide the ~20-30 cycle latencies of the loop); the launch
 is the larger of that and its compulsory DRAM traffic (each buffer argument once) at 3.35
 TB/s. Any other kernel (elementwise, pooling, reductions) is its roofline: max(FLOPs / 67
-TFLOP/s, bytes / 3.35 TB/s). Every launch adds LAUNCH_US. The step is the sum over a training
+TFLOP/s, bytes / 3.35 TB/s); so are Winograd's transforms (kernel/winograd_gpu.py), whose
+batched GEMMs are GEMMs as above. Every launch adds LAUNCH_US. The step is the sum over a training
 step's launches, run one after another on one GPU (a 2-GPU spec's parts both on it).
 
 Constants, NVIDIA H100 SXM5 (NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022, table
@@ -497,7 +498,7 @@ def format_report(name: str, batch: int, before, after, tc: dict | None = None) 
            "issue / fp32 / smem: SM clocks per k-step per warp; model us: all of a training "
            "step's launches of that kernel"]
     tables = [("before (strided 64x64x16, 4x4 per thread)", before),
-              ("after (blocked family, split-K for 132 SMs)", after),
+              ("after (blocked family, split-K for 132 SMs, Winograd where it wins)", after),
               *((f"precision {p} (wmma tensor-core GEMMs, {PEAK_TENSOR[p] / 1e12:.0f} TFLOP/s "
                  f"dense)", rows) for p, rows in tc.items())]
     for title, rows in tables:

@@ -19,6 +19,7 @@ from ..kernel.dialects import DIALECTS, Dialect
 from ..kernel.gemm import DEFAULT_SM_COUNT
 from .cpu_kernels import render_cpu_module
 from .plan import LaunchPlan, build_plan
+from .winograd_gpu import winograd_tiles
 
 # What any CUDA device of compute capability >= 3.0 allows; checked before rendering so that a
 # spec that can never run says so at compile time, naming the layer.
@@ -150,14 +151,19 @@ def check_limits(plan: LaunchPlan, max_threads: int, max_shared: int, device: st
 
 
 def compile_network(graph: Graph, batch_size: int | None = None,
-                    tiles: dict | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Compiled:
+                    tiles: dict | None = None, sm_count: int = DEFAULT_SM_COUNT,
+                    winograd: bool = True) -> Compiled:
     """Plan and render every kernel of `graph` at `batch_size` (the spec's batch by default).
     `tiles` optionally maps a layer name to {"fwd"|"bwd_weight"|"bwd_data": GemmTiles}; the
     GEMMs it doesn't name take the default tiles. Nothing runs here: autotuned tiles come from
     netspec.runtime.autotune (`compile_tuned`), which times kernels and then calls this.
     `sm_count`: the CUDA device's multiprocessors, which GEMM grids and split-K fill (132, an
-    H100's or H200's, where no device says otherwise)."""
+    H100's or H200's, where no device says otherwise). `winograd`: run the stride-1 convs'
+    directions the tiles don't name as Winograd where the estimate says it wins
+    (codegen/winograd_gpu.py)."""
     batch = batch_size or graph.recipe.batch_size
+    if winograd:
+        tiles = winograd_tiles(graph, batch, tiles or {}, sm_count)
     plan = build_plan(graph, batch, tiles or {}, sm_count)
     check_limits(plan, CUDA_MAX_THREADS, CUDA_MAX_SHARED, "a CUDA device")
     return Compiled(graph, batch, plan)

@@ -18,6 +18,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernel import Call, Kernel, ceil_div, elementwise_launch, params
 from ..kernel.gemm import Operand, gemm_calls, gemm_scratch
+from ..kernel.winograd_gpu import (
+    WinogradTiles,
+    conv_direction,
+    wgrad_calls,
+    wgrad_scratch,
+    winograd_calls,
+)
 from .base import AttrDef, Op
 
 
@@ -405,11 +412,21 @@ def _phases(g: dict) -> dict:
 
 
 SCRATCH = {"fwd": "y_split", "bwd_weight": "dw_split", "bwd_data": "dx_split"}
+# Winograd's U, V, M of a direction: its own roles, live only while that direction runs
+WINO_TAG = {"fwd": "wino_fwd", "bwd_data": "wino_dx", "bwd_weight": "wino_dw"}
 
 
 def scratch_buffers(c) -> dict:
     out = {}
     for direction, (m, n, k, batches) in _gemms(c).items():
+        wt = _winograd(c, direction)
+        if wt and direction == "bwd_weight":
+            out.update(wgrad_scratch(conv_direction(c, direction), wt.m, wt.r, wt.slices,
+                                     WINO_TAG[direction]))
+            continue
+        if wt:
+            out.update(conv_direction(c, direction).scratch(wt.m, wt.r, WINO_TAG[direction]))
+            continue
         floats = gemm_scratch(m, n, k, c.tiles.get(direction), batches=batches,
                               sm_count=c.sm_count, precision=c.precision)
         if floats:
@@ -436,8 +453,21 @@ def _gemm(c, direction: str, name: str, **kw) -> list:
                       precision=c.precision, **kw)
 
 
+def _winograd(c, direction: str) -> WinogradTiles | None:
+    """The Winograd choice for this direction (codegen/winograd_gpu.py puts it in the tiles)."""
+    t = c.tiles.get(direction)
+    return t if isinstance(t, WinogradTiles) and conv_direction(c, direction) else None
+
+
 def forward_kernels(c):
     g = _geometry(c)
+    wt = _winograd(c, "fwd")
+    if wt:
+        return winograd_calls(f"{c.prefix}_fwd", conv_direction(c, "fwd"), wt, src="x", dst="y",
+                              flip=False, bias=not c.attrs.get("nobias"), relu=c.layer.relu,
+                              layer=c.layer.name,
+                              sm_count=c.sm_count, what=f"{c.layer.name} forward: ",
+                              tag=WINO_TAG["fwd"])
     relu = "v = $fmax(v, 0.0f);" if c.layer.relu else ""
     kk = g["CIN"] * g["KH"] * g["KW"]
     bias = not c.attrs.get("nobias")
@@ -457,11 +487,17 @@ def backward_kernels(c):
     npix = c.batch * g["OH"] * g["OW"]
     calls = bias_grad_calls(c.prefix, o, npix, c.layer.relu, c.layer.name,
                             bias=not c.attrs.get("nobias"))
-    calls += _gemm(
-        c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
-        epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,
-        doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
-            f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
+    wt = _winograd(c, "bwd_weight")
+    if wt:
+        calls += wgrad_calls(f"{c.prefix}_bwd_weight", conv_direction(c, "bwd_weight"), wt,
+                             layer=c.layer.name, sm_count=c.sm_count, tag=WINO_TAG["bwd_weight"],
+                             what=f"{c.layer.name} weight gradient: ")
+    else:
+        calls += _gemm(
+            c, "bwd_weight", "bwd_weight", a=Operand.dense("dy", npix, 1), b=CONV_WGRAD_B,
+            epilogue="dw[m * ${N} + n] = v;", reads=("dy", "x"), writes=("out dw",), consts=g,
+            doc=f"{c.layer.name} part {c.part.index} weight gradient: dw[o, (c, u, v)] = "
+                f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
     if c.input_grad and g["S"] > 1:
         calls += _gemm(
             c, "bwd_data", "bwd_data", a=CONV_PHASE_A, b=CONV_PHASE_B,
@@ -471,6 +507,11 @@ def backward_kernels(c):
                 f"(ry, rx) = ((iy + P) % S, (ix + P) % S): dx[c, img, iy, ix] = "
                 f"sum_(o, u', v') w[o, c, ry + S u', rx + S v'] * dy[o, img, (iy + P) / S - u', "
                 f"(ix + P) / S - v'] over taps inside the kernel and the output")
+    elif c.input_grad and _winograd(c, "bwd_data"):
+        calls += winograd_calls(f"{c.prefix}_bwd_data", conv_direction(c, "bwd_data"),
+                                _winograd(c, "bwd_data"), src="dy", dst="dx", flip=True,
+                                layer=c.layer.name, sm_count=c.sm_count,
+                                what=f"{c.layer.name} data gradient: ", tag=WINO_TAG["bwd_data"])
     elif c.input_grad:
         calls += _gemm(
             c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=CONV_DGRAD_B,

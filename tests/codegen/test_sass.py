@@ -44,7 +44,9 @@ def test_every_gemm_loop_is_register_blocked(alexnet128):
     instruction and per worst-case wavefront (the model's shared bound <= its FP32 bound)."""
     _, rows = alexnet128
     gemms = [r for r in rows if r.gemm]
-    assert len(gemms) == 23          # 5 conv x 3 + 3 fc x 3, less conv1's data gradient
+    # 5 conv x 3 + 3 fc x 3, less conv1's data gradient, on each of 2 parts; conv4's
+    # Winograd forward and data gradient are one kernel (192 x 192 channels both ways)
+    assert sum(r.launches for r in gemms) == 2 * 23
     for r in gemms:
         assert r.mix.lds.get(128, 0) > 0 and set(r.mix.lds) == {128}, (r.name, r.mix.lds)
         assert r.ffma_per_lds >= 4, (r.name, r.ffma_per_lds)
