@@ -34,7 +34,8 @@ import numpy as np
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, KernelBuildError
+from ..kernel.colour import PREPARE_INPUT, PREPARE_THREADS, prepare_grid
 from ..kernel.dialects import CUDA
 from .clock import DeviceClock
 from .cuda_emulator import emulated_cupy, emulation_requested
@@ -227,6 +228,38 @@ class CudaNet(PlanNet):
                         raise
                     raise BackendUnavailableError(missing_headers(str(e))) from None
         return kernels
+
+    def _dev_prepares_input(self) -> bool:
+        return True
+
+    def _dev_load_prepare(self, stream: int):
+        """PREPARE_INPUT's function on logical GPU `stream`'s device, built the first time
+        (before any capture: NVRTC and the module load are no stream work)."""
+        d = self.device_map[stream]
+        fns = self.__dict__.setdefault("_prepare_fns", {})
+        if d not in fns:
+            with self.cp.cuda.Device(d):
+                try:
+                    fns[d] = self.cp.RawModule(code=PREPARE_INPUT, options=NVRTC_OPTIONS) \
+                        .get_function("netspec_prepare_input")
+                except self.cp.cuda.compiler.CompileException as e:
+                    raise KernelBuildError(f"NVRTC failed to build kernel/colour.py's "
+                                           f"PREPARE_INPUT:\n{e}") from None
+                except RuntimeError as e:
+                    if "CUDA headers" not in str(e):
+                        raise
+                    raise BackendUnavailableError(missing_headers(str(e))) from None
+        return fns[d]
+
+    def _dev_prepare_input(self, stream, pixels, head, mean, consts, out, n, crop, base, wait):
+        st = self._stream(stream)
+        fn = self._dev_load_prepare(stream)
+        with self._device(stream):
+            self._wait(st, wait)
+            fn(prepare_grid(n, crop), (PREPARE_THREADS,),
+                   (pixels, head, mean, consts, out, np.uint32(n), np.uint32(crop),
+                    np.uint32(base)), stream=st)
+            return self._record(st)
 
     def _dev_alloc(self, gpu: int, nbytes: int):
         with self._device(gpu):

@@ -48,6 +48,11 @@ class _Run:
     redirect: dict = field(default_factory=dict)      # what -> device view to copy to, or None
 
 
+def is_u8_batch(x) -> bool:
+    """Whether x is a batch of uint8 crops to finish on the device (data/augment.U8Batch)."""
+    return hasattr(x, "pixels") and hasattr(x, "to_float") and hasattr(x, "header")
+
+
 def _scalar(kind: str, value):
     """A launch's scalar argument as its kernel parameter's type."""
     return np.uint32(value) if kind == "uint" else np.float32(value)
@@ -268,16 +273,40 @@ class PlanNet(Net):
             return self._dev_copy(s.gpu, inst.views[first[0]], 0, inst.views[s.buffer], 0,
                                   nbytes, [*wait, first[1]])
         run.keep.append(host)
-        ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
+        if is_u8_batch(host):
+            self._upload_u8(inst, s.gpu, host)
+            ev = self._prepare_input(inst, s.gpu, host, inst.views[s.buffer], wait)
+        else:
+            ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
         run.uploaded[(id(host), self.device_map[s.gpu])] = (s.buffer, ev)
         return ev
 
+    def _check_input(self, x: Any) -> Any:
+        """Net's check; a U8Batch (uint8 crops) stays one where the runtime finishes it on the
+        device (_dev_prepares_input), else it becomes its float32 batch on the host."""
+        if not is_u8_batch(x):
+            return super()._check_input(x)
+        if not self._dev_prepares_input():
+            return super()._check_input(x.to_float())
+        px = x.pixels
+        if px.dtype != np.uint8 or px.ndim != 4 or px.shape[1:] != self.graph.input_shape \
+                or px.shape[1] != 3 or px.shape[0] < 1:
+            raise ValueError(f"a uint8 batch must be (N, {', '.join(map(str, self.graph.input_shape))}) "
+                             f"uint8 with 3 channels, got {px.dtype} {px.shape}")
+        return x
+
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
-        """The input (channel-major, on every GPU) and, at train time, the noise key's scalars
-        (runtime/noise.py): the dropout launches draw the masks on the device from them."""
+        """The input (channel-major, on every GPU; a U8Batch as it is, finished on the device)
+        and, at train time, the noise key's scalars (runtime/noise.py): the dropout launches
+        draw the masks on the device from them."""
         plan = inst.compiled.plan
         if train and any(not b.trainable for b in plan.parameters):
             self._host_params_current = False     # a training forward writes the state
+        if is_u8_batch(x):
+            feeds = {name: x for name in plan.io["input"]}
+            if train:
+                feeds.update(self._step_noise(x.shape[0]).scalars())
+            return feeds
         xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
         feeds = {name: xc for name in plan.io["input"]}
         if train:
@@ -586,24 +615,33 @@ class PlanNet(Net):
             self._execute(inst, steps, feeds, scalars, run)
             return
         self._dev_barrier()
-        staged = {}
+        staged, prepares = {}, []
         for s in steps:
             if s.kind == "upload":
-                staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run)
+                staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run, prepares)
         self._dev_barrier()          # the graph after the uploads, on every stream
         body = self._staged_steps(inst, steps, staged)
+        key = (*key, "u8" if prepares else "f32")
+
+        def enqueue(r: _Run) -> None:
+            # uint8 batches: finished on the device into their staging, inside the graph
+            for gpu, batch, name in prepares:
+                self._prepare_input(inst, gpu, batch, inst.views[name], [])
+            if prepares:
+                self._dev_barrier()
+            self._execute(inst, body, {}, scalars, r, barrier=False)
+
         graph = inst.graphs.get(key)
         if graph is None:
             try:
                 self._dev_begin_capture()
                 try:
-                    self._execute(inst, body, {}, scalars, _Run(redirect=run.redirect),
-                                  barrier=False)
+                    enqueue(_Run(redirect=run.redirect))
                 finally:
                     graph = self._dev_end_capture()
             except Exception as e:        # noqa: BLE001 - any refusal: launches instead
                 self._graphs_refused = f"{type(e).__name__}: {e}"
-                self._execute(inst, body, {}, scalars, run, barrier=False)
+                enqueue(run)
                 return
             inst.graphs[key] = graph
         self._dev_graph_launch(graph)
@@ -625,9 +663,12 @@ class PlanNet(Net):
                                     elements=plan.buffers[s.buffer].nbytes // 4)
                 if s.kind == "upload" else s for s in steps]
 
-    def _stage(self, inst: _Instance, s: Step, host: np.ndarray, run: _Run) -> str:
+    def _stage(self, inst: _Instance, s: Step, host: np.ndarray, run: _Run,
+               prepares: list) -> str:
         """Upload `host` (an upload step's data) to its staging buffer, once per physical
-        device for one array; the staging buffer's name (a key of inst.views)."""
+        device for one array; the staging buffer's name (a key of inst.views). A U8Batch's
+        pixels and header go to buffers of their own, and (gpu, batch, staging name) is added
+        to `prepares`: the kernel that finishes it into the staging buffer runs in the graph."""
         device = self.device_map[s.gpu]
         first = run.uploaded.get((id(host), device))
         if first is not None:
@@ -638,9 +679,68 @@ class PlanNet(Net):
             region = self._dev_alloc(s.gpu, b.nbytes)
             inst.views[name] = self._dev_view(region, 0, b.nbytes, np.dtype(b.dtype))
         run.keep.append(host)
-        ev = self._dev_upload(s.gpu, inst.views[name], host, [])
+        if is_u8_batch(host):
+            ev = self._upload_u8(inst, s.gpu, host)
+            prepares.append((s.gpu, host, name))
+        else:
+            ev = self._dev_upload(s.gpu, inst.views[name], host, [])
         run.uploaded[(id(host), device)] = (name, ev)
         return name
+
+    # -- uint8 batches finished on the device ----------------------------------------------
+    def _upload_u8(self, inst: _Instance, gpu: int, batch):
+        """Upload a U8Batch's pixels and header words to buffers of their own on logical GPU
+        `gpu`'s device (the transform's mean and constants once, the first time): the bytes
+        that cross the bus for a uint8 batch. The event of the last upload."""
+        device = self.device_map[gpu]
+        self._input_transform(gpu, batch.transform)
+        self._dev_load_prepare(gpu)
+        head = batch.header()
+        for what, host in (("u8", batch.pixels), ("head", head)):
+            name = f"input.{what}@{device}"
+            if name not in inst.views:
+                nbytes = host.nbytes
+                inst.views[name] = self._dev_view(self._dev_alloc(gpu, nbytes), 0, nbytes,
+                                                  host.dtype)
+            ev = self._dev_upload(gpu, inst.views[name], np.ascontiguousarray(host), [])
+        return ev
+
+    def _input_transform(self, gpu: int, transform):
+        """The device's mean image and PCA constants (views) for `transform`, uploaded when
+        they change (into the same memory where the shape is unchanged, so captured graphs
+        stay valid; else new memory, and the graphs are dropped)."""
+        device = self.device_map[gpu]
+        held = self.__dict__.setdefault("_transforms", {})
+        kept = held.get(device)
+        if kept is not None and kept[0].same_as(transform):
+            held[device] = (transform, *kept[1:])
+            return kept[1:]
+        mean = np.ascontiguousarray(transform.mean, np.float32)
+        consts = transform.pca_constants()
+        if kept is None or kept[1].size < mean.size:
+            views = (self._dev_view(self._dev_alloc(gpu, mean.nbytes), 0, mean.nbytes,
+                                    mean.dtype),
+                     self._dev_view(self._dev_alloc(gpu, consts.nbytes), 0, consts.nbytes,
+                                    consts.dtype))
+            for inst in self._instances.values():
+                inst.graphs.clear()
+        else:
+            views = kept[1:]
+        self._dev_barrier()
+        self._dev_upload(gpu, views[0], mean.reshape(-1), [])
+        self._dev_upload(gpu, views[1], consts, [])
+        held[device] = (transform, *views)
+        return views
+
+    def _prepare_input(self, inst: _Instance, gpu: int, batch, out, wait: list):
+        """Enqueue the kernel that turns the uploaded uint8 batch into the float32
+        (C, N, H, W) input `out` on logical GPU `gpu` (kernel/colour.py)."""
+        device = self.device_map[gpu]
+        _, mean, consts = self.__dict__["_transforms"][device]
+        n, _, crop, _ = batch.pixels.shape
+        return self._dev_prepare_input(gpu, inst.views[f"input.u8@{device}"],
+                                       inst.views[f"input.head@{device}"], mean, consts, out,
+                                       n, crop, batch.transform.mean.shape[-1], wait)
 
     def _kept(self, inst: _Instance, attr: str, buffer: str):
         """A device buffer of its own (outside the arena, which later steps reuse) that a
@@ -706,6 +806,21 @@ class PlanNet(Net):
     def _dev_can_capture(self) -> bool:
         """Whether this runtime can capture a run's steps as a graph (CUDA Graphs)."""
         return False
+
+    def _dev_prepares_input(self) -> bool:
+        """Whether this runtime finishes uint8 batches on the device (_dev_prepare_input);
+        else they are finished on the host (U8Batch.to_float)."""
+        return False
+
+    def _dev_load_prepare(self, stream: int) -> None:
+        """Build what _dev_prepare_input launches, if not yet (before any capture)."""
+
+    def _dev_prepare_input(self, stream: int, pixels, head, mean, consts, out, n: int,
+                           crop: int, base: int, wait: list):
+        """Launch kernel/colour.py's PREPARE_INPUT on `stream`: uint8 `pixels` (n, 3, crop,
+        crop), uint32 `head`, the float32 planar `mean` (3, base, base) and float64 `consts`
+        -> float32 `out` (3, n, crop, crop). Its event."""
+        raise NotImplementedError
 
     def _dev_begin_capture(self) -> None:
         raise NotImplementedError

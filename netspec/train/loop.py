@@ -485,7 +485,8 @@ class Trainer:
                                 flip=r.flip, pca_sigma=r.pca_sigma, seed=self.config.seed,
                                 workers=self.config.workers, epoch=self.epoch,
                                 start_batch=self.batch,
-                                shard=self.data_parallel.shard if self.data_parallel else None)
+                                shard=self.data_parallel.shard if self.data_parallel else None,
+                                device_input=self._device_input())
         total = len(loader)
         if total == 0:
             raise RunError(f"the training set has {self.ds.size('train')} images, fewer than "
@@ -527,12 +528,19 @@ class Trainer:
             return False
         return True
 
+    def _device_input(self) -> bool:
+        """Whether batches cross to the device as uint8 crops, finished there (RGB input, a
+        net whose runtime does it: the cuda backend); they are the same float batches."""
+        prepares = getattr(self.net, "_dev_prepares_input", None)
+        return bool(prepares and prepares() and self.ds.channels == 3
+                    and self.net.dtype == np.float32)
+
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
         dp = self.data_parallel
         self.net.rng = image_noise(self.config.seed, self.step,
                                                dp.first_image if dp else 0, len(y))
-        if x.dtype != self.net.dtype:
+        if not hasattr(x, "pixels") and x.dtype != self.net.dtype:     # a U8Batch stays one
             x = x.astype(self.net.dtype)
         if self.deferred:
             self.net.loss_and_grads(x, y, train=True, wait=False)

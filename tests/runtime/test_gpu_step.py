@@ -29,6 +29,21 @@ def batch(graph, n=2, seed=1):
     return x, rng.integers(0, graph.classes, n)
 
 
+def u8_batch(graph, n=4, seed=1, base=None, sigma=0.1):
+    """A U8Batch for `graph` with a random mean image and PCA, as the loader hands out."""
+    from netspec.data.augment import InputTransform, U8Batch
+    from netspec.data.stats import PCA
+    rng = np.random.default_rng(seed)
+    crop = graph.input_shape[-1]
+    base = base or crop + 8
+    vec, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    t = InputTransform(rng.uniform(0, 255, (3, base, base)).astype(np.float32),
+                       PCA(np.array([0.2, 0.02, 0.005]), vec), sigma, seed + 100)
+    b = U8Batch(rng.integers(0, 256, (n, 3, crop, crop), dtype=np.uint8),
+                rng.integers(0, base - crop + 1, (n, 2)), rng.random(n) < 0.5, t, 2, 64 * seed)
+    return b, rng.integers(0, graph.classes, n)
+
+
 def rel(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
 
@@ -141,6 +156,57 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     c0 = emu.counters.snapshot()            # read now: the host waits, once per stream
     assert np.isfinite(net.last_loss)
     assert emu.counters.since(c0).syncs == 2
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_uint8_batch_is_finished_on_the_device_as_on_the_host(root, graphs):
+    """A U8Batch crosses as its uint8 pixels and a header of 5 + N words (kernel/colour.py),
+    once per physical device; one kernel there casts, subtracts the mean image (uploaded once,
+    kept on the device), adds the Philox colour shift and lays the batch out channel-major.
+    The device's float32 input equals the host path's (U8Batch.to_float, the loader's float
+    batch) bit for bit on the emulator (the same C library's log, sin and cos; on a GPU a
+    shift may be one float32 ulp off, kernel/colour.py), and so do the step's logits and
+    weights after the update, against the same net fed the host's float batch."""
+    graph = without_dropout(root)
+    n = 4
+    b, y = u8_batch(graph, n)
+    host = b.to_float()
+    net = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
+    ref = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
+    for _ in range(2):
+        c0 = emu.counters.snapshot()
+        net.loss_and_grads(b, y, train=True, wait=False)
+        net.update(0.01, 0.9, 0.0005)
+        c = emu.counters.since(c0)
+        ref.loss_and_grads(host, y, train=True, wait=False)
+        ref.update(0.01, 0.9, 0.0005)
+    # what crossed in the second step: the pixels, the header and the labels, nothing else
+    assert c.h2d_bytes == b.pixels.nbytes + 4 * (5 + n) + 4 * n
+    assert c.h2d_bytes <= b.pixels.nbytes + 4 * n + 1024
+    assert c.syncs == 0 and c.d2h_bytes == 0
+    np.testing.assert_array_equal(net.last_logits, ref.last_logits)
+    np.testing.assert_array_equal(net.parameters()["conv1.weight"],
+                                  ref.parameters()["conv1.weight"])
+    # the device's float input itself, read back from where the kernel wrote it
+    inst = net._instance(n)
+    name = "data.gpu0.staging" if graphs else "data.gpu0"
+    if not graphs:       # the arena's input buffer is reused later in the step: run to it
+        net._run_forward(b, False, finish=False)
+    view = inst.views[name]
+    net._dev_barrier()
+    flat = net._dev_download(0, view, host.size, [])
+    net._dev_finish()
+    np.testing.assert_array_equal(flat.reshape(3, n, *host.shape[2:]),
+                                  np.moveaxis(host, 1, 0))
+
+
+def test_a_uint8_batch_without_colour_shift(root):
+    """sigma 0 (or no PCA): the kernel adds nothing, as the host path adds nothing."""
+    graph = without_dropout(root)
+    b, y = u8_batch(graph, 3, sigma=0.0)
+    net = CudaNet(graph, seed=0, devices=[0, 1])
+    np.testing.assert_array_equal(net.forward(b), net.forward(b.to_float()))
+    assert b.shifts() is None
 
 
 # -- CUDA Graphs -------------------------------------------------------------------------------
