@@ -39,6 +39,19 @@ class _Instance:
 
 
 @dataclass
+class _Pending:
+    """A captured-graph run whose uploads are done and whose launch waits (_run_captured)."""
+
+    inst: _Instance
+    key: tuple
+    body: list                         # the steps, uploads replaced by staging copies
+    prepares: list                     # (gpu, U8Batch, staging name) to finish on the device
+    scalars: dict
+    run: Any
+    after: list = field(default_factory=list)     # called once it is launched
+
+
+@dataclass
 class _Run:
     events: dict = field(default_factory=dict)        # step id -> event
     done: dict = field(default_factory=dict)          # stream -> [step ids]
@@ -145,6 +158,7 @@ class PlanNet(Net):
         missing = [b.name for b in buffers if b.name not in tensors]
         if missing:
             raise ValueError(f"load_{what}: missing {', '.join(missing)}")
+        self._flush_step()
         self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         keep = []                         # the host arrays outlive their async uploads
         for b in buffers:
@@ -159,6 +173,7 @@ class PlanNet(Net):
         self._dev_finish()
 
     def _zero_velocities(self, inst: _Instance) -> None:
+        self._flush_step()
         self._dev_barrier()
         for b in inst.compiled.plan.parameters:
             if not b.trainable:
@@ -174,6 +189,7 @@ class PlanNet(Net):
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
         'buffer' (the parameters), 'grad' or 'velocity' (of the trainable ones); only one
         layer's with `layer`, only the tensors `names` with names."""
+        self._flush_step()
         out, reads = {}, []
         self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         for b in inst.compiled.plan.parameters:
@@ -221,6 +237,7 @@ class PlanNet(Net):
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
                  run: _Run, observe=None, barrier: bool = True) -> None:
         plan = inst.compiled.plan
+        self._flush_step()
         if barrier:
             self._dev_barrier()      # after all of the previous run, on every stream
         for s in steps:
@@ -269,7 +286,8 @@ class PlanNet(Net):
         plan = inst.compiled.plan
         nbytes = plan.buffers[s.buffer].nbytes
         first = run.uploaded.get((id(host), self.device_map[s.gpu]))
-        if first is not None and plan.buffers[first[0]].nbytes == nbytes:
+        # the input only: a noise key's buffer may share arena memory with the next one's
+        if first is not None and plan.buffers[first[0]].nbytes == nbytes and s.what == "input":
             return self._dev_copy(s.gpu, inst.views[first[0]], 0, inst.views[s.buffer], 0,
                                   nbytes, [*wait, first[1]])
         run.keep.append(host)
@@ -297,20 +315,20 @@ class PlanNet(Net):
 
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
         """The input (channel-major, on every GPU; a U8Batch as it is, finished on the device)
-        and, at train time, the noise key's scalars (runtime/noise.py): the dropout launches
-        draw the masks on the device from them."""
+        and, at train time, the noise key's words (runtime/noise.py) for each dropout part's
+        noise buffer: the mask kernels draw the masks on the device from them."""
         plan = inst.compiled.plan
         if train and any(not b.trainable for b in plan.parameters):
             self._host_params_current = False     # a training forward writes the state
         if is_u8_batch(x):
             feeds = {name: x for name in plan.io["input"]}
-            if train:
-                feeds.update(self._step_noise(x.shape[0]).scalars())
-            return feeds
-        xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
-        feeds = {name: xc for name in plan.io["input"]}
-        if train:
-            feeds.update(self._step_noise(x.shape[0]).scalars())
+        else:
+            xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
+            feeds = {name: xc for name in plan.io["input"]}
+        noise = [s.buffer for s in plan.steps if s.kind == "upload" and s.what == "noise"]
+        if train and noise:            # one array: it crosses once per device
+            words = self._step_noise(x.shape[0]).words()
+            feeds.update({name: words for name in noise})
         return feeds
 
     def _device_layout_to_host(self, flat: np.ndarray, n: int, shape: tuple) -> np.ndarray:
@@ -393,8 +411,11 @@ class PlanNet(Net):
             plan = inst.compiled.plan
             feeds = self._forward_feeds(inst, x, train)
             feeds[plan.io["labels"]] = np.ascontiguousarray(y, dtype=np.int32)
+            # enqueued by update() as one graph with the SGD step, or by whatever reads the
+            # step's results first (_flush_step)
             self._run_captured(inst, ("step", train), plan.steps_for("forward", train)
-                               + plan.steps_for("backward", train), feeds, {}, run)
+                               + plan.steps_for("backward", train), feeds, {}, run,
+                               defer=not wait)
         else:
             inst, run = self._run_forward(x, train, with_backward=True, labels=y, run=run,
                                           finish=False)
@@ -411,6 +432,7 @@ class PlanNet(Net):
     def synchronize(self) -> None:
         """Wait until the device has done everything enqueued (a step's loss_and_grads and
         update only enqueue)."""
+        self._flush_step()
         self._dev_finish()
 
     @property
@@ -418,6 +440,7 @@ class PlanNet(Net):
         """The mean loss of the last loss_and_grads (float64 mean of the float32 per-image
         losses); the host waits for the device the first time it is read."""
         if self._last_loss is None and self._last_step is not None:
+            self._flush_step()
             inst = self._last_step[0]
             b = inst.compiled.plan.buffers[inst.compiled.plan.io["loss"]]
             self._dev_barrier()
@@ -431,6 +454,9 @@ class PlanNet(Net):
         """Keep the last loss_and_grads' per-image losses and logits on the device, in a slot
         of their own, until `collect_step_outputs`: a training loop reads them a print
         interval at a time, so that a step never waits for the device. Device copies only."""
+        if self.__dict__.get("_pending") is not None:      # after the step's graph
+            self._pending.after.append(self.stash_step_outputs)
+            return
         inst, _, n = self._last_step
         plan = inst.compiled.plan
         i = len(self._stashed)
@@ -448,6 +474,7 @@ class PlanNet(Net):
         """(mean loss, logits (N, classes)) of every step stashed since the last call, in
         order: downloaded together, the host waits once. The loss is the float64 mean of the
         float32 per-image losses, as loss_and_grads' own."""
+        self._flush_step()
         self._dev_barrier()
         reads = []
         for inst, i, n in self._stashed:
@@ -469,6 +496,7 @@ class PlanNet(Net):
         """The last loss_and_grads batch's logits (N, classes), for training metrics, as the
         reference Net keeps them: downloaded when first read."""
         if self._last_logits is None and self._last_step is not None:
+            self._flush_step()
             inst, _, n = self._last_step
             b = inst.compiled.plan.buffers[inst.compiled.plan.io["logits"]]
             self._dev_barrier()
@@ -584,7 +612,13 @@ class PlanNet(Net):
         plan = inst.compiled.plan
         run = _Run()
         scalars = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        if self._graphs_wanted():     # one graph per set of scalars (the lr changes rarely)
+        pending = self.__dict__.get("_pending")
+        if pending is not None and pending.inst is inst:
+            # the step's forward, backward and this update: one graph (per set of scalars)
+            del self._pending
+            self._launch(pending, ("update", lr, momentum, weight_decay),
+                         plan.steps_for("update", True), scalars)
+        elif self._graphs_wanted():   # one graph per set of scalars (the lr changes rarely)
             self._run_captured(inst, ("update", lr, momentum, weight_decay),
                                plan.steps_for("update", True), {}, scalars, run)
         else:
@@ -602,13 +636,16 @@ class PlanNet(Net):
                 and not getattr(self, "_graphs_refused", None))
 
     def _run_captured(self, inst: _Instance, key, steps: list[Step], feeds: dict,
-                      scalars: dict, run: _Run) -> None:
+                      scalars: dict, run: _Run, defer: bool = False) -> None:
         """`steps` as one graph: captured the first time (per `key`), launched every time.
         Uploads can't be captured (pageable host memory), and an upload's buffer may share
         arena memory with buffers the step uses before it: so each upload lands, before the
         graph, in a staging buffer of its own (once per physical device for the input), and
         the graph copies it into place where the plan uploads. Where capture is
-        refused, the steps run as launches from then on (`_graphs_refused` says why)."""
+        refused, the steps run as launches from then on (`_graphs_refused` says why).
+        defer: upload now, launch later (_Pending: update() launches the step and itself as
+        one graph; anything else that needs the step's work first, _flush_step)."""
+        self._flush_step()
         if self._takes_step_scalars(inst, steps, scalars):
             # a graph keeps its kernels' arguments as captured, and these change every step
             # (the dropout noise's key and step): launched one by one
@@ -620,31 +657,56 @@ class PlanNet(Net):
             if s.kind == "upload":
                 staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run, prepares)
         self._dev_barrier()          # the graph after the uploads, on every stream
-        body = self._staged_steps(inst, steps, staged)
-        key = (*key, "u8" if prepares else "f32")
+        pending = _Pending(inst, (*key, "u8" if prepares else "f32"),
+                           self._staged_steps(inst, steps, staged), prepares, scalars, run)
+        if defer:
+            self._pending = pending
+        else:
+            self._launch(pending)
+
+    def _flush_step(self) -> None:
+        """Launch a deferred step (loss_and_grads' with wait=False) alone, if one waits."""
+        pending = self.__dict__.pop("_pending", None)
+        if pending is not None:
+            self._launch(pending)
+
+    def _launch(self, p: _Pending, key=(), then: list[Step] = (),
+                scalars: dict | None = None) -> None:
+        """The staged steps of `p`, then the steps `then` (after a barrier: they read what
+        any stream of `p` wrote) with `scalars` too, as one graph keyed p.key + key, captured
+        the first time; then what waited for `p` (stash_step_outputs)."""
+        inst, scalars = p.inst, {**p.scalars, **(scalars or {})}
 
         def enqueue(r: _Run) -> None:
             # uint8 batches: finished on the device into their staging, inside the graph
-            for gpu, batch, name in prepares:
+            for gpu, batch, name in p.prepares:
                 self._prepare_input(inst, gpu, batch, inst.views[name], [])
-            if prepares:
+            if p.prepares:
                 self._dev_barrier()
-            self._execute(inst, body, {}, scalars, r, barrier=False)
+            self._execute(inst, p.body, {}, scalars, r, barrier=False)
+            if then:
+                self._dev_barrier()
+                self._execute(inst, list(then), {}, scalars, r, barrier=False)
 
+        key = (*p.key, *key)
         graph = inst.graphs.get(key)
         if graph is None:
             try:
                 self._dev_begin_capture()
                 try:
-                    enqueue(_Run(redirect=run.redirect))
+                    enqueue(_Run(redirect=p.run.redirect))
                 finally:
                     graph = self._dev_end_capture()
             except Exception as e:        # noqa: BLE001 - any refusal: launches instead
                 self._graphs_refused = f"{type(e).__name__}: {e}"
-                enqueue(run)
-                return
-            inst.graphs[key] = graph
-        self._dev_graph_launch(graph)
+                enqueue(p.run)
+                graph = None
+            else:
+                inst.graphs[key] = graph
+        if graph is not None:
+            self._dev_graph_launch(graph)
+        for after in p.after:
+            after()
 
     @staticmethod
     def _takes_step_scalars(inst: _Instance, steps: list[Step], scalars: dict) -> bool:

@@ -120,19 +120,20 @@ def without_dropout(root):
 
 @pytest.mark.parametrize("graphs", [False, True])
 def test_a_training_step_crosses_once_and_never_waits(root, graphs):
-    """One training step as `netspec bench` runs it (loss not read, update on the device), on
-    two logical GPUs sharing one device, counted by the emulator against a hand count from the
-    shapes: the input crosses once as float32 (not once per logical GPU), then the labels and
-    the dropout masks the plan uploads; nothing comes back; the host never synchronises.
-    With launches: every launch and copy of the plan once, plus the input's copy to the
-    second logical GPU and the losses and logits kept on the device for reading; replayed as CUDA Graphs: one graph launch for loss_and_grads and one for the
-    update, nothing else. uint8 input is not done yet: the bound is float32's, not the
-    issue's uint8 one."""
+    """One training step as `netspec bench` and the trainer run it (loss not read, update on
+    the device), with dropout, on two logical GPUs sharing one device, counted by the emulator
+    against a hand count and the issue's bounds: the batch crosses once, as uint8, with its
+    5 + N header words, the labels, and the dropout parts' 4-word noise keys (once per device
+    when captured, once per part when launched); nothing comes back; the host never
+    synchronises. With launches: every launch and copy of the plan once, plus the uint8
+    batch's finishing kernel, the input's copy to the second logical GPU and the losses and
+    logits kept on the device for reading. Captured: one graph launch per step (forward,
+    backward and update), nothing else."""
     from netspec.bench.timing import step_options
-    graph = without_dropout(root)
+    graph = build_graph(root / TINY)
     net = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
     n = 4
-    x, y = batch(graph, n)
+    x, y = u8_batch(graph, n)
     for _ in range(2):                       # the first step uploads the parameters
         c0 = emu.counters.snapshot()
         loss, grads = net.loss_and_grads(x, y, train=True, **step_options(net))
@@ -141,16 +142,17 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     plan = net.compiled(n).plan
     plan_steps = (plan.steps_for("forward", True) + plan.steps_for("backward", True)
                   + plan.steps_for("update", True))
-    masks = sum(plan.buffers[s.buffer].nbytes for s in plan_steps
-                if s.kind == "upload" and s.what == "mask")
-    assert loss is None and grads.downloaded == ()
-    assert c.h2d_bytes == n * int(np.prod(graph.input_shape)) * 4 + n * 4 + masks
+    keys = sum(s.kind == "upload" and s.what == "noise" for s in plan_steps)
+    assert keys >= 2 and loss is None and grads.downloaded == ()
+    u8, labels = x.pixels.nbytes, 4 * n
+    assert c.h2d_bytes == u8 + 4 * (5 + n) + labels + 16 * (1 if graphs else keys)
+    assert c.h2d_bytes <= u8 + labels + 1024               # the issue's bound
     assert c.d2h_bytes == 0 and c.downloads == 0
     assert c.syncs == 0
     if graphs:
-        assert (c.launches, c.device_copies, c.graph_launches) == (0, 0, 2)
+        assert (c.launches, c.device_copies, c.graph_launches) == (0, 0, 1)
     else:
-        assert c.launches == sum(s.kind == "launch" for s in plan_steps)
+        assert c.launches == sum(s.kind == "launch" for s in plan_steps) + 1
         assert c.device_copies == sum(s.kind == "copy" for s in plan_steps) + 1 + 2
         assert c.graph_launches == 0
     c0 = emu.counters.snapshot()            # read now: the host waits, once per stream
@@ -244,18 +246,38 @@ def test_graph_replay_computes_what_the_launches_do(root, devices, streams, monk
     assert c.device_copies == 0 and c.downloads == 1      # the loss, read by the caller
 
 
-def test_a_step_with_dropout_runs_as_launches(root):
-    """A graph keeps its kernels' arguments as captured; the dropout noise's key and step
-    change every step, so loss_and_grads with dropout runs as launches (the update is still
-    one graph launch), and computes what graphs=False computes, masks included."""
+def test_a_step_with_dropout_is_one_graph(root):
+    """The dropout parts read the step's noise key from a buffer the step uploads, so the
+    whole step, forward, backward (dropout included) and the SGD update, is one captured graph
+    replayed with each step's key: one graph launch a step, no kernel launch of the host's,
+    no sync; losses, logits, weights and momenta bit for bit those of graphs=False over steps
+    with different keys, and the first step's logits those of the NumPy reference with the
+    same masks (float64, plan_oracle's 1e-5)."""
+    from netspec.runtime.noise import ImageNoise
     graph = build_graph(root / TINY)
-    with_graphs = steps(CudaNet(graph, seed=0))
-    without = steps(CudaNet(graph, seed=0, graphs=False))
-    for (la, za), (lb, zb) in zip(with_graphs[0], without[0]):
+    x, y = batch(graph, 3)
+    ref = NumpyNet(graph, seed=0, dtype=np.float64)
+    ref.rng = ImageNoise(5, 0, 0, 3)
+    ref.loss_and_grads(x.astype(np.float64), y, train=True)
+    runs = []
+    for graphs in (True, False):
+        net = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
+        out = []
+        for step in range(3):
+            net.rng = ImageNoise(5, step, 0, 3)
+            c0 = emu.counters.snapshot()
+            net.loss_and_grads(x, y, train=True, wait=False)
+            net.update(0.01, 0.9, 0.0005)
+            c = emu.counters.since(c0)
+            out.append((net.last_loss, net.last_logits))
+        runs.append((out, net.parameters(), net.velocities(), c))
+    (a, pa, va, ca), (b, pb, vb, _) = runs
+    for (la, za), (lb, zb) in zip(a, b):
         assert la == lb and np.array_equal(za, zb)
-    assert all(np.array_equal(with_graphs[1][k], without[1][k]) for k in without[1])
-    c = with_graphs[3]
-    assert c.graph_launches == 1 and c.launches > 0 and c.syncs == without[3].syncs
+    assert not np.array_equal(a[0][1], a[1][1])        # the keys differ from step to step
+    assert all(np.array_equal(pa[k], pb[k]) and np.array_equal(va[k], vb[k]) for k in pb)
+    assert rel(a[0][1], ref.last_logits) <= 1e-5
+    assert (ca.graph_launches, ca.launches, ca.device_copies, ca.syncs) == (1, 0, 0, 0)
 
 
 def test_a_sync_inside_capture_is_refused(root):
