@@ -311,6 +311,28 @@ class CudaNet(PlanNet):
             view[:flat.size].set(flat, stream=st)
             return self._record(st)
 
+    def _dev_upload_copy(self, stream, view, host, wait):
+        """On the device's copy stream (one per physical device, made on first use), after
+        `wait`: the next step's batch crosses while the compute streams work."""
+        d = self.device_map[stream]
+        copies = self.__dict__.setdefault("_copy_streams", {})
+        with self.cp.cuda.Device(d):
+            st = copies.get(d)
+            if st is None:
+                st = copies[d] = self.cp.cuda.Stream(non_blocking=True)
+            self._wait(st, wait)
+            flat = np.ascontiguousarray(host).reshape(-1).view(view.dtype)
+            view[:flat.size].set(flat, stream=st)
+            return self._record(st)
+
+    def _dev_wait(self, stream, events):
+        with self._device(stream):
+            self._wait(self._stream(stream), events)
+
+    def _dev_mark(self, stream):
+        with self._device(stream):
+            return self._record(self._stream(stream))
+
     def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32),
                       staged=False):
         """A non-blocking copy (CuPy's get(blocking=False)); staged reads land in pinned

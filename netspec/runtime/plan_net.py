@@ -36,6 +36,8 @@ class _Instance:
     staging: dict = field(default_factory=dict)    # buffer name -> device view uploads land in
     kept_loss: Any = None              # the last step's per-image losses, on the device
     stash: list = field(default_factory=list)      # (losses, logits) device views per slot
+    u8_slot: dict = field(default_factory=dict)    # device -> the uint8 slot uploaded last
+    u8_free: dict = field(default_factory=dict)    # (device, slot) -> event: last read done
 
 
 @dataclass
@@ -45,7 +47,7 @@ class _Pending:
     inst: _Instance
     key: tuple
     body: list                         # the steps, uploads replaced by staging copies
-    prepares: list                     # (gpu, U8Batch, staging name) to finish on the device
+    prepares: list                     # (gpu, U8Batch, staging name, slot) to finish there
     scalars: dict
     run: Any
     after: list = field(default_factory=list)     # called once it is launched
@@ -292,8 +294,9 @@ class PlanNet(Net):
                                   nbytes, [*wait, first[1]])
         run.keep.append(host)
         if is_u8_batch(host):
-            self._upload_u8(inst, s.gpu, host)
-            ev = self._prepare_input(inst, s.gpu, host, inst.views[s.buffer], wait)
+            slot = self._upload_u8(inst, s.gpu, host)[1]
+            ev = self._prepare_input(inst, s.gpu, host, inst.views[s.buffer], wait, slot)
+            inst.u8_free[(self.device_map[s.gpu], slot)] = ev
         else:
             ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
         run.uploaded[(id(host), self.device_map[s.gpu])] = (s.buffer, ev)
@@ -657,7 +660,8 @@ class PlanNet(Net):
             if s.kind == "upload":
                 staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run, prepares)
         self._dev_barrier()          # the graph after the uploads, on every stream
-        pending = _Pending(inst, (*key, "u8" if prepares else "f32"),
+        kind = tuple(("u8", p[3]) for p in prepares) or ("f32",)    # a graph per uint8 slot
+        pending = _Pending(inst, (*key, *kind),
                            self._staged_steps(inst, steps, staged), prepares, scalars, run)
         if defer:
             self._pending = pending
@@ -679,8 +683,8 @@ class PlanNet(Net):
 
         def enqueue(r: _Run) -> None:
             # uint8 batches: finished on the device into their staging, inside the graph
-            for gpu, batch, name in p.prepares:
-                self._prepare_input(inst, gpu, batch, inst.views[name], [])
+            for gpu, batch, name, slot in p.prepares:
+                self._prepare_input(inst, gpu, batch, inst.views[name], [], slot)
             if p.prepares:
                 self._dev_barrier()
             self._execute(inst, p.body, {}, scalars, r, barrier=False)
@@ -705,6 +709,9 @@ class PlanNet(Net):
                 inst.graphs[key] = graph
         if graph is not None:
             self._dev_graph_launch(graph)
+        done = self._dev_mark(0)            # after all of it: the uint8 slots read are free
+        for gpu, _, _, slot in p.prepares:
+            inst.u8_free[(self.device_map[gpu], slot)] = done
         for after in p.after:
             after()
 
@@ -742,30 +749,40 @@ class PlanNet(Net):
             inst.views[name] = self._dev_view(region, 0, b.nbytes, np.dtype(b.dtype))
         run.keep.append(host)
         if is_u8_batch(host):
-            ev = self._upload_u8(inst, s.gpu, host)
-            prepares.append((s.gpu, host, name))
+            ev, slot = self._upload_u8(inst, s.gpu, host)
+            prepares.append((s.gpu, host, name, slot))
         else:
             ev = self._dev_upload(s.gpu, inst.views[name], host, [])
         run.uploaded[(id(host), device)] = (name, ev)
         return name
 
     # -- uint8 batches finished on the device ----------------------------------------------
-    def _upload_u8(self, inst: _Instance, gpu: int, batch):
-        """Upload a U8Batch's pixels and header words to buffers of their own on logical GPU
-        `gpu`'s device (the transform's mean and constants once, the first time): the bytes
-        that cross the bus for a uint8 batch. The event of the last upload."""
+    def _upload_u8(self, inst: _Instance, gpu: int, batch) -> tuple[Any, int]:
+        """Upload a U8Batch's pixels and header words on logical GPU `gpu`'s device (the
+        transform's mean and constants once, the first time): the bytes that cross the bus
+        for a uint8 batch. Two slots of buffers alternate, filled on the runtime's copy
+        stream (_dev_upload_copy) once the step that last read the slot is done (an event,
+        no host wait), so a step's upload overlaps the previous step's work; every stream of
+        the device then waits for it. (event of the last upload, slot)."""
         device = self.device_map[gpu]
         self._input_transform(gpu, batch.transform)
         self._dev_load_prepare(gpu)
-        head = batch.header()
-        for what, host in (("u8", batch.pixels), ("head", head)):
-            name = f"input.{what}@{device}"
+        slot = 1 - inst.u8_slot.get(device, 1)
+        inst.u8_slot[device] = slot
+        free = inst.u8_free.get((device, slot))
+        ev = None
+        for what, host in (("u8", batch.pixels), ("head", batch.header())):
+            name = f"input.{what}@{device}.{slot}"
             if name not in inst.views:
                 nbytes = host.nbytes
                 inst.views[name] = self._dev_view(self._dev_alloc(gpu, nbytes), 0, nbytes,
                                                   host.dtype)
-            ev = self._dev_upload(gpu, inst.views[name], np.ascontiguousarray(host), [])
-        return ev
+            ev = self._dev_upload_copy(gpu, inst.views[name], np.ascontiguousarray(host),
+                                       [free])
+        for g, d in enumerate(self.device_map):
+            if d == device:
+                self._dev_wait(g, [ev])
+        return ev, slot
 
     def _input_transform(self, gpu: int, transform):
         """The device's mean image and PCA constants (views) for `transform`, uploaded when
@@ -794,14 +811,15 @@ class PlanNet(Net):
         held[device] = (transform, *views)
         return views
 
-    def _prepare_input(self, inst: _Instance, gpu: int, batch, out, wait: list):
-        """Enqueue the kernel that turns the uploaded uint8 batch into the float32
+    def _prepare_input(self, inst: _Instance, gpu: int, batch, out, wait: list, slot: int):
+        """Enqueue the kernel that turns the uint8 batch uploaded to `slot` into the float32
         (C, N, H, W) input `out` on logical GPU `gpu` (kernel/colour.py)."""
         device = self.device_map[gpu]
         _, mean, consts = self.__dict__["_transforms"][device]
         n, _, crop, _ = batch.pixels.shape
-        return self._dev_prepare_input(gpu, inst.views[f"input.u8@{device}"],
-                                       inst.views[f"input.head@{device}"], mean, consts, out,
+        return self._dev_prepare_input(gpu, inst.views[f"input.u8@{device}.{slot}"],
+                                       inst.views[f"input.head@{device}.{slot}"], mean, consts,
+                                       out,
                                        n, crop, batch.transform.mean.shape[-1], wait)
 
     def _kept(self, inst: _Instance, attr: str, buffer: str):
@@ -873,6 +891,20 @@ class PlanNet(Net):
         """Whether this runtime finishes uint8 batches on the device (_dev_prepare_input);
         else they are finished on the host (U8Batch.to_float)."""
         return False
+
+    def _dev_upload_copy(self, stream: int, view, host: np.ndarray, wait: list):
+        """An upload on the runtime's copy stream of logical GPU `stream`'s device, after the
+        events `wait` (None entries ignored); its event. By default _dev_upload on the stream
+        itself."""
+        return self._dev_upload(stream, view, host, [w for w in wait if w is not None])
+
+    def _dev_wait(self, stream: int, events: list) -> None:
+        """Order what is enqueued next on `stream` after `events` (on the device)."""
+
+    def _dev_mark(self, stream: int):
+        """An event after everything enqueued so far on `stream` (None where the runtime has
+        no events: there the host orders everything)."""
+        return None
 
     def _dev_load_prepare(self, stream: int) -> None:
         """Build what _dev_prepare_input launches, if not yet (before any capture)."""

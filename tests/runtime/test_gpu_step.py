@@ -134,7 +134,7 @@ def test_a_training_step_crosses_once_and_never_waits(root, graphs):
     net = CudaNet(graph, seed=0, devices=[0, 0], graphs=graphs)
     n = 4
     x, y = u8_batch(graph, n)
-    for _ in range(2):                       # the first step uploads the parameters
+    for _ in range(3):        # the first uploads the parameters; a graph per uint8 slot
         c0 = emu.counters.snapshot()
         loss, grads = net.loss_and_grads(x, y, train=True, **step_options(net))
         net.update(0.01, 0.9, 0.0005)
@@ -200,6 +200,37 @@ def test_a_uint8_batch_is_finished_on_the_device_as_on_the_host(root, graphs):
     net._dev_finish()
     np.testing.assert_array_equal(flat.reshape(3, n, *host.shape[2:]),
                                   np.moveaxis(host, 1, 0))
+
+
+@pytest.mark.parametrize("mutated", [False, True])
+def test_the_next_batch_waits_for_its_slot_on_the_copy_stream(root, monkeypatch, mutated):
+    """Batches cross on a copy stream into two alternating slots, each refilled only after
+    the step that read it (an event, no host wait). The mutation drops that wait: with the
+    host never waiting across 3 steps of different batches (after a first that uploads the
+    weights), the emulator runs the copy stream ahead and a step reads a later step's pixels,
+    so the weights differ from the same steps
+    fed the host's float batches; unbroken, they are equal bit for bit."""
+    graph = without_dropout(root)
+    batches = [u8_batch(graph, 2, seed=s) for s in (1, 2, 3, 4)]
+    if mutated:
+        keep = CudaNet._dev_upload_copy
+        monkeypatch.setattr(CudaNet, "_dev_upload_copy",
+                            lambda self, stream, view, host, wait: keep(self, stream, view,
+                                                                        host, []))
+    monkeypatch.setattr(emu.settings, "stream_order", "last")
+    net = CudaNet(graph, seed=0, devices=[0, 0])
+    ref = CudaNet(graph, seed=0, devices=[0, 0])
+    for i, (b, y) in enumerate(batches):      # the first step uploads the weights (syncs)
+        c0 = emu.counters.snapshot()
+        net.loss_and_grads(b, y, train=True, wait=False)
+        net.update(0.01, 0.9, 0.0005)
+        assert i == 0 or emu.counters.since(c0).syncs == 0
+    for b, y in batches:
+        ref.loss_and_grads(b.to_float(), y, train=True, wait=False)
+        ref.update(0.01, 0.9, 0.0005)
+    a, r = net.parameters(), ref.parameters()
+    same = all(np.array_equal(a[k], r[k]) for k in r)
+    assert same != mutated
 
 
 def test_a_uint8_batch_without_colour_shift(root):
