@@ -40,6 +40,8 @@ import numpy as np
 from .philox import PHILOX_ROUNDS, philox4x32, seed_key
 
 COLOUR_LAYER = 0xFFFFFF50           # the counter's third word for the colour shift
+COLOUR_DESCRIPTION = ("PCA alphas: Box-Muller normals of Philox4x32-10 key = seed, counter = "
+                      "(0, image's position in the epoch's order, 0xFFFFFF50, epoch)")
 HEADER_WORDS = 5                    # key0, key1, epoch, first image, flags (bit 0: shift)
 _TWO_PI = 6.283185307179586
 _MAX_SIDE = 0xFFF                   # a crop offset's field: 12 bits

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import NetspecError, RunError
 from ..ir.memory import check_memory
+from ..kernel.colour import COLOUR_DESCRIPTION
 from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
 from ..runtime.sgd import layer_multipliers, sgd_update
@@ -360,6 +361,7 @@ class Trainer:
             "schedule": self.schedule.state(),
             "seed": cfg.seed,
             "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
+                    "colour_shift": COLOUR_DESCRIPTION,
                     "dropout": NOISE_DESCRIPTION},
             "replicas": self.replicas.size if self.replicas is not None else 1,
             "loader": {"epoch": self.epoch, "batch": self.batch},
