@@ -11,9 +11,13 @@ where peer access can be enabled, else staged by the driver); on a shared device
 device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 A training step makes the host wait nowhere: downloads are get(blocking=False) into pinned
-memory, runs are ordered after one another by events (`_dev_barrier`), and loss_and_grads and
-update are each captured once as a CUDA Graph (cupy.cuda.Stream.begin_capture/end_capture,
-Graph.launch on logical GPU 0's stream, which the other streams join by an event) and replayed.
+memory, runs are ordered after one another by events (`_dev_barrier`), a uint8 batch crosses on
+a copy stream per device into one of two slots (plan_net's _upload_u8) and is finished on the
+device by kernel/colour.py's PREPARE_INPUT, and loss_and_grads(wait=False) with the update
+after it is captured once (per slot) as one CUDA Graph (cupy.cuda.Stream.begin_capture/
+end_capture, Graph.launch on logical GPU 0's stream, which the other streams join by an event)
+and replayed: per-step data (the batch, the labels, the dropout noise keys) is uploaded to
+fixed buffers before the launch, so nothing a graph captured changes.
 Where capture is refused the steps run as launches (PlanNet._graphs_refused says why);
 NETSPEC_GRAPHS=0 or CudaNet(..., graphs=False) turns graphs off.
 

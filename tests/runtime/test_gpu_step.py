@@ -110,9 +110,9 @@ def test_device_update_uses_the_unread_gradients(root):
 
 
 def without_dropout(root):
-    """tiny-alexnet without its dropout layers: a training step a graph captures whole (the
-    dropout noise's key and step are kernel arguments that change every step, so a step with
-    dropout runs as launches; see test_a_step_with_dropout_runs_as_launches)."""
+    """tiny-alexnet without its dropout layers (a step with them is one graph too; see
+    test_a_step_with_dropout_is_one_graph): for the tests whose numbers mustn't hinge on
+    which units a mask drops."""
     text = (root / TINY).read_text()
     return build_graph("".join(line for line in text.splitlines(keepends=True)
                                if not line.startswith("dropout")))
