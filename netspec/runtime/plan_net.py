@@ -736,8 +736,9 @@ class PlanNet(Net):
                prepares: list) -> str:
         """Upload `host` (an upload step's data) to its staging buffer, once per physical
         device for one array; the staging buffer's name (a key of inst.views). A U8Batch's
-        pixels and header go to buffers of their own, and (gpu, batch, staging name) is added
-        to `prepares`: the kernel that finishes it into the staging buffer runs in the graph."""
+        pixels and header go to buffers of their own, and (gpu, batch, staging name, slot) is
+        added to `prepares`: the kernel that finishes it into the staging buffer runs in the
+        graph."""
         device = self.device_map[s.gpu]
         first = run.uploaded.get((id(host), device))
         if first is not None:
@@ -786,7 +787,7 @@ class PlanNet(Net):
 
     def _input_transform(self, gpu: int, transform):
         """The device's mean image and PCA constants (views) for `transform`, uploaded when
-        they change (into the same memory where the shape is unchanged, so captured graphs
+        they change (into the same memory where the size is unchanged, so captured graphs
         stay valid; else new memory, and the graphs are dropped)."""
         device = self.device_map[gpu]
         held = self.__dict__.setdefault("_transforms", {})
@@ -796,7 +797,7 @@ class PlanNet(Net):
             return kept[1:]
         mean = np.ascontiguousarray(transform.mean, np.float32)
         consts = transform.pca_constants()
-        if kept is None or kept[1].size < mean.size:
+        if kept is None or kept[1].size != mean.size:    # (a graph holds the base as captured)
             views = (self._dev_view(self._dev_alloc(gpu, mean.nbytes), 0, mean.nbytes,
                                     mean.dtype),
                      self._dev_view(self._dev_alloc(gpu, consts.nbytes), 0, consts.nbytes,
