@@ -61,8 +61,9 @@ def test_reading_every_print_interval_gives_every_steps_numbers(folder, tmp_path
 
 def test_batches_cross_as_uint8_and_train_as_the_float_batches(folder, tmp_path, monkeypatch):
     """On cuda the trainer asks the loader for uint8 crops (U8Batch), finished on the device:
-    a step uploads the crops and 5 + N header words to each device and the labels once (per
-    device within the issue's bound: the batch as uint8 + labels + 1 KiB, emulated), and the weights and momenta after 4 steps are
+    a step uploads the crops, 5 + N header words and the dropout key to each device and the
+    labels once (per device within the issue's bound: the batch as uint8 + labels + 1 KiB,
+    emulated), as one graph launch, and the weights and momenta after 4 steps are
     those of the host's float batches, bit for bit."""
     spec = tmp_path / "tiny.net"
     spec.write_text(tiny_spec())
@@ -77,7 +78,10 @@ def test_batches_cross_as_uint8_and_train_as_the_float_batches(folder, tmp_path,
         n, shape = 8, t.net.graph.input_shape
         u8 = n * int(np.prod(shape))
         devices = len(set(t.net.device_map))       # the batch crosses once to each
-        for c, f in zip(t.counted[1:], ref.counted[1:]):
-            assert c.h2d_bytes == devices * (u8 + 4 * (5 + n)) + 4 * n
+        plan = t.net.compiled(n).plan               # and a 16-byte dropout key, with dropout
+        key = 16 * any(s.what == "noise" for s in plan.steps if s.kind == "upload")
+        for c, f in zip(t.counted[2:], ref.counted[2:]):    # after a capture per uint8 slot
+            assert c.h2d_bytes == devices * (u8 + 4 * (5 + n) + key) + 4 * n
             assert c.h2d_bytes / devices <= u8 + 4 * n + 1024
-            assert f.h2d_bytes == devices * 4 * u8 + 4 * n and c.syncs == 0
+            assert f.h2d_bytes == devices * (4 * u8 + key) + 4 * n
+            assert c.syncs == 0 and c.graph_launches == 1 and c.launches == 0
