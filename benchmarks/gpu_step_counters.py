@@ -1,12 +1,18 @@
 """What one CUDA training step asks of the host, counted on the CPU emulator (emulated: no GPU).
 
     NETSPEC_CUDA_EMULATE=1 python benchmarks/gpu_step_counters.py [--spec specs/alexnet.net]
-        [--batches 2 4] [--at 128] [--devices 0,0] [--label before] [-o FILE]
+        [--batches 2 4] [--at 128] [--devices 0,0] [--input uint8|float] [--label before]
+        [-o FILE]
 
 Runs `--steps` training steps (loss_and_grads then the device update) of `--spec` at each of
 `--batches` on the emulator (two logical GPUs on `--devices`, default both on device 0) and
 reads the emulator's counters for the last step: bytes host->device and device->host, uploads,
-downloads, host synchronisations, kernel launches, device copies, graph launches.
+downloads, host synchronisations, kernel launches, device copies, graph launches. The batch is
+fed as the trainer feeds it (`--input uint8`, the default: bench.timing.device_batch's uint8
+crops, finished on the device) or as float32 (`--input float`, as before issue 26's uint8
+path). The figures at `--at` are checked against issue 26's bounds (`bounds`): host->device
+<= the batch as uint8 + labels + 1 KiB (one physical device), device->host <= 1 KiB, no
+host sync, one graph launch and no kernel launch of the host's when captured.
 
 A batch-128 AlexNet step takes about 15 CPU-minutes on the emulator, so the figures at `--at`
 are computed, not run: bytes are affine in the batch (every transfer is per image or fixed), so
@@ -42,8 +48,9 @@ def plan_calls(graph, batch: int) -> dict:
     return {k: sum(s.kind == k for s in steps) for k in ("launch", "copy")}
 
 
-def count(spec: str, batch: int, devices: list[int], steps: int, graphs: bool | None) -> dict:
-    from netspec.bench.timing import step_options
+def count(spec: str, batch: int, devices: list[int], steps: int, graphs: bool | None,
+          uint8: bool = True) -> dict:
+    from netspec.bench.timing import device_batch, step_options
     from netspec.ir.build import build_graph
     from netspec.runtime.cuda_backend import CudaNet
     from netspec.runtime.cuda_emulator import cupy_model as emu
@@ -52,6 +59,8 @@ def count(spec: str, batch: int, devices: list[int], steps: int, graphs: bool | 
     g = net.graph
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *g.input_shape), dtype=np.float32)
+    if uint8:
+        x = device_batch(g, batch, rng)
     y = rng.integers(0, g.classes, batch)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -86,6 +95,17 @@ def at_batch(runs: list[dict], at: int, per_call_us: float) -> dict:
     return out
 
 
+def bounds(spec: str, at: int, c: dict) -> dict:
+    """Issue 26's bounds at `at` images (one physical device), each {"max", "met"}."""
+    from netspec.ir.build import build_graph
+    g = build_graph(spec)
+    u8 = at * int(np.prod(g.input_shape))
+    want = {"h2d_bytes": u8 + 4 * at + 1024, "d2h_bytes": 1024, "syncs": 0}
+    if c["graph_launches"]:
+        want.update(graph_launches=1, launches=0)
+    return {k: {"max": v, "met": c[k] <= v} for k, v in want.items()}
+
+
 plan_calls_at: dict = {}
 
 
@@ -96,16 +116,18 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--at", type=int, default=128)
     ap.add_argument("--devices", default="0,0")
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)   # captures for both uint8 slots, then one
     ap.add_argument("--per-call-us", type=float, default=30.0)
     ap.add_argument("--graphs", choices=("on", "off", "default"), default="default")
+    ap.add_argument("--input", choices=("uint8", "float"), default="uint8")
     ap.add_argument("--label", default="")
     ap.add_argument("-o", "--output")
     args = ap.parse_args()
     from netspec.ir.build import build_graph
     devices = [int(d) for d in args.devices.split(",")]
     graphs = None if args.graphs == "default" else args.graphs == "on"
-    runs = [count(args.spec, b, devices, args.steps, graphs) for b in args.batches]
+    runs = [count(args.spec, b, devices, args.steps, graphs, args.input == "uint8")
+            for b in args.batches]
     for r in runs:
         print(json.dumps(r), file=sys.stderr)
     plan_calls_at[args.at] = plan_calls(build_graph(args.spec), args.at)
@@ -115,8 +137,11 @@ def main() -> None:
                       "benchmarks/gpu_step_counters.py)",
               "label": args.label, "emulated": True, "spec": os.path.relpath(args.spec, ROOT),
               "devices": devices, "date": time.strftime("%Y-%m-%d"), "measured": runs,
-              "at_batch": args.at, "per_call_us_modelled": args.per_call_us,
+              "input": args.input, "at_batch": args.at,
+              "per_call_us_modelled": args.per_call_us,
               "computed_at_batch": at_batch(runs, args.at, args.per_call_us)}
+    if len(set(devices)) == 1:
+        result["bounds"] = bounds(args.spec, args.at, result["computed_at_batch"])
     text = json.dumps(result, indent=1)
     print(text)
     if args.output:

@@ -100,6 +100,8 @@ class BenchResult:
     # emulator): h2d_bytes, d2h_bytes, uploads, downloads, syncs, launches, device_copies,
     # graph_launches
     host_counters: dict | None = None
+    # the issue's bounds on those counters (counter_bounds): name -> {"max", "met"}
+    host_counter_bounds: dict | None = None
 
     @property
     def images_per_sec(self) -> float:
@@ -164,6 +166,8 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
     n = batch_size or g.recipe.batch_size
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *g.input_shape), dtype=np.float32).astype(net.dtype)
+    if _prepares_input(net):          # as the trainer feeds it: uint8 crops, finished there
+        x = device_batch(g, n, rng, seed)
     labels = rng.integers(0, g.classes, n)
     update = _sgd_step(net)
     for _ in range(warmup):
@@ -190,16 +194,58 @@ def bench(spec: Any, backend: str = "numpy", *, batch_size: int | None = None,
         backward_ms=phase("backward"), update_ms=phase("update"), rows=rows,
         kernels=kernel_rows, step_ms_all=timed.steps, load_average=list(os.getloadavg()),
         threads=os.cpu_count(), loss_grads_ms=statistics.median(timed.loss_grads),
-        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops, host_counters=counted)
+        loss_grads_ms_all=timed.loss_grads, sgemm_gflops=sgemm_gflops, host_counters=counted,
+        host_counter_bounds=None if counted is None else counter_bounds(net, x, counted))
+
+
+def _prepares_input(net) -> bool:
+    prepares = getattr(net, "_dev_prepares_input", None)
+    return bool(prepares and prepares() and net.graph.input_shape[0] == 3
+                and net.dtype == np.float32)
+
+
+def device_batch(graph: Graph, n: int, rng: np.random.Generator, seed: int = 0):
+    """A training batch as the trainer hands a device net one (data/augment.U8Batch): random
+    uint8 crops of the recipe's size from its base (crop + 32 without one), random offsets
+    and flips, a mean image and ImageNet's colour PCA with the recipe's sigma."""
+    from ..data.augment import InputTransform, U8Batch
+    from ..data.stats import PCA
+    crop = graph.input_shape[-1]
+    r = graph.recipe
+    base = max(getattr(r, "base", None) or crop + 32, crop)
+    sigma = getattr(r, "pca_sigma", None) or 0.0
+    # Krizhevsky et al.'s ImageNet eigenvalues and eigenvectors (0..1 pixel units)
+    pca = PCA(np.array([0.2175, 0.0188, 0.0045]),
+              np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
+                        [-0.5836, -0.6948, 0.4203]]))
+    mean = rng.uniform(60, 180, (3, base, base)).astype(np.float32)
+    return U8Batch(rng.integers(0, 256, (n, 3, crop, crop), dtype=np.uint8),
+                   rng.integers(0, base - crop + 1, (n, 2)), rng.random(n) < 0.5,
+                   InputTransform(mean, pca, float(sigma), seed), 0, 0)
+
+
+def counter_bounds(net, x, c: dict) -> dict:
+    """Issue 26's bounds on one training step's counted host calls, each {"max", "met"}:
+    host->device bytes <= the batch as uint8 (once per physical device) + the labels + 1 KiB
+    per device; device->host bytes <= 1 KiB; host syncs 0; where the step is captured, one
+    graph launch and no kernel launch of the host's."""
+    n = x.shape[0]
+    devices = len(set(getattr(net, "device_map", [0])))
+    u8 = n * int(np.prod(net.graph.input_shape))
+    bounds = {"h2d_bytes": devices * (u8 + 1024) + 4 * n, "d2h_bytes": 1024, "syncs": 0}
+    if net._graphs_wanted() if isinstance(net, PlanNet) else False:
+        bounds.update(graph_launches=1, launches=0)
+    return {k: {"max": v, "met": c[k] <= v} for k, v in bounds.items()}
 
 
 def _counted_step(net, x, labels, update) -> dict | None:
     """The host's calls during one more training step, without the clock's events, where the
-    net counts them (Net.host_counters); None elsewhere. Two steps run, the second counted:
-    without the clock a device net may capture its step as a graph the first time."""
+    net counts them (Net.host_counters); None elsewhere. Three steps run, the third counted:
+    without the clock a device net may capture its step as a graph the first time, once for
+    each of its two uint8 upload slots."""
     if net.host_counters() is None:
         return None
-    for _ in range(2):
+    for _ in range(3):
         before = net.host_counters()
         _, grads = net.loss_and_grads(x, labels, train=True, **step_options(net))
         update(grads)
@@ -371,6 +417,10 @@ def format_table(res: BenchResult, kernels: bool = False) -> str:
     out.extend(winograd_footnotes(r.algorithm for r in res.rows))
     if res.host_counters is not None:
         out.append(format_counters(res.host_counters))
+    if res.host_counter_bounds:
+        out.append("issue 26's bounds (emulated): " + "; ".join(
+            f"{k} <= {b['max']:,}: {'met' if b['met'] else 'NOT met'}"
+            for k, b in res.host_counter_bounds.items()))
     if kernels and res.kernels:
         out.append("")
         out.append(f"{'kernel':<28} {'phase':<9} {'ms':>9} {'GFLOP/s':>8}")

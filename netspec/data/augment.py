@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netspec.data.stats import PCA
+from netspec.kernel.colour import colour_normals, colour_shifts, input_header, pca_constants
 
 TEN_CROP_ORDER = (
     "top-left", "top-right", "bottom-left", "bottom-right", "centre",
@@ -69,19 +70,30 @@ class BatchPlan:
 def draw_train_plan(
     rng: np.random.Generator, n: int, base: int, crop: int, *,
     flip: bool, pca: PCA | None, pca_sigma: float,
+    colour_key: tuple[int, int, int] | None = None,
 ) -> BatchPlan:
     """Random crops, flips (p = ½) and PCA colour shifts (αᵢ ~ N(0, σ)) for n images.
 
     The three draws are always made, in this order, so turning flip or PCA off leaves the crops
-    of the same (seed, epoch, batch) unchanged.
+    of the same (seed, epoch, batch) unchanged. With `colour_key` (seed, epoch, first image's
+    position in the epoch's order) the alphas are instead Philox normals of that key
+    (kernel/colour.py: what the device draws, so a batch crossing the bus as uint8 gets the
+    same shifts there); the loader passes one.
     """
     offsets = rng.integers(0, base - crop + 1, size=(n, 2))
     flips = rng.random(n) < 0.5
     alphas = rng.normal(0.0, 1.0, size=(n, 3)) * pca_sigma
+    shifts = None
+    if pca is not None and pca_sigma > 0:
+        if colour_key is None:
+            shifts = pca.shift(alphas)
+        else:
+            shifts = colour_shifts(colour_normals(*colour_key, n), pca_sigma,
+                                   pca.eigenvalues, pca.eigenvectors)
     return BatchPlan(
         offsets=offsets,
         flips=flips if flip else np.zeros(n, dtype=bool),
-        shifts=pca.shift(alphas) if (pca is not None and pca_sigma > 0) else None,
+        shifts=shifts,
     )
 
 
@@ -126,3 +138,95 @@ def write_ten_crops(out: np.ndarray, images, mean: np.ndarray) -> None:
     for i, image in enumerate(images):
         for v, (top, left, flip) in enumerate(offsets):
             write_view(out[i, v], image, mean, top, left, flip)
+
+
+def write_u8_views(out: np.ndarray, images, offsets: np.ndarray, flips: np.ndarray) -> None:
+    """Fill out (n, 3, crop, crop) uint8 with each planar uint8 image's crop at offsets[i],
+    mirrored where flips[i]: the pixels write_view starts from, before the mean and shift."""
+    crop = out.shape[-1]
+    for i, image in enumerate(images):
+        top, left = int(offsets[i][0]), int(offsets[i][1])
+        view = image[:, top:top + crop, left:left + crop]
+        out[i] = view[:, :, ::-1] if flips[i] else view
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """What turns a U8Batch into the network's float input, the same for every batch of a run:
+    the planar mean image (3, base, base) float32 in 0..255 units, and the PCA colour shift
+    (pca None or sigma 0: none) drawn by kernel/colour.py's Philox key from `seed`."""
+
+    mean: np.ndarray
+    pca: PCA | None
+    sigma: float
+    seed: int
+
+    @property
+    def shifts(self) -> bool:
+        return self.pca is not None and self.sigma > 0
+
+    def pca_constants(self) -> np.ndarray:
+        """float64 (13,) for the device kernel (zeros without a shift)."""
+        if not self.shifts:
+            return np.zeros(13, np.float64)
+        return pca_constants(self.sigma, self.pca.eigenvalues, self.pca.eigenvectors)
+
+    def same_as(self, other: InputTransform | None) -> bool:
+        return other is self or (other is not None and self.seed == other.seed
+                                 and self.sigma == other.sigma
+                                 and np.array_equal(self.mean, other.mean)
+                                 and np.array_equal(self.pca_constants(),
+                                                    other.pca_constants()))
+
+
+@dataclass(frozen=True)
+class U8Batch:
+    """A training batch as it crosses the bus: uint8 crops (n, 3, crop, crop), already cropped
+    at offsets (n, 2) (top, left) and mirrored where flips (n,), of the images at positions
+    first … first+n−1 of epoch `epoch`'s order. `to_float()` is the float32 input the host path
+    (write_planned_views with the Philox colour shifts) gives; a device backend computes the
+    same on the device (kernel/colour.py's PREPARE_INPUT) from `header()` and the transform's
+    mean and constants, kept there."""
+
+    pixels: np.ndarray
+    offsets: np.ndarray
+    flips: np.ndarray
+    transform: InputTransform
+    epoch: int
+    first: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pixels.shape
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def shifts(self) -> np.ndarray | None:
+        """float32 (n, 3), or None without a colour shift."""
+        t = self.transform
+        if not t.shifts:
+            return None
+        return colour_shifts(colour_normals(t.seed, self.epoch, self.first, len(self)),
+                             t.sigma, t.pca.eigenvalues, t.pca.eigenvectors)
+
+    def header(self) -> np.ndarray:
+        """uint32 (5 + n,): the per-step words the device kernel reads (kernel/colour.py)."""
+        return input_header(self.transform.seed, self.epoch, self.first,
+                            self.transform.shifts, self.offsets, self.flips)
+
+    def to_float(self) -> np.ndarray:
+        """float32 (n, 3, crop, crop): crop(image) − crop(mean) + shift, as write_view."""
+        n, crop = len(self), self.pixels.shape[-1]
+        out = np.empty((n, 3, crop, crop), np.float32)
+        mean, shifts = self.transform.mean, self.shifts()
+        for i in range(n):
+            top, left = int(self.offsets[i][0]), int(self.offsets[i][1])
+            means = mean[:, top:top + crop, left:left + crop]
+            if self.flips[i]:
+                means = means[:, :, ::-1]
+            out[i] = self.pixels[i]
+            out[i] -= means
+            if shifts is not None:
+                out[i] += shifts[i][:, None, None]
+        return out

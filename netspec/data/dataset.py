@@ -178,7 +178,7 @@ class Dataset:
                seed: int = 0, workers: int = 0, epoch: int = 0, start_batch: int = 0, *,
                shuffle: bool | None = None, drop_last: bool | None = None, prefetch: int = 1,
                copy: bool = False, to_device=None,
-               shard: tuple[int, int] | None = None) -> Loader:
+               shard: tuple[int, int] | None = None, device_input: bool = False) -> Loader:
         """One epoch of (x, y) batches; see loader.py for the pipeline and its guarantees.
 
         train (default: split == "train"): random crop×crop crops, flips if `flip`, PCA colour
@@ -189,7 +189,8 @@ class Dataset:
         views into shared memory. to_device(x, y): called one batch ahead (the copy stage);
         the loop then receives what it returned. shard (r, K): only replica r's piece of each
         batch, images len·r//K .. len·(r+1)//K − 1, with the whole batch's random draws (data
-        parallelism; netspec/train/data_parallel.py).
+        parallelism; netspec/train/data_parallel.py). device_input (training, RGB): x is a
+        `U8Batch` of uint8 crops that a device backend finishes on the device (loader.py).
         """
         train = (split == "train") if train is None else train
         return Loader(self._split(split), self.mean, self.pca if train else None,
@@ -197,7 +198,7 @@ class Dataset:
                       flip=flip, pca_sigma=pca_sigma, seed=seed, epoch=epoch,
                       start_batch=start_batch, shuffle=shuffle, drop_last=drop_last,
                       workers=workers, prefetch=prefetch, copy=copy, to_device=to_device,
-                      channels=self.channels, shard=shard)
+                      channels=self.channels, shard=shard, device_input=device_input)
 
     def ten_crop_batches(self, split: str = "val", batch_size: int = 16, crop: int = 224,
                          workers: int = 0, start_batch: int = 0, *, prefetch: int = 1,

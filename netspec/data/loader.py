@@ -18,7 +18,11 @@ exactly where the interrupted one would have.
 
 Batches. (x, y): x float32 (N, 3, crop, crop) ((N, 1, crop, crop) with channels=1: the
 ITU-R 601 luma of the RGB batch), mean-subtracted, with the PCA shift in
-training; for 10-crop evaluation x is (N, 10, 3, crop, crop). y int64 (N,). Training drops
+training; for 10-crop evaluation x is (N, 10, 3, crop, crop). y int64 (N,). With
+device_input=True (training, 3 channels) x is instead a `U8Batch`: the uint8 crops, their
+offsets and flips and the mean and PCA, which a device backend turns into that same float32
+batch on the device (4x fewer bytes on the bus; data/augment.py, kernel/colour.py), and any
+other backend on the host (`U8Batch.to_float()`). Training drops
 the last partial batch (as most trainers do: every step sees batch_size images); evaluation
 keeps it (every image is scored once).
 
@@ -38,7 +42,15 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from netspec.data.augment import center_plan, draw_train_plan, write_planned_views, write_ten_crops
+from netspec.data.augment import (
+    InputTransform,
+    U8Batch,
+    center_plan,
+    draw_train_plan,
+    write_planned_views,
+    write_ten_crops,
+    write_u8_views,
+)
 from netspec.data.processes import bound_workers, fork_context, ignore_sigint
 from netspec.data.stats import PCA
 from netspec.errors import DataError
@@ -73,7 +85,7 @@ class Loader:
         start_batch: int = 0, shuffle: bool | None = None, drop_last: bool | None = None,
         workers: int = 0, prefetch: int = 1, copy: bool = False, to_device=None,
         channels: int = 3,
-        shard: tuple[int, int] | None = None,
+        shard: tuple[int, int] | None = None, device_input: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -90,6 +102,10 @@ class Loader:
         if channels not in (1, 3):
             raise DataError(f"image batches have 3 channels (RGB) or 1 (grey), not {channels}")
         self.channels = channels
+        if device_input and (mode != "train" or channels != 3):
+            raise ValueError("device_input batches are training batches of 3 channels")
+        self.device_input = device_input
+        self.x_dtype = np.uint8 if device_input else np.float32
         if pca_sigma < 0:
             raise DataError(f"pca_sigma must be >= 0, not {pca_sigma}")
         train = mode == "train"
@@ -100,6 +116,7 @@ class Loader:
         self._labels = np.asarray(source.labels, dtype=np.int64)
         # The planar mean, for crops with contiguous rows (see augment.write_view).
         self._mean = np.ascontiguousarray(np.asarray(mean, dtype=np.float32).transpose(2, 0, 1))
+        self.transform = InputTransform(self._mean, pca, float(pca_sigma), int(seed))
         count = len(self._labels)
         self.drop_last = train if drop_last is None else drop_last
         self.num_batches = count // batch_size if self.drop_last else -(-count // batch_size)
@@ -226,17 +243,34 @@ class Loader:
         if self.mode == "ten":
             write_ten_crops(x[:b - a], images, self._mean)
             return b - a
+        plan = self._plan(batch, n, a, b)
+        if self.device_input:
+            write_u8_views(x[:b - a], images, plan.offsets, plan.flips)
+        else:
+            write_planned_views(x[:b - a], images, self._mean, plan)
+        return b - a
+
+    def _plan(self, batch: int, n: int, a: int, b: int):
+        """Images a..b-1's part of the plan drawn for the whole batch of n."""
         if self.mode == "train":
             plan = draw_train_plan(batch_rng(self.seed, self.epoch, batch), n, self.base,
                                    self.crop, flip=self.flip, pca=self._pca,
-                                   pca_sigma=self.pca_sigma)
+                                   pca_sigma=self.pca_sigma,
+                                   colour_key=(self.seed, self.epoch, batch * self.batch_size))
         else:
             plan = center_plan(n, self.base, self.crop)
         if (a, b) != (0, n):
             plan = type(plan)(offsets=plan.offsets[a:b], flips=plan.flips[a:b],
                               shifts=None if plan.shifts is None else plan.shifts[a:b])
-        write_planned_views(x[:b - a], images, self._mean, plan)
-        return b - a
+        return plan
+
+    def _u8_batch(self, batch: int, x: np.ndarray) -> U8Batch:
+        """The ring's uint8 crops of batch `batch` with their plan (drawn again: cheap)."""
+        n = len(self.batch_indices(batch))
+        a, b = self._shard_range(n)
+        plan = self._plan(batch, n, a, b)
+        return U8Batch(x, plan.offsets, plan.flips, self.transform, self.epoch,
+                       batch * self.batch_size + a)
 
     def _readahead(self, batch: int) -> None:
         if batch < self.num_batches:
@@ -266,6 +300,8 @@ class Loader:
         x, y = ring.ready(batch)
         if self.copy:
             x, y = x.copy(), y.copy()
+        if self.device_input:
+            x = self._u8_batch(batch, x)
         if self.to_device is None:
             return x, y
         # Copy stage: start moving batch n+1 while the caller trains on batch n.
@@ -273,8 +309,11 @@ class Loader:
             ahead[batch] = self.to_device(x, y)
         if batch + 1 < self.num_batches:
             nx, ny = ring.ready(batch + 1)
-            ahead[batch + 1] = self.to_device(nx.copy(), ny.copy()) if self.copy else \
-                self.to_device(nx, ny)
+            if self.copy:
+                nx, ny = nx.copy(), ny.copy()
+            if self.device_input:
+                nx = self._u8_batch(batch + 1, nx)
+            ahead[batch + 1] = self.to_device(nx, ny)
         return ahead.pop(batch)
 
     def _batch_size_of(self, batch: int) -> int:
@@ -288,7 +327,7 @@ class _InlineRing:
     def __init__(self, loader: Loader):
         self.loader = loader
         slots = 2 if loader.to_device is not None else 1
-        self.x = np.empty((slots, loader.batch_size, *loader._view_shape()), dtype=np.float32)
+        self.x = np.empty((slots, loader.batch_size, *loader._view_shape()), dtype=loader.x_dtype)
         self.y = np.empty((slots, loader.batch_size), dtype=np.int64)
         self.free = list(range(slots))
         self.slot_of: dict[int, int] = {}
@@ -318,7 +357,7 @@ class _WorkerRing:
         held = loader.prefetch + 1 + (loader.to_device is not None)  # ready or in the caller's hands
         per_worker = 1 + -(-held // workers)
         view = loader._view_shape()
-        self.x = [_SharedArray((per_worker, loader.batch_size, *view), np.float32)
+        self.x = [_SharedArray((per_worker, loader.batch_size, *view), loader.x_dtype)
                   for _ in range(workers)]
         self.y = [_SharedArray((per_worker, loader.batch_size), np.int64) for _ in range(workers)]
         self.free = [list(range(per_worker)) for _ in range(workers)]

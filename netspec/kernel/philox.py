@@ -123,8 +123,9 @@ $kernel $name($params)
         return;
     const int n = t / ${GROUPS};
     const unsigned int g = ${G0}u + (unsigned int)(t % ${GROUPS});
-    unsigned int c0 = g, c1 = first + (unsigned int)n, c2 = ${LAYER}u, c3 = step;
-    unsigned int k0 = key0, k1 = key1;
+    unsigned int c0 = g, c1 = (unsigned int)noise[3] + (unsigned int)n, c2 = ${LAYER}u;
+    unsigned int c3 = (unsigned int)noise[2];
+    unsigned int k0 = (unsigned int)noise[0], k1 = (unsigned int)noise[1];
 """ + PHILOX_ROUNDS + r"""
     const unsigned int w[4] = {c0, c1, c2, c3};
     for (int j = 0; j < 4; ++j) {

@@ -17,11 +17,14 @@ from ..kernel import Call, Kernel, elementwise_launch, params
 from ..kernel.philox import DROPOUT_MASK, mask_launch_consts
 from .base import AttrDef, Op
 
+NOISE_WORDS = 4         # a mask kernel's noise buffer: key0, key1, step, first (see below)
+
 
 class Dropout(Op):
     type = "dropout"
     doc = "inverted dropout with drop probability p"
     colour, label = "#c4e0ae", "dropout"
+    noise_words = NOISE_WORDS       # the plan gives each part a noise buffer (codegen/plan)
     attrs = {"p": AttrDef("float", default=0.5, minimum=0.0, maximum=0.999999,
                           doc="drop probability, 0 <= p < 1")}
 
@@ -69,10 +72,10 @@ OP = Dropout()
 # Owned by the kernel compiler (netspec.codegen); one text, rendered in CUDA C and OpenCL C.
 # At train time the part's keep mask (0/1 floats, laid out like the activations) is written on
 # the device by DROPOUT_MASK (kernel/philox.py): Philox4x32-10 at the key the reference draws
-# with, the seed, step and first image passed as scalars each step, the layer index compiled
-# in. So every backend drops exactly the units the NumPy reference drops, and no mask is
-# uploaded.
-NOISE_SCALARS = ("noise.key0", "noise.key1", "noise.step", "noise.first")
+# with, the seed, step and first image read from the part's `noise` buffer (NOISE_WORDS int32:
+# key0, key1, step, first, as bits; uploaded each training step, so that a step captured as a
+# CUDA Graph replays with the next step's key), the layer index compiled in. So every backend
+# drops exactly the units the NumPy reference drops, and no mask is uploaded.
 
 DROPOUT_APPLY = r"""
 $kernel $name($params)
@@ -109,7 +112,7 @@ def mask_kernel(c) -> Kernel:
                                        p=p)
     gs, ls = elementwise_launch(items)
     return Kernel(f"{c.prefix}_mask", DROPOUT_MASK,
-                  params("out mask", "uint key0", "uint key1", "uint step", "uint first"),
+                  params("in_int noise", "out mask"),
                   consts, gs, ls, layer=c.layer.name,
                   doc=f"{c.layer.name} dropout mask (train): mask = [u >= {p}], u Philox4x32-10 "
                       f"of (seed, step, layer {c.layer_index}, image, element)\n"
@@ -121,7 +124,7 @@ def forward_kernels(c):
     gs, ls = elementwise_launch(n)
     scale = 1.0 / (1.0 - c.attrs["p"])
     return [
-        Call(mask_kernel(c), ("mask", *NOISE_SCALARS), when="train"),
+        Call(mask_kernel(c), ("noise", "mask"), when="train"),
         Call(Kernel(f"{c.prefix}_fwd", DROPOUT_APPLY, params("in src", "in mask", "out out"),
                     dict(N=n, SCALE=scale), gs, ls, flops=2 * n, layer=c.layer.name,
                     doc=f"{c.layer.name} dropout (train): y = x * mask / (1 - {c.attrs['p']})\n"

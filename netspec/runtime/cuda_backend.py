@@ -11,9 +11,13 @@ where peer access can be enabled, else staged by the driver); on a shared device
 device-local copy. A thin adapter: the plan walk is runtime/plan_net.py's.
 
 A training step makes the host wait nowhere: downloads are get(blocking=False) into pinned
-memory, runs are ordered after one another by events (`_dev_barrier`), and loss_and_grads and
-update are each captured once as a CUDA Graph (cupy.cuda.Stream.begin_capture/end_capture,
-Graph.launch on logical GPU 0's stream, which the other streams join by an event) and replayed.
+memory, runs are ordered after one another by events (`_dev_barrier`), a uint8 batch crosses on
+a copy stream per device into one of two slots (plan_net's _upload_u8) and is finished on the
+device by kernel/colour.py's PREPARE_INPUT, and loss_and_grads(wait=False) with the update
+after it is captured once (per slot) as one CUDA Graph (cupy.cuda.Stream.begin_capture/
+end_capture, Graph.launch on logical GPU 0's stream, which the other streams join by an event)
+and replayed: per-step data (the batch, the labels, the dropout noise keys) is uploaded to
+fixed buffers before the launch, so nothing a graph captured changes.
 Where capture is refused the steps run as launches (PlanNet._graphs_refused says why);
 NETSPEC_GRAPHS=0 or CudaNet(..., graphs=False) turns graphs off.
 
@@ -34,7 +38,8 @@ import numpy as np
 
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, build_error
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, KernelBuildError
+from ..kernel.colour import PREPARE_INPUT, PREPARE_THREADS, prepare_grid
 from ..kernel.dialects import CUDA
 from .clock import DeviceClock
 from .cuda_emulator import emulated_cupy, emulation_requested
@@ -228,6 +233,38 @@ class CudaNet(PlanNet):
                     raise BackendUnavailableError(missing_headers(str(e))) from None
         return kernels
 
+    def _dev_prepares_input(self) -> bool:
+        return True
+
+    def _dev_load_prepare(self, stream: int):
+        """PREPARE_INPUT's function on logical GPU `stream`'s device, built the first time
+        (before any capture: NVRTC and the module load are no stream work)."""
+        d = self.device_map[stream]
+        fns = self.__dict__.setdefault("_prepare_fns", {})
+        if d not in fns:
+            with self.cp.cuda.Device(d):
+                try:
+                    fns[d] = self.cp.RawModule(code=PREPARE_INPUT, options=NVRTC_OPTIONS) \
+                        .get_function("netspec_prepare_input")
+                except self.cp.cuda.compiler.CompileException as e:
+                    raise KernelBuildError(f"NVRTC failed to build kernel/colour.py's "
+                                           f"PREPARE_INPUT:\n{e}") from None
+                except RuntimeError as e:
+                    if "CUDA headers" not in str(e):
+                        raise
+                    raise BackendUnavailableError(missing_headers(str(e))) from None
+        return fns[d]
+
+    def _dev_prepare_input(self, stream, pixels, head, mean, consts, out, n, crop, base, wait):
+        st = self._stream(stream)
+        fn = self._dev_load_prepare(stream)
+        with self._device(stream):
+            self._wait(st, wait)
+            fn(prepare_grid(n, crop), (PREPARE_THREADS,),
+                   (pixels, head, mean, consts, out, np.uint32(n), np.uint32(crop),
+                    np.uint32(base)), stream=st)
+            return self._record(st)
+
     def _dev_alloc(self, gpu: int, nbytes: int):
         with self._device(gpu):
             return self.cp.cuda.alloc(nbytes)
@@ -277,6 +314,28 @@ class CudaNet(PlanNet):
             flat = np.ascontiguousarray(host).reshape(-1).view(view.dtype)
             view[:flat.size].set(flat, stream=st)
             return self._record(st)
+
+    def _dev_upload_copy(self, stream, view, host, wait):
+        """On the device's copy stream (one per physical device, made on first use), after
+        `wait`: the next step's batch crosses while the compute streams work."""
+        d = self.device_map[stream]
+        copies = self.__dict__.setdefault("_copy_streams", {})
+        with self.cp.cuda.Device(d):
+            st = copies.get(d)
+            if st is None:
+                st = copies[d] = self.cp.cuda.Stream(non_blocking=True)
+            self._wait(st, wait)
+            flat = np.ascontiguousarray(host).reshape(-1).view(view.dtype)
+            view[:flat.size].set(flat, stream=st)
+            return self._record(st)
+
+    def _dev_wait(self, stream, events):
+        with self._device(stream):
+            self._wait(self._stream(stream), events)
+
+    def _dev_mark(self, stream):
+        with self._device(stream):
+            return self._record(self._stream(stream))
 
     def _dev_download(self, stream, view, elements, wait, dtype=np.dtype(np.float32),
                       staged=False):

@@ -359,6 +359,9 @@ class Net:
 
     def _check_input(self, x: Any) -> np.ndarray:
         want = self._expected()
+        if hasattr(x, "pixels") and hasattr(x, "to_float"):    # data/augment.U8Batch
+            # finished on the host here (a device backend may do it on the device)
+            x = x.to_float().astype(self.dtype, copy=False)
         if not isinstance(x, np.ndarray):
             raise ValueError(f"x must be a {want}, not {type(x).__name__}")
         if x.ndim != len(self.graph.input_shape) + 1 or x.shape[1:] != self.graph.input_shape \

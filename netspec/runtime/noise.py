@@ -52,12 +52,15 @@ class ImageNoise:
         """The draw of the compute layer at `index`."""
         return LayerNoise(self, index)
 
-    def scalars(self) -> dict[str, int]:
-        """The key as the plan's scalar arguments (uint32 each), by name: noise.key0,
-        noise.key1 (the seed's low and high words), noise.step, noise.first."""
+    def words(self) -> np.ndarray:
+        """The key as a mask kernel's noise buffer reads it (ops/dropout.py's NOISE_WORDS):
+        int32 (4,) holding the uint32 bits of key0, key1 (the seed's low and high words),
+        step and first. ValueError when step or first doesn't fit 32 bits."""
+        if self.step >= 1 << 32 or self.first >= 1 << 32:
+            raise ValueError(f"noise step {self.step} and first image {self.first} must be "
+                             f"below 2^32")
         k0, k1 = seed_key(self.seed)
-        return {"noise.key0": k0, "noise.key1": k1, "noise.step": self.step,
-                "noise.first": self.first}
+        return np.array([k0, k1, self.step, self.first], np.uint32).view(np.int32)
 
     def uniforms(self, layer: int, elements: int) -> np.ndarray:
         """float32 (count, elements): layer `layer`'s uniforms, NumPy's Philox (a backend may

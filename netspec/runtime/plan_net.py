@@ -37,6 +37,21 @@ class _Instance:
     staging: dict = field(default_factory=dict)    # buffer name -> device view uploads land in
     kept_loss: Any = None              # the last step's per-image losses, on the device
     stash: list = field(default_factory=list)      # (losses, logits) device views per slot
+    u8_slot: dict = field(default_factory=dict)    # device -> the uint8 slot uploaded last
+    u8_free: dict = field(default_factory=dict)    # (device, slot) -> event: last read done
+
+
+@dataclass
+class _Pending:
+    """A captured-graph run whose uploads are done and whose launch waits (_run_captured)."""
+
+    inst: _Instance
+    key: tuple
+    body: list                         # the steps, uploads replaced by staging copies
+    prepares: list                     # (gpu, U8Batch, staging name, slot) to finish there
+    scalars: dict
+    run: Any
+    after: list = field(default_factory=list)     # called once it is launched
 
 
 @dataclass
@@ -47,6 +62,11 @@ class _Run:
     out: dict = field(default_factory=dict)           # what -> host array
     uploaded: dict = field(default_factory=dict)      # (id(host), device) -> (buffer, event)
     redirect: dict = field(default_factory=dict)      # what -> device view to copy to, or None
+
+
+def is_u8_batch(x) -> bool:
+    """Whether x is a batch of uint8 crops to finish on the device (data/augment.U8Batch)."""
+    return hasattr(x, "pixels") and hasattr(x, "to_float") and hasattr(x, "header")
 
 
 def _scalar(kind: str, value):
@@ -141,6 +161,7 @@ class PlanNet(Net):
         missing = [b.name for b in buffers if b.name not in tensors]
         if missing:
             raise ValueError(f"load_{what}: missing {', '.join(missing)}")
+        self._flush_step()
         self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         keep = []                         # the host arrays outlive their async uploads
         for b in buffers:
@@ -155,6 +176,7 @@ class PlanNet(Net):
         self._dev_finish()
 
     def _zero_velocities(self, inst: _Instance) -> None:
+        self._flush_step()
         self._dev_barrier()
         for b in inst.compiled.plan.parameters:
             if not b.trainable:
@@ -170,6 +192,7 @@ class PlanNet(Net):
         """Assemble parameter-shaped host arrays from the parts' device buffers: key is
         'buffer' (the parameters), 'grad' or 'velocity' (of the trainable ones); only one
         layer's with `layer`, only the tensors `names` with names."""
+        self._flush_step()
         out, reads = {}, []
         self._dev_barrier()          # after what is enqueued (a graph runs on one stream)
         for b in inst.compiled.plan.parameters:
@@ -217,6 +240,7 @@ class PlanNet(Net):
     def _execute(self, inst: _Instance, steps: list[Step], feeds: dict, scalars: dict,
                  run: _Run, observe=None, barrier: bool = True) -> None:
         plan = inst.compiled.plan
+        self._flush_step()
         if barrier:
             self._dev_barrier()      # after all of the previous run, on every stream
         for s in steps:
@@ -265,24 +289,50 @@ class PlanNet(Net):
         plan = inst.compiled.plan
         nbytes = plan.buffers[s.buffer].nbytes
         first = run.uploaded.get((id(host), self.device_map[s.gpu]))
-        if first is not None and plan.buffers[first[0]].nbytes == nbytes:
+        # the input only: a noise key's buffer may share arena memory with the next one's
+        if first is not None and plan.buffers[first[0]].nbytes == nbytes and s.what == "input":
             return self._dev_copy(s.gpu, inst.views[first[0]], 0, inst.views[s.buffer], 0,
                                   nbytes, [*wait, first[1]])
         run.keep.append(host)
-        ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
+        if is_u8_batch(host):
+            slot = self._upload_u8(inst, s.gpu, host)[1]
+            ev = self._prepare_input(inst, s.gpu, host, inst.views[s.buffer], wait, slot)
+            inst.u8_free[(self.device_map[s.gpu], slot)] = ev
+        else:
+            ev = self._dev_upload(s.gpu, inst.views[s.buffer], host, wait)
         run.uploaded[(id(host), self.device_map[s.gpu])] = (s.buffer, ev)
         return ev
 
+    def _check_input(self, x: Any) -> Any:
+        """Net's check; a U8Batch (uint8 crops) stays one where the runtime finishes it on the
+        device (_dev_prepares_input), else it becomes its float32 batch on the host."""
+        if not is_u8_batch(x):
+            return super()._check_input(x)
+        if not self._dev_prepares_input():
+            return super()._check_input(x.to_float())
+        px = x.pixels
+        if px.dtype != np.uint8 or px.ndim != 4 or px.shape[1:] != self.graph.input_shape \
+                or px.shape[1] != 3 or px.shape[0] < 1:
+            raise ValueError(f"a uint8 batch must be (N, {', '.join(map(str, self.graph.input_shape))}) "
+                             f"uint8 with 3 channels, got {px.dtype} {px.shape}")
+        return x
+
     def _forward_feeds(self, inst: _Instance, x: np.ndarray, train: bool) -> dict:
-        """The input (channel-major, on every GPU) and, at train time, the noise key's scalars
-        (runtime/noise.py): the dropout launches draw the masks on the device from them."""
+        """The input (channel-major, on every GPU; a U8Batch as it is, finished on the device)
+        and, at train time, the noise key's words (runtime/noise.py) for each dropout part's
+        noise buffer: the mask kernels draw the masks on the device from them."""
         plan = inst.compiled.plan
         if train and any(not b.trainable for b in plan.parameters):
             self._host_params_current = False     # a training forward writes the state
-        xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
-        feeds = {name: xc for name in plan.io["input"]}
-        if train:
-            feeds.update(self._step_noise(x.shape[0]).scalars())
+        if is_u8_batch(x):
+            feeds = {name: x for name in plan.io["input"]}
+        else:
+            xc = np.ascontiguousarray(np.moveaxis(x, 1, 0), dtype=np.float32)
+            feeds = {name: xc for name in plan.io["input"]}
+        noise = [s.buffer for s in plan.steps if s.kind == "upload" and s.what == "noise"]
+        if train and noise:            # one array: it crosses once per device
+            words = self._step_noise(x.shape[0]).words()
+            feeds.update({name: words for name in noise})
         return feeds
 
     def _device_layout_to_host(self, flat: np.ndarray, n: int, shape: tuple) -> np.ndarray:
@@ -366,8 +416,11 @@ class PlanNet(Net):
             plan = inst.compiled.plan
             feeds = self._forward_feeds(inst, x, train)
             feeds[plan.io["labels"]] = np.ascontiguousarray(y, dtype=np.int32)
+            # enqueued by update() as one graph with the SGD step, or by whatever reads the
+            # step's results first (_flush_step)
             self._run_captured(inst, ("step", train), plan.steps_for("forward", train)
-                               + plan.steps_for("backward", train), feeds, {}, run)
+                               + plan.steps_for("backward", train), feeds, {}, run,
+                               defer=not wait)
         else:
             inst, run = self._run_forward(x, train, with_backward=True, labels=y, run=run,
                                           finish=False)
@@ -384,6 +437,7 @@ class PlanNet(Net):
     def synchronize(self) -> None:
         """Wait until the device has done everything enqueued (a step's loss_and_grads and
         update only enqueue)."""
+        self._flush_step()
         self._dev_finish()
 
     @property
@@ -391,6 +445,7 @@ class PlanNet(Net):
         """The mean loss of the last loss_and_grads (float64 mean of the float32 per-image
         losses); the host waits for the device the first time it is read."""
         if self._last_loss is None and self._last_step is not None:
+            self._flush_step()
             inst = self._last_step[0]
             b = inst.compiled.plan.buffers[inst.compiled.plan.io["loss"]]
             self._dev_barrier()
@@ -404,6 +459,9 @@ class PlanNet(Net):
         """Keep the last loss_and_grads' per-image losses and logits on the device, in a slot
         of their own, until `collect_step_outputs`: a training loop reads them a print
         interval at a time, so that a step never waits for the device. Device copies only."""
+        if self.__dict__.get("_pending") is not None:      # after the step's graph
+            self._pending.after.append(self.stash_step_outputs)
+            return
         inst, _, n = self._last_step
         plan = inst.compiled.plan
         i = len(self._stashed)
@@ -421,6 +479,7 @@ class PlanNet(Net):
         """(mean loss, logits (N, classes)) of every step stashed since the last call, in
         order: downloaded together, the host waits once. The loss is the float64 mean of the
         float32 per-image losses, as loss_and_grads' own."""
+        self._flush_step()
         self._dev_barrier()
         reads = []
         for inst, i, n in self._stashed:
@@ -442,6 +501,7 @@ class PlanNet(Net):
         """The last loss_and_grads batch's logits (N, classes), for training metrics, as the
         reference Net keeps them: downloaded when first read."""
         if self._last_logits is None and self._last_step is not None:
+            self._flush_step()
             inst, _, n = self._last_step
             b = inst.compiled.plan.buffers[inst.compiled.plan.io["logits"]]
             self._dev_barrier()
@@ -557,7 +617,13 @@ class PlanNet(Net):
         plan = inst.compiled.plan
         run = _Run()
         scalars = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        if self._graphs_wanted():     # one graph per set of scalars (the lr changes rarely)
+        pending = self.__dict__.get("_pending")
+        if pending is not None and pending.inst is inst:
+            # the step's forward, backward and this update: one graph (per set of scalars)
+            del self._pending
+            self._launch(pending, ("update", lr, momentum, weight_decay),
+                         plan.steps_for("update", True), scalars)
+        elif self._graphs_wanted():   # one graph per set of scalars (the lr changes rarely)
             self._run_captured(inst, ("update", lr, momentum, weight_decay),
                                plan.steps_for("update", True), {}, scalars, run)
         else:
@@ -575,40 +641,81 @@ class PlanNet(Net):
                 and not getattr(self, "_graphs_refused", None))
 
     def _run_captured(self, inst: _Instance, key, steps: list[Step], feeds: dict,
-                      scalars: dict, run: _Run) -> None:
+                      scalars: dict, run: _Run, defer: bool = False) -> None:
         """`steps` as one graph: captured the first time (per `key`), launched every time.
         Uploads can't be captured (pageable host memory), and an upload's buffer may share
         arena memory with buffers the step uses before it: so each upload lands, before the
         graph, in a staging buffer of its own (once per physical device for the input), and
         the graph copies it into place where the plan uploads. Where capture is
-        refused, the steps run as launches from then on (`_graphs_refused` says why)."""
+        refused, the steps run as launches from then on (`_graphs_refused` says why).
+        defer: upload now, launch later (_Pending: update() launches the step and itself as
+        one graph; anything else that needs the step's work first, _flush_step)."""
+        self._flush_step()
         if self._takes_step_scalars(inst, steps, scalars):
             # a graph keeps its kernels' arguments as captured, and these change every step
             # (the dropout noise's key and step): launched one by one
             self._execute(inst, steps, feeds, scalars, run)
             return
         self._dev_barrier()
-        staged = {}
+        staged, prepares = {}, []
         for s in steps:
             if s.kind == "upload":
-                staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run)
+                staged[s.buffer] = self._stage(inst, s, feeds[s.buffer], run, prepares)
         self._dev_barrier()          # the graph after the uploads, on every stream
-        body = self._staged_steps(inst, steps, staged)
+        kind = tuple(("u8", p[3]) for p in prepares) or ("f32",)    # a graph per uint8 slot
+        pending = _Pending(inst, (*key, *kind),
+                           self._staged_steps(inst, steps, staged), prepares, scalars, run)
+        if defer:
+            self._pending = pending
+        else:
+            self._launch(pending)
+
+    def _flush_step(self) -> None:
+        """Launch a deferred step (loss_and_grads' with wait=False) alone, if one waits."""
+        pending = self.__dict__.pop("_pending", None)
+        if pending is not None:
+            self._launch(pending)
+
+    def _launch(self, p: _Pending, key=(), then: list[Step] = (),
+                scalars: dict | None = None) -> None:
+        """The staged steps of `p`, then the steps `then` (after a barrier: they read what
+        any stream of `p` wrote) with `scalars` too, as one graph keyed p.key + key, captured
+        the first time; then what waited for `p` (stash_step_outputs)."""
+        inst, scalars = p.inst, {**p.scalars, **(scalars or {})}
+
+        def enqueue(r: _Run) -> None:
+            # uint8 batches: finished on the device into their staging, inside the graph
+            for gpu, batch, name, slot in p.prepares:
+                self._prepare_input(inst, gpu, batch, inst.views[name], [], slot)
+            if p.prepares:
+                self._dev_barrier()
+            self._execute(inst, p.body, {}, scalars, r, barrier=False)
+            if then:
+                self._dev_barrier()
+                self._execute(inst, list(then), {}, scalars, r, barrier=False)
+
+        key = (*p.key, *key)
         graph = inst.graphs.get(key)
         if graph is None:
             try:
                 self._dev_begin_capture()
                 try:
-                    self._execute(inst, body, {}, scalars, _Run(redirect=run.redirect),
-                                  barrier=False)
+                    enqueue(_Run(redirect=p.run.redirect))
                 finally:
                     graph = self._dev_end_capture()
             except Exception as e:        # noqa: BLE001 - any refusal: launches instead
                 self._graphs_refused = f"{type(e).__name__}: {e}"
-                self._execute(inst, body, {}, scalars, run, barrier=False)
-                return
-            inst.graphs[key] = graph
-        self._dev_graph_launch(graph)
+                enqueue(p.run)
+                graph = None
+            else:
+                inst.graphs[key] = graph
+        if graph is not None:
+            self._dev_graph_launch(graph)
+        done = self._dev_mark(0)            # after all of it: the uint8 slots read are free
+        for gpu, _, _, slot in p.prepares:
+            inst.u8_free[(self.device_map[gpu], slot)] = done
+        for after in p.after:
+            after()
 
     @staticmethod
     def _takes_step_scalars(inst: _Instance, steps: list[Step], scalars: dict) -> bool:
@@ -627,9 +734,13 @@ class PlanNet(Net):
                                     elements=plan.buffers[s.buffer].nbytes // 4)
                 if s.kind == "upload" else s for s in steps]
 
-    def _stage(self, inst: _Instance, s: Step, host: np.ndarray, run: _Run) -> str:
+    def _stage(self, inst: _Instance, s: Step, host: np.ndarray, run: _Run,
+               prepares: list) -> str:
         """Upload `host` (an upload step's data) to its staging buffer, once per physical
-        device for one array; the staging buffer's name (a key of inst.views)."""
+        device for one array; the staging buffer's name (a key of inst.views). A U8Batch's
+        pixels and header go to buffers of their own, and (gpu, batch, staging name, slot) is
+        added to `prepares`: the kernel that finishes it into the staging buffer runs in the
+        graph."""
         device = self.device_map[s.gpu]
         first = run.uploaded.get((id(host), device))
         if first is not None:
@@ -640,9 +751,79 @@ class PlanNet(Net):
             region = self._dev_alloc(s.gpu, b.nbytes)
             inst.views[name] = self._dev_view(region, 0, b.nbytes, np.dtype(b.dtype))
         run.keep.append(host)
-        ev = self._dev_upload(s.gpu, inst.views[name], host, [])
+        if is_u8_batch(host):
+            ev, slot = self._upload_u8(inst, s.gpu, host)
+            prepares.append((s.gpu, host, name, slot))
+        else:
+            ev = self._dev_upload(s.gpu, inst.views[name], host, [])
         run.uploaded[(id(host), device)] = (name, ev)
         return name
+
+    # -- uint8 batches finished on the device ----------------------------------------------
+    def _upload_u8(self, inst: _Instance, gpu: int, batch) -> tuple[Any, int]:
+        """Upload a U8Batch's pixels and header words on logical GPU `gpu`'s device (the
+        transform's mean and constants once, the first time): the bytes that cross the bus
+        for a uint8 batch. Two slots of buffers alternate, filled on the runtime's copy
+        stream (_dev_upload_copy) once the step that last read the slot is done (an event,
+        no host wait), so a step's upload overlaps the previous step's work; every stream of
+        the device then waits for it. (event of the last upload, slot)."""
+        device = self.device_map[gpu]
+        self._input_transform(gpu, batch.transform)
+        self._dev_load_prepare(gpu)
+        slot = 1 - inst.u8_slot.get(device, 1)
+        inst.u8_slot[device] = slot
+        free = inst.u8_free.get((device, slot))
+        ev = None
+        for what, host in (("u8", batch.pixels), ("head", batch.header())):
+            name = f"input.{what}@{device}.{slot}"
+            if name not in inst.views:
+                nbytes = host.nbytes
+                inst.views[name] = self._dev_view(self._dev_alloc(gpu, nbytes), 0, nbytes,
+                                                  host.dtype)
+            ev = self._dev_upload_copy(gpu, inst.views[name], np.ascontiguousarray(host),
+                                       [free])
+        for g, d in enumerate(self.device_map):
+            if d == device:
+                self._dev_wait(g, [ev])
+        return ev, slot
+
+    def _input_transform(self, gpu: int, transform):
+        """The device's mean image and PCA constants (views) for `transform`, uploaded when
+        they change (into the same memory where the size is unchanged, so captured graphs
+        stay valid; else new memory, and the graphs are dropped)."""
+        device = self.device_map[gpu]
+        held = self.__dict__.setdefault("_transforms", {})
+        kept = held.get(device)
+        if kept is not None and kept[0].same_as(transform):
+            held[device] = (transform, *kept[1:])
+            return kept[1:]
+        mean = np.ascontiguousarray(transform.mean, np.float32)
+        consts = transform.pca_constants()
+        if kept is None or kept[1].size != mean.size:    # (a graph holds the base as captured)
+            views = (self._dev_view(self._dev_alloc(gpu, mean.nbytes), 0, mean.nbytes,
+                                    mean.dtype),
+                     self._dev_view(self._dev_alloc(gpu, consts.nbytes), 0, consts.nbytes,
+                                    consts.dtype))
+            for inst in self._instances.values():
+                inst.graphs.clear()
+        else:
+            views = kept[1:]
+        self._dev_barrier()
+        self._dev_upload(gpu, views[0], mean.reshape(-1), [])
+        self._dev_upload(gpu, views[1], consts, [])
+        held[device] = (transform, *views)
+        return views
+
+    def _prepare_input(self, inst: _Instance, gpu: int, batch, out, wait: list, slot: int):
+        """Enqueue the kernel that turns the uint8 batch uploaded to `slot` into the float32
+        (C, N, H, W) input `out` on logical GPU `gpu` (kernel/colour.py)."""
+        device = self.device_map[gpu]
+        _, mean, consts = self.__dict__["_transforms"][device]
+        n, _, crop, _ = batch.pixels.shape
+        return self._dev_prepare_input(gpu, inst.views[f"input.u8@{device}.{slot}"],
+                                       inst.views[f"input.head@{device}.{slot}"], mean, consts,
+                                       out,
+                                       n, crop, batch.transform.mean.shape[-1], wait)
 
     def _kept(self, inst: _Instance, attr: str, buffer: str):
         """A device buffer of its own (outside the arena, which later steps reuse) that a
@@ -708,6 +889,35 @@ class PlanNet(Net):
     def _dev_can_capture(self) -> bool:
         """Whether this runtime can capture a run's steps as a graph (CUDA Graphs)."""
         return False
+
+    def _dev_prepares_input(self) -> bool:
+        """Whether this runtime finishes uint8 batches on the device (_dev_prepare_input);
+        else they are finished on the host (U8Batch.to_float)."""
+        return False
+
+    def _dev_upload_copy(self, stream: int, view, host: np.ndarray, wait: list):
+        """An upload on the runtime's copy stream of logical GPU `stream`'s device, after the
+        events `wait` (None entries ignored); its event. By default _dev_upload on the stream
+        itself."""
+        return self._dev_upload(stream, view, host, [w for w in wait if w is not None])
+
+    def _dev_wait(self, stream: int, events: list) -> None:
+        """Order what is enqueued next on `stream` after `events` (on the device)."""
+
+    def _dev_mark(self, stream: int):
+        """An event after everything enqueued so far on `stream` (None where the runtime has
+        no events: there the host orders everything)."""
+        return None
+
+    def _dev_load_prepare(self, stream: int) -> None:
+        """Build what _dev_prepare_input launches, if not yet (before any capture)."""
+
+    def _dev_prepare_input(self, stream: int, pixels, head, mean, consts, out, n: int,
+                           crop: int, base: int, wait: list):
+        """Launch kernel/colour.py's PREPARE_INPUT on `stream`: uint8 `pixels` (n, 3, crop,
+        crop), uint32 `head`, the float32 planar `mean` (3, base, base) and float64 `consts`
+        -> float32 `out` (3, n, crop, crop). Its event."""
+        raise NotImplementedError
 
     def _dev_begin_capture(self) -> None:
         raise NotImplementedError

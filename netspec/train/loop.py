@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import NetspecError, RunError
 from ..ir.memory import check_memory
+from ..kernel.colour import COLOUR_DESCRIPTION
 from ..runtime import build
 from ..runtime.noise import NOISE_DESCRIPTION, image_noise
 from ..runtime.sgd import layer_multipliers, sgd_update
@@ -360,6 +361,7 @@ class Trainer:
             "schedule": self.schedule.state(),
             "seed": cfg.seed,
             "rng": {"data": "numpy default_rng([seed, epoch, stream, batch])",
+                    "colour_shift": COLOUR_DESCRIPTION,
                     "dropout": NOISE_DESCRIPTION},
             "replicas": self.replicas.size if self.replicas is not None else 1,
             "loader": {"epoch": self.epoch, "batch": self.batch},
@@ -485,7 +487,8 @@ class Trainer:
                                 flip=r.flip, pca_sigma=r.pca_sigma, seed=self.config.seed,
                                 workers=self.config.workers, epoch=self.epoch,
                                 start_batch=self.batch,
-                                shard=self.data_parallel.shard if self.data_parallel else None)
+                                shard=self.data_parallel.shard if self.data_parallel else None,
+                                device_input=self._device_input())
         total = len(loader)
         if total == 0:
             raise RunError(f"the training set has {self.ds.size('train')} images, fewer than "
@@ -527,12 +530,19 @@ class Trainer:
             return False
         return True
 
+    def _device_input(self) -> bool:
+        """Whether batches cross to the device as uint8 crops, finished there (RGB input, a
+        net whose runtime does it: the cuda backend); they are the same float batches."""
+        prepares = getattr(self.net, "_dev_prepares_input", None)
+        return bool(prepares and prepares() and self.ds.channels == 3
+                    and self.net.dtype == np.float32)
+
     def _train_step(self, x, y, meters) -> float:
         r = self.recipe
         dp = self.data_parallel
         self.net.rng = image_noise(self.config.seed, self.step,
                                                dp.first_image if dp else 0, len(y))
-        if x.dtype != self.net.dtype:
+        if not hasattr(x, "pixels") and x.dtype != self.net.dtype:     # a U8Batch stays one
             x = x.astype(self.net.dtype)
         if self.deferred:
             self.net.loss_and_grads(x, y, train=True, wait=False)

@@ -30,9 +30,10 @@ def test_bench_cuda_events(root):
 
 @pytest.mark.skipif(not cuda_emulated(), reason="host calls are counted by the CUDA emulator")
 def test_command_prints_the_emulators_counters(root):
-    """`netspec bench --backend cuda` reports one step's counted host calls, JSON and table;
-    at least the batch (as bytes, one per value) crosses to the device, and nothing is
-    downloaded but the figures of the step (no gradient: AlexNet's would be MBs)."""
+    """`netspec bench --backend cuda` reports one training step's counted host calls and
+    issue 26's bounds on them, JSON and table: the batch crosses as uint8 (once per physical
+    device) with its header and noise words within 1 KiB a device, plus the labels; nothing
+    comes back; no host sync; the step (dropout included) is one graph launch."""
     from click.testing import CliRunner
 
     from netspec.cli.bench import bench as bench_cmd
@@ -41,10 +42,18 @@ def test_command_prints_the_emulators_counters(root):
             "--iterations", "1", "--warmup", "1"]
     r = CliRunner().invoke(bench_cmd, [*args, "--json"])
     assert r.exit_code == 0, r.output
-    c = json.loads(r.output)["host_counters"]
-    elements = 2 * int(np.prod(graph.input_shape))
-    assert c["h2d_bytes"] >= elements and c["d2h_bytes"] <= 1024
-    assert c["launches"] + c["graph_launches"] >= 1
+    doc = json.loads(r.output)
+    c, bounds = doc["host_counters"], doc["host_counter_bounds"]
+    u8 = 2 * int(np.prod(graph.input_shape))
+    devices = 2                      # the emulator's two devices, one logical GPU on each
+    assert devices * u8 < c["h2d_bytes"] <= devices * (u8 + 1024) + 2 * 4
+    assert c["d2h_bytes"] == 0 and c["syncs"] == 0
+    assert (c["graph_launches"], c["launches"], c["device_copies"]) == (1, 0, 0)
+    assert set(bounds) == {"h2d_bytes", "d2h_bytes", "syncs", "graph_launches", "launches"}
+    assert bounds["h2d_bytes"]["max"] == devices * (u8 + 1024) + 2 * 4
+    assert all(b["met"] for b in bounds.values())
     r = CliRunner().invoke(bench_cmd, args)
     assert r.exit_code == 0, r.output
     assert "emulated, counted by the CUDA emulator" in r.output and "host syncs" in r.output
+    assert "issue 26's bounds (emulated): h2d_bytes <= " in r.output
+    assert "NOT met" not in r.output

@@ -13,6 +13,7 @@ import pytest
 from netspec.data import open_dataset
 from netspec.data.loader import Loader, batch_rng, epoch_order
 from netspec.errors import DataError
+from netspec.kernel.colour import colour_normals
 
 from .imagefiles import coordinate_image, random_images, write_folder
 
@@ -107,10 +108,36 @@ def test_pca_shift_is_one_colour_per_image(small_demo):
         delta = (xb - xa).reshape(8, 3, -1)
         assert np.allclose(delta, delta[:, :, :1], atol=1e-3)  # the same shift on every pixel
         assert np.abs(delta[:, :, 0]).max() > 0.5  # and not nothing
-    alphas = batch_rng(1, 0, 0)
-    alphas.integers(0, 5, size=(8, 2)), alphas.random(8)
-    expected = ds.pca.shift(alphas.normal(0, 1, size=(8, 3)) * 0.5)
+    # the alphas: Philox normals keyed by (seed, epoch, position in the epoch's order), which
+    # the device can draw too (kernel/colour.py); shifted by PCA.shift's own matrix product
+    expected = ds.pca.shift(colour_normals(1, 0, 0, 8) * 0.5)
     np.testing.assert_allclose((shifted[0][0] - plain[0][0])[:, :, 0, 0], expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("workers,shard", [(0, None), (1, None), (0, (1, 2))])
+def test_device_input_batches_are_the_float_batches_as_uint8(small_demo, workers, shard):
+    """device_input=True hands out U8Batch: the uint8 crops (flipped), their offsets and the
+    transform; finished on the host (to_float) they are the float batches bit for bit, crops,
+    flips, mean and colour shifts included, for a replica's piece of a batch too."""
+    ds = open_dataset(small_demo, base=24)
+    kw = dict(batch_size=8, crop=20, pca_sigma=0.5, seed=4, epoch=1, workers=workers,
+              shard=shard)
+    floats = collect(ds.loader("train", **kw))
+    with ds.loader("train", device_input=True, **kw) as loader:
+        u8 = [(x, y.copy(), x.to_float()) for x, y in loader]
+    assert len(u8) == len(floats) == 120 // 8
+    for b, ((xf, yf), (batch, y, host)) in enumerate(zip(floats, u8)):
+        assert batch.pixels.dtype == np.uint8 and batch.pixels.shape == (len(yf), 3, 20, 20)
+        assert batch.first == 8 * b + (4 if shard else 0) and batch.epoch == 1
+        np.testing.assert_array_equal(y, yf)
+        np.testing.assert_array_equal(host, xf)
+    assert np.abs(u8[0][0].shifts()).max() > 0.5      # the shift is there, not zero
+
+
+def test_device_input_is_for_training_batches(small_demo):
+    ds = open_dataset(small_demo, base=24)
+    with pytest.raises(ValueError, match="training batches of 3 channels"):
+        ds.loader("val", batch_size=8, crop=20, device_input=True)
 
 
 def test_evaluation_is_the_centre_crop_in_order_and_keeps_the_last_batch(coordinates):

@@ -169,7 +169,7 @@ def mask_kernel(batch, layer, channels, per_channel, p) -> Kernel:
                                        per_channel=per_channel, p=p)
     gs, ls = elementwise_launch(items, 64)
     return Kernel("drop_mask", DROPOUT_MASK,
-                  params("out mask", "uint key0", "uint key1", "uint step", "uint first"),
+                  params("in_int noise", "out mask"),
                   consts, gs, ls)
 
 
@@ -185,9 +185,9 @@ def test_device_mask_is_the_references_draw_of_its_part(runner, channels, per_ch
         .reshape(n, c_all, per_channel) >= np.float32(p)
     want = np.moveaxis(ref[:, channels[0]:channels[1]], 1, 0).astype(np.float32).reshape(-1)
     k0, k1 = seed_key(seed)
-    scalars = tuple(np.uint32(v) for v in (k0, k1, step, first))
-    out = RUNNERS[runner](mask_kernel(n, layer, channels, per_channel, p), {}, want.size,
-                          scalars)
+    noise = np.array([k0, k1, step, first], np.uint32).view(np.int32)
+    out = RUNNERS[runner](mask_kernel(n, layer, channels, per_channel, p), {"noise": noise},
+                          want.size)
     np.testing.assert_array_equal(out, want)
 
 

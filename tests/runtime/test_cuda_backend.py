@@ -167,3 +167,28 @@ def test_the_plan_is_sized_for_the_devices_multiprocessors(root, monkeypatch):
             .plan.to_json()["kernels"].items()}
     assert few == want
     assert few != many
+
+
+def test_a_uint8_batch_is_finished_on_the_device(root):
+    """kernel/colour.py's PREPARE_INPUT built by NVRTC (or the emulator) and run on a
+    U8Batch: the logits are those of the host's float32 batch (U8Batch.to_float): equal on
+    the emulator; on a GPU within 1e-6 relative, as CUDA's double log, sin and cos may put a
+    colour shift one float32 ulp from the C library's."""
+    from netspec.data.augment import InputTransform, U8Batch
+    from netspec.data.stats import PCA
+    text = (root / "examples/tiny-alexnet.net").read_text()
+    graph = build_graph("".join(line for line in text.splitlines(keepends=True)
+                                if not line.startswith("dropout")))
+    rng = np.random.default_rng(3)
+    crop, base, n = graph.input_shape[-1], graph.input_shape[-1] + 8, 3
+    vec, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    t = InputTransform(rng.uniform(0, 255, (3, base, base)).astype(np.float32),
+                       PCA(np.array([0.2, 0.02, 0.005]), vec), 0.1, 11)
+    b = U8Batch(rng.integers(0, 256, (n, 3, crop, crop), dtype=np.uint8),
+                rng.integers(0, base - crop + 1, (n, 2)), rng.random(n) < 0.5, t, 1, 5)
+    net = CudaNet(graph, seed=0, devices=[0, 0])
+    got, want = net.forward(b), net.forward(b.to_float())
+    if cuda_emulated():
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert rel(got, want) <= 1e-6

@@ -136,27 +136,32 @@ def test_replicas_draw_what_one_process_draws_on_the_device():
 
 
 def test_plan_draws_masks_on_the_device_and_uploads_none(root):
-    """tiny-alexnet on two GPUs: a training step uploads the input and the labels only; each
-    dropout part's mask is written by a launch taking the noise key as four uint scalars,
-    before any launch reads it."""
+    """tiny-alexnet on two GPUs: a training step uploads the input, the labels and each
+    dropout part's 4-word noise key; each part's mask is written by a launch that reads that
+    key from its noise buffer (so a captured graph replays with the next step's key), before
+    any launch reads the mask."""
     graph = build_graph(root / "examples" / "tiny-alexnet.net")
     plan = build_plan(graph, 4)
     train = plan.steps_for("forward", True) + plan.steps_for("backward", True)
     uploads = [s for s in train if s.kind == "upload"]
-    assert sorted(s.what for s in uploads) == ["input"] * len(plan.io["input"]) + ["labels"]
     drop_parts = [(l.name, p.index) for l in graph.compute_layers if l.type == "dropout"
                   for p in l.parts]
     assert len(drop_parts) >= 4
+    assert sorted(s.what for s in uploads) == sorted(
+        ["input"] * len(plan.io["input"]) + ["labels"] + ["noise"] * len(drop_parts))
+    assert not [s for s in plan.steps_for("forward", False) if s.what == "noise"]
     roles = {(e["layer"], e["part"]): e["roles"] for e in plan.parts}
     for layer, part in drop_parts:
-        mask = roles[(layer, part)]["mask"]
+        mask, noise = roles[(layer, part)]["mask"], roles[(layer, part)]["noise"]
+        assert plan.buffers[noise].dtype == "int32" and plan.buffers[noise].elements == 4
         touching = [s for s in train if s.kind == "launch" and mask in s.args]
         k = plan.kernels[touching[0].kernel]
-        kinds = dict(zip(s_args := touching[0].args, [p.kind for p in k.params]))
-        assert kinds[mask] == "out", (layer, part)
-        assert [a for a in s_args if kinds[a] == "uint"] == \
-            ["noise.key0", "noise.key1", "noise.step", "noise.first"]
+        kinds = dict(zip(touching[0].args, [p.kind for p in k.params]))
+        assert kinds[mask] == "out" and kinds[noise] == "in_int", (layer, part)
+        assert not [p for p in k.params if p.scalar]
         assert touching[0].when == "train"
+        up = [s.id for s in uploads if s.buffer == noise]
+        assert len(up) == 1 and up[0] < touching[0].id
     assert not [s for s in plan.steps if s.kind == "upload" and "mask" in (s.buffer or "")]
 
 

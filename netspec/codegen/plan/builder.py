@@ -8,7 +8,7 @@ from ...ir.graph import Graph, Layer, Part
 from ...kernel.gemm import DEFAULT_SM_COUNT
 from .gradients import GradientSums
 from .memory import place_arena, place_persistent
-from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind
+from .model import BufferKind, HostData, LaunchPlan, ParamBinding, Phase, StepKind, When
 from .roles import Landing, Wiring
 from .steps import StepRecorder
 from .update import launch_sgd, parameter_bindings
@@ -120,6 +120,8 @@ class PlanBuilder:
         r = self.roles[(l.name, p.index)]
         if rec.buffers[r["x"]].kind == "gather":
             self.gather(l, p, r["x"])
+        if "noise" in r:     # the step's noise key as data, so a captured graph replays anew
+            rec.transfer(StepKind.UPLOAD, p.gpu, l.name, r["noise"], HostData.NOISE, When.TRAIN)
         for call in l.op.forward_kernels(w.context(l, p, "dx" in r)):
             rec.launch(call, r, p.gpu, l.name, part=p.index)   # dropout's mask: a launch too
         # send what other GPUs read of this part now, while this GPU computes on

@@ -48,6 +48,7 @@ class HostData(StrEnum):
 
     INPUT = "input"
     LABELS = "labels"
+    NOISE = "noise"        # a training step's noise key (ops/dropout.py's NOISE_WORDS)
     LOGITS = "logits"
     PROBS = "probs"
     LOSS = "loss"          # per-image losses
@@ -63,6 +64,7 @@ class BufferKind(StrEnum):
     # the arena
     INPUT = "input"
     LABELS = "labels"
+    NOISE = "noise"          # the step's noise key, read by a mask kernel on the device
     LOSS = "loss"
     ACTIVATION = "activation"
     GATHER = "gather"        # a part's input gathered from several sources

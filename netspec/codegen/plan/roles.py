@@ -166,6 +166,9 @@ class Wiring:
         self.tensor_roles(l, p, r)
         for role, n in l.op.scratch_buffers(self.context(l, p, input_grad)).items():
             r[role] = rec.buf(f"{key}.{role}", p.gpu, n, BufferKind.SCRATCH)
+        words = getattr(l.op, "noise_words", 0)     # the step's noise key, uploaded (builder)
+        if words:
+            r["noise"] = rec.buf(f"{key}.noise", p.gpu, words, BufferKind.NOISE, dtype="int32")
         if l.op.loss_layer:      # the whole batch (a loss layer is never data-parallel)
             r["labels"] = rec.buf("labels", p.gpu, self.B, BufferKind.LABELS, dtype="int32")
             r["loss"] = rec.buf("loss", p.gpu, self.B, BufferKind.LOSS)

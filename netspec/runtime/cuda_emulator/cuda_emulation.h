@@ -302,6 +302,7 @@ template <> struct ArgCode<long> { static constexpr const char* s = "i8"; };
 template <> struct ArgCode<unsigned long long> { static constexpr const char* s = "u8"; };
 template <> struct ArgCode<unsigned long> { static constexpr const char* s = "u8"; };
 template <> struct ArgCode<bool> { static constexpr const char* s = "b1"; };
+template <> struct ArgCode<unsigned char> { static constexpr const char* s = "u1"; };
 template <typename T> struct ArgCode<T*> {
     static constexpr const char* s = ArgCode<typename std::remove_cv<T>::type>::s;
 };

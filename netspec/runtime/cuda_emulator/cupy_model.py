@@ -749,10 +749,10 @@ class RawModule:
 
 
 _SCALARS = {"f4": np.float32, "f8": np.float64, "i4": np.int32, "i8": np.int64,
-            "u4": np.uint32, "u8": np.uint64, "b1": np.bool_}
+            "u4": np.uint32, "u8": np.uint64, "b1": np.bool_, "u1": np.uint8}
 _CTYPES = {"f4": ctypes.c_float, "f8": ctypes.c_double, "i4": ctypes.c_int32,
            "i8": ctypes.c_int64, "u4": ctypes.c_uint32, "u8": ctypes.c_uint64,
-           "b1": ctypes.c_bool}
+           "b1": ctypes.c_bool, "u1": ctypes.c_uint8}
 
 
 def marshalled_dtype(value) -> np.dtype:
