@@ -63,10 +63,7 @@ REFUSED_ACTIVATIONS = {
     "selu": "selu", "plse": "piecewise-linear logistic", "loggy": "2·logistic(x) − 1",
     "stair": "stair", "hardtan": "clip(x, −1, 1)", "lhtan": "leaky hardtan",
     "mish": "x·tanh(softplus(x))", "swish": "x·logistic(x)"}
-# [local]: cuda-convnet's unshared convolution; the ccn engineer's `local` layer type is not
-# in netspec yet. After it is merged, switch on with: CONVERT["local"] = _local
-COMING = {"local": "darknet's [local] (an unshared convolution) has no netspec layer type "
-                   "yet"}
+COMING: dict[str, str] = {}      # sections netspec will bring: their refusal says so
 
 
 @dataclass
@@ -145,6 +142,7 @@ class Reader:
     outs: list[Ref | None] = field(default_factory=list)    # per darknet layer index
     counts: dict = field(default_factory=dict)
     weighted: list = field(default_factory=list)     # (section, conv/fc layer, bn layer)
+    local_maps: dict = field(default_factory=dict)   # [local] layer -> (out_h, out_w)
     notes: list[str] = field(default_factory=list)
     crop: tuple | None = None
 
@@ -236,6 +234,38 @@ def _conv(r: Reader, sec: Section, x: Ref) -> Ref | None:
         out = r.append(norm, [out], shape, sec)
     r.weighted.append((sec, conv, norm, c // groups * k * k))
     return r.activation(sec, out, conv)
+
+
+def _local(r: Reader, sec: Section, x: Ref) -> Ref | None:
+    """darknet's [local] (local_layer.c): an unshared convolution whose `pad` is im2col's
+    padding itself (not size/2 as [convolutional]'s flag), its maps sized (h - 1) / stride + 1
+    with any pad, (h - size) / stride + 1 without; biases one per output value (n, out_h,
+    out_w), weights per location (out_h·out_w, n, c, size, size). Where the two sizes
+    disagree (size 5 with pad=1) darknet reads past its columns: refused."""
+    if len(x.shape) != 3:
+        r.problems.error(sec.pos, f"[local] layer {sec.index} reads a vector")
+        return None
+    n, k, s = sec.get("filters", 1), sec.get("size", 1), sec.get("stride", 1)
+    pad = sec.get("pad", 0)
+    c, h, w = x.shape
+    dark = ((h - 1) // s + 1, (w - 1) // s + 1) if pad else ((h - k) // s + 1,
+                                                             (w - k) // s + 1)
+    ours = ((h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1)
+    if dark != ours or min(ours) < 1:
+        r.problems.error(sec.where("size"), f"[local] layer {sec.index}: size {k} with "
+                                            f"pad={pad}: darknet sizes its maps "
+                                            f"{dark[0]}x{dark[1]} but its windows cover "
+                                            f"{ours[0]}x{ours[1]}")
+        return None
+    attrs = {"filters": n, "size": k} | ({"stride": s} if s != 1 else {}) | \
+        ({"pad": pad} if pad else {})
+    layer = Layer("local", r.name("local"), attrs)
+    layer.notes.append("darknet stores a weight per location (out_h·out_w, n, c, size, size): "
+                       "reordered to netspec's (n, out_h, out_w, c, size, size)")
+    out = r.append(layer, [x], (n, *ours), sec)
+    r.weighted.append((sec, layer, None, c * k * k))
+    r.local_maps[layer.name] = ours
+    return r.activation(sec, out, layer)
 
 
 def _connected(r: Reader, sec: Section, x: Ref) -> Ref | None:
@@ -407,10 +437,12 @@ def _cost(r: Reader, sec: Section, x: Ref) -> Ref | None:
 CONVERT = {"convolutional": _conv, "conv": _conv, "connected": _connected,
            "maxpool": _maxpool, "max": _maxpool, "avgpool": _avgpool, "avg": _avgpool,
            "dropout": _dropout, "softmax": _softmax, "soft": _softmax,
-           "shortcut": _shortcut, "route": _route, "crop": _crop, "cost": _cost}
+           "shortcut": _shortcut, "route": _route, "crop": _crop, "cost": _cost,
+           "local": _local}
 KNOWN = {"convolutional": {"filters", "size", "stride", "pad", "padding", "groups",
                            "batch_normalize", "activation"},
          "connected": {"output", "batch_normalize", "activation"},
+         "local": {"filters", "size", "stride", "pad", "activation"},
          "maxpool": {"size", "stride", "padding"}, "avgpool": set(),
          "dropout": {"probability"}, "softmax": {"groups", "temperature"},
          "shortcut": {"from", "activation", "alpha", "beta"}, "route": {"layers"},
@@ -510,7 +542,7 @@ def _input_convention(imp: Imported, r: Reader) -> None:
     for layer in imp.layers:
         if layer.type in ("maxpool", "avgpool", "dropout"):
             continue
-        if layer.type in ("conv", "fc") and not layer.inputs:
+        if layer.type in ("conv", "fc", "local") and not layer.inputs:
             layer.notes.append(f"input scale: {what}: this weight is scaled by "
                                f"{'2/255' if mean else '1/255'}" +
                                (" and the mean image is 127.5" if mean else ""))
@@ -561,6 +593,16 @@ def read_weights(path, r: Reader, imp: Imported) -> None:
     for sec, layer, norm, fan_in in r.weighted:
         n = layer.attrs.get("filters") or layer.attrs["outputs"]
         what = f"[{sec.name}] layer {sec.index} ('{layer.name}')"
+        if layer.type == "local":
+            ho, wo = r.local_maps[layer.name]
+            k = layer.attrs["size"]
+            layer.bias = take(n * ho * wo, what).reshape(n, ho, wo)
+            w = take(ho * wo * n * fan_in, what).reshape(ho, wo, n, fan_in // (k * k), k, k)
+            w = w.transpose(2, 0, 1, 3, 4, 5)
+            if r.input_scale and r.input_scale[0] == layer.name:
+                w = w * np.float32(r.input_scale[1])
+            layer.weight = np.ascontiguousarray(w, np.float32)
+            continue
         biases = take(n, what)
         if layer.type == "conv":
             stats = [take(n, what) for _ in range(3)] if norm is not None else None

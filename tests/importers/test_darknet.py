@@ -209,7 +209,7 @@ def test_darknet_alexnet_cfg_layout(tmp_path):
 
 def test_ramp_and_other_constructs_are_all_reported(tmp_path):
     """alexnet.cfg as darknet ships it: its eight ramp activations are refused, each at its
-    line; with [local], darknet's size-2 stride-1 maxpool, an option netspec doesn't read
+    line; then darknet's size-2 stride-1 maxpool (after a [local]), an option netspec doesn't read
     and a route to a later layer, all at once; exit 2 and nothing written."""
     (tmp_path / "alexnet.cfg").write_text(ALEXNET_CFG)
     with pytest.raises(SpecError) as e:
@@ -232,8 +232,6 @@ def test_ramp_and_other_constructs_are_all_reported(tmp_path):
                                     str(tmp_path / "bad.net")])
     assert res.exit_code == 2
     out = res.output
-    assert "bad.cfg:6:1: error: darknet's [local] (an unshared convolution) has no netspec " \
-           "layer type yet" in out
     assert "bad.cfg:13:1: error: [maxpool] layer 1: darknet's padding 1" in out
     assert "bad.cfg:20:10: error: [convolutional] dilation" in out
     assert "bad.cfg:24:8: error: [route] layers=7: layer 7 is not before layer 3" in out
@@ -292,3 +290,61 @@ def test_pixels_over_255_are_folded_into_the_first_layer(tmp_path):
     np.testing.assert_allclose(params["conv1.weight"].reshape(-1),
                                floats[4:4 + 108] / np.float32(255), rtol=3e-7)
     np.testing.assert_array_equal(params["fc1.weight"].reshape(-1), floats[4 + 108 + 5:])
+
+
+def darknet_local_forward(x, weights, biases, n, size, stride, pad):
+    """forward_local_layer (local_layer.c) as darknet computes it, in float64: im2col_cpu's
+    columns ((c, ky, kx) rows, `pad` zeros around), then per location j the (n x c·k·k)
+    weight block j times column j, plus one bias per output value."""
+    b, c, h, w = x.shape
+    oh = (h - 1) // stride + 1 if pad else (h - size) // stride + 1
+    ow = (w - 1) // stride + 1 if pad else (w - size) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = np.empty((b, c * size * size, oh * ow))
+    for row in range(c * size * size):
+        kx, ky, ch = row % size, (row // size) % size, row // size // size
+        patch = xp[:, ch, ky:ky + stride * oh:stride, kx:kx + stride * ow:stride]
+        cols[:, row] = patch.reshape(b, -1)
+    wl = weights.reshape(oh * ow, n, c * size * size)
+    out = np.einsum("jnk,bkj->bnj", wl, cols) + biases.reshape(1, n, oh * ow)
+    return out.reshape(b, n, oh, ow)
+
+
+@pytest.mark.parametrize("size,stride,pad", [(3, 1, 1), (3, 2, 0), (5, 1, 2)])
+def test_local_against_darknets_own_forward(tmp_path, size, stride, pad):
+    """[local]: per-output biases and per-location weights in darknet's file order, and its
+    pad (im2col's padding, not size/2), against local_layer.c's forward computed here
+    (OpenCV's reader has no [local]); then a leaky activation and a connected layer."""
+    h, c, n = 7, 3, 4
+    cfg_text = (NET.format(h=h, w=h, c=c)
+                + section("local", filters=n, size=size, stride=stride, pad=pad,
+                          activation="leaky")
+                + section("connected", output=5, activation="linear"))
+    cfg = tmp_path / "local.cfg"
+    cfg.write_text(cfg_text)
+    oh = (h - 1) // stride + 1 if pad else (h - size) // stride + 1
+    rng = np.random.default_rng(3)
+    lb = rng.normal(0, 0.1, n * oh * oh)
+    lw = rng.normal(0, 0.3, oh * oh * n * c * size * size)
+    fb, fw = rng.normal(0, 0.1, 5), rng.normal(0, 0.2, 5 * n * oh * oh)
+    from darknet_files import header
+    (tmp_path / "local.weights").write_bytes(header() + b"".join(
+        np.asarray(a, "<f4").tobytes() for a in (lb, lw, fb, fw)))
+    imp = import_darknet(cfg, tmp_path / "local.weights")
+    spec = " ".join(imp.spec_text().split())
+    assert f"local local1 filters {n} size {size}" in spec
+    x = rng.uniform(0, 1, (2, c, h, h))
+    f32 = lambda a: np.asarray(a, np.float32).astype(np.float64)          # noqa: E731
+    y = darknet_local_forward(x, f32(lw), f32(lb), n, size, stride, pad)
+    y = np.where(y > 0, y, 0.1 * y)
+    want = y.reshape(2, -1) @ f32(fw).reshape(5, -1).T + f32(fb)
+    close(netspec_out(imp, (255 * x).astype(np.float32), False), want)
+
+
+def test_local_whose_padding_darknet_mis_sizes_is_refused(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(NET.format(h=7, w=7, c=3)
+                   + section("local", filters=2, size=5, stride=1, pad=1, activation="linear"))
+    with pytest.raises(SpecError, match=r"\[local\] layer 0: size 5 with pad=1: darknet "
+                                        r"sizes its maps 7x7 but its windows cover 5x5"):
+        read_cfg(cfg)
