@@ -80,6 +80,7 @@ class Reader:
         self.shapes = _inferred_shapes(model)
         self.renamed: set[int] = set()
         self.failed: set[str] = set()      # outputs of refused nodes: reported once, there
+        self.folded: dict[str, tuple] = {}   # a subgraph's last output -> (type, attrs, input)
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, node, message: str) -> None:
@@ -609,6 +610,7 @@ def import_onnx(path, weights=None, mean=None) -> Imported:
     r.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     shape = _input(r)
     if shape is not None:
+        _fold_normalisations(r)
         _walk(r)
     _check_output(r)
     r.problems.raise_if_any()
@@ -629,9 +631,77 @@ def import_onnx(path, weights=None, mean=None) -> Imported:
     return imp
 
 
+def _fold_normalisations(r: Reader) -> None:
+    """Within-map normalisations written as ONNX subgraphs (ops/rnorm.py, ops/cnorm.py: ONNX's
+    LRN is across channels only) become one layer again:
+
+        rnorm:  y = x · (k + α · AveragePool(x · x))^−β                (pad counted)
+        cnorm:  the same of d = x − AveragePool(x) (pad not counted), times x
+
+    the pools n×n, stride 1, padded (n//2, n−1−n//2), every inner tensor read once. The
+    subgraph's nodes are skipped and its last Mul becomes the layer (r.folded)."""
+    made = {o: n for n in r.g.node for o in n.output}
+
+    def one(t, op):
+        n = made.get(t)
+        return n if n is not None and n.op_type == op and r.uses.get(t) == 1 else None
+
+    def const(n, i):
+        v = r.consts.get(n.input[i]) if len(n.input) > i else None
+        return None if v is None or np.size(v) != 1 else float(np.asarray(v).reshape(-1)[0])
+
+    def window(pool, counted):
+        a = _attrs(pool)
+        k = list(a.get("kernel_shape", []))
+        if len(k) != 2 or k[0] != k[1] or list(a.get("strides", [1, 1])) != [1, 1] or \
+                int(a.get("count_include_pad", 0)) != counted or a.get("ceil_mode", 0):
+            return None
+        lo, hi = k[0] // 2, k[0] - 1 - k[0] // 2
+        return k[0] if list(a.get("pads", [0] * 4)) == [lo, lo, hi, hi] else None
+
+    for last in r.g.node:
+        if last.op_type != "Mul" or len(last.input) != 2:
+            continue
+        x, rt = last.input
+        pw = one(rt, "Pow")
+        add = pw and one(pw.input[0], "Add")
+        scale = add and one(add.input[0], "Mul")
+        pool = scale and one(scale.input[0], "AveragePool")
+        sq = pool and one(pool.input[0], "Mul")
+        if not sq or sq.input[0] != sq.input[1] or None in (const(pw, 1), const(add, 1),
+                                                              const(scale, 1)):
+            continue
+        n, d, chain = window(pool, 1), sq.input[0], [pw, add, scale, pool, sq]
+        kind = "rnorm" if d == x else None
+        sub = d != x and made.get(d)
+        if sub and sub.op_type == "Sub" and r.uses.get(d) == 2 and sub.input[0] == x:
+            mean = one(sub.input[1], "AveragePool")
+            if mean and mean.input[0] == x and window(mean, 0) == n:
+                kind, chain = "cnorm", chain + [sub, mean]
+        if kind is None or n is None:
+            continue
+        r.folded[last.output[0]] = (kind, {"size": n, "alpha": const(scale, 1),
+                                           "beta": -const(pw, 1), "k": const(add, 1)}, x)
+        r.skip.update(tuple(c.output) for c in chain)
+
+
+def _folded(r: Reader, node) -> None:
+    kind, attrs, x = r.folded[node.output[0]]
+    v = r.vals.get(x)
+    if v is None:
+        return
+    layer = Layer(kind, "", attrs)
+    layer.notes.append(f"{kind}: a within-map normalisation ONNX writes as AveragePool, Mul, "
+                       f"Add, Pow and Mul nodes (netspec's own export of it), folded back")
+    r.add(node, layer, [v], v.shape)
+
+
 def _walk(r: Reader) -> None:
     for node in r.g.node:
         if tuple(node.output) in r.skip or node.op_type == "Constant":
+            continue
+        if node.output and node.output[0] in r.folded:
+            _folded(r, node)
             continue
         if node.domain not in ("", "ai.onnx"):
             r.error(node, f"an operator of domain '{node.domain}': netspec imports the "

@@ -27,12 +27,10 @@ from netspec.codegen.onnx_export import write_onnx  # noqa: E402
 from netspec.importers.onnx import import_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# rnorm (cifar10-18pct) exports as an AveragePool/Mul/Add/Pow subgraph (ops/rnorm.py's
-# onnx_graph, checked against onnxruntime in tests/ops/test_rnorm.py), which this importer
-# does not fold back into one layer yet, so that spec's round trip is not the identity
-NOT_FOLDED = {"cifar10-18pct"}
-SPECS = sorted(p for p in [*ROOT.glob("specs/*.net"), *ROOT.glob("specs/zoo/*.net"),
-                           *ROOT.glob("examples/*.net")] if p.stem not in NOT_FOLDED)
+# every spec: rnorm and cnorm export as subgraphs (ONNX's LRN is across channels only) that
+# the import folds back into one layer
+SPECS = sorted([*ROOT.glob("specs/*.net"), *ROOT.glob("specs/zoo/*.net"),
+                *ROOT.glob("examples/*.net")])
 SLOW = os.environ.get("NETSPEC_RUN_SLOW") == "1"
 # small enough for CI (seconds): a smaller input, and 4096-wide fc layers 256 wide; the
 # layer types, groups, GPUs, pads and ceil of each spec are as written
@@ -397,3 +395,27 @@ def test_max_and_sqrt(tmp_path):
     assert "max m from a, b" in spec and "sqrt r" in spec, spec
     x = rng.uniform(-2, 2, (2, 3, 6, 6)).astype(np.float32)
     close(netspec_net(imp.spec_text(), imp.parameters()).forward(x), run_ort(model, x))
+
+
+@pytest.mark.parametrize("kind", ["rnorm", "cnorm"])
+def test_within_map_normalisations_fold_back(tmp_path, kind):
+    """rnorm and cnorm leave netspec as AveragePool/Mul/Add/Pow subgraphs and come back as
+    one layer with the same attributes, computing what onnxruntime computes of the file."""
+    text = f"""network norm
+input 3x7x7
+classes 4
+conv c1 filters 5 size 3 pad 1
+{kind} n1 size 3 alpha 0.25 beta 0.75 k 2
+fc f outputs 4
+softmax prob
+"""
+    graph = build_graph(text=text)
+    params = netspec.build(text, backend="numpy", seed=2).parameters()
+    write_onnx(graph, params, tmp_path / "n.onnx")
+    imp = import_onnx(tmp_path / "n.onnx")
+    assert f"{kind} n1 size 3 alpha 0.25 beta 0.75 k 2" in " ".join(imp.spec_text().split())
+    x = np.random.default_rng(1).uniform(-100, 100, (2, 3, 7, 7)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    got = netspec_net(imp.spec_text(), imp.parameters())
+    close(got.predict_proba(x) if np.allclose(want.sum(1), 1) else got.forward(x), want)
