@@ -278,8 +278,43 @@ class OnnxBuilder:
 
     def linear(self, layer: Layer, x: str, w: str, b: str | None, out: str,
                groups: int) -> None:
+        if layer.type == "local":
+            return self.local(layer, x, w, b, out)
         self.op_node(layer, [x, w] + ([b] if b is not None else []), out,
                      **({"group": groups} if groups > 1 else {}))
+
+    def local(self, layer: Layer, x: str, w: str, b: str | None, out: str) -> None:
+        """A locally connected layer (ONNX has no unshared Conv) as standard nodes: its input's
+        windows gathered by a Conv whose kernel is the identity on (channel, u, v) — each
+        output a sum of one product by 1.0 and zeros, exact — then one MatMul per output
+        pixel, batched: (L, N, J) @ (L, J, O), L = Ho·Wo, J = C·k·k; the weight
+        (O, Ho, Wo, C, k, k) reshaped and transposed to (L, J, O); plus the per-pixel bias."""
+        a, (_, ho, wo) = layer.attrs, layer.out_shape
+        k = a["size"]
+        shapes = layer.param_shapes()
+        c = next(v for n, v in shapes.items() if n.endswith("weight"))[3]
+        j, pixels = c * k * k, ho * wo
+        eye = np.zeros((j, c, k, k), np.float32)
+        for r in range(j):
+            eye[r, r // (k * k), (r // k) % k, r % k] = 1.0
+        self.inits[f"{out}.gather"] = eye
+        pad = a.get("pad", 0)
+        n = f"{out}."
+        self.node("Conv", [x, f"{out}.gather"], [n + "windows"], n + "windows",
+                  kernel_shape=[k, k], strides=[a.get("stride", 1)] * 2, pads=[pad] * 4)
+        self.node("Reshape", [n + "windows", self.const(n + "njl.shape", [0, j, pixels])],
+                  [n + "njl"], n + "njl")
+        self.node("Transpose", [n + "njl"], [n + "lnj"], n + "lnj", perm=[2, 0, 1])
+        self.node("Reshape", [w, self.const(n + "olj.shape", [-1, pixels, j])], [n + "olj"],
+                  n + "olj")
+        self.node("Transpose", [n + "olj"], [n + "ljo"], n + "ljo", perm=[1, 2, 0])
+        self.node("MatMul", [n + "lnj", n + "ljo"], [n + "lno"], n + "matmul")
+        self.node("Transpose", [n + "lno"], [n + "nol"], n + "nol", perm=[1, 2, 0])
+        y = n + "nohw" if b is not None else out
+        self.node("Reshape", [n + "nol", self.const(n + "nohw.shape", [0, -1, ho, wo])], [y],
+                  n + "nohw")
+        if b is not None:
+            self.node("Add", [y, b], [out], n + "bias")
 
     def subgraph(self, layer: Layer) -> bool:
         """An op that ONNX computes with several nodes declares them: `Op.onnx_graph(a, x,

@@ -87,9 +87,9 @@ class Local(Op):
         return dx, (dw.astype(dy.dtype, copy=False), db)
 
     def onnx_node(self, a):
-        raise NotImplementedError(
-            "local: ONNX has no locally connected operator (no unshared Conv, no Im2Col to "
-            "build one from)")
+        # ONNX has no locally connected operator: codegen/onnx_export.py's Exporter.local
+        # writes it as a window-gathering Conv and one batched MatMul
+        return "Local", {}
 
     def torch(self, a, *, relu=False, groups=1, train=True, noise=None):
         import torch

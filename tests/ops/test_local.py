@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netspec.codegen.onnx_export import ExportError, export_onnx
 from netspec.ir.build import build_graph
 from netspec.ops import OPS
 
-from layercheck import layer_spec
+from layercheck import check_onnx, layer_spec
 from numgrad import check_op_grads, rel_error
 
 OP = OPS["local"]
@@ -89,9 +88,15 @@ def test_parameter_and_mac_counts():
     assert t.op.part_macs(t.attrs, t.in_shape, t.out_shape, 3, 5) == 5 * 16 * 27
 
 
-def test_onnx_refuses_it_by_name():
-    pytest.importorskip("onnx")
-    g = build_graph(layer_spec("local", {"filters": 2, "size": 2}, (2, 3, 3)))
-    params = {k: np.zeros(v, np.float32) for k, v in g.param_shapes().items()}
-    with pytest.raises(ExportError, match="layer 't': no ONNX form for layer type 'local'"):
-        export_onnx(g, params)
+@pytest.mark.parametrize("attrs,shape,kw", [
+    ({"filters": 3, "size": 3, "pad": 1}, (2, 5, 5), {}),
+    ({"filters": 4, "size": 2, "stride": 2}, (3, 6, 6), {"relu": True}),
+    ({"filters": 4, "size": 3}, (4, 5, 5), {"groups": 2}),
+    ({"filters": 4, "size": 3, "pad": 1}, (2, 4, 4), {"gpus": 2})],
+    ids=["pad", "stride-relu", "groups", "2gpus"])
+def test_onnx_form_against_onnxruntime(attrs, shape, kw):
+    """ONNX has no locally connected operator: the export gathers each window with an
+    identity-kernel Conv and multiplies per output pixel with one batched MatMul
+    (codegen/onnx_export.py Exporter.local); onnxruntime's output equals the NumPy
+    backend's."""
+    assert check_onnx("local", attrs, shape, **kw) < 1e-5
