@@ -35,7 +35,6 @@ working C compiler with OpenMP, the backend says so in one line and runs NumPy.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -44,7 +43,7 @@ from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..kernel.dialects import C
 from ..kernel.philox import seed_key
 from ..ops.maxpool import pool_geometry
-from .host_build import build_host_kernels, ptr
+from .host_build import build_host_kernels, host_threads, ptr
 from .host_gemm import GemmTeam
 from .noise import ImageNoise
 from .numpy_backend import NumpyNet
@@ -82,11 +81,9 @@ def host_kernels():
 
 
 def cpu_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """The threads this backend runs on: host_build.host_threads() (the cores this process
+    may use, within a container's CPU quota and $OMP_NUM_THREADS)."""
+    return host_threads()
 
 
 def limit_blas_threads(n: int):

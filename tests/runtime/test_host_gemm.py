@@ -69,3 +69,33 @@ def test_an_error_in_a_block_reaches_the_caller(one_blas_thread):
         team.matmul(a, b, bad)
     team.matmul(a, b, out_ok)                  # the team still works after an error
     assert (out_ok == 100).all()
+
+
+def test_threads_stay_within_a_containers_quota_and_omp_num_threads(tmp_path, monkeypatch):
+    """A container limited to 1.5 CPUs on a many-core host gets 2 threads, not one per core
+    libgomp counts; OMP_NUM_THREADS (an MPI launch's one core per replica) lowers it too."""
+    from netspec.runtime import host_build
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert host_build.cgroup_cpus(str(v2)) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert host_build.cgroup_cpus(str(v2)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert host_build.cgroup_cpus(str(v1)) == 3.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert host_build.cgroup_cpus(str(v1)) is None
+
+    monkeypatch.setattr(host_build.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(host_build, "cgroup_cpus", lambda: 1.5)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert host_build.host_threads() == 2
+    monkeypatch.setattr(host_build, "cgroup_cpus", lambda: None)
+    assert host_build.host_threads() == 64
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert host_build.host_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert host_build.host_threads() == 64
