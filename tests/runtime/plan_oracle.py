@@ -67,19 +67,10 @@ def check_end_to_end(dev, graph: Graph, n: int, seed: int = 0, train: bool = Tru
     x, labels = inputs(graph, n, seed)
     close(dev.forward(x), ref.forward(x), "logits")
     close(dev.predict_proba(x), ref.predict_proba(x), "probabilities")
-    if type(dev).loss_and_grads is Net.loss_and_grads:       # runs part by part: cpu, numpy
-        loss_d, grads_d, loss_r, grads_r, _ = reference_following(
-            dev, x, labels, train=train, noise_seed=seed + 1, check=close)
-        for k in grads_r:
-            close(grads_d[k], grads_r[k], f"{k} gradient")
-    else:
-        dev.rng = np.random.default_rng(seed + 1)
-        loss_d, grads_d, rec = dev.trace_loss_and_grads(x, labels, train=train)
-        loss_r, grads_r, _ = follow_decisions(
-            graph, ref.parameters(), device_parts(dev, graph, n, rec, train), x, labels,
-            train=train, noise_seed=seed + 1, check=close)
-        for k in grads_r:
-            close(grads_d[k], grads_r[k], f"{k} gradient")
+    loss_d, grads_d, loss_r, grads_r, _ = follows(dev, x, labels, train=train,
+                                                   noise_seed=seed + 1, check=close)
+    for k in grads_r:
+        close(grads_d[k], grads_r[k], f"{k} gradient")
     assert abs(loss_d - loss_r) <= 1e-4 * max(1.0, abs(loss_r)), (loss_d, loss_r)
     assert grads_d.keys() == grads_r.keys()
     # the update: the paper's rule on the device, from zero momentum
@@ -139,6 +130,31 @@ def device_parts(dev, graph: Graph, n: int, rec: dict, train: bool) -> dict:
                   layer.part_out_shape(part))
         seen[layer.name, part.index] = (np.array(xin, np.float64), np.array(y, np.float64))
     return seen
+
+
+def device_following(dev, x: np.ndarray, labels, *, train: bool = True, noise_seed: int = 0,
+                     check=None):
+    """near_ties.reference_following for a plan backend (OpenCL, CUDA): the device's loss
+    and gradients on one step (traced, so update() may follow), and the float64 reference's,
+    deciding every max-pool and ReLU as the device did. Returns (loss, grads, ref_loss,
+    ref_grads, followed)."""
+    n = len(x)
+    dev.rng = np.random.default_rng(noise_seed)
+    loss, grads, rec = dev.trace_loss_and_grads(x, labels, train=train)
+    ref_loss, ref_grads, followed = follow_decisions(
+        dev.graph, dev.parameters(), device_parts(dev, dev.graph, n, rec, train), x, labels,
+        train=train, noise_seed=noise_seed, check=check)
+    return loss, grads, ref_loss, ref_grads, followed
+
+
+def follows(net, x: np.ndarray, labels, *, train: bool = True, noise_seed: int = 0,
+            check=None):
+    """(loss, grads, ref_loss, ref_grads, followed) of any backend's net against the float64
+    reference deciding as it did: reference_following for a net that runs part by part,
+    device_following for a plan backend."""
+    fn = reference_following if type(net).loss_and_grads is Net.loss_and_grads \
+        else device_following
+    return fn(net, x, labels, train=train, noise_seed=noise_seed, check=check)
 
 
 def check_kernels_in_place(dev, graph: Graph, n: int, seed: int = 0,
