@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from netspec.ir.graph import Graph
-from netspec.runtime.net import Net
 from netspec.runtime.numpy_backend import NumpyNet
+from netspec.runtime.plan_net import PlanNet
 from netspec.runtime.sgd import sgd_step
 
 from near_ties import adopt_relu_pattern, follow_decisions, reference_following
@@ -152,8 +152,7 @@ def follows(net, x: np.ndarray, labels, *, train: bool = True, noise_seed: int =
     """(loss, grads, ref_loss, ref_grads, followed) of any backend's net against the float64
     reference deciding as it did: reference_following for a net that runs part by part,
     device_following for a plan backend."""
-    fn = reference_following if type(net).loss_and_grads is Net.loss_and_grads \
-        else device_following
+    fn = device_following if isinstance(net, PlanNet) else reference_following
     return fn(net, x, labels, train=train, noise_seed=noise_seed, check=check)
 
 
