@@ -134,7 +134,7 @@ class CpuNet(NumpyNet):
         # BLAS on one thread, its GEMMs split over the team's threads (runtime/host_gemm.py);
         # without threadpoolctl BLAS keeps its own threads and the team stays one
         self._blas_limit = limit_blas_threads(1)
-        self._gemm = GemmTeam(self.threads if self._blas_limit is not None else 1)
+        self._gemm = GemmTeam.shared(self.threads if self._blas_limit is not None else 1)
         self._scratch: dict[str, np.ndarray] = {}
         self._grads = None
         self._backward_grads = self._dw_out = None

@@ -23,6 +23,7 @@ import numpy as np
 SMALL = 1 << 22          # multiply-adds below which a product is not split
 MIN_BLOCK = 32           # rows or columns of the thinnest block
 BLOCKS_PER_THREAD = 4
+_CREATE = threading.Lock()
 
 
 def _blocks(a: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> list[tuple]:
@@ -53,10 +54,23 @@ class GemmTeam:
     sleeping on a queue between products) that share the blocks of one product at a time.
     BLAS must run single-threaded beside it (CpuNet limits it with threadpoolctl)."""
 
+    _shared: dict[int, GemmTeam] = {}
+
     def __init__(self, threads: int):
         self.threads = max(1, threads)
         self._queues: list[queue.SimpleQueue] = []
         self._lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, threads: int) -> GemmTeam:
+        """The process's team of `threads` threads (every net shares it, so building many
+        nets starts no more helper threads)."""
+        threads = max(1, threads)
+        with _CREATE:
+            team = cls._shared.get(threads)
+            if team is None:
+                team = cls._shared[threads] = cls(threads)
+        return team
 
     def _start(self) -> None:
         while len(self._queues) < self.threads - 1:

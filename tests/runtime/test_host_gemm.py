@@ -48,6 +48,10 @@ def test_batched_product_splits_along_the_batch(one_blas_thread):
     assert np.array_equal(out, np.matmul(u, v))
 
 
+def test_nets_share_one_team_per_thread_count():
+    assert GemmTeam.shared(3) is GemmTeam.shared(3) is not GemmTeam.shared(2)
+
+
 def test_small_products_and_one_thread_are_not_split():
     a, b = np.ones((4, 5), np.float32), np.ones((5, 6), np.float32)
     out = np.empty((4, 6), np.float32)
