@@ -2,6 +2,7 @@
 
     python benchmarks/oversubscription.py [--spec examples/tiny-alexnet.net] [--batch-size 64]
         [--busy 4] [--iterations 10] [--rounds 2] [--backends cpu numpy] [--out FILE.json]
+        [--tree DIR]
 
 For each round and backend: `netspec bench --json` quiet, then again with --busy pure-Python
 spin loops (`while True: pass`, one process each) running beside it; the ratio loaded/quiet of
@@ -11,7 +12,11 @@ load from other programs hits both. A fair share with B busy processes on C core
 issue #28's target is at most 3.5x for the cpu backend.
 
 The machine's load average (before each bench) is recorded beside every figure: on a shared
-machine the "quiet" runs are only as quiet as the others' jobs allow.
+machine the "quiet" runs are only as quiet as the others' jobs allow, and the last line says
+so. That line is the verdict: both ratios, the fair share, and PASS or FAIL for the cpu
+backend against the target. The JSON goes to --out, by default
+benchmarks/results/<date>-oversubscription.json. --tree runs another checkout's netspec (a
+before/after pair on one machine, in one sitting).
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGET = 3.5           # issue #28: the cpu backend's slowdown at most this, four busy on 2 cores
+LOADED = 0.5           # a load average above this before a quiet run: the machine wasn't quiet
 
 
-def bench(spec: str, backend: str, batch: int, iterations: int) -> dict:
+def bench(spec: str, backend: str, batch: int, iterations: int, tree: Path = ROOT) -> dict:
     """One `netspec bench --json` in a process of its own: step ms (median) and its spread."""
     cmd = [sys.executable, "-m", "netspec.cli", "bench", "--spec", spec, "--backend", backend,
            "-b", str(batch), "--iterations", str(iterations), "--json"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     load = os.getloadavg()[0]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     out = json.loads(r.stdout)
@@ -71,17 +78,22 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["cpu", "numpy"])
     ap.add_argument("--note", default="")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--tree", type=Path, default=ROOT,
+                    help="the netspec checkout to time (default: this one)")
     a = ap.parse_args()
+    a.spec = str(Path(a.spec).resolve())
+    out = a.out or ROOT / "benchmarks" / "results" / \
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}-oversubscription.json"
 
     cores = len(os.sched_getaffinity(0))
     runs = {b: {"quiet": [], "busy": []} for b in a.backends}
     for rnd in range(a.rounds):
         for b in a.backends:
-            q = bench(a.spec, b, a.batch_size, a.iterations)
+            q = bench(a.spec, b, a.batch_size, a.iterations, a.tree)
             procs = start_busy(a.busy)
             try:
                 time.sleep(1.0)         # let the spinners take their cores
-                s = bench(a.spec, b, a.batch_size, a.iterations)
+                s = bench(a.spec, b, a.batch_size, a.iterations, a.tree)
             finally:
                 stop_busy(procs)
             runs[b]["quiet"].append(q)
@@ -106,11 +118,28 @@ def main() -> None:
     for b, s in summary.items():
         print(f"{b:6s} quiet {s['quiet_step_ms']:7.1f} ms  busy {s['busy_step_ms']:7.1f} ms  "
               f"{s['ratio']:.2f}x (fair share {fair:.1f}x)")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_name(f".{a.out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, a.out)
+    result["verdict"] = verdict(summary, fair, runs)
+    print(result["verdict"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def verdict(summary: dict, fair: float, runs: dict) -> str:
+    """One line: each backend's ratio, the fair share, PASS/FAIL for cpu against TARGET, and
+    whether the quiet runs were quiet."""
+    ratios = "  ".join(f"ratio {b} {s['ratio']:.2f}x" for b, s in summary.items())
+    line = f"verdict: {ratios}  fair share {fair:.2f}x"
+    if "cpu" in summary:
+        ok = summary["cpu"]["ratio"] <= TARGET
+        line += f"  cpu {'PASS' if ok else 'FAIL'} (target <= {TARGET}x)"
+    worst = max(q["load_average_before"] for r in runs.values() for q in r["quiet"])
+    if worst > LOADED:
+        line += (f"  [machine not quiet: load average up to {worst:.1f} before the quiet runs;"
+                 f" ratios are noisy and compressed]")
+    return line
 
 
 if __name__ == "__main__":

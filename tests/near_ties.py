@@ -137,15 +137,8 @@ def reference_following(net, x: np.ndarray, labels, *, train: bool = True,
                         noise_seed: int = 0, check=None):
     """The float64 NumPy reference's loss and gradients on `net`'s parameters, deciding every
     max-pool and ReLU as `net` (a Net whose layers run through `forward_part`: numpy, cpu)
-    decided it, and `net`'s own loss and gradients on the same step.
-
-    Each reference layer part reads the input `net`'s part read (so a max-pool picks from the
-    same values, and picks alike: the first largest in row-major order), and a ReLU output
-    that is 0 on one side and not on the other takes `net`'s value (both are within rounding
-    of 0, so the forward moves by rounding; the gradient then passes where `net`'s did).
-    `check(got, want, what)`, if given, is called on every part's output (before the ReLU
-    pattern is adopted) so the forward is compared layer by layer. The backward is the
-    reference's own, end to end. Dropout masks: both nets draw from default_rng(noise_seed).
+    decided it, and `net`'s own loss and gradients on the same step (`follow_decisions`
+    says how). Dropout masks: both nets draw from default_rng(noise_seed).
 
     Returns (loss, grads, ref_loss, ref_grads, followed): followed counts the ReLU outputs
     whose decision was taken from `net`."""
@@ -153,8 +146,31 @@ def reference_following(net, x: np.ndarray, labels, *, train: bool = True,
     net.rng = np.random.default_rng(noise_seed)
     loss, grads = net.loss_and_grads(x, labels, train=train)
     grads = {k: np.array(v) for k, v in grads.items()}
-    ref = NumpyNet(net.graph, dtype=np.float64)
-    ref.load_parameters({k: np.asarray(v, np.float64) for k, v in net.parameters().items()})
+    del net.forward_part                       # the instance's wrapper; the class's is back
+    ref_loss, ref_grads, followed = follow_decisions(
+        net.graph, net.parameters(), seen, x, labels, train=train, noise_seed=noise_seed,
+        check=check)
+    return loss, grads, ref_loss, ref_grads, followed
+
+
+def follow_decisions(graph, params: dict, seen: dict, x: np.ndarray, labels, *,
+                     train: bool = True, noise_seed: int = 0, check=None):
+    """The float64 NumPy reference's (loss, grads, followed) on `params`, deciding every
+    max-pool and ReLU as the implementation that left `seen` did: {(layer, part index):
+    (the part's input, its output)}, (N, ...) arrays, from `_record_parts` (numpy, cpu) or
+    from a plan backend's trace (tests/runtime/plan_oracle.py).
+
+    Each reference layer part reads the input the implementation's part read (so a max-pool
+    picks from the same values, and picks alike: the first largest in row-major order), and
+    a ReLU output that is 0 on one side and not on the other takes the implementation's value
+    (both are within rounding of 0, so the forward moves by rounding; the gradient then
+    passes where the implementation's did). `check(got, want, what)`, if given, is called on
+    every part's output (before the ReLU pattern is adopted) so the forward is compared
+    layer by layer. The backward is the reference's own, end to end. Dropout masks: drawn
+    from default_rng(noise_seed). followed counts the ReLU outputs whose decision was
+    taken from the implementation."""
+    ref = NumpyNet(graph, dtype=np.float64)
+    ref.load_parameters({k: np.asarray(v, np.float64) for k, v in params.items()})
     ref.rng = np.random.default_rng(noise_seed)
     fwd = ref.forward_part
     followed = [0]
@@ -165,12 +181,18 @@ def reference_following(net, x: np.ndarray, labels, *, train: bool = True,
         if check is not None:
             check(y_net, y, f"{layer.name} part {part.index} forward")
         if layer.relu or layer.type == "relu":
-            differ = (y > 0) != (y_net > 0)
-            y[differ] = y_net[differ]           # in place: the op's cache holds y as its mask
-            followed[0] += int(differ.sum())
+            followed[0] += adopt_relu_pattern(y, y_net)
         return y, cache
 
     ref.forward_part = forward_part
     ref_loss, ref_grads = ref.loss_and_grads(np.asarray(x, np.float64), labels, train=train)
-    del net.forward_part                       # the instance's wrapper; the class's is back
-    return loss, grads, ref_loss, ref_grads, followed[0]
+    return ref_loss, ref_grads, followed[0]
+
+
+def adopt_relu_pattern(y: np.ndarray, y_net: np.ndarray) -> int:
+    """Where a ReLU output y is 0 and the implementation's y_net is not, or the other way
+    round (both within rounding of 0), take y_net's value, in place (an op's cache holds y
+    as its mask); returns how many."""
+    differ = (y > 0) != (y_net > 0)
+    y[differ] = y_net[differ]
+    return int(differ.sum())

@@ -70,7 +70,9 @@ def describe_hardest(result: dict, count: int = 5) -> str:
 @click.command("predict")
 @click.option("--checkpoint", required=True, type=click.Path(), metavar="RUN",
               help="A run directory, its checkpoint.safetensors or RUN/checkpoint-best (the "
-                   "spec, classes and mean image come with it).")
+                   "spec, classes and mean image come with it), or a MODEL.onnx written by "
+                   "netspec export (run by onnxruntime; its metadata gives the mean image, "
+                   "crop and classes).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--ten-crop", is_flag=True,
               help="Average the softmax over the paper's 10 views (§4.1) instead of the "
@@ -86,9 +88,9 @@ def predict(checkpoint, images, ten_crop, top, as_json, backend, batch_size):
     A file that can't be read is reported (with the reason the data pipeline gives) and
     skipped; the exit status is 2 only when no image could be read."""
     from ..errors import NetspecError
-    from ..train.predict import Predictor, predict_files
+    from ..train.predict import load_predictor, predict_files
 
-    predictor = Predictor.from_run(checkpoint, backend)
+    predictor = load_predictor(checkpoint, backend)
     skipped = answered = 0
     for res in predict_files(predictor, images, ten_crop=ten_crop, top=top,
                              batch_size=batch_size):

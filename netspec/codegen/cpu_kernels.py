@@ -352,7 +352,7 @@ _kernel("sgd", "f* f* f* l f f f", r"""
 $kernel sgd(float *$restrict w, float *$restrict v, const float *$restrict g, long n,
             float momentum, float decay_eps, float eps)
 {
-    $parallel if (n > SERIAL)
+    #pragma omp parallel for schedule(dynamic, 8192) if (n > SERIAL)
     for (long i = 0; i < n; ++i) {
         float vi = momentum * v[i];
         vi = vi - decay_eps * w[i];

@@ -19,7 +19,9 @@ Tokens a template may use:
     $inf         positive infinity as a float expression
     $u64         the 64-bit unsigned integer type (Philox's 32x32 -> 64 bit products)
     $parallel    the pragma that splits the next loop over the host's threads (C only: the
-                 GPU dialects are parallel by launch and render it empty)
+                 GPU dialects are parallel by launch and render it empty), two iterations
+                 at a time to whichever thread is free (schedule(dynamic, 2)): a thread
+                 the OS has descheduled holds back only the iterations it took
     $float4      the 4-float vector type (both device dialects: `float4`, components .x .y .z .w)
     $gload4 $sload4 $sstore4   a cast that reads (writes) a float4 through a pointer to a
                  16-byte aligned float in global (shared) memory: `$gload4(&w[i])` is one
@@ -155,7 +157,7 @@ C = Dialect(
     inf="INFINITY",
     prelude=("// C99 with OpenMP, rendered by netspec.codegen; built by the system C compiler\n"
              "#include <math.h>\n#include <string.h>\n"),
-    parallel="#pragma omp parallel for schedule(static)",
+    parallel="#pragma omp parallel for schedule(dynamic, 2)",
     host=True,
 )
 

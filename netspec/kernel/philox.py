@@ -179,7 +179,7 @@ $kernel dropout_uniforms(float *$restrict u, long N, long E, long key0, long key
                          long first, long layer)
 {
     const long groups = (E + 3) / 4;
-    $parallel if (N * E > SERIAL)
+    #pragma omp parallel for schedule(dynamic, 256) if (N * E > SERIAL)
     for (long t = 0; t < N * groups; ++t) {
         const long n = t / groups, g = t % groups;
         unsigned int c0 = (unsigned int)g, c1 = (unsigned int)(first + n);

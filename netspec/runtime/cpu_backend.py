@@ -3,7 +3,9 @@ or OpenCL GPU answers; the NumPy backend stays the readable reference it is chec
 
 Where the time goes, and what this backend does about it (profile in README "Performance"):
 - the GEMMs (conv forward, weight and data gradients; fc) go to BLAS sgemm through NumPy, on
-  views of reused buffers, never copies; BLAS threads span every core (threadpoolctl);
+  views of reused buffers, never copies; BLAS runs on one thread (threadpoolctl) and each
+  GEMM is cut into blocks that every core's thread takes in turn (runtime/host_gemm.py), so
+  on a machine busier than its cores no GEMM waits for a descheduled thread's fixed share;
 - everything between them is host C from codegen/cpu_kernels.py (the C dialect, OpenMP over
   every core, built once by the system compiler and cached, loaded with ctypes): im2col as one
   contiguous (C·k·k, N·Ho·Wo) gather instead of a strided 6-D transpose; col2im per input plane;
@@ -33,7 +35,6 @@ working C compiler with OpenMP, the backend says so in one line and runs NumPy.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -42,7 +43,8 @@ from ..codegen.cpu_kernels import kernel_signatures, render_cpu_module
 from ..kernel.dialects import C
 from ..kernel.philox import seed_key
 from ..ops.maxpool import pool_geometry
-from .host_build import build_host_kernels, ptr
+from .host_build import build_host_kernels, host_threads, ptr
+from .host_gemm import GemmTeam
 from .noise import ImageNoise
 from .numpy_backend import NumpyNet
 from .sgd import layer_multipliers, sgd_step
@@ -79,34 +81,9 @@ def host_kernels():
 
 
 def cpu_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-_SPIN_NOTED = False
-
-
-def note_blas_spin(threads: int) -> None:
-    """Once per process, when NumPy loaded OpenBLAS before netspec could shorten its threads'
-    spin (blas_env.SPIN_UNSET) and they are more than one: say so on stderr, since spinning
-    BLAS threads take the cores the OpenMP kernels between the GEMMs need."""
-    global _SPIN_NOTED
-    from ..blas_env import SPIN_UNSET
-    if _SPIN_NOTED or not SPIN_UNSET or threads < 2:
-        return
-    _SPIN_NOTED = True                     # looked once: threadpool_info scans the libraries
-    try:
-        from threadpoolctl import threadpool_info
-        openblas = any(i.get("internal_api") == "openblas" for i in threadpool_info())
-    except ImportError:
-        openblas = False
-    if openblas:
-        print("netspec: numpy was imported before netspec, so OpenBLAS's idle threads spin "
-              "and slow the cpu backend's kernels; import netspec first, or set "
-              "OPENBLAS_THREAD_TIMEOUT=4", file=sys.stderr)
+    """The threads this backend runs on: host_build.host_threads() (the cores this process
+    may use, within a container's CPU quota and $OMP_NUM_THREADS)."""
+    return host_threads()
 
 
 def limit_blas_threads(n: int):
@@ -154,9 +131,10 @@ class CpuNet(NumpyNet):
             print(f"netspec: backend 'cpu': {note}; running the NumPy reference instead",
                   file=sys.stderr)
         self.threads = cpu_threads()
-        self._blas_limit = limit_blas_threads(self.threads)
-        if self.k is not None:
-            note_blas_spin(self.threads)
+        # BLAS on one thread, its GEMMs split over the team's threads (runtime/host_gemm.py);
+        # without threadpoolctl BLAS keeps its own threads and the team stays one
+        self._blas_limit = limit_blas_threads(1)
+        self._gemm = GemmTeam.shared(self.threads if self._blas_limit is not None else 1)
         self._scratch: dict[str, np.ndarray] = {}
         self._grads = None
         self._backward_grads = self._dw_out = None
@@ -396,7 +374,7 @@ class CpuNet(NumpyNet):
             cols = cols_buf[:kk * (j - i) * pix].reshape(kk, (j - i) * pix)
             self.k.im2col(ptr(x[i:j]), ptr(cols), j - i, c, h, wd, k, s, p, ho, wo)
             ym = ym_buf[:o * (j - i) * pix].reshape(o, (j - i) * pix)
-            np.matmul(w2, cols, out=ym)
+            self._gemm.matmul(w2, cols, out=ym)
             row = 0
             for (wq, bq), y in zip(outs, ys):
                 self.k.bias_act(ptr(ym[row:]), ptr(bq), ptr(y[i:j]), j - i, wq.shape[0], pix,
@@ -431,7 +409,7 @@ class CpuNet(NumpyNet):
         fn = f"_{m}x{r}"
         getattr(self.k, "wino_filter" + fn)(ptr(np.ascontiguousarray(w_all)), ptr(U), o, c)
         getattr(self.k, "wino_input" + fn)(ptr(x), ptr(V), n, c, h, wd, pad, th, tw)
-        np.matmul(U, V, out=M)
+        self._gemm.matmul(U, V, out=M)
         results, row = [], 0
         for wq, bq in outs:
             oq = wq.shape[0]
@@ -458,13 +436,13 @@ class CpuNet(NumpyNet):
         getattr(self.k, "wino_dout" + fn)(ptr(dy), ptr(y) if y is not None else None, ptr(dM),
                                           ptr(db), n, o, ho, wo, th, tw)
         dU = self._buffer("wino_dU", (a * a, o, c))
-        np.matmul(dM, V.transpose(0, 2, 1), out=dU)
+        self._gemm.matmul(dM, V.transpose(0, 2, 1), out=dU)
         dw = self._dw_array(w.shape)
         getattr(self.k, "wino_dfilter" + fn)(ptr(dU), ptr(dw), o, c)
         dx = None
         if input_grad:
             dV = self._buffer("wino_dV", (a * a, c, t))
-            np.matmul(U.transpose(0, 2, 1), dM, out=dV)
+            self._gemm.matmul(U.transpose(0, 2, 1), dM, out=dV)
             dx = np.empty(x.shape, np.float32)
             getattr(self.k, "wino_din" + fn)(ptr(dV), ptr(dx), n, c, h, wd, pad, th, tw)
         return dx, _grads(layer, dw, db)
@@ -498,11 +476,11 @@ class CpuNet(NumpyNet):
                 self.k.im2col(ptr(x[i:j]), ptr(cols), j - i, c, *x.shape[2:], k, s, p, ho,
                               wo)
             g = dyt[:, i:j].reshape(o, (j - i) * pix)       # a view: rows N·P apart
-            np.matmul(cols, g.T, out=part)
+            self._gemm.matmul(cols, g.T, out=part)
             if part is not dwt:
                 dwt += part
             if input_grad:
-                np.matmul(w2.T, g, out=dcols)               # dcols, over the columns
+                self._gemm.matmul(w2.T, g, out=dcols)               # dcols, over the columns
                 self.k.col2im(ptr(dcols), ptr(dx[i:j]), j - i, c, *x.shape[2:], k, s, p, ho,
                               wo)
         return dx, _grads(layer, dwt.T.reshape(w.shape), db)
@@ -513,7 +491,7 @@ class CpuNet(NumpyNet):
         x2 = x.reshape(n, -1)
         o = w.shape[0]
         ym = self._buffer("gemm_out", (o, n))
-        np.matmul(w, x2.T, out=ym)              # the large operand untransposed (see ops/fc)
+        self._gemm.matmul(w, x2.T, out=ym)  # the large operand untransposed (ops/fc)
         y = np.empty((n, o), np.float32)
         self.k.bias_act(ptr(ym), ptr(b), ptr(y), n, o, 1, int(layer.relu))
         return y, ("cpu", x2, w, y if layer.relu else None, x.shape)
@@ -526,11 +504,11 @@ class CpuNet(NumpyNet):
         self.k.relu_grad_t(ptr(dy), ptr(y) if y is not None else None, ptr(gt), ptr(db),
                            n, o, 1)
         dw = self._dw_array(w.shape)
-        np.matmul(gt, x2, out=dw)                  # fc6: 151 MB, written once, in place
+        self._gemm.matmul(gt, x2, out=dw)  # fc6: 151 MB, written once, in place
         if not input_grad:
             return None, _grads(layer, dw, db)
         dxt = self._buffer("fc_dxt", (x2.shape[1], n))
-        np.matmul(w.T, gt, out=dxt)
+        self._gemm.matmul(w.T, gt, out=dxt)
         dx = np.empty((n, x2.shape[1]), np.float32)      # never a view of the scratch
         np.copyto(dx, dxt.T)
         return dx.reshape(x_shape), _grads(layer, dw, db)

@@ -7,13 +7,17 @@ the flags, so a second build is a dlopen. Flags (`host_flags()`): -O3, -march=$N
 `x86-64` for the baseline without FMA, which the tests also build to check every ISA level on
 one machine), -fopenmp, and -ffp-contract=off with no fast-math, so each float operation is
 rounded as NumPy rounds it. A -march value other than letters, digits, `-`, `_` and `.` is
-refused (ValueError naming the variable). `load_host_kernels()` returns None with a reason when there is no working
+refused (ValueError naming the variable). The kernels run on host_threads() threads (the
+cores this process may use, within a container's CPU quota and $OMP_NUM_THREADS), and
+libgomp's idle threads sleep (OMP_WAIT_POLICY=passive) rather than spin on cores that BLAS
+or a busy neighbour needs. `load_host_kernels()` returns None with a reason when there is no working
 compiler (or it lacks OpenMP); the CPU backend then falls back to NumPy.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -28,6 +32,40 @@ from ..cachedir import cache_dir
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
          "-fPIC", "-shared", "-std=gnu99")
 MARCH_ENV = "NETSPEC_HOST_MARCH"
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU time a container's quota allows, in cores (cgroup v2 `cpu.max`, else v1
+    `cpu/cpu.cfs_quota_us` over `cpu.cfs_period_us`); None when unlimited or unreadable."""
+    try:
+        quota, period = Path(root, "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path(root, "cpu", "cpu.cfs_quota_us").read_text())
+        period = int(Path(root, "cpu", "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def host_threads() -> int:
+    """Threads for the host kernels and the GEMM team: the cores this process may run on
+    (sched_getaffinity), no more than a container's CPU quota allows (rounded up), and no
+    more than $OMP_NUM_THREADS when it is set (an MPI launch that gives each replica one
+    core sets it to 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) >= 1:
+        n = min(n, int(env))
+    return max(1, n)
 
 
 def host_march() -> str:
@@ -117,15 +155,19 @@ def build_host_kernels(source: str, signatures: dict[str, tuple[str, ...]]) \
     # libgomp reads OMP_WAIT_POLICY once, when it loads (with this library, unless something
     # loaded it before): passive, so its idle threads don't spin on the cores BLAS needs next.
     # Restored at once, so a PyTorch imported later keeps its own defaults.
-    saved = os.environ.get("OMP_WAIT_POLICY")
+    # Its thread count likewise: host_threads(), which a container's quota can hold below
+    # the cores libgomp would count.
+    saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", str(host_threads()))
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         return None, f"could not load the host kernels {path}: {e}"
     finally:
-        if saved is None:
-            del os.environ["OMP_WAIT_POLICY"]
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
     for name, args in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes = [_CTYPES[a] for a in args]

@@ -5,11 +5,18 @@ decodes (shorter side rescaled to the run's base size, central base×base square
 run's mean image subtracted, and then either the centre crop or the paper's 10 views (four
 corners, centre, and their reflections, softmax averaged, §4.1). A file that can't be decoded
 gets the pipeline's reason and the others go on.
+
+An ONNX file written by `netspec export` (codegen/onnx_export.py) predicts the same way,
+through onnxruntime: its metadata carries the mean image, base, crop and class ids
+(`Predictor.from_onnx`).
 """
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +93,52 @@ class Predictor:
         return cls(net, classes, np.ascontiguousarray(mean.transpose(2, 0, 1)), crop, names,
                    channels)
 
+    @classmethod
+    def from_onnx(cls, path) -> Predictor:
+        """An ONNX file written by `netspec export`, run by onnxruntime on the CPU, with the
+        preprocessing its metadata states (`netspec.preprocessing`, `netspec.mean_image`,
+        `netspec.classes`, `netspec.class_names`: codegen/onnx_export.py). A file exported
+        without a run has no mean image: its images are taken at the crop size, nothing
+        subtracted. RunError, naming the file and the field, when onnxruntime is missing,
+        the file is not a model onnxruntime can load, or its metadata is missing or wrong."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RunError(f"{path}: predicting with an ONNX model needs onnxruntime "
+                           f"(pip install onnxruntime)") from None
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:                 # onnxruntime's own error types vary by version
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(f"{path}: onnxruntime cannot load this model: {first}") from None
+        meta = session.get_modelmeta().custom_metadata_map
+        net = OnnxNet(session)
+        pre = _onnx_field(path, meta, "netspec.preprocessing", dict)
+        for key in ("crop", "base"):
+            if not isinstance(pre.get(key), int) or isinstance(pre[key], bool) or \
+                    pre[key] < 1:
+                raise RunError(f"{path}: metadata 'netspec.preprocessing' field '{key}' is "
+                               f"{pre.get(key)!r}, not a positive integer")
+        crop, base = pre["crop"], pre["base"]
+        if base < crop or pre.get("channel_order") != "RGB" or pre.get("layout") != "NCHW":
+            raise RunError(f"{path}: metadata 'netspec.preprocessing' states base {base}, "
+                           f"crop {crop}, {pre.get('channel_order')} "
+                           f"{pre.get('layout')}: predict reads RGB NCHW with base >= crop")
+        if net.input_shape != (net.channels, crop, crop) or net.channels not in (1, 3):
+            raise RunError(f"{path}: the model reads {net.input_shape}, but its metadata "
+                           f"states a {crop}x{crop} crop of 1 or 3 channels")
+        mean = _onnx_mean(path, meta, base)
+        n_out = net.outputs
+        classes = _onnx_field(path, meta, "netspec.classes", list, [str(i) for i in range(n_out)])
+        names = _onnx_field(path, meta, "netspec.class_names", list, None)
+        for key, value in (("netspec.classes", classes), ("netspec.class_names", names)):
+            if value is not None and (len(value) != n_out or
+                                      not all(isinstance(c, str) for c in value)):
+                raise RunError(f"{path}: metadata '{key}' lists {len(value)} entries, not "
+                               f"{n_out} strings (the model's outputs)")
+        names = display_names(classes, names) if names else list(classes)
+        return cls(net, classes, mean, crop, names, net.channels)
+
     def views(self, image: np.ndarray, ten_crop: bool) -> np.ndarray:
         """(V, 3, crop, crop) float32 views of a uint8 (base, base, 3) image, V = 1 or 10."""
         planar = np.ascontiguousarray(image.transpose(2, 0, 1))
@@ -106,6 +159,72 @@ class Predictor:
         x = np.concatenate([self.views(im, ten_crop) for im in images])
         p = self.net.predict_proba(x.astype(self.net.dtype, copy=False))
         return p.reshape(len(images), -1, p.shape[-1]).mean(axis=1)
+
+
+class OnnxNet:
+    """The part of a Net that Predictor uses (`dtype`, `predict_proba`), over an onnxruntime
+    session of a netspec export, whose output is already the softmax."""
+
+    dtype = np.float32
+
+    def __init__(self, session):
+        self.session = session
+        inp, out = session.get_inputs()[0], session.get_outputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(inp.shape[1:])
+        self.channels = self.input_shape[0] if self.input_shape else 0
+        self.outputs = out.shape[-1] if isinstance(out.shape[-1], int) else 0
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes) of preprocessed views (N, C, crop, crop)."""
+        y, = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})
+        return y.reshape(len(x), -1)
+
+
+_MISSING = object()
+
+
+def _onnx_field(path, meta: dict, key: str, kind: type, default=_MISSING):
+    """A JSON metadata field of an exported model, checked to be a `kind`."""
+    if key not in meta:
+        if default is not _MISSING:
+            return default
+        raise RunError(f"{path}: the model lacks metadata '{key}': predict takes ONNX files "
+                       f"written by netspec export")
+    try:
+        value = json.loads(meta[key])
+    except ValueError:
+        raise RunError(f"{path}: metadata '{key}' is not JSON") from None
+    if not isinstance(value, kind):
+        raise RunError(f"{path}: metadata '{key}' is a {type(value).__name__}, not a "
+                       f"{kind.__name__}")
+    return value
+
+
+def _onnx_mean(path, meta: dict, base: int) -> np.ndarray:
+    """The mean image (3, base, base) float32 from `netspec.mean_image`, zeros without one."""
+    if "netspec.mean_image" not in meta:
+        return np.zeros((3, base, base), np.float32)
+    try:
+        raw = base64.b64decode(meta["netspec.mean_image"], validate=True)
+    except ValueError:
+        raise RunError(f"{path}: metadata 'netspec.mean_image' is not base64") from None
+    if len(raw) != base * base * 3 * 4:
+        raise RunError(f"{path}: metadata 'netspec.mean_image' holds {len(raw)} bytes, not "
+                       f"{base}x{base}x3 float32 ({base * base * 12} bytes)")
+    mean = np.frombuffer(raw, "<f4").reshape(base, base, 3)
+    if not np.isfinite(mean).all():
+        raise RunError(f"{path}: metadata 'netspec.mean_image' holds values that are not "
+                       f"finite")
+    return np.ascontiguousarray(mean.transpose(2, 0, 1), np.float32)
+
+
+def load_predictor(model, backend: str = "numpy") -> Predictor:
+    """A run (directory or checkpoint: `Predictor.from_run` on `backend`) or an exported
+    `.onnx` file (`Predictor.from_onnx`, onnxruntime's CPU)."""
+    if str(model).lower().endswith(".onnx") and Path(model).is_file():
+        return Predictor.from_onnx(model)
+    return Predictor.from_run(model, backend)
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str], *, ten_crop: bool = False,

@@ -5,6 +5,11 @@ kernels read many channels, so each of their input channels is a grey tile: one 
 kernel, one column per input channel, up to `max_kernels` rows and `max_channels` columns per
 GPU. Each kernel is scaled to its own min..max over all its channels, so the tiles show
 the kernel's pattern and the relative weight of its channels, not its magnitude.
+
+Tiles are drawn large, as cuda-convnet's shownet scales each filter up: a weight is a square
+of whole pixels, about `RGB_TILE` pixels a side for an RGB kernel (a 5x5 kernel's weight 20
+pixels, an 11x11's 9) and `GREY_TILE` for a grey channel tile, never under `MIN_WEIGHT` pixels
+a weight.
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ MARGIN = 24
 TITLE, SUBTITLE, SECTION = 18, 12, 13
 GAP = 3                      # pixels between tiles
 SECTION_FILL = "#e9e9e9"
+RGB_TILE = 96                # a tile's side in pixels, about (module doc)
+GREY_TILE = 64
+MIN_WEIGHT = 6               # pixels a weight, at least
 
 
 def normalise_filters(weights: np.ndarray) -> np.ndarray:
@@ -48,8 +56,9 @@ def filters_layout(weights, parts: Sequence[tuple[int, int, int]] | None = None,
     weights: one (out, in, kh, kw) array, or one array per part where the parts read different
     numbers of input channels (`<layer>.part<i>.weight`). parts: (gpu, start, stop) ranges of
     output channels, as the IR's parts hold them; None shows all kernels as one section.
-    tile: a tile's side in pixels (default: about 44, a whole multiple of the kernel size, so
-    that every weight is a square of pixels).
+    tile: a tile's side in pixels (default: about RGB_TILE, or GREY_TILE for kernels of
+    other than 3 channels; a whole multiple of the kernel size, so that every weight is a
+    square of pixels).
     """
     if isinstance(weights, (list, tuple)):
         per_part = [np.asarray(w) for w in weights]
@@ -80,10 +89,12 @@ def filters_layout(weights, parts: Sequence[tuple[int, int, int]] | None = None,
     else:
         norm_all = normalise_filters(w)
         sections_w = [norm_all[a:b] for _, a, b in parts]
-    scale = tile // max(kh, kw) if tile else math.ceil(44 / max(kh, kw))
-    scale = max(1, scale)
-    tw, th = kw * scale, kh * scale
     rgb = n_in_max == 3 and all(s.shape[1] == 3 for s in sections_w)
+    if tile:
+        scale = max(1, tile // max(kh, kw))
+    else:
+        scale = max(MIN_WEIGHT, round((RGB_TILE if rgb else GREY_TILE) / max(kh, kw)))
+    tw, th = kw * scale, kh * scale
     n_in = n_in_max
 
     # grid per section: RGB kernels wrap in rows like Figure 3; grey ones are kernel x channel

@@ -65,3 +65,93 @@ def test_without_a_run_there_is_no_mean(tmp_path):
     pre = json.loads(meta["netspec.preprocessing"])
     assert "netspec.mean_image" not in meta and pre["mean"].startswith("none")
     assert pre["base"] == pre["crop"] == 64
+
+
+def _predicted(output: str) -> dict[str, np.ndarray]:
+    """image -> probabilities by label, from `predict --json` lines."""
+    out = {}
+    for line in output.splitlines():
+        res = json.loads(line)
+        p = np.zeros(len(res["top"]))
+        for row in res["top"]:
+            p[row["label"]] = row["probability"]
+        out[res["image"]] = p
+    return out
+
+
+@pytest.mark.parametrize("ten_crop", [False, True], ids=["centre", "ten-crop"])
+def test_predict_takes_the_exported_onnx_model(tmp_path, ten_crop):
+    """`netspec predict --checkpoint model.onnx` (onnxruntime, preprocessing from the file's
+    metadata alone) gives the run's own probabilities on images of other sizes too."""
+    rng = np.random.default_rng(7)
+    mean = rng.uniform(60, 180, (72, 72, 3)).astype(np.float32)
+    classes = [f"n{i:08d}" for i in range(10)]
+    run, _ = write_run(tmp_path / "run", TINY, seed=5, mean=mean, classes=classes)
+    spec = tmp_path / "tiny.net"
+    spec.write_text(TINY)
+    model = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["export", str(spec), "--checkpoint", str(run), "-o",
+                                  str(model)])
+    assert r.exit_code == 0, r.output
+    images = []
+    for i, size in enumerate([(72, 72), (90, 120), (200, 81)]):
+        path = tmp_path / f"x{i}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        images.append(str(path))
+    flags = ["--top", "10", "--json"] + (["--ten-crop"] if ten_crop else [])
+    by_run = CliRunner().invoke(main, ["predict", "--backend", "numpy", "--checkpoint",
+                                       str(run), *flags, *images])
+    by_onnx = CliRunner().invoke(main, ["predict", "--checkpoint", str(model), *flags,
+                                        *images])
+    assert by_run.exit_code == 0 and by_onnx.exit_code == 0, by_run.output + by_onnx.output
+    want, got = _predicted(by_run.output), _predicted(by_onnx.output)
+    assert sorted(got) == sorted(images)
+    for image in images:
+        np.testing.assert_allclose(got[image], want[image], rtol=1e-4, atol=1e-7)
+        assert abs(got[image].sum() - 1) < 1e-5
+    first = json.loads(by_onnx.output.splitlines()[0])["top"][0]
+    assert first["class"] in classes
+
+
+def _tampered(model, tmp_path, key, value):
+    m = onnx.load(str(model))
+    props = {p.key: p.value for p in m.metadata_props}
+    if value is None:
+        props.pop(key)
+    else:
+        props[key] = value
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, props)
+    out = tmp_path / f"t{len(list(tmp_path.glob('t*.onnx')))}.onnx"
+    onnx.save(m, str(out))
+    return out
+
+
+def test_predict_refuses_an_onnx_model_with_bad_metadata(tmp_path):
+    mean = np.full((72, 72, 3), 100, np.float32)
+    run, _ = write_run(tmp_path / "run", TINY, seed=1, mean=mean)
+    spec = tmp_path / "tiny.net"
+    spec.write_text(TINY)
+    model = tmp_path / "m.onnx"
+    assert CliRunner().invoke(main, ["export", str(spec), "--checkpoint", str(run), "-o",
+                                     str(model)]).exit_code == 0
+    Image.fromarray(np.zeros((72, 72, 3), np.uint8)).save(tmp_path / "x.png")
+    pre = json.loads({p.key: p.value for p in onnx.load(str(model)).metadata_props}[
+        "netspec.preprocessing"])
+    cases = [
+        ("netspec.preprocessing", None, "lacks metadata 'netspec.preprocessing'"),
+        ("netspec.preprocessing", "[1, 2]", "'netspec.preprocessing' is a list, not a dict"),
+        ("netspec.preprocessing", json.dumps({**pre, "crop": "64"}), "field 'crop' is '64'"),
+        ("netspec.mean_image", "AAAA", "holds 3 bytes, not 72x72x3"),
+        ("netspec.classes", json.dumps(["a"] * 11), "lists 11 entries, not 10"),
+    ]
+    for key, value, message in cases:
+        bad = _tampered(model, tmp_path, key, value)
+        r = CliRunner().invoke(main, ["predict", "--checkpoint", str(bad),
+                                      str(tmp_path / "x.png")])
+        assert r.exit_code == 2, (key, r.output)
+        assert message in r.output and "Traceback" not in r.output, (key, r.output)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    r = CliRunner().invoke(main, ["predict", "--checkpoint", str(junk), str(tmp_path / "x.png")])
+    assert r.exit_code == 2 and "onnxruntime cannot load this model" in r.output, r.output

@@ -98,3 +98,14 @@ def test_bad_kernels_are_reported():
         filters_layout(np.zeros((4, 3, 3)))
     with pytest.raises(VizError, match="outside"):
         filters_layout(_kernels(4, 3, 3), [(0, 0, 2), (1, 2, 6)])
+
+
+@pytest.mark.parametrize("k,c,least", [(5, 3, 90), (11, 3, 90), (3, 3, 90), (5, 48, 60)])
+def test_tiles_are_drawn_large_each_weight_a_square(k, c, least):
+    """Like shownet, each kernel scaled up: a tile of ~96 px (RGB) or ~64 px (grey channel
+    tiles), every weight a whole square of at least 6 pixels."""
+    layout = filters_layout(_kernels(8, c, k), [(0, 0, 8)])
+    for e in layout.find("filter"):
+        x0, y0, x1, y1 = e.box
+        assert x1 - x0 == y1 - y0 >= least
+        assert (x1 - x0) % k == 0 and (x1 - x0) // k >= 6
