@@ -21,12 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "tiny-alexnet.net"
 
 
+def _held_sigint() -> None:
+    """In the child before exec: SIGINT at its default disposition (a suite started as a
+    background job of a script has it ignored, which the command rightly keeps: see
+    test_an_ignored_sigint_stays_ignored), and blocked until the cli unblocks it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def _interrupt_after(delay: float, args: list[str], tmp_path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), NETSPEC_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.Popen([sys.executable, "-m", "netspec", *args], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK,
-                                                                   {signal.SIGINT}))
+                         preexec_fn=_held_sigint)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
