@@ -120,6 +120,12 @@ def pytest_configure(config):
     os.environ["TMPDIR"] = str(SESSION_DIR / "tmp")
     tempfile.tempdir = None                  # gettempdir() reads TMPDIR again
     config.netspec_isolation = (USER_CACHE, SESSION_DIR, user_cache_changes)
+    # Ctrl-C is under test (test_signals.py, the loader's and prepare's workers): a suite
+    # started as a background job of a script inherits SIGINT ignored, and so would every
+    # command it starts; Python's own handler here makes the children's SIGINT the default
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def user_cache_changes() -> list[str]:

@@ -45,6 +45,11 @@ def _cross_edges_from_graph(graph) -> tuple[set, set]:
                     crossing.add(edge)
                     if layer.connect == "all":
                         by_all.add(edge)
+                src = None if s.layer == "data" else graph.layer(s.layer)
+                if src is not None and src.data_parallel and part.slice is None:
+                    # the all-gather: every other GPU's batch slice reaches this part
+                    crossing.update((f"{s.layer}:{q.index}", f"{layer.name}:{part.index}")
+                                    for q in src.parts if q.gpu != part.gpu)
     return crossing, by_all
 
 
@@ -99,7 +104,11 @@ def test_arrows_cross_lanes_exactly_where_parts_read_another_gpu(graph, tmp_path
     want_crossing, want_all = _cross_edges_from_graph(graph)
     assert crossing == want_crossing
     assert crossing_dashed == want_all
-    assert n_arrows == sum(len(p.sources) for l in graph.layers for p in l.parts)
+    # one arrow a source, or one a batch slice where a whole-batch part reads replicas
+    assert n_arrows == sum(len(graph.layer(s.layer).parts)
+                           if p.slice is None and s.layer != "data"
+                           and graph.layer(s.layer).data_parallel else 1
+                           for l in graph.layers for p in l.parts for s in p.sources)
 
 
 def test_alexnet_crosses_at_conv3_and_the_fc_layers():
