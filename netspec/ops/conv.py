@@ -162,42 +162,53 @@ OP = Conv()
 
 
 # Operands of the three GEMMs (kernel/gemm.py `Operand`): `hoist` sets h0..h2 from the outer
-# index alone (once per work-item, before the K loop), `load` sets v from k and them.
+# index alone (once per work-item, before the K loop), `per_k` sets g0..g2 from k alone (once
+# per slab for all of a work-item's lanes: every division of k is there), and `load` sets v
+# from both with additions and comparisons only.
 # B(k, n) of the forward: xpad[c, img, oy·S + u, ox·S + q], n = (img, oy, ox), k = (c, u, q);
-# h0 = the offset of (img, oy·S − P, ox·S − P) in a channel, (h1, h2) = that pixel.
+# h0 = the offset of (img, oy·S − P, ox·S − P) in a channel, (h1, h2) = that pixel;
+# g0 = the offset of tap (c, u, q) from it, (g1, g2) = (u, q).
 CONV_FWD_B = Operand(hoist=r"""
 const int img = n / (${OH} * ${OW}), oy = (n / ${OW}) % ${OH}, ox = n % ${OW};
 h1 = oy * ${S} - ${P}; h2 = ox * ${S} - ${P}; h0 = img * (${H} * ${W}) + h1 * ${W} + h2;
-""", load=r"""
+""", per_k=r"""
 const int c = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
-if (h1 + u >= 0 && h1 + u < ${H} && h2 + q >= 0 && h2 + q < ${W})
-    v = x[c * (${NB} * ${H} * ${W}) + h0 + u * ${W} + q];
+g0 = c * (${NB} * ${H} * ${W}) + u * ${W} + q; g1 = u; g2 = q;
+""", load=r"""
+if (h1 + g1 >= 0 && h1 + g1 < ${H} && h2 + g2 >= 0 && h2 + g2 < ${W})
+    v = x[h0 + g0];
 """, fast="outer")
 
 # B(k, n) of the weight gradient: the same columns with k = (img, oy, ox), n = (c, u, q);
-# h0 = the offset of channel c shifted by (u − P, q − P), (h1, h2) = (u − P, q − P).
+# h0 = the offset of channel c shifted by (u − P, q − P), (h1, h2) = (u − P, q − P);
+# g0 = the offset of (img, oy·S, ox·S), (g1, g2) = (oy·S, ox·S).
 CONV_WGRAD_B = Operand(hoist=r"""
 const int c = n / (${KH} * ${KW}), u = (n / ${KW}) % ${KH}, q = n % ${KW};
 h1 = u - ${P}; h2 = q - ${P}; h0 = c * (${NB} * ${H} * ${W}) + h1 * ${W} + h2;
-""", load=r"""
+""", per_k=r"""
 const int img = k / (${OH} * ${OW}), oy = (k / ${OW}) % ${OH}, ox = k % ${OW};
-if (oy * ${S} + h1 >= 0 && oy * ${S} + h1 < ${H} && ox * ${S} + h2 >= 0 && ox * ${S} + h2 < ${W})
-    v = x[h0 + img * (${H} * ${W}) + oy * (${S} * ${W}) + ox * ${S}];
+g1 = oy * ${S}; g2 = ox * ${S}; g0 = img * (${H} * ${W}) + g1 * ${W} + g2;
+""", load=r"""
+if (g1 + h1 >= 0 && g1 + h1 < ${H} && g2 + h2 >= 0 && g2 + h2 < ${W})
+    v = x[h0 + g0];
 """, fast="k")
 
-# The data gradient (stride 1): A(m, k) = w[o, m, u, q] with k = (o, u, q); B(k, n) = the
-# output pixel that read input pixel n = (img, iy, ix) through tap (u, q), if there is one.
-CONV_DGRAD_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=r"""
-v = w[(k / (${KH} * ${KW})) * (${CIN} * ${KH} * ${KW}) + h0 + k % (${KH} * ${KW})];
-""", fast="k")
+# The data gradient with stride 1: A(m, k) = w[o, m, u, q] with k = (o, u, q); B(k, n) =
+# dy[o, img, iy + P − u, ix + P − q] for input pixel n = (img, iy, ix), where inside the
+# output: h0 = the offset of (img, iy + P, ix + P), (h1, h2) = (iy + P, ix + P); g0 = the
+# offset of (o, −u, −q), (g1, g2) = (u, q).
+CONV_DGRAD_A = Operand(hoist="h0 = m * (${KH} * ${KW});", per_k=r"""
+g0 = (k / (${KH} * ${KW})) * (${CIN} * ${KH} * ${KW}) + k % (${KH} * ${KW});
+""", load="v = w[h0 + g0];", fast="k")
 CONV_DGRAD_B = Operand(hoist=r"""
 const int img = n / (${H} * ${W});
-h0 = img * (${OH} * ${OW}); h1 = (n / ${W}) % ${H} + ${P}; h2 = n % ${W} + ${P};
-""", load=r"""
+h1 = (n / ${W}) % ${H} + ${P}; h2 = n % ${W} + ${P}; h0 = img * (${OH} * ${OW}) + h1 * ${OW} + h2;
+""", per_k=r"""
 const int o = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
-const int py = h1 - u, px = h2 - q;
-if (py >= 0 && px >= 0 && py % ${S} == 0 && px % ${S} == 0 && py / ${S} < ${OH} && px / ${S} < ${OW})
-    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + (py / ${S}) * ${OW} + px / ${S}];
+g0 = o * (${NB} * ${OH} * ${OW}) - u * ${OW} - q; g1 = u; g2 = q;
+""", load=r"""
+if (h1 - g1 >= 0 && h1 - g1 < ${OH} && h2 - g2 >= 0 && h2 - g2 < ${OW})
+    v = dy[h0 + g0];
 """, fast="outer")
 
 # The data gradient with stride S > 1, split by stride phase: input pixel (iy, ix) is reached
@@ -205,22 +216,24 @@ if (py >= 0 && px >= 0 && py % ${S} == 0 && px % ${S} == 0 && py / ${S} < ${OH} 
 # (ix + P) % S) form their own GEMM over the taps u = ry + S·u', q = rx + S·q' alone
 # (⌈KH/S⌉·⌈KW/S⌉ of them, not KH·KW: 1/16 of the work for an 11x11 stride-4 kernel wasted
 # no longer). Pixel (t, s) of a phase is iy = S·t + ry − P, ix = S·s + rx − P, and tap (u', q')
-# reads output pixel (t − u', s − q').
+# reads output pixel (t − u', s − q'). A tap outside the kernel (u ≥ KH) reads nothing: its
+# per_k sets g1 past every pixel row (B) or g1 = 0 (A), so the load's test fails.
 CONV_PHASE = r"""
 const int ry = z / ${S}, rx = z % ${S};
 """
-CONV_PHASE_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=CONV_PHASE + r"""
+CONV_PHASE_A = Operand(hoist="h0 = m * (${KH} * ${KW});", per_k=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), u = ry + ${S} * ((k / ${KV}) % ${KU}), q = rx + ${S} * (k % ${KV});
-if (u < ${KH} && q < ${KW})
-    v = w[o * (${CIN} * ${KH} * ${KW}) + h0 + u * ${KW} + q];
-""", fast="k")
+g0 = o * (${CIN} * ${KH} * ${KW}) + u * ${KW} + q; g1 = u < ${KH} && q < ${KW};
+""", load="if (g1) v = w[h0 + g0];", fast="k")
 CONV_PHASE_B = Operand(hoist=r"""
-h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}); h1 = (n / ${WQ}) % ${HQ}; h2 = n % ${WQ};
-""", load=CONV_PHASE + r"""
+h1 = (n / ${WQ}) % ${HQ}; h2 = n % ${WQ}; h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}) + h1 * ${OW} + h2;
+""", per_k=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), du = (k / ${KV}) % ${KU}, dq = k % ${KV};
-const int oy = h1 - du, ox = h2 - dq;
-if (ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} && oy >= 0 && oy < ${OH} && ox >= 0 && ox < ${OW})
-    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + oy * ${OW} + ox];
+g0 = o * (${NB} * ${OH} * ${OW}) - du * ${OW} - dq; g2 = dq;
+g1 = ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} ? du : ${HQ};
+""", load=r"""
+if (h1 - g1 >= 0 && h1 - g1 < ${OH} && h2 - g2 >= 0 && h2 - g2 < ${OW})
+    v = dy[h0 + g0];
 """, fast="outer")
 CONV_STORE_DX_PHASE = CONV_PHASE + r"""
 const int img = n / (${HQ} * ${WQ});
