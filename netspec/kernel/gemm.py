@@ -257,6 +257,11 @@ class Operand:
     outer_stride: int = 0
     k_stride: int = 0
     per_k: str = ""
+    # an equivalent gather for loaders that hoist once per lane (`_row_lane_code`): its hoist
+    # may loop (building a validity bit mask, say), and its load's own test fails outside
+    # the GEMM (outer index past the extent, k past the slice: per_k then leaves g0..g2 0),
+    # so the loader adds no range test of its own
+    guarded: Operand | None = None
 
     def __post_init__(self):
         if self.per_k and not self.hoist:
@@ -536,6 +541,8 @@ def _row_lane_code(side: _Side, op: Operand, tile: int, bk: int, threads: int,
     s, o = side.tag, side.outer
     g = threads // bk
     lanes = tile // g
+    guarded = op.guarded is not None and lanes <= 2 * _HOIST_LANES
+    op = op.guarded if guarded else op
     place = (f"const int {s}kk = tid % {bk}, {s}o0 = tid / {bk};" if op.fast == "k" else
              f"const int {s}kk = tid / {g}, {s}o0 = tid % {g};")
     head = f"for (int l = 0; l < {lanes}; ++l) {{"
@@ -550,9 +557,10 @@ def _row_lane_code(side: _Side, op: Operand, tile: int, bk: int, threads: int,
         state = f"int h0 = 0, h1 = 0, h2 = 0; {_one_line(op.hoist)}"
     per_k = (f"int g0 = 0, g1 = 0, g2 = 0; if (kin) {{ {_one_line(op.per_k)} }} "
              if op.per_k else "")
+    test = "" if guarded else (f"const int {o} = {side.base} + {s}o0 + {g} * l; "
+                               f"if ({o} < {side.extent} && kin) ")
     fetch = (f"{{ const int k = kn + {s}kk; const bool kin = k < ke; {per_k}"
-             f"{head} const int {o} = {side.base} + {s}o0 + {g} * l; float v = 0.0f; "
-             f"if ({o} < {side.extent} && kin) {{ {state} {_one_line(op.load)} }} "
+             f"{head} float v = 0.0f; {test}{{ {state} {_one_line(op.load)} }} "
              f"{s}st[l] = v; }} }}")
     st = f"{head} {side.shared}[@BUF@][{s}kk][{s}o0 + {g} * l] = {conv(f'{s}st[l]')}; }}"
     return setup, fetch, st.replace("@BUF@", "0"), st.replace("@BUF@", "buf ^ 1")
@@ -885,8 +893,11 @@ def choose_tc_gemm(M: int, N: int, K: int, precision: str, tiles: GemmTiles | No
     return min(options, key=rank)
 
 
+# __launch_bounds__(threads, 1): one resident block is enough (8 warps hide the loop's
+# latency, bench/sass.py); without it ptxas caps the wmma kernels at 128 registers and
+# recomputes the hoisted gather indices (their divisions) inside the K loop
 _WMMA = r"""
-$kernel $name($params)
+$kernel __launch_bounds__(${THREADS}, 1) $name($params)
 {
     namespace wmma = nvcuda::wmma;
     __shared__ __align__(32) @T@ As[2][${BK}][${BM} + @PAD@];
