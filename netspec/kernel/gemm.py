@@ -154,7 +154,7 @@ def registers_estimate(t: GemmTiles) -> int:
     count; bench/sass.py): the accumulators, one k-step of operands, staging and addresses."""
     if t.layout == "strided":
         return 56
-    return min(255, t.TM * t.TN + t.TM + t.TN + 40)
+    return min(255, t.TM * t.TN + t.TM + t.TN + 32)
 
 
 def resident_blocks(t: GemmTiles, registers: int | None = None) -> int:
@@ -244,7 +244,9 @@ class Operand:
     """How a GEMM reads A(m, k) or B(k, n) (module doc). Dense: `buf` with strides
     (`outer_stride`, `k_stride`), the outer index being m for A and n for B, one stride 1.
     Gather: `load` sets `v` from `k`, the outer index, `z` and h0..h2, which `hoist` sets
-    from the outer index and `z` alone. `fast` is the axis consecutive work-items walk while
+    from the outer index and `z` alone, and g0..g2, which `per_k` (optional) sets from `k`
+    and `z` alone: the im2col index arithmetic (divisions of k) a blocked or wmma loader then
+    runs once per slab for all its lanes (module doc), not once per element. `fast` is the axis consecutive work-items walk while
     loading a slab ("outer" or "k"): the one along which the source is contiguous, so reads
     coalesce."""
 
@@ -254,6 +256,16 @@ class Operand:
     buf: str = ""
     outer_stride: int = 0
     k_stride: int = 0
+    per_k: str = ""
+    # an equivalent gather for loaders that hoist once per lane (`_row_lane_code`): its hoist
+    # may loop (building a validity bit mask, say), and its load's own test fails outside
+    # the GEMM (outer index past the extent, k past the slice: per_k then leaves g0..g2 0),
+    # so the loader adds no range test of its own
+    guarded: Operand | None = None
+
+    def __post_init__(self):
+        if self.per_k and not self.hoist:
+            raise ValueError("an operand with a per-k snippet also hoists its outer index")
 
     @staticmethod
     def dense(buf: str, outer_stride: int, k_stride: int) -> Operand:
@@ -263,8 +275,11 @@ class Operand:
                        fast="k" if k_stride == 1 else "outer")
 
     def scalar_load(self, outer: str) -> str:
+        """The load of one element from `k` and the hoisted h0..h2 (per_k run in place)."""
         if self.buf:
             return f"v = {self.buf}[{outer} * {self.outer_stride} + k * {self.k_stride}];"
+        if self.per_k:
+            return f"int g0 = 0, g1 = 0, g2 = 0; {_one_line(self.per_k)} {_one_line(self.load)}"
         return self.load
 
     def vector_axis(self, outer_extent: int, K: int) -> str | None:
@@ -463,6 +478,8 @@ def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, th
 
     def conv(x: str) -> str:
         return f"{cvt}({x})" if cvt else x
+    if not vec and op.hoist and threads % bk == 0 and tile % (threads // bk) == 0:
+        return _row_lane_code(side, op, tile, bk, threads, conv)
     if vec:
         total = tile * bk // 4
     else:
@@ -511,6 +528,41 @@ def _lane_code(side: _Side, op: Operand, vec: str | None, tile: int, bk: int, th
                  f"float v = 0.0f; if ({o} < {side.extent} && k < ke) {{ {state} "
                  f"{_one_line(op.scalar_load(o))} }} {s}st[l] = v; }} }}")
         st = f"{head} {guard}{side.shared}[@BUF@][kk][oo] = {conv(f'{s}st[l]')}; }}"
+    return setup, fetch, st.replace("@BUF@", "0"), st.replace("@BUF@", "buf ^ 1")
+
+
+def _row_lane_code(side: _Side, op: Operand, tile: int, bk: int, threads: int,
+                   conv) -> tuple[str, str, str, str]:
+    """`_lane_code` for a gather whose slab rows are shared: G = threads / bk work-items per k
+    row, each with tile / G lanes at outer positions o0 + G·l of one row kk (consecutive
+    work-items take consecutive outer positions when the source is contiguous along it, else
+    consecutive rows). So a work-item's k is one per slab: the operand's `per_k` (its
+    divisions of k) runs once for all lanes, and each lane adds only its hoisted part."""
+    s, o = side.tag, side.outer
+    g = threads // bk
+    lanes = tile // g
+    guarded = op.guarded is not None and lanes <= 2 * _HOIST_LANES
+    op = op.guarded if guarded else op
+    place = (f"const int {s}kk = tid % {bk}, {s}o0 = tid / {bk};" if op.fast == "k" else
+             f"const int {s}kk = tid / {g}, {s}o0 = tid % {g};")
+    head = f"for (int l = 0; l < {lanes}; ++l) {{"
+    setup = f"{place}\nfloat {s}st[{lanes}];"
+    if lanes <= 2 * _HOIST_LANES:
+        setup += (f"\nint {s}h0[{lanes}], {s}h1[{lanes}], {s}h2[{lanes}];\n"
+                  f"{head} const int {o} = {side.base} + {s}o0 + {g} * l; "
+                  f"int h0 = 0, h1 = 0, h2 = 0; {_one_line(op.hoist)} "
+                  f"{s}h0[l] = h0; {s}h1[l] = h1; {s}h2[l] = h2; }}")
+        state = f"const int h0 = {s}h0[l], h1 = {s}h1[l], h2 = {s}h2[l];"
+    else:
+        state = f"int h0 = 0, h1 = 0, h2 = 0; {_one_line(op.hoist)}"
+    per_k = (f"int g0 = 0, g1 = 0, g2 = 0; if (kin) {{ {_one_line(op.per_k)} }} "
+             if op.per_k else "")
+    test = "" if guarded else (f"const int {o} = {side.base} + {s}o0 + {g} * l; "
+                               f"if ({o} < {side.extent} && kin) ")
+    fetch = (f"{{ const int k = kn + {s}kk; const bool kin = k < ke; {per_k}"
+             f"{head} float v = 0.0f; {test}{{ {state} {_one_line(op.load)} }} "
+             f"{s}st[l] = v; }} }}")
+    st = f"{head} {side.shared}[@BUF@][{s}kk][{s}o0 + {g} * l] = {conv(f'{s}st[l]')}; }}"
     return setup, fetch, st.replace("@BUF@", "0"), st.replace("@BUF@", "buf ^ 1")
 
 
@@ -593,7 +645,7 @@ $kernel $name($params)
 def _strided_load(op: Operand, outer: str) -> str:
     if op.buf or not op.hoist:
         return op.scalar_load(outer)
-    return f"int h0 = 0, h1 = 0, h2 = 0;\n{op.hoist}\n{op.load}"
+    return f"int h0 = 0, h1 = 0, h2 = 0;\n{op.hoist}\n{op.scalar_load(outer)}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -666,7 +718,9 @@ def with_layout(t: GemmTiles, layout: str) -> GemmTiles:
 # where r rounds an FP32 operand to the precision's format once, as the loader stores it to
 # shared memory:
 #   tf32: 10-bit mantissa, 8-bit exponent; round to nearest, ties away from zero, as CUDA's
-#         __float_to_tf32 (PTX cvt.rna.tf32.f32) does;
+#         __float_to_tf32 (PTX cvt.rna.tf32.f32) does for finite values; every dialect,
+#         CUDA included, calls netspec_round_tf32 below (two integer instructions on sm_90,
+#         where __float_to_tf32 compiles to four: it also tests for inf/NaN);
 #   bf16: 7-bit mantissa, 8-bit exponent; round to nearest even (__float2bfloat16, cvt.rn).
 # Both products are exact in FP32 (11 x 11 and 8 x 8 significand bits fit in 24), so every
 # dialect computes the same sum up to the order of its FP32 additions: CUDA renders the wmma
@@ -681,7 +735,7 @@ def with_layout(t: GemmTiles, layout: str) -> GemmTiles:
 # as the blocked template, plus one 16 x 16 FP32 staging tile per warp for the epilogue.
 TC_FORMATS = {
     # precision -> (shared type, fragment element type, fragment k, row padding, CUDA rounding)
-    "tf32": ("float", "nvcuda::wmma::precision::tf32", 8, 4, "wmma::__float_to_tf32"),
+    "tf32": ("float", "nvcuda::wmma::precision::tf32", 8, 4, "netspec_round_tf32"),
     "bf16": ("__nv_bfloat16", "__nv_bfloat16", 16, 8, "__float2bfloat16"),
 }
 # The same rounding for the dialects without tensor cores: a static function defined once per
@@ -704,6 +758,8 @@ TC_VARIANTS = (
     GemmTiles(128, 128, 16, 64, 32, layout="wmma"),
     GemmTiles(128, 64, 16, 64, 32, layout="wmma"),
     GemmTiles(64, 128, 16, 32, 64, layout="wmma"),
+    GemmTiles(128, 64, 16, 32, 32, layout="wmma"),      # 8 warps: half the loads per thread
+    GemmTiles(64, 128, 16, 32, 32, layout="wmma"),
     GemmTiles(64, 64, 16, 32, 32, layout="wmma"),
     GemmTiles(64, 32, 16, 32, 16, layout="wmma"),
     GemmTiles(32, 64, 16, 16, 32, layout="wmma"),
@@ -751,18 +807,39 @@ def _tc_portable_tiles(t: GemmTiles) -> GemmTiles:
     return GemmTiles(t.BM, t.BN, t.BK, tm, tn)
 
 
-# instructions a warp issues per operand element it loads into shared memory in the wmma
-# loop (bench/sass.py's counts on AlexNet: ~36 for an im2col gather, ~20 dense, with the MMA
-# and fragment loads spread over them); the loop is issue-bound where this exceeds the MMAs
-_TC_ISSUE_PER_ELEMENT = 28
+# What a warp issues per BK slab of the wmma loop, from bench/sass.py's counts on AlexNet
+# (sm_90): per operand element it loads into shared memory (gather or dense, rounding and
+# store included; a work-item with more than 8 lanes of one operand gets its hoisted indices
+# recomputed by the compiler, about twice that), per fragment element it reads back (the
+# generic load and its 64-bit address), per HMMA, and the slab's fixed part (barrier,
+# branch, the per-slab k arithmetic).
+_TC_ISSUE_PER_ELEMENT = 9
+_TC_ISSUE_PER_FRAGMENT_ELEMENT = 2.3
+_TC_ISSUE_PER_SLAB = 30
+
+
+def _tc_issue_per_kstep(t: GemmTiles, precision: str) -> float:
+    """Estimated SM clocks of instruction issue per k-step of one block (4 per clock)."""
+    fk = TC_FORMATS[precision][2]
+    warps = tc_threads(t) // 32
+    tiles_m, tiles_n = t.TM // 16, t.TN // 16
+    # HMMA.1684 (tf32): 4 per 16x16x8 mma; HMMA.16816 (bf16): 2 per 16x16x16
+    hmma = tiles_m * tiles_n * (t.BK // fk) * (4 if fk == 8 else 2)
+    # a 16 x fk fragment is 4 registers a thread (tf32: 4 floats; bf16: 8 halves)
+    frags = (tiles_m + tiles_n) * (t.BK // fk) * 4 * _TC_ISSUE_PER_FRAGMENT_ELEMENT
+    lanes_a, lanes_b = (ceil_div(x * t.BK, tc_threads(t)) for x in (t.BM, t.BN))
+    loads = sum(n * _TC_ISSUE_PER_ELEMENT * (2 if n > _HOIST_LANES else 1)
+                for n in (lanes_a, lanes_b))
+    return warps * (hmma + frags + loads + _TC_ISSUE_PER_SLAB) / t.BK / 4
 
 
 def _tc_estimate(t: GemmTiles, M: int, N: int, K: int, batches: int, splits: int,
-                 precision: str, sm_count: int) -> float:
+                 precision: str, sm_count: int, traffic: bool = True) -> float:
     """Rough SM cycles of a tensor-core launch, to rank candidates: per k-step a block costs
-    the larger of its MMAs at the SM's share of the dense peak and its loaders' instructions
-    at 4 per clock (bench/sass.py's issue bound), in waves of resident blocks, against the
-    compulsory traffic."""
+    the larger of its MMAs at the SM's share of the dense peak and its instructions at 4 per
+    clock (bench/sass.py's issue bound; `_tc_issue_per_kstep`), in waves of resident blocks,
+    against the compulsory traffic (`traffic`: a gathered operand counted as its K x N
+    matrix, which over-counts an im2col gather by the kernel's taps)."""
     blocks = ceil_div(M, t.BM) * ceil_div(N, t.BN) * batches * splits
     ks = split_slice(K, splits, t.BK)[0] if splits > 1 else K
     threads = tc_threads(t)
@@ -774,7 +851,7 @@ def _tc_estimate(t: GemmTiles, M: int, N: int, K: int, batches: int, splits: int
     if resident == 0:
         return math.inf
     flop_per_clk = _TC_PEAK[precision] / 1.98e9 / DEFAULT_SM_COUNT
-    per_kstep = max(2 * t.BM * t.BN / flop_per_clk, (t.BM + t.BN) * _TC_ISSUE_PER_ELEMENT / 128)
+    per_kstep = max(2 * t.BM * t.BN / flop_per_clk, _tc_issue_per_kstep(t, precision))
 
     def wave(n: int) -> float:                 # n blocks sharing one SM
         return n * ks * per_kstep / min(1.0, n * warps / 8)
@@ -782,7 +859,8 @@ def _tc_estimate(t: GemmTiles, M: int, N: int, K: int, batches: int, splits: int
     full, rest = divmod(blocks, sm_count * resident)
     cycles = full * wave(resident) + (wave(ceil_div(rest, sm_count)) if rest else 0.0)
     bandwidth = _BYTES_PER_CLK_PER_SM * sm_count
-    cycles = max(cycles, 4 * (M * K + K * N * batches + M * N * batches * splits) / bandwidth)
+    if traffic:
+        cycles = max(cycles, 4 * (M * K + K * N * batches + M * N * batches * splits) / bandwidth)
     if splits > 1:
         cycles += 4 * (splits + 1) * M * N / bandwidth + 2e-6 * 1.98e9
     return cycles
@@ -809,13 +887,17 @@ def choose_tc_gemm(M: int, N: int, K: int, precision: str, tiles: GemmTiles | No
         v, s = o
         blocks = ceil_div(M, v.BM) * ceil_div(N, v.BN) * batches * s
         filled = blocks >= TARGET_WAVES * sm_count
-        return _tc_estimate(v, M, N, K, batches, s, precision, sm_count) * (1.0 if filled
-                                                                            else 1.5)
+        est = functools.partial(_tc_estimate, v, M, N, K, batches, s, precision, sm_count)
+        # where the traffic floor ties candidates, the faster loop wins
+        return est() * (1.0 if filled else 1.5), est(traffic=False)
     return min(options, key=rank)
 
 
+# __launch_bounds__(threads, 1): one resident block is enough (8 warps hide the loop's
+# latency, bench/sass.py); without it ptxas caps the wmma kernels at 128 registers and
+# recomputes the hoisted gather indices (their divisions) inside the K loop
 _WMMA = r"""
-$kernel $name($params)
+$kernel __launch_bounds__(${THREADS}, 1) $name($params)
 {
     namespace wmma = nvcuda::wmma;
     __shared__ __align__(32) @T@ As[2][${BK}][${BM} + @PAD@];
@@ -882,8 +964,12 @@ _CUDA_TC_HEAD = ("#ifndef NETSPEC_WMMA_HEADERS\n#define NETSPEC_WMMA_HEADERS\n"
                  "#include <mma.h>\n#include <cuda_bf16.h>\n#endif\n")
 
 
-def _round_head(precision: str) -> str:
+def _round_head(precision: str, cuda: str = "") -> str:
+    """The rounding function's definition, once per module; `cuda`: "__device__ " for CUDA
+    C++ (where the emulator's __device__ is itself static inline)."""
     fn, body = _ROUND_FUNCS[precision]
+    if cuda:
+        body = cuda + body.replace("static inline ", "", 1)
     guard = f"NETSPEC_{fn.upper()}"
     return f"#ifndef {guard}\n#define {guard}\n{body}\n#endif\n"
 
@@ -903,7 +989,9 @@ def _tc_templates(a: Operand, b: Operand, epilogue: str, batched: bool, split: b
             .replace("@STORE1@", ind + la[3] + "\n" + ind + lb[3])
             .replace("@T@", shared_t).replace("@PAD@", str(pad)).replace("@FK@", str(fk))
             .replace("@P@", frag_t))
-    cuda = _CUDA_TC_HEAD + _batch_and_split(cuda, epilogue, batched, split)
+    head = _CUDA_TC_HEAD + (_round_head(precision, "__device__ ")
+                            if cvt == _ROUND_FUNCS[precision][0] else "")
+    cuda = head + _batch_and_split(cuda, epilogue, batched, split)
     p = _tc_portable_tiles(t)
     rnd = _ROUND_FUNCS[precision][0]
     pa = _lane_code(_A, a, a.vector_axis(M, K), p.BM, p.BK, threads, rnd)

@@ -13,6 +13,8 @@ dcols = Wᵀ @ dY, folded back onto the input by col2im, one strided add per ker
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -180,66 +182,137 @@ OP = Conv()
 
 
 # Operands of the three GEMMs (kernel/gemm.py `Operand`): `hoist` sets h0..h2 from the outer
-# index alone (once per work-item, before the K loop), `load` sets v from k and them.
+# index alone (once per work-item, before the K loop), `per_k` sets g0..g2 from k alone (once
+# per slab for all of a work-item's lanes: every division of k is there), and `load` sets v
+# from both with additions and comparisons only.
 # B(k, n) of the forward: xpad[c, img, oy·S + u, ox·S + q], n = (img, oy, ox), k = (c, u, q);
-# h0 = the offset of (img, oy·S − P, ox·S − P) in a channel, (h1, h2) = that pixel.
+# h0 = the offset of (img, oy·S − P, ox·S − P) in a channel, (h1, h2) = that pixel;
+# g0 = the offset of tap (c, u, q) from it, (g1, g2) = (u, q).
+# Guarded (kernel/gemm.py `Operand.guarded`; kernels of at most MASK_TAPS taps): h1 = a bit
+# per tap r = u·KW + q that lands inside the input (0 for a column past N), g1 = 1 << r (0 for
+# k past the slice), so one AND tests everything.
+MASK_TAPS = 31
+CONV_FWD_B_MASKED = Operand(hoist=r"""
+const int img = n / (${OH} * ${OW}), iy = ((n / ${OW}) % ${OH}) * ${S} - ${P}, ix = (n % ${OW}) * ${S} - ${P};
+h0 = img * (${H} * ${W}) + iy * ${W} + ix;
+if (n < ${N})
+    for (int u = 0; u < ${KH}; ++u)
+        for (int q = 0; q < ${KW}; ++q)
+            if (iy + u >= 0 && iy + u < ${H} && ix + q >= 0 && ix + q < ${W})
+                h1 |= 1 << (u * ${KW} + q);
+""", per_k=r"""
+const int c = k / (${KH} * ${KW}), r = k % (${KH} * ${KW});
+g0 = c * (${NB} * ${H} * ${W}) + (r / ${KW}) * ${W} + r % ${KW}; g1 = 1 << r;
+""", load="if (h1 & g1) v = x[h0 + g0];", fast="outer")
+# ... and for larger kernels (up to MASK_TAPS rows and columns): h1, h2 = a bit per row u and
+# per column q inside the input, g1, g2 = 1 << u, 1 << q: two ANDs.
+CONV_FWD_B_ROWCOL = Operand(hoist=r"""
+const int img = n / (${OH} * ${OW}), iy = ((n / ${OW}) % ${OH}) * ${S} - ${P}, ix = (n % ${OW}) * ${S} - ${P};
+h0 = img * (${H} * ${W}) + iy * ${W} + ix;
+if (n < ${N}) {
+    for (int u = 0; u < ${KH}; ++u)
+        if (iy + u >= 0 && iy + u < ${H})
+            h1 |= 1 << u;
+    for (int q = 0; q < ${KW}; ++q)
+        if (ix + q >= 0 && ix + q < ${W})
+            h2 |= 1 << q;
+}
+""", per_k=r"""
+const int c = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
+g0 = c * (${NB} * ${H} * ${W}) + u * ${W} + q; g1 = 1 << u; g2 = 1 << q;
+""", load="if ((h1 & g1) && (h2 & g2)) v = x[h0 + g0];", fast="outer")
 CONV_FWD_B = Operand(hoist=r"""
 const int img = n / (${OH} * ${OW}), oy = (n / ${OW}) % ${OH}, ox = n % ${OW};
 h1 = oy * ${S} - ${P}; h2 = ox * ${S} - ${P}; h0 = img * (${H} * ${W}) + h1 * ${W} + h2;
-""", load=r"""
+""", per_k=r"""
 const int c = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
-if (h1 + u >= 0 && h1 + u < ${H} && h2 + q >= 0 && h2 + q < ${W})
-    v = x[c * (${NB} * ${H} * ${W}) + h0 + u * ${W} + q];
-""", fast="outer")
+g0 = c * (${NB} * ${H} * ${W}) + u * ${W} + q; g1 = u; g2 = q;
+""", load=r"""
+if (h1 + g1 >= 0 && h1 + g1 < ${H} && h2 + g2 >= 0 && h2 + g2 < ${W})
+    v = x[h0 + g0];
+""", fast="outer", guarded=CONV_FWD_B_MASKED)
 
 # B(k, n) of the weight gradient: the same columns with k = (img, oy, ox), n = (c, u, q);
-# h0 = the offset of channel c shifted by (u − P, q − P), (h1, h2) = (u − P, q − P).
+# h0 = the offset of channel c shifted by (u − P, q − P), (h1, h2) = (u − P, q − P);
+# g0 = the offset of (img, oy·S, ox·S), (g1, g2) = (oy·S, ox·S).
 CONV_WGRAD_B = Operand(hoist=r"""
 const int c = n / (${KH} * ${KW}), u = (n / ${KW}) % ${KH}, q = n % ${KW};
 h1 = u - ${P}; h2 = q - ${P}; h0 = c * (${NB} * ${H} * ${W}) + h1 * ${W} + h2;
-""", load=r"""
+""", per_k=r"""
 const int img = k / (${OH} * ${OW}), oy = (k / ${OW}) % ${OH}, ox = k % ${OW};
-if (oy * ${S} + h1 >= 0 && oy * ${S} + h1 < ${H} && ox * ${S} + h2 >= 0 && ox * ${S} + h2 < ${W})
-    v = x[h0 + img * (${H} * ${W}) + oy * (${S} * ${W}) + ox * ${S}];
+g1 = oy * ${S}; g2 = ox * ${S}; g0 = img * (${H} * ${W}) + g1 * ${W} + g2;
+""", load=r"""
+if (g1 + h1 >= 0 && g1 + h1 < ${H} && g2 + h2 >= 0 && g2 + h2 < ${W})
+    v = x[h0 + g0];
 """, fast="k")
 
-# The data gradient (stride 1): A(m, k) = w[o, m, u, q] with k = (o, u, q); B(k, n) = the
-# output pixel that read input pixel n = (img, iy, ix) through tap (u, q), if there is one.
-CONV_DGRAD_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=r"""
-v = w[(k / (${KH} * ${KW})) * (${CIN} * ${KH} * ${KW}) + h0 + k % (${KH} * ${KW})];
-""", fast="k")
+# The data gradient with stride 1: A(m, k) = w[o, m, u, q] with k = (o, u, q); B(k, n) =
+# dy[o, img, iy + P − u, ix + P − q] for input pixel n = (img, iy, ix), where inside the
+# output: h0 = the offset of (img, iy + P, ix + P), (h1, h2) = (iy + P, ix + P); g0 = the
+# offset of (o, −u, −q), (g1, g2) = (u, q).
+CONV_DGRAD_A = Operand(hoist="h0 = m * (${KH} * ${KW});", per_k=r"""
+g0 = (k / (${KH} * ${KW})) * (${CIN} * ${KH} * ${KW}) + k % (${KH} * ${KW});
+""", load="v = w[h0 + g0];", fast="k")
+CONV_DGRAD_B_MASKED = Operand(hoist=r"""
+const int img = n / (${H} * ${W}), py = (n / ${W}) % ${H} + ${P}, px = n % ${W} + ${P};
+h0 = img * (${OH} * ${OW}) + py * ${OW} + px;
+if (n < ${N})
+    for (int u = 0; u < ${KH}; ++u)
+        for (int q = 0; q < ${KW}; ++q)
+            if (py - u >= 0 && py - u < ${OH} && px - q >= 0 && px - q < ${OW})
+                h1 |= 1 << (u * ${KW} + q);
+""", per_k=r"""
+const int o = k / (${KH} * ${KW}), r = k % (${KH} * ${KW});
+g0 = o * (${NB} * ${OH} * ${OW}) - (r / ${KW}) * ${OW} - r % ${KW}; g1 = 1 << r;
+""", load="if (h1 & g1) v = dy[h0 + g0];", fast="outer")
 CONV_DGRAD_B = Operand(hoist=r"""
 const int img = n / (${H} * ${W});
-h0 = img * (${OH} * ${OW}); h1 = (n / ${W}) % ${H} + ${P}; h2 = n % ${W} + ${P};
-""", load=r"""
+h1 = (n / ${W}) % ${H} + ${P}; h2 = n % ${W} + ${P}; h0 = img * (${OH} * ${OW}) + h1 * ${OW} + h2;
+""", per_k=r"""
 const int o = k / (${KH} * ${KW}), u = (k / ${KW}) % ${KH}, q = k % ${KW};
-const int py = h1 - u, px = h2 - q;
-if (py >= 0 && px >= 0 && py % ${S} == 0 && px % ${S} == 0 && py / ${S} < ${OH} && px / ${S} < ${OW})
-    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + (py / ${S}) * ${OW} + px / ${S}];
-""", fast="outer")
+g0 = o * (${NB} * ${OH} * ${OW}) - u * ${OW} - q; g1 = u; g2 = q;
+""", load=r"""
+if (h1 - g1 >= 0 && h1 - g1 < ${OH} && h2 - g2 >= 0 && h2 - g2 < ${OW})
+    v = dy[h0 + g0];
+""", fast="outer", guarded=CONV_DGRAD_B_MASKED)
 
 # The data gradient with stride S > 1, split by stride phase: input pixel (iy, ix) is reached
 # only by taps u ≡ (iy + P) mod S, so the pixels of phase z = (ry, rx) = ((iy + P) % S,
 # (ix + P) % S) form their own GEMM over the taps u = ry + S·u', q = rx + S·q' alone
 # (⌈KH/S⌉·⌈KW/S⌉ of them, not KH·KW: 1/16 of the work for an 11x11 stride-4 kernel wasted
 # no longer). Pixel (t, s) of a phase is iy = S·t + ry − P, ix = S·s + rx − P, and tap (u', q')
-# reads output pixel (t − u', s − q').
+# reads output pixel (t − u', s − q'). A tap outside the kernel (u ≥ KH) reads nothing: its
+# per_k sets g1 past every pixel row (B) or g1 = 0 (A), so the load's test fails.
 CONV_PHASE = r"""
 const int ry = z / ${S}, rx = z % ${S};
 """
-CONV_PHASE_A = Operand(hoist="h0 = m * (${KH} * ${KW});", load=CONV_PHASE + r"""
+CONV_PHASE_A = Operand(hoist="h0 = m * (${KH} * ${KW});", per_k=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), u = ry + ${S} * ((k / ${KV}) % ${KU}), q = rx + ${S} * (k % ${KV});
-if (u < ${KH} && q < ${KW})
-    v = w[o * (${CIN} * ${KH} * ${KW}) + h0 + u * ${KW} + q];
-""", fast="k")
+g0 = o * (${CIN} * ${KH} * ${KW}) + u * ${KW} + q; g1 = u < ${KH} && q < ${KW};
+""", load="if (g1) v = w[h0 + g0];", fast="k")
+CONV_PHASE_B_MASKED = Operand(hoist=r"""
+const int t = (n / ${WQ}) % ${HQ}, s = n % ${WQ};
+h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}) + t * ${OW} + s;
+if (n < ${N})
+    for (int du = 0; du < ${KU}; ++du)
+        for (int dq = 0; dq < ${KV}; ++dq)
+            if (t - du >= 0 && t - du < ${OH} && s - dq >= 0 && s - dq < ${OW})
+                h1 |= 1 << (du * ${KV} + dq);
+""", per_k=CONV_PHASE + r"""
+const int o = k / (${KU} * ${KV}), r = k % (${KU} * ${KV}), du = r / ${KV}, dq = r % ${KV};
+g0 = o * (${NB} * ${OH} * ${OW}) - du * ${OW} - dq;
+g1 = ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} ? 1 << r : 0;
+""", load="if (h1 & g1) v = dy[h0 + g0];", fast="outer")
 CONV_PHASE_B = Operand(hoist=r"""
-h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}); h1 = (n / ${WQ}) % ${HQ}; h2 = n % ${WQ};
-""", load=CONV_PHASE + r"""
+h1 = (n / ${WQ}) % ${HQ}; h2 = n % ${WQ}; h0 = (n / (${HQ} * ${WQ})) * (${OH} * ${OW}) + h1 * ${OW} + h2;
+""", per_k=CONV_PHASE + r"""
 const int o = k / (${KU} * ${KV}), du = (k / ${KV}) % ${KU}, dq = k % ${KV};
-const int oy = h1 - du, ox = h2 - dq;
-if (ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} && oy >= 0 && oy < ${OH} && ox >= 0 && ox < ${OW})
-    v = dy[o * (${NB} * ${OH} * ${OW}) + h0 + oy * ${OW} + ox];
-""", fast="outer")
+g0 = o * (${NB} * ${OH} * ${OW}) - du * ${OW} - dq; g2 = dq;
+g1 = ry + ${S} * du < ${KH} && rx + ${S} * dq < ${KW} ? du : ${HQ};
+""", load=r"""
+if (h1 - g1 >= 0 && h1 - g1 < ${OH} && h2 - g2 >= 0 && h2 - g2 < ${OW})
+    v = dy[h0 + g0];
+""", fast="outer", guarded=CONV_PHASE_B_MASKED)
 CONV_STORE_DX_PHASE = CONV_PHASE + r"""
 const int img = n / (${HQ} * ${WQ});
 const int iy = ${S} * ((n / ${WQ}) % ${HQ}) + ry - ${P}, ix = ${S} * (n % ${WQ}) + rx - ${P};
@@ -459,6 +532,20 @@ def _winograd(c, direction: str) -> WinogradTiles | None:
     return t if isinstance(t, WinogradTiles) and conv_direction(c, direction) else None
 
 
+def _masked(op: Operand, taps: int) -> Operand:
+    """`op` with its guarded (bit-mask) form where the kernel's taps fit an int's bits."""
+    return op if taps <= MASK_TAPS else dataclasses.replace(op, guarded=None)
+
+
+def _forward_b(g: dict) -> Operand:
+    """The forward's im2col operand: one tap mask, row and column masks, or plain tests."""
+    if g["KH"] * g["KW"] <= MASK_TAPS:
+        return CONV_FWD_B
+    if max(g["KH"], g["KW"]) <= MASK_TAPS:
+        return dataclasses.replace(CONV_FWD_B, guarded=CONV_FWD_B_ROWCOL)
+    return dataclasses.replace(CONV_FWD_B, guarded=None)
+
+
 def forward_kernels(c):
     g = _geometry(c)
     wt = _winograd(c, "fwd")
@@ -472,7 +559,7 @@ def forward_kernels(c):
     kk = g["CIN"] * g["KH"] * g["KW"]
     bias = not c.attrs.get("nobias")
     return _gemm(
-        c, "fwd", "fwd", a=Operand.dense("w", kk, 1), b=CONV_FWD_B,
+        c, "fwd", "fwd", a=Operand.dense("w", kk, 1), b=_forward_b(g),
         epilogue=f"{'v += b[m];' if bias else ''} {relu} y[m * ${{N}} + n] = v;",
         reads=("x", "w"), writes=("in b", "out y") if bias else ("out y",), consts=g,
         doc=f"{c.layer.name} part {c.part.index} forward: y[o, (img, oy, ox)] = "
@@ -500,7 +587,8 @@ def backward_kernels(c):
                 f"sum_(img, oy, ox) dy[o, img, oy, ox] * xpad[c, img, oy*S + u, ox*S + v]")
     if c.input_grad and g["S"] > 1:
         calls += _gemm(
-            c, "bwd_data", "bwd_data", a=CONV_PHASE_A, b=CONV_PHASE_B,
+            c, "bwd_data", "bwd_data", a=CONV_PHASE_A,
+            b=_masked(CONV_PHASE_B, ceil_div(g["KH"], g["S"]) * ceil_div(g["KW"], g["S"])),
             epilogue=CONV_STORE_DX_PHASE, reads=("dy", "w"), writes=("out dx",),
             consts=_phases(g),
             doc=f"{c.layer.name} part {c.part.index} data gradient, one GEMM per stride phase "
@@ -514,7 +602,7 @@ def backward_kernels(c):
                                 what=f"{c.layer.name} data gradient: ", tag=WINO_TAG["bwd_data"])
     elif c.input_grad:
         calls += _gemm(
-            c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=CONV_DGRAD_B,
+            c, "bwd_data", "bwd_data", a=CONV_DGRAD_A, b=_masked(CONV_DGRAD_B, g["KH"] * g["KW"]),
             epilogue="dx[m * ${N} + n] = v;", reads=("dy", "w"), writes=("out dx",), consts=g,
             doc=f"{c.layer.name} part {c.part.index} data gradient: dx[c, img, iy, ix] = "
                 f"sum_(o, u, v) w[o, c, u, v] * dy[o, img, (iy + P - u)/S, (ix + P - v)/S] "

@@ -91,7 +91,8 @@ def _x_as_b(hw: int, nb: int) -> Operand:
     if hw == 1:
         return Operand.dense("x", 1, nb)
     return Operand(hoist="h0 = n * ${HW};",
-                   load="v = x[(k / ${HW}) * (${NB} * ${HW}) + h0 + k % ${HW}];", fast="k")
+                   per_k="g0 = (k / ${HW}) * (${NB} * ${HW}) + k % ${HW};",
+                   load="v = x[h0 + g0];", fast="k")
 
 
 # x as the weight gradient's (K = images, N = C·HW) matrix: element (img, kin)
@@ -99,7 +100,7 @@ def _x_as_wgrad_b(hw: int, nb: int) -> Operand:
     if hw == 1:
         return Operand.dense("x", nb, 1)
     return Operand(hoist="h0 = (n / ${HW}) * (${NB} * ${HW}) + n % ${HW};",
-                   load="v = x[h0 + k * ${HW}];", fast="outer")
+                   per_k="g0 = k * ${HW};", load="v = x[h0 + g0];", fast="outer")
 
 
 def _sizes(c):

@@ -2,8 +2,9 @@
 
 What is tuned: every GEMM-shaped kernel (conv and fc: `fwd`, `bwd_weight`, `bwd_data`), one
 part per layer (the layer's other parts have the same shapes, up to an uneven split). For each,
-a fixed short list of `GemmTiles` candidates (CANDIDATES; for the weight gradient then the best
-of those with split-K slice counts SPLITS) is rendered in the tuning device's dialect, built,
+a fixed short list of `GemmTiles` candidates (CANDIDATES; TC_CANDIDATES, the wmma tiles, when
+the recipe's precision is tf32 or bf16; for the weight gradient then the best of those with
+split-K slice counts SPLITS) is rendered in the tuning device's dialect, built,
 run on random data and timed by the device's own clock (OpenCL: profiling events): one untimed
 launch, then the median of REPEATS. The kernel's direction may be several launches (split-K's
 GEMM and its reduction); their times add up.
@@ -43,7 +44,7 @@ from typing import Protocol
 from ..cachedir import cache_dir
 from ..codegen.compile import Compiled, compile_network
 from ..kernel import PartContext
-from ..kernel.gemm import VARIANTS, GemmTiles
+from ..kernel.gemm import TC_VARIANTS, VARIANTS, GemmTiles
 
 TUNE_VERSION = 3                        # 3: GemmTiles.layout, the blocked family
 DIRECTIONS = ("fwd", "bwd_weight", "bwd_data")
@@ -57,6 +58,9 @@ CANDIDATES = (
     GemmTiles(128, 64, 8, 8, 4, layout="strided"),
     GemmTiles(64, 128, 8, 4, 8, layout="strided"),
 )
+# with `precision tf32 | bf16` the GEMMs are tensor-core ones, which take only wmma tiles
+# (kernel/gemm.py TC_VARIANTS; other dialects run their portable blocked equivalent)
+TC_CANDIDATES = TC_VARIANTS
 SPLITS = (1, 4, 16)
 REPEATS = 3
 _KEY_DROPPED = {"BM", "BN", "BK", "TM", "TN", "TX", "TY", "THREADS", "KS"}
@@ -191,7 +195,8 @@ class Tuner:
             for direction in DIRECTIONS:
                 if direction == "bwd_data" and not input_grad:
                     continue
-                ctx = PartContext(layer, part, batch, input_grad, {})
+                ctx = PartContext(layer, part, batch, input_grad, {},
+                                  precision=graph.recipe.precision)
                 key = self.key(ctx, direction)
                 rec = self.load(key)
                 if rec is not None:
@@ -211,7 +216,7 @@ class Tuner:
 
     def search(self, ctx: PartContext, direction: str, key: str) -> dict:
         results = []
-        for cand in CANDIDATES:
+        for cand in CANDIDATES if ctx.precision == "fp32" else TC_CANDIDATES:
             results.append((self.time_direction(ctx, direction, cand), cand))
         best_ms, best = min(results, key=lambda r: r[0])
         if direction in ctx.layer.op.split_k:

@@ -6,6 +6,8 @@ hand in tests/codegen/test_resources.py. Cubins are cached by source hash, so a 
 compiles nothing."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -144,3 +146,40 @@ def test_every_tensor_core_variant_compiles_to_hmma_without_spills(request, prec
         assert mix.ffma == 0, (name, mix.text())
         frags = (c["WTM"] // 16) * (c["WTN"] // 16) * (c["BK"] // fk)
         assert mix.hmma == frags * (2 if precision == "bf16" else 4), (name, mix.text())
+
+
+def _loop_opcodes(code) -> list[str]:
+    """The opcodes of the loop `inner_loop` picks (the one with the most FFMA + HMMA)."""
+    where = {rest: i for i, (_, op, rest) in enumerate(code) if op == "LABEL"}
+    best, best_key = [], (0, 0)
+    for i, (_, op, rest) in enumerate(code):
+        target = rest.split("`(")[-1].rstrip(")") if op.startswith("BRA") else None
+        if target not in where or where[target] >= i:
+            continue
+        ops = [o for _, o, _ in code[where[target]:i + 1] if o != "LABEL"]
+        key = (sum(o.startswith(("FFMA", "HMMA")) for o in ops), len(ops))
+        if key > best_key:
+            best, best_key = ops, key
+    return best
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_gather_divisions_run_once_per_slab(request, precision):
+    """The im2col/col2im index arithmetic is out of the per-element path: in every conv
+    GEMM's K loop (forward, weight and data gradient, AlexNet b128) the divisions by a
+    constant (IMAD.HI, their multiply-high) are the operands' per-slab `per_k` ones, at most
+    8 however many elements a thread loads (4 to 16 here; before, about 3 per element: 27 in
+    conv3's TF32 forward)."""
+    from netspec.bench.sass import compile_sass, with_precision
+    root = request.config.rootpath
+    graph = with_precision(build_graph(root / "specs/alexnet.net"), precision)
+    compiled = compile_network(graph, 128)
+    funcs = functions(compile_sass(compiled.cuda_source)[0])
+    convs = [n for n in funcs if re.fullmatch(r"conv\d_(fwd|bwd_weight|bwd_data)", n)]
+    # 5 x 3 less conv1's data gradient; in fp32 fewer where Winograd replaces the GEMM
+    assert len(convs) == 14 if precision == "tf32" else 1 <= len(convs) <= 14, convs
+    for name in convs:
+        ops = _loop_opcodes(funcs[name])
+        assert ops, name
+        hi = sum(o.startswith("IMAD.HI") for o in ops)
+        assert hi <= 8, (name, hi)

@@ -251,3 +251,46 @@ def test_choose_tc_gemm_fills_two_waves_on_alexnet_conv3_weight_gradient():
     t, s = choose_tc_gemm(192, 2304, 21632, "tf32")
     blocks = math.ceil(192 / t.BM) * math.ceil(2304 / t.BN) * s
     assert s > 1 and blocks >= 2 * 132
+
+
+# a 6x6 kernel (36 taps: more than an int's bits, so the forward's row and column masks),
+# stride 2 (the data gradient's stride phases, 3x3 taps each: one tap mask), a 3x3 stride-1
+# conv (tap masks forward and backward) and ragged sizes everywhere
+MASK_NET = """network m
+input 5x15x15
+classes 7
+conv c1 filters 9 size 6 stride 2 pad 2 relu
+conv c2 filters 13 size 3 pad 1
+fc f3 outputs 7
+softmax prob
+"""
+
+
+def test_masked_gathers_match_the_reference_emulated():
+    """The loaders' bit-mask forms (conv.py's guarded operands) in tf32 on the emulator,
+    against the rounded NumPy reference: the row/column masks of a 36-tap forward, the tap
+    masks of a 3x3 forward and stride-1 data gradient, and the stride phases' masks."""
+    run = _runner("emulated-cuda")
+    g = build_graph(MASK_NET)
+    layers = [g.layer(n) for n in ("c1", "c2")]
+    for layer in layers:
+        ctx = PartContext(layer, layer.parts[0], 3, True, {}, precision="tf32")
+        text = " ".join(c.kernel.dialect_templates["cuda"] for c in
+                        layer.op.forward_kernels(ctx) + layer.op.backward_kernels(ctx)
+                        if c.kernel.precision == "tf32")
+        masks = ("(h1 & g1) && (h2 & g2)",) if layer.name == "c1" else ("if (h1 & g1)",)
+        assert all(m in text for m in masks), layer.name
+    got, refs = run_layers(layers, 3, run, "tf32")
+    check(got, refs, "tf32 masked gathers")
+
+
+def test_kernels_past_the_mask_bits_keep_their_compares():
+    """A 33x33 kernel has more rows than an int has bits: its forward keeps the bounds
+    compares (no mask), and still renders for every dialect."""
+    g = build_graph("network b\ninput 2x40x40\nclasses 3\nconv c1 filters 4 size 33\n"
+                    "fc f2 outputs 3\nsoftmax prob\n")
+    layer = g.layer("c1")
+    ctx = PartContext(layer, layer.parts[0], 2, False, {}, precision="tf32")
+    k = layer.op.forward_kernels(ctx)[0].kernel
+    cuda, cl = k.render(CUDA), k.render(OPENCL)
+    assert "h1 & g1" not in cuda and "h1 + g1 < 40" in cuda and "h1 + g1 < 40" in cl

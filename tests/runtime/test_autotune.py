@@ -95,3 +95,26 @@ def test_tuned_kernels_match_the_reference(cache, monkeypatch):
     assert kernels["conv2_g0_fwd"].consts["BK"] == 8
     for train in (True, False):
         check_kernels_in_place(net, g, 3, seed=4, train=train)
+
+
+def test_tensor_core_precision_tunes_wmma_tiles(cache, monkeypatch):
+    """With `precision tf32` the candidates are wmma tiles (TC_CANDIDATES), not the FP32
+    ones: the faked clock prefers the 32x64 one, and the compiled GEMMs take it (its BN and
+    warp tile), in tf32."""
+    tc = (GemmTiles(64, 64, 16, 32, 32, layout="wmma"), GemmTiles(32, 64, 16, 16, 32, layout="wmma"))
+    monkeypatch.setattr(autotune, "TC_CANDIDATES", tc)
+    timed = []
+
+    def fake(self, ctx, direction, tiles):
+        timed.append(tiles)
+        return 1.0 if (tiles.BM, tiles.splits) == (32, 0) else 2.0
+
+    monkeypatch.setattr(autotune.Tuner, "time_direction", fake)
+    g = build_graph(SPEC.replace("  batch 3\n", "  batch 3\n  precision tf32\n"))
+    assert g.recipe.precision == "tf32"
+    compiled = compile_tuned(g, 3, tune=True)
+    assert timed and all(t.layout == "wmma" for t in timed)
+    assert all(r["tiles"]["layout"] == "wmma" and r["tiles"]["BM"] == 32
+               for r in autotune.LAST.chosen.values())
+    k = compiled.plan.kernels["conv1_g0_fwd"]
+    assert k.precision == "tf32" and (k.consts["BN"], k.consts["WTM"]) == (64, 16)

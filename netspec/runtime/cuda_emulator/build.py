@@ -28,7 +28,7 @@ HEADER = Path(__file__).with_name("cuda_emulation.h")
 INCLUDE = Path(__file__).with_name("include")
 # the exported names, and nothing else (not even the linker's __start_/__stop_ symbols)
 EXPORT_MAP = "{ global: netspec_launch_*; netspec_signature_*; local: *; };\n"
-KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s+)?(\w+)\s*\(')
 
 
 class EmulatorBuildError(RuntimeError):
