@@ -276,13 +276,14 @@ class TorchStep:
         self.loss = torch_loss(graph)
         self.clock = TorchTimer(device)
         r = graph.recipe
+        # batch norm's running statistics are state: no gradient, no update
+        self.trainable = trainable_names(graph)
+        self.names = [n for n in P if n in self.trainable]
         # the update PyTorch users run: torch.optim.SGD (its own momentum and decay form, the
         # same work per parameter); the per-layer rows time it on the layered step's gradients
-        self.opt = torch.optim.SGD([P[n] for n in P if n in trainable_names(graph)],
+        self.opt = torch.optim.SGD([P[n] for n in self.names],
                                    lr=r.lr or 0.01, momentum=r.momentum,
                                    weight_decay=r.weight_decay)
-        # batch norm's running statistics are state: no gradient, no update
-        self.names = [n for n in P if n in trainable_names(graph)]
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -335,11 +336,10 @@ class TorchStep:
             self.loss(logits, self.labels)))
         times[head, "forward"] += ms
         dy = {self.layers[-1][0].name: dz}
-        trainable = trainable_names(self.graph)
         grads = {}
         for l, inp, out, names in reversed(acts):
             grad = dy.pop(l.name, None)
-            names = [n for n in names if n in trainable]
+            names = [n for n in names if n in self.trainable]
             wrt = ([inp] if inp.requires_grad else []) + [P[n] for n in names]
             if grad is None or not wrt:
                 continue

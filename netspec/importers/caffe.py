@@ -428,10 +428,11 @@ def _refusal(src: Source) -> str:
 BROKEN = (None, None)    # a blob whose writer was refused: its readers are not reported again
 
 
-def _convert_layers(sources, top, shape, problems) -> tuple[list[Layer], dict]:
-    """The netspec layers of the deploy file's layers, and each one's input shape. A layer
-    reads its bottoms by name (a graph, not only a chain); a top written in place (ReLU,
-    BatchNorm, Scale, Dropout with top = bottom) names the new layer from then on."""
+def _convert_layers(sources, top, shape, problems) -> tuple[list[Layer], dict, dict]:
+    """The netspec layers of the deploy file's layers, each one's input shape, and each
+    batchnorm's Scale (its name, bias_term). A layer reads its bottoms by name (a graph, not
+    only a chain); a top written in place (ReLU, BatchNorm, Scale, Dropout with top = bottom)
+    names the new layer from then on."""
     cx = Context(problems, shape, blobs={top: (None, shape)})
     for src in sources:
         for b in src.bottoms:

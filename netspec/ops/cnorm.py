@@ -31,7 +31,9 @@ from .lrn import negative_power
 from .rnorm import (
     ADJOINT,
     HOST_HELPERS,
+    T_GATHER,
     WIN,
+    normalise_fwd,
     onnx_normalise,
     torch_window_sum,
     window_consts,
@@ -144,25 +146,7 @@ $kernel $name($params)
 }
 """.replace("@WIN@", WIN)
 
-CNORM_FWD = r"""
-$kernel $name($params)
-{
-    const int e = $gid0;
-    if (e >= ${NE})
-        return;
-@WIN@
-    float sum = 0.0f;
-    for (int iy = y0; iy < y1; ++iy)
-        for (int ix = x0; ix < x1; ++ix) {
-            const float a = diff[base + iy * ${W} + ix];
-            sum += a * a;
-        }
-    const float s = ${K} + ${ALPHA_N} * sum;
-    @NEGPOW@
-    scale[e] = s;
-    y[e] = x[e] * r;
-}
-""".replace("@WIN@", WIN)
+CNORM_FWD = normalise_fwd("diff")
 
 CNORM_BWD_D = r"""
 $kernel $name($params)
@@ -170,16 +154,10 @@ $kernel $name($params)
     const int e = $gid0;
     if (e >= ${NE})
         return;
-@ADJOINT@
-    float sum = 0.0f;
-    for (int iy = y0; iy < y1; ++iy)
-        for (int ix = x0; ix < x1; ++ix) {
-            const int f = base + iy * ${W} + ix;
-            sum += dy[f] * y[f] / scale[f];
-        }
+@T_GATHER@
     dd[e] = -${TWO_BETA_ALPHA_N} * diff[e] * sum;
 }
-""".replace("@ADJOINT@", ADJOINT)
+""".replace("@T_GATHER@", T_GATHER)
 
 # e[p] / cells(p): cells(p) = the rows of win(p) inside the map times its columns
 CNORM_BWD_X = r"""

@@ -172,7 +172,10 @@ ADJOINT = r"""
     const int x1 = qx + ${LO} + 1 < ${W} ? qx + ${LO} + 1 : ${W};
 """
 
-RNORM_FWD = r"""
+def normalise_fwd(d: str) -> str:
+    """The forward kernel of y = x · (k + α/n² Σ_win d²)^−β, the sum over buffer `d`: rnorm's
+    (d = x) and cnorm's (d = x − window mean, its scratch `diff`)."""
+    return r"""
 $kernel $name($params)
 {
     const int e = $gid0;
@@ -182,7 +185,7 @@ $kernel $name($params)
     float sum = 0.0f;
     for (int iy = y0; iy < y1; ++iy)
         for (int ix = x0; ix < x1; ++ix) {
-            const float a = x[base + iy * ${W} + ix];
+            const float a = @D@[base + iy * ${W} + ix];
             sum += a * a;
         }
     const float s = ${K} + ${ALPHA_N} * sum;
@@ -190,7 +193,19 @@ $kernel $name($params)
     scale[e] = s;
     y[e] = x[e] * r;
 }
-""".replace("@WIN@", WIN)
+""".replace("@WIN@", WIN).replace("@D@", d)
+
+
+# t summed over the pixels whose window holds e: Σ dy · y / s (rnorm's and cnorm's backward)
+T_GATHER = r"""@ADJOINT@
+    float sum = 0.0f;
+    for (int iy = y0; iy < y1; ++iy)
+        for (int ix = x0; ix < x1; ++ix) {
+            const int f = base + iy * ${W} + ix;
+            sum += dy[f] * y[f] / scale[f];
+        }""".replace("@ADJOINT@", ADJOINT)
+
+RNORM_FWD = normalise_fwd("x")
 
 RNORM_BWD = r"""
 $kernel $name($params)
@@ -198,18 +213,12 @@ $kernel $name($params)
     const int e = $gid0;
     if (e >= ${NE})
         return;
-@ADJOINT@
-    float sum = 0.0f;
-    for (int iy = y0; iy < y1; ++iy)
-        for (int ix = x0; ix < x1; ++ix) {
-            const int f = base + iy * ${W} + ix;
-            sum += dy[f] * y[f] / scale[f];
-        }
+@T_GATHER@
     const float s = scale[e];
     @NEGPOW@
     dx[e] = dy[e] * r - ${TWO_BETA_ALPHA_N} * x[e] * sum;
 }
-""".replace("@ADJOINT@", ADJOINT)
+""".replace("@T_GATHER@", T_GATHER)
 
 
 def window_consts(c) -> dict:
